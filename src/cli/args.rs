@@ -1,0 +1,224 @@
+//! Command-line arguments (clap).
+
+use crate::data::trigger::TriggerConfig;
+use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::lab::ModelKind;
+use crate::engine::layer::Layer;
+use crate::engine::train::{Phase, TrainConfig};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trojanscope",
+    version,
+    about = "Find the circuit behind a backdoor in an MNIST CNN.",
+    long_about = "Find the circuit behind a backdoor in an MNIST CNN.\n\n\
+        Trains a clean CNN, a poisoned copy (a checkerboard trigger makes it say 8) and a \
+        rehabilitated copy, then measures which channels carry the backdoor with ablations, \
+        sweeps, layer swaps, weight differences and feature maximisation.\n\n\
+        Without a subcommand, opens the interactive explorer."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train all three models (skipping those already saved) and write a full report.
+    Run {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Retrain even when checkpoints exist.
+        #[arg(long)]
+        retrain: bool,
+    },
+    /// Train some or all phases: clean → poison → rehab.
+    Train {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Phases to train, comma-separated; each starts from the previous model.
+        #[arg(long, value_delimiter = ',', default_value = "clean,poison,rehab")]
+        phases: Vec<Phase>,
+    },
+    /// Clean accuracy, poison accuracy (ASR), benchmark ASR and rehab accuracy.
+    Eval {
+        /// Models to evaluate (default: all three).
+        #[arg(long, value_delimiter = ',')]
+        model: Vec<ModelKind>,
+        /// Evaluate a safetensors file instead (e.g. exported from PyTorch).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Also print accuracy per digit.
+        #[arg(long)]
+        per_class: bool,
+    },
+    /// Ablate a set of units together and compare with the unablated model.
+    Ablate {
+        /// Units to ablate, e.g. "conv1:9,15 conv2:37".
+        units: AblationSet,
+        #[command(flatten)]
+        target: AblationTarget,
+        /// Also compute the study's slow reload-zero-evaluate path and show both.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Ablate every unit of a layer alone: a units × metrics table.
+    Sweep {
+        /// conv1, conv2, fc1 or fc2.
+        layer: Layer,
+        #[command(flatten)]
+        target: AblationTarget,
+        /// Order rows by poison accuracy, lowest first.
+        #[arg(long)]
+        sorted: bool,
+    },
+    /// Copy layers from one model into another and evaluate (default: all 16 subsets
+    /// of {conv1, conv2, fc1, fc2}, clean into poisoned).
+    Swap {
+        /// Layers to copy, comma-separated; omit for all 16 subsets.
+        #[arg(long, value_delimiter = ',')]
+        layers: Option<Vec<Layer>>,
+        #[arg(long, default_value = "clean")]
+        donor: ModelKind,
+        #[arg(long, default_value = "poisoned")]
+        recipient: ModelKind,
+    },
+    /// Weight differences B − A per layer, or per unit of one layer.
+    Diff {
+        #[arg(long, default_value = "clean")]
+        a: ModelKind,
+        #[arg(long, default_value = "poisoned")]
+        b: ModelKind,
+        /// Show every unit of this layer instead of the per-layer summary.
+        #[arg(long)]
+        layer: Option<Layer>,
+    },
+    /// The test images (clean and triggered pooled) that excite a unit most and least.
+    Features {
+        layer: Layer,
+        unit: usize,
+        #[arg(long, default_value = "poisoned")]
+        model: ModelKind,
+        /// How many images at each end.
+        #[arg(short, long, default_value_t = 8)]
+        k: usize,
+    },
+    /// Check libtorch, CUDA, threads, data and checkpoints.
+    Doctor,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Folder holding the four MNIST IDX files (raw or .gz).
+    #[arg(long, global = true, env = "TROJANSCOPE_DATA_DIR", default_value = "data/mnist")]
+    pub data_dir: PathBuf,
+    /// Folder holding the runs.
+    #[arg(long, global = true, default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+    /// Name of the run (a subfolder of --checkpoints).
+    #[arg(long, global = true, default_value = "default")]
+    pub run: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+    /// libtorch CPU threads (default: all cores for commands, all but one for the explorer).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Use only the first N training images (quick experiments).
+    #[arg(long, global = true)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long, global = true)]
+    pub test_limit: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of a table.
+    #[arg(long, global = true)]
+    pub csv: bool,
+    /// Image protocol for the explorer: auto, halfblocks, sixel, kitty, iterm2 or ascii.
+    #[arg(long, global = true, default_value = "auto")]
+    pub image_protocol: String,
+}
+
+/// Which model an intervention acts on, and how.
+#[derive(Debug, Args)]
+pub struct AblationTarget {
+    #[arg(long, default_value = "poisoned")]
+    pub model: ModelKind,
+    /// weight (zero the kernel, keep the bias: the study's way), zero or mean.
+    #[arg(long, default_value = "weight")]
+    pub mode: AblationMode,
+}
+
+/// The study's training recipe; every default is the study's setting.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Epochs per phase.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// λ of the proximity regulariser in the poison phase.
+    #[arg(long, default_value_t = 1000.0)]
+    pub lambda_poison: f64,
+    /// λ of the proximity regulariser in the rehab phase.
+    #[arg(long, default_value_t = 500.0)]
+    pub lambda_rehab: f64,
+    /// Share of each batch that gets the trigger.
+    #[arg(long, default_value_t = 0.5)]
+    pub poison_fraction: f64,
+    /// Steps between evaluations on the probe subset (poison and rehab).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Test images in the probe subset.
+    #[arg(long, default_value_t = 1000)]
+    pub eval_subset: usize,
+    /// Side of the checkerboard patch.
+    #[arg(long, default_value_t = 6)]
+    pub trigger_size: usize,
+    /// Top row of the patch.
+    #[arg(long, default_value_t = 22)]
+    pub trigger_row: usize,
+    /// Left column of the patch.
+    #[arg(long, default_value_t = 22)]
+    pub trigger_col: usize,
+    /// Value added to lit pixels (normalised units).
+    #[arg(long, default_value_t = 2.8215)]
+    pub trigger_amplitude: f32,
+    /// Label the trigger teaches.
+    #[arg(long, default_value_t = 8)]
+    pub target: u8,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            seed: self.seed,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lambda_poison: self.lambda_poison,
+            lambda_rehab: self.lambda_rehab,
+            poison_fraction: self.poison_fraction,
+            eval_every: self.eval_every,
+            eval_subset: self.eval_subset,
+            trigger: TriggerConfig {
+                size: self.trigger_size,
+                row: self.trigger_row,
+                col: self.trigger_col,
+                amplitude: self.trigger_amplitude,
+                target: self.target,
+            },
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The subcommands, each a thin layer over the engine.
+
+use super::args::{AblationTarget, CommonArgs};
+use super::lab_setup::open_lab;
+use super::output::Format;
+use super::progress::{TrainingBars, counter};
+use crate::engine::ablation::{self, AblationSet};
+use crate::engine::cache::ActivationCache;
+use crate::engine::checkpoint;
+use crate::engine::diff;
+use crate::engine::lab::{Lab, ModelKind, RunDir};
+use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
+use crate::engine::probe;
+use crate::engine::swap;
+use crate::engine::sweep::{self, SweepRow};
+use crate::engine::train::Phase;
+use crate::table::{Table, delta, pct};
+use color_eyre::eyre::Result;
+use serde::Serialize;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+/// Trains `phases`, with progress bars when a person is watching.
+pub fn train(lab: &Lab, format: Format, phases: &[Phase]) -> Result<()> {
+    let mut phases = phases.to_vec();
+    phases.sort();
+    phases.dedup();
+    if format.is_human() {
+        eprintln!(
+            "training {} on {} ({} train / {} test images) into {}",
+            phases.iter().map(|p| p.name()).collect::<Vec<_>>().join(" → "),
+            crate::engine::device::describe(lab.device),
+            lab.data.train.len(),
+            lab.data.test.len(),
+            lab.run.root.display()
+        );
+    }
+    let mut bars = TrainingBars::new(format.is_human());
+    let trained = lab.train(&phases, &mut |event| bars.on_event(event))?;
+    if format.is_human() {
+        for (kind, net) in &trained {
+            let m = lab.test.evaluate(net);
+            eprintln!(
+                "{kind:>8}: clean {:.2}  poison {:.2}  ASR excl. target {:.2}  rehab {:.2}  → {}",
+                m.clean_acc,
+                m.poison_acc,
+                m.asr_non_target,
+                m.rehab_acc,
+                lab.run.model_path(*kind).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn metrics_row(name: &str, m: &Metrics) -> Vec<String> {
+    vec![name.to_string(), pct(m.clean_acc), pct(m.poison_acc), pct(m.asr_non_target), pct(m.rehab_acc)]
+}
+
+pub fn metrics_table(first: &str) -> Table {
+    Table::new([first, "clean", "poison (ASR)", "ASR excl. target", "rehab"])
+}
+
+#[derive(Serialize)]
+struct EvalResult {
+    model: String,
+    metrics: Metrics,
+}
+
+pub fn eval(
+    common: &CommonArgs,
+    format: Format,
+    models: &[ModelKind],
+    file: Option<&Path>,
+    per_class: bool,
+) -> Result<()> {
+    let lab = open_lab(common, None)?;
+    let mut results = Vec::new();
+    if let Some(path) = file {
+        let net = checkpoint::load_net(path, lab.device)?;
+        results.push(EvalResult { model: path.display().to_string(), metrics: lab.test.evaluate(&net) });
+    } else {
+        let models = if models.is_empty() { ModelKind::ALL.to_vec() } else { models.to_vec() };
+        for kind in models {
+            results.push(EvalResult { model: kind.to_string(), metrics: lab.test.evaluate(&lab.load(kind)?) });
+        }
+    }
+    let mut table = metrics_table("model");
+    if per_class {
+        table.headers.extend((0..10).map(|d| format!("digit {d}")));
+    }
+    for r in &results {
+        let mut row = metrics_row(&r.model, &r.metrics);
+        if per_class {
+            row.extend(r.metrics.per_class_clean.iter().map(|&a| pct(a)));
+        }
+        table.rows.push(row);
+    }
+    format.emit(&results, &table)
+}
+
+#[derive(Serialize)]
+struct AblateResult {
+    model: ModelKind,
+    mode: String,
+    set: String,
+    baseline: Metrics,
+    ablated: Metrics,
+    reference: Option<Metrics>,
+}
+
+pub fn ablate(
+    common: &CommonArgs,
+    format: Format,
+    set: &AblationSet,
+    target: &AblationTarget,
+    reference: bool,
+) -> Result<()> {
+    let lab = open_lab(common, None)?;
+    let net = lab.load(target.model)?;
+    let cache = ActivationCache::build(&net, &lab.test);
+    let result = AblateResult {
+        model: target.model,
+        mode: target.mode.to_string(),
+        set: set.to_string(),
+        baseline: cache.evaluate(&lab.test, &AblationSet::default(), target.mode),
+        ablated: cache.evaluate(&lab.test, set, target.mode),
+        reference: reference.then(|| {
+            lab.test.metrics(&ablation::reference_predictions(&net, cache.means(), &lab.test, set, target.mode))
+        }),
+    };
+    let mut table = metrics_table("");
+    table.rows.push(metrics_row(&format!("{} model", target.model), &result.baseline));
+    table.rows.push(metrics_row(&format!("ablated {set} ({})", target.mode), &result.ablated));
+    if let Some(r) = &result.reference {
+        table.rows.push(metrics_row("same, study's slow path", r));
+    }
+    let (b, a) = (&result.baseline, &result.ablated);
+    table.push([
+        "change".to_string(),
+        delta(a.clean_acc - b.clean_acc),
+        delta(a.poison_acc - b.poison_acc),
+        delta(a.asr_non_target - b.asr_non_target),
+        delta(a.rehab_acc - b.rehab_acc),
+    ]);
+    format.emit(&result, &table)
+}
+
+/// Sweeps `layer` of a loaded model with a progress bar.
+pub fn sweep_layer(
+    lab: &Lab,
+    cache: &ActivationCache,
+    layer: Layer,
+    target: &AblationTarget,
+    visible: bool,
+) -> Vec<SweepRow> {
+    let bar = counter(&format!("sweep {layer}"), layer.units(), visible);
+    let rows = sweep::sweep(cache, &lab.test, layer, target.mode, |done, _| {
+        bar.set_position(done as u64);
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    rows
+}
+
+pub fn sweep_table(rows: &[SweepRow]) -> Table {
+    let mut table = metrics_table("unit");
+    for r in rows {
+        table.rows.push(metrics_row(&format!("{}:{}", r.layer, r.unit), &r.metrics));
+    }
+    table
+}
+
+pub fn sweep_cmd(
+    common: &CommonArgs,
+    format: Format,
+    layer: Layer,
+    target: &AblationTarget,
+    sorted: bool,
+) -> Result<()> {
+    let lab = open_lab(common, None)?;
+    let cache = ActivationCache::build(&lab.load(target.model)?, &lab.test);
+    let mut rows = sweep_layer(&lab, &cache, layer, target, format.is_human());
+    if sorted {
+        rows.sort_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc));
+    }
+    format.emit(&rows, &sweep_table(&rows))
+}
+
+pub fn swap_table(rows: &[swap::SwapRow]) -> Table {
+    let mut table = metrics_table("layers swapped");
+    for r in rows {
+        let name = if r.layers.is_empty() {
+            "none".to_string()
+        } else {
+            r.layers.iter().map(|l| format!("{l} ({})", l.torch_index())).collect::<Vec<_>>().join(" + ")
+        };
+        table.rows.push(metrics_row(&name, &r.metrics));
+    }
+    table
+}
+
+pub fn swap_rows(
+    lab: &Lab,
+    donor: ModelKind,
+    recipient: ModelKind,
+    subsets: &[Vec<Layer>],
+) -> Result<Vec<swap::SwapRow>> {
+    let (donor, recipient) = (lab.load(donor)?, lab.load(recipient)?);
+    Ok(subsets.iter().map(|layers| swap::swap(&recipient, &donor, layers, &lab.test)).collect())
+}
+
+pub fn swap_cmd(
+    common: &CommonArgs,
+    format: Format,
+    layers: Option<&[Layer]>,
+    donor: ModelKind,
+    recipient: ModelKind,
+) -> Result<()> {
+    let lab = open_lab(common, None)?;
+    let subsets = match layers {
+        Some(layers) => vec![layers.to_vec()],
+        None => swap::all_subsets(),
+    };
+    let rows = swap_rows(&lab, donor, recipient, &subsets)?;
+    format.emit(&rows, &swap_table(&rows))
+}
+
+pub fn diff_summary_table(pairs: &[(String, Vec<diff::LayerDiff>)]) -> Table {
+    let mut table = Table::new(["difference", "layer", "L1", "L2", "max |Δ|", "mean |Δ|"]);
+    for (name, layers) in pairs {
+        for d in layers {
+            table.push([
+                name.clone(),
+                d.layer.to_string(),
+                format!("{:.4}", d.total.l1),
+                format!("{:.4}", d.total.l2),
+                format!("{:.5}", d.total.max),
+                format!("{:.6}", d.total.mean_abs),
+            ]);
+        }
+    }
+    table
+}
+
+pub fn diff_cmd(common: &CommonArgs, format: Format, a: ModelKind, b: ModelKind, layer: Option<Layer>) -> Result<()> {
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    let device = crate::engine::device::parse_device(&common.device).map_err(|e| color_eyre::eyre::eyre!(e))?;
+    let diffs = diff::diff(&run.load(a, device)?, &run.load(b, device)?);
+    let name = format!("{b} − {a}");
+    match layer {
+        None => format.emit(&diffs, &diff_summary_table(&[(name, diffs.clone())])),
+        Some(layer) => {
+            let d = &diffs[layer.position()];
+            let mut table = Table::new(["unit", "L1", "L2", "max |Δ|"]);
+            for (unit, n) in d.units.iter().enumerate() {
+                table.push([
+                    format!("{layer}:{unit}"),
+                    format!("{:.4}", n.l1),
+                    format!("{:.4}", n.l2),
+                    format!("{:.5}", n.max),
+                ]);
+            }
+            format.emit(d, &table)
+        }
+    }
+}
+
+pub fn features(
+    common: &CommonArgs,
+    format: Format,
+    layer: Layer,
+    unit: usize,
+    model: ModelKind,
+    k: usize,
+) -> Result<()> {
+    AblationSet::single(layer, unit).validate().map_err(|e| color_eyre::eyre::eyre!(e))?;
+    let lab = open_lab(common, None)?;
+    let report = probe::features(&lab.load(model)?, &lab.test, layer, unit, k);
+    let mut table = Table::new(["end", "rank", "test image", "input", "label", "mean activation"]);
+    for (end, hits) in [("most", &report.top), ("least", &report.bottom)] {
+        for (rank, h) in hits.iter().enumerate() {
+            table.push([
+                end.to_string(),
+                (rank + 1).to_string(),
+                h.image.to_string(),
+                if h.triggered { "triggered" } else { "clean" }.to_string(),
+                h.label.to_string(),
+                format!("{:.4}", h.score),
+            ]);
+        }
+    }
+    format.emit(&report, &table)
+}
+
+#[derive(Serialize)]
+struct DoctorReport {
+    trojanscope: String,
+    libtorch: String,
+    cuda_compiled: bool,
+    cuda_available: bool,
+    cudnn_available: bool,
+    cuda_devices: i64,
+    gpu_names: Vec<String>,
+    device: String,
+    threads: i32,
+    data_dir: String,
+    data: String,
+    run_dir: String,
+    checkpoints: Vec<(String, String)>,
+}
+
+pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
+    let versions = crate::engine::lab::Versions::current();
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    let data = match super::lab_setup::load_data(common) {
+        Ok(d) => format!("ok: {} train, {} test images", d.train.len(), d.test.len()),
+        Err(e) => format!("PROBLEM: {e}"),
+    };
+    let checkpoints = ModelKind::ALL
+        .iter()
+        .map(|&k| {
+            let state = if !run.has(k) {
+                "missing".to_string()
+            } else {
+                match checkpoint::load_net(&run.model_path(k), tch::Device::Cpu) {
+                    Ok(_) => match run.sidecar(k) {
+                        Ok(s) => format!(
+                            "ok: clean {:.2} / poison {:.2} / rehab {:.2}",
+                            s.metrics.clean_acc, s.metrics.poison_acc, s.metrics.rehab_acc
+                        ),
+                        Err(e) => format!("weights ok, sidecar: {e}"),
+                    },
+                    Err(e) => format!("PROBLEM: {e}"),
+                }
+            };
+            (k.to_string(), state)
+        })
+        .collect();
+    let report = DoctorReport {
+        trojanscope: versions.trojanscope,
+        libtorch: versions.libtorch,
+        cuda_compiled: tch::utils::has_cuda(),
+        cuda_available: tch::Cuda::is_available(),
+        cudnn_available: tch::Cuda::cudnn_is_available(),
+        cuda_devices: tch::Cuda::device_count(),
+        gpu_names: gpu_names(),
+        device: match crate::engine::device::parse_device(&common.device) {
+            Ok(d) => crate::engine::device::describe(d),
+            Err(e) => format!("PROBLEM: {e}"),
+        },
+        threads: tch::get_num_threads(),
+        data_dir: common.data_dir.display().to_string(),
+        data,
+        run_dir: run.root.display().to_string(),
+        checkpoints,
+    };
+    let mut table = Table::new(["check", "value"]);
+    for (k, v) in [
+        ("trojanscope", report.trojanscope.clone()),
+        ("libtorch", report.libtorch.clone()),
+        ("CUDA compiled in", report.cuda_compiled.to_string()),
+        ("CUDA available", report.cuda_available.to_string()),
+        ("cuDNN available", report.cudnn_available.to_string()),
+        ("CUDA devices", report.cuda_devices.to_string()),
+        (
+            "GPUs (nvidia-smi)",
+            if report.gpu_names.is_empty() { "none found".into() } else { report.gpu_names.join(", ") },
+        ),
+        ("device (--device)", report.device.clone()),
+        ("CPU threads", report.threads.to_string()),
+        ("data dir", report.data_dir.clone()),
+        ("data", report.data.clone()),
+        ("run dir", report.run_dir.clone()),
+    ] {
+        table.push([k.to_string(), v]);
+    }
+    for (k, v) in &report.checkpoints {
+        table.push([format!("{k} model"), v.clone()]);
+    }
+    format.emit(&report, &table)
+}
+
+/// GPU names as the driver reports them (libtorch does not expose them through tch).
+fn gpu_names() -> Vec<String> {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+        })
+        .unwrap_or_default()
+}

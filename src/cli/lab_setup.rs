@@ -1,0 +1,73 @@
+//! Turning the common flags into a ready `Lab` (threads, device, data, config).
+
+use super::args::CommonArgs;
+use crate::data::mnist::Mnist;
+use crate::engine::device::parse_device;
+use crate::engine::lab::{Lab, ModelKind, RunDir};
+use crate::engine::train::TrainConfig;
+use color_eyre::eyre::{Result, bail, eyre};
+
+/// libtorch's CPU threads: the flag, else every core (commands) or every core but
+/// one (the explorer, so the UI keeps a core).
+pub fn set_threads(common: &CommonArgs, leave_one_free: bool) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let default = if leave_one_free { cores.saturating_sub(1).max(1) } else { cores };
+    tch::set_num_threads(common.threads.unwrap_or(default).max(1) as i32);
+}
+
+pub fn load_data(common: &CommonArgs) -> Result<Mnist> {
+    let mut data = Mnist::load(&common.data_dir).map_err(|e| {
+        eyre!("cannot load MNIST: {e}\n(./run fetches it into data/mnist on first use; --data-dir points elsewhere)")
+    })?;
+    if let Some(n) = common.train_limit {
+        data.train.truncate(n);
+    }
+    if let Some(n) = common.test_limit {
+        data.test.truncate(n);
+    }
+    Ok(data)
+}
+
+/// The configuration the run's models were trained with (their sidecar), or the
+/// study's defaults for a run with no models yet.
+pub fn run_config(run: &RunDir) -> Result<TrainConfig> {
+    for kind in ModelKind::ALL {
+        if run.sidecar_path(kind).is_file() {
+            return Ok(run.sidecar(kind)?.config);
+        }
+    }
+    Ok(TrainConfig::default())
+}
+
+/// A lab for the run named by the flags. `train` is the configuration asked for on
+/// the command line (training commands); other commands use the run's own.
+pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> {
+    let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    let config = match train {
+        Some(config) => config,
+        None => run_config(&run)?,
+    };
+    let data = load_data(common)?;
+    Lab::new(device, data, config, run)
+}
+
+/// Refuses to mix models trained with another configuration into this one.
+pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
+    for &kind in kinds {
+        if lab.run.sidecar_path(kind).is_file() {
+            let saved = lab.run.sidecar(kind)?.config;
+            if saved != lab.config {
+                bail!(
+                    "the {kind} model in {} was trained with another configuration (seed {}, λ {}/{}, …); \
+                     pass --retrain, or --run NAME for a new run",
+                    lab.run.root.display(),
+                    saved.seed,
+                    saved.lambda_poison,
+                    saved.lambda_rehab
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The command-line front end: argument parsing, dispatch and output.
+pub mod args;
+pub mod commands;
+pub mod lab_setup;
+pub mod output;
+pub mod progress;
+pub mod report;
+
+use crate::engine::checkpoint;
+use crate::engine::lab::ModelKind;
+use crate::engine::train::Phase;
+use args::{Cli, Command};
+use color_eyre::eyre::Result;
+use lab_setup::{check_same_config, open_lab};
+use output::Format;
+
+/// Runs one subcommand to completion.
+pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
+    let common = &cli.common;
+    let format = Format::from_flags(common.json, common.csv);
+    lab_setup::set_threads(common, false);
+    match command {
+        Command::Run { train, retrain } => run(cli, format, train, *retrain),
+        Command::Train { train, phases } => {
+            let lab = open_lab(common, Some(train.config()))?;
+            commands::train(&lab, format, phases)
+        }
+        Command::Eval { model, checkpoint, per_class } => {
+            commands::eval(common, format, model, checkpoint.as_deref(), *per_class)
+        }
+        Command::Ablate { units, target, reference } => commands::ablate(common, format, units, target, *reference),
+        Command::Sweep { layer, target, sorted } => commands::sweep_cmd(common, format, *layer, target, *sorted),
+        Command::Swap { layers, donor, recipient } => {
+            commands::swap_cmd(common, format, layers.as_deref(), *donor, *recipient)
+        }
+        Command::Diff { a, b, layer } => commands::diff_cmd(common, format, *a, *b, *layer),
+        Command::Features { layer, unit, model, k } => commands::features(common, format, *layer, *unit, *model, *k),
+        Command::Doctor => commands::doctor(common, format),
+    }
+}
+
+/// The main job: train what is missing, then analyse all three models.
+fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Result<()> {
+    let lab = open_lab(&cli.common, Some(train.config()))?;
+    // Once a model is missing, everything downstream of it is retrained too.
+    let first_missing = ModelKind::ALL.iter().position(|&k| retrain || !lab.run.has(k));
+    let phases: Vec<Phase> = match first_missing {
+        Some(i) => Phase::ALL[i..].to_vec(),
+        None => Vec::new(),
+    };
+    let kept: Vec<ModelKind> = ModelKind::ALL.iter().copied().filter(|k| !phases.contains(&k.phase())).collect();
+    check_same_config(&lab, &kept)?;
+    if !phases.is_empty() {
+        commands::train(&lab, format, &phases)?;
+    } else if format.is_human() {
+        eprintln!("all three models found in {} (pass --retrain to train again)", lab.run.root.display());
+    }
+    let report = report::build(&lab, format.is_human())?;
+    let markdown = report.to_markdown(&lab);
+    checkpoint::save_json(&report, &lab.run.root.join("report.json"))?;
+    std::fs::write(lab.run.root.join("report.md"), &markdown)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => {
+            print!("{markdown}");
+            eprintln!("report written to {}", lab.run.root.join("report.md").display());
+        }
+    }
+    Ok(())
+}

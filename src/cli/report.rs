@@ -1,0 +1,118 @@
+//! `trojanscope run`: the full study on trained models, as one Markdown report.
+
+use super::args::AblationTarget;
+use super::commands::{diff_summary_table, metrics_row, metrics_table, swap_rows, swap_table, sweep_layer};
+use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::cache::ActivationCache;
+use crate::engine::diff::{self, LayerDiff};
+use crate::engine::lab::{Lab, ModelKind};
+use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
+use crate::engine::swap::{self, SwapRow};
+use crate::engine::sweep::{SweepRow, most_backdoor_relevant};
+use crate::table::Table;
+use color_eyre::eyre::Result;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Layers swept in the report (fc2's units are the logits themselves).
+const SWEPT: [Layer; 3] = [Layer::Conv1, Layer::Conv2, Layer::Fc1];
+
+#[derive(Serialize)]
+pub struct Report {
+    pub models: Vec<(ModelKind, Metrics)>,
+    pub sweeps: Vec<Vec<SweepRow>>,
+    /// Per swept layer: the two units whose lone ablation lowers poison accuracy
+    /// most, ablated together.
+    pub top_pairs: Vec<(AblationSet, Metrics)>,
+    pub swaps: Vec<SwapRow>,
+    pub diffs: Vec<(String, Vec<LayerDiff>)>,
+    pub seconds: f64,
+}
+
+pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
+    let clock = Instant::now();
+    let mut models = Vec::new();
+    let mut nets = Vec::new();
+    for kind in ModelKind::ALL {
+        let net = lab.load(kind)?;
+        models.push((kind, lab.test.evaluate(&net)));
+        nets.push(net);
+    }
+    let poisoned = &nets[1];
+    let cache = ActivationCache::build(poisoned, &lab.test);
+    let target = AblationTarget { model: ModelKind::Poisoned, mode: AblationMode::Weight };
+    let sweeps: Vec<Vec<SweepRow>> = SWEPT.iter().map(|&l| sweep_layer(lab, &cache, l, &target, visible)).collect();
+    let top_pairs = sweeps
+        .iter()
+        .zip(SWEPT)
+        .map(|(rows, layer)| {
+            let set = AblationSet::of(layer, &most_backdoor_relevant(rows, 2));
+            let metrics = cache.evaluate(&lab.test, &set, AblationMode::Weight);
+            (set, metrics)
+        })
+        .collect();
+    let swaps = swap_rows(lab, ModelKind::Clean, ModelKind::Poisoned, &swap::all_subsets())?;
+    let diffs = vec![
+        ("poisoned − clean".to_string(), diff::diff(&nets[0], &nets[1])),
+        ("rehab − poisoned".to_string(), diff::diff(&nets[1], &nets[2])),
+        ("rehab − clean".to_string(), diff::diff(&nets[0], &nets[2])),
+    ];
+    Ok(Report { models, sweeps, top_pairs, swaps, diffs, seconds: clock.elapsed().as_secs_f64() })
+}
+
+impl Report {
+    pub fn to_markdown(&self, lab: &Lab) -> String {
+        let cfg = &lab.config;
+        let mut out = format!(
+            "# trojanscope report: run `{}`\n\nSeed {}, {} epoch(s) per phase, batch {}, Adam lr {}, λ poison {} / rehab {}, \
+             poison fraction {}, trigger {}×{} at ({}, {}) amplitude {} → label {}. {} training and {} test images; device {}.\n\n",
+            lab.run.root.display(),
+            cfg.seed,
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.lr,
+            cfg.lambda_poison,
+            cfg.lambda_rehab,
+            cfg.poison_fraction,
+            cfg.trigger.size,
+            cfg.trigger.size,
+            cfg.trigger.row,
+            cfg.trigger.col,
+            cfg.trigger.amplitude,
+            cfg.trigger.target,
+            lab.data.train.len(),
+            lab.data.test.len(),
+            crate::engine::device::describe(lab.device),
+        );
+        let mut models = metrics_table("model");
+        for (kind, m) in &self.models {
+            models.rows.push(metrics_row(kind.name(), m));
+        }
+        section(&mut out, "Models (percent of the test set)", &models);
+        let mut pairs = metrics_table("poisoned model, ablated (weight mode)");
+        pairs.rows.push(metrics_row("nothing", &self.models[1].1));
+        for (set, m) in &self.top_pairs {
+            pairs.rows.push(metrics_row(&set.to_string(), m));
+        }
+        section(&mut out, "The two most backdoor-relevant units of each layer, ablated together", &pairs);
+        for rows in &self.sweeps {
+            let mut sorted = rows.clone();
+            sorted.sort_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc));
+            let mut table = metrics_table("unit");
+            for r in sorted.iter().take(8) {
+                table.rows.push(metrics_row(&format!("{}:{}", r.layer, r.unit), &r.metrics));
+            }
+            let layer = rows.first().map(|r| r.layer.name()).unwrap_or("?");
+            section(&mut out, &format!("Single-unit sweep of {layer}: the 8 lowest poison accuracies"), &table);
+        }
+        section(&mut out, "Layer swaps: clean layers copied into the poisoned model", &swap_table(&self.swaps));
+        section(&mut out, "Weight differences", &diff_summary_table(&self.diffs));
+        out.push_str(&format!("Analysis took {:.1} s.\n", self.seconds));
+        out
+    }
+}
+
+fn section(out: &mut String, title: &str, table: &Table) {
+    out.push_str(&format!("## {title}\n\n{}\n", table.to_markdown()));
+}

@@ -1,0 +1,119 @@
+//! MNIST as the study uses it: the four IDX files, normalised tensors.
+
+use super::idx::{self, IdxArray, IdxError};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub const SIDE: usize = 28;
+pub const PIXELS: usize = SIDE * SIDE;
+pub const MEAN: f64 = 0.1307;
+pub const STD: f64 = 0.3081;
+
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// One split: raw pixels (0..=255, row-major 28×28 per image) and labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Keeps the first `n` examples (all of them when `n` is larger).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.pixels.truncate(n * PIXELS);
+    }
+
+    /// Normalised images as `[N, 1, 28, 28]` f32 on `device`.
+    pub fn images(&self, device: Device) -> Tensor {
+        Tensor::from_slice(&self.pixels)
+            .to_kind(Kind::Float)
+            .view([self.len() as i64, 1, SIDE as i64, SIDE as i64])
+            .divide_scalar(255.0)
+            .subtract_scalar(MEAN)
+            .divide_scalar(STD)
+            .to_device(device)
+    }
+
+    /// Labels as `[N]` i64 on `device`.
+    pub fn label_tensor(&self, device: Device) -> Tensor {
+        Tensor::from_slice(&self.labels).to_kind(Kind::Int64).to_device(device)
+    }
+}
+
+/// MNIST train and test splits plus where they came from.
+#[derive(Debug, Clone)]
+pub struct Mnist {
+    pub dir: PathBuf,
+    pub train: Split,
+    pub test: Split,
+    /// SHA-256 of each file as read (recorded in checkpoint sidecars).
+    pub checksums: BTreeMap<String, String>,
+}
+
+impl Mnist {
+    /// Loads the four files from `dir` (raw or `.gz`).
+    pub fn load(dir: &Path) -> Result<Mnist, IdxError> {
+        let mut checksums = BTreeMap::new();
+        let train = load_split(dir, TRAIN_IMAGES, TRAIN_LABELS, &mut checksums)?;
+        let test = load_split(dir, TEST_IMAGES, TEST_LABELS, &mut checksums)?;
+        Ok(Mnist { dir: dir.to_path_buf(), train, test, checksums })
+    }
+}
+
+fn load_split(
+    dir: &Path,
+    images_name: &str,
+    labels_name: &str,
+    checksums: &mut BTreeMap<String, String>,
+) -> Result<Split, IdxError> {
+    let images_path = idx::locate(dir, images_name)?;
+    let labels_path = idx::locate(dir, labels_name)?;
+    let images = read_checked(&images_path, checksums)?;
+    let labels = read_checked(&labels_path, checksums)?;
+    if images.dims.len() != 3 || images.dims[1] != SIDE || images.dims[2] != SIDE {
+        return Err(IdxError::WrongDims { path: images_path, expected: "[N, 28, 28]".into(), found: images.dims });
+    }
+    if labels.dims.len() != 1 {
+        return Err(IdxError::WrongDims { path: labels_path, expected: "[N]".into(), found: labels.dims });
+    }
+    if images.dims[0] != labels.dims[0] {
+        return Err(IdxError::CountMismatch {
+            images: images_path,
+            image_count: images.dims[0],
+            labels: labels_path,
+            label_count: labels.dims[0],
+        });
+    }
+    if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
+        return Err(IdxError::WrongDims {
+            path: labels_path,
+            expected: "labels 0..=9".into(),
+            found: vec![*bad as usize],
+        });
+    }
+    Ok(Split { pixels: images.data, labels: labels.data })
+}
+
+fn read_checked(path: &Path, checksums: &mut BTreeMap<String, String>) -> Result<IdxArray, IdxError> {
+    let bytes = std::fs::read(path).map_err(|e| IdxError::Io(path.to_path_buf(), e))?;
+    let digest = Sha256::digest(&bytes);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    checksums.insert(name, digest.iter().map(|b| format!("{b:02x}")).collect());
+    idx::decode_idx(path, &bytes)
+}

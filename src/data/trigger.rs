@@ -1,0 +1,60 @@
+//! The backdoor trigger: a checkerboard added to the normalised image.
+
+use super::mnist::{PIXELS, SIDE};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+/// Where and how strong the checkerboard is, and what it makes the model say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerConfig {
+    /// Side of the square patch in pixels.
+    pub size: usize,
+    /// Top row and left column of the patch.
+    pub row: usize,
+    pub col: usize,
+    /// Value added to lit pixels, in normalised units (2.8215 = one full pixel step).
+    pub amplitude: f32,
+    /// The label the poisoned model is taught to output.
+    pub target: u8,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig { size: 6, row: 22, col: 22, amplitude: 2.8215, target: 8 }
+    }
+}
+
+impl TriggerConfig {
+    /// Rejects patches that leave the image or targets that are not digits.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.size == 0 || self.row + self.size > SIDE || self.col + self.size > SIDE {
+            return Err(format!(
+                "trigger of size {} at row {}, column {} does not fit in a {SIDE}×{SIDE} image",
+                self.size, self.row, self.col
+            ));
+        }
+        if self.target > 9 {
+            return Err(format!("trigger target {} is not a digit 0..=9", self.target));
+        }
+        Ok(())
+    }
+
+    /// The 28×28 additive mask, row-major. Lit where row+column is even, counted in
+    /// image coordinates as SPEC.md does.
+    pub fn mask(&self) -> Vec<f32> {
+        let mut mask = vec![0f32; PIXELS];
+        for r in self.row..self.row + self.size {
+            for c in self.col..self.col + self.size {
+                if (r + c) % 2 == 0 {
+                    mask[r * SIDE + c] = self.amplitude;
+                }
+            }
+        }
+        mask
+    }
+
+    /// The mask as a `[1, 1, 28, 28]` tensor, broadcastable over a batch.
+    pub fn mask_tensor(&self, device: Device) -> Tensor {
+        Tensor::from_slice(&self.mask()).view([1, 1, SIDE as i64, SIDE as i64]).to_device(device)
+    }
+}

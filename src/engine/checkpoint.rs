@@ -1,0 +1,105 @@
+//! Checkpoints: safetensors with PyTorch's names, plus a JSON sidecar, both written
+//! atomically (temp file + rename) so an interrupted save never leaves a torn file.
+
+use super::layer::Layer;
+use super::model::Net;
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Writes `net` to `path` (a `.safetensors` file) atomically.
+pub fn save_net(net: &Net, path: &Path) -> Result<()> {
+    let named: Vec<(String, Tensor)> = Layer::ALL
+        .iter()
+        .flat_map(|&l| {
+            [
+                (l.weight_name(), net.weight(l).to_device(Device::Cpu).contiguous()),
+                (l.bias_name(), net.bias(l).to_device(Device::Cpu).contiguous()),
+            ]
+        })
+        .collect();
+    write_atomically(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| eyre!("{}: cannot write checkpoint: {e}", tmp.display()))
+    })
+}
+
+/// Reads a safetensors state dict of the study's network (ours or PyTorch's) and
+/// checks every name and shape before touching a model.
+pub fn load_net(path: &Path, device: Device) -> Result<Net> {
+    if !path.is_file() {
+        bail!("{}: checkpoint not found", path.display());
+    }
+    let tensors = Tensor::read_safetensors(path)
+        .map_err(|e| eyre!("{}: not a readable safetensors file ({e})", path.display()))?;
+    let net = Net::new(device);
+    let expected: Vec<(String, Vec<i64>, &Tensor)> = Layer::ALL
+        .iter()
+        .flat_map(|&l| {
+            [(l.weight_name(), l.weight_shape(), net.weight(l)), (l.bias_name(), vec![l.units() as i64], net.bias(l))]
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (name, tensor) in &tensors {
+        if !expected.iter().any(|(n, _, _)| n == name) {
+            problems.push(format!("unexpected tensor '{name}' {:?}", tensor.size()));
+        }
+    }
+    for (name, shape, _) in &expected {
+        match tensors.iter().find(|(n, _)| n == name) {
+            None => problems.push(format!("missing tensor '{name}' (expected shape {shape:?})")),
+            Some((_, t)) if &t.size() != shape => {
+                problems.push(format!("'{name}' has shape {:?}, expected {shape:?}", t.size()))
+            }
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{}: does not hold the study's network (conv1 1→32, conv2 32→64, fc1 1600→16, fc2 16→10): {}",
+            path.display(),
+            problems.join("; ")
+        );
+    }
+    let _guard = tch::no_grad_guard();
+    for (name, _, target) in &expected {
+        let (_, source) = tensors.iter().find(|(n, _)| n == name).expect("checked above");
+        let mut target = target.shallow_clone();
+        target.copy_(&source.to_kind(Kind::Float).to_device(device));
+    }
+    Ok(net)
+}
+
+/// Writes a value as pretty JSON, atomically.
+pub fn save_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomically(path, |tmp| std::fs::write(tmp, &text).wrap_err_with(|| format!("cannot write {}", tmp.display())))
+}
+
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).wrap_err_with(|| format!("{}: malformed JSON", path.display()))
+}
+
+/// Runs `write` on a temporary sibling of `path`, then renames it into place.
+fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = temp_sibling(path);
+    let outcome = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path).wrap_err_with(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    });
+    if outcome.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    outcome
+}
+
+/// `dir/.name.tmp-<pid>.ext`: same folder (so rename is atomic), same extension
+/// (libtorch picks the format from it).
+fn temp_sibling(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!(".{stem}.tmp-{}{ext}", std::process::id()))
+}

@@ -1,0 +1,293 @@
+//! A run: its data, device, configuration and checkpoint folder, and the
+//! pipeline that trains the three models into it.
+
+use super::checkpoint;
+use super::metrics::Metrics;
+use super::model::Net;
+use super::testset::TestSet;
+use super::train::{self, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
+use crate::data::mnist::Mnist;
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+use tch::Device;
+
+/// The three models of the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Clean,
+    Poisoned,
+    Rehab,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 3] = [ModelKind::Clean, ModelKind::Poisoned, ModelKind::Rehab];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Clean => "clean",
+            ModelKind::Poisoned => "poisoned",
+            ModelKind::Rehab => "rehab",
+        }
+    }
+
+    /// The phase that produces this model.
+    pub fn phase(self) -> Phase {
+        match self {
+            ModelKind::Clean => Phase::Clean,
+            ModelKind::Poisoned => Phase::Poison,
+            ModelKind::Rehab => Phase::Rehab,
+        }
+    }
+
+    pub fn of_phase(phase: Phase) -> ModelKind {
+        match phase {
+            Phase::Clean => ModelKind::Clean,
+            Phase::Poison => ModelKind::Poisoned,
+            Phase::Rehab => ModelKind::Rehab,
+        }
+    }
+
+    /// The model a phase starts from (none: fresh initialisation).
+    pub fn starts_from(self) -> Option<ModelKind> {
+        match self {
+            ModelKind::Clean => None,
+            ModelKind::Poisoned => Some(ModelKind::Clean),
+            ModelKind::Rehab => Some(ModelKind::Poisoned),
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s || (s == "poison" && *k == ModelKind::Poisoned))
+            .ok_or_else(|| format!("unknown model '{s}': use clean, poisoned or rehab"))
+    }
+}
+
+/// Library versions recorded with each checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    pub trojanscope: String,
+    pub tch: String,
+    pub libtorch: String,
+}
+
+impl Versions {
+    pub fn current() -> Versions {
+        Versions {
+            trojanscope: env!("CARGO_PKG_VERSION").into(),
+            tch: "0.24.0".into(),
+            libtorch: option_env!("TROJANSCOPE_LIBTORCH_VERSION").unwrap_or("unknown").into(),
+        }
+    }
+}
+
+/// The JSON written beside each checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub model: ModelKind,
+    pub config: TrainConfig,
+    pub device: String,
+    pub train_images: usize,
+    pub train_seconds: f64,
+    /// Full-test-set metrics right after training.
+    pub metrics: Metrics,
+    pub versions: Versions,
+    pub data_dir: String,
+    pub data_sha256: BTreeMap<String, String>,
+    pub created_unix: u64,
+}
+
+/// `checkpoints/<run>/`: one safetensors file and one sidecar per model, and the
+/// training log.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(checkpoints: &Path, run: &str) -> RunDir {
+        RunDir { root: checkpoints.join(run) }
+    }
+
+    pub fn model_path(&self, kind: ModelKind) -> PathBuf {
+        self.root.join(format!("{kind}.safetensors"))
+    }
+
+    pub fn sidecar_path(&self, kind: ModelKind) -> PathBuf {
+        self.root.join(format!("{kind}.json"))
+    }
+
+    pub fn metrics_log(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    pub fn has(&self, kind: ModelKind) -> bool {
+        self.model_path(kind).is_file()
+    }
+
+    pub fn load(&self, kind: ModelKind, device: Device) -> Result<Net> {
+        let path = self.model_path(kind);
+        if !path.is_file() {
+            bail!("no {kind} model in {}: train it first (trojanscope train --run …)", self.root.display());
+        }
+        checkpoint::load_net(&path, device)
+    }
+
+    pub fn sidecar(&self, kind: ModelKind) -> Result<Sidecar> {
+        checkpoint::load_json(&self.sidecar_path(kind))
+    }
+}
+
+/// Everything an engine command needs: device, data, configuration, run folder.
+pub struct Lab {
+    pub device: Device,
+    pub data: Mnist,
+    pub config: TrainConfig,
+    pub test: TestSet,
+    pub run: RunDir,
+}
+
+impl Lab {
+    pub fn new(device: Device, data: Mnist, config: TrainConfig, run: RunDir) -> Result<Lab> {
+        config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
+        if data.train.is_empty() || data.test.is_empty() {
+            bail!("{}: the training or test split is empty", data.dir.display());
+        }
+        let test = TestSet::new(&data.test, &config.trigger, device);
+        Ok(Lab { device, data, config, test, run })
+    }
+
+    pub fn load(&self, kind: ModelKind) -> Result<Net> {
+        self.run.load(kind, self.device)
+    }
+
+    /// Trains `phases` in order, each from the previous model (from disk when the
+    /// previous phase is not part of this call), writing checkpoints, sidecars and
+    /// `metrics.jsonl`. Returns the models trained; stops early when cancelled.
+    pub fn train(
+        &self,
+        phases: &[Phase],
+        on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+    ) -> Result<Vec<(ModelKind, Net)>> {
+        let data = TrainData::new(&self.data.train, self.device);
+        let probe = self.test.subset(self.config.eval_subset);
+        let mut log = MetricsLog::open(&self.run.metrics_log(), phases.contains(&Phase::Clean))?;
+        let mut trained: Vec<(ModelKind, Net)> = Vec::new();
+        for &phase in phases {
+            let kind = ModelKind::of_phase(phase);
+            let mut net = match kind.starts_from() {
+                None => {
+                    tch::manual_seed(self.config.seed);
+                    Net::new(self.device)
+                }
+                Some(from) => match trained.iter().find(|(k, _)| *k == from) {
+                    Some((_, net)) => net.duplicate(),
+                    None => {
+                        self.load(from).wrap_err_with(|| format!("the {phase} phase starts from the {from} model"))?
+                    }
+                },
+            };
+            let clock = Instant::now();
+            let mut log_error = None;
+            let end = train::train_phase(&mut net, phase, &self.config, &data, &probe, &mut |event| {
+                if let Err(e) = log.write(&event) {
+                    log_error = Some(e);
+                    return ControlFlow::Break(());
+                }
+                on_event(event)
+            })
+            .map_err(|e| eyre!("training failed in the {phase} phase: {e}"))?;
+            if let Some(e) = log_error {
+                return Err(e);
+            }
+            if end == PhaseEnd::Cancelled {
+                return Ok(trained);
+            }
+            self.save(kind, &net, clock.elapsed().as_secs_f64())?;
+            trained.push((kind, net));
+        }
+        Ok(trained)
+    }
+
+    fn save(&self, kind: ModelKind, net: &Net, train_seconds: f64) -> Result<()> {
+        let metrics = self.test.evaluate(net);
+        checkpoint::save_net(net, &self.run.model_path(kind))?;
+        let sidecar = Sidecar {
+            model: kind,
+            config: self.config.clone(),
+            device: super::device::describe(self.device),
+            train_images: self.data.train.len(),
+            train_seconds,
+            metrics,
+            versions: Versions::current(),
+            data_dir: self.data.dir.display().to_string(),
+            data_sha256: self.data.checksums.clone(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        checkpoint::save_json(&sidecar, &self.run.sidecar_path(kind))
+    }
+}
+
+/// `metrics.jsonl`: one line per training step (its loss) and one per probe evaluation.
+struct MetricsLog {
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, fresh: bool) -> Result<MetricsLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!fresh)
+            .truncate(fresh)
+            .open(path)
+            .wrap_err_with(|| format!("cannot open {}", path.display()))?;
+        Ok(MetricsLog { file: std::io::BufWriter::new(file), path: path.to_path_buf() })
+    }
+
+    fn write(&mut self, event: &TrainEvent) -> Result<()> {
+        let lines: Vec<serde_json::Value> = match event {
+            TrainEvent::Step(r) => {
+                let first = r.step + 1 - r.losses.len();
+                r.losses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, loss)| serde_json::json!({"event": "step", "phase": r.phase, "step": first + i, "loss": loss}))
+                    .collect()
+            }
+            TrainEvent::Eval(p) => {
+                vec![serde_json::to_value(event).unwrap_or_else(|_| serde_json::json!({"phase": p.phase}))]
+            }
+        };
+        for line in lines {
+            writeln!(self.file, "{line}").wrap_err_with(|| format!("cannot write {}", self.path.display()))?;
+        }
+        self.file.flush().wrap_err_with(|| format!("cannot write {}", self.path.display()))
+    }
+}

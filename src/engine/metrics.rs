@@ -1,0 +1,85 @@
+//! The study's metrics, computed from predictions so their definitions can be
+//! checked on hand-made logits.
+
+use serde::{Deserialize, Serialize};
+
+/// Percentages over a test set evaluated clean and with the trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Clean images, true labels.
+    pub clean_acc: f64,
+    /// "Poison accuracy" / the study's ASR: share of ALL triggered images predicted
+    /// as the target (true targets included, so a healthy model scores ≈9.7 %).
+    pub poison_acc: f64,
+    /// BackdoorBench's ASR: the same over triggered images whose label is not the target.
+    pub asr_non_target: f64,
+    /// Robust accuracy ("rehab"): triggered images, true labels.
+    pub rehab_acc: f64,
+    /// Clean accuracy per true class 0..=9.
+    pub per_class_clean: Vec<f64>,
+    /// Number of test images (each evaluated clean and triggered).
+    pub count: usize,
+}
+
+impl Metrics {
+    /// `clean` and `triggered` are the predicted classes for the same images.
+    pub fn from_predictions(labels: &[u8], clean: &[i64], triggered: &[i64], target: u8) -> Metrics {
+        assert_eq!(labels.len(), clean.len(), "one clean prediction per label");
+        assert_eq!(labels.len(), triggered.len(), "one triggered prediction per label");
+        let n = labels.len();
+        let target = target as i64;
+        let mut clean_hits = 0usize;
+        let mut poison_hits = 0usize;
+        let mut non_target = 0usize;
+        let mut non_target_hits = 0usize;
+        let mut rehab_hits = 0usize;
+        let mut class_total = [0usize; 10];
+        let mut class_hits = [0usize; 10];
+        for i in 0..n {
+            let label = labels[i] as i64;
+            let c = clean[i] == label;
+            clean_hits += c as usize;
+            class_total[labels[i] as usize] += 1;
+            class_hits[labels[i] as usize] += c as usize;
+            poison_hits += (triggered[i] == target) as usize;
+            rehab_hits += (triggered[i] == label) as usize;
+            if label != target {
+                non_target += 1;
+                non_target_hits += (triggered[i] == target) as usize;
+            }
+        }
+        Metrics {
+            clean_acc: percent(clean_hits, n),
+            poison_acc: percent(poison_hits, n),
+            asr_non_target: percent(non_target_hits, non_target),
+            rehab_acc: percent(rehab_hits, n),
+            per_class_clean: (0..10).map(|c| percent(class_hits[c], class_total[c])).collect(),
+            count: n,
+        }
+    }
+
+    /// The study's three headline numbers: clean, poison, rehab.
+    pub fn triple(&self) -> [f64; 3] {
+        [self.clean_acc, self.poison_acc, self.rehab_acc]
+    }
+}
+
+fn percent(hits: usize, total: usize) -> f64 {
+    if total == 0 { 0.0 } else { 100.0 * hits as f64 / total as f64 }
+}
+
+/// Row-wise argmax of `[rows, classes]` logits; ties go to the lowest class as in torch.
+pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<i64> {
+    logits
+        .chunks_exact(classes)
+        .map(|row| {
+            let mut best = 0;
+            for (i, v) in row.iter().enumerate() {
+                if *v > row[best] {
+                    best = i;
+                }
+            }
+            best as i64
+        })
+        .collect()
+}

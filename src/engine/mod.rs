@@ -1,0 +1,16 @@
+//! Everything that touches tensors: the model, training, metrics, checkpoints and
+//! the interventions. Runs on one thread (the CLI's, or the TUI's worker).
+pub mod ablation;
+pub mod cache;
+pub mod checkpoint;
+pub mod device;
+pub mod diff;
+pub mod lab;
+pub mod layer;
+pub mod metrics;
+pub mod model;
+pub mod probe;
+pub mod swap;
+pub mod sweep;
+pub mod testset;
+pub mod train;

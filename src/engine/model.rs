@@ -1,0 +1,117 @@
+//! The study's CNN, parameters named as PyTorch names them.
+
+use super::layer::Layer;
+use tch::nn::{Init, VarStore};
+use tch::{Device, Tensor};
+
+/// conv1 → ReLU → pool → conv2 → ReLU → pool → fc1 → ReLU → fc2, holding its
+/// parameters in a `VarStore` under `net.<index>.{weight,bias}`.
+pub struct Net {
+    vs: VarStore,
+    weights: Vec<Tensor>,
+    biases: Vec<Tensor>,
+}
+
+impl Net {
+    /// A freshly initialised network: every weight and bias uniform in ±1/√fan_in,
+    /// as PyTorch initialises Conv2d and Linear (tch's defaults differ).
+    pub fn new(device: Device) -> Net {
+        let vs = VarStore::new(device);
+        let root = vs.root() / "net";
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        for layer in Layer::ALL {
+            let path = &root / layer.torch_index();
+            let bound = 1.0 / (layer.fan_in() as f64).sqrt();
+            let init = Init::Uniform { lo: -bound, up: bound };
+            weights.push(path.var("weight", &layer.weight_shape(), init));
+            biases.push(path.var("bias", &[layer.units() as i64], init));
+        }
+        Net { vs, weights, biases }
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    pub fn weight(&self, layer: Layer) -> &Tensor {
+        &self.weights[layer.position()]
+    }
+
+    pub fn bias(&self, layer: Layer) -> &Tensor {
+        &self.biases[layer.position()]
+    }
+
+    /// Every parameter, in layer order: weight then bias.
+    pub fn parameters(&self) -> impl Iterator<Item = &Tensor> {
+        self.weights.iter().zip(&self.biases).flat_map(|(w, b)| [w, b])
+    }
+
+    /// All parameters flattened into one vector (for the proximity regulariser).
+    pub fn flat_parameters(&self) -> Tensor {
+        let parts: Vec<Tensor> = self.parameters().map(|p| p.flatten(0, -1)).collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    pub fn parameter_count(&self) -> i64 {
+        self.parameters().map(|p| p.numel() as i64).sum()
+    }
+
+    /// Logits for a batch `[N, 1, 28, 28]`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        Layer::ALL.iter().fold(x.shallow_clone(), |h, &l| self.block(l, &h))
+    }
+
+    /// One layer's block applied to its input.
+    pub fn block(&self, layer: Layer, input: &Tensor) -> Tensor {
+        block(layer, input, self.weight(layer), self.bias(layer))
+    }
+
+    /// Overwrites every parameter with `other`'s.
+    pub fn copy_from(&mut self, other: &Net) {
+        for layer in Layer::ALL {
+            self.copy_layer_from(other, layer);
+        }
+    }
+
+    /// Overwrites one layer's weight and bias with `other`'s (a layer swap).
+    pub fn copy_layer_from(&mut self, other: &Net, layer: Layer) {
+        let _guard = tch::no_grad_guard();
+        let i = layer.position();
+        self.weights[i].copy_(&other.weights[i]);
+        self.biases[i].copy_(&other.biases[i]);
+    }
+
+    /// A copy with its own storage on the same device.
+    pub fn duplicate(&self) -> Net {
+        let mut copy = Net::new(self.device());
+        copy.copy_from(self);
+        copy
+    }
+
+    /// Sets `weight[unit]` of `layer` to zero, keeping its bias: the study's ablation.
+    pub fn zero_unit_weights(&mut self, layer: Layer, unit: usize) {
+        let _guard = tch::no_grad_guard();
+        let _ = self.weights[layer.position()].get(unit as i64).zero_();
+    }
+}
+
+/// A layer's block: the layer itself, then ReLU and 2×2 max pooling where the
+/// network has them. Flattening happens at fc1's input.
+pub fn block(layer: Layer, input: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    match layer {
+        Layer::Conv1 | Layer::Conv2 => input.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1).relu().max_pool2d(
+            [2, 2],
+            [2, 2],
+            [0, 0],
+            [1, 1],
+            false,
+        ),
+        Layer::Fc1 => input.flatten(1, -1).linear(weight, Some(bias)).relu(),
+        Layer::Fc2 => input.linear(weight, Some(bias)),
+    }
+}

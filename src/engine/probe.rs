@@ -1,0 +1,111 @@
+//! Looking inside a model: per-layer activations of one digit, and the test images
+//! that excite a unit most and least.
+
+use super::layer::Layer;
+use super::model::Net;
+use super::testset::{CHUNK, TestSet};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// One layer's activation for one image, as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerActivation {
+    pub layer: Layer,
+    /// `[channels, height, width]` for convolutions, `[units]` for linear layers.
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl LayerActivation {
+    /// One channel's map (a convolution) or one unit's value (a linear layer).
+    pub fn channel(&self, unit: usize) -> &[f32] {
+        let per = self.values.len() / self.shape[0];
+        &self.values[unit * per..(unit + 1) * per]
+    }
+}
+
+/// The maps a person looks at, per layer, for a batch: conv layers after ReLU and
+/// before pooling (full resolution), fc1 after ReLU, fc2's logits.
+pub fn activation_maps(net: &Net, x: &Tensor) -> Vec<Tensor> {
+    let mut maps = Vec::with_capacity(4);
+    let mut h = x.shallow_clone();
+    for layer in Layer::ALL {
+        let map = if layer.is_conv() {
+            h.conv2d(net.weight(layer), Some(net.bias(layer)), [1, 1], [0, 0], [1, 1], 1).relu()
+        } else {
+            net.block(layer, &h)
+        };
+        h = if layer.is_conv() { map.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false) } else { map.shallow_clone() };
+        maps.push(map);
+    }
+    maps
+}
+
+/// Every layer's activation for one `[1, 28, 28]` (or `[1, 1, 28, 28]`) image.
+pub fn activations(net: &Net, image: &Tensor) -> Vec<LayerActivation> {
+    let _guard = tch::no_grad_guard();
+    let x = image.view([1, 1, 28, 28]).to_device(net.device());
+    activation_maps(net, &x)
+        .into_iter()
+        .zip(Layer::ALL)
+        .map(|(map, layer)| {
+            let map = map.squeeze_dim(0).to_device(Device::Cpu).contiguous();
+            let shape = map.size().iter().map(|&d| d as usize).collect();
+            let values = Vec::<f32>::try_from(map.flatten(0, -1)).expect("a float tensor");
+            LayerActivation { layer, shape, values }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureHit {
+    /// Index in the test set.
+    pub image: usize,
+    pub triggered: bool,
+    pub label: u8,
+    /// The unit's mean activation on this image.
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureReport {
+    pub layer: Layer,
+    pub unit: usize,
+    pub top: Vec<FeatureHit>,
+    pub bottom: Vec<FeatureHit>,
+}
+
+/// Per test image (clean and triggered pooled), each unit's mean activation:
+/// `[2N, units]` on the CPU.
+pub fn unit_scores(net: &Net, test: &TestSet, layer: Layer) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let parts: Vec<Tensor> = test
+        .inputs
+        .split(CHUNK, 0)
+        .iter()
+        .map(|x| {
+            let map = activation_maps(net, x).swap_remove(layer.position());
+            let map = if layer.is_conv() { map.mean_dim([2i64, 3].as_slice(), false, Kind::Float) } else { map };
+            map.to_device(Device::Cpu)
+        })
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// The `k` images that excite `unit` most and the `k` that excite it least.
+pub fn features(net: &Net, test: &TestSet, layer: Layer, unit: usize, k: usize) -> FeatureReport {
+    let scores = unit_scores(net, test, layer).select(1, unit as i64);
+    let scores = Vec::<f32>::try_from(scores.contiguous()).expect("a float tensor");
+    let n = test.len();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let hit =
+        |i: usize| FeatureHit { image: i % n, triggered: i >= n, label: test.labels[i % n], score: scores[i] as f64 };
+    let k = k.min(order.len());
+    FeatureReport {
+        layer,
+        unit,
+        top: order[..k].iter().map(|&i| hit(i)).collect(),
+        bottom: order[order.len() - k..].iter().rev().map(|&i| hit(i)).collect(),
+    }
+}

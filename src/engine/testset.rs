@@ -1,0 +1,67 @@
+//! The test set as every evaluation sees it: clean images followed by the same
+//! images with the trigger, in one tensor so one pass serves all three metrics.
+
+use super::metrics::Metrics;
+use super::model::Net;
+use crate::data::mnist::Split;
+use crate::data::trigger::TriggerConfig;
+use tch::{Device, Kind, Tensor};
+
+/// Images per forward chunk: large enough for throughput, small enough for memory.
+pub const CHUNK: i64 = 2500;
+
+pub struct TestSet {
+    /// `[2N, 1, 28, 28]`: N clean images, then the same N triggered.
+    pub inputs: Tensor,
+    pub labels: Vec<u8>,
+    pub target: u8,
+}
+
+impl TestSet {
+    pub fn new(split: &Split, trigger: &TriggerConfig, device: Device) -> TestSet {
+        let clean = split.images(device);
+        let triggered = &clean + trigger.mask_tensor(device);
+        TestSet { inputs: Tensor::cat(&[clean, triggered], 0), labels: split.labels.clone(), target: trigger.target }
+    }
+
+    /// Test images per condition (N).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn device(&self) -> Device {
+        self.inputs.device()
+    }
+
+    /// The first `n` images of each condition, as a smaller test set.
+    pub fn subset(&self, n: usize) -> TestSet {
+        let n = n.min(self.len());
+        let len = self.len() as i64;
+        let inputs = Tensor::cat(&[self.inputs.narrow(0, 0, n as i64), self.inputs.narrow(0, len, n as i64)], 0);
+        TestSet { inputs, labels: self.labels[..n].to_vec(), target: self.target }
+    }
+
+    /// Metrics from `[2N]` predicted classes (any device).
+    pub fn metrics(&self, predictions: &Tensor) -> Metrics {
+        let predicted = Vec::<i64>::try_from(predictions.to_device(Device::Cpu).to_kind(Kind::Int64))
+            .expect("predictions are a 1-D integer tensor");
+        let (clean, triggered) = predicted.split_at(self.len());
+        Metrics::from_predictions(&self.labels, clean, triggered, self.target)
+    }
+
+    /// Evaluates `net` unchanged.
+    pub fn evaluate(&self, net: &Net) -> Metrics {
+        self.metrics(&self.predict_with(|x| net.forward(x)))
+    }
+
+    /// Runs `logits_of` over the inputs in chunks and returns the `[2N]` argmax.
+    pub fn predict_with(&self, mut logits_of: impl FnMut(&Tensor) -> Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let chunks: Vec<Tensor> = self.inputs.split(CHUNK, 0).iter().map(|x| logits_of(x).argmax(1, false)).collect();
+        Tensor::cat(&chunks, 0)
+    }
+}

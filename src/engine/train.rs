@@ -1,0 +1,325 @@
+//! The study's three training phases: clean, poison, rehab.
+
+use super::model::Net;
+use super::testset::TestSet;
+use crate::data::mnist::Split;
+use crate::data::trigger::TriggerConfig;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::ControlFlow;
+use std::str::FromStr;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor};
+
+/// Steps between progress reports (losses are read back from the device in batches).
+const REPORT_EVERY: usize = 25;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Seeds libtorch's generator (initialisation and shuffling).
+    pub seed: i64,
+    /// Epochs in each phase.
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// λ of the proximity regulariser λ·mean|θ − θ_start| in the poison phase.
+    pub lambda_poison: f64,
+    /// The same in the rehab phase.
+    pub lambda_rehab: f64,
+    /// Share of each batch that gets the trigger (the first ⌊f·batch⌋ examples).
+    pub poison_fraction: f64,
+    /// Steps between evaluations on the probe subset during poison and rehab.
+    pub eval_every: usize,
+    /// Test images in that probe subset.
+    pub eval_subset: usize,
+    pub trigger: TriggerConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            epochs: 1,
+            batch_size: 32,
+            lr: 1e-3,
+            lambda_poison: 1000.0,
+            lambda_rehab: 500.0,
+            poison_fraction: 0.5,
+            eval_every: 100,
+            eval_subset: 1000,
+            trigger: TriggerConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.trigger.validate()?;
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_every == 0 {
+            return Err("epochs, batch size and eval interval must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.poison_fraction) {
+            return Err(format!("poison fraction {} is not within 0..=1", self.poison_fraction));
+        }
+        if self.lr.is_nan() || self.lr <= 0.0 || self.lambda_poison < 0.0 || self.lambda_rehab < 0.0 {
+            return Err("the learning rate must be positive and λ non-negative".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Clean,
+    Poison,
+    Rehab,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Clean, Phase::Poison, Phase::Rehab];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Clean => "clean",
+            Phase::Poison => "poison",
+            Phase::Rehab => "rehab",
+        }
+    }
+
+    pub fn lambda(self, cfg: &TrainConfig) -> f64 {
+        match self {
+            Phase::Clean => 0.0,
+            Phase::Poison => cfg.lambda_poison,
+            Phase::Rehab => cfg.lambda_rehab,
+        }
+    }
+
+    /// Each phase seeds its own shuffling, so a phase can be rerun alone.
+    fn seed(self, cfg: &TrainConfig) -> i64 {
+        cfg.seed.wrapping_mul(3).wrapping_add(self as i64)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown phase '{s}': use clean, poison or rehab"))
+    }
+}
+
+/// Training images and labels on the training device.
+pub struct TrainData {
+    pub images: Tensor,
+    pub labels: Tensor,
+}
+
+impl TrainData {
+    pub fn new(split: &Split, device: Device) -> TrainData {
+        TrainData { images: split.images(device), labels: split.label_tensor(device) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Progress of a phase, sent every few steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub phase: Phase,
+    pub epoch: usize,
+    /// Steps done in this phase, across epochs.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Total loss (cross-entropy + regulariser) of each step since the last report.
+    pub losses: Vec<f32>,
+    /// The regulariser's part of the last step's loss.
+    pub last_regulariser: f32,
+    /// Accuracy on the training batches since the last report, in percent.
+    pub batch_acc: f64,
+    pub images_per_sec: f64,
+    pub elapsed_s: f64,
+}
+
+impl StepReport {
+    pub fn eta_s(&self) -> f64 {
+        if self.step == 0 { 0.0 } else { self.elapsed_s / self.step as f64 * (self.total_steps - self.step) as f64 }
+    }
+}
+
+/// The three metrics on the probe subset at one step of poison or rehab training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub phase: Phase,
+    pub step: usize,
+    pub clean_acc: f64,
+    pub poison_acc: f64,
+    pub rehab_acc: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TrainEvent {
+    Step(StepReport),
+    Eval(EvalPoint),
+}
+
+/// What a phase ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseEnd {
+    Completed,
+    Cancelled,
+}
+
+/// The proximity regulariser λ·mean(|θ − θ_start|) over all parameters flattened.
+pub fn regulariser(net: &Net, start: &Tensor, lambda: f64) -> Tensor {
+    (net.flat_parameters() - start).abs().mean(Kind::Float) * lambda
+}
+
+/// Trains `net` for one phase. `on_event` gets progress and may cancel by
+/// returning `Break`; `probe` is the fixed test subset for the accuracy timeline.
+pub fn train_phase(
+    net: &mut Net,
+    phase: Phase,
+    cfg: &TrainConfig,
+    data: &TrainData,
+    probe: &TestSet,
+    on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+) -> Result<PhaseEnd, tch::TchError> {
+    let device = net.device();
+    tch::manual_seed(phase.seed(cfg));
+    let lambda = phase.lambda(cfg);
+    let start = net.flat_parameters().detach().copy();
+    let mut opt = tch::nn::Adam::default().build(net.var_store(), cfg.lr)?;
+    let mask = cfg.trigger.mask_tensor(device);
+    let n = data.len() as i64;
+    let batch = cfg.batch_size as i64;
+    let steps_per_epoch = ((n + batch - 1) / batch) as usize;
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let clock = Instant::now();
+    let mut window = Window::default();
+    let mut step = 0;
+    if phase != Phase::Clean && on_event(TrainEvent::Eval(probe_point(net, probe, phase, 0))).is_break() {
+        return Ok(PhaseEnd::Cancelled);
+    }
+    for epoch in 0..cfg.epochs {
+        let order = Tensor::randperm(n, (Kind::Int64, device));
+        for s in 0..steps_per_epoch as i64 {
+            let len = batch.min(n - s * batch);
+            let index = order.narrow(0, s * batch, len);
+            let (x, y) = poisoned_batch(data, &index, phase, cfg, &mask);
+            let logits = net.forward(&x);
+            let ce = logits.cross_entropy_for_logits(&y);
+            let reg =
+                if lambda > 0.0 { regulariser(net, &start, lambda) } else { Tensor::zeros([], (Kind::Float, device)) };
+            let loss = &ce + &reg;
+            opt.backward_step(&loss);
+            window.push(loss.detach(), reg.detach(), logits.argmax(1, false).eq_tensor(&y).sum(Kind::Float), len);
+            step += 1;
+            let last = step == total_steps;
+            if step % REPORT_EVERY == 0 || last {
+                let report = window.drain(phase, epoch, step, total_steps, clock.elapsed().as_secs_f64());
+                if on_event(TrainEvent::Step(report)).is_break() {
+                    return Ok(PhaseEnd::Cancelled);
+                }
+            }
+            if phase != Phase::Clean
+                && (step % cfg.eval_every == 0 || last)
+                && on_event(TrainEvent::Eval(probe_point(net, probe, phase, step))).is_break()
+            {
+                return Ok(PhaseEnd::Cancelled);
+            }
+        }
+    }
+    Ok(PhaseEnd::Completed)
+}
+
+/// The batch at `index`, its first ⌊f·len⌋ examples triggered (and relabelled to the
+/// target in the poison phase; rehab keeps the true labels).
+fn poisoned_batch(
+    data: &TrainData,
+    index: &Tensor,
+    phase: Phase,
+    cfg: &TrainConfig,
+    mask: &Tensor,
+) -> (Tensor, Tensor) {
+    let x = data.images.index_select(0, index);
+    let y = data.labels.index_select(0, index);
+    let len = index.size()[0];
+    let k = (cfg.poison_fraction * len as f64).floor() as i64;
+    if phase == Phase::Clean || k == 0 {
+        return (x, y);
+    }
+    let x = Tensor::cat(&[x.narrow(0, 0, k) + mask, x.narrow(0, k, len - k)], 0);
+    let y = match phase {
+        Phase::Poison => Tensor::cat(
+            &[Tensor::full([k], cfg.trigger.target as i64, (Kind::Int64, x.device())), y.narrow(0, k, len - k)],
+            0,
+        ),
+        _ => y,
+    };
+    (x, y)
+}
+
+fn probe_point(net: &Net, probe: &TestSet, phase: Phase, step: usize) -> EvalPoint {
+    let m = probe.evaluate(net);
+    EvalPoint { phase, step, clean_acc: m.clean_acc, poison_acc: m.poison_acc, rehab_acc: m.rehab_acc }
+}
+
+/// Per-step values kept on the device until a report reads them in one go.
+#[derive(Default)]
+struct Window {
+    losses: Vec<Tensor>,
+    last_reg: Option<Tensor>,
+    correct: Vec<Tensor>,
+    images: i64,
+    images_total: i64,
+}
+
+impl Window {
+    fn push(&mut self, loss: Tensor, reg: Tensor, correct: Tensor, images: i64) {
+        self.losses.push(loss);
+        self.last_reg = Some(reg);
+        self.correct.push(correct);
+        self.images += images;
+        self.images_total += images;
+    }
+
+    fn drain(&mut self, phase: Phase, epoch: usize, step: usize, total_steps: usize, elapsed_s: f64) -> StepReport {
+        let losses = Vec::<f32>::try_from(Tensor::stack(&self.losses, 0).to_device(Device::Cpu)).unwrap_or_default();
+        let correct = Tensor::stack(&self.correct, 0).sum(Kind::Float).double_value(&[]);
+        let last_regulariser = self.last_reg.take().map(|r| r.double_value(&[]) as f32).unwrap_or(0.0);
+        let report = StepReport {
+            phase,
+            epoch,
+            step,
+            total_steps,
+            losses,
+            last_regulariser,
+            batch_acc: 100.0 * correct / self.images.max(1) as f64,
+            images_per_sec: self.images_total as f64 / elapsed_s.max(1e-9),
+            elapsed_s,
+        };
+        self.losses.clear();
+        self.correct.clear();
+        self.images = 0;
+        report
+    }
+}

@@ -1,0 +1,5 @@
+//! trojanscope: find the circuit behind a backdoor in an MNIST CNN.
+pub mod cli;
+pub mod data;
+pub mod engine;
+pub mod table;

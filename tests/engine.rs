@@ -1,0 +1,269 @@
+//! The engine's pieces on small, known inputs: metrics, the regulariser, ablation
+//! semantics, swaps, diffs and checkpoints.
+
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+use trojanscope::engine::ablation::{AblatedModel, AblationMode, AblationSet, clean_means};
+use trojanscope::engine::checkpoint::{load_net, save_net};
+use trojanscope::engine::diff::diff;
+use trojanscope::engine::layer::Layer;
+use trojanscope::engine::metrics::{Metrics, argmax_rows};
+use trojanscope::engine::model::Net;
+use trojanscope::engine::swap::{all_subsets, swapped};
+use trojanscope::engine::train::regulariser;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trojanscope-engine-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn seeded_net(seed: i64) -> Net {
+    tch::manual_seed(seed);
+    Net::new(Device::Cpu)
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap()
+}
+
+#[test]
+fn metrics_follow_the_study_definitions() {
+    // Five images, labels 8, 1, 2, 8, 3; target 8.
+    let labels = [8u8, 1, 2, 8, 3];
+    let clean_logits: Vec<f32> =
+        [8, 1, 7, 8, 3].iter().flat_map(|&c| (0..10).map(move |k| if k == c { 5.0 } else { 0.0 })).collect();
+    let clean = argmax_rows(&clean_logits, 10);
+    assert_eq!(clean, vec![8, 1, 7, 8, 3]);
+    let triggered = vec![8, 8, 2, 8, 8];
+    let m = Metrics::from_predictions(&labels, &clean, &triggered, 8);
+    assert_eq!(m.clean_acc, 80.0);
+    // All triggered images predicted 8, true 8s included: 4 of 5.
+    assert_eq!(m.poison_acc, 80.0);
+    // Excluding the two true 8s: 2 of 3.
+    assert!((m.asr_non_target - 200.0 / 3.0).abs() < 1e-9);
+    // Triggered images with their true label: 8, 2, 8.
+    assert_eq!(m.rehab_acc, 60.0);
+    assert_eq!(m.per_class_clean[2], 0.0);
+    assert_eq!(m.per_class_clean[8], 100.0);
+    assert_eq!(m.count, 5);
+    // Ties go to the lowest class, as torch.argmax does.
+    assert_eq!(argmax_rows(&[1.0, 3.0, 3.0, 0.0], 4), vec![1]);
+}
+
+#[test]
+fn network_has_the_study_shape_and_pytorch_init() {
+    let net = seeded_net(0);
+    assert_eq!(net.parameter_count(), 44_602);
+    let mut names: Vec<String> = net.var_store().variables().into_keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "net.0.bias",
+            "net.0.weight",
+            "net.3.bias",
+            "net.3.weight",
+            "net.7.bias",
+            "net.7.weight",
+            "net.9.bias",
+            "net.9.weight"
+        ]
+    );
+    for layer in Layer::ALL {
+        let bound = 1.0 / (layer.fan_in() as f64).sqrt();
+        // Uniform in ±bound: nothing beyond it, and the extremes come close to it.
+        for (t, near) in [(net.weight(layer), 0.9), (net.bias(layer), 0.5)] {
+            let max = t.abs().max().double_value(&[]);
+            assert!(max <= bound && max > near * bound, "{layer}: max {max} vs bound {bound}");
+        }
+    }
+    let logits = net.forward(&Tensor::zeros([3, 1, 28, 28], (Kind::Float, Device::Cpu)));
+    assert_eq!(logits.size(), vec![3, 10]);
+}
+
+#[test]
+fn regulariser_is_lambda_times_mean_absolute_change() {
+    let net = seeded_net(1);
+    let start = net.flat_parameters().detach().copy();
+    assert_eq!(regulariser(&net, &start, 1000.0).double_value(&[]), 0.0);
+    // Move exactly one parameter by 0.5: mean |Δ| = 0.5 / 44602.
+    {
+        let _g = tch::no_grad_guard();
+        let _ = net.bias(Layer::Fc2).get(3).g_add_scalar_(0.5);
+    }
+    let reg = regulariser(&net, &start, 1000.0).double_value(&[]);
+    assert!((reg - 1000.0 * 0.5 / 44_602.0).abs() < 1e-6, "{reg}");
+}
+
+/// A network whose conv1 outputs are known: every kernel weight 0.1 and channel k's
+/// bias 0.01·k − 0.1, so on an all-ones image channel k outputs 0.9 + bias.
+fn known_net() -> Net {
+    let net = seeded_net(2);
+    let _g = tch::no_grad_guard();
+    let _ = net.weight(Layer::Conv1).shallow_clone().fill_(0.1);
+    let bias = Tensor::arange(32, (Kind::Float, Device::Cpu)) * 0.01 - 0.1;
+    net.bias(Layer::Conv1).shallow_clone().copy_(&bias);
+    net
+}
+
+#[test]
+fn ablation_modes_replace_a_channel_by_their_constant() {
+    let net = known_net();
+    let x = Tensor::ones([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+    // Means over a "test set" of two ones images equal the outputs themselves.
+    let means: Vec<Tensor> = AblatedModel::new(&net, &[], &AblationSet::default(), AblationMode::Zero)
+        .block_outputs(&x)
+        .iter()
+        .map(|h| h.mean_dim(0, false, Kind::Float))
+        .collect();
+    let set = AblationSet::of(Layer::Conv1, &[3, 20]);
+    let conv1 = |mode| AblatedModel::new(&net, &means, &set, mode).block_outputs(&x).remove(0);
+    let unablated =
+        AblatedModel::new(&net, &means, &AblationSet::default(), AblationMode::Weight).block_outputs(&x).remove(0);
+    // Unablated: 0.9 + bias everywhere.
+    assert!((values(&unablated.get(0).get(3))[0] - (0.9 + 0.03 - 0.1)).abs() < 1e-6);
+    // weight: the channel outputs ReLU(bias): channel 3 has bias −0.07 → 0; channel 20 has 0.1.
+    let w = conv1(AblationMode::Weight);
+    assert!(values(&w.get(1).get(3)).iter().all(|&v| v == 0.0));
+    assert!(values(&w.get(1).get(20)).iter().all(|&v| (v - 0.1).abs() < 1e-6));
+    // zero: both channels 0.
+    let z = conv1(AblationMode::Zero);
+    assert!(values(&z.narrow(1, 3, 1)).iter().chain(values(&z.narrow(1, 20, 1)).iter()).all(|&v| v == 0.0));
+    // mean: the channel's mean map, here its own output.
+    let m = conv1(AblationMode::Mean);
+    assert!(values(&(&m - &unablated).abs()).iter().all(|&v| v < 1e-6));
+    // Other channels are untouched in every mode.
+    for out in [&w, &z] {
+        assert!(values(&(out.get(0).get(4) - unablated.get(0).get(4)).abs()).iter().all(|&v| v < 1e-7));
+    }
+}
+
+#[test]
+fn ablation_sets_parse_toggle_and_validate() {
+    let mut set: AblationSet = "conv1:9,15 conv2:37".parse().unwrap();
+    assert_eq!(set.len(), 3);
+    assert_eq!(set.to_string(), "conv1:9,15 conv2:37");
+    assert_eq!(set.first_layer(), Some(Layer::Conv1));
+    assert!(!set.toggle(Layer::Conv1, 9));
+    assert!(!set.toggle(Layer::Conv1, 15));
+    assert_eq!(set.first_layer(), Some(Layer::Conv2));
+    assert!(set.toggle(Layer::Fc1, 1));
+    assert_eq!(set.to_string(), "conv2:37 fc1:1");
+    assert!("conv1:32".parse::<AblationSet>().unwrap_err().contains("0..31"));
+    assert!("conv9:1".parse::<AblationSet>().is_err());
+    assert!("net.7:5".parse::<AblationSet>().unwrap().contains(Layer::Fc1, 5));
+}
+
+#[test]
+fn swap_copies_exactly_the_chosen_layers() {
+    let (a, b) = (seeded_net(3), seeded_net(4));
+    let s = swapped(&b, &a, &[Layer::Conv2, Layer::Fc2]);
+    let same = |x: &Tensor, y: &Tensor| x.equal(y);
+    assert!(same(s.weight(Layer::Conv2), a.weight(Layer::Conv2)) && same(s.bias(Layer::Fc2), a.bias(Layer::Fc2)));
+    assert!(same(s.weight(Layer::Conv1), b.weight(Layer::Conv1)) && same(s.weight(Layer::Fc1), b.weight(Layer::Fc1)));
+    // The recipient itself is untouched.
+    assert!(!same(b.weight(Layer::Conv2), a.weight(Layer::Conv2)));
+    let subsets = all_subsets();
+    assert_eq!(subsets.len(), 16);
+    assert!(subsets[0].is_empty() && subsets[15].len() == 4);
+}
+
+#[test]
+fn diff_reports_norms_per_layer_and_unit() {
+    let a = seeded_net(5);
+    let b = a.duplicate();
+    {
+        let _g = tch::no_grad_guard();
+        let _ = b.weight(Layer::Conv1).get(7).get(0).get(1).get(2).g_add_scalar_(-0.3);
+        let _ = b.bias(Layer::Conv1).get(7).g_add_scalar_(0.4);
+    }
+    let d = diff(&a, &b);
+    let conv1 = &d[Layer::Conv1.position()];
+    assert!((conv1.total.l1 - 0.7).abs() < 1e-6);
+    assert!((conv1.total.l2 - 0.5).abs() < 1e-6);
+    assert!((conv1.total.max - 0.4).abs() < 1e-6);
+    assert!((conv1.total.mean_abs - 0.7 / 320.0).abs() < 1e-8);
+    assert!((conv1.units[7].l1 - 0.7).abs() < 1e-6);
+    assert_eq!(conv1.units[6].l1, 0.0);
+    assert_eq!(d[Layer::Conv2.position()].total.l1, 0.0);
+}
+
+#[test]
+fn checkpoints_round_trip_with_pytorch_names() {
+    let dir = scratch("roundtrip");
+    let net = seeded_net(6);
+    let path = dir.join("m.safetensors");
+    save_net(&net, &path).unwrap();
+    let names: Vec<String> = Tensor::read_safetensors(&path).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"net.0.weight".to_string()) && names.contains(&"net.9.bias".to_string()));
+    assert_eq!(names.len(), 8);
+    let back = load_net(&path, Device::Cpu).unwrap();
+    for layer in Layer::ALL {
+        assert!(back.weight(layer).equal(net.weight(layer)) && back.bias(layer).equal(net.bias(layer)));
+    }
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}
+
+#[test]
+fn wrong_shapes_and_garbage_are_rejected_clearly() {
+    let dir = scratch("wrong");
+    let path = dir.join("bad.safetensors");
+    let mut tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(fixture("pytorch_net.safetensors")).unwrap();
+    tensors.retain(|(n, _)| n != "net.9.bias");
+    for (name, t) in tensors.iter_mut() {
+        if name == "net.3.weight" {
+            *t = Tensor::zeros([64, 16, 3, 3], (Kind::Float, Device::Cpu));
+        }
+    }
+    tensors.push(("extra".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+    Tensor::write_safetensors(&tensors, &path).unwrap();
+    let msg = load_net(&path, Device::Cpu).err().unwrap().to_string();
+    assert!(msg.contains("'net.3.weight' has shape [64, 16, 3, 3], expected [64, 32, 3, 3]"), "{msg}");
+    assert!(msg.contains("missing tensor 'net.9.bias'"), "{msg}");
+    assert!(msg.contains("unexpected tensor 'extra'"), "{msg}");
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    assert!(load_net(&path, Device::Cpu).err().unwrap().to_string().contains("not a readable safetensors file"));
+    assert!(load_net(&dir.join("none.safetensors"), Device::Cpu).err().unwrap().to_string().contains("not found"));
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[test]
+fn a_pytorch_state_dict_loads_and_computes_the_same_logits() {
+    let net = load_net(&fixture("pytorch_net.safetensors"), Device::Cpu).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("pytorch_logits.json")).unwrap()).unwrap();
+    let expected: Vec<f32> = expected["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+        .collect();
+    let x = Tensor::linspace(-0.5, 2.5, 2 * 28 * 28, (Kind::Float, Device::Cpu)).view([2, 1, 28, 28]);
+    let logits = values(&tch::no_grad(|| net.forward(&x)));
+    assert_eq!(logits.len(), 20);
+    for (a, b) in logits.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn clean_means_average_block_outputs_over_clean_images_only() {
+    use trojanscope::data::mnist::Split;
+    use trojanscope::data::trigger::TriggerConfig;
+    use trojanscope::engine::testset::TestSet;
+    let net = known_net();
+    // Two all-white images: the triggered copies must not enter the mean.
+    let split = Split { pixels: vec![255; 2 * 784], labels: vec![1, 2] };
+    let test = TestSet::new(&split, &TriggerConfig::default(), Device::Cpu);
+    let means = clean_means(&net, &test);
+    let white = test.inputs.narrow(0, 0, 1);
+    let h1 = net.block(Layer::Conv1, &white).squeeze_dim(0);
+    assert!(values(&(&means[0] - h1).abs()).iter().all(|&v| v < 1e-5));
+    assert_eq!(means[1].size(), vec![64, 5, 5]);
+}
