@@ -109,3 +109,23 @@ pub fn features(net: &Net, test: &TestSet, layer: Layer, unit: usize, k: usize) 
         bottom: order[order.len() - k..].iter().rev().map(|&i| hit(i)).collect(),
     }
 }
+
+/// Per unit of `layer`, how much the trigger changes its activation: the mean over
+/// `test`'s images and positions of |map(triggered) − map(clean)|, maps as in
+/// `activation_maps`. The backdoor's channels stand out here.
+pub fn activation_change(net: &Net, test: &TestSet, layer: Layer) -> Vec<f64> {
+    let _guard = tch::no_grad_guard();
+    let n = test.len() as i64;
+    let mut total = Tensor::zeros([layer.units() as i64], (Kind::Double, test.device()));
+    let mut start = 0;
+    while start < n {
+        let len = CHUNK.min(n - start);
+        let clean = activation_maps(net, &test.inputs.narrow(0, start, len)).swap_remove(layer.position());
+        let triggered = activation_maps(net, &test.inputs.narrow(0, n + start, len)).swap_remove(layer.position());
+        let change = (triggered - clean).abs();
+        let per_unit = if layer.is_conv() { change.mean_dim([2i64, 3].as_slice(), false, Kind::Float) } else { change };
+        total += per_unit.sum_dim_intlist(0, false, Kind::Double);
+        start += len;
+    }
+    Vec::<f64>::try_from(total.to_device(Device::Cpu) / n.max(1) as f64).expect("a 1-D tensor")
+}
