@@ -3,3 +3,5 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod table;
+pub mod alloc;
+pub mod bench;

@@ -2,6 +2,7 @@ use clap::Parser;
 use trojanscope::cli::{self, args::Cli};
 
 fn main() {
+    trojanscope::alloc::keep_freed_memory();
     // color-eyre's panic hook gives a readable message if something does panic.
     let _ = color_eyre::config::HookBuilder::default().display_env_section(false).install();
     let cli = Cli::parse();

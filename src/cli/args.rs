@@ -109,6 +109,20 @@ pub enum Command {
     },
     /// Check libtorch, CUDA, threads, data and checkpoints.
     Doctor,
+    /// Time training, metrics, sweeps and ablation toggles, side by side with the
+    /// study's PyTorch procedure (benches/study_pytorch.py) run in the same invocation.
+    Bench {
+        /// Runs per figure (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Channels per layer the PyTorch sweep times (its per-channel cost is constant,
+        /// so the full sweep is extrapolated from them).
+        #[arg(long, default_value_t = 4)]
+        sweep_channels: usize,
+        /// Skip the PyTorch baseline.
+        #[arg(long)]
+        no_pytorch: bool,
+    },
 }
 
 /// Options every command shares.

@@ -1,5 +1,6 @@
 //! The command-line front end: argument parsing, dispatch and output.
 pub mod args;
+pub mod bench;
 pub mod commands;
 pub mod lab_setup;
 pub mod output;
@@ -36,6 +37,9 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         Command::Diff { a, b, layer } => commands::diff_cmd(common, format, *a, *b, *layer),
         Command::Features { layer, unit, model, k } => commands::features(common, format, *layer, *unit, *model, *k),
         Command::Doctor => commands::doctor(common, format),
+        Command::Bench { repeat, sweep_channels, no_pytorch } => {
+            bench::run(common, format, *repeat, *sweep_channels, *no_pytorch)
+        }
     }
 }
 

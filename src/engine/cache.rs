@@ -7,26 +7,42 @@
 use super::ablation::{self, AblationMode, AblationSet};
 use super::layer::Layer;
 use super::model::Net;
+use super::kernels;
 use super::testset::{CHUNK, TestSet};
 use tch::{Device, Tensor};
 
 /// conv2's 11×11 pre-activation is pooled in floor mode, which never reads the last
 /// row and column: only this 10×10 corner is kept.
 const CONV2_POOLED: i64 = 10;
+/// conv1's pooled output rows and columns that feed that 10×10 corner.
+const CONV1_NEEDED: i64 = CONV2_POOLED + 2;
+/// Images per step on the conv1 path: small enough that a chunk's conv2
+/// pre-activation (and every variant computed from it) stays in the CPU's cache.
+const CONV1_CHUNK: i64 = 128;
 
+/// Activations are kept channels-last (`[image, row, column, channel]`) so that the
+/// pooling after an ablation reduces over outer dimensions and streams the 64
+/// channels of a position contiguously.
 pub struct ActivationCache {
     /// A private copy of the model, so later edits to the caller's model cannot
     /// make the cache disagree with its weights.
     net: Net,
     means: Vec<Tensor>,
-    /// `[2N, 64, 10, 10]` conv2 pre-activation (the part the pool reads).
+    /// fc1's weight with its inputs reordered channels-last: `[16, 5·5·64]`.
+    fc1_weight: Tensor,
+    /// conv2's kernels as a matrix per input channel: `[32, 9, 64]`.
+    conv2_taps: Tensor,
+    /// `[2N, 10, 10, 64]` conv2 pre-activation (the part the pool reads).
     pre2: Tensor,
-    /// `[2N, 64, 5, 5]` conv2 block output.
+    /// `[2N, 5, 5, 64]` conv2 block output.
     h2: Tensor,
     /// `[2N, 16]` fc1 pre-activation.
     pre3: Tensor,
     /// `[2N, 10]`.
     logits: Tensor,
+    /// Use libtorch's ops even on the CPU (they are what runs on a GPU; tests
+    /// compare the two).
+    torch_kernels: bool,
 }
 
 /// One layer's ablated units and what they output instead.
@@ -48,22 +64,32 @@ impl ActivationCache {
                 .conv2d(net.weight(Layer::Conv2), Some(net.bias(Layer::Conv2)), [1, 1], [0, 0], [1, 1], 1)
                 .narrow(2, 0, CONV2_POOLED)
                 .narrow(3, 0, CONV2_POOLED)
+                .permute([0, 2, 3, 1])
                 .contiguous();
-            let a2 = p2.relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-            let p3 = a2.flatten(1, -1).linear(net.weight(Layer::Fc1), Some(net.bias(Layer::Fc1)));
+            let a2 = pool_relu_channels_last(&p2);
+            let p3 = a2.flatten(1, -1).linear::<Tensor>(&channels_last_fc1(&net), None) + net.bias(Layer::Fc1);
             logits.push(net.block(Layer::Fc2, &p3.relu()));
             pre2.push(p2);
             h2.push(a2);
             pre3.push(p3);
         }
         ActivationCache {
+            fc1_weight: channels_last_fc1(&net),
+            conv2_taps: net.weight(Layer::Conv2).detach().permute([1, 2, 3, 0]).reshape([32, 9, 64]),
             net,
             means,
             pre2: Tensor::cat(&pre2, 0),
             h2: Tensor::cat(&h2, 0),
             pre3: Tensor::cat(&pre3, 0),
             logits: Tensor::cat(&logits, 0),
+            torch_kernels: false,
         }
+    }
+
+    /// This cache, computing with libtorch's ops only (as on a GPU).
+    pub fn with_torch_kernels(mut self) -> ActivationCache {
+        self.torch_kernels = true;
+        self
     }
 
     /// Bytes held by the cached activations.
@@ -83,11 +109,38 @@ impl ActivationCache {
     /// Predicted classes `[2N]` with `set` ablated; `test` must be the set the
     /// cache was built on.
     pub fn predict(&self, test: &TestSet, set: &AblationSet, mode: AblationMode) -> Tensor {
+        self.predict_many(test, std::slice::from_ref(set), mode).remove(0)
+    }
+
+    pub fn evaluate(&self, test: &TestSet, set: &AblationSet, mode: AblationMode) -> super::metrics::Metrics {
+        test.metrics(&self.predict(test, set, mode))
+    }
+
+    /// Predictions for several sets at once. Sets are evaluated chunk by chunk, all
+    /// sets per chunk, so each chunk of cached activations is read from memory once
+    /// however many sets there are (a sweep).
+    pub fn predict_many(&self, test: &TestSet, sets: &[AblationSet], mode: AblationMode) -> Vec<Tensor> {
         let _guard = tch::no_grad_guard();
-        let Some(first) = set.first_layer() else {
-            return self.logits.argmax(1, false);
-        };
-        let plans: Vec<Option<Replacement>> = Layer::ALL
+        let plans: Vec<Vec<Option<Replacement>>> = sets.iter().map(|set| self.plans(set, mode)).collect();
+        let deepest_start = sets.iter().filter_map(AblationSet::first_layer).min();
+        let chunk = if deepest_start == Some(Layer::Conv1) { CONV1_CHUNK } else { CHUNK };
+        let total = self.logits.size()[0];
+        let mut per_set: Vec<Vec<Tensor>> = sets.iter().map(|_| Vec::new()).collect();
+        for start in (0..total).step_by(chunk as usize) {
+            let len = chunk.min(total - start);
+            for ((set, plan), out) in sets.iter().zip(&plans).zip(per_set.iter_mut()) {
+                let logits = match set.first_layer() {
+                    None => self.logits.narrow(0, start, len),
+                    Some(first) => self.chunk_logits(test, start, len, first, plan),
+                };
+                out.push(logits.argmax(1, false));
+            }
+        }
+        per_set.iter().map(|chunks| Tensor::cat(chunks, 0)).collect()
+    }
+
+    fn plans(&self, set: &AblationSet, mode: AblationMode) -> Vec<Option<Replacement>> {
+        Layer::ALL
             .iter()
             .map(|&layer| {
                 let units = set.units_in(layer);
@@ -97,30 +150,10 @@ impl ActivationCache {
                     Replacement { index, values }
                 })
             })
-            .collect();
-        let total = self.logits.size()[0];
-        let chunks: Vec<Tensor> = (0..total)
-            .step_by(CHUNK as usize)
-            .map(|start| {
-                let len = CHUNK.min(total - start);
-                self.chunk_logits(test, start, len, first, &plans).argmax(1, false)
-            })
-            .collect();
-        Tensor::cat(&chunks, 0)
+            .collect()
     }
 
-    pub fn evaluate(&self, test: &TestSet, set: &AblationSet, mode: AblationMode) -> super::metrics::Metrics {
-        test.metrics(&self.predict(test, set, mode))
-    }
-
-    fn chunk_logits(
-        &self,
-        test: &TestSet,
-        start: i64,
-        len: i64,
-        first: Layer,
-        plans: &[Option<Replacement>],
-    ) -> Tensor {
+    fn chunk_logits(&self, test: &TestSet, start: i64, len: i64, first: Layer, plans: &[Option<Replacement>]) -> Tensor {
         let plan = |layer: Layer| plans[layer.position()].as_ref();
         if first == Layer::Fc2 {
             return apply(self.logits.narrow(0, start, len).copy(), plan(Layer::Fc2));
@@ -129,9 +162,15 @@ impl ActivationCache {
             Layer::Conv1 => {
                 let x = test.inputs.narrow(0, start, len);
                 let h2 = self.conv1_ablated_h2(&x, start, len, plan(Layer::Conv1).expect("first layer has a plan"));
-                apply(h2, plan(Layer::Conv2))
-                    .flatten(1, -1)
-                    .linear(self.net.weight(Layer::Fc1), Some(self.net.bias(Layer::Fc1)))
+                let h2 = match plan(Layer::Conv2) {
+                    // Overwrite through a channels-first view of the fresh tensor.
+                    Some(r) => {
+                        let _ = ablation::overwrite_units(h2.permute([0, 3, 1, 2]), &r.index, &r.values);
+                        h2
+                    }
+                    None => h2,
+                };
+                h2.flatten(1, -1).linear(&self.fc1_weight, Some(self.net.bias(Layer::Fc1)))
             }
             Layer::Conv2 => self.conv2_ablated_pre3(start, len, plan(Layer::Conv2).expect("first layer has a plan")),
             _ => self.pre3.narrow(0, start, len),
@@ -140,32 +179,57 @@ impl ActivationCache {
         apply(self.net.block(Layer::Fc2, &h3), plan(Layer::Fc2))
     }
 
-    /// conv2 block output with conv1 units replaced: recompute only the ablated conv1
-    /// channels from the input and correct the cached conv2 pre-activation by their
-    /// change, convolved with their slice of conv2's kernels.
+    /// conv2 block output `[B, 5, 5, 64]` with conv1 units replaced: recompute only
+    /// the ablated conv1 channels from the input and correct the cached conv2
+    /// pre-activation by their change, convolved with their slice of conv2's kernels.
     fn conv1_ablated_h2(&self, x: &Tensor, start: i64, len: i64, r: &Replacement) -> Tensor {
-        let (w1, b1, w2) = (self.net.weight(Layer::Conv1), self.net.bias(Layer::Conv1), self.net.weight(Layer::Conv2));
-        let needed = CONV2_POOLED + 2;
+        let units = r.index.size()[0];
+        let weights = self.net.weight(Layer::Conv1).index_select(0, &r.index);
+        let biases = self.net.bias(Layer::Conv1).index_select(0, &r.index);
+        let constant = r.values.narrow(1, 0, CONV1_NEEDED).narrow(2, 0, CONV1_NEEDED);
+        let pre2 = self.pre2.narrow(0, start, len);
+        // Δpre2 as one matrix product: the change's 3×3 patches at each of the 100
+        // output positions, [B·100, units·9], times those units' taps, [units·9, 64].
+        let taps = self.conv2_taps.index_select(0, &r.index).reshape([units * 9, 64]);
+        if self.device() == Device::Cpu && !self.torch_kernels {
+            let patches = kernels::conv1_change_patches(x, &weights, &biases, &constant);
+            return kernels::add_pool_relu(&pre2, &patches.mm(&taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]));
+        }
         let actual = x
-            .conv2d(&w1.index_select(0, &r.index), Some(&b1.index_select(0, &r.index)), [1, 1], [0, 0], [1, 1], 1)
+            .conv2d(&weights, Some(&biases), [1, 1], [0, 0], [1, 1], 1)
             .relu()
             .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-            .narrow(2, 0, needed)
-            .narrow(3, 0, needed);
-        let constant = r.values.narrow(1, 0, needed).narrow(2, 0, needed).unsqueeze(0);
-        let delta =
-            (constant - actual).conv2d::<Tensor>(&w2.index_select(1, &r.index), None, [1, 1], [0, 0], [1, 1], 1);
-        (self.pre2.narrow(0, start, len) + delta).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+            .narrow(2, 0, CONV1_NEEDED)
+            .narrow(3, 0, CONV1_NEEDED);
+        let patches = (constant.unsqueeze(0) - actual).im2col([3, 3], [1, 1], [0, 0], [1, 1]); // [B, units·9, 100]
+        let patches = patches.transpose(1, 2).reshape([len * 100, units * 9]);
+        let delta = patches.mm(&taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]);
+        pool_relu_channels_last(&(delta + pre2))
     }
 
     /// fc1 pre-activation with conv2 channels replaced: a rank-|set| correction.
     fn conv2_ablated_pre3(&self, start: i64, len: i64, r: &Replacement) -> Tensor {
         let units = r.index.size()[0];
-        let actual = self.h2.narrow(0, start, len).index_select(1, &r.index);
-        let change = (r.values.unsqueeze(0) - actual).reshape([len, units * 25]);
-        let w = self.net.weight(Layer::Fc1).view([16, 64, 25]).index_select(1, &r.index).reshape([16, units * 25]);
+        let actual = self.h2.narrow(0, start, len).view([len, 25, 64]).index_select(2, &r.index); // [B, 25, units]
+        let constant = r.values.view([units, 25]).transpose(0, 1).unsqueeze(0); // [1, 25, units]
+        let change = (constant - actual).reshape([len, 25 * units]);
+        let w = self.fc1_weight.view([16, 25, 64]).index_select(2, &r.index).reshape([16, 25 * units]);
         self.pre3.narrow(0, start, len) + change.matmul(&w.tr())
     }
+}
+
+/// 2×2 max pooling then ReLU of a channels-last `[B, 10, 10, C]` map → `[B, 5, 5, C]`
+/// (the maximum of four strided views: libtorch's reductions are slow here).
+fn pool_relu_channels_last(t: &Tensor) -> Tensor {
+    let s = t.size();
+    let windows = t.view([s[0], s[1] / 2, 2, s[2] / 2, 2, s[3]]);
+    let corner = |r: i64, c: i64| windows.select(4, c).select(2, r);
+    corner(0, 0).maximum(&corner(0, 1)).maximum(&corner(1, 0)).maximum(&corner(1, 1)).relu()
+}
+
+/// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.
+fn channels_last_fc1(net: &Net) -> Tensor {
+    net.weight(Layer::Fc1).detach().view([16, 64, 5, 5]).permute([0, 2, 3, 1]).reshape([16, 1600])
 }
 
 fn apply(h: Tensor, plan: Option<&Replacement>) -> Tensor {

@@ -8,6 +8,10 @@ use super::testset::TestSet;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 
+/// Units evaluated per pass: enough to share the memory traffic, few enough that
+/// progress (and cancellation) comes several times a second.
+const SWEEP_BATCH: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepRow {
     pub layer: Layer,
@@ -25,10 +29,13 @@ pub fn sweep(
     mut progress: impl FnMut(usize, usize) -> ControlFlow<()>,
 ) -> Vec<SweepRow> {
     let mut rows = Vec::with_capacity(layer.units());
-    for unit in 0..layer.units() {
-        let metrics = cache.evaluate(test, &AblationSet::single(layer, unit), mode);
-        rows.push(SweepRow { layer, unit, metrics });
-        if progress(unit + 1, layer.units()).is_break() {
+    // Batches of units share one pass over the cached activations.
+    for batch in (0..layer.units()).collect::<Vec<_>>().chunks(SWEEP_BATCH) {
+        let sets: Vec<AblationSet> = batch.iter().map(|&u| AblationSet::single(layer, u)).collect();
+        for (&unit, predictions) in batch.iter().zip(cache.predict_many(test, &sets, mode)) {
+            rows.push(SweepRow { layer, unit, metrics: test.metrics(&predictions) });
+        }
+        if progress(rows.len(), layer.units()).is_break() {
             break;
         }
     }

@@ -1,0 +1,134 @@
+//! `trojanscope bench`: our engine's speed, side by side with the study's PyTorch
+//! procedure run from the same virtual environment in the same invocation.
+
+pub mod pytorch;
+
+use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::cache::ActivationCache;
+use crate::engine::layer::Layer;
+use crate::engine::model::Net;
+use crate::engine::sweep::sweep;
+use crate::engine::train::{train_phase, Phase, TrainData};
+use crate::engine::lab::Lab;
+use serde::Serialize;
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+/// One measured figure: our median time and, where the study has one, PyTorch's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub ours_s: f64,
+    pub pytorch_s: Option<f64>,
+    /// How PyTorch's figure was obtained, where it is not a plain median.
+    pub note: String,
+}
+
+impl Figure {
+    /// PyTorch time ÷ our time: how many times faster we are.
+    pub fn speedup(&self) -> Option<f64> {
+        self.pytorch_s.map(|p| p / self.ours_s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub device: String,
+    pub repeat: usize,
+    pub figures: Vec<Figure>,
+    /// Bytes of cached activations for the three models together.
+    pub cache_bytes_three_models: usize,
+    /// Peak resident memory of this process (VmHWM).
+    pub peak_rss_bytes: usize,
+    pub pytorch_error: Option<String>,
+}
+
+/// Median wall time of `repeat` runs of `f`, keeping the last run's output.
+pub fn median_time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut times = Vec::with_capacity(repeat);
+    let mut last = None;
+    for _ in 0..repeat.max(1) {
+        let clock = Instant::now();
+        last = Some(f());
+        times.push(clock.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], last.expect("ran at least once"))
+}
+
+/// Sets ablated in the toggle-latency figures: two units of each layer.
+pub fn toggle_sets() -> Vec<(String, AblationSet)> {
+    [(Layer::Conv1, [9, 15]), (Layer::Conv2, [37, 4]), (Layer::Fc1, [1, 5])]
+        .into_iter()
+        .map(|(layer, units)| (format!("toggle a {layer} set"), AblationSet::of(layer, &units)))
+        .collect()
+}
+
+/// Measures our engine; `progress` names each step as it starts.
+pub fn measure_ours(lab: &Lab, repeat: usize, progress: &mut dyn FnMut(&str)) -> (Vec<Figure>, usize) {
+    let data = TrainData::new(&lab.data.train, lab.device);
+    let probe = lab.test.subset(lab.config.eval_subset);
+    let mut figures = Vec::new();
+    let mut fig = |name: &str, ours_s: f64| figures.push(Figure { name: name.into(), ours_s, pytorch_s: None, note: String::new() });
+    let epoch = |phase: Phase, from: Option<&Net>| {
+        let mut net = Net::new(lab.device);
+        if let Some(from) = from {
+            net.copy_from(from);
+        }
+        train_phase(&mut net, phase, &lab.config, &data, &probe, &mut |_| ControlFlow::Continue(())).expect("training runs");
+        net
+    };
+    progress("clean epoch");
+    let (t, clean) = median_time(repeat, || epoch(Phase::Clean, None));
+    fig("clean epoch", t);
+    progress("poison epoch");
+    let (t, poisoned) = median_time(repeat, || epoch(Phase::Poison, Some(&clean)));
+    fig("poison epoch", t);
+    progress("rehab epoch");
+    let (t, rehab) = median_time(1, || epoch(Phase::Rehab, Some(&poisoned)));
+    fig("rehab epoch (one run)", t);
+    progress("metrics");
+    let (t, _) = median_time(repeat, || lab.test.evaluate(&poisoned));
+    fig("metrics on the full test set", t);
+    progress("activation caches");
+    let (t, cache) = median_time(repeat, || ActivationCache::build(&poisoned, &lab.test));
+    fig("build one model's activation cache", t);
+    let others = [ActivationCache::build(&clean, &lab.test), ActivationCache::build(&rehab, &lab.test)];
+    let cache_bytes = cache.bytes() + others.iter().map(ActivationCache::bytes).sum::<usize>();
+    for layer in [Layer::Conv1, Layer::Conv2, Layer::Fc1] {
+        progress(&format!("{layer} sweep"));
+        let (t, _) = median_time(repeat, || sweep(&cache, &lab.test, layer, AblationMode::Weight, |_, _| ControlFlow::Continue(())));
+        fig(&format!("{layer} sweep ({} units)", layer.units()), t);
+    }
+    for (name, set) in toggle_sets() {
+        progress(&name);
+        let (t, _) = median_time(repeat.max(10), || cache.evaluate(&lab.test, &set, AblationMode::Weight));
+        fig(&name, t);
+    }
+    (figures, cache_bytes)
+}
+
+/// Peak resident set size of this process, from /proc (0 where unavailable).
+pub fn peak_rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// The CPU model and core count, for the README's table.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{model}, {cores} cores")
+}

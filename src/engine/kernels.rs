@@ -1,0 +1,134 @@
+//! Hand-written CPU loops for the two steps of a conv1 ablation that libtorch runs
+//! poorly at these shapes (a 1-channel 3×3 convolution, and add-pool-ReLU over
+//! channels-last maps). Each streams its data once and splits images across
+//! libtorch's thread count. The GPU path keeps libtorch's ops (see `cache.rs`).
+
+use tch::{Device, Kind, Tensor};
+
+/// Side of conv1's pooled output that conv2's kept 10×10 corner reads.
+const H1: usize = 12;
+/// Side of the conv2 pre-activation corner kept.
+const P2: usize = 10;
+
+/// A contiguous CPU f32 tensor's data.
+fn slice(t: &Tensor) -> &[f32] {
+    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU f32 tensor");
+    // SAFETY: the tensor is contiguous f32 on the CPU, and the slice borrows it.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+}
+
+/// A fresh CPU f32 tensor of `shape` and its data to fill.
+fn output(shape: &[i64]) -> Tensor {
+    Tensor::empty(shape, (Kind::Float, Device::Cpu))
+}
+
+fn slice_mut(t: &mut Tensor) -> &mut [f32] {
+    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU f32 tensor");
+    // SAFETY: as `slice`, and the mutable borrow of the tensor makes it exclusive.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+}
+
+/// Runs `work(first_item, out_chunk)` over `out` split into per-thread runs of whole
+/// items of `per_item` floats.
+fn parallel(out: &mut [f32], per_item: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
+    let items = out.len() / per_item;
+    let threads = (tch::get_num_threads().max(1) as usize).min(items.max(1));
+    let per_thread = items.div_ceil(threads);
+    if threads <= 1 {
+        return work(0, out);
+    }
+    std::thread::scope(|scope| {
+        for (i, chunk) in out.chunks_mut(per_thread * per_item).enumerate() {
+            let work = &work;
+            scope.spawn(move || work(i * per_thread, chunk));
+        }
+    });
+}
+
+/// For images `x` (`[B, 1, 28, 28]`) and the ablated conv1 `units` (kernels
+/// `weights [units, 1, 3, 3]`, `biases [units]`, replacement maps `constants
+/// [units, 12, 12]`): the change (constant − actual) of each unit's pooled ReLU
+/// output, laid out as conv2's 3×3 input patches: `[B·100, units·9]`, row
+/// `b·100 + r·10 + c`, column `unit·9 + dr·3 + dc`.
+pub fn conv1_change_patches(x: &Tensor, weights: &Tensor, biases: &Tensor, constants: &Tensor) -> Tensor {
+    let (x, w, b, k) = (x.contiguous(), weights.contiguous(), biases.contiguous(), constants.contiguous());
+    let (xs, ws, bs, ks) = (slice(&x), slice(&w), slice(&b), slice(&k));
+    let images = x.size()[0] as usize;
+    let units = bs.len();
+    let row = units * 9;
+    let mut patches = output(&[(images * P2 * P2) as i64, row as i64]);
+    parallel(slice_mut(&mut patches), P2 * P2 * row, |first, out| {
+        let mut change = vec![0f32; units * H1 * H1];
+        for (i, image_out) in out.chunks_mut(P2 * P2 * row).enumerate() {
+            let image = &xs[(first + i) * 784..(first + i + 1) * 784];
+            for u in 0..units {
+                pooled_change(image, &ws[u * 9..u * 9 + 9], bs[u], &ks[u * 144..u * 144 + 144], &mut change[u * 144..u * 144 + 144]);
+            }
+            for r in 0..P2 {
+                for c in 0..P2 {
+                    let dst = &mut image_out[(r * P2 + c) * row..(r * P2 + c + 1) * row];
+                    for u in 0..units {
+                        for dr in 0..3 {
+                            let src = &change[u * 144 + (r + dr) * H1 + c..][..3];
+                            dst[u * 9 + dr * 3..u * 9 + dr * 3 + 3].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    patches
+}
+
+/// constant − max-pool(ReLU(conv)) of one 3×3 kernel over one 28×28 image, on the
+/// 12×12 pooled corner (conv rows and columns 0..24).
+fn pooled_change(image: &[f32], w: &[f32], bias: f32, constant: &[f32], out: &mut [f32]) {
+    let mut rows = [[0f32; 2 * H1]; 2];
+    for pr in 0..H1 {
+        for (k, conv_row) in rows.iter_mut().enumerate() {
+            let r = 2 * pr + k;
+            conv_row.fill(bias);
+            for dr in 0..3 {
+                let src = &image[(r + dr) * 28..(r + dr) * 28 + 28];
+                for dc in 0..3 {
+                    let wt = w[dr * 3 + dc];
+                    for (acc, v) in conv_row.iter_mut().zip(&src[dc..dc + 2 * H1]) {
+                        *acc += wt * v;
+                    }
+                }
+            }
+        }
+        for pc in 0..H1 {
+            let m = rows[0][2 * pc].max(rows[0][2 * pc + 1]).max(rows[1][2 * pc]).max(rows[1][2 * pc + 1]);
+            out[pr * H1 + pc] = constant[pr * H1 + pc] - m.max(0.0);
+        }
+    }
+}
+
+/// ReLU(2×2 max-pool(pre2 + delta)) of channels-last `[B, 10, 10, C]` maps →
+/// `[B, 5, 5, C]`.
+pub fn add_pool_relu(pre2: &Tensor, delta: &Tensor) -> Tensor {
+    let size = pre2.size();
+    let (pre2, delta) = (pre2.contiguous(), delta.contiguous());
+    let (a, d) = (slice(&pre2), slice(&delta));
+    let channels = size[3] as usize;
+    let mut h2 = output(&[size[0], 5, 5, size[3]]);
+    let per_image = 25 * channels;
+    parallel(slice_mut(&mut h2), per_image, |first, out| {
+        for (i, image_out) in out.chunks_mut(per_image).enumerate() {
+            let base = (first + i) * P2 * P2 * channels;
+            for q in 0..25 {
+                let (qr, qc) = (q / 5, q % 5);
+                let dst = &mut image_out[q * channels..(q + 1) * channels];
+                dst.fill(0.0); // ReLU's floor doubles as the max's start.
+                for (pr, pc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let at = base + ((2 * qr + pr) * P2 + 2 * qc + pc) * channels;
+                    for ((m, x), y) in dst.iter_mut().zip(&a[at..at + channels]).zip(&d[at..at + channels]) {
+                        *m = m.max(x + y);
+                    }
+                }
+            }
+        }
+    });
+    h2
+}
