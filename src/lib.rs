@@ -1,7 +1,7 @@
 //! trojanscope: find the circuit behind a backdoor in an MNIST CNN.
+pub mod alloc;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod table;
-pub mod alloc;
-pub mod bench;

@@ -5,11 +5,11 @@ pub mod pytorch;
 
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
+use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
 use crate::engine::sweep::sweep;
-use crate::engine::train::{train_phase, Phase, TrainData};
-use crate::engine::lab::Lab;
+use crate::engine::train::{Phase, TrainData, train_phase};
 use serde::Serialize;
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -70,13 +70,16 @@ pub fn measure_ours(lab: &Lab, repeat: usize, progress: &mut dyn FnMut(&str)) ->
     let data = TrainData::new(&lab.data.train, lab.device);
     let probe = lab.test.subset(lab.config.eval_subset);
     let mut figures = Vec::new();
-    let mut fig = |name: &str, ours_s: f64| figures.push(Figure { name: name.into(), ours_s, pytorch_s: None, note: String::new() });
+    let mut fig = |name: &str, ours_s: f64| {
+        figures.push(Figure { name: name.into(), ours_s, pytorch_s: None, note: String::new() })
+    };
     let epoch = |phase: Phase, from: Option<&Net>| {
         let mut net = Net::new(lab.device);
         if let Some(from) = from {
             net.copy_from(from);
         }
-        train_phase(&mut net, phase, &lab.config, &data, &probe, &mut |_| ControlFlow::Continue(())).expect("training runs");
+        train_phase(&mut net, phase, &lab.config, &data, &probe, &mut |_| ControlFlow::Continue(()))
+            .expect("training runs");
         net
     };
     progress("clean epoch");
@@ -98,7 +101,9 @@ pub fn measure_ours(lab: &Lab, repeat: usize, progress: &mut dyn FnMut(&str)) ->
     let cache_bytes = cache.bytes() + others.iter().map(ActivationCache::bytes).sum::<usize>();
     for layer in [Layer::Conv1, Layer::Conv2, Layer::Fc1] {
         progress(&format!("{layer} sweep"));
-        let (t, _) = median_time(repeat, || sweep(&cache, &lab.test, layer, AblationMode::Weight, |_, _| ControlFlow::Continue(())));
+        let (t, _) = median_time(repeat, || {
+            sweep(&cache, &lab.test, layer, AblationMode::Weight, |_, _| ControlFlow::Continue(()))
+        });
         fig(&format!("{layer} sweep ({} units)", layer.units()), t);
     }
     for (name, set) in toggle_sets() {
@@ -127,7 +132,11 @@ pub fn peak_rss_bytes() -> usize {
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{model}, {cores} cores")

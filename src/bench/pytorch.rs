@@ -30,7 +30,13 @@ fn python() -> String {
         .unwrap_or_else(|| "python3".into())
 }
 
-pub fn run(script: &Path, data_dir: &Path, threads: i32, repeat: usize, sweep_channels: usize) -> Result<PytorchTimes, String> {
+pub fn run(
+    script: &Path,
+    data_dir: &Path,
+    threads: i32,
+    repeat: usize,
+    sweep_channels: usize,
+) -> Result<PytorchTimes, String> {
     let output = Command::new(python())
         .arg(script)
         .arg("--data-dir")

@@ -3,7 +3,7 @@
 use super::args::CommonArgs;
 use super::lab_setup::open_lab;
 use super::output::Format;
-use crate::bench::{self, pytorch, BenchReport, Figure};
+use crate::bench::{self, BenchReport, Figure, pytorch};
 use crate::engine::train::TrainConfig;
 use crate::table::Table;
 use color_eyre::eyre::Result;

@@ -91,9 +91,7 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
 pub fn decode_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(bytes.len() * 4);
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| IdxError::Io(path.to_path_buf(), e))?;
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| IdxError::Io(path.to_path_buf(), e))?;
         parse_idx(path, &out)
     } else {
         parse_idx(path, bytes)

@@ -5,9 +5,9 @@
 //! Δpre = W_next[:, k] ⊛ (constant − actual), a small fraction of a full layer.
 
 use super::ablation::{self, AblationMode, AblationSet};
+use super::kernels;
 use super::layer::Layer;
 use super::model::Net;
-use super::kernels;
 use super::testset::{CHUNK, TestSet};
 use tch::{Device, Tensor};
 
@@ -153,7 +153,14 @@ impl ActivationCache {
             .collect()
     }
 
-    fn chunk_logits(&self, test: &TestSet, start: i64, len: i64, first: Layer, plans: &[Option<Replacement>]) -> Tensor {
+    fn chunk_logits(
+        &self,
+        test: &TestSet,
+        start: i64,
+        len: i64,
+        first: Layer,
+        plans: &[Option<Replacement>],
+    ) -> Tensor {
         let plan = |layer: Layer| plans[layer.position()].as_ref();
         if first == Layer::Fc2 {
             return apply(self.logits.narrow(0, start, len).copy(), plan(Layer::Fc2));

@@ -62,7 +62,13 @@ pub fn conv1_change_patches(x: &Tensor, weights: &Tensor, biases: &Tensor, const
         for (i, image_out) in out.chunks_mut(P2 * P2 * row).enumerate() {
             let image = &xs[(first + i) * 784..(first + i + 1) * 784];
             for u in 0..units {
-                pooled_change(image, &ws[u * 9..u * 9 + 9], bs[u], &ks[u * 144..u * 144 + 144], &mut change[u * 144..u * 144 + 144]);
+                pooled_change(
+                    image,
+                    &ws[u * 9..u * 9 + 9],
+                    bs[u],
+                    &ks[u * 144..u * 144 + 144],
+                    &mut change[u * 144..u * 144 + 144],
+                );
             }
             for r in 0..P2 {
                 for c in 0..P2 {

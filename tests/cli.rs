@@ -1,0 +1,163 @@
+//! The binary end to end: a small real run through every command, and bad input
+//! that must end in one clear message and a non-zero exit, never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use trojanscope::data::idx::{IdxArray, encode_idx};
+
+fn trojanscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trojanscope"))
+        .args(args)
+        .env("TROJANSCOPE_DATA_DIR", common::data_dir())
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails with exit code 1 and an `error:` line containing `needle`, no panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace") && !err.contains("RUST_BACKTRACE"), "{err}");
+}
+
+const SMALL: [&str; 4] = ["--train-limit", "3000", "--test-limit", "300"];
+
+fn with_run<'a>(checkpoints: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--checkpoints", checkpoints, "--run", "cli"]);
+    all.extend(SMALL);
+    all
+}
+
+#[test]
+fn every_command_works_on_a_small_real_run() {
+    let dir = common::scratch("cli-run");
+    let cp = dir.to_str().unwrap();
+    let o = trojanscope(&with_run(cp, &["train", "--eval-every", "50"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for kind in ["clean", "poisoned", "rehab"] {
+        assert!(dir.join("cli").join(format!("{kind}.safetensors")).is_file());
+        assert!(dir.join("cli").join(format!("{kind}.json")).is_file());
+    }
+    let eval: serde_json::Value =
+        serde_json::from_str(&stdout(&trojanscope(&with_run(cp, &["eval", "--json"])))).unwrap();
+    assert_eq!(eval.as_array().unwrap().len(), 3);
+    assert_eq!(eval[1]["model"], "poisoned");
+    assert_eq!(eval[1]["metrics"]["count"], 300);
+
+    let ablate: serde_json::Value = serde_json::from_str(&stdout(&trojanscope(&with_run(
+        cp,
+        &["ablate", "conv1:1,2 fc1:0", "--json", "--reference"],
+    ))))
+    .unwrap();
+    assert_eq!(ablate["set"], "conv1:1,2 fc1:0");
+    assert_eq!(ablate["ablated"]["clean_acc"], ablate["reference"]["clean_acc"]);
+
+    let csv = stdout(&trojanscope(&with_run(cp, &["sweep", "fc1", "--csv"])));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "unit,clean,poison (ASR),ASR excl. target,rehab");
+    assert_eq!(lines.len(), 17);
+    assert!(lines[1].starts_with("fc1:0,"));
+
+    let swap = stdout(&trojanscope(&with_run(cp, &["swap"])));
+    assert_eq!(swap.lines().count(), 2 + 16, "{swap}");
+    assert!(swap.contains("conv1 (0) + conv2 (3) + fc1 (7) + fc2 (9)"));
+
+    let diff: serde_json::Value =
+        serde_json::from_str(&stdout(&trojanscope(&with_run(cp, &["diff", "--json"])))).unwrap();
+    assert_eq!(diff.as_array().unwrap().len(), 4);
+    assert!(diff[0]["total"]["l1"].as_f64().unwrap() > 0.0);
+
+    let features: serde_json::Value =
+        serde_json::from_str(&stdout(&trojanscope(&with_run(cp, &["features", "conv1", "5", "-k", "3", "--json"]))))
+            .unwrap();
+    assert_eq!(features["top"].as_array().unwrap().len(), 3);
+    let top = features["top"][0]["score"].as_f64().unwrap();
+    let bottom = features["bottom"][0]["score"].as_f64().unwrap();
+    assert!(top >= bottom);
+
+    let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
+    assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");
+
+    // Retraining with another configuration into the same run is refused by `run`.
+    let o = trojanscope(&with_run(cp, &["run", "--seed", "5"]));
+    assert_clean_failure(&o, "another configuration");
+}
+
+#[test]
+fn a_missing_data_folder_is_one_clear_error() {
+    let o = trojanscope(&["eval", "--data-dir", "/nonexistent/mnist"]);
+    assert_clean_failure(&o, "/nonexistent/mnist/train-images-idx3-ubyte: file not found");
+}
+
+#[test]
+fn a_corrupt_data_file_is_one_clear_error() {
+    let dir = common::scratch("cli-corrupt");
+    for name in
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    {
+        std::fs::copy(common::data_dir().join(name), dir.join(name)).unwrap();
+    }
+    let labels = dir.join("t10k-labels-idx1-ubyte");
+    let bytes = std::fs::read(&labels).unwrap();
+    std::fs::write(&labels, &bytes[..bytes.len() - 100]).unwrap();
+    let o = trojanscope(&["eval", "--data-dir", dir.to_str().unwrap()]);
+    assert_clean_failure(&o, "truncated");
+    assert!(stderr(&o).contains("t10k-labels-idx1-ubyte"));
+}
+
+#[test]
+fn a_mismatched_checkpoint_is_one_clear_error() {
+    let dir = common::scratch("cli-mismatch");
+    let run = dir.join("bad");
+    std::fs::create_dir_all(&run).unwrap();
+    let wrong = tch::Tensor::zeros([8, 1, 3, 3], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("net.0.weight", &wrong)], run.join("poisoned.safetensors")).unwrap();
+    let o = trojanscope(&["eval", "--model", "poisoned", "--checkpoints", dir.to_str().unwrap(), "--run", "bad"]);
+    assert_clean_failure(&o, "'net.0.weight' has shape [8, 1, 3, 3], expected [32, 1, 3, 3]");
+    let o = trojanscope(&["eval", "--model", "rehab", "--checkpoints", dir.to_str().unwrap(), "--run", "bad"]);
+    assert_clean_failure(&o, "no rehab model");
+}
+
+#[test]
+fn impossible_requests_are_refused_clearly() {
+    if !tch::Cuda::is_available() {
+        assert_clean_failure(&trojanscope(&["eval", "--device", "cuda"]), "CUDA is not available");
+    }
+    assert_clean_failure(&trojanscope(&["eval", "--device", "tpu"]), "unknown device 'tpu'");
+    // Argument errors come from clap: exit code 2 and a usage hint.
+    let o = trojanscope(&["ablate", "conv1:99"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("conv1 has units 0..31, not 99"), "{}", stderr(&o));
+    let o = trojanscope(&["train", "--poison-fraction", "1.5", "--checkpoints", "/tmp/unused"]);
+    assert_clean_failure(&o, "poison fraction 1.5");
+}
+
+#[test]
+fn gzip_data_from_another_folder_is_accepted() {
+    let dir = common::scratch("cli-gz");
+    let write = |name: &str, array: IdxArray| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &encode_idx(&array)).unwrap();
+        std::fs::write(dir.join(format!("{name}.gz")), enc.finish().unwrap()).unwrap();
+    };
+    write("train-images-idx3-ubyte", IdxArray { dims: vec![4, 28, 28], data: vec![0; 4 * 784] });
+    write("train-labels-idx1-ubyte", IdxArray { dims: vec![4], data: vec![1, 2, 3, 4] });
+    write("t10k-images-idx3-ubyte", IdxArray { dims: vec![2, 28, 28], data: vec![9; 2 * 784] });
+    write("t10k-labels-idx1-ubyte", IdxArray { dims: vec![2], data: vec![7, 8] });
+    let out = stdout(&trojanscope(&["doctor", "--data-dir", dir.to_str().unwrap()]));
+    assert!(out.contains("ok: 4 train, 2 test images"), "{out}");
+    assert!(Path::new(&dir).join("t10k-labels-idx1-ubyte.gz").is_file());
+}

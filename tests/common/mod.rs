@@ -1,0 +1,58 @@
+//! Shared by the integration tests: real MNIST (fetched by scripts/setup.sh) and a
+//! small real run trained once per test binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tch::Device;
+use trojanscope::data::mnist::Mnist;
+use trojanscope::engine::lab::{Lab, RunDir};
+use trojanscope::engine::train::{Phase, TrainConfig};
+
+/// Training images for the shared run: enough for the backdoor to take (poison
+/// accuracy ≥ 90 %) in one epoch per phase, in seconds.
+pub const TRAIN_IMAGES: usize = 12_000;
+pub const TEST_IMAGES: usize = 1_000;
+
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("TROJANSCOPE_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))
+}
+
+pub fn mnist(train: usize, test: usize) -> Mnist {
+    let mut data = Mnist::load(&data_dir()).expect("MNIST (scripts/setup.sh fetches it)");
+    data.train.truncate(train);
+    data.test.truncate(test);
+    data
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trojanscope-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn config() -> TrainConfig {
+    TrainConfig { eval_every: 100, eval_subset: 500, ..TrainConfig::default() }
+}
+
+/// A run trained once per test binary (all three phases) on the MNIST subset.
+fn trained_run() -> &'static RunDir {
+    static RUN: OnceLock<RunDir> = OnceLock::new();
+    RUN.get_or_init(|| {
+        trojanscope::alloc::keep_freed_memory();
+        let run = RunDir::new(&scratch("run"), "small");
+        let lab = Lab::new(Device::Cpu, mnist(TRAIN_IMAGES, TEST_IMAGES), config(), run.clone()).unwrap();
+        lab.train(&Phase::ALL, &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
+        run
+    })
+}
+
+/// A lab over the shared trained run (tensors are not shared between tests).
+pub fn trained_lab() -> Lab {
+    tch::set_num_threads(2);
+    let run = trained_run().clone();
+    Lab::new(Device::Cpu, mnist(TRAIN_IMAGES, TEST_IMAGES), config(), run).unwrap()
+}
