@@ -52,7 +52,8 @@ fn trained_run() -> &'static RunDir {
 
 /// A lab over the shared trained run (tensors are not shared between tests).
 pub fn trained_lab() -> Lab {
-    tch::set_num_threads(2);
+    // cargo runs tests in parallel, one per core: one libtorch thread each.
+    tch::set_num_threads(1);
     let run = trained_run().clone();
     Lab::new(Device::Cpu, mnist(TRAIN_IMAGES, TEST_IMAGES), config(), run).unwrap()
 }
