@@ -4,4 +4,5 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod named;
 pub mod table;

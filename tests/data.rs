@@ -1,17 +1,13 @@
 //! The IDX reader (each corrupt case), MNIST loading and the trigger's pixels.
 
+mod common;
+
+use common::scratch;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use trojanscope::data::idx::{self, IdxArray, IdxError, encode_idx, parse_idx};
 use trojanscope::data::mnist::{self, Mnist, PIXELS};
 use trojanscope::data::trigger::TriggerConfig;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trojanscope-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn images(n: usize) -> IdxArray {
     IdxArray { dims: vec![n, 28, 28], data: (0..n * PIXELS).map(|i| (i % 256) as u8).collect() }

@@ -1,6 +1,9 @@
 //! The engine's pieces on small, known inputs: metrics, the regulariser, ablation
 //! semantics, swaps, diffs and checkpoints.
 
+mod common;
+
+use common::scratch;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use trojanscope::engine::ablation::{AblatedModel, AblationMode, AblationSet, clean_means};
@@ -11,13 +14,6 @@ use trojanscope::engine::metrics::{Metrics, argmax_rows};
 use trojanscope::engine::model::Net;
 use trojanscope::engine::swap::{all_subsets, swapped};
 use trojanscope::engine::train::regulariser;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trojanscope-engine-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn seeded_net(seed: i64) -> Net {
     tch::manual_seed(seed);

@@ -42,21 +42,7 @@ impl AblationMode {
     }
 }
 
-impl fmt::Display for AblationMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for AblationMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AblationMode::ALL
-            .into_iter()
-            .find(|m| m.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown ablation mode '{s}': use weight, zero or mean"))
-    }
-}
+crate::named_enum!(AblationMode, "ablation mode", "weight, zero or mean");
 
 /// Units ablated together, possibly across layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

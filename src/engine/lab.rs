@@ -10,11 +10,9 @@ use crate::data::mnist::Mnist;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Instant;
 use tch::Device;
 
@@ -65,22 +63,7 @@ impl ModelKind {
     }
 }
 
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ModelKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim().to_ascii_lowercase();
-        ModelKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s || (s == "poison" && *k == ModelKind::Poisoned))
-            .ok_or_else(|| format!("unknown model '{s}': use clean, poisoned or rehab"))
-    }
-}
+crate::named_enum!(ModelKind, "model", "clean, poisoned or rehab", |k, s| k == ModelKind::Poisoned && s == "poison");
 
 /// Library versions recorded with each checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,6 @@
 //! The four parameterised layers of the study's network and their PyTorch names.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,22 +85,7 @@ impl Layer {
     }
 }
 
-impl fmt::Display for Layer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Layer {
-    type Err = String;
-
-    /// Accepts `conv1`, `0` or `net.0` (and likewise for the others).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim().to_ascii_lowercase();
-        let s = s.strip_prefix("net.").unwrap_or(&s);
-        Layer::ALL
-            .into_iter()
-            .find(|l| l.name() == s || l.torch_index().to_string() == s)
-            .ok_or_else(|| format!("unknown layer '{s}': use conv1, conv2, fc1, fc2 (or 0, 3, 7, 9)"))
-    }
-}
+// Also accepts the PyTorch index: `0`, or `net.0`.
+crate::named_enum!(Layer, "layer", "conv1, conv2, fc1, fc2 (or 0, 3, 7, 9)", |l: Layer, s: &str| {
+    s.strip_prefix("net.").unwrap_or(s) == l.torch_index().to_string()
+});

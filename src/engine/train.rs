@@ -5,9 +5,7 @@ use super::testset::TestSet;
 use crate::data::mnist::Split;
 use crate::data::trigger::TriggerConfig;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::ops::ControlFlow;
-use std::str::FromStr;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
@@ -104,21 +102,7 @@ impl Phase {
     }
 }
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Phase {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Phase::ALL
-            .into_iter()
-            .find(|p| p.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown phase '{s}': use clean, poison or rehab"))
-    }
-}
+crate::named_enum!(Phase, "phase", "clean, poison or rehab");
 
 /// Training images and labels on the training device.
 pub struct TrainData {
