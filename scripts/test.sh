@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
+# The explorer's end-to-end tests drive it inside tmux.
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "[setup] installing tmux for the terminal tests" >&2
+    apt-get update -qq && apt-get install -y -qq tmux >/dev/null
+fi
 cargo test --release "$@"

@@ -2,6 +2,7 @@
 
 use crate::engine::train::{Phase, TrainEvent};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 use std::ops::ControlFlow;
 
 /// One bar per training phase showing loss, batch accuracy, images/s and ETA.
@@ -31,14 +32,18 @@ impl TrainingBars {
                     bar.finish();
                 }
             }
-            TrainEvent::Eval(p) => {
-                if let Some((_, bar)) = &self.bar {
-                    bar.println(format!(
-                        "  {} step {:>5}: clean {:6.2}  poison {:6.2}  rehab {:6.2}",
-                        p.phase, p.step, p.clean_acc, p.poison_acc, p.rehab_acc
-                    ));
+            TrainEvent::Eval(p) if self.visible => {
+                let line = format!(
+                    "  {} step {:>5}: clean {:6.2}  poison {:6.2}  rehab {:6.2}",
+                    p.phase, p.step, p.clean_acc, p.poison_acc, p.rehab_acc
+                );
+                // Bars draw only on a terminal; a log file still gets the timeline.
+                match &self.bar {
+                    Some((_, bar)) if std::io::stderr().is_terminal() => bar.println(line),
+                    _ => eprintln!("{line}"),
                 }
             }
+            TrainEvent::Eval(_) => {}
         }
         ControlFlow::Continue(())
     }
