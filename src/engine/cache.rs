@@ -194,24 +194,24 @@ impl ActivationCache {
         let weights = self.net.weight(Layer::Conv1).index_select(0, &r.index);
         let biases = self.net.bias(Layer::Conv1).index_select(0, &r.index);
         let constant = r.values.narrow(1, 0, CONV1_NEEDED).narrow(2, 0, CONV1_NEEDED);
-        let pre2 = self.pre2.narrow(0, start, len);
         // Δpre2 as one matrix product: the change's 3×3 patches at each of the 100
-        // output positions, [B·100, units·9], times those units' taps, [units·9, 64].
+        // output positions, [B·100, units·9], times those units' taps, [units·9, 64],
+        // accumulated onto the cached pre-activation by the same GEMM.
+        let patches = if self.device() == Device::Cpu && !self.torch_kernels {
+            kernels::conv1_change_patches(x, &weights, &biases, &constant)
+        } else {
+            let actual = x
+                .conv2d(&weights, Some(&biases), [1, 1], [0, 0], [1, 1], 1)
+                .relu()
+                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+                .narrow(2, 0, CONV1_NEEDED)
+                .narrow(3, 0, CONV1_NEEDED);
+            let patches = (constant.unsqueeze(0) - actual).im2col([3, 3], [1, 1], [0, 0], [1, 1]); // [B, units·9, 100]
+            patches.transpose(1, 2).reshape([len * 100, units * 9])
+        };
         let taps = self.conv2_taps.index_select(0, &r.index).reshape([units * 9, 64]);
-        if self.device() == Device::Cpu && !self.torch_kernels {
-            let patches = kernels::conv1_change_patches(x, &weights, &biases, &constant);
-            return kernels::add_pool_relu(&pre2, &patches.mm(&taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]));
-        }
-        let actual = x
-            .conv2d(&weights, Some(&biases), [1, 1], [0, 0], [1, 1], 1)
-            .relu()
-            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-            .narrow(2, 0, CONV1_NEEDED)
-            .narrow(3, 0, CONV1_NEEDED);
-        let patches = (constant.unsqueeze(0) - actual).im2col([3, 3], [1, 1], [0, 0], [1, 1]); // [B, units·9, 100]
-        let patches = patches.transpose(1, 2).reshape([len * 100, units * 9]);
-        let delta = patches.mm(&taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]);
-        pool_relu_channels_last(&(delta + pre2))
+        let pre2 = self.pre2.narrow(0, start, len).view([len * 100, 64]);
+        pool_relu_channels_last(&pre2.addmm(&patches, &taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]))
     }
 
     /// fc1 pre-activation with conv2 channels replaced: a rank-|set| correction.

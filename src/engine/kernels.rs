@@ -1,7 +1,8 @@
-//! Hand-written CPU loops for the two steps of a conv1 ablation that libtorch runs
-//! poorly at these shapes (a 1-channel 3×3 convolution, and add-pool-ReLU over
-//! channels-last maps). Each streams its data once and splits images across
-//! libtorch's thread count. The GPU path keeps libtorch's ops (see `cache.rs`).
+//! A hand-written CPU loop for the step of a conv1 ablation that libtorch runs
+//! poorly at this shape: a few 1-channel 3×3 convolutions with ReLU and pooling,
+//! straight into conv2's input patches (libtorch's convolution, pooling and im2col
+//! took 3× as long). Images are split across libtorch's thread count. The GPU path
+//! keeps libtorch's ops (see `cache.rs`).
 
 use tch::{Device, Kind, Tensor};
 
@@ -109,32 +110,4 @@ fn pooled_change(image: &[f32], w: &[f32], bias: f32, constant: &[f32], out: &mu
             out[pr * H1 + pc] = constant[pr * H1 + pc] - m.max(0.0);
         }
     }
-}
-
-/// ReLU(2×2 max-pool(pre2 + delta)) of channels-last `[B, 10, 10, C]` maps →
-/// `[B, 5, 5, C]`.
-pub fn add_pool_relu(pre2: &Tensor, delta: &Tensor) -> Tensor {
-    let size = pre2.size();
-    let (pre2, delta) = (pre2.contiguous(), delta.contiguous());
-    let (a, d) = (slice(&pre2), slice(&delta));
-    let channels = size[3] as usize;
-    let mut h2 = output(&[size[0], 5, 5, size[3]]);
-    let per_image = 25 * channels;
-    parallel(slice_mut(&mut h2), per_image, |first, out| {
-        for (i, image_out) in out.chunks_mut(per_image).enumerate() {
-            let base = (first + i) * P2 * P2 * channels;
-            for q in 0..25 {
-                let (qr, qc) = (q / 5, q % 5);
-                let dst = &mut image_out[q * channels..(q + 1) * channels];
-                dst.fill(0.0); // ReLU's floor doubles as the max's start.
-                for (pr, pc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                    let at = base + ((2 * qr + pr) * P2 + 2 * qc + pc) * channels;
-                    for ((m, x), y) in dst.iter_mut().zip(&a[at..at + channels]).zip(&d[at..at + channels]) {
-                        *m = m.max(x + y);
-                    }
-                }
-            }
-        }
-    });
-    h2
 }
