@@ -263,3 +263,20 @@ fn clean_means_average_block_outputs_over_clean_images_only() {
     assert!(values(&(&means[0] - h1).abs()).iter().all(|&v| v < 1e-5));
     assert_eq!(means[1].size(), vec![64, 5, 5]);
 }
+
+#[test]
+fn activations_of_one_digit_cover_every_layer_at_full_resolution() {
+    use trojanscope::engine::probe::activations;
+    let net = known_net();
+    let image = Tensor::ones([1, 28, 28], (Kind::Float, Device::Cpu));
+    let acts = activations(&net, &image);
+    let shapes: Vec<Vec<usize>> = acts.iter().map(|a| a.shape.clone()).collect();
+    assert_eq!(shapes, vec![vec![32, 26, 26], vec![64, 11, 11], vec![16], vec![10]]);
+    // conv1 channel 20 on an all-ones image: ReLU(0.9 + 0.1) at every position.
+    assert!(acts[0].channel(20).iter().all(|&v| (v - 1.0).abs() < 1e-5));
+    assert_eq!(acts[0].channel(20).len(), 26 * 26);
+    let logits = values(&tch::no_grad(|| net.forward(&image.view([1, 1, 28, 28]))));
+    for (a, b) in acts[3].values.iter().zip(&logits) {
+        assert!((a - b).abs() < 1e-5);
+    }
+}
