@@ -14,6 +14,7 @@ pub mod layout;
 pub mod pane;
 pub mod panes;
 pub mod protocol;
+pub mod query;
 pub mod render;
 pub mod terminal;
 pub mod train_state;

@@ -82,18 +82,18 @@ pub fn status(app: &App) -> (String, Color) {
 
 fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
     let (text, colour) = status(app);
-    let mut spans = vec![Span::styled(" trojanscope ", Style::new().bg(ACCENT).fg(Color::Black).bold())];
-    if let Some(run) = &app.run {
-        spans.push(Span::raw(format!(" {} · {} · images {protocol} ", run.root, run.device)));
-    }
-    spans.push(Span::styled(format!("● {text}"), Style::new().fg(colour).bold()));
     let set = &app.ablation.set;
-    let right = format!("ablating {set} ({}) ", app.ablation.mode);
-    let left_width: usize = spans.iter().map(|s| s.width()).sum();
-    let gap = (area.width as usize).saturating_sub(left_width + right.chars().count());
-    if gap > 0 {
-        spans.push(Span::raw(" ".repeat(gap)));
-        spans.push(Span::styled(right, Style::new().fg(if set.is_empty() { DIM } else { WARN })));
+    let mut spans = vec![
+        Span::styled(" trojanscope ", Style::new().bg(ACCENT).fg(Color::Black).bold()),
+        Span::styled(format!(" ● {text} "), Style::new().fg(colour).bold()),
+        Span::raw("· ablating "),
+        Span::styled(
+            format!("{set} ({}) ", app.ablation.mode),
+            Style::new().fg(if set.is_empty() { DIM } else { WARN }),
+        ),
+    ];
+    if let Some(run) = &app.run {
+        spans.push(Span::styled(format!("· {} · {} · {protocol}", run.root, run.device), Style::new().fg(DIM)));
     }
     frame.render_widget(Line::from(spans), area);
 }

@@ -5,6 +5,7 @@
 //! an error message in the UI.
 
 use super::images::{ImageStore, Renderer};
+use super::query;
 use super::worker::THREAD_NAME;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -12,12 +13,17 @@ use ratatui::crossterm::cursor::{Hide, Show};
 use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
+use ratatui_image::FontSize;
 use ratatui_image::picker::{Picker, ProtocolType};
 use std::io::{IsTerminal, Stdout, stdout};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+/// How long the terminal gets to answer the image-protocol query.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub type Tui = Terminal<CrosstermBackend<Stdout>>;
 
@@ -56,26 +62,37 @@ impl FromStr for ImageChoice {
     }
 }
 
-/// How pictures will be drawn. Queries the terminal only when stdout is a TTY
-/// and the choice needs it (auto, or a graphics protocol's font size).
+/// How pictures will be drawn. Asks the terminal only when stdin and stdout are
+/// a TTY and the choice needs it (auto, or a graphics protocol's cell size);
+/// raw mode must be on.
 fn renderer(choice: ImageChoice) -> Renderer {
-    let tty = stdout().is_terminal();
+    let tty = stdout().is_terminal() && std::io::stdin().is_terminal();
     let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
-    let query =
-        || if tty { Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks()) } else { Picker::halfblocks() };
-    let forced = |protocol| {
-        let mut picker = query();
+    let answer = || if tty { query::ask(QUERY_TIMEOUT).unwrap_or_default() } else { query::Answer::default() };
+    let graphics = |protocol: ProtocolType, answer: &query::Answer| {
+        let font = answer.cell.map(FontSize::from).or_else(query::cell_from_window).unwrap_or(FontSize::new(10, 20));
+        // The only public constructor taking a measured cell size; ours comes from
+        // a query that cannot leave a reader thread behind.
+        #[allow(deprecated)]
+        let mut picker = Picker::from_fontsize(font);
         picker.set_protocol_type(protocol);
         Renderer::Graphics(Box::new(picker))
     };
     match choice {
         ImageChoice::Ascii => Renderer::Text,
         ImageChoice::Auto if dumb => Renderer::Text,
-        ImageChoice::Auto => Renderer::Graphics(Box::new(query())),
         ImageChoice::Halfblocks => Renderer::Graphics(Box::new(Picker::halfblocks())),
-        ImageChoice::Sixel => forced(ProtocolType::Sixel),
-        ImageChoice::Kitty => forced(ProtocolType::Kitty),
-        ImageChoice::Iterm2 => forced(ProtocolType::Iterm2),
+        ImageChoice::Auto if !tty => Renderer::Graphics(Box::new(Picker::halfblocks())),
+        ImageChoice::Auto => {
+            let answer = answer();
+            match answer.protocol(query::iterm2_from_env()) {
+                ProtocolType::Halfblocks => Renderer::Graphics(Box::new(Picker::halfblocks())),
+                protocol => graphics(protocol, &answer),
+            }
+        }
+        ImageChoice::Sixel => graphics(ProtocolType::Sixel, &answer()),
+        ImageChoice::Kitty => graphics(ProtocolType::Kitty, &answer()),
+        ImageChoice::Iterm2 => graphics(ProtocolType::Iterm2, &answer()),
     }
 }
 
@@ -83,10 +100,8 @@ fn renderer(choice: ImageChoice) -> Renderer {
 pub fn enter(choice: ImageChoice) -> std::io::Result<(Tui, ImageStore)> {
     ACTIVE.store(true, Ordering::SeqCst);
     execute!(stdout(), EnterAlternateScreen)?;
-    // The protocol query reads the terminal's answers: after the alternate screen,
-    // before raw mode and event reading (ratatui-image's requirement).
-    let images = ImageStore::new(renderer(choice));
     enable_raw_mode()?;
+    let images = ImageStore::new(renderer(choice));
     execute!(stdout(), EnableMouseCapture, Hide)?;
     let terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
     Ok((terminal, images))

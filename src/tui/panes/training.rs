@@ -31,7 +31,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let [info, charts] = area.layout(&Layout::horizontal([Constraint::Length(38), Constraint::Fill(1)]).spacing(1));
     info_panel(frame, info, app);
     let direction = if charts.width >= 2 * charts.height * 3 { Direction::Horizontal } else { Direction::Vertical };
-    let [loss, accuracy] = charts.layout(&Layout::new(direction, [Constraint::Fill(1), Constraint::Fill(1)]));
+    let [loss, accuracy] =
+        charts.layout(&Layout::new(direction, [Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
     loss_chart(frame, loss, &app.training);
     accuracy_chart(frame, accuracy, &app.training);
 }
@@ -62,7 +63,7 @@ fn info_panel(frame: &mut Frame, area: Rect, app: &App) {
         lines.push(Line::from(format!("last run {outcome}")).fg(DIM));
     }
     let verb = if t.running { "x stops" } else { "r retrains" };
-    lines.push(Line::from(format!("next run (↑↓ field, ←→ change, {verb})")).fg(ACCENT));
+    lines.push(Line::from(format!("next run · ←→ changes · {verb}")).fg(ACCENT));
     for (i, field) in Field::ALL.iter().enumerate() {
         let selected = i == t.field && app.focus == crate::tui::pane::Pane::Training;
         let text = format!("{} {:<17}{:>8}", if selected { "›" } else { " " }, field.label(), field.value(&t.config));
@@ -79,7 +80,7 @@ fn loss_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
     let points = loss_points(&t.losses, area.width.saturating_sub(8) as usize * 2);
     let top = points.iter().map(|p| p.1).fold(1e-6, f64::max);
     let steps = t.losses.len().max(1) as f64;
-    let phases: Vec<String> = t.phase_starts.iter().map(|(p, s)| format!("{p}@{s}")).collect();
+    let phases: Vec<String> = t.phase_starts.iter().map(|(p, s)| format!("{p} from {s}")).collect();
     let chart = Chart::new(vec![
         Dataset::default()
             .marker(Marker::Braille)
@@ -87,8 +88,8 @@ fn loss_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
             .style(Style::new().fg(WARN))
             .data(&points),
     ])
-    .block(Block::new().title(Line::from(" loss per step ").bold()))
-    .x_axis(Axis::default().title(phases.join(" ").fg(DIM)).bounds([0.0, steps]).labels(axis_labels(0.0, steps, 0)))
+    .block(Block::new().title(Line::from(vec![" loss per step ".bold(), phases.join(", ").fg(DIM)])))
+    .x_axis(Axis::default().bounds([0.0, steps]).labels(axis_labels(0.0, steps, 0)))
     .y_axis(Axis::default().bounds([0.0, top]).labels(axis_labels(0.0, top, 2)));
     frame.render_widget(chart, area);
 }
