@@ -484,6 +484,10 @@ impl App {
                 self.training.apply(update);
                 Vec::new()
             }
+            Reply::History(update) => {
+                self.training.replace(update);
+                Vec::new()
+            }
             Reply::TrainFinished { cancelled, missing, seconds } => {
                 self.training.running = false;
                 self.stage = None;

@@ -171,6 +171,8 @@ pub enum Reply {
     /// The ablation cache is built: ablations and sweeps can run.
     Ready,
     Training(TrainUpdate),
+    /// The run's logged training (its `metrics.jsonl`), replacing what is shown.
+    History(TrainUpdate),
     TrainFinished {
         cancelled: bool,
         missing: Vec<Phase>,

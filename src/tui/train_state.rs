@@ -82,12 +82,22 @@ pub struct TrainState {
 impl TrainState {
     /// Forgets the timelines (a new run starts).
     pub fn restart(&mut self) {
+        self.forget();
+        self.outcome = None;
+        self.running = true;
+    }
+
+    fn forget(&mut self) {
         self.losses.clear();
         self.phase_starts.clear();
         self.evals.clear();
         self.progress = None;
-        self.outcome = None;
-        self.running = true;
+    }
+
+    /// Shows a saved run's log instead of the current timelines.
+    pub fn replace(&mut self, history: TrainUpdate) {
+        self.forget();
+        self.apply(history);
     }
 
     fn start_of(&mut self, phase: Phase) -> usize {

@@ -114,6 +114,11 @@ impl Inbox {
     /// Called between the steps of a long job: stop on Cancel or Shutdown (or a
     /// vanished UI), keep everything else for later.
     fn interrupted(&mut self) -> ControlFlow<()> {
+        // A Cancel may already have been set aside while looking for newer commands.
+        if let Some(i) = self.queue.iter().position(|c| matches!(c, Command::Cancel | Command::Shutdown)) {
+            self.shutdown |= self.queue.remove(i) == Some(Command::Shutdown);
+            return ControlFlow::Break(());
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(Command::Cancel) => return ControlFlow::Break(()),
@@ -229,7 +234,7 @@ impl Worker {
         let nets = ModelKind::ALL.iter().map(|&k| lab.load(k)).collect::<Result<Vec<Net>>>()?;
         let weights = nets.iter().map(layer_weights).collect();
         reply(Reply::Models(Box::new(ModelsData { weights, diffs: diff::diff(&nets[0], &nets[1]) })));
-        reply(Reply::Training(read_history(lab)));
+        reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets[0], &nets[1], digit.min(lab.test.len().saturating_sub(1)))?;
         reply(Reply::Digit(Box::new(digit)));
         reply(Reply::Stage("evaluating the three models".into()));
