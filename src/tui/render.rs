@@ -8,7 +8,7 @@ use super::layout::{MIN_SIZE, Screen, tab_label};
 use super::pane::Pane;
 use super::panes;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
@@ -129,30 +129,39 @@ fn centred(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
     rect
 }
 
+/// The key table; in two columns (without "when") where one does not fit.
 fn help(frame: &mut Frame, area: Rect) {
-    let rows: Vec<Row> = BINDINGS
-        .iter()
-        .map(|b| {
-            let when = match b.scope {
-                Scope::Main => "",
-                Scope::Confirm => "in a question",
-                Scope::Overlay => "in a popup",
-                Scope::Always => "anywhere",
-            };
-            Row::new([b.shown.to_string(), b.help.to_string(), when.to_string()])
-        })
-        .collect();
-    let height = rows.len() as u16 + 4;
-    let rect = centred(frame, area, 78, height);
-    let table = Table::new(rows, [Constraint::Length(10), Constraint::Fill(1), Constraint::Length(13)])
-        .header(Row::new(["key", "what it does", "when"]).style(Style::new().add_modifier(Modifier::BOLD)))
-        .block(
-            Block::bordered()
-                .title(" Keys — mouse: click selects panes and rows, the wheel scrolls ")
-                .title_bottom(" ? or Esc closes ")
-                .border_style(Style::new().fg(ACCENT)),
-        );
-    frame.render_widget(table, rect);
+    let when = |scope: Scope| match scope {
+        Scope::Main => "",
+        Scope::Confirm => "in a question",
+        Scope::Overlay => "in a popup",
+        Scope::Always => "anywhere",
+    };
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let block = Block::bordered()
+        .title(" Keys — mouse: click selects panes and rows, the wheel scrolls ")
+        .title_bottom(" ? or Esc closes ")
+        .border_style(Style::new().fg(ACCENT));
+    let one_column = BINDINGS.len() as u16 + 4 <= area.height;
+    if one_column {
+        let rows = BINDINGS.iter().map(|b| Row::new([b.shown, b.help, when(b.scope)]));
+        let rect = centred(frame, area, 78, BINDINGS.len() as u16 + 4);
+        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Length(13)];
+        let table = Table::new(rows, widths).header(Row::new(["key", "what it does", "when"]).style(bold));
+        frame.render_widget(table.block(block), rect);
+        return;
+    }
+    let half = BINDINGS.len().div_ceil(2);
+    let rect = centred(frame, area, area.width, half as u16 + 3);
+    let inner = block.inner(rect);
+    frame.render_widget(block, rect);
+    let [left, right] = inner.layout(&Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
+    for (part, column) in BINDINGS.chunks(half).zip([left, right]) {
+        let rows = part.iter().map(|b| Row::new([b.shown, b.help]));
+        let table = Table::new(rows, [Constraint::Length(9), Constraint::Fill(1)])
+            .header(Row::new(["key", "what it does"]).style(bold));
+        frame.render_widget(table, column);
+    }
 }
 
 fn popup_box(frame: &mut Frame, area: Rect, popup: &Popup) {

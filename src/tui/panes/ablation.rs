@@ -2,7 +2,7 @@
 //! model and the poisoned model with the set ablated (with deltas), the layer's
 //! sweep heatmap, and the history of every set tried.
 
-use super::{number, placeholder};
+use super::{number, placeholder, row};
 use crate::engine::metrics::Metrics;
 use crate::tui::app::App;
 use crate::tui::images::heat;
@@ -12,7 +12,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Gauge, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Gauge, Paragraph, Table, TableState};
 
 const METRIC_WIDTHS: [u16; 4] = [7, 7, 7, 7];
 
@@ -64,20 +64,21 @@ fn metrics_table(frame: &mut Frame, area: Rect, app: &App) {
         (Some(a), Some(p)) => format!("{:+.2}", f(a) - f(p)),
         _ => "–".into(),
     };
-    let row = |name: &str, cells: [String; 4]| Row::new(std::iter::once(name.to_string()).chain(cells));
+    let line = |name: &str, cells: [String; 4]| row(std::iter::once(name.to_string()).chain(cells), 1);
     let rows = vec![
-        row("clean model", metric_cells(base.map(|b| &b[0]))),
-        row("poisoned model", metric_cells(poisoned)),
-        row("poisoned + set", metric_cells(ablated.or(if app.ablation.set.is_empty() { poisoned } else { None })))
+        line("clean model", metric_cells(base.map(|b| &b[0]))),
+        line("poisoned model", metric_cells(poisoned)),
+        line("poisoned + set", metric_cells(ablated.or(if app.ablation.set.is_empty() { poisoned } else { None })))
             .style(Style::new().fg(WARN)),
-        row(
+        line(
             "  change",
             [delta(|m| m.clean_acc), delta(|m| m.poison_acc), delta(|m| m.asr_non_target), delta(|m| m.rehab_acc)],
         )
         .style(Style::new().add_modifier(Modifier::ITALIC)),
     ];
     let widths = std::iter::once(Constraint::Length(15)).chain(METRIC_WIDTHS.map(Constraint::Length));
-    let header = Row::new(["% of test set", "clean", "poison", "ASR¬8", "rehab"]).style(Style::new().bold());
+    let header =
+        row(["% of test set", "clean", "poison", "ASR¬8", "rehab"].map(String::from), 1).style(Style::new().bold());
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
 
@@ -140,9 +141,10 @@ fn history_table(frame: &mut Frame, area: Rect, app: &App) {
     }
     let rows = history.iter().rev().map(|e| {
         let [clean, poison, _, rehab] = metric_cells(Some(&e.metrics));
-        Row::new([e.set.to_string(), e.mode.to_string(), clean, poison, rehab])
+        row([e.set.to_string(), e.mode.to_string(), clean, poison, rehab], 2)
     });
-    let header = Row::new(["history: set", "mode", "clean", "poison", "rehab"]).style(Style::new().bold());
+    let header =
+        row(["history: set", "mode", "clean", "poison", "rehab"].map(String::from), 2).style(Style::new().bold());
     let widths = [
         Constraint::Fill(1),
         Constraint::Length(6),

@@ -3,7 +3,7 @@
 //! difference, and the difference for every channel of the layer (the backdoor's
 //! channel lights up).
 
-use super::{Titled, number, placeholder, titled_pictures};
+use super::{Titled, number, placeholder, row, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::engine::probe::LayerActivation;
 use crate::tui::app::App;
@@ -15,7 +15,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Row, Table, TableState};
+use ratatui::widgets::{Table, TableState};
 
 /// One channel's map (or a linear layer's single value as a 1×1 map).
 fn map(activation: &LayerActivation, unit: usize) -> Heatmap {
@@ -76,8 +76,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
     let loading = if app.digit != data.index { format!(" · loading #{}…", app.digit) } else { String::new() };
     frame.render_widget(
         Line::from(vec![
-            format!("test digit #{} (a {})", data.index, data.label).bold(),
-            Span::raw(format!(" · clean model says {said_clean} · poisoned model, with trigger, says ")),
+            format!("digit #{} ({})", data.index, data.label).bold(),
+            Span::raw(format!(" · clean says {said_clean} · poisoned + trigger says ")),
             Span::styled(
                 said_poisoned.to_string(),
                 Style::new().fg(if said_poisoned == data.label as usize { DIM } else { WARN }).bold(),
@@ -95,14 +95,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
             frame,
             digit_area,
             images,
-            vec![Titled { title: "digit + trigger".into(), slot: "act.digit", key, make: Box::new(move || digit) }],
+            vec![Titled { title: "digit".into(), slot: "act.digit", key, make: Box::new(move || digit) }],
         );
         units_table(frame, table_area, data, layer, unit);
         return;
     }
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
-    let titles = ["digit+trigger", "clean model", "poisoned+trig", "Δ"];
+    let titles = ["digit", "clean", "poisoned", "Δ"];
     let slots = ["act.digit", "act.clean", "act.poisoned", "act.diff"];
     let items = channel_pictures(data, layer, unit)
         .into_iter()
@@ -114,7 +114,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
     let aspect = grid_area.width as f64 / (2.0 * grid_area.height.saturating_sub(1).max(1) as f64);
     let columns = grid_columns(layer.units(), (tile[1], tile[0]), aspect);
     let grid = Titled {
-        title: format!("all {} channels, Δ", layer.units()),
+        title: format!("Δ, all {} channels", layer.units()),
         slot: "act.grid",
         key: key_of((key, columns)),
         make: Box::new(move || grid_picture(data, layer, unit, columns)),
@@ -126,14 +126,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
 fn units_table(frame: &mut Frame, area: Rect, data: &DigitData, layer: Layer, unit: usize) {
     let (clean, poisoned) = (&data.clean[layer.position()].values, &data.poisoned[layer.position()].values);
     let rows = (0..layer.units()).map(|u| {
-        Row::new([
-            u.to_string(),
-            number(Some(clean[u] as f64), 3),
-            number(Some(poisoned[u] as f64), 3),
-            format!("{:+.3}", poisoned[u] - clean[u]),
-        ])
+        row(
+            [
+                u.to_string(),
+                number(Some(clean[u] as f64), 3),
+                number(Some(poisoned[u] as f64), 3),
+                format!("{:+.3}", poisoned[u] - clean[u]),
+            ],
+            0,
+        )
     });
-    let header = Row::new(["unit", "clean", "poisoned", "Δ"]).style(Style::new().bold());
+    let header = row(["unit", "clean", "poisoned", "Δ"].map(String::from), 0).style(Style::new().bold());
     let table = Table::new(rows, [4, 9, 9, 9].map(Constraint::Length))
         .header(header)
         .row_highlight_style(Style::new().reversed());

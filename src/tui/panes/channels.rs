@@ -1,7 +1,7 @@
 //! The selected layer's channels: weight change, activation change and, once the
 //! layer is swept, each channel's lone-ablation metrics; sortable, ablated marked.
 
-use super::number;
+use super::{number, row};
 use crate::tui::app::App;
 use crate::tui::columns::Column;
 use crate::tui::layout::scroll_offset;
@@ -10,7 +10,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
-use ratatui::widgets::{Row, Table, TableState};
+use ratatui::widgets::{Table, TableState};
 
 /// The screen rows the table's data occupies, for a pane drawn at `area`: the
 /// first row and how many are visible (border, caption and header above).
@@ -39,7 +39,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     );
     let rows = app.channel_rows();
     let cursor = app.cursor();
-    let body: Vec<Row> = rows
+    let body: Vec<_> = rows
         .iter()
         .map(|r| {
             let swept = |i: usize| number(r.swept.map(|s| s[i]), 2);
@@ -52,15 +52,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 swept(1),
                 swept(2),
             ];
-            let row = Row::new(cells);
-            if r.ablated { row.style(Style::new().fg(WARN)) } else { row }
+            let line = row(cells, 1);
+            if r.ablated { line.style(Style::new().fg(WARN)) } else { line }
         })
         .collect();
     let titles = Column::ALL.map(|c| {
         let arrow = if c == app.sort.column { if app.sort.descending { "↓" } else { "↑" } } else { "" };
         format!("{}{arrow}", c.title())
     });
-    let header = Row::new(std::iter::once(String::new()).chain(titles)).style(Style::new().bold());
+    let header = row(std::iter::once(String::new()).chain(titles), 1).style(Style::new().bold());
     let widths = [1, 5, 8, 8, 7, 7, 7].map(Constraint::Length);
     let visible = table_area.height.saturating_sub(1) as usize;
     let mut state =

@@ -108,7 +108,10 @@ fn strongest_slices(layer: Layer, diff: &[f32]) -> String {
 fn numbers(frame: &mut Frame, area: Rect, weights: &[Vec<f32>; 3]) {
     let scale = weights[0].iter().chain(&weights[1]).fold(1e-12f32, |m, v| m.max(v.abs()));
     let diff_scale = weights[2].iter().fold(1e-12f32, |m, v| m.max(v.abs()));
-    let columns = area.layout_vec(&Layout::horizontal(vec![Constraint::Length(21); 3]).spacing(1));
+    // Three decimals when they fit, else two.
+    let decimals = if area.width >= 3 * 21 + 2 { 3 } else { 2 };
+    let width = 3 * (decimals as u16 + 4);
+    let columns = area.layout_vec(&Layout::horizontal(vec![Constraint::Length(width); 3]).spacing(1));
     let titles = ["clean", "poisoned", "Δ poisoned − clean"];
     for (i, column) in columns.into_iter().enumerate() {
         let s = if i == 2 { diff_scale } else { scale };
@@ -117,7 +120,7 @@ fn numbers(frame: &mut Frame, area: Rect, weights: &[Vec<f32>; 3]) {
             let cells = row.iter().map(|&v| {
                 let c = diverging(v / s);
                 let fg = if (v / s).abs() > 0.55 { Color::White } else { Color::Black };
-                Span::styled(format!("{v:+.3} "), Style::new().bg(Color::Rgb(c[0], c[1], c[2])).fg(fg))
+                Span::styled(format!("{v:+.decimals$} "), Style::new().bg(Color::Rgb(c[0], c[1], c[2])).fg(fg))
             });
             lines.push(Line::from(cells.collect::<Vec<_>>()));
         }

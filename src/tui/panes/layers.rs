@@ -1,6 +1,6 @@
 //! The four layers with their unit counts and how much poisoning changed them.
 
-use super::number;
+use super::{number, row};
 use crate::engine::layer::Layer;
 use crate::tui::app::App;
 use crate::tui::render::{ACCENT, WARN};
@@ -8,7 +8,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Table};
+use ratatui::widgets::{Paragraph, Table};
 
 /// The screen row of the first layer, for a pane drawn at `area` (border and header above).
 pub fn first_row(area: Rect) -> u16 {
@@ -17,7 +17,7 @@ pub fn first_row(area: Rect) -> u16 {
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let diffs = app.models.as_ref().map(|m| &m.diffs);
-    let rows: Vec<Row> = Layer::ALL
+    let rows: Vec<_> = Layer::ALL
         .iter()
         .map(|&layer| {
             let d = diffs.map(|d| &d[layer.position()].total);
@@ -27,13 +27,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             } else {
                 Style::new()
             };
-            Row::new([
-                layer.name().to_string(),
-                layer.units().to_string(),
-                number(d.map(|d| d.mean_abs), 5),
-                number(d.map(|d| d.max), 4),
-                if ablated > 0 { ablated.to_string() } else { String::new() },
-            ])
+            row(
+                [
+                    layer.name().to_string(),
+                    layer.units().to_string(),
+                    number(d.map(|d| d.mean_abs), 5),
+                    number(d.map(|d| d.max), 4),
+                    if ablated > 0 { ablated.to_string() } else { String::new() },
+                ],
+                1,
+            )
             .style(style)
         })
         .collect();
@@ -45,7 +48,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(7),
         Constraint::Length(3),
     ];
-    let header = Row::new(["layer", "units", "mean|Δw|", "max|Δw|", "abl"]).style(Style::new().bold());
+    let header = row(["layer", "units", "mean|Δw|", "max|Δw|", "abl"].map(String::from), 1).style(Style::new().bold());
     frame.render_widget(Table::new(rows, widths).header(header), table_area);
     let Some(diffs) = diffs else { return };
     // Bars of mean |Δw| relative to the most-changed layer: the study found most

@@ -15,7 +15,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Style, Stylize};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Paragraph, Wrap};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Wrap};
 
 pub fn draw(pane: Pane, frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore, focused: bool) {
     let block = Block::bordered()
@@ -36,6 +36,15 @@ pub fn draw(pane: Pane, frame: &mut Frame, area: Rect, app: &App, images: &mut I
 /// A dim explanation where data is not there yet.
 pub fn placeholder(frame: &mut Frame, area: Rect, text: &str) {
     frame.render_widget(Paragraph::new(text.to_string()).fg(DIM).wrap(Wrap { trim: true }), area);
+}
+
+/// A table row whose first `text` cells are text (left-aligned) and the rest
+/// numbers (right-aligned).
+pub fn row<'a>(cells: impl IntoIterator<Item = String>, text: usize) -> Row<'a> {
+    Row::new(cells.into_iter().enumerate().map(|(i, c)| {
+        let line = Line::from(c);
+        Cell::from(if i < text { line } else { line.right_aligned() })
+    }))
 }
 
 /// A number with `decimals`, or a dash when unknown.
