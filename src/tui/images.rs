@@ -9,6 +9,7 @@ use ratatui::layout::{Rect, Size};
 use ratatui::widgets::Widget;
 use ratatui_image::picker::{Picker, ProtocolType};
 use ratatui_image::protocol::Protocol;
+use ratatui_image::protocol::halfblocks::Halfblocks;
 use ratatui_image::{FilterType, Image, Resize};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -240,11 +241,7 @@ impl ImageStore {
             Renderer::Graphics(picker) => {
                 let size = area.as_size();
                 if cached.protocol.as_ref().is_none_or(|(s, _)| *s != size) {
-                    let image = image::DynamicImage::ImageRgb8(cached.picture.rgb.clone());
-                    cached.protocol = picker
-                        .new_protocol(image, size, Resize::Scale(Some(FilterType::Nearest)))
-                        .ok()
-                        .map(|p| (size, p));
+                    cached.protocol = encode(picker, &cached.picture, size).map(|p| (size, p));
                 }
                 match &cached.protocol {
                     Some((_, protocol)) => Image::new(protocol).render(area, buf),
@@ -255,6 +252,28 @@ impl ImageStore {
     }
 }
 
+/// The picture as a protocol filling as much of `size` as its proportions allow.
+/// Halfblocks are built at their final resolution directly (one pixel per column,
+/// two per row): going through the picker's pixel-sized resize costs milliseconds.
+fn encode(picker: &Picker, picture: &Picture, size: Size) -> Option<Protocol> {
+    if picker.protocol_type() != ProtocolType::Halfblocks {
+        let image = image::DynamicImage::ImageRgb8(picture.rgb.clone());
+        return picker.new_protocol(image, size, Resize::Scale(Some(FilterType::Nearest))).ok();
+    }
+    let (cols, rows, scale) = fit(picture, size);
+    let filter = if scale < 1.0 { FilterType::Triangle } else { FilterType::Nearest };
+    let pixels = image::imageops::resize(&picture.rgb, cols as u32, rows as u32 * 2, filter);
+    Halfblocks::new(image::DynamicImage::ImageRgb8(pixels), Size::new(cols, rows)).ok().map(Protocol::Halfblocks)
+}
+
+/// The cells (columns, rows) a picture fills in `size` at its proportions, a cell
+/// being one pixel wide and two tall, and the scale that takes.
+fn fit(picture: &Picture, size: Size) -> (u16, u16, f64) {
+    let (w, h) = (picture.rgb.width() as f64, picture.rgb.height() as f64);
+    let scale = (size.width as f64 / w).min(size.height as f64 * 2.0 / h);
+    ((w * scale).floor().max(1.0) as u16, (h * scale / 2.0).floor().max(1.0) as u16, scale)
+}
+
 fn empty() -> Picture {
     Picture { rgb: RgbImage::new(1, 1), ink: vec![0.0] }
 }
@@ -262,9 +281,9 @@ fn empty() -> Picture {
 /// A picture as shade characters, two pixel rows per cell like halfblocks, kept
 /// in proportion.
 fn draw_text(picture: &Picture, area: Rect, buf: &mut Buffer) {
-    let (w, h) = (picture.rgb.width() as f64, picture.rgb.height() as f64);
-    let scale = (area.width as f64 / w).min(area.height as f64 * 2.0 / h);
-    let (cols, rows) = ((w * scale).floor().max(1.0) as u16, (h * scale / 2.0).floor().max(1.0) as u16);
+    let w = picture.rgb.width() as f64;
+    let h = picture.rgb.height() as f64;
+    let (cols, rows, scale) = fit(picture, area.as_size());
     for cy in 0..rows.min(area.height) {
         for cx in 0..cols.min(area.width) {
             let px = (((cx as f64 + 0.5) / scale) as usize).min(w as usize - 1);
