@@ -59,6 +59,10 @@ fn overlays_and_a_terminal_too_small() {
     h.app.popup = Some(Popup::Error("Sweeping the layer failed: an example of an error message.".into()));
     assert_snapshot!("80x24_error", masked(&h.screen(80, 24)));
     h.press(KeyCode::Esc);
+    h.press(KeyCode::Char('r'));
+    assert_snapshot!("80x24_confirm_retrain", masked(&h.screen(80, 24)));
+    h.press(KeyCode::Char('n'));
+    assert!(h.app.popup.is_none());
     assert_snapshot!("60x20_too_small", h.screen(60, 20));
     assert_snapshot!("10x3_too_small", h.screen(10, 3));
 }

@@ -171,7 +171,9 @@ fn popup_box(frame: &mut Frame, area: Rect, popup: &Popup) {
         Popup::Confirm(q) => (" Confirm ", q.text(), WARN, " y yes · n no "),
     };
     let width = (text.chars().count() as u16 + 4).clamp(30, 70);
-    let lines = (text.chars().count() as u16).div_ceil(width - 4) + 2;
+    // Word wrapping may need a line more than the characters alone.
+    let lines = (text.chars().count() as u16).div_ceil(width - 4);
+    let lines = if lines > 1 { lines + 1 } else { lines };
     let rect = centred(frame, area, width, lines + 2);
     let block = Block::bordered().title(title).title_bottom(hint).border_style(Style::new().fg(colour).bold());
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), rect);
