@@ -162,6 +162,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_worker_panic_leaves_the_terminal_alone_and_any_other_restores_it() {
+        install_panic_hook();
+        ACTIVE.store(true, Ordering::SeqCst);
+        let worker = std::thread::Builder::new().name(THREAD_NAME.into()).spawn(|| panic!("in the worker"));
+        assert!(worker.unwrap().join().is_err());
+        assert!(ACTIVE.load(Ordering::SeqCst), "a worker panic must not restore the terminal under the UI");
+        let ui = std::thread::Builder::new().name("ui".into()).spawn(|| panic!("in the UI"));
+        assert!(ui.unwrap().join().is_err());
+        assert!(!ACTIVE.load(Ordering::SeqCst), "any other panic restores the terminal first");
+    }
+
+    #[test]
     fn image_protocols_parse_and_unknown_ones_say_what_is_allowed() {
         assert_eq!("Sixel".parse::<ImageChoice>(), Ok(ImageChoice::Sixel));
         assert_eq!("ascii".parse::<ImageChoice>(), Ok(ImageChoice::Ascii));
