@@ -205,10 +205,6 @@ impl App {
         }
     }
 
-    pub fn busy_training(&self) -> bool {
-        self.training.running
-    }
-
     fn apply(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::QuitNow => self.quit(),

@@ -219,7 +219,7 @@ impl Worker {
     }
 
     fn open(&mut self) -> Result<()> {
-        self.stage("reading MNIST");
+        (self.reply)(Reply::Stage("reading MNIST".into()));
         let lab = open_lab(&self.common, None)?;
         (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
         self.lab = Some(lab);
@@ -308,10 +308,6 @@ impl Worker {
         }
         let (lab, analysis) = self.analysis()?;
         digit_data(lab, &analysis.clean, &analysis.poisoned, index)
-    }
-
-    fn stage(&mut self, what: &str) {
-        (self.reply)(Reply::Stage(what.to_string()));
     }
 }
 
