@@ -28,7 +28,7 @@ pub fn accuracy_series(state: &TrainState) -> [Vec<(f64, f64)>; 3] {
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
-    let [info, charts] = area.layout(&Layout::horizontal([Constraint::Length(38), Constraint::Fill(1)]).spacing(1));
+    let [info, charts] = area.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]).spacing(1));
     info_panel(frame, info, app);
     let direction = if charts.width >= 2 * charts.height * 3 { Direction::Horizontal } else { Direction::Vertical };
     let [loss, accuracy] =
@@ -40,25 +40,30 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
 fn info_panel(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.training;
     let mut lines = Vec::new();
+    let device = app.run.as_ref().map(|r| r.device.as_str()).unwrap_or("–");
     match &t.progress {
         Some(p) => {
-            lines.push(Line::from(vec![
-                "phase ".into(),
-                Span::styled(p.phase.to_string(), Style::new().fg(WARN).bold()),
-                format!(" · epoch {}/{}", p.epoch + 1, p.epochs).into(),
-            ]));
             let pct = 100.0 * p.step as f64 / p.total_steps.max(1) as f64;
-            lines.push(Line::from(format!("step {}/{} ({pct:.0}%) · ETA {:.0} s", p.step, p.total_steps, p.eta_s)));
+            lines.push(Line::from(vec![
+                Span::styled(p.phase.to_string(), Style::new().fg(WARN).bold()),
+                format!(" · epoch {}/{} · step {}/{} ({pct:.0}%)", p.epoch + 1, p.epochs, p.step, p.total_steps).into(),
+            ]));
             let loss = t.losses.last().map(|(_, l)| format!("{l:.4}")).unwrap_or_else(|| "–".into());
-            lines.push(Line::from(format!("loss {loss} · batch acc {:.1} %", p.batch_acc)));
-            lines.push(Line::from(format!("{:.0} img/s · {:.0} s elapsed", p.images_per_sec, p.elapsed_s)));
+            lines.push(Line::from(format!("loss {loss} · batch acc {:.1} % · ETA {:.0} s", p.batch_acc, p.eta_s)));
+            lines.push(Line::from(format!("{:.0} img/s · {:.0} s · {device}", p.images_per_sec, p.elapsed_s)).fg(DIM));
         }
-        None if t.running => lines.push(Line::from("starting…")),
-        None if t.losses.is_empty() => lines.push(Line::from("No training yet.").fg(DIM)),
-        None => lines.push(Line::from(format!("saved run: {} logged steps", t.losses.len())).fg(DIM)),
+        None => {
+            let what = if t.running {
+                "starting…".to_string()
+            } else if t.losses.is_empty() {
+                "No training yet.".into()
+            } else {
+                format!("saved run: {} logged steps", t.losses.len())
+            };
+            lines.push(Line::from(what).fg(DIM));
+            lines.push(Line::from(format!("device {device}")).fg(DIM));
+        }
     }
-    let device = app.run.as_ref().map(|r| r.device.as_str()).unwrap_or("–");
-    lines.push(Line::from(format!("device {device}")).fg(DIM));
     if let Some(outcome) = &t.outcome {
         lines.push(Line::from(format!("last run {outcome}")).fg(DIM));
     }
