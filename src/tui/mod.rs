@@ -44,14 +44,19 @@ pub fn run(common: &CommonArgs) -> Result<()> {
     let log = RunDir::new(&common.checkpoints, &common.run).root.join("explorer.log");
     terminal::install_panic_hook();
     terminal::redirect_stderr(&log).wrap_err_with(|| format!("cannot open the log {}", log.display()))?;
-    let outcome = terminal::enter(choice).map_err(|e| eyre!("cannot set up the terminal: {e}")).and_then(
-        |(mut tui, mut images)| {
+    let outcome = terminal::enter(choice)
+        .map_err(|e| {
+            eyre!("cannot set up the terminal ({e}): the explorer needs an interactive terminal; see --help for the commands")
+        })
+        .and_then(|(mut tui, mut images)| {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(event_loop(&mut tui, &mut images, common))
-        },
-    );
+        });
     terminal::restore();
-    outcome.wrap_err_with(|| format!("(details may be in {})", log.display()))
+    outcome.map_err(|e| {
+        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eyre!("{} (the explorer's log: {})", causes.join(": "), log.display())
+    })
 }
 
 /// Key-to-screen times: from a key's arrival to the end of the frame showing it.
