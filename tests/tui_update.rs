@@ -52,6 +52,21 @@ fn a_saved_run_loads_into_every_pane() {
     assert_eq!(app.training.losses.len(), 3 * 94);
     assert!(!app.training.evals.is_empty() && !app.training.running);
     assert!(h.sent.iter().any(|s| s.starts_with("Load")));
+    // Measured on the same 500 test images when the models were saved: shown as saved.
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_run().join("tiny/poisoned.json")).unwrap()).unwrap();
+    assert_eq!(app.base.as_ref().unwrap()[1].poison_acc, sidecar["metrics"]["poison_acc"].as_f64().unwrap());
+}
+
+#[test]
+fn metrics_are_measured_when_the_saved_ones_are_for_other_test_images() {
+    let mut args = common(tiny_run(), "tiny");
+    args.test_limit = Some(400);
+    let mut h = Harness::open(args, SMALL);
+    h.wait_for("the models to be ready", |app| app.ready);
+    assert!(h.app.stage.is_none());
+    let base = h.app.base.as_ref().expect("metrics before ready");
+    assert!(base.iter().all(|m| m.count == 400));
 }
 
 #[test]

@@ -6,10 +6,12 @@
 use super::protocol::{Command, DigitData, LayerWeights, ModelsData, Progress, Reply, RunInfo, TrainUpdate};
 use crate::cli::args::CommonArgs;
 use crate::cli::lab_setup::{open_lab, set_threads};
+use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
 use crate::engine::diff;
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
 use crate::engine::model::Net;
 use crate::engine::probe;
 use crate::engine::sweep;
@@ -237,14 +239,25 @@ impl Worker {
         reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets[0], &nets[1], digit.min(lab.test.len().saturating_sub(1)))?;
         reply(Reply::Digit(Box::new(digit)));
-        reply(Reply::Stage("evaluating the three models".into()));
-        reply(Reply::BaseMetrics(nets.iter().map(|n| lab.test.evaluate(n)).collect()));
+        // Saved metrics are shown at once when they were measured on this very test set.
+        let saved: Option<Vec<Metrics>> = ModelKind::ALL.iter().map(|&k| saved_metrics(lab, k)).collect();
+        let known = saved.is_some();
+        if let Some(metrics) = saved {
+            reply(Reply::BaseMetrics(metrics));
+        }
         reply(Reply::Stage("measuring each unit's activation change under the trigger".into()));
         let probe_set = lab.test.subset(ACTIVATION_CHANGE_IMAGES);
         let change = Layer::ALL.iter().map(|&l| probe::activation_change(&nets[1], &probe_set, l)).collect();
         reply(Reply::ActivationChange(change));
         reply(Reply::Stage("caching the poisoned model's activations for ablation".into()));
         let cache = ActivationCache::build(&nets[1], &lab.test);
+        if !known {
+            reply(Reply::Stage("evaluating the clean and rehab models".into()));
+            // The poisoned model's metrics come free from its cache.
+            let poisoned = cache.evaluate(&lab.test, &AblationSet::default(), AblationMode::Weight);
+            let metrics = vec![lab.test.evaluate(&nets[0]), poisoned, lab.test.evaluate(&nets[2])];
+            reply(Reply::BaseMetrics(metrics));
+        }
         let mut nets = nets.into_iter();
         let (clean, poisoned) = (nets.next().expect("three models"), nets.next().expect("three models"));
         self.analysis = Some(Analysis { clean, poisoned, cache });
@@ -281,7 +294,7 @@ impl Worker {
         Ok(())
     }
 
-    fn sweep(&mut self, layer: Layer, mode: crate::engine::ablation::AblationMode) -> Result<()> {
+    fn sweep(&mut self, layer: Layer, mode: AblationMode) -> Result<()> {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet: a sweep can start once the header says ready");
         };
@@ -328,6 +341,16 @@ fn missing_phases(lab: &Lab) -> Vec<Phase> {
         Some(i) => Phase::ALL[i..].to_vec(),
         None => Vec::new(),
     }
+}
+
+/// The metrics saved with a model, if they were measured on the same test images
+/// with the same trigger as this lab's.
+fn saved_metrics(lab: &Lab, kind: ModelKind) -> Option<Metrics> {
+    let sidecar = lab.run.sidecar(kind).ok()?;
+    let same = sidecar.metrics.count == lab.test.len()
+        && sidecar.data_sha256 == lab.data.checksums
+        && sidecar.config.trigger == lab.config.trigger;
+    same.then_some(sidecar.metrics)
 }
 
 fn floats(t: &Tensor) -> Vec<f32> {
