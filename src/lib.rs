@@ -6,3 +6,4 @@ pub mod data;
 pub mod engine;
 pub mod named;
 pub mod table;
+pub mod tui;

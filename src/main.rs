@@ -8,7 +8,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),
-        None => Err(color_eyre::eyre::eyre!("the explorer is not built yet; see --help for the commands")),
+        None => trojanscope::tui::run(&cli.common),
     };
     if let Err(e) = outcome {
         // One clear line per cause, no backtrace: these are the user's errors to fix.

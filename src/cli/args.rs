@@ -126,7 +126,7 @@ pub enum Command {
 }
 
 /// Options every command shares.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Folder holding the four MNIST IDX files (raw or .gz).
     #[arg(long, global = true, env = "TROJANSCOPE_DATA_DIR", default_value = "data/mnist")]

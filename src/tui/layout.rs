@@ -1,0 +1,143 @@
+//! Where everything goes: all six panes at once on a large terminal, one pane per
+//! tab on a small one, and a message when the terminal is too small for either.
+//! `update` uses the same geometry for mouse hits that `draw` uses for drawing.
+
+use super::pane::Pane;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+
+/// Below this the explorer only shows a "too small" message.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+/// From this size on every pane is visible at once.
+pub const WIDE_SIZE: (u16, u16) = (160, 48);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Screen {
+    pub header: Rect,
+    /// The tab bar (tabbed layout only).
+    pub tabs: Option<Rect>,
+    /// The visible panes and their areas.
+    pub panes: Vec<(Pane, Rect)>,
+    pub footer: Rect,
+}
+
+impl Screen {
+    /// The layout for a terminal of `area`, or `None` when it is too small.
+    pub fn new(area: Rect, focus: Pane) -> Option<Screen> {
+        if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+            return None;
+        }
+        if area.width >= WIDE_SIZE.0 && area.height >= WIDE_SIZE.1 {
+            Some(Screen::wide(area))
+        } else {
+            let [header, tabs, pane, footer] = area.layout(&Layout::vertical([
+                Constraint::Length(1),
+                Constraint::Length(1),
+                Constraint::Fill(1),
+                Constraint::Length(1),
+            ]));
+            Some(Screen { header, tabs: Some(tabs), panes: vec![(focus, pane)], footer })
+        }
+    }
+
+    fn wide(area: Rect) -> Screen {
+        let [header, top, middle, bottom, footer] = area.layout(&Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Percentage(35),
+            Constraint::Percentage(39),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ]));
+        let [layers, channels, kernels] =
+            top.layout(&Layout::horizontal([Constraint::Length(36), Constraint::Percentage(40), Constraint::Fill(1)]));
+        let [activations, ablation] =
+            middle.layout(&Layout::horizontal([Constraint::Percentage(60), Constraint::Fill(1)]));
+        Screen {
+            header,
+            tabs: None,
+            panes: vec![
+                (Pane::Layers, layers),
+                (Pane::Channels, channels),
+                (Pane::Kernels, kernels),
+                (Pane::Activations, activations),
+                (Pane::Ablation, ablation),
+                (Pane::Training, bottom),
+            ],
+            footer,
+        }
+    }
+
+    pub fn area_of(&self, pane: Pane) -> Option<Rect> {
+        self.panes.iter().find(|(p, _)| *p == pane).map(|(_, r)| *r)
+    }
+
+    /// The pane under a screen position.
+    pub fn pane_at(&self, x: u16, y: u16) -> Option<(Pane, Rect)> {
+        self.panes.iter().copied().find(|(_, r)| r.contains(Position::new(x, y)))
+    }
+
+    /// The tab under a screen position (tabbed layout).
+    pub fn tab_at(&self, x: u16, y: u16) -> Option<Pane> {
+        let tabs = self.tabs?;
+        if !tabs.contains(Position::new(x, y)) {
+            return None;
+        }
+        let mut left = tabs.x;
+        for pane in Pane::ALL {
+            let width = tab_label(pane).chars().count() as u16 + 1;
+            if x < left + width {
+                return Some(pane);
+            }
+            left += width;
+        }
+        None
+    }
+}
+
+/// A tab's text, e.g. ` 2 Channels `.
+pub fn tab_label(pane: Pane) -> String {
+    format!(" {} {} ", pane.number(), pane.title())
+}
+
+/// The first visible row of a list of `len` rows, `height` of them visible, with
+/// `selected` kept in view (the same rule the table widget follows from offset 0).
+pub fn scroll_offset(selected: usize, len: usize, height: usize) -> usize {
+    if height == 0 || len <= height { 0 } else { selected.saturating_sub(height - 1).min(len - height) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_pick_the_layout() {
+        assert!(Screen::new(Rect::new(0, 0, 79, 24), Pane::Layers).is_none());
+        assert!(Screen::new(Rect::new(0, 0, 80, 23), Pane::Layers).is_none());
+        let small = Screen::new(Rect::new(0, 0, 80, 24), Pane::Ablation).unwrap();
+        assert_eq!(small.panes.len(), 1);
+        assert_eq!(small.panes[0], (Pane::Ablation, Rect::new(0, 2, 80, 21)));
+        let wide = Screen::new(Rect::new(0, 0, 160, 48), Pane::Layers).unwrap();
+        assert_eq!(wide.panes.len(), 6);
+        // Panes tile the body without overlapping.
+        let area: u32 = wide.panes.iter().map(|(_, r)| r.area()).sum();
+        assert_eq!(area, 160 * 46);
+        assert_eq!(wide.pane_at(0, 1).map(|(p, _)| p), Some(Pane::Layers));
+        assert_eq!(wide.pane_at(159, 46).map(|(p, _)| p), Some(Pane::Training));
+    }
+
+    #[test]
+    fn tabs_are_hit_where_they_are_drawn() {
+        let small = Screen::new(Rect::new(0, 0, 100, 30), Pane::Layers).unwrap();
+        assert_eq!(small.tab_at(0, 1), Some(Pane::Layers));
+        let second = tab_label(Pane::Layers).chars().count() as u16 + 1;
+        assert_eq!(small.tab_at(second, 1), Some(Pane::Channels));
+        assert_eq!(small.tab_at(second, 5), None);
+    }
+
+    #[test]
+    fn scrolling_keeps_the_selection_visible() {
+        assert_eq!(scroll_offset(3, 10, 20), 0);
+        assert_eq!(scroll_offset(3, 64, 10), 0);
+        assert_eq!(scroll_offset(12, 64, 10), 3);
+        assert_eq!(scroll_offset(63, 64, 10), 54);
+    }
+}

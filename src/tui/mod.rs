@@ -1,0 +1,163 @@
+//! The explorer: a ratatui terminal UI over a background tch worker.
+//!
+//! One `App` holds the state and `update(msg) -> effects` changes it; `render`
+//! draws a frame from it without blocking or touching tensors; the `worker` thread
+//! owns every tch object and answers commands with plain data. The event loop here
+//! ties them together on a single-threaded tokio runtime.
+
+pub mod app;
+pub mod columns;
+pub mod export;
+pub mod images;
+pub mod keys;
+pub mod layout;
+pub mod pane;
+pub mod panes;
+pub mod protocol;
+pub mod query;
+pub mod render;
+pub mod terminal;
+pub mod train_state;
+pub mod worker;
+
+use crate::cli::args::CommonArgs;
+use crate::engine::lab::RunDir;
+use app::{App, Effect, Msg};
+use color_eyre::eyre::{Result, WrapErr, eyre};
+use futures::StreamExt;
+use images::ImageStore;
+use ratatui::crossterm::event::{Event, EventStream};
+use ratatui::layout::Rect;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use terminal::{ImageChoice, Tui};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use worker::WorkerHandle;
+
+/// Redraws at least this often (progress, resizes).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Opens the explorer on the run named by the flags and runs it until quit.
+pub fn run(common: &CommonArgs) -> Result<()> {
+    let choice: ImageChoice = common.image_protocol.parse().map_err(|e: String| eyre!(e))?;
+    let log = RunDir::new(&common.checkpoints, &common.run).root.join("explorer.log");
+    terminal::install_panic_hook();
+    terminal::redirect_stderr(&log).wrap_err_with(|| format!("cannot open the log {}", log.display()))?;
+    let outcome = terminal::enter(choice)
+        .map_err(|e| {
+            eyre!("cannot set up the terminal ({e}): the explorer needs an interactive terminal; see --help for the commands")
+        })
+        .and_then(|(mut tui, mut images)| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(event_loop(&mut tui, &mut images, common))
+        });
+    terminal::restore();
+    outcome.map_err(|e| {
+        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eyre!("{} (the explorer's log: {})", causes.join(": "), log.display())
+    })
+}
+
+/// Key-to-screen times: from a key's arrival to the end of the frame showing it.
+#[derive(Default)]
+struct Latency {
+    waiting: Option<Instant>,
+    samples: Vec<Duration>,
+}
+
+impl Latency {
+    fn summary(&mut self) -> Option<String> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        self.samples.sort();
+        let at = |q: f64| self.samples[((self.samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+        Some(format!(
+            "key-to-screen latency over {} keys: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.samples.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        ))
+    }
+}
+
+async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs) -> Result<()> {
+    let (reply_tx, mut replies) = unbounded_channel();
+    let worker = WorkerHandle::spawn(common.clone(), Box::new(move |reply| drop(reply_tx.send(reply))))?;
+    let (export_tx, mut exports) = unbounded_channel();
+    let size = tui.size()?;
+    let mut app = App::new(Rect::new(0, 0, size.width, size.height), PathBuf::from("exports"));
+    let mut events = EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    let (mut term, mut hangup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    let mut latency = Latency::default();
+    let mut pending = app.start();
+    let mut worker_alive = true;
+    'run: loop {
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for effect in pending {
+                match effect {
+                    Effect::Quit => break 'run,
+                    Effect::Send(command) => {
+                        if !worker.send(command) {
+                            next.extend(app.update(Msg::WorkerGone));
+                        }
+                    }
+                    Effect::Export(job) => spawn_export(*job, export_tx.clone()),
+                }
+            }
+            pending = next;
+        }
+        tui.draw(|frame| render::draw(frame, &app, images))?;
+        if let Some(start) = latency.waiting.take() {
+            latency.samples.push(start.elapsed());
+        }
+        let msg = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Event::Key(key))) => {
+                    latency.waiting.get_or_insert_with(Instant::now);
+                    Msg::Key(key)
+                }
+                Some(Ok(Event::Mouse(mouse))) => Msg::Mouse(mouse),
+                Some(Ok(Event::Resize(width, height))) => Msg::Resize(width, height),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(eyre!("cannot read the terminal: {e}")),
+                None => break,
+            },
+            reply = replies.recv(), if worker_alive => match reply {
+                Some(reply) => Msg::Worker(reply),
+                None => {
+                    worker_alive = false;
+                    Msg::WorkerGone
+                }
+            },
+            Some(result) = exports.recv() => Msg::Exported(result),
+            _ = tick.tick() => continue,
+            _ = term.recv() => break,
+            _ = hangup.recv() => break,
+        };
+        pending = app.update(msg);
+        // Take every reply already waiting before drawing again.
+        while let Ok(reply) = replies.try_recv() {
+            pending.extend(app.update(Msg::Worker(reply)));
+        }
+    }
+    if let Some(summary) = latency.summary() {
+        eprintln!("{summary}");
+    }
+    worker.shutdown(Duration::from_secs(3));
+    Ok(())
+}
+
+fn spawn_export(job: export::ExportJob, done: UnboundedSender<std::result::Result<PathBuf, String>>) {
+    let spawned = std::thread::Builder::new().name("trojanscope-export".into()).spawn({
+        let done = done.clone();
+        move || drop(done.send(job.write()))
+    });
+    if let Err(e) = spawned {
+        let _ = done.send(Err(format!("cannot start the export thread: {e}")));
+    }
+}

@@ -1,0 +1,202 @@
+//! What crosses between the UI and the worker thread: plain data only (numbers,
+//! f32 buffers, engine result structs). Tensors never leave the worker.
+
+use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::diff::LayerDiff;
+use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
+use crate::engine::probe::LayerActivation;
+use crate::engine::sweep::SweepRow;
+use crate::engine::train::{EvalPoint, Phase, TrainConfig};
+
+/// A request from the UI. The worker serves them in order, one at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Read the data and the run's configuration, and say which models are saved.
+    Open,
+    /// Load the three models and compute what the panes show; `digit` is the test
+    /// image whose activations are sent first.
+    Load { digit: usize },
+    /// Train `phases` in order with `config`, reporting progress.
+    Train { config: TrainConfig, phases: Vec<Phase> },
+    /// Stop the training or sweep in progress.
+    Cancel,
+    /// The poisoned model's metrics with `set` ablated.
+    Evaluate { set: AblationSet, mode: AblationMode },
+    /// Every unit of `layer` ablated alone, on the poisoned model.
+    Sweep { layer: Layer, mode: AblationMode },
+    /// One test digit and every layer's activations on it.
+    Digit { index: usize },
+    /// Panics inside the worker (tests check that it becomes a UI error).
+    #[doc(hidden)]
+    Panic,
+    /// Finish the current job early and end the thread.
+    Shutdown,
+}
+
+/// What a failed command was doing, for its error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Open,
+    Load,
+    Train,
+    Evaluate,
+    Sweep,
+    Digit,
+    Panic,
+    Control,
+}
+
+impl Job {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Job::Open => "opening the run",
+            Job::Load => "loading the models",
+            Job::Train => "training",
+            Job::Evaluate => "evaluating the ablation",
+            Job::Sweep => "sweeping the layer",
+            Job::Digit => "computing the digit's activations",
+            Job::Panic => "the test panic",
+            Job::Control => "a control command",
+        }
+    }
+}
+
+impl Command {
+    pub fn job(&self) -> Job {
+        match self {
+            Command::Open => Job::Open,
+            Command::Load { .. } => Job::Load,
+            Command::Train { .. } => Job::Train,
+            Command::Evaluate { .. } => Job::Evaluate,
+            Command::Sweep { .. } => Job::Sweep,
+            Command::Digit { .. } => Job::Digit,
+            Command::Panic => Job::Panic,
+            Command::Cancel | Command::Shutdown => Job::Control,
+        }
+    }
+}
+
+/// The run as the worker found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    pub root: String,
+    pub device: String,
+    pub config: TrainConfig,
+    pub train_images: usize,
+    pub test_images: usize,
+    /// Phases whose model is not saved (everything after the first missing one).
+    pub missing: Vec<Phase>,
+}
+
+/// One layer's parameters, row-major in `Layer::weight_shape` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWeights {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl LayerWeights {
+    /// The incoming weights of one output unit (a conv kernel or a linear row).
+    pub fn unit(&self, layer: Layer, unit: usize) -> &[f32] {
+        let per = layer.fan_in() as usize;
+        &self.weight[unit * per..(unit + 1) * per]
+    }
+}
+
+/// The three models' parameters (clean, poisoned, rehab), per layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelsData {
+    pub weights: Vec<Vec<LayerWeights>>,
+    /// Poisoned − clean, per layer and unit.
+    pub diffs: Vec<LayerDiff>,
+}
+
+/// One test digit and the activation maps the Activations pane compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitData {
+    pub index: usize,
+    pub label: u8,
+    /// Normalised 28×28 pixels, clean and with the trigger.
+    pub clean_pixels: Vec<f32>,
+    pub triggered_pixels: Vec<f32>,
+    /// The clean model on the clean digit.
+    pub clean: Vec<LayerActivation>,
+    /// The poisoned model on the triggered digit.
+    pub poisoned: Vec<LayerActivation>,
+}
+
+impl DigitData {
+    /// The class a model's logits (the last layer's activation) pick.
+    pub fn prediction(activations: &[LayerActivation]) -> usize {
+        let logits = &activations.last().map(|a| a.values.as_slice()).unwrap_or(&[]);
+        (0..logits.len()).fold(0, |best, i| if logits[i] > logits[best] { i } else { best })
+    }
+}
+
+/// Training progress since the last update (the worker sends at most ~10 a second).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainUpdate {
+    /// Per-step losses, in order, each with its phase.
+    pub losses: Vec<(Phase, f32)>,
+    pub evals: Vec<EvalPoint>,
+    /// The latest step report's counters; `None` for history read from disk.
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub total_steps: usize,
+    pub batch_acc: f64,
+    pub images_per_sec: f64,
+    pub eta_s: f64,
+    pub elapsed_s: f64,
+}
+
+/// A worker's answer or report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Opened(Box<RunInfo>),
+    /// What the worker is busy with (shown in the header).
+    Stage(String),
+    Models(Box<ModelsData>),
+    /// Full-test-set metrics of clean, poisoned and rehab.
+    BaseMetrics(Vec<Metrics>),
+    /// Per layer, per unit: the poisoned model's mean |triggered − clean| activation.
+    ActivationChange(Vec<Vec<f64>>),
+    /// The ablation cache is built: ablations and sweeps can run.
+    Ready,
+    Training(TrainUpdate),
+    /// The run's logged training (its `metrics.jsonl`), replacing what is shown.
+    History(TrainUpdate),
+    TrainFinished {
+        cancelled: bool,
+        missing: Vec<Phase>,
+        seconds: f64,
+    },
+    Evaluated {
+        set: AblationSet,
+        mode: AblationMode,
+        metrics: Metrics,
+    },
+    SweepProgress {
+        layer: Layer,
+        done: usize,
+        total: usize,
+    },
+    Swept {
+        layer: Layer,
+        mode: AblationMode,
+        rows: Vec<SweepRow>,
+        complete: bool,
+    },
+    Digit(Box<DigitData>),
+    Failed {
+        job: Job,
+        message: String,
+    },
+}

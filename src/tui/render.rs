@@ -1,0 +1,180 @@
+//! One frame: header, panes (all or one tab), footer, and the overlays on top.
+//! Reads the state only; the image store is a cache of encoded pictures.
+
+use super::app::{App, Popup};
+use super::images::ImageStore;
+use super::keys::{self, BINDINGS, Scope};
+use super::layout::{MIN_SIZE, Screen, tab_label};
+use super::pane::Pane;
+use super::panes;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
+
+pub const ACCENT: Color = Color::Cyan;
+pub const WARN: Color = Color::Yellow;
+pub const BAD: Color = Color::LightRed;
+pub const DIM: Color = Color::DarkGray;
+
+pub fn draw(frame: &mut Frame, app: &App, images: &mut ImageStore) {
+    let area = frame.area();
+    let Some(screen) = Screen::new(area, app.focus) else {
+        too_small(frame, area);
+        return;
+    };
+    header(frame, screen.header, app, images.protocol_name());
+    if let Some(tabs) = screen.tabs {
+        tab_bar(frame, tabs, app.focus);
+    }
+    let many = screen.panes.len() > 1;
+    for &(pane, rect) in &screen.panes {
+        panes::draw(pane, frame, rect, app, images, many && pane == app.focus);
+    }
+    footer(frame, screen.footer, app);
+    if app.help {
+        help(frame, area);
+    }
+    if let Some(popup) = &app.popup {
+        popup_box(frame, area, popup);
+    }
+}
+
+fn too_small(frame: &mut Frame, area: Rect) {
+    let text = vec![
+        Line::from("The terminal is too small.".bold()),
+        Line::from(format!(
+            "It is {}×{}; trojanscope needs at least {}×{}.",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        )),
+        Line::from("Enlarge the window, or press q to quit."),
+    ];
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+}
+
+/// What the app is doing, in a few words.
+pub fn status(app: &App) -> (String, Color) {
+    if !app.worker_alive {
+        return ("worker stopped".into(), BAD);
+    }
+    if app.training.running {
+        let text = match &app.training.progress {
+            Some(p) => format!(
+                "training {} {}/{} ({:.0}%)",
+                p.phase,
+                p.step,
+                p.total_steps,
+                100.0 * p.step as f64 / p.total_steps.max(1) as f64
+            ),
+            None => "training: starting".into(),
+        };
+        return (text, WARN);
+    }
+    if let Some((layer, done, total)) = app.ablation.sweeping {
+        return (format!("sweeping {layer} {done}/{total}"), WARN);
+    }
+    if let Some(stage) = &app.stage {
+        return (format!("{stage}…"), WARN);
+    }
+    if app.ready { ("ready".into(), Color::Green) } else { ("idle".into(), DIM) }
+}
+
+fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
+    let (text, colour) = status(app);
+    let set = &app.ablation.set;
+    let mut spans = vec![
+        Span::styled(" trojanscope ", Style::new().bg(ACCENT).fg(Color::Black).bold()),
+        Span::styled(format!(" ● {text} "), Style::new().fg(colour).bold()),
+        Span::raw("· ablating "),
+        Span::styled(
+            format!("{set} ({}) ", app.ablation.mode),
+            Style::new().fg(if set.is_empty() { DIM } else { WARN }),
+        ),
+    ];
+    if let Some(run) = &app.run {
+        spans.push(Span::styled(format!("· {} · {} · {protocol}", run.root, run.device), Style::new().fg(DIM)));
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn tab_bar(frame: &mut Frame, area: Rect, focus: Pane) {
+    let spans: Vec<Span> = Pane::ALL
+        .iter()
+        .flat_map(|&p| {
+            let style = if p == focus { Style::new().bg(ACCENT).fg(Color::Black).bold() } else { Style::new() };
+            [Span::styled(tab_label(p), style), Span::styled("│", Style::new().fg(DIM))]
+        })
+        .collect();
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn footer(frame: &mut Frame, area: Rect, app: &App) {
+    let mut spans = Vec::new();
+    if let Some(notice) = &app.notice {
+        spans.push(Span::styled(format!(" {notice} "), Style::new().fg(Color::Black).bg(WARN)));
+        spans.push(Span::raw(" "));
+    }
+    for (key, label) in keys::hints(app.context()) {
+        spans.push(Span::styled(key, Style::new().fg(ACCENT).bold()));
+        spans.push(Span::raw(format!(" {label}  ")));
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+/// A box of `width`×`height` centred in `area` (clipped to it), cleared.
+fn centred(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
+    let rect = area.centered(Constraint::Length(width.min(area.width)), Constraint::Length(height.min(area.height)));
+    frame.render_widget(Clear, rect);
+    rect
+}
+
+/// The key table; in two columns (without "when") where one does not fit.
+fn help(frame: &mut Frame, area: Rect) {
+    let when = |scope: Scope| match scope {
+        Scope::Main => "",
+        Scope::Confirm => "in a question",
+        Scope::Overlay => "in a popup",
+        Scope::Always => "anywhere",
+    };
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let block = Block::bordered()
+        .title(" Keys — mouse: click selects panes and rows, the wheel scrolls ")
+        .title_bottom(" ? or Esc closes ")
+        .border_style(Style::new().fg(ACCENT));
+    let one_column = BINDINGS.len() as u16 + 4 <= area.height;
+    if one_column {
+        let rows = BINDINGS.iter().map(|b| Row::new([b.shown, b.help, when(b.scope)]));
+        let rect = centred(frame, area, 78, BINDINGS.len() as u16 + 4);
+        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Length(13)];
+        let table = Table::new(rows, widths).header(Row::new(["key", "what it does", "when"]).style(bold));
+        frame.render_widget(table.block(block), rect);
+        return;
+    }
+    let half = BINDINGS.len().div_ceil(2);
+    let rect = centred(frame, area, area.width, half as u16 + 3);
+    let inner = block.inner(rect);
+    frame.render_widget(block, rect);
+    let [left, right] = inner.layout(&Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
+    for (part, column) in BINDINGS.chunks(half).zip([left, right]) {
+        let rows = part.iter().map(|b| Row::new([b.shown, b.help]));
+        let table = Table::new(rows, [Constraint::Length(9), Constraint::Fill(1)])
+            .header(Row::new(["key", "what it does"]).style(bold));
+        frame.render_widget(table, column);
+    }
+}
+
+fn popup_box(frame: &mut Frame, area: Rect, popup: &Popup) {
+    let (title, text, colour, hint) = match popup {
+        Popup::Error(text) => (" Error ", text.as_str(), BAD, " Esc/Enter closes "),
+        Popup::Notice(text) => (" Done ", text.as_str(), Color::Green, " Esc/Enter closes "),
+        Popup::Confirm(q) => (" Confirm ", q.text(), WARN, " y yes · n no "),
+    };
+    let width = (text.chars().count() as u16 + 4).clamp(30, 70);
+    // Word wrapping may need a line more than the characters alone.
+    let lines = (text.chars().count() as u16).div_ceil(width - 4);
+    let lines = if lines > 1 { lines + 1 } else { lines };
+    let rect = centred(frame, area, width, lines + 2);
+    let block = Block::bordered().title(title).title_bottom(hint).border_style(Style::new().fg(colour).bold());
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), rect);
+}

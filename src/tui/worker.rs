@@ -1,0 +1,502 @@
+//! The worker: a named thread that owns every tch object (the lab, the three
+//! models, the ablation cache) and serves the UI's commands one at a time. Long
+//! jobs report at most ~10 times a second and can be cancelled; a failing or
+//! panicking command becomes a `Reply::Failed`, never a dead UI.
+
+use super::protocol::{Command, DigitData, LayerWeights, ModelsData, Progress, Reply, RunInfo, TrainUpdate};
+use crate::cli::args::CommonArgs;
+use crate::cli::lab_setup::{open_lab, set_threads};
+use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::cache::ActivationCache;
+use crate::engine::diff;
+use crate::engine::lab::{Lab, ModelKind};
+use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
+use crate::engine::model::Net;
+use crate::engine::probe;
+use crate::engine::sweep;
+use crate::engine::train::{Phase, TrainEvent};
+use color_eyre::eyre::{Result, bail, eyre};
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// The worker thread's name; the panic hook recognises it and leaves the terminal alone.
+pub const THREAD_NAME: &str = "trojanscope-worker";
+
+/// At most this often a long job reports progress.
+pub const REPORT_PERIOD: Duration = Duration::from_millis(100);
+
+/// Test images (clean and triggered) the per-unit activation change is measured on.
+pub const ACTIVATION_CHANGE_IMAGES: usize = 1000;
+
+/// Where replies go: the event loop's channel, or a test's.
+pub type ReplySink = Box<dyn FnMut(Reply) + Send>;
+
+/// The UI's end of the worker.
+pub struct WorkerHandle {
+    commands: Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts the worker; it opens nothing until it is sent `Command::Open`.
+    pub fn spawn(common: CommonArgs, replies: ReplySink) -> std::io::Result<WorkerHandle> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || Worker::new(common, rx, replies).serve())?;
+        Ok(WorkerHandle { commands: tx, thread: Some(thread) })
+    }
+
+    /// Queues a command; false when the worker has ended.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// Asks the worker to stop and waits for it up to `patience`.
+    pub fn shutdown(mut self, patience: Duration) {
+        let _ = self.commands.send(Command::Cancel);
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let clock = Instant::now();
+            while !thread.is_finished() && clock.elapsed() < patience {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The models a loaded run analyses, and the poisoned model's ablation cache.
+struct Analysis {
+    clean: Net,
+    poisoned: Net,
+    cache: ActivationCache,
+}
+
+/// The incoming command stream with the commands set aside while a long job runs.
+struct Inbox {
+    rx: Receiver<Command>,
+    queue: VecDeque<Command>,
+    shutdown: bool,
+}
+
+impl Inbox {
+    fn next(&mut self) -> Option<Command> {
+        if self.shutdown {
+            return None;
+        }
+        if let Some(command) = self.queue.pop_front() {
+            return Some(command);
+        }
+        self.rx.recv().ok()
+    }
+
+    /// Moves everything waiting into the queue.
+    fn drain(&mut self) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(command) => self.queue.push_back(command),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.shutdown = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Called between the steps of a long job: stop on Cancel or Shutdown (or a
+    /// vanished UI), keep everything else for later.
+    fn interrupted(&mut self) -> ControlFlow<()> {
+        // A Cancel may already have been set aside while looking for newer commands.
+        if let Some(i) = self.queue.iter().position(|c| matches!(c, Command::Cancel | Command::Shutdown)) {
+            self.shutdown |= self.queue.remove(i) == Some(Command::Shutdown);
+            return ControlFlow::Break(());
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Cancel) => return ControlFlow::Break(()),
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.shutdown = true;
+                    return ControlFlow::Break(());
+                }
+                Ok(command) => self.queue.push_back(command),
+                Err(TryRecvError::Empty) => return ControlFlow::Continue(()),
+            }
+        }
+    }
+
+    /// Whether a newer command of the same kind is waiting, so this one can be
+    /// skipped (rapid ablation toggles or digit steps only compute the last).
+    fn superseded(&mut self, command: &Command) -> bool {
+        if !matches!(command, Command::Evaluate { .. } | Command::Digit { .. }) {
+            return false;
+        }
+        self.drain();
+        self.queue.iter().any(|c| c.job() == command.job())
+    }
+}
+
+struct Worker {
+    common: CommonArgs,
+    inbox: Inbox,
+    reply: ReplySink,
+    lab: Option<Lab>,
+    analysis: Option<Analysis>,
+}
+
+impl Worker {
+    fn new(common: CommonArgs, rx: Receiver<Command>, reply: ReplySink) -> Worker {
+        Worker {
+            common,
+            inbox: Inbox { rx, queue: VecDeque::new(), shutdown: false },
+            reply,
+            lab: None,
+            analysis: None,
+        }
+    }
+
+    fn serve(mut self) {
+        // libtorch's thread count is per thread: set it here, leaving the UI a core.
+        set_threads(&self.common, true);
+        while let Some(command) = self.inbox.next() {
+            if self.inbox.superseded(&command) {
+                continue;
+            }
+            let job = command.job();
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.handle(command)));
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")),
+                Err(payload) => Some(format!("the worker panicked: {}", panic_text(payload.as_ref()))),
+            };
+            if let Some(message) = failure {
+                (self.reply)(Reply::Failed { job, message });
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) -> Result<()> {
+        match command {
+            Command::Open => self.open(),
+            Command::Load { digit } => self.load(digit),
+            Command::Train { config, phases } => self.train(config, &phases),
+            Command::Evaluate { set, mode } => {
+                set.validate().map_err(|e| eyre!(e))?;
+                let (lab, analysis) = self.analysis()?;
+                let metrics = analysis.cache.evaluate(&lab.test, &set, mode);
+                (self.reply)(Reply::Evaluated { set, mode, metrics });
+                Ok(())
+            }
+            Command::Sweep { layer, mode } => self.sweep(layer, mode),
+            Command::Digit { index } => {
+                let data = self.digit(index)?;
+                (self.reply)(Reply::Digit(Box::new(data)));
+                Ok(())
+            }
+            Command::Panic => panic!("deliberate panic requested by a test"),
+            Command::Cancel => Ok(()),
+            Command::Shutdown => {
+                self.inbox.shutdown = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn lab(&self) -> Result<&Lab> {
+        self.lab.as_ref().ok_or_else(|| eyre!("the run is not open (see the error above)"))
+    }
+
+    fn analysis(&self) -> Result<(&Lab, &Analysis)> {
+        let analysis = self.analysis.as_ref().ok_or_else(|| eyre!("the models are not loaded yet"))?;
+        Ok((self.lab()?, analysis))
+    }
+
+    fn open(&mut self) -> Result<()> {
+        (self.reply)(Reply::Stage("reading MNIST".into()));
+        let lab = open_lab(&self.common, None)?;
+        (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
+        self.lab = Some(lab);
+        Ok(())
+    }
+
+    fn load(&mut self, digit: usize) -> Result<()> {
+        self.analysis = None;
+        let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
+        let reply = &mut self.reply;
+        reply(Reply::Stage("loading the models".into()));
+        let nets = ModelKind::ALL.iter().map(|&k| lab.load(k)).collect::<Result<Vec<Net>>>()?;
+        let weights = nets.iter().map(layer_weights).collect();
+        reply(Reply::Models(Box::new(ModelsData { weights, diffs: diff::diff(&nets[0], &nets[1]) })));
+        reply(Reply::History(read_history(lab)));
+        let digit = digit_data(lab, &nets[0], &nets[1], digit.min(lab.test.len().saturating_sub(1)))?;
+        reply(Reply::Digit(Box::new(digit)));
+        // Saved metrics are shown at once when they were measured on this very test set.
+        let saved: Option<Vec<Metrics>> = ModelKind::ALL.iter().map(|&k| saved_metrics(lab, k)).collect();
+        let known = saved.is_some();
+        if let Some(metrics) = saved {
+            reply(Reply::BaseMetrics(metrics));
+        }
+        reply(Reply::Stage("measuring each unit's activation change under the trigger".into()));
+        let probe_set = lab.test.subset(ACTIVATION_CHANGE_IMAGES);
+        let change = Layer::ALL.iter().map(|&l| probe::activation_change(&nets[1], &probe_set, l)).collect();
+        reply(Reply::ActivationChange(change));
+        reply(Reply::Stage("caching the poisoned model's activations for ablation".into()));
+        let cache = ActivationCache::build(&nets[1], &lab.test);
+        if !known {
+            reply(Reply::Stage("evaluating the clean and rehab models".into()));
+            // The poisoned model's metrics come free from its cache.
+            let poisoned = cache.evaluate(&lab.test, &AblationSet::default(), AblationMode::Weight);
+            let metrics = vec![lab.test.evaluate(&nets[0]), poisoned, lab.test.evaluate(&nets[2])];
+            reply(Reply::BaseMetrics(metrics));
+        }
+        let mut nets = nets.into_iter();
+        let (clean, poisoned) = (nets.next().expect("three models"), nets.next().expect("three models"));
+        self.analysis = Some(Analysis { clean, poisoned, cache });
+        (self.reply)(Reply::Ready);
+        Ok(())
+    }
+
+    fn train(&mut self, config: crate::engine::train::TrainConfig, phases: &[Phase]) -> Result<()> {
+        config.validate().map_err(|e| eyre!("invalid training settings: {e}"))?;
+        let Some(lab) = self.lab.as_mut() else { bail!("the run is not open (see the error above)") };
+        if lab.config != config {
+            lab.config = config;
+        }
+        let clock = Instant::now();
+        let epochs = lab.config.epochs;
+        let mut throttle = Throttle::new(epochs);
+        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
+        let mut cancelled = false;
+        let outcome = lab.train(phases, &mut |event| {
+            if let Some(update) = throttle.push(event) {
+                reply(Reply::Training(update));
+            }
+            let flow = inbox.interrupted();
+            cancelled |= flow.is_break();
+            flow
+        });
+        if let Some(update) = throttle.flush() {
+            (self.reply)(Reply::Training(update));
+        }
+        outcome?;
+        let lab = self.lab()?;
+        let missing = missing_phases(lab);
+        (self.reply)(Reply::TrainFinished { cancelled, missing, seconds: clock.elapsed().as_secs_f64() });
+        Ok(())
+    }
+
+    fn sweep(&mut self, layer: Layer, mode: AblationMode) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
+            bail!("the models are not loaded yet: a sweep can start once the header says ready");
+        };
+        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
+        let mut last = Instant::now();
+        let mut complete = true;
+        let rows = sweep::sweep(&analysis.cache, &lab.test, layer, mode, |done, total| {
+            if last.elapsed() >= REPORT_PERIOD || done == total {
+                last = Instant::now();
+                reply(Reply::SweepProgress { layer, done, total });
+            }
+            let flow = inbox.interrupted();
+            complete &= flow.is_continue() || done == total;
+            flow
+        });
+        (self.reply)(Reply::Swept { layer, mode, rows, complete });
+        Ok(())
+    }
+
+    fn digit(&self, index: usize) -> Result<DigitData> {
+        let test_len = self.lab()?.test.len();
+        if index >= test_len {
+            bail!("there is no test digit {index}: the test set has {test_len} images");
+        }
+        let (lab, analysis) = self.analysis()?;
+        digit_data(lab, &analysis.clean, &analysis.poisoned, index)
+    }
+}
+
+fn run_info(lab: &Lab) -> RunInfo {
+    RunInfo {
+        root: lab.run.root.display().to_string(),
+        device: crate::engine::device::describe(lab.device),
+        config: lab.config.clone(),
+        train_images: lab.data.train.len(),
+        test_images: lab.data.test.len(),
+        missing: missing_phases(lab),
+    }
+}
+
+/// Every phase from the first whose model is missing on (each starts from the previous).
+fn missing_phases(lab: &Lab) -> Vec<Phase> {
+    match ModelKind::ALL.iter().position(|&k| !lab.run.has(k)) {
+        Some(i) => Phase::ALL[i..].to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// The metrics saved with a model, if they were measured on the same test images
+/// with the same trigger as this lab's.
+fn saved_metrics(lab: &Lab, kind: ModelKind) -> Option<Metrics> {
+    let sidecar = lab.run.sidecar(kind).ok()?;
+    let same = sidecar.metrics.count == lab.test.len()
+        && sidecar.data_sha256 == lab.data.checksums
+        && sidecar.config.trigger == lab.config.trigger;
+    same.then_some(sidecar.metrics)
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1))
+        .expect("a float tensor")
+}
+
+fn layer_weights(net: &Net) -> Vec<LayerWeights> {
+    Layer::ALL.iter().map(|&l| LayerWeights { weight: floats(net.weight(l)), bias: floats(net.bias(l)) }).collect()
+}
+
+fn digit_data(lab: &Lab, clean_net: &Net, poisoned_net: &Net, index: usize) -> Result<DigitData> {
+    let n = lab.test.len() as i64;
+    let clean = lab.test.inputs.f_get(index as i64)?;
+    let triggered = lab.test.inputs.f_get(n + index as i64)?;
+    Ok(DigitData {
+        index,
+        label: lab.test.labels[index],
+        clean_pixels: floats(&clean),
+        triggered_pixels: floats(&triggered),
+        clean: probe::activations(clean_net, &clean),
+        poisoned: probe::activations(poisoned_net, &triggered),
+    })
+}
+
+/// The run's `metrics.jsonl` as one history update (empty when unreadable).
+fn read_history(lab: &Lab) -> TrainUpdate {
+    let mut update = TrainUpdate::default();
+    let Ok(text) = std::fs::read_to_string(lab.run.metrics_log()) else { return update };
+    for line in text.lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        match value.get("event").and_then(|e| e.as_str()) {
+            Some("step") => {
+                let phase = value.get("phase").and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
+                if let (Some(phase), Some(loss)) = (phase, value.get("loss").and_then(|l| l.as_f64())) {
+                    update.losses.push((phase, loss as f32));
+                }
+            }
+            Some("eval") => {
+                if let Ok(TrainEvent::Eval(point)) = serde_json::from_value::<TrainEvent>(value) {
+                    update.evals.push(point);
+                }
+            }
+            _ => {}
+        }
+    }
+    update
+}
+
+/// Collects training events and releases them at most every `REPORT_PERIOD` (and
+/// always at the end of a phase), so a fast GPU cannot flood the UI.
+struct Throttle {
+    pending: TrainUpdate,
+    last_sent: Option<Instant>,
+    epochs: usize,
+}
+
+impl Throttle {
+    fn new(epochs: usize) -> Throttle {
+        Throttle { pending: TrainUpdate::default(), last_sent: None, epochs }
+    }
+
+    fn push(&mut self, event: TrainEvent) -> Option<TrainUpdate> {
+        let phase_done = match event {
+            TrainEvent::Step(r) => {
+                self.pending.losses.extend(r.losses.iter().map(|&l| (r.phase, l)));
+                self.pending.progress = Some(Progress {
+                    phase: r.phase,
+                    epoch: r.epoch,
+                    epochs: self.epochs,
+                    step: r.step,
+                    total_steps: r.total_steps,
+                    batch_acc: r.batch_acc,
+                    images_per_sec: r.images_per_sec,
+                    eta_s: r.eta_s(),
+                    elapsed_s: r.elapsed_s,
+                });
+                r.step == r.total_steps
+            }
+            TrainEvent::Eval(point) => {
+                let first = point.step == 0;
+                self.pending.evals.push(point);
+                first
+            }
+        };
+        let due = self.last_sent.is_none_or(|t| t.elapsed() >= REPORT_PERIOD);
+        if due || phase_done { self.flush() } else { None }
+    }
+
+    fn flush(&mut self) -> Option<TrainUpdate> {
+        if self.pending == TrainUpdate::default() {
+            return None;
+        }
+        self.last_sent = Some(Instant::now());
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
+/// The message a panic carried.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "an unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::train::{EvalPoint, StepReport};
+
+    fn step(step: usize, total: usize) -> TrainEvent {
+        TrainEvent::Step(StepReport {
+            phase: Phase::Poison,
+            epoch: 0,
+            step,
+            total_steps: total,
+            losses: vec![0.5; 25],
+            last_regulariser: 0.0,
+            batch_acc: 90.0,
+            images_per_sec: 1000.0,
+            elapsed_s: 1.0,
+        })
+    }
+
+    #[test]
+    fn throttle_sends_at_most_ten_a_second_and_always_the_end() {
+        let mut throttle = Throttle::new(1);
+        // The first event goes out at once; the next ones within 100 ms are held.
+        assert!(throttle.push(step(25, 1000)).is_some());
+        let held: Vec<_> = (2..20).filter_map(|i| throttle.push(step(25 * i, 1000))).collect();
+        assert!(held.is_empty());
+        // The phase's last step flushes everything held, losses in order.
+        let last = throttle.push(step(1000, 1000)).expect("the end of a phase is never held");
+        assert_eq!(last.losses.len(), 19 * 25);
+        assert_eq!(last.progress.unwrap().step, 1000);
+        assert!(throttle.flush().is_none());
+        let eval = EvalPoint { phase: Phase::Rehab, step: 0, clean_acc: 1.0, poison_acc: 2.0, rehab_acc: 3.0 };
+        assert_eq!(throttle.push(TrainEvent::Eval(eval.clone())).unwrap().evals, vec![eval]);
+    }
+
+    #[test]
+    fn panic_text_reads_both_payload_kinds() {
+        assert_eq!(panic_text(&"boom"), "boom");
+        assert_eq!(panic_text(&String::from("bang")), "bang");
+        assert_eq!(panic_text(&3u8), "an unknown panic");
+    }
+}

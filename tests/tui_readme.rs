@@ -1,0 +1,30 @@
+//! The README's key table is the key table: regenerate it from `BINDINGS` and
+//! compare, so the documentation cannot drift from what the keys do.
+
+use trojanscope::tui::keys::{BINDINGS, Scope};
+
+fn key_table() -> String {
+    let mut out = String::from("| key | what it does | when |\n|---|---|---|\n");
+    for b in BINDINGS {
+        let when = match b.scope {
+            Scope::Main => "",
+            Scope::Confirm => "in a question",
+            Scope::Overlay => "in a popup or the help",
+            Scope::Always => "anywhere",
+        };
+        out.push_str(&format!("| `{}` | {} | {when} |\n", b.shown.replace('|', "\\|"), b.help.replace('|', "\\|")));
+    }
+    out
+}
+
+#[test]
+fn the_readme_key_table_matches_the_bindings() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = ["README-tui.md", "README.md"]
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(root.join(name)).ok())
+        .find(|text| text.contains("| key | what it does | when |"))
+        .expect("a README with the explorer's key table");
+    let table = key_table();
+    assert!(readme.contains(&table), "the README's key table is out of date; it should read:\n\n{table}");
+}

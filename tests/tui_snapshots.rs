@@ -1,0 +1,68 @@
+//! Every pane at 80×24 (one tab each) and the whole screen at 160×48 and 200×60,
+//! plus the overlays and the too-small message, as text snapshots (insta). The
+//! state comes from a tiny real run; numbers that depend on the CPU's floating
+//! point are masked (see `tui_support::masked`).
+
+mod tui_support;
+
+use insta::assert_snapshot;
+use ratatui::crossterm::event::KeyCode;
+use trojanscope::tui::app::Popup;
+use trojanscope::tui::images::{ImageStore, Renderer};
+use trojanscope::tui::pane::Pane;
+use tui_support::{Harness, masked};
+
+/// The tiny run with conv1 unit 0 ablated and conv1 swept.
+fn explored() -> Harness {
+    let mut h = Harness::ready((80, 24));
+    if let Some(run) = h.app.run.as_mut() {
+        // The real path is a temporary folder.
+        run.root = "checkpoints/tiny".into();
+    }
+    h.type_keys(" w");
+    h.wait_for("the ablation and the sweep", |app| app.ablation.result.is_some() && app.ablation.sweeping.is_none());
+    h
+}
+
+#[test]
+fn every_pane_at_80x24() {
+    let mut h = explored();
+    for pane in Pane::ALL {
+        h.press(KeyCode::Char(char::from_digit(pane.number() as u32, 10).unwrap()));
+        assert_snapshot!(format!("80x24_{}", pane.title().to_lowercase()), masked(&h.screen(80, 24)));
+    }
+    // Linear layers draw their kernels as tiles and their activations as a table.
+    h.type_keys("1jj3");
+    assert_snapshot!("80x24_kernels_fc1", masked(&h.screen(80, 24)));
+    h.press(KeyCode::Char('4'));
+    assert_snapshot!("80x24_activations_fc1", masked(&h.screen(80, 24)));
+    h.type_keys("1kk4");
+    h.images = ImageStore::new(Renderer::Text);
+    assert_snapshot!("80x24_activations_text_fallback", masked(&h.screen(80, 24)));
+}
+
+#[test]
+fn every_pane_at_once_at_160x48_and_200x60() {
+    let mut h = explored();
+    h.press(KeyCode::Char('2'));
+    assert_snapshot!("160x48_all_panes", masked(&h.screen(160, 48)));
+    assert_snapshot!("200x60_all_panes", masked(&h.screen(200, 60)));
+}
+
+#[test]
+fn overlays_and_a_terminal_too_small() {
+    let mut h = explored();
+    h.press(KeyCode::Char('?'));
+    assert_snapshot!("200x60_help", masked(&h.screen(200, 60)));
+    assert_snapshot!("80x24_help", masked(&h.screen(80, 24)));
+    h.press(KeyCode::Esc);
+    h.app.popup = Some(Popup::Error("Sweeping the layer failed: an example of an error message.".into()));
+    assert_snapshot!("80x24_error", masked(&h.screen(80, 24)));
+    h.press(KeyCode::Esc);
+    h.press(KeyCode::Char('r'));
+    assert_snapshot!("80x24_confirm_retrain", masked(&h.screen(80, 24)));
+    h.press(KeyCode::Char('n'));
+    assert!(h.app.popup.is_none());
+    assert_snapshot!("60x20_too_small", h.screen(60, 20));
+    assert_snapshot!("10x3_too_small", h.screen(10, 3));
+}

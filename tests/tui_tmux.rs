@@ -1,0 +1,221 @@
+//! The explorer end to end, as a person uses it: in tmux (send-keys, capture-pane)
+//! at 80×24 and 200×60, from a fresh folder (it trains and shows progress) to an
+//! ablation's metrics, then quit with the terminal intact. Also measures how fast
+//! keys are answered while full-MNIST training runs.
+
+mod tui_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tui_support::{TEST_LIMIT, TRAIN_LIMIT, data_dir, scratch};
+
+/// One tmux test at a time: they share two cores with the training they watch.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A private tmux server running the explorer in a shell that reports how it ended.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str, size: (u16, u16), args: &[String]) -> Tmux {
+        let socket = format!("trojanscope-test-{name}-{}", std::process::id());
+        let binary = env!("CARGO_BIN_EXE_trojanscope");
+        // After the explorer: its exit status and whether the tty is back in
+        // cooked mode with echo (stty prints "-icanon"/"-echo" when not).
+        let script = format!(
+            "'{binary}' {}; echo \"exited with $?\"; stty -a | tr ' ' '\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '; echo; sleep 600",
+            args.join(" ")
+        );
+        let tmux = Tmux { socket };
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            &size.0.to_string(),
+            "-y",
+            &size.1.to_string(),
+            "sh",
+            "-c",
+            &script,
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            self.run(&["send-keys", key]);
+        }
+    }
+
+    fn flag(&self, name: &str) -> String {
+        self.run(&["display-message", "-p", &format!("#{{{name}}}")]).trim().to_string()
+    }
+
+    /// Waits for the explorer to end and the shell after it to report the tty modes.
+    fn wait_for_exit(&self) -> String {
+        self.wait("the explorer to exit", Duration::from_secs(15), |s| {
+            s.lines().skip_while(|l| !l.contains("exited with")).nth(1).is_some_and(|l| l.contains("icanon"))
+        })
+    }
+
+    /// Polls the screen until `done` holds; panics with the last screen after `limit`.
+    fn wait(&self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let clock = Instant::now();
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(clock.elapsed() < limit, "timed out waiting for {what}; the screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+fn explorer_args(checkpoints: &Path, train_limit: usize, test_limit: Option<usize>) -> Vec<String> {
+    let mut args = vec![
+        format!("--checkpoints={}", checkpoints.display()),
+        format!("--data-dir={}", data_dir().display()),
+        "--device=cpu".into(),
+        format!("--train-limit={train_limit}"),
+    ];
+    args.extend(test_limit.map(|n| format!("--test-limit={n}")));
+    args
+}
+
+/// The cells of the pane holding `marker` on each screen row below it (the pane
+/// is found by its position among the vertical borders).
+fn column_below<'a>(screen: &'a str, marker: &str, rows: usize) -> Vec<&'a str> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = lines.iter().position(|l| l.contains(marker)).expect("the marker is on screen");
+    let index = lines[at].split('│').position(|s| s.contains(marker)).unwrap();
+    lines[at + 1..=at + rows].iter().map(|l| l.split('│').nth(index).unwrap_or("")).collect()
+}
+
+fn the_researcher_flow(size: (u16, u16)) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let checkpoints = scratch(&format!("tmux-{}x{}", size.0, size.1));
+    let tmux = Tmux::start(
+        &format!("{}x{}", size.0, size.1),
+        size,
+        &explorer_args(&checkpoints, TRAIN_LIMIT, Some(TEST_LIMIT)),
+    );
+    // A fresh folder: the explorer trains and shows it live.
+    let training = tmux.wait("training progress", Duration::from_secs(60), |s| s.contains("● training"));
+    assert!(training.contains("6 Training"), "{training}");
+    tmux.wait("the trained models to load", Duration::from_secs(180), |s| s.contains("● ready"));
+    // Select conv1 in the Layers pane and open its channels.
+    tmux.keys(&["1", "g", "Enter"]);
+    tmux.wait("the conv1 channels", Duration::from_secs(5), |s| s.contains("conv1 · 32 units"));
+    // Sort by activation change (unit → ‖Δw‖ → act Δ), largest first.
+    tmux.keys(&["s", "s"]);
+    let sorted = tmux.wait("the sort", Duration::from_secs(5), |s| s.contains("act Δ↓"));
+    let top_two: Vec<usize> = column_below(&sorted, "‖Δw‖", 2)
+        .iter()
+        .map(|cell| cell.split_whitespace().next().and_then(|u| u.parse().ok()).expect("a unit number"))
+        .collect();
+    // Toggle the top two into the ablation set.
+    tmux.keys(&["Space", "j", "Space"]);
+    let mut expected = top_two.clone();
+    expected.sort();
+    let set = format!("conv1:{},{}", expected[0], expected[1]);
+    tmux.wait("the ablation set", Duration::from_secs(5), |s| s.contains(&format!("ablating {set} (weight)")));
+    // Read the metrics change in the Ablation pane.
+    tmux.keys(&["5"]);
+    let ablation = tmux.wait("the ablation's metrics", Duration::from_secs(60), |s| {
+        s.lines().any(|l| l.contains("change") && l.matches('.').count() >= 4) && !s.contains("evaluating")
+    });
+    let change = ablation.lines().find(|l| l.contains("change")).unwrap();
+    let deltas: Vec<f64> = change.split_whitespace().filter_map(|t| t.trim_matches('│').parse().ok()).collect();
+    assert_eq!(deltas.len(), 4, "clean, poison, ASR excl. target, rehab: {change}");
+    assert!(ablation.contains(&format!("set {set}")), "{ablation}");
+    assert!(ablation.lines().any(|l| l.contains(&set) && l.contains("weight")), "the history row: {ablation}");
+    // Quit: nothing runs, so no question; the terminal comes back intact.
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for_exit();
+    assert!(after.contains("exited with 0"), "{after}");
+    assert!(after.contains("icanon echo"), "the tty is back in cooked mode with echo: {after}");
+    assert!(!after.contains("trojanscope  ●"), "the alternate screen is gone: {after}");
+    for flag in ["alternate_on", "mouse_any_flag", "mouse_button_flag", "mouse_standard_flag", "mouse_sgr_flag"] {
+        assert_eq!(tmux.flag(flag), "0", "{flag} is still set after quitting");
+    }
+    assert_eq!(tmux.flag("cursor_flag"), "1", "the cursor is visible again");
+}
+
+#[test]
+fn fresh_clone_to_ablation_metrics_at_80x24() {
+    the_researcher_flow((80, 24));
+}
+
+#[test]
+fn fresh_clone_to_ablation_metrics_at_200x60() {
+    the_researcher_flow((200, 60));
+}
+
+#[test]
+fn ctrl_c_during_training_and_a_too_small_terminal_leave_a_clean_exit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let checkpoints = scratch("tmux-ctrl-c");
+    let tmux = Tmux::start("ctrlc", (60, 20), &explorer_args(&checkpoints, TRAIN_LIMIT, Some(TEST_LIMIT)));
+    tmux.wait("the too-small message", Duration::from_secs(30), |s| s.contains("needs at least 80×24"));
+    tmux.run(&["resize-window", "-x", "100", "-y", "30"]);
+    tmux.wait("the tabbed layout after the resize", Duration::from_secs(30), |s| s.contains("● training"));
+    tmux.keys(&["C-c"]);
+    let after = tmux.wait_for_exit();
+    assert!(after.contains("exited with 0") && after.contains("icanon echo"), "{after}");
+    assert!(!after.contains("● training"), "the alternate screen is gone: {after}");
+    assert_eq!(tmux.flag("alternate_on"), "0");
+}
+
+/// While the clean phase trains on all 60,000 images (libtorch on one core, the UI
+/// on the other), each ↓/↑ in the Training pane must show within 100 ms.
+#[test]
+fn keys_are_answered_within_100_ms_while_training() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let checkpoints = scratch("tmux-latency");
+    let tmux = Tmux::start("latency", (120, 40), &explorer_args(&checkpoints, 60_000, Some(1000)));
+    tmux.wait("training to run", Duration::from_secs(60), |s| s.contains("● training clean"));
+    let marker_on = |screen: &str, field: &str| screen.lines().any(|l| l.contains('›') && l.contains(field));
+    let mut samples = Vec::new();
+    for i in 0..30 {
+        let (key, field) = if i % 2 == 0 { ("Down", "epochs") } else { ("Up", "seed") };
+        let clock = Instant::now();
+        tmux.keys(&[key]);
+        tmux.wait("the field marker to move", Duration::from_secs(5), |s| marker_on(s, field));
+        samples.push(clock.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_training = tmux.screen();
+    assert!(still_training.contains("● training clean"), "measured while training: {still_training}");
+    tmux.keys(&["C-c"]);
+    assert!(tmux.wait_for_exit().contains("exited with 0"));
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (median, worst) = (ms(samples[samples.len() / 2]), ms(samples[samples.len() - 1]));
+    let log = std::fs::read_to_string(checkpoints.join("default/explorer.log")).unwrap_or_default();
+    let inside = log.lines().find(|l| l.starts_with("key-to-screen latency")).unwrap_or("no in-app measurement");
+    println!(
+        "key → screen through tmux while training: median {median:.1} ms, max {worst:.1} ms; in the app: {inside}"
+    );
+    assert!(median < 100.0 && worst < 250.0, "median {median:.1} ms, max {worst:.1} ms");
+}

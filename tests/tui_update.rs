@@ -1,0 +1,338 @@
+//! The explorer's key flows through `update`, with a real worker on a tiny real
+//! run trained by the engine (no mocks).
+
+mod tui_support;
+
+use ratatui::crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use std::path::{Path, PathBuf};
+use trojanscope::engine::ablation::AblationMode;
+use trojanscope::engine::layer::Layer;
+use trojanscope::engine::train::Phase;
+use trojanscope::tui::app::{Msg, Popup, Question};
+use trojanscope::tui::columns::Column;
+use trojanscope::tui::layout::Screen;
+use trojanscope::tui::pane::Pane;
+use trojanscope::tui::protocol::Command;
+use tui_support::{Harness, common, scratch, tiny_run};
+
+const SMALL: (u16, u16) = (80, 24);
+const WIDE: (u16, u16) = (160, 48);
+
+/// A private copy of the tiny run (for tests that change or break it).
+fn copy_of_tiny(name: &str) -> PathBuf {
+    let checkpoints = scratch(name);
+    let (from, to) = (tiny_run().join("tiny"), checkpoints.join("tiny"));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    checkpoints
+}
+
+fn error_text(h: &Harness) -> String {
+    match &h.app.popup {
+        Some(Popup::Error(text)) => text.clone(),
+        other => panic!("expected an error popup, found {other:?}"),
+    }
+}
+
+#[test]
+fn a_saved_run_loads_into_every_pane() {
+    let h = Harness::ready(SMALL);
+    let app = &h.app;
+    assert_eq!(app.base.as_ref().unwrap().len(), 3);
+    let change = app.activation_change.as_ref().unwrap();
+    assert_eq!(change.iter().map(Vec::len).collect::<Vec<_>>(), vec![32, 64, 16, 10]);
+    let models = app.models.as_ref().unwrap();
+    assert_eq!(models.weights.len(), 3);
+    assert_eq!(models.weights[1][Layer::Conv2.position()].weight.len(), 64 * 32 * 9);
+    assert_eq!(app.digit_data.as_ref().unwrap().index, 0);
+    // The training history comes from the run's metrics.jsonl: 94 steps per phase.
+    assert_eq!(app.training.losses.len(), 3 * 94);
+    assert!(!app.training.evals.is_empty() && !app.training.running);
+    assert!(h.sent.iter().any(|s| s.starts_with("Load")));
+    // Measured on the same 500 test images when the models were saved: shown as saved.
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_run().join("tiny/poisoned.json")).unwrap()).unwrap();
+    assert_eq!(app.base.as_ref().unwrap()[1].poison_acc, sidecar["metrics"]["poison_acc"].as_f64().unwrap());
+}
+
+#[test]
+fn metrics_are_measured_when_the_saved_ones_are_for_other_test_images() {
+    let mut args = common(tiny_run(), "tiny");
+    args.test_limit = Some(400);
+    let mut h = Harness::open(args, SMALL);
+    h.wait_for("the models to be ready", |app| app.ready);
+    assert!(h.app.stage.is_none());
+    let base = h.app.base.as_ref().expect("metrics before ready");
+    assert!(base.iter().all(|m| m.count == 400));
+}
+
+#[test]
+fn select_conv1_sort_by_activation_change_ablate_the_top_two_and_read_the_change() {
+    let mut h = Harness::ready(SMALL);
+    h.press(KeyCode::Char('1'));
+    h.press(KeyCode::Right);
+    h.press(KeyCode::Left);
+    assert_eq!(h.app.layer, Layer::Conv1);
+    h.press(KeyCode::Enter);
+    assert_eq!(h.app.focus, Pane::Channels);
+    h.type_keys("ss");
+    assert_eq!(h.app.sort.column, Column::ActivationChange);
+    assert!(h.app.sort.descending);
+    let rows = h.app.channel_rows();
+    let change = |i: usize| rows[i].activation_change.unwrap();
+    assert!(change(0) >= change(1) && change(1) >= change(2));
+    let top_two = [rows[0].unit, rows[1].unit];
+    h.type_keys(" j ");
+    assert!(top_two.iter().all(|&u| h.app.ablation.set.contains(Layer::Conv1, u)));
+    assert_eq!(h.app.ablation.set.len(), 2);
+    assert!(h.app.ablation.pending);
+    h.wait_for("the ablation's metrics", |app| app.ablation.result.is_some());
+    let ablated = h.app.ablation.result.as_ref().unwrap();
+    let poisoned = &h.app.base.as_ref().unwrap()[1];
+    assert_eq!(ablated.set, h.app.ablation.set);
+    assert_eq!(ablated.mode, AblationMode::Weight);
+    assert_ne!(ablated.metrics.triple(), poisoned.triple());
+    assert_eq!(h.app.ablation.history.last(), Some(ablated));
+    // The Channels table marks the two ablated units.
+    assert_eq!(h.app.channel_rows().iter().filter(|r| r.ablated).count(), 2);
+}
+
+#[test]
+fn mode_changes_reevaluate_and_clear_empties_the_set() {
+    let mut h = Harness::ready(SMALL);
+    h.type_keys("2 ");
+    h.wait_for("the first ablation", |app| app.ablation.result.is_some());
+    h.press(KeyCode::Char('m'));
+    assert_eq!(h.app.ablation.mode, AblationMode::Zero);
+    assert!(h.app.ablation.result.is_none() && h.app.ablation.pending);
+    h.wait_for("the zero-mode ablation", |app| app.ablation.result.is_some());
+    assert_eq!(h.app.ablation.history.len(), 2);
+    // Back to a mode already evaluated: the history answers, no new request.
+    let sent = h.sent.len();
+    h.type_keys("mm");
+    assert_eq!(h.app.ablation.mode, AblationMode::Weight);
+    assert!(h.app.ablation.result.is_some());
+    assert_eq!(h.sent.len(), sent + 1, "only the mean mode was asked for: {:?}", &h.sent[sent..]);
+    h.press(KeyCode::Char('c'));
+    assert!(h.app.ablation.set.is_empty() && h.app.ablation.result.is_none());
+    // Enter on a history row (the newest first) restores its set and mode.
+    h.press(KeyCode::Char('5'));
+    h.wait_for("the mean-mode ablation", |app| app.ablation.history.len() == 3);
+    h.press(KeyCode::Char('G'));
+    h.press(KeyCode::Enter);
+    assert_eq!(h.app.ablation.set.len(), 1);
+    assert_eq!(h.app.ablation.mode, AblationMode::Weight);
+}
+
+#[test]
+fn a_sweep_fills_the_channel_columns_and_x_stops_one() {
+    let mut h = Harness::ready(SMALL);
+    h.press(KeyCode::Char('w'));
+    assert_eq!(h.app.ablation.sweeping, Some((Layer::Conv1, 0, 32)));
+    h.wait_for("the conv1 sweep", |app| app.ablation.sweeps.contains_key(&Layer::Conv1));
+    let sweep = &h.app.ablation.sweeps[&Layer::Conv1];
+    assert!(sweep.complete && sweep.rows.len() == 32);
+    assert!(h.app.channel_rows().iter().all(|r| r.swept.is_some()));
+    // Sorting by poison accuracy after ablation puts the most backdoor-relevant first.
+    h.press(KeyCode::Char('2'));
+    h.type_keys("ssss");
+    assert_eq!(h.app.sort.column, Column::Poison);
+    let rows = h.app.channel_rows();
+    assert!(rows[0].swept.unwrap()[1] <= rows[1].swept.unwrap()[1]);
+    h.press(KeyCode::Char('l'));
+    h.type_keys("wx");
+    h.wait_for("the stopped conv2 sweep", |app| app.ablation.sweeps.contains_key(&Layer::Conv2));
+    let stopped = &h.app.ablation.sweeps[&Layer::Conv2];
+    assert!(!stopped.complete && stopped.rows.len() < 64);
+    assert!(h.app.ablation.sweeping.is_none());
+}
+
+#[test]
+fn digits_step_forward_and_wrap_backward() {
+    let mut h = Harness::ready(SMALL);
+    h.press(KeyCode::Char('n'));
+    h.wait_for("digit 1", |app| app.digit_data.as_ref().is_some_and(|d| d.index == 1));
+    h.type_keys("pp");
+    h.wait_for("the last digit", |app| app.digit_data.as_ref().is_some_and(|d| d.index == 499));
+    let data = h.app.digit_data.as_ref().unwrap();
+    assert_eq!(data.clean_pixels.len(), 784);
+    assert_eq!(data.clean[0].shape, vec![32, 26, 26]);
+}
+
+#[test]
+fn a_fresh_run_trains_live_then_loads_and_quitting_during_training_asks_first() {
+    let checkpoints = scratch("fresh");
+    let mut h = Harness::open(common(&checkpoints, "fresh"), SMALL);
+    h.wait_for("training to start", |app| app.training.running && app.training.progress.is_some());
+    assert!(h.sent.iter().any(|s| s.contains("phases: [Clean, Poison, Rehab]")));
+    assert_eq!(h.app.focus, Pane::Training);
+    h.press(KeyCode::Char('q'));
+    assert_eq!(h.app.popup, Some(Popup::Confirm(Question::QuitWhileTraining)));
+    h.press(KeyCode::Char('n'));
+    assert!(h.app.popup.is_none() && !h.quit);
+    h.wait_for("the poison phase's accuracies", |app| {
+        app.training.evals.iter().any(|(_, p)| p.phase == Phase::Poison && p.step > 0)
+    });
+    h.wait_for("training to finish and the models to load", |app| !app.training.running && app.ready);
+    assert_eq!(h.app.training.losses.len(), 3 * 94);
+    assert!(
+        ["clean", "poisoned", "rehab"].iter().all(|m| checkpoints.join(format!("fresh/{m}.safetensors")).is_file())
+    );
+    // Quitting when nothing runs does not ask.
+    h.press(KeyCode::Char('q'));
+    assert!(h.quit);
+}
+
+#[test]
+fn ctrl_c_quits_at_once_and_stops_training() {
+    let mut h = Harness::open(common(&scratch("ctrlc"), "run"), SMALL);
+    h.wait_for("training to start", |app| app.training.running);
+    h.ctrl('c');
+    assert!(h.quit);
+    assert_eq!(h.sent.last().map(String::as_str), Some("Cancel"));
+}
+
+#[test]
+fn retrain_asks_then_trains_with_the_edited_settings() {
+    let checkpoints = copy_of_tiny("retrain");
+    let mut h = Harness::open(common(&checkpoints, "tiny"), SMALL);
+    h.wait_for("the copy to load", |app| app.ready);
+    h.press(KeyCode::Char('t'));
+    assert_eq!(h.app.focus, Pane::Training);
+    // Field 0 is the seed; → raises it.
+    h.press(KeyCode::Right);
+    assert_eq!(h.app.training.config.seed, 1);
+    h.press(KeyCode::Char('r'));
+    assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Retrain)));
+    h.press(KeyCode::Char('y'));
+    assert!(h.app.training.running && h.app.training.losses.is_empty());
+    assert!(h.sent.last().unwrap().contains("seed: 1"));
+    h.wait_for("the retrained models", |app| !app.training.running && app.ready);
+    let sidecar = std::fs::read_to_string(checkpoints.join("tiny/rehab.json")).unwrap();
+    assert!(sidecar.contains("\"seed\": 1"), "{sidecar}");
+}
+
+#[test]
+fn a_missing_checkpoint_trains_only_what_is_missing() {
+    let checkpoints = copy_of_tiny("missing");
+    std::fs::remove_file(checkpoints.join("tiny/rehab.safetensors")).unwrap();
+    let mut h = Harness::open(common(&checkpoints, "tiny"), SMALL);
+    h.wait_for("the rehab model to be trained and everything loaded", |app| !app.training.running && app.ready);
+    assert!(h.sent.iter().any(|s| s.contains("phases: [Rehab]")), "{:?}", h.sent);
+    assert!(checkpoints.join("tiny/rehab.safetensors").is_file());
+}
+
+#[test]
+fn a_failing_command_shows_one_clear_error_and_the_ui_goes_on() {
+    let checkpoints = copy_of_tiny("broken");
+    std::fs::write(checkpoints.join("tiny/poisoned.safetensors"), b"not a checkpoint").unwrap();
+    let mut h = Harness::open(common(&checkpoints, "tiny"), SMALL);
+    h.wait_for("the load to fail", |app| app.popup.is_some());
+    let text = error_text(&h);
+    assert!(
+        text.starts_with("Loading the models failed:") && text.contains("not a readable safetensors file"),
+        "{text}"
+    );
+    assert!(h.screen(80, 24).contains("Error"));
+    h.press(KeyCode::Esc);
+    assert!(h.app.popup.is_none());
+    h.press(KeyCode::Char('3'));
+    assert_eq!(h.app.focus, Pane::Kernels);
+    // Ablations need loaded models: a notice, not a crash.
+    h.press(KeyCode::Char('w'));
+    assert_eq!(h.app.notice.as_deref(), Some("the models are not ready yet"));
+}
+
+#[test]
+fn a_worker_panic_becomes_an_error_and_the_worker_keeps_serving() {
+    let mut h = Harness::ready(SMALL);
+    h.send(Command::Panic);
+    h.wait_for("the panic report", |app| app.popup.is_some());
+    let text = error_text(&h);
+    assert!(text.contains("the worker panicked: deliberate panic requested by a test"), "{text}");
+    h.press(KeyCode::Enter);
+    h.press(KeyCode::Char('n'));
+    h.wait_for("the next digit after the panic", |app| app.digit_data.as_ref().is_some_and(|d| d.index == 1));
+    assert!(h.app.popup.is_none());
+}
+
+#[test]
+fn a_vanished_worker_is_reported_once() {
+    let mut h = Harness::ready(SMALL);
+    h.send(Command::Shutdown);
+    h.wait_for("the worker to be gone", |app| !app.worker_alive);
+    assert!(error_text(&h).contains("worker thread has stopped"));
+    h.press(KeyCode::Esc);
+    h.press(KeyCode::Char('n'));
+    assert!(h.app.popup.is_none(), "a second report: {:?}", h.app.popup);
+    assert!(h.screen(80, 24).contains("worker stopped"));
+}
+
+#[test]
+fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
+    let mut h = Harness::ready(WIDE);
+    let screen = Screen::new(h.app.area, h.app.focus).unwrap();
+    let channels = screen.area_of(Pane::Channels).unwrap();
+    let click = |x, y| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: x,
+            row: y,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    // The fourth data row (border, caption and header come first).
+    h.update(click(channels.x + 3, channels.y + 3 + 3));
+    assert_eq!(h.app.focus, Pane::Channels);
+    assert_eq!(h.app.cursor(), 3);
+    let layers = screen.area_of(Pane::Layers).unwrap();
+    h.update(click(layers.x + 2, layers.y + 2 + 1));
+    assert_eq!((h.app.focus, h.app.layer), (Pane::Layers, Layer::Conv2));
+    let wheel = Msg::Mouse(MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        column: channels.x + 5,
+        row: channels.y + 5,
+        modifiers: KeyModifiers::NONE,
+    });
+    h.update(wheel);
+    assert_eq!((h.app.focus, h.app.cursor()), (Pane::Channels, 1));
+    // In the tabbed layout a click on a tab switches panes.
+    h.update(Msg::Resize(80, 24));
+    h.update(click(20, 1));
+    assert_eq!(h.app.focus, Pane::Channels);
+}
+
+#[test]
+fn export_writes_pngs_csv_and_markdown_into_the_folder_it_names() {
+    let mut h = Harness::ready(SMALL);
+    h.type_keys(" w");
+    h.wait_for("the ablation and the sweep", |app| app.ablation.result.is_some() && app.ablation.sweeping.is_none());
+    h.press(KeyCode::Char('e'));
+    let dir = match &h.app.popup {
+        Some(Popup::Notice(text)) => PathBuf::from(text.strip_prefix("Exported to ").unwrap()),
+        other => panic!("expected the export notice, found {other:?}"),
+    };
+    assert!(dir.starts_with(&h.exports));
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    for expected in [
+        "kernel-conv1-0-diff.png",
+        "activations-digit0-conv1-0-poisoned.png",
+        "activations-digit0-conv1-all-diff.png",
+        "sweep-conv1-weight.png",
+        "sweep-conv1-weight.csv",
+        "training-loss.png",
+        "training-accuracy.png",
+        "ablation-history.csv",
+        "ablation-history.md",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    let md = std::fs::read_to_string(Path::new(&dir).join("ablation-history.md")).unwrap();
+    assert!(md.starts_with("| set | mode | clean |") && md.contains("| conv1:0 | weight |"), "{md}");
+    let png = image::open(dir.join("sweep-conv1-weight.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (32 * 16, 3 * 16));
+}
