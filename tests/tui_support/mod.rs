@@ -11,7 +11,6 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 use trojanscope::cli::args::{Cli, CommonArgs};
-use trojanscope::data::mnist::Mnist;
 use trojanscope::engine::lab::{Lab, RunDir};
 use trojanscope::engine::train::{Phase, TrainConfig};
 use trojanscope::tui::app::{App, Effect, Msg};
@@ -25,20 +24,9 @@ pub const TEST_LIMIT: usize = 500;
 /// Generous: the engine is slow on two busy cores.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
-/// MNIST as setup.sh provides it.
-pub fn data_dir() -> PathBuf {
-    std::env::var_os("TROJANSCOPE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))
-}
-
-/// A fresh folder for this test binary.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tui-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+#[path = "../common/mod.rs"]
+mod shared;
+pub use shared::{data_dir, scratch};
 
 /// The study's recipe on the first 3000 training and 500 test images, checkpoints
 /// in `<folder>/tiny`: trained once per test binary, on one thread (reproducible).
@@ -46,9 +34,7 @@ pub fn tiny_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         let checkpoints = scratch("fixture");
-        let mut data = Mnist::load(&data_dir()).expect("MNIST (scripts/setup.sh fetches it)");
-        data.train.truncate(TRAIN_LIMIT);
-        data.test.truncate(TEST_LIMIT);
+        let data = shared::mnist(TRAIN_LIMIT, TEST_LIMIT);
         let config = TrainConfig { eval_every: 25, eval_subset: 200, ..TrainConfig::default() };
         tch::set_num_threads(1);
         let lab = Lab::new(tch::Device::Cpu, data, config, RunDir::new(&checkpoints, "tiny")).unwrap();
