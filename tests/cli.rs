@@ -161,3 +161,10 @@ fn gzip_data_from_another_folder_is_accepted() {
     assert!(out.contains("ok: 4 train, 2 test images"), "{out}");
     assert!(Path::new(&dir).join("t10k-labels-idx1-ubyte.gz").is_file());
 }
+
+#[test]
+fn the_explorer_off_a_terminal_says_so_and_writes_nothing_to_stdout() {
+    let o = trojanscope(&[]);
+    assert_clean_failure(&o, "the explorer needs an interactive terminal");
+    assert!(o.stdout.is_empty(), "no escape sequences into a pipe: {:?}", stdout(&o));
+}

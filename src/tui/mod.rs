@@ -28,6 +28,7 @@ use futures::StreamExt;
 use images::ImageStore;
 use ratatui::crossterm::event::{Event, EventStream};
 use ratatui::layout::Rect;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use terminal::{ImageChoice, Tui};
@@ -41,6 +42,13 @@ const TICK: Duration = Duration::from_millis(100);
 /// Opens the explorer on the run named by the flags and runs it until quit.
 pub fn run(common: &CommonArgs) -> Result<()> {
     let choice: ImageChoice = common.image_protocol.parse().map_err(|e: String| eyre!(e))?;
+    // Checked first, so that nothing (not even a restore sequence) is written to a
+    // pipe or a file.
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(eyre!(
+            "the explorer needs an interactive terminal (stdin and stdout are not both a TTY); see --help for the commands"
+        ));
+    }
     let log = RunDir::new(&common.checkpoints, &common.run).root.join("explorer.log");
     terminal::install_panic_hook();
     terminal::redirect_stderr(&log).wrap_err_with(|| format!("cannot open the log {}", log.display()))?;
