@@ -18,7 +18,7 @@ const CONV2_POOLED: i64 = 10;
 const CONV1_NEEDED: i64 = CONV2_POOLED + 2;
 /// Images per step on the conv1 path: small enough that a chunk's conv2
 /// pre-activation (and every variant computed from it) stays in the CPU's cache.
-const CONV1_CHUNK: i64 = 256;
+const CONV1_CHUNK: i64 = 128;
 
 /// Activations are kept channels-last (`[image, row, column, channel]`) so that the
 /// pooling after an ablation reduces over outer dimensions and streams the 64

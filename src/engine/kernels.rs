@@ -1,8 +1,9 @@
 //! A hand-written CPU loop for the step of a conv1 ablation that libtorch runs
 //! poorly at this shape: a few 1-channel 3×3 convolutions with ReLU and pooling,
 //! straight into conv2's input patches (libtorch's convolution, pooling and im2col
-//! took 3× as long). Images are split across libtorch's thread count. The GPU path
-//! keeps libtorch's ops (see `cache.rs`).
+//! took 3× as long). It runs on the calling thread: splitting it across threads
+//! measured slower, as libtorch's own threads still spin after each GEMM. The GPU
+//! path keeps libtorch's ops (see `cache.rs`).
 
 use tch::{Device, Kind, Tensor};
 
@@ -29,23 +30,6 @@ fn slice_mut(t: &mut Tensor) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
 }
 
-/// Runs `work(first_item, out_chunk)` over `out` split into per-thread runs of whole
-/// items of `per_item` floats.
-fn parallel(out: &mut [f32], per_item: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
-    let items = out.len() / per_item;
-    let threads = (tch::get_num_threads().max(1) as usize).min(items.max(1));
-    let per_thread = items.div_ceil(threads);
-    if threads <= 1 {
-        return work(0, out);
-    }
-    std::thread::scope(|scope| {
-        for (i, chunk) in out.chunks_mut(per_thread * per_item).enumerate() {
-            let work = &work;
-            scope.spawn(move || work(i * per_thread, chunk));
-        }
-    });
-}
-
 /// For images `x` (`[B, 1, 28, 28]`) and the ablated conv1 `units` (kernels
 /// `weights [units, 1, 3, 3]`, `biases [units]`, replacement maps `constants
 /// [units, 12, 12]`): the change (constant − actual) of each unit's pooled ReLU
@@ -58,32 +42,30 @@ pub fn conv1_change_patches(x: &Tensor, weights: &Tensor, biases: &Tensor, const
     let units = bs.len();
     let row = units * 9;
     let mut patches = output(&[(images * P2 * P2) as i64, row as i64]);
-    parallel(slice_mut(&mut patches), P2 * P2 * row, |first, out| {
-        let mut change = vec![0f32; units * H1 * H1];
-        for (i, image_out) in out.chunks_mut(P2 * P2 * row).enumerate() {
-            let image = &xs[(first + i) * 784..(first + i + 1) * 784];
-            for u in 0..units {
-                pooled_change(
-                    image,
-                    &ws[u * 9..u * 9 + 9],
-                    bs[u],
-                    &ks[u * 144..u * 144 + 144],
-                    &mut change[u * 144..u * 144 + 144],
-                );
-            }
-            for r in 0..P2 {
-                for c in 0..P2 {
-                    let dst = &mut image_out[(r * P2 + c) * row..(r * P2 + c + 1) * row];
-                    for u in 0..units {
-                        for dr in 0..3 {
-                            let src = &change[u * 144 + (r + dr) * H1 + c..][..3];
-                            dst[u * 9 + dr * 3..u * 9 + dr * 3 + 3].copy_from_slice(src);
-                        }
+    let mut change = vec![0f32; units * H1 * H1];
+    for (i, image_out) in slice_mut(&mut patches).chunks_mut(P2 * P2 * row).enumerate() {
+        let image = &xs[i * 784..(i + 1) * 784];
+        for u in 0..units {
+            pooled_change(
+                image,
+                &ws[u * 9..u * 9 + 9],
+                bs[u],
+                &ks[u * 144..u * 144 + 144],
+                &mut change[u * 144..u * 144 + 144],
+            );
+        }
+        for r in 0..P2 {
+            for c in 0..P2 {
+                let dst = &mut image_out[(r * P2 + c) * row..(r * P2 + c + 1) * row];
+                for u in 0..units {
+                    for dr in 0..3 {
+                        let src = &change[u * 144 + (r + dr) * H1 + c..][..3];
+                        dst[u * 9 + dr * 3..u * 9 + dr * 3 + 3].copy_from_slice(src);
                     }
                 }
             }
         }
-    });
+    }
     patches
 }
 
