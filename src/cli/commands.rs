@@ -39,8 +39,10 @@ pub fn train(lab: &Lab, format: Format, phases: &[Phase]) -> Result<()> {
     let mut bars = TrainingBars::new(format.is_human());
     let trained = lab.train(&phases, &mut |event| bars.on_event(event))?;
     if format.is_human() {
-        for (kind, net) in &trained {
-            let m = lab.test.evaluate(net);
+        // Saving already measured each model on the full test set: read it back
+        // rather than evaluating again.
+        for (kind, _) in &trained {
+            let m = lab.run.sidecar(*kind)?.metrics;
             eprintln!(
                 "{kind:>8}: clean {:.2}  poison {:.2}  ASR excl. target {:.2}  rehab {:.2}  → {}",
                 m.clean_acc,

@@ -264,9 +264,7 @@ impl MetricsLog {
                     .map(|(i, loss)| serde_json::json!({"event": "step", "phase": r.phase, "step": first + i, "loss": loss}))
                     .collect()
             }
-            TrainEvent::Eval(p) => {
-                vec![serde_json::to_value(event).unwrap_or_else(|_| serde_json::json!({"phase": p.phase}))]
-            }
+            TrainEvent::Eval(_) => vec![serde_json::to_value(event)?],
         };
         for line in lines {
             writeln!(self.file, "{line}").wrap_err_with(|| format!("cannot write {}", self.path.display()))?;
