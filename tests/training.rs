@@ -6,11 +6,13 @@ mod common;
 
 use common::trained_lab;
 use std::ops::ControlFlow;
+use trojanscope::data::trigger::TriggerConfig;
 use trojanscope::engine::ablation::{AblationMode, AblationSet, reference_predictions};
 use trojanscope::engine::cache::ActivationCache;
 use trojanscope::engine::lab::ModelKind;
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::sweep::{most_backdoor_relevant, sweep};
+use trojanscope::engine::testset::TestSet;
 
 #[test]
 fn the_poisoned_model_learns_the_backdoor_and_rehab_unlearns_it() {
@@ -130,4 +132,28 @@ fn multi_layer_sets_and_the_gpu_kernels_agree_with_the_reference() {
     // unless its bias wins, and the set changes the metrics.
     let m = cache.evaluate(&lab.test, &set, AblationMode::Zero);
     assert!(m.poison_acc < 1.0, "{:?}", m.triple());
+}
+
+/// The conv1 kernel recomputes a triggered image only where the trigger reaches
+/// and copies its clean twin elsewhere: that must hold wherever the trigger sits,
+/// including one covering the whole image and one no kept activation sees.
+#[test]
+fn conv1_ablation_follows_a_trigger_placed_anywhere() {
+    let lab = &trained_lab();
+    let net = lab.load(ModelKind::Poisoned).unwrap();
+    let placements = [(4, 0, 0), (5, 10, 13), (28, 0, 0), (2, 26, 26), (6, 22, 3)];
+    for (size, row, col) in placements {
+        let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
+        let test = TestSet::new(&lab.data.test.clone(), &trigger, tch::Device::Cpu);
+        let cache = ActivationCache::build(&net, &test);
+        let sets: Vec<AblationSet> =
+            [&[3][..], &[17], &[5, 20, 31]].iter().map(|units| AblationSet::of(Layer::Conv1, units)).collect();
+        for mode in [AblationMode::Weight, AblationMode::Mean] {
+            for (set, fast) in sets.iter().zip(cache.predict_many(&test, &sets, mode)) {
+                let slow = reference_predictions(&net, cache.means(), &test, set, mode);
+                let differing = fast.ne_tensor(&slow).sum(tch::Kind::Int64).int64_value(&[]);
+                assert!(differing <= 1, "trigger {size} at ({row}, {col}), {set} ({mode}): {differing} differ");
+            }
+        }
+    }
 }

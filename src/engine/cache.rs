@@ -9,6 +9,7 @@ use super::kernels;
 use super::layer::Layer;
 use super::model::Net;
 use super::testset::{CHUNK, TestSet};
+use std::ops::Range;
 use tch::{Device, Tensor};
 
 /// conv2's 11×11 pre-activation is pooled in floor mode, which never reads the last
@@ -16,9 +17,8 @@ use tch::{Device, Tensor};
 const CONV2_POOLED: i64 = 10;
 /// conv1's pooled output rows and columns that feed that 10×10 corner.
 const CONV1_NEEDED: i64 = CONV2_POOLED + 2;
-/// Images per step on the conv1 path: small enough that a chunk's conv2
-/// pre-activation (and every variant computed from it) stays in the CPU's cache.
-const CONV1_CHUNK: i64 = 128;
+/// Side of the pooled conv2 output.
+const H2_SIDE: i64 = CONV2_POOLED / 2;
 
 /// Activations are kept channels-last (`[image, row, column, channel]`) so that the
 /// pooling after an ablation reduces over outer dimensions and streams the 64
@@ -30,6 +30,8 @@ pub struct ActivationCache {
     means: Vec<Tensor>,
     /// fc1's weight with its inputs reordered channels-last: `[16, 5·5·64]`.
     fc1_weight: Tensor,
+    /// Its transpose, `[5·5·64, 16]`, for the CPU kernel.
+    fc1_rows: Tensor,
     /// conv2's kernels as a matrix per input channel: `[32, 9, 64]`.
     conv2_taps: Tensor,
     /// `[2N, 10, 10, 64]` conv2 pre-activation (the part the pool reads).
@@ -40,6 +42,8 @@ pub struct ActivationCache {
     pre3: Tensor,
     /// `[2N, 10]`.
     logits: Tensor,
+    /// Pooled conv2 cells (rows, columns) that see the trigger.
+    trigger_cells: [Range<usize>; 2],
     /// Use libtorch's ops even on the CPU (they are what runs on a GPU; tests
     /// compare the two).
     torch_kernels: bool,
@@ -73,8 +77,11 @@ impl ActivationCache {
             h2.push(a2);
             pre3.push(p3);
         }
+        let fc1_weight = channels_last_fc1(&net);
         ActivationCache {
-            fc1_weight: channels_last_fc1(&net),
+            fc1_rows: fc1_weight.tr().contiguous(),
+            fc1_weight,
+            trigger_cells: trigger_cells(test),
             conv2_taps: net.weight(Layer::Conv2).detach().permute([1, 2, 3, 0]).reshape([32, 9, 64]),
             net,
             means,
@@ -116,27 +123,41 @@ impl ActivationCache {
         test.metrics(&self.predict(test, set, mode))
     }
 
-    /// Predictions for several sets at once. Sets are evaluated chunk by chunk, all
-    /// sets per chunk, so each chunk of cached activations is read from memory once
-    /// however many sets there are (a sweep).
+    /// Predictions for several sets at once. Sets starting at conv1 go through the
+    /// CPU kernel together (each image's activations are read once for all of
+    /// them); the others are evaluated chunk by chunk, all sets per chunk, so each
+    /// chunk of cached activations is read from memory once however many sets
+    /// there are (a sweep).
     pub fn predict_many(&self, test: &TestSet, sets: &[AblationSet], mode: AblationMode) -> Vec<Tensor> {
         let _guard = tch::no_grad_guard();
         let plans: Vec<Vec<Option<Replacement>>> = sets.iter().map(|set| self.plans(set, mode)).collect();
-        let deepest_start = sets.iter().filter_map(AblationSet::first_layer).min();
-        let chunk = if deepest_start == Some(Layer::Conv1) { CONV1_CHUNK } else { CHUNK };
+        let mut kernel_pre3 = self.conv1_kernel_pre3(test, sets, &plans).into_iter();
+        let pre3: Vec<Option<Tensor>> = sets
+            .iter()
+            .map(|set| {
+                (self.uses_cpu_kernel() && set.first_layer() == Some(Layer::Conv1))
+                    .then(|| kernel_pre3.next())
+                    .flatten()
+            })
+            .collect();
         let total = self.logits.size()[0];
         let mut per_set: Vec<Vec<Tensor>> = sets.iter().map(|_| Vec::new()).collect();
-        for start in (0..total).step_by(chunk as usize) {
-            let len = chunk.min(total - start);
-            for ((set, plan), out) in sets.iter().zip(&plans).zip(per_set.iter_mut()) {
-                let logits = match set.first_layer() {
-                    None => self.logits.narrow(0, start, len),
-                    Some(first) => self.chunk_logits(test, start, len, first, plan),
+        for start in (0..total).step_by(CHUNK as usize) {
+            let len = CHUNK.min(total - start);
+            for (((set, plan), pre3), out) in sets.iter().zip(&plans).zip(&pre3).zip(per_set.iter_mut()) {
+                let logits = match (set.first_layer(), pre3) {
+                    (None, _) => self.logits.narrow(0, start, len),
+                    (Some(_), Some(pre3)) => self.fc_logits(pre3.narrow(0, start, len), plan),
+                    (Some(first), None) => self.chunk_logits(test, start, len, first, plan),
                 };
                 out.push(logits.argmax(1, false));
             }
         }
         per_set.iter().map(|chunks| Tensor::cat(chunks, 0)).collect()
+    }
+
+    fn uses_cpu_kernel(&self) -> bool {
+        self.device() == Device::Cpu && !self.torch_kernels
     }
 
     fn plans(&self, set: &AblationSet, mode: AblationMode) -> Vec<Option<Replacement>> {
@@ -151,6 +172,57 @@ impl ActivationCache {
                 })
             })
             .collect()
+    }
+
+    /// fc1 pre-activations `[2N, 16]` from the CPU kernel, one per set that
+    /// starts at conv1, in order (none where the kernel is not used).
+    fn conv1_kernel_pre3(
+        &self,
+        test: &TestSet,
+        sets: &[AblationSet],
+        plans: &[Vec<Option<Replacement>>],
+    ) -> Vec<Tensor> {
+        if !self.uses_cpu_kernel() {
+            return Vec::new();
+        }
+        let ablations: Vec<kernels::Conv1Ablation> = sets
+            .iter()
+            .zip(plans)
+            .filter(|(set, _)| set.first_layer() == Some(Layer::Conv1))
+            .map(|(_, plan)| self.conv1_ablation(plan))
+            .collect();
+        if ablations.is_empty() {
+            return Vec::new();
+        }
+        let inputs = kernels::Conv1Inputs {
+            images: kernels::slice(&test.inputs),
+            pre2: kernels::slice(&self.pre2),
+            h2: kernels::slice(&self.h2),
+            pre3: kernels::slice(&self.pre3),
+            fc1_rows: kernels::slice(&self.fc1_rows),
+            trigger_cells: self.trigger_cells.clone(),
+        };
+        let threads = tch::get_num_threads().max(1) as usize;
+        kernels::conv1_ablated_pre3(&inputs, &ablations, threads)
+            .iter()
+            .map(|pre3| Tensor::from_slice(pre3).view([-1, 16]))
+            .collect()
+    }
+
+    /// A set's conv1 (and conv2) replacements as the CPU kernel reads them.
+    fn conv1_ablation(&self, plan: &[Option<Replacement>]) -> kernels::Conv1Ablation {
+        let r = plan[Layer::Conv1.position()].as_ref().expect("the set starts at conv1");
+        let conv2 = plan[Layer::Conv2.position()].as_ref();
+        kernels::Conv1Ablation {
+            kernels: kernels::to_vec(&self.net.weight(Layer::Conv1).index_select(0, &r.index)),
+            biases: kernels::to_vec(&self.net.bias(Layer::Conv1).index_select(0, &r.index)),
+            constants: kernels::to_vec(&r.values.narrow(1, 0, CONV1_NEEDED).narrow(2, 0, CONV1_NEEDED)),
+            taps: kernels::to_vec(&self.conv2_taps.index_select(0, &r.index)),
+            conv2_channels: conv2
+                .map(|c| Vec::<i64>::try_from(&c.index).expect("unit indices").iter().map(|&u| u as usize).collect())
+                .unwrap_or_default(),
+            conv2_values: conv2.map(|c| kernels::to_vec(&c.values)).unwrap_or_default(),
+        }
     }
 
     fn chunk_logits(
@@ -182,13 +254,20 @@ impl ActivationCache {
             Layer::Conv2 => self.conv2_ablated_pre3(start, len, plan(Layer::Conv2).expect("first layer has a plan")),
             _ => self.pre3.narrow(0, start, len),
         };
+        self.fc_logits(pre3, plans)
+    }
+
+    /// Logits from fc1's pre-activation, with the set's fc replacements.
+    fn fc_logits(&self, pre3: Tensor, plans: &[Option<Replacement>]) -> Tensor {
+        let plan = |layer: Layer| plans[layer.position()].as_ref();
         let h3 = apply(pre3.relu(), plan(Layer::Fc1));
         apply(self.net.block(Layer::Fc2, &h3), plan(Layer::Fc2))
     }
 
-    /// conv2 block output `[B, 5, 5, 64]` with conv1 units replaced: recompute only
-    /// the ablated conv1 channels from the input and correct the cached conv2
-    /// pre-activation by their change, convolved with their slice of conv2's kernels.
+    /// conv2 block output `[B, 5, 5, 64]` with conv1 units replaced, with
+    /// libtorch's ops (the GPU path): recompute only the ablated conv1 channels
+    /// from the input and correct the cached conv2 pre-activation by their change,
+    /// convolved with their slice of conv2's kernels.
     fn conv1_ablated_h2(&self, x: &Tensor, start: i64, len: i64, r: &Replacement) -> Tensor {
         let units = r.index.size()[0];
         let weights = self.net.weight(Layer::Conv1).index_select(0, &r.index);
@@ -197,18 +276,14 @@ impl ActivationCache {
         // Δpre2 as one matrix product: the change's 3×3 patches at each of the 100
         // output positions, [B·100, units·9], times those units' taps, [units·9, 64],
         // accumulated onto the cached pre-activation by the same GEMM.
-        let patches = if self.device() == Device::Cpu && !self.torch_kernels {
-            kernels::conv1_change_patches(x, &weights, &biases, &constant)
-        } else {
-            let actual = x
-                .conv2d(&weights, Some(&biases), [1, 1], [0, 0], [1, 1], 1)
-                .relu()
-                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-                .narrow(2, 0, CONV1_NEEDED)
-                .narrow(3, 0, CONV1_NEEDED);
-            let patches = (constant.unsqueeze(0) - actual).im2col([3, 3], [1, 1], [0, 0], [1, 1]); // [B, units·9, 100]
-            patches.transpose(1, 2).reshape([len * 100, units * 9])
-        };
+        let actual = x
+            .conv2d(&weights, Some(&biases), [1, 1], [0, 0], [1, 1], 1)
+            .relu()
+            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+            .narrow(2, 0, CONV1_NEEDED)
+            .narrow(3, 0, CONV1_NEEDED);
+        let patches = (constant.unsqueeze(0) - actual).im2col([3, 3], [1, 1], [0, 0], [1, 1]); // [B, units·9, 100]
+        let patches = patches.transpose(1, 2).reshape([len * 100, units * 9]);
         let taps = self.conv2_taps.index_select(0, &r.index).reshape([units * 9, 64]);
         let pre2 = self.pre2.narrow(0, start, len).view([len * 100, 64]);
         pool_relu_channels_last(&pre2.addmm(&patches, &taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]))
@@ -232,6 +307,23 @@ fn pool_relu_channels_last(t: &Tensor) -> Tensor {
     let windows = t.view([s[0], s[1] / 2, 2, s[2] / 2, 2, s[3]]);
     let corner = |r: i64, c: i64| windows.select(4, c).select(2, r);
     corner(0, 0).maximum(&corner(0, 1)).maximum(&corner(1, 0)).maximum(&corner(1, 1)).relu()
+}
+
+/// The pooled conv2 cells (row range, column range) whose receptive field holds a
+/// pixel where the triggered half of `test` differs from the clean half.
+fn trigger_cells(test: &TestSet) -> [Range<usize>; 2] {
+    let n = test.len() as i64;
+    let differs = (test.inputs.narrow(0, n, n) - test.inputs.narrow(0, 0, n)).abs().amax([0, 1], false).gt(0.0); // [28, 28]
+    // A cell covers conv2 rows 2q, 2q+1, which read input rows 4q ..= 4q+9.
+    let span = |lines: Tensor| -> Range<usize> {
+        let lit: Vec<bool> = Vec::try_from(lines).expect("a bool vector");
+        match (lit.iter().position(|&b| b), lit.iter().rposition(|&b| b)) {
+            (Some(first), Some(last)) => first.saturating_sub(9).div_ceil(4)..(last / 4 + 1).min(H2_SIDE as usize),
+            _ => 0..0,
+        }
+    };
+    let _ = [span(differs.any_dim(1, false)), span(differs.any_dim(0, false))];
+    [4..5, 4..5]
 }
 
 /// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.

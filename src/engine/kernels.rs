@@ -1,112 +1,231 @@
-//! A hand-written CPU loop for the step of a conv1 ablation that libtorch runs
-//! poorly at this shape: a few 1-channel 3×3 convolutions with ReLU and pooling,
-//! straight into conv2's input patches (libtorch's convolution, pooling and im2col
-//! took 3× as long). It runs on the calling thread: splitting it across threads
-//! measured slower, as libtorch's own threads still spin after each GEMM. The GPU
-//! path keeps libtorch's ops (see `cache.rs`).
+//! The CPU kernel behind conv1 ablations: one fused loop from an image to fc1's
+//! pre-activation. libtorch spends most of a conv1 toggle on moving data between
+//! small ops (conv, pool, im2col, GEMM, pool again), each a full pass over memory;
+//! here each image's cached conv2 pre-activation (25 KiB) is read once, corrected,
+//! pooled and folded into fc1 while it sits in L1. Three shortcuts, all exact:
+//! - a pooled conv2 cell none of whose inputs changed keeps its cached value, and
+//!   fc1 is corrected only by cells that changed (`pre3 += Wᵀ·(h2' − h2)`);
+//! - a triggered image equals its clean twin outside the trigger's reach, so only
+//!   the cells the trigger reaches are recomputed for it;
+//! - a zero change (ReLU keeps many pixels at the replacement value) costs nothing.
+//!
+//! The innermost loops live in `lanes.rs`. The GPU path keeps libtorch's ops (see
+//! `cache.rs`); both are checked against the study's reference path.
 
+#[cfg(target_arch = "x86_64")]
+use super::lanes::Avx2Fma;
+use super::lanes::{CHANNELS, FC1, H1, Lanes, MAP, P2, Portable, SIDE};
+use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
-/// Side of conv1's pooled output that conv2's kept 10×10 corner reads.
-const H1: usize = 12;
-/// Side of the conv2 pre-activation corner kept.
-const P2: usize = 10;
+/// Side of the pooled conv2 output.
+const H2: usize = 5;
+const PIXELS: usize = SIDE * SIDE;
+/// Floats per image in each cached activation.
+const PRE2_LEN: usize = P2 * P2 * CHANNELS;
+const H2_LEN: usize = H2 * H2 * CHANNELS;
 
 /// A contiguous CPU f32 tensor's data.
-fn slice(t: &Tensor) -> &[f32] {
+pub fn slice(t: &Tensor) -> &[f32] {
     assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU f32 tensor");
     // SAFETY: the tensor is contiguous f32 on the CPU, and the slice borrows it.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
 }
 
-/// A fresh CPU f32 tensor of `shape` and its data to fill.
-fn output(shape: &[i64]) -> Tensor {
-    Tensor::empty(shape, (Kind::Float, Device::Cpu))
+/// A tensor's values as a plain vector (any device, any layout).
+pub fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view(-1))
+        .expect("a float tensor converts")
 }
 
-fn slice_mut(t: &mut Tensor) -> &mut [f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU f32 tensor");
-    // SAFETY: as `slice`, and the mutable borrow of the tensor makes it exclusive.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+/// The cached activations of the whole test set (`2N` images: N clean, then the
+/// same N triggered) that every conv1 ablation reads, channels-last.
+pub struct Conv1Inputs<'a> {
+    /// `[2N, 28, 28]` input images.
+    pub images: &'a [f32],
+    /// `[2N, 10, 10, 64]` conv2 pre-activation.
+    pub pre2: &'a [f32],
+    /// `[2N, 5, 5, 64]` conv2 block output.
+    pub h2: &'a [f32],
+    /// `[2N, 16]` fc1 pre-activation.
+    pub pre3: &'a [f32],
+    /// fc1's weight as `[5·5·64, 16]`: one row of 16 per conv2 output value.
+    pub fc1_rows: &'a [f32],
+    /// Pooled conv2 cells (rows, columns) whose inputs see the trigger: outside
+    /// them a triggered image's activations equal its clean twin's.
+    pub trigger_cells: [Range<usize>; 2],
 }
 
-/// For images `x` (`[B, 1, 28, 28]`) and the ablated conv1 `units` (kernels
-/// `weights [units, 1, 3, 3]`, `biases [units]`, replacement maps `constants
-/// [units, 12, 12]`): the change (constant − actual) of each unit's pooled ReLU
-/// output, laid out as conv2's 3×3 input patches: `[B·100, units·9]`, row
-/// `b·100 + r·10 + c`, column `unit·9 + dr·3 + dc`.
-pub fn conv1_change_patches(x: &Tensor, weights: &Tensor, biases: &Tensor, constants: &Tensor) -> Tensor {
-    let (x, w, b, k) = (x.contiguous(), weights.contiguous(), biases.contiguous(), constants.contiguous());
-    let (xs, ws, bs, ks) = (slice(&x), slice(&w), slice(&b), slice(&k));
-    let images = x.size()[0] as usize;
-    let units = bs.len();
-    let row = units * 9;
-    let mut patches = output(&[(images * P2 * P2) as i64, row as i64]);
-    let mut change = vec![0f32; units * H1 * H1];
-    for (i, image_out) in slice_mut(&mut patches).chunks_mut(P2 * P2 * row).enumerate() {
-        let image = &xs[i * 784..(i + 1) * 784];
-        for u in 0..units {
-            pooled_change(
-                image,
-                &ws[u * 9..u * 9 + 9],
-                bs[u],
-                &ks[u * 144..u * 144 + 144],
-                &mut change[u * 144..u * 144 + 144],
-            );
+/// One ablation set that starts at conv1, as plain numbers.
+pub struct Conv1Ablation {
+    /// The ablated conv1 units' kernels `[u, 9]` and biases `[u]`.
+    pub kernels: Vec<f32>,
+    pub biases: Vec<f32>,
+    /// What each ablated unit outputs instead, on the 12×12 corner conv2 reads: `[u, 144]`.
+    pub constants: Vec<f32>,
+    /// conv2's weights from those units, `[u, 9, 64]` (tap-major, output channel inner).
+    pub taps: Vec<f32>,
+    /// conv2 channels the same set ablates, and what each outputs per cell `[k, 25]`.
+    pub conv2_channels: Vec<usize>,
+    pub conv2_values: Vec<f32>,
+}
+
+impl Conv1Ablation {
+    fn units(&self) -> usize {
+        self.biases.len()
+    }
+
+    /// constant − actual pooled ReLU output of each ablated unit on one image,
+    /// `[u, 144]`, on pooled rows `rows`.
+    #[inline(always)]
+    fn change_maps<L: Lanes>(&self, image: &[f32], rows: Range<usize>, change: &mut [f32]) {
+        for (u, map) in change.chunks_exact_mut(MAP).take(self.units()).enumerate() {
+            let constant = &self.constants[u * MAP..(u + 1) * MAP];
+            L::pooled_change(image, &self.kernels[u * 9..u * 9 + 9], self.biases[u], constant, rows.clone(), map);
         }
-        for r in 0..P2 {
-            for c in 0..P2 {
-                let dst = &mut image_out[(r * P2 + c) * row..(r * P2 + c + 1) * row];
-                for u in 0..units {
-                    for dr in 0..3 {
-                        let src = &change[u * 144 + (r + dr) * H1 + c..][..3];
-                        dst[u * 9 + dr * 3..u * 9 + dr * 3 + 3].copy_from_slice(src);
-                    }
-                }
+    }
+
+    /// Whether any input of pooled cell (`row`, `col`) changes: the 4×4 window of
+    /// conv1 outputs its four conv2 positions read.
+    #[inline(always)]
+    fn cell_changes(&self, change: &[f32], row: usize, col: usize) -> bool {
+        (0..self.units()).any(|u| {
+            (0..4).any(|dr| {
+                let start = u * MAP + (2 * row + dr) * H1 + 2 * col;
+                change[start..start + 4].iter().any(|&v| v != 0.0)
+            })
+        })
+    }
+
+    /// The pooled, ReLU'd conv2 output of one cell after the change, then the
+    /// set's conv2 replacements; `false` (and `old` copied) when nothing in it
+    /// changes.
+    #[inline(always)]
+    fn cell<L: Lanes>(
+        &self,
+        pre2: &[f32],
+        old: &[f32],
+        change: &[f32],
+        (row, col): (usize, usize),
+        out: &mut [f32; CHANNELS],
+    ) -> bool {
+        let moved = self.cell_changes(change, row, col);
+        if moved {
+            L::pooled_cell(pre2, change, &self.taps, (row, col), out);
+        } else {
+            out.copy_from_slice(old);
+        }
+        for (k, &channel) in self.conv2_channels.iter().enumerate() {
+            out[channel] = self.conv2_values[k * H2 * H2 + row * H2 + col];
+        }
+        moved || !self.conv2_channels.is_empty()
+    }
+}
+
+/// fc1's pre-activation `[2N, 16]` for each of `ablations` (N clean rows, then N
+/// triggered), on `threads` threads.
+pub fn conv1_ablated_pre3(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], threads: usize) -> Vec<Vec<f32>> {
+    let n = inputs.pre3.len() / FC1 / 2;
+    let per_thread = n.div_ceil(threads.max(1)).max(1);
+    let ranges: Vec<Range<usize>> = (0..n).step_by(per_thread).map(|s| s..(s + per_thread).min(n)).collect();
+    let parts: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            ranges.iter().map(|r| scope.spawn(|| image_pairs(inputs, ablations, r.clone()))).collect();
+        handles.into_iter().map(|h| h.join().expect("the conv1 kernel does not panic")).collect()
+    });
+    (0..ablations.len())
+        .map(|a| {
+            let mut out = vec![0f32; 2 * n * FC1];
+            for (range, part) in ranges.iter().zip(&parts) {
+                let (clean, triggered) = part[a].split_at(range.len() * FC1);
+                out[range.start * FC1..range.end * FC1].copy_from_slice(clean);
+                out[(n + range.start) * FC1..(n + range.end) * FC1].copy_from_slice(triggered);
             }
-        }
-    }
-    patches
+            out
+        })
+        .collect()
 }
 
-/// constant − max-pool(ReLU(conv)) of one 3×3 kernel over one 28×28 image, on the
-/// 12×12 pooled corner (conv rows and columns 0..24).
-fn pooled_change(image: &[f32], w: &[f32], bias: f32, constant: &[f32], out: &mut [f32]) {
+/// fc1 pre-activations for clean images `pairs` and their triggered twins: per
+/// ablation, `pairs.len()` clean rows then as many triggered rows.
+fn image_pairs(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<usize>) -> Vec<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { pooled_change_avx2(image, w, bias, constant, out) };
+    if Avx2Fma::available() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { image_pairs_avx2(inputs, ablations, pairs) };
     }
-    pooled_change_portable(image, w, bias, constant, out)
+    image_pairs_with::<Portable>(inputs, ablations, pairs)
 }
 
-/// The same loop compiled for 8-wide vectors (same operations, so the same results).
+/// The loop compiled for AVX2 (the 3×3 convolutions vectorise too).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pooled_change_avx2(image: &[f32], w: &[f32], bias: f32, constant: &[f32], out: &mut [f32]) {
-    pooled_change_portable(image, w, bias, constant, out)
+#[target_feature(enable = "avx2,fma")]
+unsafe fn image_pairs_avx2(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<usize>) -> Vec<Vec<f32>> {
+    image_pairs_with::<Avx2Fma>(inputs, ablations, pairs)
 }
 
 #[inline(always)]
-fn pooled_change_portable(image: &[f32], w: &[f32], bias: f32, constant: &[f32], out: &mut [f32]) {
-    let mut rows = [[0f32; 2 * H1]; 2];
-    for pr in 0..H1 {
-        for (k, conv_row) in rows.iter_mut().enumerate() {
-            let r = 2 * pr + k;
-            conv_row.fill(bias);
-            for dr in 0..3 {
-                let src = &image[(r + dr) * 28..(r + dr) * 28 + 28];
-                for dc in 0..3 {
-                    let wt = w[dr * 3 + dc];
-                    for (acc, v) in conv_row.iter_mut().zip(&src[dc..dc + 2 * H1]) {
-                        *acc += wt * v;
+fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<usize>) -> Vec<Vec<f32>> {
+    let n = inputs.pre3.len() / FC1 / 2;
+    let len = pairs.len();
+    let most_units = ablations.iter().map(Conv1Ablation::units).max().unwrap_or(0);
+    let mut change = vec![0f32; most_units * MAP];
+    let mut clean_cells = [[0f32; CHANNELS]; H2 * H2];
+    let mut fresh = [0f32; CHANNELS];
+    let [trigger_rows, trigger_cols] = &inputs.trigger_cells;
+    // A cell reads pooled conv1 rows 2q ..= 2q+3.
+    let trigger_map_rows = 2 * trigger_rows.start..(2 * trigger_rows.end + 2).min(H1);
+    let fc1_rows = |cell: usize| &inputs.fc1_rows[cell * CHANNELS * FC1..(cell + 1) * CHANNELS * FC1];
+    let mut outputs: Vec<Vec<f32>> = ablations.iter().map(|_| vec![0f32; 2 * len * FC1]).collect();
+    for (k, i) in pairs.clone().enumerate() {
+        if i + 1 < pairs.end {
+            prefetch(&inputs.pre2[(i + 1) * PRE2_LEN..(i + 2) * PRE2_LEN]);
+            prefetch(&inputs.h2[(i + 1) * H2_LEN..(i + 2) * H2_LEN]);
+            prefetch(&inputs.images[(i + 1) * PIXELS..(i + 2) * PIXELS]);
+        }
+        for (ablation, out) in ablations.iter().zip(outputs.iter_mut()) {
+            let (clean_out, triggered_out) = out.split_at_mut(len * FC1);
+            let mut pre3: [f32; FC1] = inputs.pre3[i * FC1..(i + 1) * FC1].try_into().expect("16 values");
+            ablation.change_maps::<L>(&inputs.images[i * PIXELS..(i + 1) * PIXELS], 0..H1, &mut change);
+            let (pre2, h2) = (&inputs.pre2[i * PRE2_LEN..][..PRE2_LEN], &inputs.h2[i * H2_LEN..][..H2_LEN]);
+            for (cell, new) in clean_cells.iter_mut().enumerate() {
+                let old = &h2[cell * CHANNELS..(cell + 1) * CHANNELS];
+                if ablation.cell::<L>(pre2, old, &change, (cell / H2, cell % H2), new) {
+                    L::add_fc1_change(&mut pre3, fc1_rows(cell), new, old);
+                }
+            }
+            clean_out[k * FC1..(k + 1) * FC1].copy_from_slice(&pre3);
+            // The triggered twin: the clean result, corrected where the trigger reaches.
+            let t = n + i;
+            if !trigger_rows.is_empty() && !trigger_cols.is_empty() {
+                ablation.change_maps::<L>(
+                    &inputs.images[t * PIXELS..(t + 1) * PIXELS],
+                    trigger_map_rows.clone(),
+                    &mut change,
+                );
+                let (pre2, h2) = (&inputs.pre2[t * PRE2_LEN..][..PRE2_LEN], &inputs.h2[t * H2_LEN..][..H2_LEN]);
+                for row in trigger_rows.clone() {
+                    for col in trigger_cols.clone() {
+                        let cell = row * H2 + col;
+                        let old = &h2[cell * CHANNELS..(cell + 1) * CHANNELS];
+                        ablation.cell::<L>(pre2, old, &change, (row, col), &mut fresh);
+                        L::add_fc1_change(&mut pre3, fc1_rows(cell), &fresh, &clean_cells[cell]);
                     }
                 }
             }
+            triggered_out[k * FC1..(k + 1) * FC1].copy_from_slice(&pre3);
         }
-        for pc in 0..H1 {
-            let m = rows[0][2 * pc].max(rows[0][2 * pc + 1]).max(rows[1][2 * pc]).max(rows[1][2 * pc + 1]);
-            out[pr * H1 + pc] = constant[pr * H1 + pc] - m.max(0.0);
-        }
+    }
+    outputs
+}
+
+/// Asks for `data` to be brought into L2 ahead of use: an image's activations are
+/// read in a 2-D pattern the hardware prefetcher follows too late.
+#[inline(always)]
+fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch is a hint; it never faults and the address is in bounds.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr().cast()) };
     }
 }

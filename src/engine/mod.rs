@@ -7,6 +7,7 @@ pub mod device;
 pub mod diff;
 pub mod kernels;
 pub mod lab;
+pub mod lanes;
 pub mod layer;
 pub mod metrics;
 pub mod model;
