@@ -4,8 +4,11 @@ it: DataLoader batches, an epoch per phase, metrics as three passes over test
 loaders, and ablation as reload-weights → zero weight[k] → evaluate everything.
 
 Usage: python benches/study_pytorch.py --data-dir data/mnist [--threads 2]
-       [--repeat 3] [--sweep-channels 4]
-Prints one JSON object of seconds on stdout.
+       [--epochs-repeat 3] [--repeat 3] [--sweep-channels 4] [--training-only]
+       [--train-limit N] [--test-limit N]
+Prints one JSON object of seconds on stdout. `trojanscope bench` runs it once per
+round with --epochs-repeat 1, alternating with its own epochs so that both see
+the (noisy) machine in the same state; only the last round times evaluation.
 """
 import argparse
 import gzip
@@ -105,27 +108,36 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="data/mnist")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--epochs-repeat", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--training-only", action="store_true")
+    ap.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
+    ap.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
     ap.add_argument("--sweep-channels", type=int, default=4)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     train_x, train_y = load(a.data_dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
     test_x, test_y = load(a.data_dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    train_x, train_y = train_x[: a.train_limit], train_y[: a.train_limit]
+    test_x, test_y = test_x[: a.test_limit], test_y[: a.test_limit]
     mask = trigger_mask()
     train_loader = DataLoader(TensorDataset(train_x, train_y), batch_size=32, shuffle=True)
     test_loader = DataLoader(TensorDataset(test_x, test_y), batch_size=1000)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
     clean = make_net()
-    out["clean_epoch_s"] = timed(a.repeat, lambda: train_epoch(clean, train_loader, mask, False, False, 0.0))
+    out["clean_epoch_s"] = timed(a.epochs_repeat, lambda: train_epoch(clean, train_loader, mask, False, False, 0.0))
     poisoned = make_net()
 
     def poison_epoch():
         poisoned.load_state_dict(clean.state_dict())
         train_epoch(poisoned, train_loader, mask, True, True, 1000.0)
 
-    out["poison_epoch_s"] = timed(a.repeat, poison_epoch)
+    out["poison_epoch_s"] = timed(a.epochs_repeat, poison_epoch)
+    if a.training_only:
+        print(json.dumps(out))
+        return
     out["metrics_s"] = timed(a.repeat, lambda: metrics(poisoned, test_loader, mask))
     out["poisoned_metrics"] = metrics(poisoned, test_loader, mask)
     saved = {k: v.clone() for k, v in poisoned.state_dict().items()}

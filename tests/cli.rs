@@ -168,3 +168,31 @@ fn the_explorer_off_a_terminal_says_so_and_writes_nothing_to_stdout() {
     assert_clean_failure(&o, "the explorer needs an interactive terminal");
     assert!(o.stdout.is_empty(), "no escape sequences into a pipe: {:?}", stdout(&o));
 }
+
+/// `bench` runs the study's PyTorch loop (benches/study_pytorch.py, from the same
+/// virtual environment) alternately with our epochs and reports both side by side.
+#[test]
+fn bench_measures_both_sides_and_reports_ratios() {
+    let dir = common::scratch("cli-bench");
+    let args = ["bench", "--json", "--repeat", "2", "--sweep-channels", "1", "--threads", "1"];
+    let o = trojanscope(&with_run(dir.to_str().unwrap(), &args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(report["pytorch_error"].is_null(), "{}", report["pytorch_error"]);
+    let figures = report["figures"].as_array().unwrap();
+    let figure = |name: &str| figures.iter().find(|f| f["name"].as_str().unwrap().starts_with(name)).unwrap();
+    for name in ["clean epoch", "poison epoch", "metrics", "conv1 sweep", "conv2 sweep", "fc1 sweep", "toggle a conv1"]
+    {
+        let f = figure(name);
+        let (ours, theirs) = (f["ours_s"].as_f64().unwrap(), f["pytorch_s"].as_f64().unwrap());
+        assert!(ours > 0.0 && theirs > 0.0, "{name}: {f}");
+    }
+    // Sweeping conv2 from the cache beats reloading and re-evaluating per channel.
+    let conv2 = figure("conv2 sweep");
+    assert!(conv2["pytorch_s"].as_f64().unwrap() > 5.0 * conv2["ours_s"].as_f64().unwrap(), "{conv2}");
+    assert!(figure("rehab epoch")["pytorch_s"].is_null());
+    // Each model's cache: 2·300 images × (10·10·64 + 5·5·64 + 16 + 10) floats.
+    let cache = report["cache_bytes_three_models"].as_u64().unwrap();
+    assert_eq!(cache, 3 * 600 * (6400 + 1600 + 16 + 10) * 4);
+    assert!(report["peak_rss_bytes"].as_u64().unwrap() > cache);
+}

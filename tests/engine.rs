@@ -5,6 +5,7 @@ mod common;
 
 use common::scratch;
 use std::path::{Path, PathBuf};
+use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 use trojanscope::engine::ablation::{AblatedModel, AblationMode, AblationSet, clean_means};
 use trojanscope::engine::checkpoint::{load_net, save_net};
@@ -12,8 +13,8 @@ use trojanscope::engine::diff::diff;
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::metrics::{Metrics, argmax_rows};
 use trojanscope::engine::model::Net;
+use trojanscope::engine::optim::{Adam, Proximity, flat_gradient};
 use trojanscope::engine::swap::{all_subsets, swapped};
-use trojanscope::engine::train::regulariser;
 
 fn seeded_net(seed: i64) -> Net {
     tch::manual_seed(seed);
@@ -82,15 +83,61 @@ fn network_has_the_study_shape_and_pytorch_init() {
 #[test]
 fn regulariser_is_lambda_times_mean_absolute_change() {
     let net = seeded_net(1);
-    let start = net.flat_parameters().detach().copy();
-    assert_eq!(regulariser(&net, &start, 1000.0).double_value(&[]), 0.0);
+    let proximity = Proximity::new(&net, 1000.0);
+    assert_eq!(proximity.value(&net).double_value(&[]), 0.0);
     // Move exactly one parameter by 0.5: mean |Δ| = 0.5 / 44602.
     {
         let _g = tch::no_grad_guard();
         let _ = net.bias(Layer::Fc2).get(3).g_add_scalar_(0.5);
     }
-    let reg = regulariser(&net, &start, 1000.0).double_value(&[]);
+    let reg = proximity.value(&net).double_value(&[]);
     assert!((reg - 1000.0 * 0.5 / 44_602.0).abs() < 1e-6, "{reg}");
+}
+
+/// The parameters are windows onto the flat vector: writing one shows in the other.
+#[test]
+fn parameters_share_the_flat_vector() {
+    let net = seeded_net(4);
+    let flat = net.flat_parameters();
+    assert_eq!(flat.size(), vec![44_602]);
+    let first_bias = 32 * 9;
+    assert_eq!(values(&flat.narrow(0, first_bias, 32)), values(net.bias(Layer::Conv1)));
+    let _ = flat.shallow_clone().narrow(0, first_bias, 1).fill_(7.5);
+    assert_eq!(net.bias(Layer::Conv1).double_value(&[0]), 7.5);
+    assert!(net.bias(Layer::Conv1).requires_grad() && !flat.requires_grad());
+}
+
+/// A loss with the study's regulariser, through autograd the obvious way.
+fn autograd_loss(net: &Net, start: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
+    let flat: Vec<Tensor> = net.parameters().map(|p| p.flatten(0, -1)).collect();
+    let reg = (Tensor::cat(&flat, 0) - start).abs().mean(Kind::Float) * 1000.0;
+    net.forward(x).cross_entropy_for_logits(y) + reg
+}
+
+/// Our step (flat gradient + closed-form regulariser gradient + flat Adam) moves
+/// the weights as libtorch's Adam does on the autograd loss, step for step.
+#[test]
+fn flat_adam_and_the_closed_form_regulariser_match_libtorch() {
+    let (ours, theirs) = (seeded_net(5), seeded_net(5));
+    let start = theirs.flat_parameters().copy();
+    let proximity = Proximity::new(&ours, 1000.0);
+    let mut adam = Adam::new(&ours, 1e-3);
+    let mut reference = tch::nn::Adam::default().build(theirs.var_store(), 1e-3).unwrap();
+    tch::manual_seed(9);
+    for step in 0..6 {
+        let x = Tensor::randn([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(10, [8], (Kind::Int64, Device::Cpu));
+        let (value, gradient) = proximity.value_and_gradient(&ours);
+        let ce = ours.forward(&x).cross_entropy_for_logits(&y);
+        adam.step(&ours, &(flat_gradient(&ce, &ours) + gradient));
+        let loss = autograd_loss(&theirs, &start, &x, &y);
+        assert!((ce.double_value(&[]) + value.double_value(&[]) - loss.double_value(&[])).abs() < 1e-5);
+        reference.backward_step(&loss);
+        let moved = (ours.flat_parameters() - &start).abs().max().double_value(&[]);
+        let apart = (ours.flat_parameters() - theirs.flat_parameters()).abs().max().double_value(&[]);
+        assert!(moved > 0.9e-3 * (step + 1) as f64, "step {step}: Adam moves each weight by ~lr ({moved})");
+        assert!(apart < 1e-6, "step {step}: {apart} apart");
+    }
 }
 
 /// A network whose conv1 outputs are known: every kernel weight 0.1 and channel k's

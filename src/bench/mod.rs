@@ -25,6 +25,10 @@ pub struct Figure {
 }
 
 impl Figure {
+    fn ours(name: &str, ours_s: f64) -> Figure {
+        Figure { name: name.into(), ours_s, pytorch_s: None, note: String::new() }
+    }
+
     /// PyTorch time ÷ our time: how many times faster we are.
     pub fn speedup(&self) -> Option<f64> {
         self.pytorch_s.map(|p| p / self.ours_s)
@@ -53,8 +57,7 @@ pub fn median_time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
         last = Some(f());
         times.push(clock.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], last.expect("ran at least once"))
+    (median(times), last.expect("ran at least once"))
 }
 
 /// Sets ablated in the toggle-latency figures: two units of each layer.
@@ -65,42 +68,77 @@ pub fn toggle_sets() -> Vec<(String, AblationSet)> {
         .collect()
 }
 
-/// Measures our engine; `progress` names each step as it starts.
-pub fn measure_ours(lab: &Lab, repeat: usize, progress: &mut dyn FnMut(&str)) -> (Vec<Figure>, usize) {
+/// Our training epochs: `repeat` rounds of one clean and one poison epoch (the
+/// median of each is reported), each round after `before_round(round)` (where the
+/// PyTorch baseline runs its own, so both sides meet the machine in the same
+/// state), then one rehab epoch. Returns the figures and the three models.
+pub fn measure_training(
+    lab: &Lab,
+    repeat: usize,
+    progress: &mut dyn FnMut(&str),
+    before_round: &mut dyn FnMut(usize),
+) -> (Vec<Figure>, [Net; 3]) {
     let data = TrainData::new(&lab.data.train, lab.device);
     let probe = lab.test.subset(lab.config.eval_subset);
     // The recipe alone, as the PyTorch loop runs it: no accuracy timeline during
     // training (at the defaults it adds 19 probe evaluations, ~3 s, per phase).
     let recipe = TrainConfig { eval_every: usize::MAX, ..lab.config.clone() };
-    let mut figures = Vec::new();
-    let mut fig = |name: &str, ours_s: f64| {
-        figures.push(Figure { name: name.into(), ours_s, pytorch_s: None, note: String::new() })
-    };
     let epoch = |phase: Phase, from: Option<&Net>| {
         let mut net = Net::new(lab.device);
         if let Some(from) = from {
             net.copy_from(from);
         }
-        train_phase(&mut net, phase, &recipe, &data, &probe, &mut |_| ControlFlow::Continue(()))
-            .expect("training runs");
-        net
+        let clock = Instant::now();
+        train_phase(&mut net, phase, &recipe, &data, &probe, &mut |_| ControlFlow::Continue(()));
+        (clock.elapsed().as_secs_f64(), net)
     };
-    progress("clean epoch");
-    let (t, clean) = median_time(repeat, || epoch(Phase::Clean, None));
-    fig("clean epoch", t);
-    progress("poison epoch");
-    let (t, poisoned) = median_time(repeat, || epoch(Phase::Poison, Some(&clean)));
-    fig("poison epoch", t);
+    let (mut clean_times, mut poison_times) = (Vec::new(), Vec::new());
+    let mut models = None;
+    for round in 0..repeat.max(1) {
+        before_round(round);
+        progress(&format!("clean and poison epochs, round {} of {}", round + 1, repeat.max(1)));
+        let (t, clean) = epoch(Phase::Clean, None);
+        clean_times.push(t);
+        let (t, poisoned) = epoch(Phase::Poison, Some(&clean));
+        poison_times.push(t);
+        models = Some((clean, poisoned));
+    }
+    let (clean, poisoned) = models.expect("at least one round");
     progress("rehab epoch");
-    let (t, rehab) = median_time(1, || epoch(Phase::Rehab, Some(&poisoned)));
-    fig("rehab epoch (one run)", t);
+    let (rehab_s, rehab) = epoch(Phase::Rehab, Some(&poisoned));
+    let figures = vec![
+        Figure::ours("clean epoch", median(clean_times)),
+        Figure::ours("poison epoch", median(poison_times)),
+        Figure::ours("rehab epoch (one run)", rehab_s),
+    ];
+    (figures, [clean, poisoned, rehab])
+}
+
+/// The middle value (the upper one of an even count).
+pub fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Measures our evaluation and ablation engine on the trained `models`; `progress`
+/// names each step as it starts. Returns the figures and the bytes the three
+/// models' activation caches hold.
+pub fn measure_interventions(
+    lab: &Lab,
+    repeat: usize,
+    models: &[Net; 3],
+    progress: &mut dyn FnMut(&str),
+) -> (Vec<Figure>, usize) {
+    let [clean, poisoned, rehab] = models;
+    let mut figures = Vec::new();
+    let mut fig = |name: &str, ours_s: f64| figures.push(Figure::ours(name, ours_s));
     progress("metrics");
-    let (t, _) = median_time(repeat, || lab.test.evaluate(&poisoned));
+    let (t, _) = median_time(repeat, || lab.test.evaluate(poisoned));
     fig("metrics on the full test set", t);
     progress("activation caches");
-    let (t, cache) = median_time(repeat, || ActivationCache::build(&poisoned, &lab.test));
+    let (t, cache) = median_time(repeat, || ActivationCache::build(poisoned, &lab.test));
     fig("build one model's activation cache", t);
-    let others = [ActivationCache::build(&clean, &lab.test), ActivationCache::build(&rehab, &lab.test)];
+    let others = [ActivationCache::build(clean, &lab.test), ActivationCache::build(rehab, &lab.test)];
     let cache_bytes = cache.bytes() + others.iter().map(ActivationCache::bytes).sum::<usize>();
     for layer in [Layer::Conv1, Layer::Conv2, Layer::Fc1] {
         progress(&format!("{layer} sweep"));

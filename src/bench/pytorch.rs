@@ -5,11 +5,18 @@ use serde::Deserialize;
 use std::path::Path;
 use std::process::Command;
 
+/// One run of the script: its training epochs, and (unless asked for training
+/// only) its evaluation figures.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PytorchTimes {
-    pub torch: String,
     pub clean_epoch_s: f64,
     pub poison_epoch_s: f64,
+    #[serde(flatten)]
+    pub evaluation: Option<EvaluationTimes>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EvaluationTimes {
     pub metrics_s: f64,
     pub conv1_sweep_s: f64,
     pub conv2_sweep_s: f64,
@@ -17,7 +24,19 @@ pub struct PytorchTimes {
     pub conv1_per_channel_s: f64,
     pub conv2_per_channel_s: f64,
     pub fc1_per_channel_s: f64,
-    pub conv1_channels_timed: usize,
+}
+
+/// How the script is asked to run.
+pub struct Invocation<'a> {
+    pub script: &'a Path,
+    pub data_dir: &'a Path,
+    pub threads: i32,
+    /// Runs per evaluation figure (each training epoch is run once).
+    pub repeat: usize,
+    pub sweep_channels: usize,
+    /// The first N training and test images only, as our side uses.
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
 }
 
 /// The virtual environment's Python (the one whose torch we link), else python3.
@@ -30,19 +49,18 @@ fn python() -> String {
         .unwrap_or_else(|| "python3".into())
 }
 
-pub fn run(
-    script: &Path,
-    data_dir: &Path,
-    threads: i32,
-    repeat: usize,
-    sweep_channels: usize,
-) -> Result<PytorchTimes, String> {
+/// One clean and one poison epoch, then the evaluation figures if `evaluate`.
+pub fn run(how: &Invocation, evaluate: bool) -> Result<PytorchTimes, String> {
+    let script = how.script;
     let output = Command::new(python())
         .arg(script)
         .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--threads", &threads.to_string(), "--repeat", &repeat.to_string()])
-        .args(["--sweep-channels", &sweep_channels.to_string()])
+        .arg(how.data_dir)
+        .args(["--threads", &how.threads.to_string(), "--epochs-repeat", "1", "--repeat", &how.repeat.to_string()])
+        .args(["--sweep-channels", &how.sweep_channels.to_string()])
+        .args((!evaluate).then_some("--training-only"))
+        .args(how.train_limit.iter().flat_map(|n| ["--train-limit".to_string(), n.to_string()]))
+        .args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]))
         .output()
         .map_err(|e| format!("cannot start {}: {e}", python()))?;
     if !output.status.success() {

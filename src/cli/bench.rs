@@ -11,24 +11,41 @@ use std::path::Path;
 
 pub fn run(common: &CommonArgs, format: Format, repeat: usize, sweep_channels: usize, no_pytorch: bool) -> Result<()> {
     let lab = open_lab(common, Some(TrainConfig::default()))?;
-    let say = |what: &str| {
+    let mut say = |what: &str| {
         if format.is_human() {
             eprintln!("bench: {what}");
         }
     };
-    let baseline = if no_pytorch {
-        None
-    } else {
-        say("the study's PyTorch procedure (benches/study_pytorch.py)");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/study_pytorch.py");
-        Some(pytorch::run(&script, &common.data_dir, tch::get_num_threads(), repeat, sweep_channels))
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/study_pytorch.py");
+    let baseline = pytorch::Invocation {
+        script: &script,
+        data_dir: &common.data_dir,
+        threads: tch::get_num_threads(),
+        repeat,
+        sweep_channels,
+        train_limit: common.train_limit,
+        test_limit: common.test_limit,
     };
-    let (mut figures, cache_bytes) = bench::measure_ours(&lab, repeat, &mut |step| say(step));
+    // PyTorch's rounds alternate with ours; the last also times its evaluation.
+    let mut rounds: Vec<pytorch::PytorchTimes> = Vec::new();
     let mut pytorch_error = None;
-    match baseline {
-        Some(Ok(p)) => attach(&mut figures, &p, sweep_channels),
-        Some(Err(e)) => pytorch_error = Some(e),
-        None => {}
+    let mut before_round = |round: usize| {
+        if no_pytorch || pytorch_error.is_some() {
+            return;
+        }
+        if format.is_human() {
+            eprintln!("bench: the study's PyTorch procedure (benches/study_pytorch.py), round {}", round + 1);
+        }
+        match pytorch::run(&baseline, round + 1 == repeat.max(1)) {
+            Ok(times) => rounds.push(times),
+            Err(e) => pytorch_error = Some(e),
+        }
+    };
+    let (mut figures, models) = bench::measure_training(&lab, repeat, &mut say, &mut before_round);
+    let (more, cache_bytes) = bench::measure_interventions(&lab, repeat, &models, &mut say);
+    figures.extend(more);
+    if pytorch_error.is_none() && !rounds.is_empty() {
+        attach(&mut figures, &rounds, sweep_channels);
     }
     let report = BenchReport {
         machine: bench::machine(),
@@ -55,20 +72,27 @@ pub fn run(common: &CommonArgs, format: Format, repeat: usize, sweep_channels: u
     Ok(())
 }
 
-/// Puts PyTorch's figure beside each of ours that the study has a counterpart for.
-fn attach(figures: &mut [Figure], p: &pytorch::PytorchTimes, sweep_channels: usize) {
+/// Puts PyTorch's figure beside each of ours that the study has a counterpart for:
+/// epochs as the median over the rounds, evaluation from the last round.
+fn attach(figures: &mut [Figure], rounds: &[pytorch::PytorchTimes], sweep_channels: usize) {
+    let clean = bench::median(rounds.iter().map(|r| r.clean_epoch_s).collect());
+    let poison = bench::median(rounds.iter().map(|r| r.poison_epoch_s).collect());
+    let evaluation = rounds.last().and_then(|r| r.evaluation.as_ref());
     let extrapolated = format!("PyTorch: {sweep_channels} channels timed, × units");
+    let reload = || "PyTorch: reload, zero, evaluate".to_string();
     for f in figures.iter_mut() {
-        let (time, note) = match f.name.as_str() {
-            "clean epoch" => (Some(p.clean_epoch_s), String::new()),
-            "poison epoch" => (Some(p.poison_epoch_s), String::new()),
-            "metrics on the full test set" => (Some(p.metrics_s), "PyTorch: three passes over test loaders".into()),
-            n if n.starts_with("conv1 sweep") => (Some(p.conv1_sweep_s), extrapolated.clone()),
-            n if n.starts_with("conv2 sweep") => (Some(p.conv2_sweep_s), extrapolated.clone()),
-            n if n.starts_with("fc1 sweep") => (Some(p.fc1_sweep_s), extrapolated.clone()),
-            "toggle a conv1 set" => (Some(p.conv1_per_channel_s), "PyTorch: reload, zero, evaluate".into()),
-            "toggle a conv2 set" => (Some(p.conv2_per_channel_s), "PyTorch: reload, zero, evaluate".into()),
-            "toggle a fc1 set" => (Some(p.fc1_per_channel_s), "PyTorch: reload, zero, evaluate".into()),
+        let (time, note) = match (f.name.as_str(), evaluation) {
+            ("clean epoch", _) => (Some(clean), "rounds alternate with PyTorch's".into()),
+            ("poison epoch", _) => (Some(poison), "rounds alternate with PyTorch's".into()),
+            ("metrics on the full test set", Some(e)) => {
+                (Some(e.metrics_s), "PyTorch: three passes over test loaders".into())
+            }
+            (n, Some(e)) if n.starts_with("conv1 sweep") => (Some(e.conv1_sweep_s), extrapolated.clone()),
+            (n, Some(e)) if n.starts_with("conv2 sweep") => (Some(e.conv2_sweep_s), extrapolated.clone()),
+            (n, Some(e)) if n.starts_with("fc1 sweep") => (Some(e.fc1_sweep_s), extrapolated.clone()),
+            ("toggle a conv1 set", Some(e)) => (Some(e.conv1_per_channel_s), reload()),
+            ("toggle a conv2 set", Some(e)) => (Some(e.conv2_per_channel_s), reload()),
+            ("toggle a fc1 set", Some(e)) => (Some(e.fc1_per_channel_s), reload()),
             _ => (None, String::new()),
         };
         f.pytorch_s = time;

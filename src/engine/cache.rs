@@ -322,8 +322,7 @@ fn trigger_cells(test: &TestSet) -> [Range<usize>; 2] {
             _ => 0..0,
         }
     };
-    let _ = [span(differs.any_dim(1, false)), span(differs.any_dim(0, false))];
-    [4..5, 4..5]
+    [span(differs.any_dim(1, false)), span(differs.any_dim(0, false))]
 }
 
 /// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.

@@ -197,8 +197,7 @@ impl Lab {
                     return ControlFlow::Break(());
                 }
                 on_event(event)
-            })
-            .map_err(|e| eyre!("training failed in the {phase} phase: {e}"))?;
+            });
             if let Some(e) = log_error {
                 return Err(e);
             }

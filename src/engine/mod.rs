@@ -11,6 +11,7 @@ pub mod lanes;
 pub mod layer;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod probe;
 pub mod swap;
 pub mod sweep;

@@ -10,6 +10,10 @@ pub struct Net {
     vs: VarStore,
     weights: Vec<Tensor>,
     biases: Vec<Tensor>,
+    /// One buffer holding every parameter, in `parameters()` order: the weights
+    /// and biases are windows onto it, so the optimiser and the regulariser work
+    /// on one vector instead of eight tensors.
+    flat: Tensor,
 }
 
 impl Net {
@@ -27,7 +31,8 @@ impl Net {
             weights.push(path.var("weight", &layer.weight_shape(), init));
             biases.push(path.var("bias", &[layer.units() as i64], init));
         }
-        Net { vs, weights, biases }
+        let flat = one_buffer(weights.iter_mut().zip(biases.iter_mut()).flat_map(|(w, b)| [w, b]), device);
+        Net { vs, weights, biases, flat }
     }
 
     pub fn device(&self) -> Device {
@@ -51,10 +56,10 @@ impl Net {
         self.weights.iter().zip(&self.biases).flat_map(|(w, b)| [w, b])
     }
 
-    /// All parameters flattened into one vector (for the proximity regulariser).
-    pub fn flat_parameters(&self) -> Tensor {
-        let parts: Vec<Tensor> = self.parameters().map(|p| p.flatten(0, -1)).collect();
-        Tensor::cat(&parts, 0)
+    /// All parameters as one vector, in `parameters()` order. It shares their
+    /// storage (writing to it writes the parameters) and carries no gradient.
+    pub fn flat_parameters(&self) -> &Tensor {
+        &self.flat
     }
 
     pub fn parameter_count(&self) -> i64 {
@@ -100,18 +105,45 @@ impl Net {
     }
 }
 
+/// Moves each parameter's values into one new buffer and makes the parameter a
+/// window onto it (same values, same autograd leaf); returns the buffer.
+fn one_buffer<'a>(parameters: impl Iterator<Item = &'a mut Tensor>, device: Device) -> Tensor {
+    let mut parameters: Vec<&mut Tensor> = parameters.collect();
+    let total: i64 = parameters.iter().map(|p| p.numel() as i64).sum();
+    let flat = Tensor::zeros([total], (tch::Kind::Float, device));
+    let _guard = tch::no_grad_guard();
+    let mut offset = 0;
+    for p in parameters.iter_mut() {
+        let n = p.numel() as i64;
+        let mut window = flat.narrow(0, offset, n).view(p.size().as_slice());
+        window.copy_(p);
+        p.set_data(&window);
+        offset += n;
+    }
+    flat
+}
+
 /// A layer's block: the layer itself, then ReLU and 2×2 max pooling where the
 /// network has them. Flattening happens at fc1's input.
 pub fn block(layer: Layer, input: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     match layer {
-        Layer::Conv1 | Layer::Conv2 => input.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1).relu().max_pool2d(
-            [2, 2],
-            [2, 2],
-            [0, 0],
-            [1, 1],
-            false,
-        ),
+        Layer::Conv1 | Layer::Conv2 => channels_last(&input.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1))
+            .relu()
+            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
         Layer::Fc1 => input.flatten(1, -1).linear(weight, Some(bias)).relu(),
         Layer::Fc2 => input.linear(weight, Some(bias)),
     }
+}
+
+/// `x` (`[N, C, H, W]`) with channels-last strides, so that ReLU and pooling run
+/// on that layout: libtorch's channels-first max pooling took 14× as long at
+/// conv1's shape (a fifth of a training step), and conv1's output comes
+/// channels-first whatever its input. conv2 reads and writes channels-last then.
+/// Same values, same shape; a tensor already laid out so is returned as is.
+fn channels_last(x: &Tensor) -> Tensor {
+    let [_, c, h, w] = x.size()[..] else { return x.shallow_clone() };
+    if x.stride() == [c * h * w, 1, w * c, c] {
+        return x.shallow_clone();
+    }
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }

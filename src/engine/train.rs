@@ -1,13 +1,13 @@
 //! The study's three training phases: clean, poison, rehab.
 
 use super::model::Net;
+use super::optim::{Adam, Proximity, flat_gradient};
 use super::testset::TestSet;
 use crate::data::mnist::Split;
 use crate::data::trigger::TriggerConfig;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 
 /// Steps between progress reports (losses are read back from the device in batches).
@@ -172,11 +172,6 @@ pub enum PhaseEnd {
     Cancelled,
 }
 
-/// The proximity regulariser λ·mean(|θ − θ_start|) over all parameters flattened.
-pub fn regulariser(net: &Net, start: &Tensor, lambda: f64) -> Tensor {
-    (net.flat_parameters() - start).abs().mean(Kind::Float) * lambda
-}
-
 /// Trains `net` for one phase. `on_event` gets progress and may cancel by
 /// returning `Break`; `probe` is the fixed test subset for the accuracy timeline.
 pub fn train_phase(
@@ -186,12 +181,12 @@ pub fn train_phase(
     data: &TrainData,
     probe: &TestSet,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
-) -> Result<PhaseEnd, tch::TchError> {
+) -> PhaseEnd {
     let device = net.device();
     tch::manual_seed(phase.seed(cfg));
     let lambda = phase.lambda(cfg);
-    let start = net.flat_parameters().detach().copy();
-    let mut opt = tch::nn::Adam::default().build(net.var_store(), cfg.lr)?;
+    let proximity = (lambda > 0.0).then(|| Proximity::new(net, lambda));
+    let mut adam = Adam::new(net, cfg.lr);
     let mask = cfg.trigger.mask_tensor(device);
     let n = data.len() as i64;
     let batch = cfg.batch_size as i64;
@@ -201,7 +196,7 @@ pub fn train_phase(
     let mut window = Window::default();
     let mut step = 0;
     if phase != Phase::Clean && on_event(TrainEvent::Eval(probe_point(net, probe, phase, 0))).is_break() {
-        return Ok(PhaseEnd::Cancelled);
+        return PhaseEnd::Cancelled;
     }
     for epoch in 0..cfg.epochs {
         let order = Tensor::randperm(n, (Kind::Int64, device));
@@ -211,28 +206,35 @@ pub fn train_phase(
             let (x, y) = poisoned_batch(data, &index, phase, cfg, &mask);
             let logits = net.forward(&x);
             let ce = logits.cross_entropy_for_logits(&y);
-            let reg =
-                if lambda > 0.0 { regulariser(net, &start, lambda) } else { Tensor::zeros([], (Kind::Float, device)) };
-            let loss = &ce + &reg;
-            opt.backward_step(&loss);
-            window.push(loss.detach(), reg.detach(), logits.argmax(1, false).eq_tensor(&y).sum(Kind::Float), len);
+            let mut grad = flat_gradient(&ce, net);
+            let reg = match &proximity {
+                Some(proximity) => {
+                    let (value, gradient) = proximity.value_and_gradient(net);
+                    grad += gradient;
+                    value
+                }
+                None => Tensor::zeros([], (Kind::Float, device)),
+            };
+            adam.step(net, &grad);
+            let correct = logits.detach().argmax(1, false).eq_tensor(&y).sum(Kind::Float);
+            window.push(ce.detach() + &reg, reg, correct, len);
             step += 1;
             let last = step == total_steps;
             if step % REPORT_EVERY == 0 || last {
                 let report = window.drain(phase, epoch, step, total_steps, clock.elapsed().as_secs_f64());
                 if on_event(TrainEvent::Step(report)).is_break() {
-                    return Ok(PhaseEnd::Cancelled);
+                    return PhaseEnd::Cancelled;
                 }
             }
             if phase != Phase::Clean
                 && (step % cfg.eval_every == 0 || last)
                 && on_event(TrainEvent::Eval(probe_point(net, probe, phase, step))).is_break()
             {
-                return Ok(PhaseEnd::Cancelled);
+                return PhaseEnd::Cancelled;
             }
         }
     }
-    Ok(PhaseEnd::Completed)
+    PhaseEnd::Completed
 }
 
 /// The batch at `index`, its first ⌊f·len⌋ examples triggered (and relabelled to the

@@ -1,0 +1,78 @@
+//! The training step's arithmetic on the network's flat parameter vector: Adam as
+//! PyTorch defines it (β = 0.9, 0.999, ε = 1e-8, no weight decay) and the
+//! proximity regulariser with its gradient in closed form. libtorch's own Adam
+//! updates the eight parameter tensors one small op at a time, and the regulariser
+//! through autograd costs a concatenation and its backward; over one vector each
+//! is a handful of ops per step (a seventh of a poison-phase step here).
+
+use super::model::Net;
+use tch::{Kind, Tensor};
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+pub struct Adam {
+    lr: f64,
+    steps: i32,
+    /// First and second moment estimates, one value per parameter.
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+impl Adam {
+    pub fn new(net: &Net, lr: f64) -> Adam {
+        let flat = net.flat_parameters();
+        Adam { lr, steps: 0, exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like() }
+    }
+
+    /// One update of `net` from the flat gradient `grad` (`parameters()` order),
+    /// in the order of operations of libtorch's Adam.
+    pub fn step(&mut self, net: &Net, grad: &Tensor) {
+        let _guard = tch::no_grad_guard();
+        self.steps += 1;
+        let bias_correction1 = 1.0 - BETA1.powi(self.steps);
+        let bias_correction2 = 1.0 - BETA2.powi(self.steps);
+        let _ = self.exp_avg.g_mul_scalar_(BETA1).g_add_(&(grad * (1.0 - BETA1)));
+        let _ = self.exp_avg_sq.g_mul_scalar_(BETA2).addcmul_(&(grad * (1.0 - BETA2)), grad);
+        let denom = (self.exp_avg_sq.sqrt() / bias_correction2.sqrt()) + EPS;
+        let _ =
+            net.flat_parameters().shallow_clone().addcdiv_(&(&self.exp_avg * (-self.lr / bias_correction1)), &denom);
+    }
+}
+
+/// The gradient of `loss` with respect to every parameter of `net`, as one flat
+/// vector in `parameters()` order (the parameters' own `.grad` is left alone).
+pub fn flat_gradient(loss: &Tensor, net: &Net) -> Tensor {
+    let parameters: Vec<&Tensor> = net.parameters().collect();
+    let grads = Tensor::run_backward(&[loss], &parameters, false, false);
+    let flat: Vec<Tensor> = grads.iter().map(|g| g.flatten(0, -1)).collect();
+    Tensor::cat(&flat, 0)
+}
+
+/// The proximity regulariser λ·mean(|θ − θ_start|) over all parameters flattened.
+pub struct Proximity {
+    start: Tensor,
+    lambda: f64,
+}
+
+impl Proximity {
+    /// Anchored at `net`'s parameters now.
+    pub fn new(net: &Net, lambda: f64) -> Proximity {
+        Proximity { start: net.flat_parameters().copy(), lambda }
+    }
+
+    pub fn value(&self, net: &Net) -> Tensor {
+        self.value_and_gradient(net).0
+    }
+
+    /// The value and its gradient λ/P·sign(θ − θ_start): what autograd gives for
+    /// |·| (whose derivative it takes as 0 at 0).
+    pub fn value_and_gradient(&self, net: &Net) -> (Tensor, Tensor) {
+        let _guard = tch::no_grad_guard();
+        let diff = net.flat_parameters() - &self.start;
+        let value = diff.abs().mean(Kind::Float) * self.lambda;
+        let gradient = diff.sign() * (self.lambda / diff.numel().max(1) as f64);
+        (value, gradient)
+    }
+}
