@@ -21,6 +21,10 @@ fn explored() -> Harness {
     }
     h.type_keys(" w");
     h.wait_for("the ablation and the sweep", |app| app.ablation.result.is_some() && app.ablation.sweeping.is_none());
+    // The worker's timing varies from run to run.
+    if let Some(result) = h.app.ablation.result.as_mut() {
+        result.seconds = 0.004;
+    }
     h
 }
 

@@ -96,6 +96,11 @@ fn select_conv1_sort_by_activation_change_ablate_the_top_two_and_read_the_change
     assert_eq!(ablated.mode, AblationMode::Weight);
     assert_ne!(ablated.metrics.triple(), poisoned.triple());
     assert_eq!(h.app.ablation.history.last(), Some(ablated));
+    // The worker timed the engine; the pane (all panes show at 200×60) shows it.
+    let seconds = ablated.seconds;
+    assert!(seconds > 0.0 && seconds < 60.0, "{seconds}");
+    let screen = h.screen(200, 60);
+    assert!(screen.contains(&format!("· {:.0} ms", seconds * 1e3)), "{screen}");
     // The Channels table marks the two ablated units.
     assert_eq!(h.app.channel_rows().iter().filter(|r| r.ablated).count(), 2);
 }

@@ -69,6 +69,8 @@ pub struct Evaluation {
     pub set: AblationSet,
     pub mode: AblationMode,
     pub metrics: Metrics,
+    /// The worker's time for it (shown, so the engine's speed is visible).
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -499,8 +501,8 @@ impl App {
                     Vec::new()
                 }
             }
-            Reply::Evaluated { set, mode, metrics } => {
-                let evaluation = Evaluation { set, mode, metrics };
+            Reply::Evaluated { set, mode, metrics, seconds } => {
+                let evaluation = Evaluation { set, mode, metrics, seconds };
                 if evaluation.set == self.ablation.set && evaluation.mode == self.ablation.mode {
                     self.ablation.result = Some(evaluation.clone());
                     self.ablation.pending = false;

@@ -182,6 +182,8 @@ pub enum Reply {
         set: AblationSet,
         mode: AblationMode,
         metrics: Metrics,
+        /// How long the worker took, from the request to the metrics.
+        seconds: f64,
     },
     SweepProgress {
         layer: Layer,

@@ -192,8 +192,10 @@ impl Worker {
             Command::Evaluate { set, mode } => {
                 set.validate().map_err(|e| eyre!(e))?;
                 let (lab, analysis) = self.analysis()?;
+                let clock = Instant::now();
                 let metrics = analysis.cache.evaluate(&lab.test, &set, mode);
-                (self.reply)(Reply::Evaluated { set, mode, metrics });
+                let seconds = clock.elapsed().as_secs_f64();
+                (self.reply)(Reply::Evaluated { set, mode, metrics, seconds });
                 Ok(())
             }
             Command::Sweep { layer, mode } => self.sweep(layer, mode),

@@ -37,6 +37,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Span::styled(" · evaluating…", Style::new().fg(WARN))
     } else if !app.ready && !ab.set.is_empty() {
         Span::styled(" · waiting for the models", Style::new().fg(DIM))
+    } else if let Some(result) = ab.result.as_ref().filter(|_| !ab.set.is_empty()) {
+        Span::styled(format!(" · {:.0} ms", result.seconds * 1e3), Style::new().fg(DIM))
     } else {
         Span::raw("")
     };
