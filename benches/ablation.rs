@@ -2,8 +2,9 @@
 //! model and the full test set, with the hand-written CPU kernels and with
 //! libtorch's ops alone (the GPU path) side by side in one process:
 //! `cargo bench --bench ablation` (needs `scripts/run.sh run` first; the run is
-//! `TROJANSCOPE_BENCH_RUN`, default `default`). Each figure is a median; every
-//! toggle's metrics are also checked against the study's reference path.
+//! `TROJANSCOPE_BENCH_RUN`, default `default`; threads `TROJANSCOPE_BENCH_THREADS`,
+//! default every core). Each figure is a median; every toggle's metrics are also
+//! checked against the study's reference path.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -22,7 +23,9 @@ const REPEAT: usize = 11;
 fn main() {
     trojanscope::alloc::keep_freed_memory();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    tch::set_num_threads(cores as i32);
+    let threads = std::env::var("TROJANSCOPE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(cores);
+    tch::set_num_threads(threads as i32);
+    trojanscope::engine::kernels::set_threads(Some(threads));
     let data_dir = std::env::var("TROJANSCOPE_DATA_DIR").unwrap_or_else(|_| "data/mnist".into());
     let run_name = std::env::var("TROJANSCOPE_BENCH_RUN").unwrap_or_else(|_| "default".into());
     let run = RunDir::new(Path::new("checkpoints"), &run_name);
@@ -37,7 +40,7 @@ fn main() {
 
     let (build_s, kernels) = median_time(3, || ActivationCache::build(&net, &test));
     let torch_ops = ActivationCache::build(&net, &test).with_torch_kernels();
-    println!("cache build {:.3} s, {} MiB per model", build_s, kernels.bytes() >> 20);
+    println!("{threads} threads; cache build {:.3} s, {} MiB per model", build_s, kernels.bytes() >> 20);
     println!("{:<46} {:>12} {:>14} {:>7}", "figure (median)", "CPU kernels", "libtorch ops", "ratio");
     let row = |name: &str, fast: f64, slow: f64| {
         println!("{name:<46} {:>9.1} ms {:>11.1} ms {:>6.2}×", fast * 1e3, slow * 1e3, slow / fast)

@@ -118,7 +118,9 @@ fn autograd_loss(net: &Net, start: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
 /// the weights as libtorch's Adam does on the autograd loss, step for step.
 #[test]
 fn flat_adam_and_the_closed_form_regulariser_match_libtorch() {
-    let (ours, theirs) = (seeded_net(5), seeded_net(5));
+    // A copy, not a second seeded net: tests share libtorch's generator.
+    let ours = seeded_net(5);
+    let theirs = ours.duplicate();
     let start = theirs.flat_parameters().copy();
     let proximity = Proximity::new(&ours, 1000.0);
     let mut adam = Adam::new(&ours, 1e-3);
@@ -129,13 +131,16 @@ fn flat_adam_and_the_closed_form_regulariser_match_libtorch() {
         let y = Tensor::randint(10, [8], (Kind::Int64, Device::Cpu));
         let (value, gradient) = proximity.value_and_gradient(&ours);
         let ce = ours.forward(&x).cross_entropy_for_logits(&y);
+        // The loss we report is the study's formula on the same parameters.
+        let formula = autograd_loss(&ours, &start, &x, &y).double_value(&[]);
+        assert!((ce.double_value(&[]) + value.double_value(&[]) - formula).abs() < 1e-5, "step {step}");
         adam.step(&ours, &(flat_gradient(&ce, &ours) + gradient));
-        let loss = autograd_loss(&theirs, &start, &x, &y);
-        assert!((ce.double_value(&[]) + value.double_value(&[]) - loss.double_value(&[])).abs() < 1e-5);
-        reference.backward_step(&loss);
+        reference.backward_step(&autograd_loss(&theirs, &start, &x, &y));
         let moved = (ours.flat_parameters() - &start).abs().max().double_value(&[]);
         let apart = (ours.flat_parameters() - theirs.flat_parameters()).abs().max().double_value(&[]);
-        assert!(moved > 0.9e-3 * (step + 1) as f64, "step {step}: Adam moves each weight by ~lr ({moved})");
+        // Adam's first step moves every weight with a gradient by lr: the comparison
+        // below is between weights that really moved.
+        assert!(moved > 0.9e-3, "step {step}: Adam moved the weights by at most {moved}");
         assert!(apart < 1e-6, "step {step}: {apart} apart");
     }
 }

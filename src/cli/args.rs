@@ -140,7 +140,8 @@ pub struct CommonArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
-    /// libtorch CPU threads (default: all cores for commands, all but one for the explorer).
+    /// CPU threads for libtorch (default: all cores for commands, all but one for the
+    /// explorer) and for the conv1 ablation kernel (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     /// Use only the first N training images (quick experiments).

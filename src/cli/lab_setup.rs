@@ -8,11 +8,13 @@ use crate::engine::train::TrainConfig;
 use color_eyre::eyre::{Result, bail, eyre};
 
 /// libtorch's CPU threads: the flag, else every core (commands) or every core but
-/// one (the explorer, so the UI keeps a core).
+/// one (the explorer, so the UI keeps a core). The conv1 kernel's threads: the
+/// flag, else every core.
 pub fn set_threads(common: &CommonArgs, leave_one_free: bool) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let default = if leave_one_free { cores.saturating_sub(1).max(1) } else { cores };
     tch::set_num_threads(common.threads.unwrap_or(default).max(1) as i32);
+    crate::engine::kernels::set_threads(common.threads.map(|n| n.max(1)));
 }
 
 pub fn load_data(common: &CommonArgs) -> Result<Mnist> {

@@ -202,8 +202,7 @@ impl ActivationCache {
             fc1_rows: kernels::slice(&self.fc1_rows),
             trigger_cells: self.trigger_cells.clone(),
         };
-        let threads = tch::get_num_threads().max(1) as usize;
-        kernels::conv1_ablated_pre3(&inputs, &ablations, threads)
+        kernels::conv1_ablated_pre3(&inputs, &ablations)
             .iter()
             .map(|pre3| Tensor::from_slice(pre3).view([-1, 16]))
             .collect()

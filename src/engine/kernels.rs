@@ -16,7 +16,25 @@
 use super::lanes::Avx2Fma;
 use super::lanes::{CHANNELS, FC1, H1, Lanes, MAP, P2, Portable, SIDE};
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::{Device, Kind, Tensor};
+
+/// Threads the kernel may use; 0 means one per core.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Caps the kernel's threads (the user's `--threads`); `None` allows every core. The
+/// explorer leaves libtorch a core short so that long training keeps the UI
+/// responsive, but a toggle's burst of tens of milliseconds is worth both cores.
+pub fn set_threads(threads: Option<usize>) {
+    THREADS.store(threads.unwrap_or(0), Ordering::Relaxed);
+}
+
+fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    }
+}
 
 /// Side of the pooled conv2 output.
 const H2: usize = 5;
@@ -123,10 +141,10 @@ impl Conv1Ablation {
 }
 
 /// fc1's pre-activation `[2N, 16]` for each of `ablations` (N clean rows, then N
-/// triggered), on `threads` threads.
-pub fn conv1_ablated_pre3(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], threads: usize) -> Vec<Vec<f32>> {
+/// triggered), on up to `set_threads`' threads.
+pub fn conv1_ablated_pre3(inputs: &Conv1Inputs, ablations: &[Conv1Ablation]) -> Vec<Vec<f32>> {
     let n = inputs.pre3.len() / FC1 / 2;
-    let per_thread = n.div_ceil(threads.max(1)).max(1);
+    let per_thread = n.div_ceil(threads()).max(1);
     let ranges: Vec<Range<usize>> = (0..n).step_by(per_thread).map(|s| s..(s + per_thread).min(n)).collect();
     let parts: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
         let handles: Vec<_> =

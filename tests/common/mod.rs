@@ -54,6 +54,7 @@ fn trained_run() -> &'static RunDir {
 pub fn trained_lab() -> Lab {
     // cargo runs tests in parallel, one per core: one libtorch thread each.
     tch::set_num_threads(1);
+    trojanscope::engine::kernels::set_threads(Some(1));
     let run = trained_run().clone();
     Lab::new(Device::Cpu, mnist(TRAIN_IMAGES, TEST_IMAGES), config(), run).unwrap()
 }
