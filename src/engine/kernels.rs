@@ -2,12 +2,12 @@
 //! pre-activation. libtorch spends most of a conv1 toggle on moving data between
 //! small ops (conv, pool, im2col, GEMM, pool again), each a full pass over memory;
 //! here each image's cached conv2 pre-activation (25 KiB) is read once, corrected,
-//! pooled and folded into fc1 while it sits in L1. Three shortcuts, all exact:
-//! - a pooled conv2 cell none of whose inputs changed keeps its cached value, and
-//!   fc1 is corrected only by cells that changed (`pre3 += Wᵀ·(h2' − h2)`);
+//! pooled and folded into fc1 while it sits in L1. Two shortcuts, both exact:
+//! - a pooled conv2 cell none of whose inputs changed (ReLU keeps many pixels at
+//!   the replacement value) keeps its cached value, and fc1 is corrected only by
+//!   cells that changed (`pre3 += Wᵀ·(h2' − h2)`);
 //! - a triggered image equals its clean twin outside the trigger's reach, so only
-//!   the cells the trigger reaches are recomputed for it;
-//! - a zero change (ReLU keeps many pixels at the replacement value) costs nothing.
+//!   the cells the trigger reaches are recomputed for it.
 //!
 //! The innermost loops live in `lanes.rs`. The GPU path keeps libtorch's ops (see
 //! `cache.rs`); both are checked against the study's reference path.
@@ -245,5 +245,50 @@ fn prefetch(data: &[f32]) {
     for line in data.chunks(16) {
         // SAFETY: a prefetch is a hint; it never faults and the address is in bounds.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr().cast()) };
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::super::lanes::testing::{assert_close, values};
+    use super::*;
+
+    /// The whole loop, generic over its inner loops, gives the same fc1
+    /// pre-activations with the portable ones as with the intrinsics (the machine
+    /// that runs the tests only ever takes the AVX2 path otherwise).
+    #[test]
+    fn the_portable_loop_agrees_with_the_avx2_loop() {
+        if !Avx2Fma::available() {
+            return;
+        }
+        let n = 3;
+        let (images, pre2, h2) = (values(2 * n * PIXELS, 1), values(2 * n * PRE2_LEN, 2), values(2 * n * H2_LEN, 3));
+        let (pre3, fc1_rows) = (values(2 * n * FC1, 4), values(H2_LEN * FC1, 5));
+        let inputs = Conv1Inputs {
+            images: &images,
+            pre2: &pre2,
+            h2: &h2,
+            pre3: &pre3,
+            fc1_rows: &fc1_rows,
+            trigger_cells: [3..5, 4..5],
+        };
+        let ablation = Conv1Ablation {
+            kernels: values(2 * 9, 6),
+            biases: vec![0.1, -0.2],
+            constants: values(2 * MAP, 7),
+            taps: values(2 * 9 * CHANNELS, 8),
+            conv2_channels: vec![3, 40],
+            conv2_values: values(2 * H2 * H2, 9),
+        };
+        let ablations = [ablation];
+        let portable = image_pairs_with::<Portable>(&inputs, &ablations, 0..n);
+        // SAFETY: the CPU has AVX2 and FMA, checked above.
+        let simd = unsafe { image_pairs_avx2(&inputs, &ablations, 0..n) };
+        assert_close(&portable[0], &simd[0], 1e-4);
+        // Clean rows first, then triggered rows, each moved off the cached values.
+        assert_eq!(portable[0].len(), 2 * n * FC1);
+        let moved = portable[0][..n * FC1].iter().zip(&pre3[..n * FC1]).filter(|(a, b)| (*a - *b).abs() > 1e-3);
+        assert!(moved.count() > n * FC1 / 2);
+        assert_ne!(portable[0][..FC1], portable[0][n * FC1..(n + 1) * FC1], "the triggered twin differs");
     }
 }

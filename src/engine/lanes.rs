@@ -266,12 +266,11 @@ mod avx2 {
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::*;
-
+/// Inputs and comparisons for the tests of the portable and AVX2 forms.
+#[cfg(test)]
+pub(super) mod testing {
     /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).max(1);
         (0..n)
             .map(|_| {
@@ -283,11 +282,18 @@ mod tests {
             .collect()
     }
 
-    fn assert_close(portable: &[f32], simd: &[f32], tolerance: f32) {
+    pub fn assert_close(portable: &[f32], simd: &[f32], tolerance: f32) {
+        assert_eq!(portable.len(), simd.len());
         for (a, b) in portable.iter().zip(simd) {
             assert!((a - b).abs() <= tolerance * (1.0 + a.abs()), "{a} vs {b}");
         }
     }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::testing::{assert_close, values};
+    use super::*;
 
     #[test]
     fn intrinsics_agree_with_the_portable_loops() {
