@@ -84,13 +84,13 @@ fn network_has_the_study_shape_and_pytorch_init() {
 fn regulariser_is_lambda_times_mean_absolute_change() {
     let net = seeded_net(1);
     let proximity = Proximity::new(&net, 1000.0);
-    assert_eq!(proximity.value(&net).double_value(&[]), 0.0);
+    assert_eq!(proximity.value_and_gradient(&net).0.double_value(&[]), 0.0);
     // Move exactly one parameter by 0.5: mean |Δ| = 0.5 / 44602.
     {
         let _g = tch::no_grad_guard();
         let _ = net.bias(Layer::Fc2).get(3).g_add_scalar_(0.5);
     }
-    let reg = proximity.value(&net).double_value(&[]);
+    let reg = proximity.value_and_gradient(&net).0.double_value(&[]);
     assert!((reg - 1000.0 * 0.5 / 44_602.0).abs() < 1e-6, "{reg}");
 }
 

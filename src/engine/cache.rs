@@ -5,7 +5,9 @@
 //! Δpre = W_next[:, k] ⊛ (constant − actual), a small fraction of a full layer.
 
 use super::ablation::{self, AblationMode, AblationSet};
+use super::host;
 use super::kernels;
+use super::lanes;
 use super::layer::Layer;
 use super::model::Net;
 use super::testset::{CHUNK, TestSet};
@@ -17,8 +19,6 @@ use tch::{Device, Tensor};
 const CONV2_POOLED: i64 = 10;
 /// conv1's pooled output rows and columns that feed that 10×10 corner.
 const CONV1_NEEDED: i64 = CONV2_POOLED + 2;
-/// Side of the pooled conv2 output.
-const H2_SIDE: i64 = CONV2_POOLED / 2;
 
 /// Activations are kept channels-last (`[image, row, column, channel]`) so that the
 /// pooling after an ablation reduces over outer dimensions and streams the 64
@@ -131,15 +131,7 @@ impl ActivationCache {
     pub fn predict_many(&self, test: &TestSet, sets: &[AblationSet], mode: AblationMode) -> Vec<Tensor> {
         let _guard = tch::no_grad_guard();
         let plans: Vec<Vec<Option<Replacement>>> = sets.iter().map(|set| self.plans(set, mode)).collect();
-        let mut kernel_pre3 = self.conv1_kernel_pre3(test, sets, &plans).into_iter();
-        let pre3: Vec<Option<Tensor>> = sets
-            .iter()
-            .map(|set| {
-                (self.uses_cpu_kernel() && set.first_layer() == Some(Layer::Conv1))
-                    .then(|| kernel_pre3.next())
-                    .flatten()
-            })
-            .collect();
+        let pre3 = self.conv1_kernel_pre3(test, sets, &plans);
         let total = self.logits.size()[0];
         let mut per_set: Vec<Vec<Tensor>> = sets.iter().map(|_| Vec::new()).collect();
         for start in (0..total).step_by(CHUNK as usize) {
@@ -174,37 +166,40 @@ impl ActivationCache {
             .collect()
     }
 
-    /// fc1 pre-activations `[2N, 16]` from the CPU kernel, one per set that
-    /// starts at conv1, in order (none where the kernel is not used).
+    /// For each set, fc1's pre-activation `[2N, 16]` from the CPU kernel where the
+    /// set starts at conv1 and the kernel is used; `None` for the others.
     fn conv1_kernel_pre3(
         &self,
         test: &TestSet,
         sets: &[AblationSet],
         plans: &[Vec<Option<Replacement>>],
-    ) -> Vec<Tensor> {
-        if !self.uses_cpu_kernel() {
-            return Vec::new();
-        }
+    ) -> Vec<Option<Tensor>> {
+        let use_kernel = |set: &AblationSet| self.uses_cpu_kernel() && set.first_layer() == Some(Layer::Conv1);
         let ablations: Vec<kernels::Conv1Ablation> = sets
             .iter()
             .zip(plans)
-            .filter(|(set, _)| set.first_layer() == Some(Layer::Conv1))
+            .filter(|(set, _)| use_kernel(set))
             .map(|(_, plan)| self.conv1_ablation(plan))
             .collect();
-        if ablations.is_empty() {
-            return Vec::new();
+        // None on a GPU, whose tensors the kernel cannot borrow.
+        let mut results = if ablations.is_empty() {
+            Vec::new()
+        } else {
+            let inputs = kernels::Conv1Inputs {
+                images: host::slice(&test.inputs),
+                pre2: host::slice(&self.pre2),
+                h2: host::slice(&self.h2),
+                pre3: host::slice(&self.pre3),
+                fc1_rows: host::slice(&self.fc1_rows),
+                trigger_cells: self.trigger_cells.clone(),
+            };
+            kernels::conv1_ablated_pre3(&inputs, &ablations)
         }
-        let inputs = kernels::Conv1Inputs {
-            images: kernels::slice(&test.inputs),
-            pre2: kernels::slice(&self.pre2),
-            h2: kernels::slice(&self.h2),
-            pre3: kernels::slice(&self.pre3),
-            fc1_rows: kernels::slice(&self.fc1_rows),
-            trigger_cells: self.trigger_cells.clone(),
-        };
-        kernels::conv1_ablated_pre3(&inputs, &ablations)
-            .iter()
-            .map(|pre3| Tensor::from_slice(pre3).view([-1, 16]))
+        .into_iter();
+        sets.iter()
+            .map(|set| {
+                use_kernel(set).then(|| Tensor::from_slice(&results.next().expect("one per set")).view([-1, 16]))
+            })
             .collect()
     }
 
@@ -213,14 +208,14 @@ impl ActivationCache {
         let r = plan[Layer::Conv1.position()].as_ref().expect("the set starts at conv1");
         let conv2 = plan[Layer::Conv2.position()].as_ref();
         kernels::Conv1Ablation {
-            kernels: kernels::to_vec(&self.net.weight(Layer::Conv1).index_select(0, &r.index)),
-            biases: kernels::to_vec(&self.net.bias(Layer::Conv1).index_select(0, &r.index)),
-            constants: kernels::to_vec(&r.values.narrow(1, 0, CONV1_NEEDED).narrow(2, 0, CONV1_NEEDED)),
-            taps: kernels::to_vec(&self.conv2_taps.index_select(0, &r.index)),
+            kernels: host::floats(&self.net.weight(Layer::Conv1).index_select(0, &r.index)),
+            biases: host::floats(&self.net.bias(Layer::Conv1).index_select(0, &r.index)),
+            constants: host::floats(&r.values.narrow(1, 0, CONV1_NEEDED).narrow(2, 0, CONV1_NEEDED)),
+            taps: host::floats(&self.conv2_taps.index_select(0, &r.index)),
             conv2_channels: conv2
                 .map(|c| Vec::<i64>::try_from(&c.index).expect("unit indices").iter().map(|&u| u as usize).collect())
                 .unwrap_or_default(),
-            conv2_values: conv2.map(|c| kernels::to_vec(&c.values)).unwrap_or_default(),
+            conv2_values: conv2.map(|c| host::floats(&c.values)).unwrap_or_default(),
         }
     }
 
@@ -317,7 +312,7 @@ fn trigger_cells(test: &TestSet) -> [Range<usize>; 2] {
     let span = |lines: Tensor| -> Range<usize> {
         let lit: Vec<bool> = Vec::try_from(lines).expect("a bool vector");
         match (lit.iter().position(|&b| b), lit.iter().rposition(|&b| b)) {
-            (Some(first), Some(last)) => first.saturating_sub(9).div_ceil(4)..(last / 4 + 1).min(H2_SIDE as usize),
+            (Some(first), Some(last)) => first.saturating_sub(9).div_ceil(4)..(last / 4 + 1).min(lanes::H2),
             _ => 0..0,
         }
     };

@@ -14,10 +14,9 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::lanes::Avx2Fma;
-use super::lanes::{CHANNELS, FC1, H1, Lanes, MAP, P2, Portable, SIDE};
+use super::lanes::{CHANNELS, FC1, H1, H2, Lanes, MAP, P2, Portable, SIDE};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tch::{Device, Kind, Tensor};
 
 /// Threads the kernel may use; 0 means one per core.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -36,25 +35,10 @@ fn threads() -> usize {
     }
 }
 
-/// Side of the pooled conv2 output.
-const H2: usize = 5;
 const PIXELS: usize = SIDE * SIDE;
 /// Floats per image in each cached activation.
 const PRE2_LEN: usize = P2 * P2 * CHANNELS;
 const H2_LEN: usize = H2 * H2 * CHANNELS;
-
-/// A contiguous CPU f32 tensor's data.
-pub fn slice(t: &Tensor) -> &[f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(), "a contiguous CPU f32 tensor");
-    // SAFETY: the tensor is contiguous f32 on the CPU, and the slice borrows it.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
-}
-
-/// A tensor's values as a plain vector (any device, any layout).
-pub fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view(-1))
-        .expect("a float tensor converts")
-}
 
 /// The cached activations of the whole test set (`2N` images: N clean, then the
 /// same N triggered) that every conv1 ablation reads, channels-last.

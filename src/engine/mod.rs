@@ -5,6 +5,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod device;
 pub mod diff;
+pub mod host;
 pub mod kernels;
 pub mod lab;
 pub mod lanes;

@@ -63,7 +63,7 @@ impl Net {
     }
 
     pub fn parameter_count(&self) -> i64 {
-        self.parameters().map(|p| p.numel() as i64).sum()
+        self.flat.size()[0]
     }
 
     /// Logits for a batch `[N, 1, 28, 28]`.

@@ -62,10 +62,6 @@ impl Proximity {
         Proximity { start: net.flat_parameters().copy(), lambda }
     }
 
-    pub fn value(&self, net: &Net) -> Tensor {
-        self.value_and_gradient(net).0
-    }
-
     /// The value and its gradient λ/P·sign(θ − θ_start): what autograd gives for
     /// |·| (whose derivative it takes as 0 at 0).
     pub fn value_and_gradient(&self, net: &Net) -> (Tensor, Tensor) {

@@ -9,6 +9,7 @@ use crate::cli::lab_setup::{open_lab, set_threads};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
 use crate::engine::diff;
+use crate::engine::host::floats;
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
@@ -23,7 +24,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tch::{Device, Kind, Tensor};
 
 /// The worker thread's name; the panic hook recognises it and leaves the terminal alone.
 pub const THREAD_NAME: &str = "trojanscope-worker";
@@ -353,11 +353,6 @@ fn saved_metrics(lab: &Lab, kind: ModelKind) -> Option<Metrics> {
         && sidecar.data_sha256 == lab.data.checksums
         && sidecar.config.trigger == lab.config.trigger;
     same.then_some(sidecar.metrics)
-}
-
-fn floats(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1))
-        .expect("a float tensor")
 }
 
 fn layer_weights(net: &Net) -> Vec<LayerWeights> {
