@@ -5,5 +5,6 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod named;
+pub mod picture;
 pub mod table;
 pub mod tui;

@@ -174,15 +174,36 @@ fn the_explorer_off_a_terminal_says_so_and_writes_nothing_to_stdout() {
 #[test]
 fn bench_measures_both_sides_and_reports_ratios() {
     let dir = common::scratch("cli-bench");
-    let args = ["bench", "--json", "--repeat", "2", "--sweep-channels", "1", "--threads", "1"];
+    let args = [
+        "bench",
+        "--json",
+        "--repeat",
+        "2",
+        "--sweep-channels",
+        "1",
+        "--threads",
+        "1",
+        "--recover-images",
+        "160",
+        "--recover-epochs",
+        "2",
+    ];
     let o = trojanscope(&with_run(dir.to_str().unwrap(), &args));
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(report["pytorch_error"].is_null(), "{}", report["pytorch_error"]);
     let figures = report["figures"].as_array().unwrap();
     let figure = |name: &str| figures.iter().find(|f| f["name"].as_str().unwrap().starts_with(name)).unwrap();
-    for name in ["clean epoch", "poison epoch", "metrics", "conv1 sweep", "conv2 sweep", "fc1 sweep", "toggle a conv1"]
-    {
+    for name in [
+        "clean epoch",
+        "poison epoch",
+        "metrics",
+        "conv1 sweep",
+        "conv2 sweep",
+        "fc1 sweep",
+        "toggle a conv1",
+        "trigger recovery, all labels (160 images × 2 epochs)",
+    ] {
         let f = figure(name);
         let (ours, theirs) = (f["ours_s"].as_f64().unwrap(), f["pytorch_s"].as_f64().unwrap());
         assert!(ours > 0.0 && theirs > 0.0, "{name}: {f}");
@@ -191,6 +212,11 @@ fn bench_measures_both_sides_and_reports_ratios() {
     let conv2 = figure("conv2 sweep");
     assert!(conv2["pytorch_s"].as_f64().unwrap() > 5.0 * conv2["ours_s"].as_f64().unwrap(), "{conv2}");
     assert!(figure("rehab epoch")["pytorch_s"].is_null());
+    // Both recoveries ran on the same model and name their smallest mask.
+    let verdict = &report["recovery_verdict"];
+    assert!(verdict["ours_smallest"].as_u64().unwrap() < 10, "{verdict}");
+    assert!(verdict["pytorch_smallest"].as_u64().unwrap() < 10, "{verdict}");
+    assert!(figure("feature visualisation")["ours_s"].as_f64().unwrap() > 0.0);
     // Each model's cache: 2·300 images × (10·10·64 + 5·5·64 + 16 + 10) floats.
     let cache = report["cache_bytes_three_models"].as_u64().unwrap();
     assert_eq!(cache, 3 * 600 * (6400 + 1600 + 16 + 10) * 4);

@@ -5,6 +5,8 @@ pub mod pytorch;
 
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
+use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd};
+use crate::engine::featvis::{self, VisConfig};
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
@@ -46,6 +48,16 @@ pub struct BenchReport {
     /// Peak resident memory of this process (VmHWM).
     pub peak_rss_bytes: usize,
     pub pytorch_error: Option<String>,
+    /// Which labels each side's trigger recovery flagged (and its smallest mask).
+    pub recovery_verdict: Option<RecoveryVerdict>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryVerdict {
+    pub ours_flagged: Vec<u8>,
+    pub ours_smallest: u8,
+    pub pytorch_flagged: Option<Vec<u8>>,
+    pub pytorch_smallest: Option<u8>,
 }
 
 /// Median wall time of `repeat` runs of `f`, keeping the last run's output.
@@ -153,6 +165,42 @@ pub fn measure_interventions(
         fig(&name, t);
     }
     (figures, cache_bytes)
+}
+
+/// Our trigger recovery on `poisoned` (all labels batched) and one feature
+/// visualisation; returns the figures and the labels our recovery flagged, with
+/// the label of the smallest mask.
+pub fn measure_recovery(
+    lab: &Lab,
+    poisoned: &Net,
+    cfg: &CleanseConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Vec<Figure>, Vec<u8>, u8), String> {
+    progress("trigger recovery (Neural Cleanse, all labels)");
+    let end =
+        cleanse::recover(
+            poisoned,
+            "poisoned",
+            &lab.data,
+            &lab.config.trigger,
+            cfg,
+            &mut |_| ControlFlow::Continue(()),
+        )?;
+    let RecoveryEnd::Done(report) = end else { return Err("recovery stopped".into()) };
+    let smallest = report.labels.iter().min_by(|a, b| a.l1.total_cmp(&b.l1)).map(|t| t.label).unwrap_or(0);
+    progress("feature visualisation");
+    let vis = VisConfig::default();
+    let (t, _) = median_time(3, || featvis::visualize(poisoned, Layer::Fc2, 8, crate::data::mnist::SIDE, &vis));
+    let figures = vec![
+        Figure::ours(&recovery_figure_name(cfg), report.optimise_s),
+        Figure::ours(&format!("feature visualisation of one unit ({} steps)", vis.steps), t),
+    ];
+    Ok((figures, report.flagged.clone(), smallest))
+}
+
+/// The recovery figure's name, which says what was optimised.
+pub fn recovery_figure_name(cfg: &CleanseConfig) -> String {
+    format!("trigger recovery, all labels ({} images × {} epochs)", cfg.images, cfg.epochs)
 }
 
 /// Peak resident set size of this process, from /proc (0 where unavailable).

@@ -49,20 +49,41 @@ fn python() -> String {
         .unwrap_or_else(|| "python3".into())
 }
 
-/// One clean and one poison epoch, then the evaluation figures if `evaluate`.
-pub fn run(how: &Invocation, evaluate: bool) -> Result<PytorchTimes, String> {
-    let script = how.script;
-    let output = Command::new(python())
-        .arg(script)
-        .arg("--data-dir")
-        .arg(how.data_dir)
-        .args(["--threads", &how.threads.to_string(), "--epochs-repeat", "1", "--repeat", &how.repeat.to_string()])
-        .args(["--sweep-channels", &how.sweep_channels.to_string()])
-        .args((!evaluate).then_some("--training-only"))
-        .args(how.train_limit.iter().flat_map(|n| ["--train-limit".to_string(), n.to_string()]))
-        .args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]))
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", python()))?;
+/// What benches/neural_cleanse.py reports.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CleanseTimes {
+    pub optimise_s: f64,
+    pub flagged: Vec<u8>,
+    pub smallest_l1_label: u8,
+}
+
+/// Runs the reference Neural Cleanse (one label after another, as its users run
+/// it) on a checkpoint with the same images, epochs and batch as ours.
+pub fn run_cleanse(
+    script: &Path,
+    data_dir: &Path,
+    checkpoint: &Path,
+    threads: i32,
+    cfg: &crate::engine::cleanse::CleanseConfig,
+) -> Result<CleanseTimes, String> {
+    let mut command = Command::new(python());
+    command.arg(script).arg("--checkpoint").arg(checkpoint).arg("--data-dir").arg(data_dir);
+    for (flag, value) in [
+        ("--threads", threads.to_string()),
+        ("--images", cfg.images.to_string()),
+        ("--epochs", cfg.epochs.to_string()),
+        ("--batch-size", cfg.batch_size.to_string()),
+        ("--seed", cfg.seed.to_string()),
+        ("--test-images", cfg.test_images.to_string()),
+    ] {
+        command.args([flag, &value]);
+    }
+    last_json_line(script, command)
+}
+
+/// Runs a script and parses the JSON object on the last line of its stdout.
+fn last_json_line<T: serde::de::DeserializeOwned>(script: &Path, mut command: Command) -> Result<T, String> {
+    let output = command.output().map_err(|e| format!("cannot start {}: {e}", python()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!("{} failed: {}", script.display(), stderr.lines().last().unwrap_or("")));
@@ -70,4 +91,20 @@ pub fn run(how: &Invocation, evaluate: bool) -> Result<PytorchTimes, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or("");
     serde_json::from_str(line).map_err(|e| format!("unreadable output from {}: {e}", script.display()))
+}
+
+/// One clean and one poison epoch, then the evaluation figures if `evaluate`.
+pub fn run(how: &Invocation, evaluate: bool) -> Result<PytorchTimes, String> {
+    let script = how.script;
+    let mut command = Command::new(python());
+    command
+        .arg(script)
+        .arg("--data-dir")
+        .arg(how.data_dir)
+        .args(["--threads", &how.threads.to_string(), "--epochs-repeat", "1", "--repeat", &how.repeat.to_string()])
+        .args(["--sweep-channels", &how.sweep_channels.to_string()])
+        .args((!evaluate).then_some("--training-only"))
+        .args(how.train_limit.iter().flat_map(|n| ["--train-limit".to_string(), n.to_string()]))
+        .args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]));
+    last_json_line(script, command)
 }

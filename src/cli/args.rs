@@ -2,6 +2,7 @@
 
 use crate::data::trigger::TriggerConfig;
 use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::train::{Phase, TrainConfig};
@@ -107,6 +108,54 @@ pub enum Command {
         #[arg(short, long, default_value_t = 8)]
         k: usize,
     },
+    /// Find the trigger without being told: Neural Cleanse optimises, for every
+    /// label, the smallest mask that sends clean images there; a backdoored label
+    /// needs a far smaller one (anomaly index > 2).
+    Recover {
+        #[arg(long, default_value = "poisoned")]
+        model: ModelKind,
+        /// Examine a safetensors file instead (e.g. exported from PyTorch).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        cleanse: CleanseArgs,
+    },
+    /// Neural Cleanse's mitigation: fine-tune the flagged model on clean images, a
+    /// share stamped with the recovered trigger and their true labels; saved as the
+    /// run's `unlearned` model. Runs `recover` first when no current recovery is saved.
+    Unlearn {
+        #[arg(long, default_value = "poisoned")]
+        model: ModelKind,
+        /// Unlearn this label's recovered trigger (default: the most anomalous).
+        #[arg(long)]
+        label: Option<u8>,
+        /// Clean training images fine-tuned on.
+        #[arg(long, default_value_t = 6000)]
+        images: usize,
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Share of each batch stamped with the recovered trigger.
+        #[arg(long, default_value_t = 0.2)]
+        fraction: f64,
+        /// λ of the proximity regulariser (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        lambda: f64,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+    },
+    /// Feature visualisation: the input that most excites a unit (a conv channel's
+    /// mean, an fc1 unit or a logit), for each model side by side.
+    Visualize {
+        layer: Layer,
+        unit: usize,
+        /// Models to visualise (default: clean, poisoned, rehab).
+        #[arg(long, value_delimiter = ',')]
+        model: Vec<ModelKind>,
+        #[arg(long, default_value_t = 256)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Check libtorch, CUDA, threads, data and checkpoints.
     Doctor,
     /// Time training, metrics, sweeps and ablation toggles, side by side with the
@@ -122,6 +171,12 @@ pub enum Command {
         /// Skip the PyTorch baseline.
         #[arg(long)]
         no_pytorch: bool,
+        /// Training images trigger recovery optimises over (both sides).
+        #[arg(long, default_value_t = 2000)]
+        recover_images: usize,
+        /// Epochs of trigger recovery (both sides).
+        #[arg(long, default_value_t = 10)]
+        recover_epochs: usize,
     },
 }
 
@@ -234,6 +289,52 @@ impl TrainArgs {
                 amplitude: self.trigger_amplitude,
                 target: self.target,
             },
+        }
+    }
+}
+
+/// Neural Cleanse's settings; every default is the reference's.
+#[derive(Debug, Args)]
+pub struct CleanseArgs {
+    /// Clean training images optimised over.
+    #[arg(long, default_value_t = 2000)]
+    pub images: usize,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Adam's learning rate (betas 0.5, 0.9).
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// The mask's L1 cost once the attack succeeds.
+    #[arg(long, default_value_t = 1e-3)]
+    pub init_cost: f64,
+    /// Epochs before the cost is set, raised or lowered.
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Held-out test images each recovered trigger is scored on.
+    #[arg(long, default_value_t = 2000)]
+    pub test_images: usize,
+    /// Labels to optimise, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<u8>,
+}
+
+impl CleanseArgs {
+    pub fn config(&self) -> CleanseConfig {
+        CleanseConfig {
+            images: self.images,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            lr: self.lr,
+            init_cost: self.init_cost,
+            patience: self.patience,
+            test_images: self.test_images,
+            labels: self.labels.clone(),
+            ..CleanseConfig::default()
         }
     }
 }

@@ -3,13 +3,24 @@
 use super::args::CommonArgs;
 use super::lab_setup::open_lab;
 use super::output::Format;
-use crate::bench::{self, BenchReport, Figure, pytorch};
+use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
+use crate::engine::cleanse::CleanseConfig;
 use crate::engine::train::TrainConfig;
 use crate::table::Table;
-use color_eyre::eyre::Result;
+use color_eyre::eyre::{Result, eyre};
 use std::path::Path;
 
-pub fn run(common: &CommonArgs, format: Format, repeat: usize, sweep_channels: usize, no_pytorch: bool) -> Result<()> {
+/// What `bench` is asked to measure.
+pub struct BenchArgs {
+    pub repeat: usize,
+    pub sweep_channels: usize,
+    pub no_pytorch: bool,
+    /// Trigger recovery's images and epochs (the reference settings by default).
+    pub cleanse: CleanseConfig,
+}
+
+pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> {
+    let BenchArgs { repeat, sweep_channels, no_pytorch, .. } = *args;
     let lab = open_lab(common, Some(TrainConfig::default()))?;
     let mut say = |what: &str| {
         if format.is_human() {
@@ -47,6 +58,25 @@ pub fn run(common: &CommonArgs, format: Format, repeat: usize, sweep_channels: u
     if pytorch_error.is_none() && !rounds.is_empty() {
         attach(&mut figures, &rounds, sweep_channels);
     }
+    let (more, ours_flagged, ours_smallest) =
+        bench::measure_recovery(&lab, &models[1], &args.cleanse, &mut say).map_err(|e| eyre!(e))?;
+    figures.extend(more);
+    let mut verdict = RecoveryVerdict { ours_flagged, ours_smallest, pytorch_flagged: None, pytorch_smallest: None };
+    if !no_pytorch && pytorch_error.is_none() {
+        say("the reference Neural Cleanse in PyTorch (benches/neural_cleanse.py), one label after another");
+        match pytorch_cleanse(common, &models[1], &args.cleanse) {
+            Ok(times) => {
+                let name = bench::recovery_figure_name(&args.cleanse);
+                if let Some(f) = figures.iter_mut().find(|f| f.name == name) {
+                    f.pytorch_s = Some(times.optimise_s);
+                    f.note = "PyTorch: the labels one after another".into();
+                }
+                verdict.pytorch_flagged = Some(times.flagged);
+                verdict.pytorch_smallest = Some(times.smallest_l1_label);
+            }
+            Err(e) => pytorch_error = Some(e),
+        }
+    }
     let report = BenchReport {
         machine: bench::machine(),
         device: crate::engine::device::describe(lab.device),
@@ -55,6 +85,7 @@ pub fn run(common: &CommonArgs, format: Format, repeat: usize, sweep_channels: u
         cache_bytes_three_models: cache_bytes,
         peak_rss_bytes: bench::peak_rss_bytes(),
         pytorch_error,
+        recovery_verdict: Some(verdict),
     };
     format.emit(&report, &table(&report))?;
     if format.is_human() {
@@ -65,6 +96,17 @@ pub fn run(common: &CommonArgs, format: Format, repeat: usize, sweep_channels: u
             report.cache_bytes_three_models as f64 / 1048576.0,
             report.peak_rss_bytes as f64 / 1048576.0
         );
+        if let Some(v) = &report.recovery_verdict {
+            eprintln!(
+                "trigger recovery flagged {:?} (smallest mask: label {}) here, {} in PyTorch",
+                v.ours_flagged,
+                v.ours_smallest,
+                match (&v.pytorch_flagged, v.pytorch_smallest) {
+                    (Some(f), Some(s)) => format!("{f:?} (smallest mask: label {s})"),
+                    _ => "not run".into(),
+                }
+            );
+        }
         if let Some(e) = &report.pytorch_error {
             eprintln!("PyTorch baseline failed: {e}");
         }
@@ -98,6 +140,20 @@ fn attach(figures: &mut [Figure], rounds: &[pytorch::PytorchTimes], sweep_channe
         f.pytorch_s = time;
         f.note = note;
     }
+}
+
+/// The bench's poisoned model through a temporary checkpoint, into the script.
+fn pytorch_cleanse(
+    common: &CommonArgs,
+    poisoned: &crate::engine::model::Net,
+    cfg: &CleanseConfig,
+) -> Result<pytorch::CleanseTimes, String> {
+    let file = std::env::temp_dir().join(format!("trojanscope-bench-{}.safetensors", std::process::id()));
+    crate::engine::checkpoint::save_net(poisoned, &file).map_err(|e| e.to_string())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/neural_cleanse.py");
+    let outcome = pytorch::run_cleanse(&script, &common.data_dir, &file, tch::get_num_threads(), cfg);
+    let _ = std::fs::remove_file(&file);
+    outcome
 }
 
 fn seconds(s: f64) -> String {

@@ -83,7 +83,7 @@ pub fn eval(
         let net = checkpoint::load_net(path, lab.device)?;
         results.push(EvalResult { model: path.display().to_string(), metrics: lab.test.evaluate(&net) });
     } else {
-        let models = if models.is_empty() { ModelKind::ALL.to_vec() } else { models.to_vec() };
+        let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
         for kind in models {
             results.push(EvalResult { model: kind.to_string(), metrics: lab.test.evaluate(&lab.load(kind)?) });
         }
@@ -320,7 +320,7 @@ pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
         Ok(d) => format!("ok: {} train, {} test images", d.train.len(), d.test.len()),
         Err(e) => format!("PROBLEM: {e}"),
     };
-    let checkpoints = ModelKind::ALL
+    let checkpoints = ModelKind::STUDY
         .iter()
         .map(|&k| {
             let state = if !run.has(k) {

@@ -33,7 +33,7 @@ pub fn load_data(common: &CommonArgs) -> Result<Mnist> {
 /// The configuration the run's models were trained with (their sidecar), or the
 /// study's defaults for a run with no models yet.
 pub fn run_config(run: &RunDir) -> Result<TrainConfig> {
-    for kind in ModelKind::ALL {
+    for kind in ModelKind::STUDY {
         if run.sidecar_path(kind).is_file() {
             return Ok(run.sidecar(kind)?.config);
         }

@@ -6,10 +6,14 @@ pub mod lab_setup;
 pub mod output;
 pub mod progress;
 pub mod report;
+pub mod trigger;
 
 use crate::engine::checkpoint;
+use crate::engine::cleanse::CleanseConfig;
+use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
+use crate::engine::unlearn::UnlearnConfig;
 use args::{Cli, Command};
 use color_eyre::eyre::Result;
 use lab_setup::{check_same_config, open_lab};
@@ -36,9 +40,34 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         }
         Command::Diff { a, b, layer } => commands::diff_cmd(common, format, *a, *b, *layer),
         Command::Features { layer, unit, model, k } => commands::features(common, format, *layer, *unit, *model, *k),
+        Command::Recover { model, checkpoint, cleanse } => {
+            trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
+        }
+        Command::Unlearn { model, label, images, epochs, fraction, lambda, lr } => {
+            let config = UnlearnConfig {
+                images: *images,
+                epochs: *epochs,
+                fraction: *fraction,
+                lambda: *lambda,
+                lr: *lr,
+                label: *label,
+                ..UnlearnConfig::default()
+            };
+            trigger::unlearn(common, format, *model, &config)
+        }
+        Command::Visualize { layer, unit, model, steps, seed } => {
+            let config = VisConfig { steps: *steps, seed: *seed, ..VisConfig::default() };
+            trigger::visualize(common, format, *layer, *unit, model, &config)
+        }
         Command::Doctor => commands::doctor(common, format),
-        Command::Bench { repeat, sweep_channels, no_pytorch } => {
-            bench::run(common, format, *repeat, *sweep_channels, *no_pytorch)
+        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs } => {
+            let args = bench::BenchArgs {
+                repeat: *repeat,
+                sweep_channels: *sweep_channels,
+                no_pytorch: *no_pytorch,
+                cleanse: CleanseConfig { images: *recover_images, epochs: *recover_epochs, ..CleanseConfig::default() },
+            };
+            bench::run(common, format, &args)
         }
     }
 }
@@ -47,12 +76,12 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
 fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Result<()> {
     let lab = open_lab(&cli.common, Some(train.config()))?;
     // Once a model is missing, everything downstream of it is retrained too.
-    let first_missing = ModelKind::ALL.iter().position(|&k| retrain || !lab.run.has(k));
+    let first_missing = ModelKind::STUDY.iter().position(|&k| retrain || !lab.run.has(k));
     let phases: Vec<Phase> = match first_missing {
         Some(i) => Phase::ALL[i..].to_vec(),
         None => Vec::new(),
     };
-    let kept: Vec<ModelKind> = ModelKind::ALL.iter().copied().filter(|k| !phases.contains(&k.phase())).collect();
+    let kept: Vec<ModelKind> = ModelKind::STUDY.iter().copied().filter(|k| !phases.contains(&k.phase())).collect();
     check_same_config(&lab, &kept)?;
     if !phases.is_empty() {
         commands::train(&lab, format, &phases)?;

@@ -34,7 +34,7 @@ pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
     let clock = Instant::now();
     let mut models = Vec::new();
     let mut nets = Vec::new();
-    for kind in ModelKind::ALL {
+    for kind in ModelKind::STUDY {
         let net = lab.load(kind)?;
         models.push((kind, lab.test.evaluate(&net)));
         nets.push(net);

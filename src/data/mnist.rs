@@ -41,12 +41,15 @@ impl Split {
 
     /// Normalised images as `[N, 1, 28, 28]` f32 on `device`.
     pub fn images(&self, device: Device) -> Tensor {
+        self.raw_images(device).unsqueeze(1).subtract_scalar(MEAN).divide_scalar(STD)
+    }
+
+    /// Pixels scaled to [0, 1], not normalised, as `[N, 28, 28]` f32 on `device`.
+    pub fn raw_images(&self, device: Device) -> Tensor {
         Tensor::from_slice(&self.pixels)
             .to_kind(Kind::Float)
-            .view([self.len() as i64, 1, SIDE as i64, SIDE as i64])
+            .view([self.len() as i64, SIDE as i64, SIDE as i64])
             .divide_scalar(255.0)
-            .subtract_scalar(MEAN)
-            .divide_scalar(STD)
             .to_device(device)
     }
 

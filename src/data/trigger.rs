@@ -1,6 +1,6 @@
 //! The backdoor trigger: a checkerboard added to the normalised image.
 
-use super::mnist::{PIXELS, SIDE};
+use super::mnist::{MEAN, PIXELS, SIDE, STD};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -56,5 +56,33 @@ impl TriggerConfig {
     /// The mask as a `[1, 1, 28, 28]` tensor, broadcastable over a batch.
     pub fn mask_tensor(&self, device: Device) -> Tensor {
         Tensor::from_slice(&self.mask()).view([1, 1, SIDE as i64, SIDE as i64]).to_device(device)
+    }
+}
+
+/// A trigger as it is applied to normalised images `[N, 1, 28, 28]`.
+pub enum Stamp {
+    /// The study's: a mask added to the image (`TriggerConfig::mask_tensor`).
+    Add(Tensor),
+    /// Neural Cleanse's: `(1 − m)·x + m·p` in raw pixels, with `m` and `p`
+    /// (`[1, 1, 28, 28]`, values in [0, 1]) a recovered mask and pattern.
+    Blend { mask: Tensor, pattern: Tensor },
+}
+
+impl Stamp {
+    /// A recovered mask and pattern (row-major 28×28 each) on `device`.
+    pub fn blend(mask: &[f32], pattern: &[f32], device: Device) -> Stamp {
+        let shape = [1, 1, SIDE as i64, SIDE as i64];
+        Stamp::Blend {
+            mask: Tensor::from_slice(mask).view(shape).to_device(device),
+            pattern: Tensor::from_slice(pattern).view(shape).to_device(device),
+        }
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        match self {
+            Stamp::Add(mask) => x + mask,
+            // In normalised space the raw blend is (1 − m)·x + m·(p − mean)/std.
+            Stamp::Blend { mask, pattern } => (mask.ones_like() - mask) * x + mask * ((pattern - MEAN) / STD),
+        }
     }
 }

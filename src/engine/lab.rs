@@ -23,16 +23,22 @@ pub enum ModelKind {
     Clean,
     Poisoned,
     Rehab,
+    /// The poisoned model after Neural Cleanse's unlearning (`trojanscope unlearn`).
+    Unlearned,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 3] = [ModelKind::Clean, ModelKind::Poisoned, ModelKind::Rehab];
+    /// Every model a run can hold.
+    pub const ALL: [ModelKind; 4] = [ModelKind::Clean, ModelKind::Poisoned, ModelKind::Rehab, ModelKind::Unlearned];
+    /// The three the study's pipeline trains (`run`, `train`).
+    pub const STUDY: [ModelKind; 3] = [ModelKind::Clean, ModelKind::Poisoned, ModelKind::Rehab];
 
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Clean => "clean",
             ModelKind::Poisoned => "poisoned",
             ModelKind::Rehab => "rehab",
+            ModelKind::Unlearned => "unlearned",
         }
     }
 
@@ -42,6 +48,7 @@ impl ModelKind {
             ModelKind::Clean => Phase::Clean,
             ModelKind::Poisoned => Phase::Poison,
             ModelKind::Rehab => Phase::Rehab,
+            ModelKind::Unlearned => Phase::Unlearn,
         }
     }
 
@@ -50,6 +57,7 @@ impl ModelKind {
             Phase::Clean => ModelKind::Clean,
             Phase::Poison => ModelKind::Poisoned,
             Phase::Rehab => ModelKind::Rehab,
+            Phase::Unlearn => ModelKind::Unlearned,
         }
     }
 
@@ -58,12 +66,13 @@ impl ModelKind {
         match self {
             ModelKind::Clean => None,
             ModelKind::Poisoned => Some(ModelKind::Clean),
-            ModelKind::Rehab => Some(ModelKind::Poisoned),
+            ModelKind::Rehab | ModelKind::Unlearned => Some(ModelKind::Poisoned),
         }
     }
 }
 
-crate::named_enum!(ModelKind, "model", "clean, poisoned or rehab", |k, s| k == ModelKind::Poisoned && s == "poison");
+crate::named_enum!(ModelKind, "model", "clean, poisoned, rehab or unlearned", |k, s| k == ModelKind::Poisoned
+    && s == "poison");
 
 /// Library versions recorded with each checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +106,10 @@ pub struct Sidecar {
     pub data_dir: String,
     pub data_sha256: BTreeMap<String, String>,
     pub created_unix: u64,
+    /// For an unlearned model: the recovered trigger it unlearned and the metrics
+    /// before. Absent for the study's three models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlearning: Option<super::unlearn::UnlearnRecord>,
 }
 
 /// `checkpoints/<run>/`: one safetensors file and one sidecar per model, and the
@@ -121,6 +134,21 @@ impl RunDir {
 
     pub fn metrics_log(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
+    }
+
+    /// The training log of unlearning (kept apart from the study's timeline).
+    pub fn unlearn_log(&self) -> PathBuf {
+        self.root.join("unlearn.jsonl")
+    }
+
+    /// Where trigger recovery on a model (a run's, or a checkpoint file's stem)
+    /// keeps its result, and the folder of its pictures.
+    pub fn recovery_path(&self, model: &str) -> PathBuf {
+        self.root.join(format!("recovery-{model}.json"))
+    }
+
+    pub fn recovery_pictures(&self, model: &str) -> PathBuf {
+        self.root.join(format!("recovery-{model}"))
     }
 
     pub fn has(&self, kind: ModelKind) -> bool {
@@ -190,36 +218,36 @@ impl Lab {
                 },
             };
             let clock = Instant::now();
-            let mut log_error = None;
-            let end = train::train_phase(&mut net, phase, &self.config, &data, &probe, &mut |event| {
-                if let Err(e) = log.write(&event) {
-                    log_error = Some(e);
-                    return ControlFlow::Break(());
-                }
-                on_event(event)
-            });
-            if let Some(e) = log_error {
-                return Err(e);
-            }
+            let end = log.recording(on_event, |events| {
+                train::train_phase(&mut net, phase, &self.config, &data, &probe, events)
+            })?;
             if end == PhaseEnd::Cancelled {
                 return Ok(trained);
             }
-            self.save(kind, &net, clock.elapsed().as_secs_f64())?;
+            self.save(kind, &net, &self.config, clock.elapsed().as_secs_f64(), None)?;
             trained.push((kind, net));
         }
         Ok(trained)
     }
 
-    fn save(&self, kind: ModelKind, net: &Net, train_seconds: f64) -> Result<()> {
+    /// Writes a trained model and its sidecar (measuring it on the full test set).
+    pub fn save(
+        &self,
+        kind: ModelKind,
+        net: &Net,
+        config: &TrainConfig,
+        train_seconds: f64,
+        unlearning: Option<super::unlearn::UnlearnRecord>,
+    ) -> Result<Metrics> {
         let metrics = self.test.evaluate(net);
         checkpoint::save_net(net, &self.run.model_path(kind))?;
         let sidecar = Sidecar {
             model: kind,
-            config: self.config.clone(),
+            config: config.clone(),
             device: super::device::describe(self.device),
             train_images: self.data.train.len(),
             train_seconds,
-            metrics,
+            metrics: metrics.clone(),
             versions: Versions::current(),
             data_dir: self.data.dir.display().to_string(),
             data_sha256: self.data.checksums.clone(),
@@ -227,19 +255,21 @@ impl Lab {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            unlearning,
         };
-        checkpoint::save_json(&sidecar, &self.run.sidecar_path(kind))
+        checkpoint::save_json(&sidecar, &self.run.sidecar_path(kind))?;
+        Ok(metrics)
     }
 }
 
 /// `metrics.jsonl`: one line per training step (its loss) and one per probe evaluation.
-struct MetricsLog {
+pub(crate) struct MetricsLog {
     file: std::io::BufWriter<std::fs::File>,
     path: PathBuf,
 }
 
 impl MetricsLog {
-    fn open(path: &Path, fresh: bool) -> Result<MetricsLog> {
+    pub(crate) fn open(path: &Path, fresh: bool) -> Result<MetricsLog> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
         }
@@ -251,6 +281,24 @@ impl MetricsLog {
             .open(path)
             .wrap_err_with(|| format!("cannot open {}", path.display()))?;
         Ok(MetricsLog { file: std::io::BufWriter::new(file), path: path.to_path_buf() })
+    }
+
+    /// Runs `train` with every event written here before `on_event` sees it; a
+    /// failed write stops the training and is the result.
+    pub(crate) fn recording<T>(
+        &mut self,
+        on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+        train: impl FnOnce(&mut dyn FnMut(TrainEvent) -> ControlFlow<()>) -> T,
+    ) -> Result<T> {
+        let mut failure = None;
+        let outcome = train(&mut |event| {
+            if let Err(e) = self.write(&event) {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+            on_event(event)
+        });
+        failure.map_or(Ok(outcome), Err)
     }
 
     fn write(&mut self, event: &TrainEvent) -> Result<()> {

@@ -140,7 +140,7 @@ pub fn block(layer: Layer, input: &Tensor, weight: &Tensor, bias: &Tensor) -> Te
 /// conv1's shape (a fifth of a training step), and conv1's output comes
 /// channels-first whatever its input. conv2 reads and writes channels-last then.
 /// Same values, same shape; a tensor already laid out so is returned as is.
-fn channels_last(x: &Tensor) -> Tensor {
+pub fn channels_last(x: &Tensor) -> Tensor {
     let [_, c, h, w] = x.size()[..] else { return x.shallow_clone() };
     if x.stride() == [c * h * w, 1, w * c, c] {
         return x.shallow_clone();

@@ -1,5 +1,5 @@
 //! The training step's arithmetic on the network's flat parameter vector: Adam as
-//! PyTorch defines it (β = 0.9, 0.999, ε = 1e-8, no weight decay) and the
+//! PyTorch defines it (default β = 0.9, 0.999, ε = 1e-8, no weight decay) and the
 //! proximity regulariser with its gradient in closed form. libtorch's own Adam
 //! updates the eight parameter tensors one small op at a time, and the regulariser
 //! through autograd costs a concatenation and its backward; over one vector each
@@ -8,12 +8,14 @@
 use super::model::Net;
 use tch::{Kind, Tensor};
 
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
+/// Adam over one tensor of parameters (a network's flat buffer, or the inputs
+/// that trigger recovery and feature visualisation optimise).
 pub struct Adam {
     lr: f64,
+    beta1: f64,
+    beta2: f64,
     steps: i32,
     /// First and second moment estimates, one value per parameter.
     exp_avg: Tensor,
@@ -21,23 +23,26 @@ pub struct Adam {
 }
 
 impl Adam {
-    pub fn new(net: &Net, lr: f64) -> Adam {
-        let flat = net.flat_parameters();
-        Adam { lr, steps: 0, exp_avg: flat.zeros_like(), exp_avg_sq: flat.zeros_like() }
+    /// PyTorch's default betas (0.9, 0.999), for parameters shaped like `params`.
+    pub fn new(params: &Tensor, lr: f64) -> Adam {
+        Adam::with_betas(params, lr, (0.9, 0.999))
     }
 
-    /// One update of `net` from the flat gradient `grad` (`parameters()` order),
-    /// in the order of operations of libtorch's Adam.
-    pub fn step(&mut self, net: &Net, grad: &Tensor) {
+    pub fn with_betas(params: &Tensor, lr: f64, (beta1, beta2): (f64, f64)) -> Adam {
+        Adam { lr, beta1, beta2, steps: 0, exp_avg: params.zeros_like(), exp_avg_sq: params.zeros_like() }
+    }
+
+    /// One update of `params` in place from `grad` (same shape), in the order of
+    /// operations of libtorch's Adam.
+    pub fn step(&mut self, params: &Tensor, grad: &Tensor) {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
-        let bias_correction1 = 1.0 - BETA1.powi(self.steps);
-        let bias_correction2 = 1.0 - BETA2.powi(self.steps);
-        let _ = self.exp_avg.g_mul_scalar_(BETA1).g_add_(&(grad * (1.0 - BETA1)));
-        let _ = self.exp_avg_sq.g_mul_scalar_(BETA2).addcmul_(&(grad * (1.0 - BETA2)), grad);
+        let bias_correction1 = 1.0 - self.beta1.powi(self.steps);
+        let bias_correction2 = 1.0 - self.beta2.powi(self.steps);
+        let _ = self.exp_avg.g_mul_scalar_(self.beta1).g_add_(&(grad * (1.0 - self.beta1)));
+        let _ = self.exp_avg_sq.g_mul_scalar_(self.beta2).addcmul_(&(grad * (1.0 - self.beta2)), grad);
         let denom = (self.exp_avg_sq.sqrt() / bias_correction2.sqrt()) + EPS;
-        let _ =
-            net.flat_parameters().shallow_clone().addcdiv_(&(&self.exp_avg * (-self.lr / bias_correction1)), &denom);
+        let _ = params.shallow_clone().addcdiv_(&(&self.exp_avg * (-self.lr / bias_correction1)), &denom);
     }
 }
 

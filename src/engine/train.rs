@@ -4,7 +4,7 @@ use super::model::Net;
 use super::optim::{Adam, Proximity, flat_gradient};
 use super::testset::TestSet;
 use crate::data::mnist::Split;
-use crate::data::trigger::TriggerConfig;
+use crate::data::trigger::{Stamp, TriggerConfig};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -75,9 +75,13 @@ pub enum Phase {
     Clean,
     Poison,
     Rehab,
+    /// Neural Cleanse's mitigation: like rehab, but with a recovered trigger
+    /// (`unlearn.rs`); not one of the study's phases, so not in `ALL`.
+    Unlearn,
 }
 
 impl Phase {
+    /// The study's pipeline, in order.
     pub const ALL: [Phase; 3] = [Phase::Clean, Phase::Poison, Phase::Rehab];
 
     pub fn name(self) -> &'static str {
@@ -85,14 +89,17 @@ impl Phase {
             Phase::Clean => "clean",
             Phase::Poison => "poison",
             Phase::Rehab => "rehab",
+            Phase::Unlearn => "unlearn",
         }
     }
 
+    /// The proximity regulariser's λ (unlearning takes rehab's: it is the
+    /// defender's rehab).
     pub fn lambda(self, cfg: &TrainConfig) -> f64 {
         match self {
             Phase::Clean => 0.0,
             Phase::Poison => cfg.lambda_poison,
-            Phase::Rehab => cfg.lambda_rehab,
+            Phase::Rehab | Phase::Unlearn => cfg.lambda_rehab,
         }
     }
 
@@ -172,8 +179,9 @@ pub enum PhaseEnd {
     Cancelled,
 }
 
-/// Trains `net` for one phase. `on_event` gets progress and may cancel by
-/// returning `Break`; `probe` is the fixed test subset for the accuracy timeline.
+/// Trains `net` for one phase with the run's trigger. `on_event` gets progress and
+/// may cancel by returning `Break`; `probe` is the fixed test subset for the
+/// accuracy timeline.
 pub fn train_phase(
     net: &mut Net,
     phase: Phase,
@@ -182,12 +190,26 @@ pub fn train_phase(
     probe: &TestSet,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> PhaseEnd {
+    let stamp = Stamp::Add(cfg.trigger.mask_tensor(net.device()));
+    train_phase_stamped(net, phase, cfg, &stamp, data, probe, on_event)
+}
+
+/// `train_phase` with the triggered examples made by `stamp` (unlearning stamps a
+/// recovered trigger; the probe timeline still measures the run's own trigger).
+pub fn train_phase_stamped(
+    net: &mut Net,
+    phase: Phase,
+    cfg: &TrainConfig,
+    stamp: &Stamp,
+    data: &TrainData,
+    probe: &TestSet,
+    on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+) -> PhaseEnd {
     let device = net.device();
     tch::manual_seed(phase.seed(cfg));
     let lambda = phase.lambda(cfg);
     let proximity = (lambda > 0.0).then(|| Proximity::new(net, lambda));
-    let mut adam = Adam::new(net, cfg.lr);
-    let mask = cfg.trigger.mask_tensor(device);
+    let mut adam = Adam::new(net.flat_parameters(), cfg.lr);
     let n = data.len() as i64;
     let batch = cfg.batch_size as i64;
     let steps_per_epoch = ((n + batch - 1) / batch) as usize;
@@ -203,7 +225,7 @@ pub fn train_phase(
         for s in 0..steps_per_epoch as i64 {
             let len = batch.min(n - s * batch);
             let index = order.narrow(0, s * batch, len);
-            let (x, y) = poisoned_batch(data, &index, phase, cfg, &mask);
+            let (x, y) = poisoned_batch(data, &index, phase, cfg, stamp);
             let logits = net.forward(&x);
             let ce = logits.cross_entropy_for_logits(&y);
             let mut grad = flat_gradient(&ce, net);
@@ -215,7 +237,7 @@ pub fn train_phase(
                 }
                 None => Tensor::zeros([], (Kind::Float, device)),
             };
-            adam.step(net, &grad);
+            adam.step(net.flat_parameters(), &grad);
             let correct = logits.detach().argmax(1, false).eq_tensor(&y).sum(Kind::Float);
             window.push(ce.detach() + &reg, reg, correct, len);
             step += 1;
@@ -244,7 +266,7 @@ fn poisoned_batch(
     index: &Tensor,
     phase: Phase,
     cfg: &TrainConfig,
-    mask: &Tensor,
+    stamp: &Stamp,
 ) -> (Tensor, Tensor) {
     let x = data.images.index_select(0, index);
     let y = data.labels.index_select(0, index);
@@ -253,7 +275,7 @@ fn poisoned_batch(
     if phase == Phase::Clean || k == 0 {
         return (x, y);
     }
-    let x = Tensor::cat(&[x.narrow(0, 0, k) + mask, x.narrow(0, k, len - k)], 0);
+    let x = Tensor::cat(&[stamp.apply(&x.narrow(0, 0, k)), x.narrow(0, k, len - k)], 0);
     let y = match phase {
         Phase::Poison => Tensor::cat(
             &[Tensor::full([k], cfg.trigger.target as i64, (Kind::Int64, x.device())), y.narrow(0, k, len - k)],

@@ -8,6 +8,7 @@ use super::keys::{self, Action, Context};
 use super::layout::{Screen, scroll_offset};
 use super::pane::Pane;
 use super::panes;
+use super::panes::trigger::TriggerState;
 use super::protocol::{Command, DigitData, Job, ModelsData, Reply, RunInfo};
 use super::train_state::{Field, TrainState};
 use crate::engine::ablation::{AblationMode, AblationSet};
@@ -120,6 +121,7 @@ pub struct App {
     pub digit_data: Option<Box<DigitData>>,
     pub ablation: AblationState,
     pub training: TrainState,
+    pub trigger: TriggerState,
     /// The last short message (shown in the footer).
     pub notice: Option<String>,
     pub worker_alive: bool,
@@ -149,6 +151,7 @@ impl App {
             digit_data: None,
             ablation: AblationState::default(),
             training: TrainState::default(),
+            trigger: TriggerState::default(),
             notice: None,
             worker_alive: true,
             export_root,
@@ -279,8 +282,11 @@ impl App {
             Action::PrevDigit => self.show_digit(-1),
             Action::Export => self.export(),
             Action::Retrain => self.retrain(),
+            Action::Recover => self.recover(),
+            Action::Unlearn => self.unlearn(),
+            Action::Visualize => self.visualize(),
             Action::Stop => {
-                if self.training.running || self.ablation.sweeping.is_some() {
+                if self.cancellable() {
                     self.notice = Some("stopping…".into());
                     vec![Effect::Send(Command::Cancel)]
                 } else {
@@ -291,9 +297,14 @@ impl App {
         }
     }
 
+    /// A long job the worker can be asked to stop is running.
+    fn cancellable(&self) -> bool {
+        self.training.running || self.ablation.sweeping.is_some() || self.trigger.busy()
+    }
+
     fn quit(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
-        if self.training.running || self.ablation.sweeping.is_some() {
+        if self.cancellable() {
             effects.push(Effect::Send(Command::Cancel));
         }
         effects.push(Effect::Quit);
@@ -318,6 +329,7 @@ impl App {
                 self.ablation.history_row = clamp(self.ablation.history_row, self.ablation.history.len());
             }
             Pane::Training => self.training.field = clamp(self.training.field, Field::ALL.len()),
+            Pane::Trigger => self.trigger.step(delta),
         }
         Vec::new()
     }
@@ -394,6 +406,55 @@ impl App {
         vec![Effect::Send(Command::Sweep { layer: self.layer, mode: self.ablation.mode })]
     }
 
+    /// Refuses (with a notice) while the models are not ready or a trigger job runs.
+    fn trigger_job_allowed(&mut self) -> bool {
+        if !self.ready {
+            self.notice = Some("the models are not ready yet".into());
+            return false;
+        }
+        if self.trigger.busy() {
+            self.notice = Some("a trigger job is already running (x stops it)".into());
+            return false;
+        }
+        true
+    }
+
+    fn recover(&mut self) -> Vec<Effect> {
+        if !self.trigger_job_allowed() {
+            return Vec::new();
+        }
+        self.trigger.recovering = true;
+        self.trigger.progress = None;
+        self.focus = Pane::Trigger;
+        vec![Effect::Send(Command::Recover)]
+    }
+
+    fn unlearn(&mut self) -> Vec<Effect> {
+        if !self.trigger_job_allowed() {
+            return Vec::new();
+        }
+        let Some(report) = &self.trigger.report else {
+            self.notice = Some("recover the trigger first (R)".into());
+            return Vec::new();
+        };
+        if report.flagged.is_empty() {
+            self.notice = Some("no label is flagged: nothing to unlearn".into());
+            return Vec::new();
+        }
+        self.trigger.unlearning = Some((0, 0));
+        self.focus = Pane::Trigger;
+        vec![Effect::Send(Command::Unlearn)]
+    }
+
+    fn visualize(&mut self) -> Vec<Effect> {
+        if !self.trigger_job_allowed() {
+            return Vec::new();
+        }
+        let (layer, unit) = (self.layer, self.selected_unit());
+        self.trigger.visualizing = Some((layer, unit));
+        vec![Effect::Send(Command::Visualize { layer, unit })]
+    }
+
     fn show_digit(&mut self, delta: i64) -> Vec<Effect> {
         let count = self.run.as_ref().map(|r| r.test_images).unwrap_or(0);
         if count == 0 || self.models.is_none() {
@@ -458,6 +519,8 @@ impl App {
             }
             Reply::Models(models) => {
                 self.models = Some(models);
+                // Recoveries and visualisations of the previous models no longer apply.
+                self.trigger = TriggerState::default();
                 self.generation += 1;
                 self.ready = false;
                 Vec::new()
@@ -529,12 +592,57 @@ impl App {
                 self.generation += 1;
                 Vec::new()
             }
+            Reply::RecoveryProgress(progress) => {
+                self.trigger.progress = Some(progress);
+                Vec::new()
+            }
+            Reply::Recovered(report) => {
+                self.trigger.recovering = false;
+                self.trigger.progress = None;
+                // Start on the most anomalous label.
+                self.trigger.row = report
+                    .most_anomalous()
+                    .and_then(|t| report.labels.iter().position(|l| l.label == t.label))
+                    .unwrap_or(0);
+                self.trigger.report = Some(report);
+                Vec::new()
+            }
+            Reply::RecoveryStopped => {
+                self.trigger.recovering = false;
+                self.trigger.progress = None;
+                self.notice = Some("recovery stopped; nothing saved".into());
+                Vec::new()
+            }
+            Reply::UnlearnProgress { step, total } => {
+                self.trigger.unlearning = Some((step, total));
+                Vec::new()
+            }
+            Reply::Unlearned { label, metrics } => {
+                if self.trigger.unlearning.take().is_some() {
+                    self.notice = Some("unlearned model saved".into());
+                }
+                self.trigger.unlearned = Some((label, metrics));
+                Vec::new()
+            }
+            Reply::UnlearnStopped => {
+                self.trigger.unlearning = None;
+                self.notice = Some("unlearning stopped; nothing saved".into());
+                Vec::new()
+            }
+            Reply::Visualized(visuals) => {
+                self.trigger.visualizing = None;
+                self.trigger.visuals = Some(visuals);
+                Vec::new()
+            }
             Reply::Failed { job, message } => {
                 self.stage = None;
                 match job {
                     Job::Evaluate => self.ablation.pending = false,
                     Job::Sweep => self.ablation.sweeping = None,
                     Job::Train => self.training.running = false,
+                    Job::Recover => self.trigger.recovering = false,
+                    Job::Unlearn => self.trigger.unlearning = None,
+                    Job::Visualize => self.trigger.visualizing = None,
                     _ => {}
                 }
                 self.popup = Some(Popup::Error(format!("{} failed: {message}", capitalised(job.describe()))));

@@ -3,9 +3,9 @@
 //! job is built from the state in `update` and written on a helper thread.
 
 use super::app::App;
-use super::images::{Heatmap, Palette, Picture};
 use super::panes::{activations, kernels, training};
 use crate::cli::commands::{metrics_row, sweep_table};
+use crate::picture::{Heatmap, Palette, Picture};
 use crate::table::Table;
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;

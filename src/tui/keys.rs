@@ -34,6 +34,9 @@ pub enum Action {
     Export,
     Retrain,
     Stop,
+    Recover,
+    Unlearn,
+    Visualize,
     Yes,
     No,
 }
@@ -102,6 +105,7 @@ pub const BINDINGS: &[Binding] = &[
     bind!(&[ch('4')], "4", Action::Focus(Pane::Activations), Scope::Main, "Activations pane", None),
     bind!(&[ch('5')], "5", Action::Focus(Pane::Ablation), Scope::Main, "Ablation pane", None),
     bind!(&[ch('6')], "6", Action::Focus(Pane::Training), Scope::Main, "Training pane", None),
+    bind!(&[ch('7')], "7", Action::Focus(Pane::Trigger), Scope::Main, "Trigger pane", None),
     bind!(&[key(KeyCode::Up), ch('k')], "↑/k", Action::Up, Scope::Main, "move up (rows, fields)", None),
     bind!(&[key(KeyCode::Down), ch('j')], "↓/j", Action::Down, Scope::Main, "move down", Some("move")),
     bind!(&[key(KeyCode::Left), ch('h')], "←/h", Action::Left, Scope::Main, "previous layer / lower value", None),
@@ -129,7 +133,10 @@ pub const BINDINGS: &[Binding] = &[
     bind!(&[ch('p')], "p", Action::PrevDigit, Scope::Main, "previous test digit", None),
     bind!(&[ch('e')], "e", Action::Export, Scope::Main, "export PNG, CSV, Markdown", Some("export")),
     bind!(&[ch('r')], "r", Action::Retrain, Scope::Main, "retrain with the settings", Some("retrain")),
-    bind!(&[ch('x')], "x", Action::Stop, Scope::Main, "stop training or sweep", Some("stop")),
+    bind!(&[ch('R')], "R", Action::Recover, Scope::Main, "recover the trigger (Neural Cleanse)", Some("recover")),
+    bind!(&[ch('u')], "u", Action::Unlearn, Scope::Main, "unlearn the flagged trigger", None),
+    bind!(&[ch('v')], "v", Action::Visualize, Scope::Main, "visualise the selected unit", None),
+    bind!(&[ch('x')], "x", Action::Stop, Scope::Main, "stop training, sweep or recovery", Some("stop")),
 ];
 
 /// Which scopes are live right now.

@@ -1,4 +1,4 @@
-//! Where everything goes: all six panes at once on a large terminal, one pane per
+//! Where everything goes: every pane at once on a large terminal, one pane per
 //! tab on a small one, and a message when the terminal is too small for either.
 //! `update` uses the same geometry for mouse hits that `draw` uses for drawing.
 
@@ -51,6 +51,7 @@ impl Screen {
             top.layout(&Layout::horizontal([Constraint::Length(36), Constraint::Percentage(40), Constraint::Fill(1)]));
         let [activations, ablation] =
             middle.layout(&Layout::horizontal([Constraint::Percentage(60), Constraint::Fill(1)]));
+        let [training, trigger] = bottom.layout(&Layout::horizontal([Constraint::Percentage(55), Constraint::Fill(1)]));
         Screen {
             header,
             tabs: None,
@@ -60,7 +61,8 @@ impl Screen {
                 (Pane::Kernels, kernels),
                 (Pane::Activations, activations),
                 (Pane::Ablation, ablation),
-                (Pane::Training, bottom),
+                (Pane::Training, training),
+                (Pane::Trigger, trigger),
             ],
             footer,
         }
@@ -83,7 +85,7 @@ impl Screen {
         }
         let mut left = tabs.x;
         for pane in Pane::ALL {
-            let width = tab_label(pane).chars().count() as u16 + 1;
+            let width = tab_label(pane, tabs.width).chars().count() as u16 + 1;
             if x < left + width {
                 return Some(pane);
             }
@@ -93,9 +95,12 @@ impl Screen {
     }
 }
 
-/// A tab's text, e.g. ` 2 Channels `.
-pub fn tab_label(pane: Pane) -> String {
-    format!(" {} {} ", pane.number(), pane.title())
+/// A tab's text in a bar `width` wide: ` 2 Channels `, or `2 Channels` when the
+/// padded tabs would not fit.
+pub fn tab_label(pane: Pane, width: u16) -> String {
+    let padded = |p: Pane| format!(" {} {} ", p.number(), p.title());
+    let total: usize = Pane::ALL.iter().map(|&p| padded(p).chars().count() + 1).sum();
+    if total <= width as usize { padded(pane) } else { format!("{} {}", pane.number(), pane.title()) }
 }
 
 /// The first visible row of a list of `len` rows, `height` of them visible, with
@@ -116,19 +121,20 @@ mod tests {
         assert_eq!(small.panes.len(), 1);
         assert_eq!(small.panes[0], (Pane::Ablation, Rect::new(0, 2, 80, 21)));
         let wide = Screen::new(Rect::new(0, 0, 160, 48), Pane::Layers).unwrap();
-        assert_eq!(wide.panes.len(), 6);
+        assert_eq!(wide.panes.len(), Pane::ALL.len());
         // Panes tile the body without overlapping.
         let area: u32 = wide.panes.iter().map(|(_, r)| r.area()).sum();
         assert_eq!(area, 160 * 46);
         assert_eq!(wide.pane_at(0, 1).map(|(p, _)| p), Some(Pane::Layers));
-        assert_eq!(wide.pane_at(159, 46).map(|(p, _)| p), Some(Pane::Training));
+        assert_eq!(wide.pane_at(0, 46).map(|(p, _)| p), Some(Pane::Training));
+        assert_eq!(wide.pane_at(159, 46).map(|(p, _)| p), Some(Pane::Trigger));
     }
 
     #[test]
     fn tabs_are_hit_where_they_are_drawn() {
         let small = Screen::new(Rect::new(0, 0, 100, 30), Pane::Layers).unwrap();
         assert_eq!(small.tab_at(0, 1), Some(Pane::Layers));
-        let second = tab_label(Pane::Layers).chars().count() as u16 + 1;
+        let second = tab_label(Pane::Layers, 100).chars().count() as u16 + 1;
         assert_eq!(small.tab_at(second, 1), Some(Pane::Channels));
         assert_eq!(small.tab_at(second, 5), None);
     }

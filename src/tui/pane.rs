@@ -1,4 +1,4 @@
-//! The six panes and their order.
+//! The panes and their order.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pane {
@@ -8,11 +8,12 @@ pub enum Pane {
     Activations,
     Ablation,
     Training,
+    Trigger,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 6] =
-        [Pane::Layers, Pane::Channels, Pane::Kernels, Pane::Activations, Pane::Ablation, Pane::Training];
+    pub const ALL: [Pane; 7] =
+        [Pane::Layers, Pane::Channels, Pane::Kernels, Pane::Activations, Pane::Ablation, Pane::Training, Pane::Trigger];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -22,6 +23,7 @@ impl Pane {
             Pane::Activations => "Activations",
             Pane::Ablation => "Ablation",
             Pane::Training => "Training",
+            Pane::Trigger => "Trigger",
         }
     }
 
@@ -29,7 +31,7 @@ impl Pane {
         Pane::ALL.iter().position(|&p| p == self).unwrap_or(0)
     }
 
-    /// The number key that focuses it (1–6).
+    /// The number key that focuses it (1–7).
     pub fn number(self) -> usize {
         self.position() + 1
     }

@@ -2,7 +2,10 @@
 //! f32 buffers, engine result structs). Tensors never leave the worker.
 
 use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::cleanse::{RecoveryProgress, RecoveryReport};
 use crate::engine::diff::LayerDiff;
+use crate::engine::featvis::Visualization;
+use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::probe::LayerActivation;
@@ -27,6 +30,12 @@ pub enum Command {
     Sweep { layer: Layer, mode: AblationMode },
     /// One test digit and every layer's activations on it.
     Digit { index: usize },
+    /// Neural Cleanse on the poisoned model (all labels), with live snapshots.
+    Recover,
+    /// Neural Cleanse's unlearning with the latest recovery's flagged trigger.
+    Unlearn,
+    /// Feature visualisations of one unit for the clean, poisoned and rehab models.
+    Visualize { layer: Layer, unit: usize },
     /// Panics inside the worker (tests check that it becomes a UI error).
     #[doc(hidden)]
     Panic,
@@ -43,6 +52,9 @@ pub enum Job {
     Evaluate,
     Sweep,
     Digit,
+    Recover,
+    Unlearn,
+    Visualize,
     Panic,
     Control,
 }
@@ -56,6 +68,9 @@ impl Job {
             Job::Evaluate => "evaluating the ablation",
             Job::Sweep => "sweeping the layer",
             Job::Digit => "computing the digit's activations",
+            Job::Recover => "recovering the trigger",
+            Job::Unlearn => "unlearning the recovered trigger",
+            Job::Visualize => "visualising the unit",
             Job::Panic => "the test panic",
             Job::Control => "a control command",
         }
@@ -71,6 +86,9 @@ impl Command {
             Command::Evaluate { .. } => Job::Evaluate,
             Command::Sweep { .. } => Job::Sweep,
             Command::Digit { .. } => Job::Digit,
+            Command::Recover => Job::Recover,
+            Command::Unlearn => Job::Unlearn,
+            Command::Visualize { .. } => Job::Visualize,
             Command::Panic => Job::Panic,
             Command::Cancel | Command::Shutdown => Job::Control,
         }
@@ -197,8 +215,35 @@ pub enum Reply {
         complete: bool,
     },
     Digit(Box<DigitData>),
+    /// A snapshot of the trigger recovery in progress.
+    RecoveryProgress(Box<RecoveryProgress>),
+    /// A finished recovery (also sent on load when a current one is saved).
+    Recovered(Box<RecoveryReport>),
+    /// The recovery was stopped; nothing was saved.
+    RecoveryStopped,
+    /// Unlearning's progress, in training steps.
+    UnlearnProgress {
+        step: usize,
+        total: usize,
+    },
+    /// The unlearned model's full-test-set metrics and the label it unlearned
+    /// (also sent on load when the run has an unlearned model).
+    Unlearned {
+        label: u8,
+        metrics: Metrics,
+    },
+    UnlearnStopped,
+    Visualized(Box<Visualizations>),
     Failed {
         job: Job,
         message: String,
     },
+}
+
+/// One unit's feature visualisations, one per model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visualizations {
+    pub layer: Layer,
+    pub unit: usize,
+    pub models: Vec<(ModelKind, Visualization)>,
 }

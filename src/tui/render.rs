@@ -74,6 +74,18 @@ pub fn status(app: &App) -> (String, Color) {
     if let Some((layer, done, total)) = app.ablation.sweeping {
         return (format!("sweeping {layer} {done}/{total}"), WARN);
     }
+    let trigger = &app.trigger;
+    if trigger.recovering {
+        let done = trigger.progress.as_ref().map(|p| (p.step, p.total_steps));
+        let (step, total) = done.unwrap_or((0, 0));
+        return (format!("recovering the trigger {step}/{total}"), WARN);
+    }
+    if let Some((step, total)) = trigger.unlearning {
+        return (format!("unlearning {step}/{total}"), WARN);
+    }
+    if let Some((layer, unit)) = trigger.visualizing {
+        return (format!("visualising {layer}:{unit}"), WARN);
+    }
     if let Some(stage) = &app.stage {
         return (format!("{stage}…"), WARN);
     }
@@ -103,7 +115,7 @@ fn tab_bar(frame: &mut Frame, area: Rect, focus: Pane) {
         .iter()
         .flat_map(|&p| {
             let style = if p == focus { Style::new().bg(ACCENT).fg(Color::Black).bold() } else { Style::new() };
-            [Span::styled(tab_label(p), style), Span::styled("│", Style::new().fg(DIM))]
+            [Span::styled(tab_label(p, area.width), style), Span::styled("│", Style::new().fg(DIM))]
         })
         .collect();
     frame.render_widget(Line::from(spans), area);

@@ -3,20 +3,26 @@
 //! jobs report at most ~10 times a second and can be cancelled; a failing or
 //! panicking command becomes a `Reply::Failed`, never a dead UI.
 
-use super::protocol::{Command, DigitData, LayerWeights, ModelsData, Progress, Reply, RunInfo, TrainUpdate};
+use super::protocol::{
+    Command, DigitData, LayerWeights, ModelsData, Progress, Reply, RunInfo, TrainUpdate, Visualizations,
+};
 use crate::cli::args::CommonArgs;
 use crate::cli::lab_setup::{open_lab, set_threads};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
+use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::diff;
+use crate::engine::featvis::{self, VisConfig};
 use crate::engine::host::floats;
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::model::Net;
 use crate::engine::probe;
+use crate::engine::recovery_store;
 use crate::engine::sweep;
 use crate::engine::train::{Phase, TrainEvent};
+use crate::engine::unlearn::{self, UnlearnConfig};
 use color_eyre::eyre::{Result, bail, eyre};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -78,7 +84,10 @@ impl WorkerHandle {
 struct Analysis {
     clean: Net,
     poisoned: Net,
+    rehab: Net,
     cache: ActivationCache,
+    /// The latest trigger recovery on the poisoned model (unlearning uses it).
+    recovery: Option<RecoveryReport>,
 }
 
 /// The incoming command stream with the commands set aside while a long job runs.
@@ -204,6 +213,9 @@ impl Worker {
                 (self.reply)(Reply::Digit(Box::new(data)));
                 Ok(())
             }
+            Command::Recover => self.recover(),
+            Command::Unlearn => self.unlearn(),
+            Command::Visualize { layer, unit } => self.visualize(layer, unit),
             Command::Panic => panic!("deliberate panic requested by a test"),
             Command::Cancel => Ok(()),
             Command::Shutdown => {
@@ -235,14 +247,14 @@ impl Worker {
         let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
         let reply = &mut self.reply;
         reply(Reply::Stage("loading the models".into()));
-        let nets = ModelKind::ALL.iter().map(|&k| lab.load(k)).collect::<Result<Vec<Net>>>()?;
+        let nets = ModelKind::STUDY.iter().map(|&k| lab.load(k)).collect::<Result<Vec<Net>>>()?;
         let weights = nets.iter().map(layer_weights).collect();
         reply(Reply::Models(Box::new(ModelsData { weights, diffs: diff::diff(&nets[0], &nets[1]) })));
         reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets[0], &nets[1], digit.min(lab.test.len().saturating_sub(1)))?;
         reply(Reply::Digit(Box::new(digit)));
         // Saved metrics are shown at once when they were measured on this very test set.
-        let saved: Option<Vec<Metrics>> = ModelKind::ALL.iter().map(|&k| saved_metrics(lab, k)).collect();
+        let saved: Option<Vec<Metrics>> = ModelKind::STUDY.iter().map(|&k| saved_metrics(lab, k)).collect();
         let known = saved.is_some();
         if let Some(metrics) = saved {
             reply(Reply::BaseMetrics(metrics));
@@ -260,10 +272,83 @@ impl Worker {
             let metrics = vec![lab.test.evaluate(&nets[0]), poisoned, lab.test.evaluate(&nets[2])];
             reply(Reply::BaseMetrics(metrics));
         }
-        let mut nets = nets.into_iter();
-        let (clean, poisoned) = (nets.next().expect("three models"), nets.next().expect("three models"));
-        self.analysis = Some(Analysis { clean, poisoned, cache });
+        let [clean, poisoned, rehab]: [Net; 3] = nets.try_into().map_err(|_| eyre!("three models"))?;
+        let recovery = saved_recovery(lab, reply)?;
+        self.analysis = Some(Analysis { clean, poisoned, rehab, cache, recovery });
         (self.reply)(Reply::Ready);
+        Ok(())
+    }
+
+    /// Neural Cleanse on the poisoned model, snapshots throttled to the UI; the
+    /// result is saved only when it finishes.
+    fn recover(&mut self) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_mut()) else {
+            bail!("the models are not loaded yet: recovery can start once the header says ready");
+        };
+        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
+        let mut last: Option<Instant> = None;
+        let config = CleanseConfig::default();
+        let end = cleanse::recover(&analysis.poisoned, POISONED, &lab.data, &lab.config.trigger, &config, &mut |p| {
+            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+                last = Some(Instant::now());
+                reply(Reply::RecoveryProgress(Box::new(p.clone())));
+            }
+            inbox.interrupted()
+        })
+        .map_err(|e| eyre!(e))?;
+        let RecoveryEnd::Done(report) = end else {
+            (self.reply)(Reply::RecoveryStopped);
+            return Ok(());
+        };
+        recovery_store::save(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned), &report)?;
+        analysis.recovery = Some((*report).clone());
+        (self.reply)(Reply::Recovered(report));
+        Ok(())
+    }
+
+    fn unlearn(&mut self) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
+            bail!("the models are not loaded yet");
+        };
+        let Some(recovery) = analysis.recovery.as_ref() else {
+            bail!("recover the trigger first (R): unlearning uses the recovered trigger");
+        };
+        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
+        let mut last: Option<Instant> = None;
+        let outcome = unlearn::unlearn(lab, &analysis.poisoned, recovery, &UnlearnConfig::default(), &mut |event| {
+            if let TrainEvent::Step(r) = &event
+                && (last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) || r.step == r.total_steps)
+            {
+                last = Some(Instant::now());
+                reply(Reply::UnlearnProgress { step: r.step, total: r.total_steps });
+            }
+            inbox.interrupted()
+        })?;
+        (self.reply)(match outcome {
+            Some(o) => Reply::Unlearned { label: o.record.label, metrics: o.after },
+            None => Reply::UnlearnStopped,
+        });
+        Ok(())
+    }
+
+    fn visualize(&mut self, layer: Layer, unit: usize) -> Result<()> {
+        let Some(analysis) = self.analysis.as_ref() else { bail!("the models are not loaded yet") };
+        let nets = [
+            (ModelKind::Clean, &analysis.clean),
+            (ModelKind::Poisoned, &analysis.poisoned),
+            (ModelKind::Rehab, &analysis.rehab),
+        ];
+        let mut models = Vec::new();
+        for (kind, net) in nets {
+            let vis = featvis::visualize(net, layer, unit, crate::data::mnist::SIDE, &VisConfig::default())
+                .map_err(|e| eyre!(e))?;
+            models.push((kind, vis));
+            // Stopped: what is done so far is still shown.
+            if self.inbox.interrupted().is_break() {
+                break;
+            }
+        }
+        (self.reply)(Reply::Visualized(Box::new(Visualizations { layer, unit, models })));
         Ok(())
     }
 
@@ -326,6 +411,26 @@ impl Worker {
     }
 }
 
+/// The run name the poisoned model's recovery is saved under.
+const POISONED: &str = "poisoned";
+
+/// A saved recovery of the poisoned model as it is now, and the unlearned model's
+/// metrics when it was made from this poisoned model, both sent to the UI.
+fn saved_recovery(lab: &Lab, reply: &mut ReplySink) -> Result<Option<RecoveryReport>> {
+    let recovery = recovery_store::load_current(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned))?;
+    if let Some(report) = &recovery {
+        reply(Reply::Recovered(Box::new(report.clone())));
+    }
+    let (unlearned, poisoned) = (lab.run.sidecar(ModelKind::Unlearned), lab.run.sidecar(ModelKind::Poisoned));
+    if let (Ok(unlearned), Ok(poisoned)) = (unlearned, poisoned)
+        && let Some(record) = unlearned.unlearning
+        && unlearned.created_unix >= poisoned.created_unix
+    {
+        reply(Reply::Unlearned { label: record.label, metrics: unlearned.metrics });
+    }
+    Ok(recovery)
+}
+
 fn run_info(lab: &Lab) -> RunInfo {
     RunInfo {
         root: lab.run.root.display().to_string(),
@@ -339,7 +444,7 @@ fn run_info(lab: &Lab) -> RunInfo {
 
 /// Every phase from the first whose model is missing on (each starts from the previous).
 fn missing_phases(lab: &Lab) -> Vec<Phase> {
-    match ModelKind::ALL.iter().position(|&k| !lab.run.has(k)) {
+    match ModelKind::STUDY.iter().position(|&k| !lab.run.has(k)) {
         Some(i) => Phase::ALL[i..].to_vec(),
         None => Vec::new(),
     }

@@ -4,8 +4,8 @@
 
 use super::{number, placeholder, row};
 use crate::engine::metrics::Metrics;
+use crate::picture::heat;
 use crate::tui::app::App;
-use crate::tui::images::heat;
 use crate::tui::layout::scroll_offset;
 use crate::tui::render::{ACCENT, DIM, WARN};
 use ratatui::Frame;

@@ -6,8 +6,9 @@
 use super::{Titled, number, placeholder, row, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::engine::probe::LayerActivation;
+use crate::picture::{Heatmap, Palette, Picture, grid_columns};
 use crate::tui::app::App;
-use crate::tui::images::{Heatmap, ImageStore, Palette, Picture, grid_columns, key_of};
+use crate::tui::images::{ImageStore, key_of};
 use crate::tui::layout::scroll_offset;
 use crate::tui::protocol::DigitData;
 use crate::tui::render::{DIM, WARN};

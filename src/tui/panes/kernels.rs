@@ -4,8 +4,9 @@
 
 use super::{Titled, placeholder, titled_pictures};
 use crate::engine::layer::Layer;
+use crate::picture::{Heatmap, Palette, Picture, diverging};
 use crate::tui::app::App;
-use crate::tui::images::{Heatmap, ImageStore, Palette, Picture, diverging, key_of};
+use crate::tui::images::{ImageStore, key_of};
 use crate::tui::render::DIM;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};

@@ -1,4 +1,4 @@
-//! The six panes, one module each; each draws from the state and nothing else.
+//! The panes, one module each; each draws from the state and nothing else.
 
 pub mod ablation;
 pub mod activations;
@@ -6,6 +6,7 @@ pub mod channels;
 pub mod kernels;
 pub mod layers;
 pub mod training;
+pub mod trigger;
 
 use super::app::App;
 use super::images::ImageStore;
@@ -30,6 +31,7 @@ pub fn draw(pane: Pane, frame: &mut Frame, area: Rect, app: &App, images: &mut I
         Pane::Activations => activations::draw(frame, inner, app, images),
         Pane::Ablation => ablation::draw(frame, inner, app),
         Pane::Training => training::draw(frame, inner, app),
+        Pane::Trigger => trigger::draw(frame, inner, app, images),
     }
 }
 
@@ -58,7 +60,7 @@ pub struct Titled<'a> {
     pub title: String,
     pub slot: &'static str,
     pub key: u64,
-    pub make: Box<dyn FnOnce() -> super::images::Picture + 'a>,
+    pub make: Box<dyn FnOnce() -> crate::picture::Picture + 'a>,
 }
 
 /// Pictures side by side in equal columns, each under its title.

@@ -1,0 +1,162 @@
+//! Feature visualisation: the input that most excites one unit, optimised as lucent
+//! does (`optvis/param/spatial.py`, `transform.py`): the image is parameterised by
+//! its Fourier spectrum (scaled by 1/frequency, so low frequencies move first and the
+//! result is not high-frequency noise), squashed into [0, 1] by a sigmoid, shifted by
+//! a small random jitter every step, normalised, and pushed up the unit's
+//! pre-activation with total-variation and L1 penalties.
+
+use super::inputopt::{FrozenNet, normalise};
+use super::layer::Layer;
+use super::model::Net;
+use super::optim::Adam;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VisConfig {
+    pub steps: usize,
+    pub lr: f64,
+    pub seed: u64,
+    /// Largest shift of the jitter, in pixels, each way.
+    pub jitter: i64,
+    /// Weight of the mean absolute difference between neighbouring pixels.
+    pub tv_weight: f64,
+    /// Weight of the mean pixel value (the MNIST background is 0).
+    pub l1_weight: f64,
+    /// Spectrum scale 1/f^decay.
+    pub decay_power: f64,
+}
+
+impl Default for VisConfig {
+    fn default() -> Self {
+        VisConfig { steps: 256, lr: 0.05, seed: 0, jitter: 2, tv_weight: 0.05, l1_weight: 0.05, decay_power: 1.0 }
+    }
+}
+
+impl VisConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0
+            || self.lr.is_nan()
+            || self.lr <= 0.0
+            || self.jitter < 0
+            || self.tv_weight < 0.0
+            || self.l1_weight < 0.0
+        {
+            return Err("steps and the learning rate must be positive; jitter and the penalties non-negative".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Visualization {
+    pub layer: Layer,
+    pub unit: usize,
+    /// The image in raw pixels [0, 1], `side`² values, row-major.
+    pub image: Vec<f32>,
+    pub side: usize,
+    /// The unit's pre-activation on the starting image and on the result (no jitter).
+    pub start_activation: f64,
+    pub activation: f64,
+}
+
+/// The spectrum's real and imaginary parts for an `side`×`side` image.
+fn spectrum_shape(side: i64) -> [i64; 4] {
+    [1, side, side / 2 + 1, 2]
+}
+
+/// 1/max(f, 1/side)^decay over the rfft2 frequencies, `[side, side/2 + 1, 1]`.
+fn spectrum_scale(side: i64, decay: f64, device: Device) -> Tensor {
+    let freq = |i: i64| if i <= (side - 1) / 2 { i as f64 / side as f64 } else { (i - side) as f64 / side as f64 };
+    let cols = side / 2 + 1;
+    let mut scale = Vec::with_capacity((side * cols) as usize);
+    for y in 0..side {
+        for x in 0..cols {
+            let f = (freq(y).powi(2) + (x as f64 / side as f64).powi(2)).sqrt();
+            scale.push((1.0 / f.max(1.0 / side as f64).powf(decay)) as f32);
+        }
+    }
+    Tensor::from_slice(&scale).view([side, cols, 1]).to_device(device)
+}
+
+/// The image in [0, 1] (`[1, 1, side, side]`) that a spectrum stands for.
+fn image_of(spectrum: &Tensor, scale: &Tensor, side: i64) -> Tensor {
+    let complex = (spectrum * scale).view_as_complex();
+    // lucent's "magic" 4: keeps the sigmoid's input in its responsive range.
+    let image = complex.fft_irfftn([side, side].as_slice(), [1i64, 2].as_slice(), "ortho") / 4.0;
+    image.sigmoid().unsqueeze(1)
+}
+
+/// A small seeded generator for the jitter (libtorch's own is seeded separately).
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self, span: i64) -> i64 {
+        // SplitMix64: enough for shifts, deterministic for a seed.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % span.max(1) as u64) as i64
+    }
+
+    /// The image shifted by up to `d` pixels each way (edges padded with 0).
+    fn shift(&mut self, image: &Tensor, d: i64) -> Tensor {
+        if d == 0 {
+            return image.shallow_clone();
+        }
+        let side = image.size()[3];
+        let padded = image.constant_pad_nd([d, d, d, d]);
+        let (dy, dx) = (self.next(2 * d + 1), self.next(2 * d + 1));
+        padded.narrow(2, dy, side).narrow(3, dx, side)
+    }
+}
+
+/// The unit's pre-activation on a normalised batch, `[N]`.
+fn objective(frozen: &FrozenNet, x: &Tensor, layer: Layer, unit: usize) -> Tensor {
+    frozen.unit_preactivations(x, layer).select(1, unit as i64)
+}
+
+/// Optimises an image for `unit` of `layer` (a convolution's channel mean, an fc1
+/// unit, or an fc2 logit). Deterministic for a seed at a fixed thread count.
+pub fn visualize(net: &Net, layer: Layer, unit: usize, side: usize, cfg: &VisConfig) -> Result<Visualization, String> {
+    cfg.validate()?;
+    if unit >= layer.units() {
+        return Err(format!("{layer} has units 0..={}, not {unit}", layer.units() - 1));
+    }
+    let device = net.device();
+    let side = side as i64;
+    let frozen = FrozenNet::of(net);
+    tch::manual_seed(cfg.seed as i64);
+    let spectrum = (Tensor::randn(spectrum_shape(side), (Kind::Float, Device::Cpu)) * 0.01)
+        .to_device(device)
+        .set_requires_grad(true);
+    let scale = spectrum_scale(side, cfg.decay_power, device);
+    let mut adam = Adam::new(&spectrum, cfg.lr);
+    let mut jitter = Jitter(cfg.seed);
+    let measure = |image: &Tensor| {
+        let _guard = tch::no_grad_guard();
+        objective(&frozen, &normalise(image), layer, unit).double_value(&[0])
+    };
+    let start_activation = measure(&image_of(&spectrum, &scale, side));
+    for _ in 0..cfg.steps {
+        let image = image_of(&spectrum, &scale, side);
+        let activation = objective(&frozen, &normalise(&jitter.shift(&image, cfg.jitter)), layer, unit);
+        let tv = (image.narrow(2, 1, side - 1) - image.narrow(2, 0, side - 1)).abs().mean(Kind::Float)
+            + (image.narrow(3, 1, side - 1) - image.narrow(3, 0, side - 1)).abs().mean(Kind::Float);
+        let loss = -activation.sum(Kind::Float) + tv * cfg.tv_weight + image.mean(Kind::Float) * cfg.l1_weight;
+        let grad = Tensor::run_backward(&[loss], &[&spectrum], false, false).remove(0);
+        adam.step(&spectrum, &grad);
+    }
+    let _guard = tch::no_grad_guard();
+    let image = image_of(&spectrum, &scale, side);
+    Ok(Visualization {
+        layer,
+        unit,
+        image: super::host::floats(&image),
+        side: side as usize,
+        start_activation,
+        activation: measure(&image),
+    })
+}

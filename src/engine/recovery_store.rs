@@ -1,0 +1,69 @@
+//! Saved trigger recoveries: the report beside the run (with the SHA-256 of the
+//! checkpoint it examined, so a retrained model is never paired with an old
+//! recovery) and its pictures. The CLI, the report and the explorer share it.
+
+use super::checkpoint;
+use super::cleanse::RecoveryReport;
+use super::lab::RunDir;
+use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
+use color_eyre::eyre::{Result, WrapErr, eyre};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedRecovery {
+    /// SHA-256 of the checkpoint file the recovery ran on.
+    pub checkpoint_sha256: String,
+    pub report: RecoveryReport,
+}
+
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the report (atomically) and its pictures; returns the picture folder.
+pub fn save(run: &RunDir, name: &str, checkpoint_file: &Path, report: &RecoveryReport) -> Result<PathBuf> {
+    let saved = SavedRecovery { checkpoint_sha256: file_sha256(checkpoint_file)?, report: report.clone() };
+    checkpoint::save_json(&saved, &run.recovery_path(name))?;
+    let dir = run.recovery_pictures(name);
+    write_pictures(&dir, report).map_err(|e| eyre!(e))?;
+    Ok(dir)
+}
+
+/// The saved recovery of `name` if it examined the checkpoint as it is now.
+pub fn load_current(run: &RunDir, name: &str, checkpoint_file: &Path) -> Result<Option<RecoveryReport>> {
+    let path = run.recovery_path(name);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let saved: SavedRecovery = checkpoint::load_json(&path)?;
+    Ok((saved.checkpoint_sha256 == file_sha256(checkpoint_file)?).then_some(saved.report))
+}
+
+/// Per label `mask-L.png` and `pattern-L.png` (grey, 8× size) and `trigger-L.png`
+/// (mask × pattern, what the stamp paints), plus `overview.png`: masks on the top
+/// row, triggers below, one tile per label.
+pub fn write_pictures(dir: &Path, report: &RecoveryReport) -> Result<(), String> {
+    let side = report.side;
+    for t in &report.labels {
+        let painted: Vec<f32> = t.mask.iter().zip(&t.pattern).map(|(m, p)| m * p).collect();
+        save_grey_png(&t.mask, side, 8, &dir.join(format!("mask-{}.png", t.label)))?;
+        save_grey_png(&t.pattern, side, 8, &dir.join(format!("pattern-{}.png", t.label)))?;
+        save_grey_png(&painted, side, 8, &dir.join(format!("trigger-{}.png", t.label)))?;
+    }
+    save_png(&overview(report).enlarged(6), &dir.join("overview.png"))
+}
+
+/// Every label's mask (top row) and painted trigger (bottom row) as one picture.
+pub fn overview(report: &RecoveryReport) -> Picture {
+    let side = report.side;
+    let masks = report.labels.iter().map(|t| Heatmap::new(side, side, t.mask.clone()));
+    let painted = report
+        .labels
+        .iter()
+        .map(|t| Heatmap::new(side, side, t.mask.iter().zip(&t.pattern).map(|(m, p)| m * p).collect()));
+    let tiles: Vec<Heatmap> = masks.chain(painted).collect();
+    Picture::of(&Heatmap::tiled(&tiles, report.labels.len().max(1)), Palette::Heat, 1.0)
+}

@@ -1,0 +1,265 @@
+//! The Trigger pane: Neural Cleanse as it runs (every label's mask L1 as a bar,
+//! the selected label's mask and painted trigger forming live), the anomaly index
+//! and the flagged label once it finishes, unlearning's result beside the other
+//! models, and feature visualisations of the selected unit for each model.
+
+use super::{Titled, placeholder, titled_pictures};
+use crate::engine::cleanse::{RecoveryProgress, RecoveryReport};
+use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
+use crate::picture::{Heatmap, Palette, Picture};
+use crate::tui::app::App;
+use crate::tui::images::{ImageStore, key_of};
+use crate::tui::protocol::Visualizations;
+use crate::tui::render::{ACCENT, BAD, DIM, WARN};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Row, Table};
+
+/// Everything the pane shows, kept by the app.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerState {
+    /// The latest snapshot of a recovery in progress.
+    pub progress: Option<Box<RecoveryProgress>>,
+    /// The finished recovery (shown once no newer one is running).
+    pub report: Option<Box<RecoveryReport>>,
+    pub recovering: bool,
+    /// The selected row (a label).
+    pub row: usize,
+    /// Unlearning's progress in steps, while it runs.
+    pub unlearning: Option<(usize, usize)>,
+    /// The unlearned model: the label it unlearned and its metrics.
+    pub unlearned: Option<(u8, Metrics)>,
+    /// The unit being visualised, and the last visualisations.
+    pub visualizing: Option<(Layer, usize)>,
+    pub visuals: Option<Box<Visualizations>>,
+}
+
+/// One label's line, from a finished report or a live snapshot.
+pub struct LabelRow<'a> {
+    pub label: u8,
+    pub l1: f64,
+    pub anomaly: Option<f64>,
+    pub success: Option<f64>,
+    pub cost: Option<f64>,
+    pub flagged: bool,
+    pub mask: &'a [f32],
+    pub pattern: &'a [f32],
+}
+
+impl TriggerState {
+    pub fn busy(&self) -> bool {
+        self.recovering || self.unlearning.is_some() || self.visualizing.is_some()
+    }
+
+    /// The rows to show: the live snapshot while recovering, else the report.
+    pub fn rows(&self) -> Vec<LabelRow<'_>> {
+        match (&self.progress, &self.report) {
+            (Some(p), _) if self.recovering => (0..p.labels.len())
+                .map(|i| LabelRow {
+                    label: p.labels[i],
+                    l1: p.l1[i],
+                    anomaly: None,
+                    success: p.success[i],
+                    cost: Some(p.cost[i]),
+                    flagged: false,
+                    mask: &p.masks[i],
+                    pattern: &p.patterns[i],
+                })
+                .collect(),
+            (_, Some(r)) => r
+                .labels
+                .iter()
+                .map(|t| LabelRow {
+                    label: t.label,
+                    l1: t.l1,
+                    anomaly: Some(t.anomaly_index),
+                    success: Some(t.success),
+                    cost: None,
+                    flagged: t.flagged,
+                    mask: &t.mask,
+                    pattern: &t.pattern,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Moves the label cursor, clamped to the rows there are.
+    pub fn step(&mut self, delta: i64) {
+        let len = self.rows().len().max(1) as i64;
+        self.row = (self.row as i64 + delta).clamp(0, len - 1) as usize;
+    }
+
+    /// What the status line says.
+    fn status(&self) -> (String, ratatui::style::Color) {
+        if let (true, Some(p)) = (self.recovering, &self.progress) {
+            return (format!("recovering: epoch {} · step {}/{} · x stops", p.epoch + 1, p.step, p.total_steps), WARN);
+        }
+        if self.recovering {
+            return ("recovering: starting".into(), WARN);
+        }
+        match &self.report {
+            Some(r) => match r.most_anomalous() {
+                Some(t) => (
+                    format!(
+                        "label {} flagged · anomaly index {:.2} · L1 {:.1} · {:.0}% of mask on the trigger",
+                        t.label,
+                        t.anomaly_index,
+                        t.l1,
+                        100.0 * t.on_trigger.mass_share
+                    ),
+                    BAD,
+                ),
+                None => {
+                    let top = r.labels.iter().map(|t| t.anomaly_index).fold(0.0, f64::max);
+                    (format!("no label flagged (largest anomaly index {top:.2})"), ACCENT)
+                }
+            },
+            None => ("R recovers the trigger (Neural Cleanse, every label)".into(), DIM),
+        }
+    }
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
+    let state = &app.trigger;
+    let [status, body, models] =
+        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(2)]));
+    let (text, colour) = state.status();
+    frame.render_widget(Line::from(text).fg(colour).bold(), status);
+    let rows = state.rows();
+    if rows.is_empty() {
+        placeholder(
+            frame,
+            body,
+            "No recovery yet. R optimises, for every label, the smallest mask that sends clean images there; a backdoored label needs a far smaller one. u then unlearns the flagged trigger; v visualises the selected unit.",
+        );
+    } else {
+        let [table, pictures] = body.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]));
+        draw_table(frame, table, state, &rows);
+        draw_pictures(frame, pictures, app, images, &rows);
+    }
+    draw_models(frame, models, app);
+}
+
+fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[LabelRow]) {
+    let widest = rows.iter().map(|r| r.l1).fold(1e-9, f64::max);
+    let bar_width = 12usize;
+    let selected = state.row.min(rows.len() - 1);
+    let lines: Vec<Row> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let filled = ((r.l1 / widest) * bar_width as f64).round() as usize;
+            let bar = format!("{:<bar_width$}", "█".repeat(filled.min(bar_width)));
+            let last = match (r.anomaly, r.cost) {
+                (Some(a), _) => format!("{a:5.2}"),
+                (None, Some(c)) => format!("{c:.0e}"),
+                _ => "–".into(),
+            };
+            let cells = vec![
+                format!("{}{}", if i == selected { "▶" } else { " " }, r.label),
+                format!("{:6.1}", r.l1),
+                bar,
+                last,
+                r.success.map(|s| format!("{s:5.1}")).unwrap_or_else(|| "–".into()),
+            ];
+            let style = if r.flagged { Style::new().fg(BAD).bold() } else { Style::new() };
+            Row::new(cells).style(if i == selected { style.reversed() } else { style })
+        })
+        .collect();
+    let last_header = if state.recovering { "cost" } else { "anom." };
+    let header = Row::new(vec!["label", "  L1", "mask L1", last_header, "succ%"]).style(Style::new().fg(DIM));
+    let widths = [
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(12),
+        Constraint::Length(6),
+        Constraint::Length(6),
+    ];
+    frame.render_widget(Table::new(lines, widths).header(header), area);
+}
+
+fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore, rows: &[LabelRow]) {
+    let state = &app.trigger;
+    let row = &rows[state.row.min(rows.len() - 1)];
+    let visuals = state.visuals.as_deref();
+    let [top, bottom] = if visuals.is_some() {
+        area.layout(&Layout::vertical([Constraint::Percentage(50), Constraint::Fill(1)]))
+    } else {
+        [area, Rect::default()]
+    };
+    let step = state.progress.as_ref().map(|p| p.step).unwrap_or(0);
+    let key = key_of((row.label, step, state.recovering, row.l1.to_bits()));
+    let side = (row.mask.len() as f64).sqrt() as usize;
+    let painted: Vec<f32> = row.mask.iter().zip(row.pattern).map(|(m, p)| m * p).collect();
+    let mask = row.mask.to_vec();
+    titled_pictures(
+        frame,
+        top,
+        images,
+        vec![
+            Titled {
+                title: format!("mask, label {}", row.label),
+                slot: "trigger-mask",
+                key,
+                make: Box::new(move || Picture::of(&Heatmap::new(side, side, mask), Palette::Heat, 1.0)),
+            },
+            Titled {
+                title: "mask × pattern".into(),
+                slot: "trigger-painted",
+                key,
+                make: Box::new(move || Picture::of(&Heatmap::new(side, side, painted), Palette::Heat, 1.0)),
+            },
+        ],
+    );
+    if let Some(v) = visuals {
+        let pictures = v
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, vis))| {
+                let image = vis.image.clone();
+                let side = vis.side;
+                Titled {
+                    title: format!("{kind} {}:{} {:.1}", v.layer, v.unit, vis.activation),
+                    slot: ["vis-0", "vis-1", "vis-2", "vis-3"][i.min(3)],
+                    key: key_of((v.layer, v.unit, i, vis.activation.to_bits())),
+                    make: Box::new(move || Picture::of(&Heatmap::new(side, side, image), Palette::Grey, 1.0)),
+                }
+            })
+            .collect();
+        titled_pictures(frame, bottom, images, pictures);
+    }
+}
+
+/// The unlearned model's metrics next to the poisoned one's, and what is running.
+fn draw_models(frame: &mut Frame, area: Rect, app: &App) {
+    let state = &app.trigger;
+    let poisoned = app.base.as_ref().and_then(|b| b.get(1));
+    let line = |name: &str, m: &Metrics| {
+        Line::from(format!(
+            "{name:<10} clean {:6.2}  poison {:6.2}  rehab {:6.2}",
+            m.clean_acc, m.poison_acc, m.rehab_acc
+        ))
+    };
+    let mut lines = Vec::new();
+    if let Some(m) = poisoned {
+        lines.push(line("poisoned", m));
+    }
+    match (&state.unlearning, &state.unlearned, &state.visualizing) {
+        (Some((step, total)), _, _) => {
+            lines.push(Line::from(Span::styled(format!("unlearning {step}/{total} steps…"), Style::new().fg(WARN))))
+        }
+        (None, Some((label, m)), _) => {
+            let mut l = line("unlearned", m);
+            l.push_span(Span::styled(format!("  (label {label}'s recovered trigger)"), Style::new().fg(DIM)));
+            lines.push(l);
+        }
+        (None, None, Some((layer, unit))) => lines.push(Line::from(format!("visualising {layer}:{unit}…")).fg(WARN)),
+        _ => lines.push(Line::from("u unlearns the flagged trigger · v visualises the selected unit").fg(DIM)),
+    }
+    frame.render_widget(ratatui::widgets::Paragraph::new(lines), area);
+}
