@@ -88,6 +88,52 @@ fn every_command_works_on_a_small_real_run() {
     let bottom = features["bottom"][0]["score"].as_f64().unwrap();
     assert!(top >= bottom);
 
+    // Trigger recovery: one object per label with its mask and pattern; pictures
+    // and the saved report beside the run.
+    let small_recovery = ["--images", "200", "--epochs", "2", "--test-images", "100"];
+    let mut args = vec!["recover", "--json"];
+    args.extend(small_recovery);
+    let o = trojanscope(&with_run(cp, &args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let labels: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let labels = labels.as_array().unwrap();
+    assert_eq!(labels.len(), 10);
+    for (i, l) in labels.iter().enumerate() {
+        assert_eq!(l["label"], i);
+        assert_eq!(l["mask"].as_array().unwrap().len(), 784);
+        assert_eq!(l["pattern"].as_array().unwrap().len(), 784);
+        assert!(l["l1"].as_f64().unwrap() > 0.0 && l["success"].as_f64().unwrap() <= 100.0);
+        assert!(l["anomaly_index"].as_f64().unwrap() >= 0.0 && l["flagged"].is_boolean());
+    }
+    let run = dir.join("cli");
+    assert!(run.join("recovery-poisoned.json").is_file());
+    assert!(run.join("recovery-poisoned/overview.png").is_file() && run.join("recovery-poisoned/mask-8.png").is_file());
+    // Unlearning label 8's recovered trigger writes the unlearned model, which the
+    // other commands then know.
+    let o = trojanscope(&with_run(cp, &["unlearn", "--label", "8", "--images", "600", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unlearned: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(unlearned["label"], 8);
+    assert!(run.join("unlearned.safetensors").is_file() && run.join("unlearned.json").is_file());
+    let eval: serde_json::Value =
+        serde_json::from_str(&stdout(&trojanscope(&with_run(cp, &["eval", "--model", "unlearned", "--json"]))))
+            .unwrap();
+    assert_eq!(eval[0]["metrics"]["poison_acc"], unlearned["after"]["poison_acc"]);
+    let o = trojanscope(&with_run(cp, &["visualize", "fc2", "8", "--steps", "30", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let vis: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(vis.as_array().unwrap().len(), 3);
+    assert!(vis[1]["activation"].as_f64().unwrap() > vis[1]["start_activation"].as_f64().unwrap());
+    assert!(run.join("visualize/fc2-8.png").is_file() && run.join("visualize/fc2-8-poisoned.png").is_file());
+
+    // A PyTorch-exported checkpoint can be examined too.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pytorch_net.safetensors");
+    let mut args = vec!["recover", "--checkpoint", fixture, "--labels", "3,8"];
+    args.extend(small_recovery);
+    let o = trojanscope(&with_run(cp, &args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().count() == 4 && run.join("recovery-pytorch_net.json").is_file(), "{}", stdout(&o));
+
     let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
     assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");
 
@@ -143,6 +189,28 @@ fn impossible_requests_are_refused_clearly() {
     assert!(stderr(&o).contains("conv1 has units 0..31, not 99"), "{}", stderr(&o));
     let o = trojanscope(&["train", "--poison-fraction", "1.5", "--checkpoints", "/tmp/unused"]);
     assert_clean_failure(&o, "poison fraction 1.5");
+}
+
+#[test]
+fn trigger_commands_refuse_bad_input_clearly() {
+    let dir = common::scratch("cli-trigger-bad");
+    let cp = dir.to_str().unwrap();
+    assert_clean_failure(&trojanscope(&with_run(cp, &["recover", "--labels", "3,12"])), "unknown label 12");
+    assert_clean_failure(&trojanscope(&with_run(cp, &["recover", "--images", "0"])), "must each be at least 1");
+    assert_clean_failure(&trojanscope(&with_run(cp, &["visualize", "conv1", "32"])), "conv1 has units 0..=31, not 32");
+    let wrong = dir.join("wrong.safetensors");
+    let tensor = tch::Tensor::zeros([16, 1, 3, 3], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("net.0.weight", &tensor)], &wrong).unwrap();
+    let o = trojanscope(&with_run(cp, &["recover", "--checkpoint", wrong.to_str().unwrap()]));
+    assert_clean_failure(&o, "'net.0.weight' has shape [16, 1, 3, 3], expected [32, 1, 3, 3]");
+    // No run trained here: unlearning says which model is missing.
+    assert_clean_failure(&trojanscope(&with_run(cp, &["unlearn"])), "no poisoned model");
+    assert_clean_failure(
+        &trojanscope(&with_run(cp, &["unlearn", "--model", "unlearned"])),
+        "pick the model to unlearn",
+    );
+    // Nothing half-written by any of them.
+    assert!(!dir.join("cli").join("recovery-poisoned.json").exists());
 }
 
 #[test]

@@ -157,3 +157,50 @@ fn conv1_ablation_follows_a_trigger_placed_anywhere() {
         }
     }
 }
+
+/// Neural Cleanse on the small run's poisoned model flags the target label with a
+/// mask on the trigger, and unlearning that recovered trigger removes the backdoor.
+#[test]
+fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
+    use trojanscope::engine::cleanse::{CleanseConfig, RecoveryEnd, recover};
+    use trojanscope::engine::unlearn::{UnlearnConfig, unlearn};
+    let lab = &trained_lab();
+    let poisoned = lab.load(ModelKind::Poisoned).unwrap();
+    let cfg = CleanseConfig { images: 500, test_images: 500, ..CleanseConfig::default() };
+    let mut snapshots = 0;
+    let end = recover(&poisoned, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |p| {
+        snapshots += 1;
+        assert_eq!((p.masks.len(), p.masks[0].len()), (10, 784));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let RecoveryEnd::Done(report) = end else { panic!("not stopped") };
+    // 16 steps an epoch and a snapshot every 16 steps: one per epoch, at its end.
+    assert_eq!(snapshots, 10);
+    let target = lab.config.trigger.target;
+    let summary: Vec<(u8, f64, f64)> = report.labels.iter().map(|t| (t.label, t.l1, t.anomaly_index)).collect();
+    assert_eq!(report.flagged.first(), Some(&target), "{summary:?}");
+    let flagged = report.most_anomalous().unwrap();
+    assert!(report.labels.iter().all(|t| t.label == target || t.l1 > flagged.l1), "{summary:?}");
+    assert!(flagged.on_trigger.mass_share >= 0.6, "{:?}", flagged.on_trigger);
+    assert!(flagged.success > 90.0, "held-out success {}", flagged.success);
+    // A recovery stopped half-way returns nothing.
+    let mut calls = 0;
+    let stopped = recover(&poisoned, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |_| {
+        calls += 1;
+        if calls == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })
+    .unwrap();
+    assert!(matches!(stopped, RecoveryEnd::Cancelled));
+
+    let before = lab.test.evaluate(&poisoned);
+    let outcome = unlearn(lab, &poisoned, &report, &UnlearnConfig::default(), &mut |_| ControlFlow::Continue(()))
+        .unwrap()
+        .expect("not stopped");
+    assert_eq!(outcome.record.label, target);
+    assert!(outcome.after.poison_acc < 20.0, "{:?} → {:?}", before.triple(), outcome.after.triple());
+    assert!(outcome.after.clean_acc > before.clean_acc - 3.0, "{:?} → {:?}", before.triple(), outcome.after.triple());
+    let saved = lab.run.sidecar(ModelKind::Unlearned).unwrap();
+    assert_eq!(saved.metrics, outcome.after);
+    assert_eq!(saved.unlearning.unwrap().before, before);
+}

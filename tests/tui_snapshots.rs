@@ -70,3 +70,16 @@ fn overlays_and_a_terminal_too_small() {
     assert_snapshot!("60x20_too_small", h.screen(60, 20));
     assert_snapshot!("10x3_too_small", h.screen(10, 3));
 }
+
+#[test]
+fn the_trigger_pane_after_a_recovery_and_a_visualisation() {
+    let mut h = explored();
+    h.app.trigger.config =
+        trojanscope::engine::cleanse::CleanseConfig { images: 320, test_images: 300, ..Default::default() };
+    h.press(KeyCode::Char('R'));
+    h.wait_for("the recovery", |app| app.trigger.report.is_some());
+    h.press(KeyCode::Char('v'));
+    h.wait_for("the visualisations", |app| app.trigger.visuals.is_some());
+    assert_snapshot!("80x24_trigger_recovered", masked(&h.screen(80, 24)));
+    assert_snapshot!("160x48_trigger_recovered", masked(&h.screen(160, 48)));
+}

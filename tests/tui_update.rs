@@ -306,7 +306,8 @@ fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
     assert_eq!((h.app.focus, h.app.cursor()), (Pane::Channels, 1));
     // In the tabbed layout a click on a tab switches panes.
     h.update(Msg::Resize(80, 24));
-    h.update(click(20, 1));
+    let second_tab = trojanscope::tui::layout::tab_label(Pane::Layers, 80).chars().count() as u16 + 2;
+    h.update(click(second_tab, 1));
     assert_eq!(h.app.focus, Pane::Channels);
 }
 
@@ -340,4 +341,46 @@ fn export_writes_pngs_csv_and_markdown_into_the_folder_it_names() {
     assert!(md.starts_with("| set | mode | clean |") && md.contains("| conv1:0 | weight |"), "{md}");
     let png = image::open(dir.join("sweep-conv1-weight.png")).unwrap();
     assert_eq!((png.width(), png.height()), (32 * 16, 3 * 16));
+}
+
+#[test]
+fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
+    use trojanscope::engine::cleanse::CleanseConfig;
+    let mut h = Harness::ready(SMALL);
+    // Keys that need a recovery first say so.
+    h.press(KeyCode::Char('u'));
+    assert_eq!(h.app.notice.as_deref(), Some("recover the trigger first (R)"));
+    h.app.trigger.config = CleanseConfig { images: 320, test_images: 300, ..CleanseConfig::default() };
+    h.press(KeyCode::Char('R'));
+    assert!(h.app.trigger.recovering && h.app.focus == Pane::Trigger);
+    assert!(h.sent.last().unwrap().starts_with("Recover"));
+    h.wait_for("a live snapshot", |app| app.trigger.progress.is_some() || app.trigger.report.is_some());
+    if h.app.trigger.recovering {
+        // While it runs the rows are the snapshot's: ten labels with their masks.
+        assert_eq!(h.app.trigger.rows().len(), 10);
+        assert!(h.screen(80, 24).contains("recovering"));
+    }
+    h.wait_for("the recovery", |app| app.trigger.report.is_some());
+    let report = h.app.trigger.report.clone().unwrap();
+    assert_eq!(report.labels.len(), 10);
+    assert_eq!(report.flagged.first(), Some(&8), "{:?}", report.labels.iter().map(|t| t.l1).collect::<Vec<_>>());
+    // The cursor starts on the flagged label; the pane says so.
+    assert_eq!(h.app.trigger.rows()[h.app.trigger.row].label, 8);
+    assert!(h.screen(80, 24).contains("label 8 flagged"));
+    let saved = tiny_run().join("tiny/recovery-poisoned.json");
+    assert!(saved.is_file());
+    // A second, long recovery is stopped by x: nothing replaces the first.
+    let before = std::fs::read(&saved).unwrap();
+    h.app.trigger.config.epochs = 500;
+    h.type_keys("Rx");
+    h.wait_for("the stopped recovery", |app| !app.trigger.recovering);
+    assert_eq!(h.app.notice.as_deref(), Some("recovery stopped; nothing saved"));
+    assert_eq!(h.app.trigger.report.as_ref().unwrap().labels, report.labels);
+    assert_eq!(std::fs::read(&saved).unwrap(), before);
+    // v visualises the selected unit for the three models.
+    h.press(KeyCode::Char('v'));
+    h.wait_for("the visualisations", |app| app.trigger.visuals.is_some());
+    let visuals = h.app.trigger.visuals.as_ref().unwrap();
+    assert_eq!((visuals.layer, visuals.models.len()), (Layer::Conv1, 3));
+    assert!(visuals.models.iter().all(|(_, v)| v.image.len() == 784));
 }

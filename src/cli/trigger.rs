@@ -12,10 +12,10 @@ use crate::engine::featvis::{self, VisConfig, Visualization};
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
-use crate::engine::recovery_store;
+use crate::engine::recovery_store::{self, recovery_table};
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
-use crate::table::{Table, pct};
+use crate::table::Table;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -47,32 +47,6 @@ fn run_recovery(lab: &Lab, net: &Net, name: &str, cfg: &CleanseConfig, visible: 
         RecoveryEnd::Done(report) => Ok(*report),
         RecoveryEnd::Cancelled => bail!("recovery stopped"),
     }
-}
-
-pub fn recovery_table(report: &RecoveryReport) -> Table {
-    let mut table = Table::new([
-        "label",
-        "mask L1",
-        "anomaly index",
-        "flagged",
-        "held-out success",
-        "mass on trigger",
-        "top pixels on trigger",
-        "epochs",
-    ]);
-    for t in &report.labels {
-        table.push([
-            t.label.to_string(),
-            format!("{:.2}", t.l1),
-            format!("{:.2}", t.anomaly_index),
-            if t.flagged { "FLAGGED" } else { "" }.to_string(),
-            pct(t.success),
-            pct(100.0 * t.on_trigger.mass_share),
-            pct(100.0 * t.on_trigger.top_pixel_overlap),
-            format!("{}{}", t.epochs_run, if t.reached_threshold { "" } else { " (never ≥ threshold)" }),
-        ]);
-    }
-    table
 }
 
 /// One line saying what the recovery concluded.

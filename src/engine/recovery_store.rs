@@ -6,6 +6,7 @@ use super::checkpoint;
 use super::cleanse::RecoveryReport;
 use super::lab::RunDir;
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
+use crate::table::{Table, pct};
 use color_eyre::eyre::{Result, WrapErr, eyre};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -66,4 +67,31 @@ pub fn overview(report: &RecoveryReport) -> Picture {
         .map(|t| Heatmap::new(side, side, t.mask.iter().zip(&t.pattern).map(|(m, p)| m * p).collect()));
     let tiles: Vec<Heatmap> = masks.chain(painted).collect();
     Picture::of(&Heatmap::tiled(&tiles, report.labels.len().max(1)), Palette::Heat, 1.0)
+}
+
+/// One row per label: what `recover` prints and the explorer exports.
+pub fn recovery_table(report: &RecoveryReport) -> Table {
+    let mut table = Table::new([
+        "label",
+        "mask L1",
+        "anomaly index",
+        "flagged",
+        "held-out success",
+        "mass on trigger",
+        "top pixels on trigger",
+        "epochs",
+    ]);
+    for t in &report.labels {
+        table.push([
+            t.label.to_string(),
+            format!("{:.2}", t.l1),
+            format!("{:.2}", t.anomaly_index),
+            if t.flagged { "FLAGGED" } else { "" }.to_string(),
+            pct(t.success),
+            pct(100.0 * t.on_trigger.mass_share),
+            pct(100.0 * t.on_trigger.top_pixel_overlap),
+            format!("{}{}", t.epochs_run, if t.reached_threshold { "" } else { " (never ≥ threshold)" }),
+        ]);
+    }
+    table
 }

@@ -426,7 +426,7 @@ impl App {
         self.trigger.recovering = true;
         self.trigger.progress = None;
         self.focus = Pane::Trigger;
-        vec![Effect::Send(Command::Recover)]
+        vec![Effect::Send(Command::Recover { config: self.trigger.config.clone() })]
     }
 
     fn unlearn(&mut self) -> Vec<Effect> {
@@ -520,7 +520,7 @@ impl App {
             Reply::Models(models) => {
                 self.models = Some(models);
                 // Recoveries and visualisations of the previous models no longer apply.
-                self.trigger = TriggerState::default();
+                self.trigger = TriggerState { config: self.trigger.config.clone(), ..TriggerState::default() };
                 self.generation += 1;
                 self.ready = false;
                 Vec::new()

@@ -1,10 +1,12 @@
 //! Export: the pictures on screen as PNGs (kernels, activations, sweep heatmaps,
-//! training charts) and the ablation history and sweeps as CSV and Markdown. The
+//! training charts, the recovered triggers and feature visualisations) and the
+//! ablation history, sweeps and trigger recovery as CSV and Markdown. The
 //! job is built from the state in `update` and written on a helper thread.
 
 use super::app::App;
 use super::panes::{activations, kernels, training};
 use crate::cli::commands::{metrics_row, sweep_table};
+use crate::engine::recovery_store::{self, recovery_table};
 use crate::picture::{Heatmap, Palette, Picture};
 use crate::table::Table;
 use image::{Rgb, RgbImage};
@@ -65,6 +67,17 @@ impl ExportJob {
             let colours = [Rgb([0, 150, 0]), Rgb([200, 30, 30]), Rgb([30, 80, 220])];
             let lines: Vec<Series> = series.iter().map(|s| s.as_slice()).zip(colours).collect();
             pictures.push(("training-accuracy.png".into(), plot(&lines, (0.0, 100.0))));
+        }
+        if let Some(report) = app.trigger.report.as_deref() {
+            pictures.push(("trigger-recovery-overview.png".into(), recovery_store::overview(report).enlarged(6)));
+            tables.push(("trigger-recovery".into(), recovery_table(report)));
+        }
+        if let Some(v) = app.trigger.visuals.as_deref() {
+            for (kind, vis) in &v.models {
+                let map = Heatmap::new(vis.side, vis.side, vis.image.clone());
+                let picture = Picture::of(&map, Palette::Grey, 1.0);
+                pictures.push((format!("visualize-{}-{}-{kind}.png", v.layer, v.unit), enlarged(&picture)));
+            }
         }
         if !app.ablation.history.is_empty() {
             let mut history = Table::new(["set", "mode", "clean", "poison (ASR)", "ASR excl. target", "rehab"]);

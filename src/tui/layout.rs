@@ -42,8 +42,8 @@ impl Screen {
     fn wide(area: Rect) -> Screen {
         let [header, top, middle, bottom, footer] = area.layout(&Layout::vertical([
             Constraint::Length(1),
-            Constraint::Percentage(35),
-            Constraint::Percentage(39),
+            Constraint::Percentage(32),
+            Constraint::Percentage(34),
             Constraint::Fill(1),
             Constraint::Length(1),
         ]));

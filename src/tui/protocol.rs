@@ -2,7 +2,7 @@
 //! f32 buffers, engine result structs). Tensors never leave the worker.
 
 use crate::engine::ablation::{AblationMode, AblationSet};
-use crate::engine::cleanse::{RecoveryProgress, RecoveryReport};
+use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::diff::LayerDiff;
 use crate::engine::featvis::Visualization;
 use crate::engine::lab::ModelKind;
@@ -31,7 +31,7 @@ pub enum Command {
     /// One test digit and every layer's activations on it.
     Digit { index: usize },
     /// Neural Cleanse on the poisoned model (all labels), with live snapshots.
-    Recover,
+    Recover { config: CleanseConfig },
     /// Neural Cleanse's unlearning with the latest recovery's flagged trigger.
     Unlearn,
     /// Feature visualisations of one unit for the clean, poisoned and rehab models.
@@ -86,7 +86,7 @@ impl Command {
             Command::Evaluate { .. } => Job::Evaluate,
             Command::Sweep { .. } => Job::Sweep,
             Command::Digit { .. } => Job::Digit,
-            Command::Recover => Job::Recover,
+            Command::Recover { .. } => Job::Recover,
             Command::Unlearn => Job::Unlearn,
             Command::Visualize { .. } => Job::Visualize,
             Command::Panic => Job::Panic,

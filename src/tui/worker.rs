@@ -213,7 +213,7 @@ impl Worker {
                 (self.reply)(Reply::Digit(Box::new(data)));
                 Ok(())
             }
-            Command::Recover => self.recover(),
+            Command::Recover { config } => self.recover(&config),
             Command::Unlearn => self.unlearn(),
             Command::Visualize { layer, unit } => self.visualize(layer, unit),
             Command::Panic => panic!("deliberate panic requested by a test"),
@@ -281,14 +281,13 @@ impl Worker {
 
     /// Neural Cleanse on the poisoned model, snapshots throttled to the UI; the
     /// result is saved only when it finishes.
-    fn recover(&mut self) -> Result<()> {
+    fn recover(&mut self, config: &CleanseConfig) -> Result<()> {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_mut()) else {
             bail!("the models are not loaded yet: recovery can start once the header says ready");
         };
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
-        let config = CleanseConfig::default();
-        let end = cleanse::recover(&analysis.poisoned, POISONED, &lab.data, &lab.config.trigger, &config, &mut |p| {
+        let end = cleanse::recover(&analysis.poisoned, POISONED, &lab.data, &lab.config.trigger, config, &mut |p| {
             if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
                 last = Some(Instant::now());
                 reply(Reply::RecoveryProgress(Box::new(p.clone())));

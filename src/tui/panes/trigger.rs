@@ -4,12 +4,13 @@
 //! models, and feature visualisations of the selected unit for each model.
 
 use super::{Titled, placeholder, titled_pictures};
-use crate::engine::cleanse::{RecoveryProgress, RecoveryReport};
+use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::picture::{Heatmap, Palette, Picture};
 use crate::tui::app::App;
 use crate::tui::images::{ImageStore, key_of};
+use crate::tui::layout::scroll_offset;
 use crate::tui::protocol::Visualizations;
 use crate::tui::render::{ACCENT, BAD, DIM, WARN};
 use ratatui::Frame;
@@ -35,6 +36,8 @@ pub struct TriggerState {
     /// The unit being visualised, and the last visualisations.
     pub visualizing: Option<(Layer, usize)>,
     pub visuals: Option<Box<Visualizations>>,
+    /// The settings a recovery runs with (the reference's by default).
+    pub config: CleanseConfig,
 }
 
 /// One label's line, from a finished report or a live snapshot.
@@ -148,9 +151,12 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
     let widest = rows.iter().map(|r| r.l1).fold(1e-9, f64::max);
     let bar_width = 12usize;
     let selected = state.row.min(rows.len() - 1);
+    // The header takes a row; keep the selected label in view.
+    let offset = scroll_offset(selected, rows.len(), area.height.saturating_sub(1) as usize);
     let lines: Vec<Row> = rows
         .iter()
         .enumerate()
+        .skip(offset)
         .map(|(i, r)| {
             let filled = ((r.l1 / widest) * bar_width as f64).round() as usize;
             let bar = format!("{:<bar_width$}", "█".repeat(filled.min(bar_width)));
