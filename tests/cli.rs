@@ -132,7 +132,8 @@ fn every_command_works_on_a_small_real_run() {
     args.extend(small_recovery);
     let o = trojanscope(&with_run(cp, &args));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).lines().count() == 4 && run.join("recovery-pytorch_net.json").is_file(), "{}", stdout(&o));
+    // Two header lines, a row per label and the verdict.
+    assert!(stdout(&o).lines().count() == 5 && run.join("recovery-pytorch_net.json").is_file(), "{}", stdout(&o));
 
     let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
     assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");

@@ -101,6 +101,13 @@ impl Jitter {
         ((z ^ (z >> 31)) % span.max(1) as u64) as i64
     }
 
+    /// A standard normal value (Box–Muller).
+    fn normal(&mut self) -> f32 {
+        let uniform = |z: i64| (z as f64 + 0.5) / (1u64 << 24) as f64;
+        let (u, v) = (uniform(self.next(1 << 24)), uniform(self.next(1 << 24)));
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+
     /// The image shifted by up to `d` pixels each way (edges padded with 0).
     fn shift(&mut self, image: &Tensor, d: i64) -> Tensor {
         if d == 0 {
@@ -128,13 +135,14 @@ pub fn visualize(net: &Net, layer: Layer, unit: usize, side: usize, cfg: &VisCon
     let device = net.device();
     let side = side as i64;
     let frozen = FrozenNet::of(net);
-    tch::manual_seed(cfg.seed as i64);
-    let spectrum = (Tensor::randn(spectrum_shape(side), (Kind::Float, Device::Cpu)) * 0.01)
-        .to_device(device)
-        .set_requires_grad(true);
+    // The start and the jitter come from our own seeded generator, not libtorch's
+    // global one, so the result depends on the seed alone.
+    let mut jitter = Jitter(cfg.seed);
+    let shape = spectrum_shape(side);
+    let start: Vec<f32> = (0..shape.iter().product::<i64>()).map(|_| 0.01 * jitter.normal()).collect();
+    let spectrum = Tensor::from_slice(&start).view(shape).to_device(device).set_requires_grad(true);
     let scale = spectrum_scale(side, cfg.decay_power, device);
     let mut adam = Adam::new(&spectrum, cfg.lr);
-    let mut jitter = Jitter(cfg.seed);
     let measure = |image: &Tensor| {
         let _guard = tch::no_grad_guard();
         objective(&frozen, &normalise(image), layer, unit).double_value(&[0])

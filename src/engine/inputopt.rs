@@ -31,7 +31,9 @@ impl FrozenNet {
     /// batch here; a test checks the logits are the same.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let used = used_input_side(x.size()[2]).min(used_input_side(x.size()[3]));
-        let mut h = x.narrow(2, 0, used).narrow(3, 0, used);
+        // A one-channel image laid out channels-last makes conv1 answer channels-last,
+        // saving the copy of its 32-channel output into that layout.
+        let mut h = channels_last(&x.narrow(2, 0, used).narrow(3, 0, used));
         for layer in Layer::ALL {
             let (w, b) = (&self.weights[layer.position()], &self.biases[layer.position()]);
             h = if layer.is_conv() {

@@ -5,6 +5,7 @@
 
 use super::{Titled, placeholder, titled_pictures};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
+use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::picture::{Heatmap, Palette, Picture};
@@ -129,7 +130,7 @@ impl TriggerState {
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
     let state = &app.trigger;
     let [status, body, models] =
-        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(2)]));
+        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(4)]));
     let (text, colour) = state.status();
     frame.render_widget(Line::from(text).fg(colour).bold(), status);
     let rows = state.rows();
@@ -162,6 +163,7 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
             let bar = format!("{:<bar_width$}", "█".repeat(filled.min(bar_width)));
             let last = match (r.anomaly, r.cost) {
                 (Some(a), _) => format!("{a:5.2}"),
+                (None, Some(0.0)) => "0".into(),
                 (None, Some(c)) => format!("{c:.0e}"),
                 _ => "–".into(),
             };
@@ -222,6 +224,9 @@ fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageSto
         ],
     );
     if let Some(v) = visuals {
+        let [caption, bottom] = bottom.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
+        let text = format!("feature visualisation of {}:{} (its value after optimising)", v.layer, v.unit);
+        frame.render_widget(Line::from(text).fg(DIM), caption);
         let pictures = v
             .models
             .iter()
@@ -230,7 +235,7 @@ fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageSto
                 let image = vis.image.clone();
                 let side = vis.side;
                 Titled {
-                    title: format!("{kind} {}:{} {:.1}", v.layer, v.unit, vis.activation),
+                    title: format!("{kind} {:.1}", vis.activation),
                     slot: ["vis-0", "vis-1", "vis-2", "vis-3"][i.min(3)],
                     key: key_of((v.layer, v.unit, i, vis.activation.to_bits())),
                     make: Box::new(move || Picture::of(&Heatmap::new(side, side, image), Palette::Grey, 1.0)),
@@ -241,20 +246,17 @@ fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageSto
     }
 }
 
-/// The unlearned model's metrics next to the poisoned one's, and what is running.
+/// The unlearned model's metrics under the study's three models', and what is running.
 fn draw_models(frame: &mut Frame, area: Rect, app: &App) {
     let state = &app.trigger;
-    let poisoned = app.base.as_ref().and_then(|b| b.get(1));
     let line = |name: &str, m: &Metrics| {
         Line::from(format!(
             "{name:<10} clean {:6.2}  poison {:6.2}  rehab {:6.2}",
             m.clean_acc, m.poison_acc, m.rehab_acc
         ))
     };
-    let mut lines = Vec::new();
-    if let Some(m) = poisoned {
-        lines.push(line("poisoned", m));
-    }
+    let names = ModelKind::STUDY.iter().map(|k| k.name());
+    let mut lines: Vec<Line> = app.base.iter().flatten().zip(names).map(|(m, name)| line(name, m)).collect();
     match (&state.unlearning, &state.unlearned, &state.visualizing) {
         (Some((step, total)), _, _) => {
             lines.push(Line::from(Span::styled(format!("unlearning {step}/{total} steps…"), Style::new().fg(WARN))))
