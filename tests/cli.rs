@@ -32,6 +32,17 @@ fn assert_clean_failure(o: &Output, needle: &str) {
     assert!(!err.contains("panicked") && !err.contains("backtrace") && !err.contains("RUST_BACKTRACE"), "{err}");
 }
 
+/// Exit code 1, no panic, and the last line of stderr (after what training
+/// announces) is the error containing `needle`; returns that line.
+fn last_error(o: &Output, needle: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("error: ") && last.contains(needle), "expected '{needle}' in: {last}");
+    last
+}
+
 const SMALL: [&str; 4] = ["--train-limit", "3000", "--test-limit", "300"];
 
 fn with_run<'a>(checkpoints: &'a str, args: &[&'a str]) -> Vec<&'a str> {
@@ -141,6 +152,31 @@ fn every_command_works_on_a_small_real_run() {
     // Retraining with another configuration into the same run is refused by `run`.
     let o = trojanscope(&with_run(cp, &["run", "--seed", "5"]));
     assert_clean_failure(&o, "another configuration");
+
+    // A garbage sidecar is a warning: the weights beside it still serve every command.
+    std::fs::write(run.join("clean.json"), "{ not json").unwrap();
+    let o = trojanscope(&with_run(cp, &["eval", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning:") && stderr(&o).contains("clean.json: malformed JSON"), "{}", stderr(&o));
+    let eval: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(eval.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_diverging_run_and_a_second_writer_are_refused_clearly() {
+    let dir = common::scratch("cli-diverge");
+    let cp = dir.to_str().unwrap();
+    let o = trojanscope(&with_run(cp, &["train", "--lr", "1000"]));
+    let last = last_error(&o, "error: the clean phase diverged at step 25: loss ");
+    assert!(last.contains("learning rate 1000"), "{last}");
+    assert!(!dir.join("cli/clean.safetensors").exists() && !dir.join("cli/poisoned.safetensors").exists());
+    // While this process holds the run's lock, a training command names it and stops.
+    let run = trojanscope::engine::lab::RunDir::new(&dir, "cli");
+    let lock = trojanscope::engine::lab::RunLock::acquire(&run).unwrap();
+    let o = trojanscope(&with_run(cp, &["train"]));
+    last_error(&o, &format!("is being written by another process (process {})", std::process::id()));
+    drop(lock);
+    assert!(!dir.join("cli/clean.safetensors").exists());
 }
 
 #[test]

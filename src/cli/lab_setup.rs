@@ -19,7 +19,7 @@ pub fn set_threads(common: &CommonArgs, leave_one_free: bool) {
 
 pub fn load_data(common: &CommonArgs) -> Result<Mnist> {
     let mut data = Mnist::load(&common.data_dir).map_err(|e| {
-        eyre!("cannot load MNIST: {e}\n(./run fetches it into data/mnist on first use; --data-dir points elsewhere)")
+        eyre!("cannot load MNIST: {e}\n(scripts/run.sh fetches it into data/mnist on first use; --data-dir points elsewhere)")
     })?;
     if let Some(n) = common.train_limit {
         data.train.truncate(n);
@@ -32,13 +32,23 @@ pub fn load_data(common: &CommonArgs) -> Result<Mnist> {
 
 /// The configuration the run's models were trained with (their sidecar), or the
 /// study's defaults for a run with no models yet.
+/// A sidecar that cannot be read is a warning, never a blocker: the weights beside
+/// it still load, and saving a model rewrites its sidecar.
 pub fn run_config(run: &RunDir) -> Result<TrainConfig> {
     for kind in ModelKind::STUDY {
         if run.sidecar_path(kind).is_file() {
-            return Ok(run.sidecar(kind)?.config);
+            match run.sidecar(kind) {
+                Ok(sidecar) => return Ok(sidecar.config),
+                Err(e) => warn_sidecar(&e),
+            }
         }
     }
     Ok(TrainConfig::default())
+}
+
+fn warn_sidecar(e: &color_eyre::eyre::Report) {
+    let cause = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+    eprintln!("warning: {cause} (ignored: the weights still load; retraining rewrites it)");
 }
 
 /// A lab for the run named by the flags. `train` is the configuration asked for on
@@ -58,7 +68,13 @@ pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> 
 pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
     for &kind in kinds {
         if lab.run.sidecar_path(kind).is_file() {
-            let saved = lab.run.sidecar(kind)?.config;
+            let saved = match lab.run.sidecar(kind) {
+                Ok(sidecar) => sidecar.config,
+                Err(e) => {
+                    warn_sidecar(&e);
+                    continue;
+                }
+            };
             if saved != lab.config {
                 bail!(
                     "the {kind} model in {} was trained with another configuration (seed {}, λ {}/{}, …); \

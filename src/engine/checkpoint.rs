@@ -81,14 +81,19 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).wrap_err_with(|| format!("{}: malformed JSON", path.display()))
 }
 
-/// Runs `write` on a temporary sibling of `path`, then renames it into place.
+/// Runs `write` on a temporary sibling of `path`, flushes it to the disk, renames it
+/// into place and flushes the folder, so that neither a crash nor a power cut can
+/// leave a torn or vanished file.
 fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
     let tmp = temp_sibling(path);
-    let outcome = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).wrap_err_with(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    let sync = |p: &Path| {
+        std::fs::File::open(p).and_then(|f| f.sync_all()).wrap_err_with(|| format!("cannot sync {}", p.display()))
+    };
+    let outcome = write(&tmp).and_then(|()| sync(&tmp)).and_then(|()| {
+        std::fs::rename(&tmp, path).wrap_err_with(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+        sync(dir)
     });
     if outcome.is_err() {
         let _ = std::fs::remove_file(&tmp);

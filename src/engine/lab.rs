@@ -168,6 +168,42 @@ impl RunDir {
     }
 }
 
+/// A run folder's single-writer lock: `<run>/.lock`, locked (flock) while a process
+/// trains into the folder and holding that process's id. The kernel drops the lock
+/// when the process ends, however it ends.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    pub fn acquire(run: &RunDir) -> Result<RunLock> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&run.root).wrap_err_with(|| format!("cannot create {}", run.root.display()))?;
+        let path = run.root.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .wrap_err_with(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            let who = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
+            bail!(
+                "{} is being written by another process{who}; wait for it to finish or use another --run (lock: {})",
+                run.root.display(),
+                path.display()
+            );
+        }
+        file.set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
 /// Everything an engine command needs: device, data, configuration, run folder.
 pub struct Lab {
     pub device: Device,
@@ -199,6 +235,7 @@ impl Lab {
         phases: &[Phase],
         on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
     ) -> Result<Vec<(ModelKind, Net)>> {
+        let _lock = RunLock::acquire(&self.run)?;
         let data = TrainData::new(&self.data.train, self.device);
         let probe = self.test.subset(self.config.eval_subset);
         let mut log = MetricsLog::open(&self.run.metrics_log(), phases.contains(&Phase::Clean))?;
@@ -221,6 +258,9 @@ impl Lab {
             let end = log.recording(on_event, |events| {
                 train::train_phase(&mut net, phase, &self.config, &data, &probe, events)
             })?;
+            if let Some(message) = end.divergence(phase, self.config.lr) {
+                bail!(message);
+            }
             if end == PhaseEnd::Cancelled {
                 return Ok(trained);
             }

@@ -173,10 +173,52 @@ pub enum TrainEvent {
 }
 
 /// What a phase ended with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PhaseEnd {
     Completed,
     Cancelled,
+    /// The loss became non-finite or rose far above its running level.
+    Diverged {
+        step: usize,
+        loss: f32,
+    },
+}
+
+impl PhaseEnd {
+    /// The error a diverged phase is reported as (`None` otherwise).
+    pub fn divergence(&self, phase: Phase, lr: f64) -> Option<String> {
+        match *self {
+            PhaseEnd::Diverged { step, loss } => Some(format!(
+                "the {phase} phase diverged at step {step}: loss {loss:.4e} with learning rate {lr}; \
+                 nothing of this phase was saved (earlier phases are kept); try a smaller --lr"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// A reported loss this many times its running level (or above ln 10, chance for
+/// ten classes, times this) counts as divergence.
+const DIVERGED_FACTOR: f32 = 100.0;
+
+/// Watches the reported losses for divergence: a non-finite loss, or one far above
+/// the running mean of the losses reported before it.
+#[derive(Default)]
+struct Divergence {
+    level: Option<f32>,
+}
+
+impl Divergence {
+    /// The first diverging loss of a report, if any; otherwise updates the level.
+    fn check(&mut self, losses: &[f32]) -> Option<f32> {
+        let ceiling = DIVERGED_FACTOR * self.level.unwrap_or(0.0).max(std::f32::consts::LN_10);
+        if let Some(&bad) = losses.iter().find(|l| !l.is_finite() || **l > ceiling) {
+            return Some(bad);
+        }
+        let mean = losses.iter().sum::<f32>() / losses.len().max(1) as f32;
+        self.level = Some(self.level.map_or(mean, |level| 0.9 * level + 0.1 * mean));
+        None
+    }
 }
 
 /// Trains `net` for one phase with the run's trigger. `on_event` gets progress and
@@ -216,6 +258,7 @@ pub fn train_phase_stamped(
     let total_steps = steps_per_epoch * cfg.epochs;
     let clock = Instant::now();
     let mut window = Window::default();
+    let mut divergence = Divergence::default();
     let mut step = 0;
     if phase != Phase::Clean && on_event(TrainEvent::Eval(probe_point(net, probe, phase, 0))).is_break() {
         return PhaseEnd::Cancelled;
@@ -244,8 +287,12 @@ pub fn train_phase_stamped(
             let last = step == total_steps;
             if step % REPORT_EVERY == 0 || last {
                 let report = window.drain(phase, epoch, step, total_steps, clock.elapsed().as_secs_f64());
+                let diverged = divergence.check(&report.losses);
                 if on_event(TrainEvent::Step(report)).is_break() {
                     return PhaseEnd::Cancelled;
+                }
+                if let Some(loss) = diverged {
+                    return PhaseEnd::Diverged { step, loss };
                 }
             }
             if phase != Phase::Clean
@@ -329,5 +376,25 @@ impl Window {
         self.correct.clear();
         self.images = 0;
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergence_is_a_non_finite_loss_or_one_far_above_its_level() {
+        let mut d = Divergence::default();
+        assert_eq!(d.check(&[2.3, 2.1, 1.9]), None);
+        assert_eq!(d.check(&[1.5, 1.2]), None);
+        // Spikes of a few times the level are training, not divergence.
+        assert_eq!(d.check(&[6.0, 1.0]), None);
+        assert_eq!(d.check(&[1.0, 4.8e17, 3.0]), Some(4.8e17));
+        assert!(d.check(&[f32::NAN]).unwrap().is_nan());
+        assert_eq!(d.check(&[f32::INFINITY]), Some(f32::INFINITY));
+        // The first report is measured against chance (ln 10 × 100).
+        assert_eq!(Divergence::default().check(&[231.0]), Some(231.0));
+        assert_eq!(Divergence::default().check(&[229.0]), None);
     }
 }

@@ -100,6 +100,7 @@ pub fn unlearn(
         bail!("the stamped fraction must be within 0..=1, λ non-negative and the learning rate positive");
     }
     let trigger = chosen_trigger(recovery, cfg.label)?;
+    let _lock = super::lab::RunLock::acquire(&lab.run)?;
     let clock = Instant::now();
     let before = lab.test.evaluate(from);
     let mut net = from.duplicate();
@@ -120,6 +121,9 @@ pub fn unlearn(
     let end = log.recording(on_event, |events| {
         train_phase_stamped(&mut net, Phase::Unlearn, &config, &stamp, &data, &probe, events)
     })?;
+    if let Some(message) = end.divergence(Phase::Unlearn, cfg.lr) {
+        bail!(message);
+    }
     if end == PhaseEnd::Cancelled {
         return Ok(None);
     }
