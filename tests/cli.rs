@@ -146,6 +146,13 @@ fn every_command_works_on_a_small_real_run() {
     // Two header lines, a row per label and the verdict.
     assert!(stdout(&o).lines().count() == 5 && run.join("recovery-pytorch_net.json").is_file(), "{}", stdout(&o));
 
+    // Pruning curves: every point of each ranking as CSV, from nothing to all pruned.
+    let csv = stdout(&trojanscope(&with_run(cp, &["prune", "fc1", "--ranking", "clp,random", "--csv"])));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "ranking,pruned,unit,clean,poison,asr_non_target,rehab,der");
+    assert_eq!(lines.len(), 1 + 2 * 17, "{csv}");
+    assert!(lines[1].starts_with("clp,0,,") && lines[18].starts_with("random,0,,"), "{csv}");
+
     let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
     assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");
 

@@ -5,6 +5,7 @@ use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
+use crate::engine::prune::Ranking;
 use crate::engine::train::{Phase, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -153,6 +154,20 @@ pub enum Command {
         model: Vec<ModelKind>,
         #[arg(long, default_value_t = 256)]
         steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Pruning-defence curves: a layer's units ablated one after another in the
+    /// order of each ranking (Fine-Pruning, CLP, TAC, weight change, random), with
+    /// BackdoorBench's defence effectiveness rate (DER) at each ranking's best point.
+    Prune {
+        layer: Layer,
+        /// Rankings, comma-separated (default: all five).
+        #[arg(long, value_delimiter = ',')]
+        ranking: Vec<Ranking>,
+        #[command(flatten)]
+        target: AblationTarget,
+        /// Seed of the random order.
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },

@@ -2,6 +2,7 @@
 pub mod args;
 pub mod bench;
 pub mod commands;
+pub mod defence;
 pub mod lab_setup;
 pub mod output;
 pub mod progress;
@@ -58,6 +59,9 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         Command::Visualize { layer, unit, model, steps, seed } => {
             let config = VisConfig { steps: *steps, seed: *seed, ..VisConfig::default() };
             trigger::visualize(common, format, *layer, *unit, model, &config)
+        }
+        Command::Prune { layer, ranking, target, seed } => {
+            defence::prune(common, format, *layer, ranking, target, *seed)
         }
         Command::Doctor => commands::doctor(common, format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs } => {

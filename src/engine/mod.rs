@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod probe;
+pub mod prune;
 pub mod recovery_store;
 pub mod swap;
 pub mod sweep;

@@ -1,0 +1,81 @@
+//! `prune`: pruning-defence curves for a layer under each ranking.
+
+use super::args::{AblationTarget, CommonArgs};
+use super::lab_setup::open_lab;
+use super::output::Format;
+use crate::engine::cache::ActivationCache;
+use crate::engine::lab::ModelKind;
+use crate::engine::layer::Layer;
+use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
+use crate::table::{Table, pct};
+use color_eyre::eyre::Result;
+
+pub fn prune(
+    common: &CommonArgs,
+    format: Format,
+    layer: Layer,
+    rankings: &[Ranking],
+    target: &AblationTarget,
+    seed: u64,
+) -> Result<()> {
+    let lab = open_lab(common, None)?;
+    let (net, clean) = (lab.load(target.model)?, lab.load(ModelKind::Clean)?);
+    let cache = ActivationCache::build(&net, &lab.test);
+    let inputs = RankingInputs { net: &net, clean: &clean, test: &lab.test, seed };
+    let rankings = if rankings.is_empty() { Ranking::ALL.to_vec() } else { rankings.to_vec() };
+    let curves: Vec<PruneCurve> = rankings
+        .iter()
+        .map(|&r| prune::curve(&cache, &lab.test, layer, r, prune::ranking_order(r, layer, &inputs), target.mode))
+        .collect();
+    let table = if format == Format::Csv { curve_table(&curves) } else { best_table(&curves) };
+    format.emit(&curves, &table)?;
+    if format.is_human() {
+        eprintln!(
+            "{layer} of the {} model, {} mode; every point of each curve: --csv or --json",
+            target.model, target.mode
+        );
+    }
+    Ok(())
+}
+
+/// Each ranking's point of highest DER.
+fn best_table(curves: &[PruneCurve]) -> Table {
+    let mut table =
+        Table::new(["ranking", "pruned", "first units", "clean", "poison (ASR)", "ASR excl. target", "rehab", "DER"]);
+    for c in curves {
+        let p = &c.points[c.best];
+        let first: Vec<String> = c.order[..p.pruned.min(6)].iter().map(usize::to_string).collect();
+        let more = if p.pruned > 6 { ", …" } else { "" };
+        table.push([
+            c.ranking.to_string(),
+            p.pruned.to_string(),
+            format!("{}{more}", first.join(", ")),
+            pct(p.metrics.clean_acc),
+            pct(p.metrics.poison_acc),
+            pct(p.metrics.asr_non_target),
+            pct(p.metrics.rehab_acc),
+            format!("{:.3}", p.der),
+        ]);
+    }
+    table
+}
+
+/// Every point of every curve.
+fn curve_table(curves: &[PruneCurve]) -> Table {
+    let mut table = Table::new(["ranking", "pruned", "unit", "clean", "poison", "asr_non_target", "rehab", "der"]);
+    for c in curves {
+        for p in &c.points {
+            table.push([
+                c.ranking.to_string(),
+                p.pruned.to_string(),
+                p.unit.map(|u| u.to_string()).unwrap_or_default(),
+                pct(p.metrics.clean_acc),
+                pct(p.metrics.poison_acc),
+                pct(p.metrics.asr_non_target),
+                pct(p.metrics.rehab_acc),
+                format!("{:.4}", p.der),
+            ]);
+        }
+    }
+    table
+}
