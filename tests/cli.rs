@@ -152,6 +152,7 @@ fn every_command_works_on_a_small_real_run() {
     assert_eq!(lines[0], "ranking,pruned,unit,clean,poison,asr_non_target,rehab,der");
     assert_eq!(lines.len(), 1 + 2 * 17, "{csv}");
     assert!(lines[1].starts_with("clp,0,,") && lines[18].starts_with("random,0,,"), "{csv}");
+    assert!(run.join("prune/fc1-clp.png").is_file() && run.join("prune/fc1-random.png").is_file());
 
     let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
     assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");

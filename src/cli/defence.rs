@@ -7,8 +7,9 @@ use crate::engine::cache::ActivationCache;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
+use crate::picture::{ACCURACY_COLOURS, Series, plot, save_png};
 use crate::table::{Table, pct};
-use color_eyre::eyre::Result;
+use color_eyre::eyre::{Result, eyre};
 
 pub fn prune(
     common: &CommonArgs,
@@ -29,13 +30,32 @@ pub fn prune(
         .collect();
     let table = if format == Format::Csv { curve_table(&curves) } else { best_table(&curves) };
     format.emit(&curves, &table)?;
+    let dir = lab.run.root.join("prune");
+    for c in &curves {
+        save_png(&chart(c), &dir.join(format!("{layer}-{}.png", c.ranking))).map_err(|e| eyre!(e))?;
+    }
     if format.is_human() {
         eprintln!(
-            "{layer} of the {} model, {} mode; every point of each curve: --csv or --json",
-            target.model, target.mode
+            "{layer} of the {} model, {} mode; every point of each curve: --csv or --json; charts in {} \
+             (x: units pruned; green clean, red poison, blue rehab accuracy, 0–100 %)",
+            target.model,
+            target.mode,
+            dir.display()
         );
     }
     Ok(())
+}
+
+/// One ranking's curve: clean (green), poison (red) and rehab (blue) accuracy
+/// against units pruned, the colours of the explorer's accuracy chart.
+fn chart(c: &PruneCurve) -> image::RgbImage {
+    let line = |pick: fn(&crate::engine::metrics::Metrics) -> f64| -> Vec<(f64, f64)> {
+        c.points.iter().map(|p| (p.pruned as f64, pick(&p.metrics))).collect()
+    };
+    let (clean, poison, rehab) = (line(|m| m.clean_acc), line(|m| m.poison_acc), line(|m| m.rehab_acc));
+    let series: Vec<Series> =
+        [&clean, &poison, &rehab].into_iter().map(|l| l.as_slice()).zip(ACCURACY_COLOURS).collect();
+    plot(&series, (0.0, 100.0))
 }
 
 /// Each ranking's point of highest DER.

@@ -7,7 +7,7 @@ use super::app::App;
 use super::panes::{activations, kernels, training};
 use crate::cli::commands::{metrics_row, sweep_table};
 use crate::engine::recovery_store::{self, recovery_table};
-use crate::picture::{Heatmap, Palette, Picture};
+use crate::picture::{ACCURACY_COLOURS, Heatmap, Palette, Picture, Series, plot};
 use crate::table::Table;
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;
@@ -64,8 +64,7 @@ impl ExportJob {
         }
         let series = training::accuracy_series(&app.training);
         if !series[0].is_empty() {
-            let colours = [Rgb([0, 150, 0]), Rgb([200, 30, 30]), Rgb([30, 80, 220])];
-            let lines: Vec<Series> = series.iter().map(|s| s.as_slice()).zip(colours).collect();
+            let lines: Vec<Series> = series.iter().map(|s| s.as_slice()).zip(ACCURACY_COLOURS).collect();
             pictures.push(("training-accuracy.png".into(), plot(&lines, (0.0, 100.0))));
         }
         if let Some(report) = app.trigger.report.as_deref() {
@@ -106,63 +105,5 @@ impl ExportJob {
             }
         }
         Ok(self.dir)
-    }
-}
-
-/// A line's points and colour.
-pub type Series<'a> = (&'a [(f64, f64)], Rgb<u8>);
-
-/// Line plots of `series` on white, x over the series' range, y over `y`.
-pub fn plot(series: &[Series], y: (f64, f64)) -> RgbImage {
-    let (width, height, margin) = (800u32, 400u32, 20u32);
-    let mut image = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    let xs = series.iter().flat_map(|(s, _)| s.iter().map(|p| p.0));
-    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(x), h.max(x)));
-    let span_x = (x1 - x0).max(1e-9);
-    let span_y = (y.1 - y.0).max(1e-9);
-    let to_pixel = |(x, v): (f64, f64)| {
-        let px = margin as f64 + (x - x0) / span_x * (width - 2 * margin) as f64;
-        let py = (height - margin) as f64 - (v - y.0) / span_y * (height - 2 * margin) as f64;
-        (px, py)
-    };
-    let grey = Rgb([160, 160, 160]);
-    segment(
-        &mut image,
-        (margin as f64, (height - margin) as f64),
-        ((width - margin) as f64, (height - margin) as f64),
-        grey,
-    );
-    segment(&mut image, (margin as f64, margin as f64), (margin as f64, (height - margin) as f64), grey);
-    for (points, colour) in series {
-        for pair in points.windows(2) {
-            segment(&mut image, to_pixel(pair[0]), to_pixel(pair[1]), *colour);
-        }
-    }
-    image
-}
-
-/// A straight line, sampled densely enough to leave no gaps.
-fn segment(image: &mut RgbImage, a: (f64, f64), b: (f64, f64), colour: Rgb<u8>) {
-    let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
-    for i in 0..=steps {
-        let t = i as f64 / steps as f64;
-        let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
-        if x >= 0.0 && y >= 0.0 && (x as u32) < image.width() && (y as u32) < image.height() {
-            image.put_pixel(x as u32, y as u32, colour);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plots_draw_their_lines_inside_the_frame() {
-        let line = [(0.0, 0.0), (10.0, 100.0)];
-        let image = plot(&[(&line, Rgb([255, 0, 0]))], (0.0, 100.0));
-        assert_eq!(*image.get_pixel(20, 380), Rgb([255, 0, 0]));
-        assert_eq!(*image.get_pixel(780, 20), Rgb([255, 0, 0]));
-        assert_eq!(*image.get_pixel(400, 100), Rgb([255, 255, 255]));
     }
 }
