@@ -6,7 +6,7 @@ use super::output::Format;
 use crate::engine::cache::ActivationCache;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
-use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
+use crate::engine::prune::{self, CurvePoint, PruneCurve, Ranking, RankingInputs};
 use crate::picture::{ACCURACY_COLOURS, Series, plot, save_png};
 use crate::table::{Table, pct};
 use color_eyre::eyre::{Result, eyre};
@@ -66,16 +66,7 @@ fn best_table(curves: &[PruneCurve]) -> Table {
         let p = &c.points[c.best];
         let first: Vec<String> = c.order[..p.pruned.min(6)].iter().map(usize::to_string).collect();
         let more = if p.pruned > 6 { ", …" } else { "" };
-        table.push([
-            c.ranking.to_string(),
-            p.pruned.to_string(),
-            format!("{}{more}", first.join(", ")),
-            pct(p.metrics.clean_acc),
-            pct(p.metrics.poison_acc),
-            pct(p.metrics.asr_non_target),
-            pct(p.metrics.rehab_acc),
-            format!("{:.3}", p.der),
-        ]);
+        table.rows.push(row(c, p, format!("{}{more}", first.join(", "))));
     }
     table
 }
@@ -85,17 +76,23 @@ fn curve_table(curves: &[PruneCurve]) -> Table {
     let mut table = Table::new(["ranking", "pruned", "unit", "clean", "poison", "asr_non_target", "rehab", "der"]);
     for c in curves {
         for p in &c.points {
-            table.push([
-                c.ranking.to_string(),
-                p.pruned.to_string(),
-                p.unit.map(|u| u.to_string()).unwrap_or_default(),
-                pct(p.metrics.clean_acc),
-                pct(p.metrics.poison_acc),
-                pct(p.metrics.asr_non_target),
-                pct(p.metrics.rehab_acc),
-                format!("{:.4}", p.der),
-            ]);
+            table.rows.push(row(c, p, p.unit.map(|u| u.to_string()).unwrap_or_default()));
         }
     }
     table
+}
+
+/// A point's cells: ranking, units pruned, `units` (which), the metrics and the DER.
+fn row(c: &PruneCurve, p: &CurvePoint, units: String) -> Vec<String> {
+    let m = &p.metrics;
+    vec![
+        c.ranking.to_string(),
+        p.pruned.to_string(),
+        units,
+        pct(m.clean_acc),
+        pct(m.poison_acc),
+        pct(m.asr_non_target),
+        pct(m.rehab_acc),
+        format!("{:.4}", p.der),
+    ]
 }
