@@ -208,3 +208,30 @@ fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
     assert!(same(&saved.metrics.triple(), &outcome.after.triple()), "{:?}", saved.metrics.triple());
     assert!(same(&saved.unlearning.unwrap().before.triple(), &before.triple()));
 }
+
+/// A pruning curve's points, computed by the fast engine, equal the study's slow
+/// path (copy, zero, evaluate) on the same cumulative sets.
+#[test]
+fn pruning_curves_equal_the_slow_reference_path() {
+    use trojanscope::engine::prune::{Ranking, RankingInputs, curve, ranking_order};
+    let lab = &trained_lab();
+    let (net, clean) = (lab.load(ModelKind::Poisoned).unwrap(), lab.load(ModelKind::Clean).unwrap());
+    let cache = ActivationCache::build(&net, &lab.test);
+    let inputs = RankingInputs { net: &net, clean: &clean, test: &lab.test, seed: 3 };
+    for (layer, ranking) in [(Layer::Conv1, Ranking::Tac), (Layer::Conv2, Ranking::Clp), (Layer::Fc1, Ranking::Random)]
+    {
+        let order = ranking_order(ranking, layer, &inputs);
+        let pruned = curve(&cache, &lab.test, layer, ranking, order.clone(), AblationMode::Weight);
+        assert_eq!(pruned.points.len(), layer.units() + 1);
+        for k in [1, 3, layer.units() / 2] {
+            let set = AblationSet::of(layer, &order[..k]);
+            let slow =
+                lab.test.metrics(&reference_predictions(&net, cache.means(), &lab.test, &set, AblationMode::Weight));
+            let fast = &pruned.points[k].metrics;
+            for (a, b) in fast.triple().iter().zip(slow.triple()) {
+                assert!((a - b).abs() <= 0.01, "{layer} {ranking} k={k}: {:?} vs {:?}", fast.triple(), slow.triple());
+            }
+            assert_eq!(pruned.points[k].unit, Some(order[k - 1]));
+        }
+    }
+}

@@ -32,6 +32,13 @@ impl Split {
         self.labels.is_empty()
     }
 
+    /// A copy of the first `n` examples (all of them when `n` is larger), without
+    /// copying the rest.
+    pub fn head(&self, n: usize) -> Split {
+        let n = n.min(self.len());
+        Split { pixels: self.pixels[..n * PIXELS].to_vec(), labels: self.labels[..n].to_vec() }
+    }
+
     /// Keeps the first `n` examples (all of them when `n` is larger).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());

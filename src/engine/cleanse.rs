@@ -483,8 +483,7 @@ pub fn recover(
     cfg.validate(classes)?;
     let clock = Instant::now();
     let device = net.device();
-    let mut images = data.train.clone();
-    images.truncate(cfg.images);
+    let images = data.train.head(cfg.images);
     let raw = images.raw_images(device);
     let side = raw.size()[1];
     let mut labels = Labels::new(cfg.labels(classes), cfg);
@@ -588,8 +587,7 @@ pub fn held_out_success(
 ) -> Vec<f64> {
     let _guard = tch::no_grad_guard();
     let device = net.device();
-    let mut images = test.clone();
-    images.truncate(limit);
+    let images = test.head(limit);
     let raw = images.raw_images(device);
     let truth = images.label_tensor(device);
     let (masks, patterns) = (masks.to_device(device), patterns.to_device(device));

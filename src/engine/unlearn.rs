@@ -104,8 +104,7 @@ pub fn unlearn(
     let clock = Instant::now();
     let before = lab.test.evaluate(from);
     let mut net = from.duplicate();
-    let mut images = lab.data.train.clone();
-    images.truncate(cfg.images);
+    let images = lab.data.train.head(cfg.images);
     let data = TrainData::new(&images, lab.device);
     let probe = lab.test.subset(lab.config.eval_subset);
     let config = TrainConfig {
