@@ -5,6 +5,7 @@ use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
+use crate::engine::patch::Direction;
 use crate::engine::prune::Ranking;
 use crate::engine::train::{Phase, TrainConfig};
 use clap::{Args, Parser, Subcommand};
@@ -170,6 +171,60 @@ pub enum Command {
         /// Seed of the random order.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Activation patching: each unit of a layer has its output replaced, image by
+    /// image, by its value in another run, and the metrics are measured. denoise
+    /// (default): triggered images run, the unit's value taken from the clean twin —
+    /// does removing the trigger's effect on this unit alone remove the backdoor
+    /// (necessity)? noise: clean images run, the value from the triggered twin — does
+    /// this unit alone carry the trigger (sufficiency)? --donor MODEL: every image
+    /// runs, the value from another model on the same image.
+    Patch {
+        layer: Layer,
+        #[arg(long)]
+        direction: Option<Direction>,
+        /// The model patched.
+        #[arg(long, default_value = "poisoned")]
+        model: ModelKind,
+        /// Patch a safetensors file instead (e.g. exported from PyTorch).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Take the values from this model on the same images (model ↔ model).
+        #[arg(long)]
+        donor: Option<ModelKind>,
+        /// Path patching: only what each unit sends to this unit of the next layer.
+        #[arg(long)]
+        to_unit: Option<usize>,
+        /// Strongest effect first (by the patched images predicted as the target).
+        #[arg(long)]
+        sorted: bool,
+        /// Also run the slow forward-and-overwrite path for every unit; report the gap.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// The smallest set of units, across all layers, whose ablation brings poison
+    /// accuracy down to the clean model's level (+3 points) while clean accuracy
+    /// drops by at most a point: greedy selection, backward pruning, every pair
+    /// within conv1 and conv2 as a check, the Pareto front of everything tried,
+    /// and per layer the fewest units that must be kept for the backdoor to survive.
+    Circuit {
+        #[command(flatten)]
+        target: AblationTarget,
+        /// Poison accuracy (%) to reach (default: the clean model's + 3).
+        #[arg(long)]
+        poison_target: Option<f64>,
+        /// Clean accuracy points the set may cost.
+        #[arg(long, default_value_t = 1.0)]
+        clean_margin: f64,
+        /// Most units the greedy search adds.
+        #[arg(long, default_value_t = 12)]
+        max_size: usize,
+        /// Poison accuracy (%) at which a kept set counts as the backdoor surviving.
+        #[arg(long, default_value_t = 50.0)]
+        survive: f64,
+        /// Do not re-evaluate the reported sets on the slow reference path.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Check libtorch, CUDA, threads, data and checkpoints.
     Doctor,

@@ -1,6 +1,7 @@
 //! The command-line front end: argument parsing, dispatch and output.
 pub mod args;
 pub mod bench;
+pub mod circuit;
 pub mod commands;
 pub mod defence;
 pub mod lab_setup;
@@ -62,6 +63,31 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         }
         Command::Prune { layer, ranking, target, seed } => {
             defence::prune(common, format, *layer, ranking, target, *seed)
+        }
+        Command::Patch { layer, direction, model, checkpoint, donor, to_unit, sorted, reference } => {
+            let args = circuit::PatchArgs {
+                layer: *layer,
+                direction: *direction,
+                model: *model,
+                checkpoint: checkpoint.as_deref(),
+                donor: *donor,
+                to_unit: *to_unit,
+                sorted: *sorted,
+                reference: *reference,
+            };
+            circuit::patch(common, format, &args)
+        }
+        Command::Circuit { target, poison_target, clean_margin, max_size, survive, no_verify } => {
+            let args = circuit::CircuitArgs {
+                model: target.model,
+                mode: target.mode,
+                poison_target: *poison_target,
+                clean_margin: *clean_margin,
+                max_size: *max_size,
+                survive: *survive,
+                no_verify: *no_verify,
+            };
+            circuit::circuit(common, format, &args)
         }
         Command::Doctor => commands::doctor(common, format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs } => {

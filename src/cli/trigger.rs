@@ -22,7 +22,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// The model examined: a run's, or a checkpoint file; its name and file.
-fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Result<(Net, String, PathBuf)> {
+pub(super) fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Result<(Net, String, PathBuf)> {
     match file {
         Some(path) => {
             let name =

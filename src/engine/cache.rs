@@ -26,24 +26,24 @@ const CONV1_NEEDED: i64 = CONV2_POOLED + 2;
 pub struct ActivationCache {
     /// A private copy of the model, so later edits to the caller's model cannot
     /// make the cache disagree with its weights.
-    net: Net,
+    pub(super) net: Net,
     means: Vec<Tensor>,
     /// fc1's weight with its inputs reordered channels-last: `[16, 5·5·64]`.
-    fc1_weight: Tensor,
+    pub(super) fc1_weight: Tensor,
     /// Its transpose, `[5·5·64, 16]`, for the CPU kernel.
     fc1_rows: Tensor,
     /// conv2's kernels as a matrix per input channel: `[32, 9, 64]`.
     conv2_taps: Tensor,
     /// `[2N, 10, 10, 64]` conv2 pre-activation (the part the pool reads).
-    pre2: Tensor,
+    pub(super) pre2: Tensor,
     /// `[2N, 5, 5, 64]` conv2 block output.
-    h2: Tensor,
+    pub(super) h2: Tensor,
     /// `[2N, 16]` fc1 pre-activation.
-    pre3: Tensor,
+    pub(super) pre3: Tensor,
     /// `[2N, 10]`.
-    logits: Tensor,
+    pub(super) logits: Tensor,
     /// Pooled conv2 cells (rows, columns) that see the trigger.
-    trigger_cells: [Range<usize>; 2],
+    pub(super) trigger_cells: [Range<usize>; 2],
     /// Use libtorch's ops even on the CPU (they are what runs on a GPU; tests
     /// compare the two).
     torch_kernels: bool,
@@ -296,7 +296,7 @@ impl ActivationCache {
 
 /// 2×2 max pooling then ReLU of a channels-last `[B, 10, 10, C]` map → `[B, 5, 5, C]`
 /// (the maximum of four strided views: libtorch's reductions are slow here).
-fn pool_relu_channels_last(t: &Tensor) -> Tensor {
+pub(super) fn pool_relu_channels_last(t: &Tensor) -> Tensor {
     let s = t.size();
     let windows = t.view([s[0], s[1] / 2, 2, s[2] / 2, 2, s[3]]);
     let corner = |r: i64, c: i64| windows.select(4, c).select(2, r);

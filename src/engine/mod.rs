@@ -3,6 +3,7 @@
 pub mod ablation;
 pub mod cache;
 pub mod checkpoint;
+pub mod circuit;
 pub mod cleanse;
 pub mod device;
 pub mod diff;
@@ -16,6 +17,7 @@ pub mod layer;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod patch;
 pub mod probe;
 pub mod prune;
 pub mod recovery_store;

@@ -1,0 +1,309 @@
+//! `patch` and `circuit`: which units the backdoor needs, by activation patching
+//! and by searching for the smallest set whose ablation removes it.
+
+use super::args::CommonArgs;
+use super::commands::{metrics_row, metrics_table};
+use super::lab_setup::open_lab;
+use super::output::Format;
+use super::progress::counter;
+use super::trigger::examined;
+use crate::engine::ablation::{self, AblationMode, AblationSet};
+use crate::engine::cache::ActivationCache;
+use crate::engine::circuit::{self, Criteria, FastEvaluator, SearchConfig, Tried};
+use crate::engine::lab::ModelKind;
+use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
+use crate::engine::patch::{self, Direction, Patch, PatchEffect, PatchRow, Patcher};
+use crate::table::{Table, pct};
+use color_eyre::eyre::{Result, bail, eyre};
+use serde::Serialize;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Instant;
+
+/// What `patch` is asked for.
+pub struct PatchArgs<'a> {
+    pub layer: Layer,
+    pub direction: Option<Direction>,
+    pub model: ModelKind,
+    pub checkpoint: Option<&'a Path>,
+    pub donor: Option<ModelKind>,
+    pub to_unit: Option<usize>,
+    /// Strongest effect on the patched images first.
+    pub sorted: bool,
+    /// Also run the slow hook-style path for every unit and report the largest gap.
+    pub reference: bool,
+}
+
+#[derive(Serialize)]
+struct PatchReport {
+    direction: Direction,
+    /// The direction in words: which images ran, where the values came from.
+    meaning: &'static str,
+    model: String,
+    donor: String,
+    path: String,
+    baseline: PatchEffect,
+    rows: Vec<PatchRow>,
+    /// Patching every unit, the models' activations already cached.
+    seconds: f64,
+    /// Caching the activations (once per model, shared with ablations in the explorer).
+    cache_seconds: f64,
+    /// Largest |fast − slow| over every unit and metric, in points, with --reference.
+    reference_gap: Option<f64>,
+}
+
+pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()> {
+    let direction = match (args.direction, args.donor) {
+        (Some(d @ (Direction::Denoise | Direction::Noise)), Some(donor)) => {
+            bail!("--direction {d} patches a model with its own twin images; --donor {donor} needs --direction model")
+        }
+        (Some(Direction::Model) | None, Some(_)) => Direction::Model,
+        (Some(Direction::Model), None) => bail!("--direction model needs --donor MODEL (e.g. --donor clean)"),
+        (Some(d), None) => d,
+        (None, None) => Direction::Denoise,
+    };
+    let spec = Patch { layer: args.layer, direction, to_unit: args.to_unit };
+    spec.validate().map_err(|e| eyre!(e))?;
+    let lab = open_lab(common, None)?;
+    let (net, name, _) = examined(&lab, args.model, args.checkpoint)?;
+    let donor_net = args.donor.map(|d| lab.load(d)).transpose()?;
+    let started = Instant::now();
+    let cache = ActivationCache::build(&net, &lab.test);
+    let donor_cache = donor_net.as_ref().map(|d| ActivationCache::build(d, &lab.test));
+    let cache_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let patcher = Patcher::new(&cache, donor_cache.as_ref(), &lab.test, spec).map_err(|e| eyre!(e))?;
+    let bar = counter(&format!("patch {}", spec.path_name()), args.layer.units(), format.is_human());
+    let mut rows = patcher.run(|done, _| {
+        bar.set_position(done as u64);
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let reference_gap = args.reference.then(|| {
+        let donor = donor_net.as_ref().unwrap_or(&net);
+        rows.iter()
+            .map(|r| effect_gap(&r.effect, &patch::reference_effect(&net, donor, &lab.test, &spec, r.unit)))
+            .fold(0.0, f64::max)
+    });
+    if args.sorted {
+        // Strongest effect first: the patch that moves the patched images furthest
+        // from what they did unpatched.
+        let moved = |r: &PatchRow| match direction {
+            Direction::Noise => -r.effect.target_rate,
+            _ => r.effect.target_rate,
+        };
+        rows.sort_by(|a, b| moved(a).total_cmp(&moved(b)).then(a.unit.cmp(&b.unit)));
+    }
+    let report = PatchReport {
+        direction,
+        meaning: direction.describe(),
+        model: name,
+        donor: args.donor.map(|d| format!("the {d} model")).unwrap_or_else(|| "the twin image".into()),
+        path: spec.path_name(),
+        baseline: patcher.baseline(),
+        rows,
+        seconds,
+        cache_seconds,
+        reference_gap,
+    };
+    let table = patch_table(&report, format == Format::Csv);
+    if format.is_human() {
+        println!("{} — {} model, {}", report.meaning, report.model, report.path);
+    }
+    format.emit(&report, &table)?;
+    if format.is_human() {
+        eprintln!(
+            "{} units patched in {:.3} s (after {:.2} s caching the activations, once per model)",
+            report.rows.len(),
+            seconds,
+            cache_seconds
+        );
+        if let Some(gap) = report.reference_gap {
+            eprintln!("slow reference path: largest difference {gap:.4} points");
+        }
+    }
+    Ok(())
+}
+
+/// The largest difference between two effects, in points (or logits).
+fn effect_gap(a: &PatchEffect, b: &PatchEffect) -> f64 {
+    let (x, y) = (&a.metrics, &b.metrics);
+    [
+        x.clean_acc - y.clean_acc,
+        x.poison_acc - y.poison_acc,
+        x.rehab_acc - y.rehab_acc,
+        a.target_rate - b.target_rate,
+        a.logit_diff - b.logit_diff,
+    ]
+    .into_iter()
+    .map(f64::abs)
+    .fold(0.0, f64::max)
+}
+
+fn patch_table(report: &PatchReport, with_direction: bool) -> Table {
+    let mut header = vec!["unit", "clean", "poison (ASR)", "rehab", "patched → target %", "logit diff"];
+    if with_direction {
+        header.insert(0, "direction");
+    }
+    let mut table = Table::new(header);
+    let mut push = |name: String, e: &PatchEffect| {
+        let m = &e.metrics;
+        let mut row = vec![
+            name,
+            pct(m.clean_acc),
+            pct(m.poison_acc),
+            pct(m.rehab_acc),
+            pct(e.target_rate),
+            format!("{:.3}", e.logit_diff),
+        ];
+        if with_direction {
+            row.insert(0, report.direction.to_string());
+        }
+        table.rows.push(row);
+    };
+    push("unpatched".into(), &report.baseline);
+    for r in &report.rows {
+        let name = match r.to_unit {
+            Some(v) => format!("{}:{} → {v}", r.layer, r.unit),
+            None => format!("{}:{}", r.layer, r.unit),
+        };
+        push(name, &r.effect);
+    }
+    table
+}
+
+/// What `circuit` is asked for.
+pub struct CircuitArgs {
+    pub model: ModelKind,
+    pub mode: AblationMode,
+    /// Poison accuracy to reach (default: the clean model's + 3 points).
+    pub poison_target: Option<f64>,
+    pub clean_margin: f64,
+    pub max_size: usize,
+    pub survive: f64,
+    /// Skip re-evaluating the reported sets on the slow reference path.
+    pub no_verify: bool,
+}
+
+#[derive(Serialize)]
+struct CircuitOutput {
+    model: ModelKind,
+    #[serde(flatten)]
+    report: circuit::CircuitReport,
+    seconds: f64,
+    /// Largest |fast − slow| over the reported sets' metrics, in points.
+    reference_gap: Option<f64>,
+    verified_sets: usize,
+}
+
+pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
+    let lab = open_lab(common, None)?;
+    let net = lab.load(args.model)?;
+    let poison_at_most = match args.poison_target {
+        Some(p) => p,
+        None => lab.test.evaluate(&lab.load(ModelKind::Clean)?).poison_acc + 3.0,
+    };
+    let started = Instant::now();
+    let cache = ActivationCache::build(&net, &lab.test);
+    let clean_baseline = cache.evaluate(&lab.test, &AblationSet::default(), args.mode).clean_acc;
+    let config = SearchConfig {
+        criteria: Criteria { poison_at_most, clean_margin: args.clean_margin, clean_baseline, max_size: args.max_size },
+        mode: args.mode,
+        survive_at: args.survive,
+        pair_layers: Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect(),
+    };
+    let mut eval = FastEvaluator { cache: &cache, test: &lab.test, mode: args.mode };
+    let bar = counter("circuit search", 1, format.is_human());
+    let report = circuit::search(&mut eval, &config, |p| {
+        bar.set_message(format!("{} ({} sets)", p.stage, p.evaluated));
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let reported: Vec<&Tried> = report.circuit.iter().chain(&report.best_pairs).chain(&report.front).collect();
+    let reference_gap = (!args.no_verify).then(|| {
+        reported
+            .iter()
+            .map(|t| {
+                let slow = lab.test.metrics(&ablation::reference_predictions(
+                    &net,
+                    cache.means(),
+                    &lab.test,
+                    &t.set,
+                    args.mode,
+                ));
+                metrics_gap(&t.metrics, &slow)
+            })
+            .fold(0.0, f64::max)
+    });
+    let output = CircuitOutput {
+        model: args.model,
+        verified_sets: if args.no_verify { 0 } else { reported.len() },
+        report,
+        seconds,
+        reference_gap,
+    };
+    format.emit(&output, &circuit_table(&output))?;
+    if format.is_human() {
+        say_circuit(&output);
+    }
+    Ok(())
+}
+
+fn metrics_gap(a: &Metrics, b: &Metrics) -> f64 {
+    a.triple().iter().zip(b.triple()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// The criteria and the verdict in words, below the table.
+fn say_circuit(o: &CircuitOutput) {
+    let r = &o.report;
+    let c = &r.criteria;
+    eprintln!(
+        "criteria: poison ≤ {:.2} %, clean ≥ {:.2} % ({} mode); {} sets evaluated in {:.1} s",
+        c.poison_at_most,
+        c.clean_baseline - c.clean_margin,
+        r.mode,
+        r.evaluated,
+        o.seconds
+    );
+    match &r.circuit {
+        Some(t) => eprintln!("circuit: {} ({} units)", t.set, t.size),
+        None => eprintln!(
+            "no set meets the criteria; the closest on the Pareto front are listed (smallest first){}",
+            if r.stopped { " — search stopped early" } else { "" }
+        ),
+    }
+    if let Some(gap) = o.reference_gap {
+        eprintln!(
+            "{} reported sets re-evaluated on the slow reference path: largest difference {gap:.4} points",
+            o.verified_sets
+        );
+    }
+}
+
+fn circuit_table(o: &CircuitOutput) -> Table {
+    let r = &o.report;
+    let mut table = metrics_table("set");
+    let mut push = |what: String, m: &Metrics| table.rows.push(metrics_row(&what, m));
+    push(format!("{} model", o.model), &r.baseline);
+    if let Some(t) = &r.circuit {
+        push(format!("circuit: {} ({} units)", t.set, t.size), &t.metrics);
+    }
+    for (i, t) in r.greedy.iter().enumerate() {
+        push(format!("greedy step {}: {}", i + 1, t.set), &t.metrics);
+    }
+    for t in &r.best_pairs {
+        push(format!("best pair: {}", t.set), &t.metrics);
+    }
+    for t in &r.front {
+        push(format!("front, {} units: {}", t.size, t.set), &t.metrics);
+    }
+    for k in &r.keep {
+        let kept: Vec<String> = k.kept.iter().map(usize::to_string).collect();
+        let verdict = if k.survives { "survives" } else { "does not survive" };
+        push(format!("keep only {}:{} ({verdict})", k.layer, kept.join(",")), &k.metrics);
+    }
+    table
+}

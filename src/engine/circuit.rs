@@ -1,0 +1,325 @@
+//! Automatic circuit search: the smallest set of units, across all layers, whose
+//! ablation brings poison accuracy down to a target while clean accuracy stays
+//! within a margin — greedy forward selection ranked by the fast engine, backward
+//! pruning of units no longer needed, and every pair within each convolution as a
+//! check; the Pareto front of (size, poison, clean) over everything evaluated; and
+//! the reverse question, the fewest units of a layer that must be kept (all its
+//! others ablated) for the backdoor to survive.
+//!
+//! The search only calls `Evaluate`, so a test can run it on a constructed problem
+//! whose answer is known, and the CLI hands it the fast ablation engine.
+
+use super::ablation::{AblationMode, AblationSet};
+use super::cache::ActivationCache;
+use super::layer::Layer;
+use super::metrics::Metrics;
+use super::testset::TestSet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+/// Evaluates ablation sets, many at once.
+pub trait Evaluate {
+    fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics>;
+}
+
+/// The fast engine as an evaluator.
+pub struct FastEvaluator<'a> {
+    pub cache: &'a ActivationCache,
+    pub test: &'a TestSet,
+    pub mode: AblationMode,
+}
+
+/// Sets per pass over the cached activations.
+const EVAL_BATCH: usize = 64;
+
+impl Evaluate for FastEvaluator<'_> {
+    fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics> {
+        sets.chunks(EVAL_BATCH)
+            .flat_map(|batch| self.cache.predict_many(self.test, batch, self.mode))
+            .map(|p| self.test.metrics(&p))
+            .collect()
+    }
+}
+
+/// When a set counts as the backdoor's circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Criteria {
+    /// Poison accuracy must fall to this or below (%).
+    pub poison_at_most: f64,
+    /// Clean accuracy may fall by at most this many points.
+    pub clean_margin: f64,
+    /// The unablated model's clean accuracy the margin is measured from.
+    pub clean_baseline: f64,
+    /// Units the greedy search adds at most.
+    pub max_size: usize,
+}
+
+impl Criteria {
+    pub fn keeps_clean(&self, m: &Metrics) -> bool {
+        m.clean_acc >= self.clean_baseline - self.clean_margin - 1e-9
+    }
+
+    pub fn met_by(&self, m: &Metrics) -> bool {
+        self.keeps_clean(m) && m.poison_acc <= self.poison_at_most + 1e-9
+    }
+}
+
+/// An evaluated set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tried {
+    pub set: AblationSet,
+    pub size: usize,
+    pub metrics: Metrics,
+}
+
+/// Progress of a long search, as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchProgress {
+    pub stage: String,
+    pub evaluated: usize,
+    /// The best set so far (lowest poison accuracy among those keeping clean accuracy).
+    pub best: Option<Tried>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitReport {
+    pub criteria: Criteria,
+    pub mode: AblationMode,
+    pub baseline: Metrics,
+    /// The smallest set found that meets the criteria, if any.
+    pub circuit: Option<Tried>,
+    /// The greedy additions in order, each with the set's metrics then.
+    pub greedy: Vec<Tried>,
+    /// Units the backward pass removed from the greedy set.
+    pub pruned: Vec<(Layer, usize)>,
+    /// The best pair within each convolution (lowest poison keeping clean accuracy).
+    pub best_pairs: Vec<Tried>,
+    /// Non-dominated sets over everything evaluated: smaller, lower poison, higher clean.
+    pub front: Vec<Tried>,
+    /// Per layer, the fewest units that must be kept, all others of that layer ablated.
+    pub keep: Vec<KeepSet>,
+    pub evaluated: usize,
+    /// Stopped before the end (the rest of the report covers what was done).
+    pub stopped: bool,
+}
+
+/// The reverse question for one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeepSet {
+    pub layer: Layer,
+    /// The units kept (all others ablated), in the order the search added them.
+    pub kept: Vec<usize>,
+    pub metrics: Metrics,
+    /// Whether poison accuracy reached the survival threshold.
+    pub survives: bool,
+}
+
+/// Records every evaluation, so nothing is evaluated twice and the front covers all.
+struct Ledger<'a, E: Evaluate> {
+    eval: &'a mut E,
+    seen: HashMap<AblationSet, Metrics>,
+    order: Vec<AblationSet>,
+}
+
+impl<E: Evaluate> Ledger<'_, E> {
+    fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics> {
+        let fresh: Vec<AblationSet> = sets.iter().filter(|s| !self.seen.contains_key(*s)).cloned().collect();
+        let mut unique: Vec<AblationSet> = Vec::with_capacity(fresh.len());
+        for s in fresh {
+            if !unique.contains(&s) {
+                unique.push(s);
+            }
+        }
+        for (set, metrics) in unique.iter().zip(self.eval.evaluate(&unique)) {
+            self.seen.insert(set.clone(), metrics);
+            self.order.push(set.clone());
+        }
+        sets.iter().map(|s| self.seen[s].clone()).collect()
+    }
+
+    fn tried(&self, set: &AblationSet) -> Tried {
+        Tried { set: set.clone(), size: set.len(), metrics: self.seen[set].clone() }
+    }
+
+    fn all(&self) -> Vec<Tried> {
+        self.order.iter().map(|s| self.tried(s)).collect()
+    }
+}
+
+/// Every unit of every layer except the output layer (ablating a logit says
+/// nothing about a circuit).
+pub fn candidate_units() -> Vec<(Layer, usize)> {
+    let hidden = &Layer::ALL[..Layer::ALL.len() - 1];
+    hidden.iter().flat_map(|&l| (0..l.units()).map(move |u| (l, u))).collect()
+}
+
+fn with(set: &AblationSet, layer: Layer, unit: usize) -> AblationSet {
+    let mut s = set.clone();
+    s.insert(layer, unit);
+    s
+}
+
+fn without(set: &AblationSet, layer: Layer, unit: usize) -> AblationSet {
+    let mut s = set.clone();
+    s.toggle(layer, unit);
+    s
+}
+
+/// Lowest poison among the sets that keep clean accuracy; ties to the smaller set.
+fn best_of<'t>(criteria: &Criteria, tried: impl Iterator<Item = &'t Tried>) -> Option<&'t Tried> {
+    tried
+        .filter(|t| criteria.keeps_clean(&t.metrics))
+        .min_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc).then(a.size.cmp(&b.size)))
+}
+
+/// Sets no other set beats on all of size (fewer), poison (lower) and clean
+/// (higher) at once, sorted by size then poison.
+pub fn pareto_front(tried: &[Tried]) -> Vec<Tried> {
+    let dominates = |a: &Tried, b: &Tried| {
+        let no_worse = a.size <= b.size
+            && a.metrics.poison_acc <= b.metrics.poison_acc
+            && a.metrics.clean_acc >= b.metrics.clean_acc;
+        let better =
+            a.size < b.size || a.metrics.poison_acc < b.metrics.poison_acc || a.metrics.clean_acc > b.metrics.clean_acc;
+        no_worse && better
+    };
+    let mut front: Vec<Tried> = tried.iter().filter(|b| !tried.iter().any(|a| dominates(a, b))).cloned().collect();
+    front.sort_by(|a, b| a.size.cmp(&b.size).then(a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc)));
+    front.dedup_by(|a, b| a.size == b.size && a.metrics == b.metrics);
+    front
+}
+
+/// What the search is asked to do.
+pub struct SearchConfig {
+    pub criteria: Criteria,
+    pub mode: AblationMode,
+    /// Poison accuracy (%) at which a kept set counts as the backdoor surviving.
+    pub survive_at: f64,
+    /// Layers whose pairs are tried exhaustively (the convolutions).
+    pub pair_layers: Vec<Layer>,
+}
+
+/// Runs the whole search. `progress` is told each stage and may stop it with `Break`.
+pub fn search(
+    eval: &mut impl Evaluate,
+    config: &SearchConfig,
+    mut progress: impl FnMut(&SearchProgress) -> ControlFlow<()>,
+) -> CircuitReport {
+    let criteria = config.criteria;
+    let mut ledger = Ledger { eval, seen: HashMap::new(), order: Vec::new() };
+    let baseline = ledger.evaluate(&[AblationSet::default()]).remove(0);
+    let mut stopped = false;
+    let mut report_stage = |ledger: &Ledger<_>, stage: &str| {
+        let all = ledger.all();
+        let best = best_of(&criteria, all.iter().filter(|t| t.size > 0)).cloned();
+        progress(&SearchProgress { stage: stage.into(), evaluated: ledger.order.len(), best }).is_break()
+    };
+
+    // Greedy forward selection.
+    let candidates = candidate_units();
+    let mut set = AblationSet::default();
+    let mut greedy = Vec::new();
+    while set.len() < criteria.max_size && !criteria.met_by(&ledger.seen[&set]) {
+        let options: Vec<(Layer, usize)> = candidates.iter().copied().filter(|&(l, u)| !set.contains(l, u)).collect();
+        let sets: Vec<AblationSet> = options.iter().map(|&(l, u)| with(&set, l, u)).collect();
+        ledger.evaluate(&sets);
+        let current = ledger.seen[&set].poison_acc;
+        let Some(next) = best_of(&criteria, sets.iter().map(|s| ledger.tried(s)).collect::<Vec<_>>().iter()).cloned()
+        else {
+            break;
+        };
+        if next.metrics.poison_acc >= current {
+            break; // nothing lowers poison accuracy any more without costing clean accuracy
+        }
+        set = next.set.clone();
+        greedy.push(next);
+        if report_stage(&ledger, &format!("greedy: {} units", set.len())) {
+            stopped = true;
+            break;
+        }
+    }
+
+    // Backward pruning: drop units the rest of the set no longer needs.
+    let mut pruned = Vec::new();
+    if !stopped && criteria.met_by(&ledger.seen[&set]) {
+        for (layer, unit) in set.units.iter().flat_map(|(&l, us)| us.iter().map(move |&u| (l, u))).collect::<Vec<_>>() {
+            let smaller = without(&set, layer, unit);
+            if criteria.met_by(&ledger.evaluate(std::slice::from_ref(&smaller))[0]) {
+                set = smaller;
+                pruned.push((layer, unit));
+            }
+        }
+    }
+    let greedy_set = criteria.met_by(&ledger.seen[&set]).then(|| ledger.tried(&set));
+
+    // Every pair within each convolution, as a check on the greedy answer.
+    let mut best_pairs = Vec::new();
+    for &layer in &config.pair_layers {
+        if stopped {
+            break;
+        }
+        let n = layer.units();
+        let pairs: Vec<AblationSet> =
+            (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect();
+        ledger.evaluate(&pairs);
+        let tried: Vec<Tried> = pairs.iter().map(|s| ledger.tried(s)).collect();
+        best_pairs.extend(best_of(&criteria, tried.iter()).cloned());
+        stopped = report_stage(&ledger, &format!("all {} pairs of {layer}", pairs.len()));
+    }
+
+    let keep = if stopped { Vec::new() } else { keep_sets(&mut ledger, config) };
+    let all = ledger.all();
+    // The smallest set meeting the criteria among everything evaluated, lowest poison first.
+    let circuit = all
+        .iter()
+        .filter(|t| t.size > 0 && criteria.met_by(&t.metrics))
+        .min_by(|a, b| a.size.cmp(&b.size).then(a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc)))
+        .cloned()
+        .or(greedy_set);
+    CircuitReport {
+        criteria,
+        mode: config.mode,
+        baseline,
+        circuit,
+        greedy,
+        pruned,
+        best_pairs,
+        front: pareto_front(&all),
+        keep,
+        evaluated: all.len(),
+        stopped,
+    }
+}
+
+/// Per hidden layer: all its units ablated, then units given back one at a time,
+/// each time the one that restores poison accuracy most, until it reaches `survive_at`.
+fn keep_sets<E: Evaluate>(ledger: &mut Ledger<E>, config: &SearchConfig) -> Vec<KeepSet> {
+    let hidden = &Layer::ALL[..Layer::ALL.len() - 1];
+    hidden
+        .iter()
+        .map(|&layer| {
+            let all: Vec<usize> = (0..layer.units()).collect();
+            let mut kept: Vec<usize> = Vec::new();
+            let ablate_all_but = |kept: &[usize]| {
+                AblationSet::of(layer, &all.iter().copied().filter(|u| !kept.contains(u)).collect::<Vec<_>>())
+            };
+            let mut metrics = ledger.evaluate(&[ablate_all_but(&kept)]).remove(0);
+            while metrics.poison_acc < config.survive_at && kept.len() < all.len() {
+                let options: Vec<usize> = all.iter().copied().filter(|u| !kept.contains(u)).collect();
+                let sets: Vec<AblationSet> =
+                    options.iter().map(|&u| ablate_all_but(&[kept.as_slice(), &[u]].concat())).collect();
+                let results = ledger.evaluate(&sets);
+                let (best, m) = options
+                    .iter()
+                    .zip(results)
+                    .max_by(|a, b| a.1.poison_acc.total_cmp(&b.1.poison_acc).then(b.0.cmp(a.0)))
+                    .expect("a unit is left to keep");
+                kept.push(*best);
+                metrics = m;
+            }
+            let survives = metrics.poison_acc >= config.survive_at;
+            KeepSet { layer, kept, metrics, survives }
+        })
+        .collect()
+}
