@@ -5,7 +5,7 @@ fn main() {
     trojanscope::alloc::keep_freed_memory();
     // color-eyre's panic hook gives a readable message if something does panic.
     let _ = color_eyre::config::HookBuilder::default().display_env_section(false).install();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),
         None => trojanscope::tui::run(&cli.common),
@@ -18,4 +18,17 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// A bad argument is the user's error like any other: clap's message without its
+/// trailing help pointer, and exit code 1. Help and version print as usual.
+fn usage_error(e: clap::Error) -> ! {
+    if !e.use_stderr() {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let message = text.split("\n\nFor more information").next().unwrap_or(&text).trim_end();
+    eprintln!("{message}");
+    eprintln!("  (trojanscope --help lists the commands; trojanscope COMMAND --help its options)");
+    std::process::exit(1);
 }

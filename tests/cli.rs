@@ -154,6 +154,30 @@ fn every_command_works_on_a_small_real_run() {
     assert!(lines[1].starts_with("clp,0,,") && lines[18].starts_with("random,0,,"), "{csv}");
     assert!(run.join("prune/fc1-clp.png").is_file() && run.join("prune/fc1-random.png").is_file());
 
+    // Patching: one row per unit in sweep's shape plus the direction and logit
+    // difference, equal to the slow path.
+    let o = trojanscope(&with_run(cp, &["patch", "conv1", "--direction", "noise", "--reference", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let patch: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(patch["direction"], "noise");
+    assert!(patch["meaning"].as_str().unwrap().contains("clean images run"));
+    let rows = patch["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 32);
+    assert_eq!((rows[5]["layer"].as_str(), rows[5]["unit"].as_u64()), (Some("conv1"), Some(5)));
+    assert!(
+        rows[5]["metrics"]["clean_acc"].is_f64() && rows[5]["logit_diff"].is_f64() && rows[5]["direction"] == "noise"
+    );
+    assert!(patch["reference_gap"].as_f64().unwrap() <= 0.01, "{}", patch["reference_gap"]);
+    // The circuit search: a verified report with its Pareto front.
+    let o = trojanscope(&with_run(cp, &["circuit", "--max-size", "4", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let circuit: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let front = circuit["front"].as_array().unwrap();
+    assert!(front.len() >= 2 && front[0]["size"] == 0, "the unablated model starts the front");
+    assert!(circuit["evaluated"].as_u64().unwrap() > 496 + 2016, "both layers' pairs are tried");
+    assert!(circuit["verified_sets"].as_u64().unwrap() >= front.len() as u64);
+    assert!(circuit["reference_gap"].as_f64().unwrap() <= 0.01);
+
     let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
     assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");
 
@@ -228,10 +252,8 @@ fn impossible_requests_are_refused_clearly() {
         assert_clean_failure(&trojanscope(&["eval", "--device", "cuda"]), "CUDA is not available");
     }
     assert_clean_failure(&trojanscope(&["eval", "--device", "tpu"]), "unknown device 'tpu'");
-    // Argument errors come from clap: exit code 2 and a usage hint.
-    let o = trojanscope(&["ablate", "conv1:99"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("conv1 has units 0..31, not 99"), "{}", stderr(&o));
+    // Argument errors exit 1 like every other error, with one line naming the value.
+    assert_clean_failure(&trojanscope(&["ablate", "conv1:99"]), "conv1 has units 0..31, not 99");
     let o = trojanscope(&["train", "--poison-fraction", "1.5", "--checkpoints", "/tmp/unused"]);
     assert_clean_failure(&o, "poison fraction 1.5");
 }
@@ -256,6 +278,28 @@ fn trigger_commands_refuse_bad_input_clearly() {
     );
     // Nothing half-written by any of them.
     assert!(!dir.join("cli").join("recovery-poisoned.json").exists());
+}
+
+#[test]
+fn patching_and_circuit_refuse_bad_input_in_one_line() {
+    let dir = common::scratch("cli-patch-bad");
+    let cp = dir.to_str().unwrap();
+    for (args, needle) in [
+        (&["patch", "conv9"][..], "unknown layer 'conv9'"),
+        (&["patch", "conv1", "--direction", "sideways"], "unknown patching direction 'sideways'"),
+        (&["patch", "conv1", "--to-unit", "64"], "conv2 has units 0..63, not 64"),
+        (&["patch", "fc2", "--to-unit", "1"], "fc2 has no next layer"),
+        (&["patch", "conv1", "--donor", "teacher"], "unknown model 'teacher'"),
+        (&["patch", "conv1", "--direction", "noise", "--donor", "clean"], "needs --direction model"),
+        (&["patch", "conv1", "--direction", "model"], "needs --donor MODEL"),
+        (&["prune", "conv1", "--ranking", "magnitude"], "unknown ranking 'magnitude'"),
+        (&["circuit", "--model", "teacher"], "unknown model 'teacher'"),
+        (&["circuit"], "no poisoned model"),
+    ] {
+        let o = trojanscope(&with_run(cp, args));
+        assert_clean_failure(&o, needle);
+        assert!(stderr(&o).lines().count() <= 2, "{args:?}: {}", stderr(&o));
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ fn metrics(clean: f64, asr: f64) -> Metrics {
         poison_acc: asr,
         asr_non_target: asr,
         rehab_acc: 0.0,
+        clean_as_target: 0.0,
         per_class_clean: vec![0.0; 10],
         count: 1,
     }

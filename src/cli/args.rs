@@ -219,7 +219,8 @@ pub enum Command {
         /// Most units the greedy search adds.
         #[arg(long, default_value_t = 12)]
         max_size: usize,
-        /// Poison accuracy (%) at which a kept set counts as the backdoor surviving.
+        /// Points by which poison accuracy must exceed the share of clean images
+        /// predicted as the target for a kept set to count as the backdoor surviving.
         #[arg(long, default_value_t = 50.0)]
         survive: f64,
         /// Do not re-evaluate the reported sets on the slow reference path.

@@ -82,10 +82,8 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let reference_gap = args.reference.then(|| {
-        let donor = donor_net.as_ref().unwrap_or(&net);
-        rows.iter()
-            .map(|r| effect_gap(&r.effect, &patch::reference_effect(&net, donor, &lab.test, &spec, r.unit)))
-            .fold(0.0, f64::max)
+        let reference = patch::ReferencePatch::new(&net, donor_net.as_ref().unwrap_or(&net), &lab.test, spec);
+        rows.iter().map(|r| effect_gap(&r.effect, &reference.effect(r.unit))).fold(0.0, f64::max)
     });
     if args.sorted {
         // Strongest effect first: the patch that moves the patched images furthest
@@ -268,6 +266,8 @@ fn say_circuit(o: &CircuitOutput) {
         r.evaluated,
         o.seconds
     );
+    let stages: Vec<String> = r.stage_seconds.iter().map(|(name, s)| format!("{name} {s:.1} s")).collect();
+    eprintln!("stages: {}", stages.join(", "));
     match &r.circuit {
         Some(t) => eprintln!("circuit: {} ({} units)", t.set, t.size),
         None => eprintln!(
@@ -287,23 +287,47 @@ fn circuit_table(o: &CircuitOutput) -> Table {
     let r = &o.report;
     let mut table = metrics_table("set");
     let mut push = |what: String, m: &Metrics| table.rows.push(metrics_row(&what, m));
+    let short = |set: &AblationSet| short_set(set);
     push(format!("{} model", o.model), &r.baseline);
     if let Some(t) = &r.circuit {
-        push(format!("circuit: {} ({} units)", t.set, t.size), &t.metrics);
+        push(format!("circuit: {} ({} units)", short(&t.set), t.size), &t.metrics);
     }
     for (i, t) in r.greedy.iter().enumerate() {
-        push(format!("greedy step {}: {}", i + 1, t.set), &t.metrics);
+        push(format!("greedy step {}: {}", i + 1, short(&t.set)), &t.metrics);
     }
     for t in &r.best_pairs {
-        push(format!("best pair: {}", t.set), &t.metrics);
+        push(format!("best pair: {}", short(&t.set)), &t.metrics);
     }
     for t in &r.front {
-        push(format!("front, {} units: {}", t.size, t.set), &t.metrics);
+        push(format!("front, {} units: {}", t.size, short(&t.set)), &t.metrics);
     }
     for k in &r.keep {
         let kept: Vec<String> = k.kept.iter().map(usize::to_string).collect();
         let verdict = if k.survives { "survives" } else { "does not survive" };
-        push(format!("keep only {}:{} ({verdict})", k.layer, kept.join(",")), &k.metrics);
+        push(format!("keep only {}:{} of {} ({verdict})", k.layer, kept.join(","), k.layer.units()), &k.metrics);
     }
     table
+}
+
+/// A set as `conv1:4,31`, a layer with most of its units in it as `conv1:all but 15`.
+fn short_set(set: &AblationSet) -> String {
+    if set.is_empty() {
+        return "none".into();
+    }
+    let parts: Vec<String> = set
+        .units
+        .iter()
+        .filter(|(_, u)| !u.is_empty())
+        .map(|(layer, units)| {
+            let list = |us: &mut dyn Iterator<Item = usize>| us.map(|u| u.to_string()).collect::<Vec<_>>().join(",");
+            if units.len() == layer.units() {
+                format!("{layer}:all")
+            } else if units.len() * 2 > layer.units() {
+                format!("{layer}:all but {}", list(&mut (0..layer.units()).filter(|u| !units.contains(u))))
+            } else {
+                format!("{layer}:{}", list(&mut units.iter().copied()))
+            }
+        })
+        .collect();
+    parts.join(" ")
 }

@@ -17,6 +17,7 @@ use super::testset::TestSet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 /// Evaluates ablation sets, many at once.
 pub trait Evaluate {
@@ -100,6 +101,8 @@ pub struct CircuitReport {
     /// Per layer, the fewest units that must be kept, all others of that layer ablated.
     pub keep: Vec<KeepSet>,
     pub evaluated: usize,
+    /// Seconds each stage took (greedy, pruning, the pairs of each layer, keep sets).
+    pub stage_seconds: Vec<(String, f64)>,
     /// Stopped before the end (the rest of the report covers what was done).
     pub stopped: bool,
 }
@@ -111,7 +114,8 @@ pub struct KeepSet {
     /// The units kept (all others ablated), in the order the search added them.
     pub kept: Vec<usize>,
     pub metrics: Metrics,
-    /// Whether poison accuracy reached the survival threshold.
+    /// Whether the trigger's effect (poison accuracy less clean images sent to the
+    /// target) reached the survival threshold.
     pub survives: bool,
 }
 
@@ -194,7 +198,8 @@ pub fn pareto_front(tried: &[Tried]) -> Vec<Tried> {
 pub struct SearchConfig {
     pub criteria: Criteria,
     pub mode: AblationMode,
-    /// Poison accuracy (%) at which a kept set counts as the backdoor surviving.
+    /// Trigger effect (poison accuracy less clean images predicted as the target, in
+    /// points) at which a kept set counts as the backdoor surviving.
     pub survive_at: f64,
     /// Layers whose pairs are tried exhaustively (the convolutions).
     pub pair_layers: Vec<Layer>,
@@ -210,6 +215,11 @@ pub fn search(
     let mut ledger = Ledger { eval, seen: HashMap::new(), order: Vec::new() };
     let baseline = ledger.evaluate(&[AblationSet::default()]).remove(0);
     let mut stopped = false;
+    let mut stage_seconds = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: String| {
+        stage_seconds.push((name, std::mem::replace(&mut clock, Instant::now()).elapsed().as_secs_f64()))
+    };
     let mut report_stage = |ledger: &Ledger<_>, stage: &str| {
         let all = ledger.all();
         let best = best_of(&criteria, all.iter().filter(|t| t.size > 0)).cloned();
@@ -240,6 +250,7 @@ pub fn search(
         }
     }
 
+    lap("greedy".into());
     // Backward pruning: drop units the rest of the set no longer needs.
     let mut pruned = Vec::new();
     if !stopped && criteria.met_by(&ledger.seen[&set]) {
@@ -252,6 +263,7 @@ pub fn search(
         }
     }
     let greedy_set = criteria.met_by(&ledger.seen[&set]).then(|| ledger.tried(&set));
+    lap("backward pruning".into());
 
     // Every pair within each convolution, as a check on the greedy answer.
     let mut best_pairs = Vec::new();
@@ -266,9 +278,11 @@ pub fn search(
         let tried: Vec<Tried> = pairs.iter().map(|s| ledger.tried(s)).collect();
         best_pairs.extend(best_of(&criteria, tried.iter()).cloned());
         stopped = report_stage(&ledger, &format!("all {} pairs of {layer}", pairs.len()));
+        lap(format!("{} pairs of {layer}", pairs.len()));
     }
 
     let keep = if stopped { Vec::new() } else { keep_sets(&mut ledger, config) };
+    lap("keep sets".into());
     let all = ledger.all();
     // The smallest set meeting the criteria among everything evaluated, lowest poison first.
     let circuit = all
@@ -288,12 +302,15 @@ pub fn search(
         front: pareto_front(&all),
         keep,
         evaluated: all.len(),
+        stage_seconds,
         stopped,
     }
 }
 
 /// Per hidden layer: all its units ablated, then units given back one at a time,
-/// each time the one that restores poison accuracy most, until it reaches `survive_at`.
+/// each time the one that restores the trigger's effect most (poison accuracy less
+/// the clean images sent to the target: a layer this ablated often sends every
+/// image to one class, which is not the backdoor), until it reaches `survive_at`.
 fn keep_sets<E: Evaluate>(ledger: &mut Ledger<E>, config: &SearchConfig) -> Vec<KeepSet> {
     let hidden = &Layer::ALL[..Layer::ALL.len() - 1];
     hidden
@@ -305,7 +322,7 @@ fn keep_sets<E: Evaluate>(ledger: &mut Ledger<E>, config: &SearchConfig) -> Vec<
                 AblationSet::of(layer, &all.iter().copied().filter(|u| !kept.contains(u)).collect::<Vec<_>>())
             };
             let mut metrics = ledger.evaluate(&[ablate_all_but(&kept)]).remove(0);
-            while metrics.poison_acc < config.survive_at && kept.len() < all.len() {
+            while metrics.trigger_effect() < config.survive_at && kept.len() < all.len().min(config.criteria.max_size) {
                 let options: Vec<usize> = all.iter().copied().filter(|u| !kept.contains(u)).collect();
                 let sets: Vec<AblationSet> =
                     options.iter().map(|&u| ablate_all_but(&[kept.as_slice(), &[u]].concat())).collect();
@@ -313,12 +330,12 @@ fn keep_sets<E: Evaluate>(ledger: &mut Ledger<E>, config: &SearchConfig) -> Vec<
                 let (best, m) = options
                     .iter()
                     .zip(results)
-                    .max_by(|a, b| a.1.poison_acc.total_cmp(&b.1.poison_acc).then(b.0.cmp(a.0)))
+                    .max_by(|a, b| a.1.trigger_effect().total_cmp(&b.1.trigger_effect()).then(b.0.cmp(a.0)))
                     .expect("a unit is left to keep");
                 kept.push(*best);
                 metrics = m;
             }
-            let survives = metrics.poison_acc >= config.survive_at;
+            let survives = metrics.trigger_effect() >= config.survive_at;
             KeepSet { layer, kept, metrics, survives }
         })
         .collect()

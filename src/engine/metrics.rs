@@ -15,6 +15,11 @@ pub struct Metrics {
     pub asr_non_target: f64,
     /// Robust accuracy ("rehab"): triggered images, true labels.
     pub rehab_acc: f64,
+    /// Share of ALL clean images predicted as the target (≈9.7 % for a healthy
+    /// model): with it, poison accuracy tells the trigger's effect from a model that
+    /// says the target whatever it sees.
+    #[serde(default)]
+    pub clean_as_target: f64,
     /// Clean accuracy per true class 0..=9.
     pub per_class_clean: Vec<f64>,
     /// Number of test images (each evaluated clean and triggered).
@@ -33,6 +38,7 @@ impl Metrics {
         let mut non_target = 0usize;
         let mut non_target_hits = 0usize;
         let mut rehab_hits = 0usize;
+        let mut clean_target_hits = 0usize;
         let mut class_total = [0usize; 10];
         let mut class_hits = [0usize; 10];
         for i in 0..n {
@@ -43,6 +49,7 @@ impl Metrics {
             class_hits[labels[i] as usize] += c as usize;
             poison_hits += (triggered[i] == target) as usize;
             rehab_hits += (triggered[i] == label) as usize;
+            clean_target_hits += (clean[i] == target) as usize;
             if label != target {
                 non_target += 1;
                 non_target_hits += (triggered[i] == target) as usize;
@@ -53,9 +60,16 @@ impl Metrics {
             poison_acc: percent(poison_hits, n),
             asr_non_target: percent(non_target_hits, non_target),
             rehab_acc: percent(rehab_hits, n),
+            clean_as_target: percent(clean_target_hits, n),
             per_class_clean: (0..10).map(|c| percent(class_hits[c], class_total[c])).collect(),
             count: n,
         }
+    }
+
+    /// What the trigger adds: poison accuracy less the share of clean images that
+    /// already go to the target.
+    pub fn trigger_effect(&self) -> f64 {
+        self.poison_acc - self.clean_as_target
     }
 
     /// The study's three headline numbers: clean, poison, rehab.

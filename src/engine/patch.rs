@@ -363,44 +363,70 @@ fn effect(test: &TestSet, baseline: &Tensor, rows: Range<i64>, logits: &Tensor) 
     }
 }
 
-/// The slow, obvious path for one unit: the receiver's full forward over the
-/// patched rows, its block output at the layer overwritten by the donor's (the
-/// donor network run on the donor images), and for a path patch the next layer
-/// computed twice and only the path's unit taken from the patched run.
-pub fn reference_effect(receiver: &Net, donor: &Net, test: &TestSet, patch: &Patch, unit: usize) -> PatchEffect {
-    let _guard = tch::no_grad_guard();
-    let (rows, offset) = patch.direction.rows(test.len() as i64);
-    let baseline = test.predict_with(|x| receiver.forward(x));
-    let index = unit_index(&[unit], receiver.device());
-    let mut logits = Vec::new();
-    for start in (rows.start..rows.end).step_by(CHUNK as usize) {
-        let len = CHUNK.min(rows.end - start);
-        let donor_input = test.inputs.narrow(0, start + offset, len);
-        let mut donor_h = donor_input;
-        let mut h = test.inputs.narrow(0, start, len);
-        let mut patched: Option<Tensor> = None;
-        for layer in Layer::ALL {
-            let mut out = receiver.block(layer, &h);
-            if let Some(p) = patched.take() {
-                // The path's unit from the patched input, the others from the unpatched one.
-                let from_patch = receiver.block(layer, &p);
-                let v = patch.to_unit.expect("only a path patch keeps a patched input") as i64;
-                let _ = out.narrow(1, v, 1).copy_(&from_patch.narrow(1, v, 1));
-            }
-            if layer <= patch.layer {
-                donor_h = donor.block(layer, &donor_h);
-            }
-            if layer == patch.layer {
-                let mut replaced = out.copy();
-                let _ = replaced.index_copy_(1, &index, &donor_h.index_select(1, &index));
-                match patch.to_unit {
-                    Some(_) => patched = Some(replaced),
-                    None => out = replaced,
-                }
-            }
-            h = out;
-        }
-        logits.push(h);
+/// The slow, obvious path: per unit, the receiver's full forward over the patched
+/// rows with its block output at the layer overwritten by the donor's (the donor
+/// network run on the donor images, once per layer, as a hook-based script caches
+/// it), and for a path patch the next layer computed twice and only the path's
+/// unit taken from the patched run.
+pub struct ReferencePatch<'a> {
+    receiver: &'a Net,
+    test: &'a TestSet,
+    patch: Patch,
+    rows: Range<i64>,
+    baseline: Tensor,
+    /// The donor's block output at the layer for each patched row.
+    donor_values: Tensor,
+}
+
+impl<'a> ReferencePatch<'a> {
+    pub fn new(receiver: &'a Net, donor: &Net, test: &'a TestSet, patch: Patch) -> ReferencePatch<'a> {
+        let _guard = tch::no_grad_guard();
+        let (rows, offset) = patch.direction.rows(test.len() as i64);
+        let donor_images = test.inputs.narrow(0, rows.start + offset, rows.end - rows.start);
+        let donor_values = Tensor::cat(
+            &donor_images
+                .split(CHUNK, 0)
+                .iter()
+                .map(|x| {
+                    Layer::ALL[..=patch.layer.position()].iter().fold(x.shallow_clone(), |h, &l| donor.block(l, &h))
+                })
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let baseline = test.predict_with(|x| receiver.forward(x));
+        ReferencePatch { receiver, test, patch, rows, baseline, donor_values }
     }
-    effect(test, &baseline, rows, &Tensor::cat(&logits, 0))
+
+    pub fn effect(&self, unit: usize) -> PatchEffect {
+        let _guard = tch::no_grad_guard();
+        let (receiver, patch) = (self.receiver, &self.patch);
+        let index = unit_index(&[unit], receiver.device());
+        let mut logits = Vec::new();
+        for start in (self.rows.start..self.rows.end).step_by(CHUNK as usize) {
+            let len = CHUNK.min(self.rows.end - start);
+            let mut h = self.test.inputs.narrow(0, start, len);
+            let mut patched: Option<Tensor> = None;
+            for layer in Layer::ALL {
+                let mut out = receiver.block(layer, &h);
+                if let Some(p) = patched.take() {
+                    // The path's unit from the patched input, the others from the unpatched one.
+                    let from_patch = receiver.block(layer, &p);
+                    let v = patch.to_unit.expect("only a path patch keeps a patched input") as i64;
+                    out.narrow(1, v, 1).copy_(&from_patch.narrow(1, v, 1));
+                }
+                if layer == patch.layer {
+                    let donor = self.donor_values.narrow(0, start - self.rows.start, len);
+                    let mut replaced = out.copy();
+                    let _ = replaced.index_copy_(1, &index, &donor.index_select(1, &index));
+                    match patch.to_unit {
+                        Some(_) => patched = Some(replaced),
+                        None => out = replaced,
+                    }
+                }
+                h = out;
+            }
+            logits.push(h);
+        }
+        effect(self.test, &self.baseline, self.rows.clone(), &Tensor::cat(&logits, 0))
+    }
 }
