@@ -360,6 +360,10 @@ fn bench_measures_both_sides_and_reports_ratios() {
         "fc1 sweep",
         "toggle a conv1",
         "trigger recovery, all labels (160 images × 2 epochs)",
+        "patch every conv1 unit (denoise",
+        "patch every conv2 unit (noise",
+        "every conv1 pair (496 sets",
+        "whole circuit search",
     ] {
         let f = figure(name);
         let (ours, theirs) = (f["ours_s"].as_f64().unwrap(), f["pytorch_s"].as_f64().unwrap());
@@ -369,6 +373,9 @@ fn bench_measures_both_sides_and_reports_ratios() {
     let conv2 = figure("conv2 sweep");
     assert!(conv2["pytorch_s"].as_f64().unwrap() > 5.0 * conv2["ours_s"].as_f64().unwrap(), "{conv2}");
     assert!(figure("rehab epoch")["pytorch_s"].is_null());
+    // Patching from the cache beats a hooked forward per unit.
+    let patch = figure("patch every conv2 unit (denoise");
+    assert!(patch["pytorch_s"].as_f64().unwrap() > 5.0 * patch["ours_s"].as_f64().unwrap(), "{patch}");
     // Both recoveries ran on the same model and name their smallest mask.
     let verdict = &report["recovery_verdict"];
     assert!(verdict["ours_smallest"].as_u64().unwrap() < 10, "{verdict}");

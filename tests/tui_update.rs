@@ -10,7 +10,6 @@ use trojanscope::engine::layer::Layer;
 use trojanscope::engine::train::Phase;
 use trojanscope::tui::app::{Msg, Popup, Question};
 use trojanscope::tui::columns::Column;
-use trojanscope::tui::layout::Screen;
 use trojanscope::tui::pane::Pane;
 use trojanscope::tui::protocol::Command;
 use tui_support::{Harness, common, scratch, tiny_run};
@@ -279,7 +278,7 @@ fn a_vanished_worker_is_reported_once() {
 #[test]
 fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
     let mut h = Harness::ready(WIDE);
-    let screen = Screen::new(h.app.area, h.app.focus).unwrap();
+    let screen = h.app.screen().unwrap();
     let channels = screen.area_of(Pane::Channels).unwrap();
     let click = |x, y| {
         Msg::Mouse(MouseEvent {
@@ -306,9 +305,11 @@ fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
     assert_eq!((h.app.focus, h.app.cursor()), (Pane::Channels, 1));
     // In the tabbed layout a click on a tab switches panes.
     h.update(Msg::Resize(80, 24));
-    let second_tab = trojanscope::tui::layout::tab_label(Pane::Layers, 80).chars().count() as u16 + 2;
-    h.update(click(second_tab, 1));
-    assert_eq!(h.app.focus, Pane::Channels);
+    let focus = h.app.focus;
+    let label = |p: Pane| trojanscope::tui::layout::tab_label(p, focus, 80).chars().count() as u16 + 1;
+    let last_tab: u16 = Pane::ALL[..Pane::ALL.len() - 1].iter().map(|&p| label(p)).sum();
+    h.update(click(last_tab, 1));
+    assert_eq!(h.app.focus, Pane::Circuit);
 }
 
 #[test]
@@ -383,4 +384,59 @@ fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
     let visuals = h.app.trigger.visuals.as_ref().unwrap();
     assert_eq!((visuals.layer, visuals.models.len()), (Layer::Conv1, 3));
     assert!(visuals.models.iter().all(|(_, v)| v.image.len() == 784));
+}
+
+#[test]
+fn the_circuit_pane_patches_searches_ablates_the_circuit_and_prunes() {
+    use trojanscope::engine::patch::Direction;
+    let mut h = Harness::ready(SMALL);
+    // Enter on an empty Circuit pane says what to do first.
+    h.type_keys("8");
+    h.press(KeyCode::Enter);
+    assert_eq!(h.app.notice.as_deref(), Some("no circuit yet (C searches for one)"));
+    h.type_keys("P");
+    assert!(h.app.circuit.patching && h.sent.last().unwrap().starts_with("Patch"));
+    // A second long job waits for the first: refused with a notice.
+    h.type_keys("C");
+    assert_eq!(h.app.notice.as_deref(), Some("another job is running (x stops it)"));
+    h.wait_for("the patching maps", |app| !app.circuit.patching);
+    let maps = h.app.circuit.patch.clone().unwrap();
+    assert_eq!(maps.maps.iter().map(|m| m.direction).collect::<Vec<_>>(), [Direction::Denoise, Direction::Noise]);
+    let units: usize = Layer::ALL.iter().map(|l| l.units()).sum();
+    assert!(maps.maps.iter().all(|m| m.rows.len() == units));
+    // In each direction the target's logit carries the backdoor more than any other output.
+    for map in &maps.maps {
+        let logits: Vec<f64> = map.rows.iter().filter(|r| r.layer == Layer::Fc2).map(|r| map.effect(r)).collect();
+        let strongest = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+        assert!(strongest == 8 && logits[8] > 10.0, "{:?}: {logits:?}", map.direction);
+    }
+    assert!(h.screen(80, 24).contains("denoise: triggered images run"));
+    h.type_keys("d");
+    assert!(h.screen(80, 24).contains("noise: clean images run"));
+    // The search: its circuit goes into the ablation set with Enter.
+    h.type_keys("C");
+    h.wait_for("the circuit search", |app| !app.circuit.searching);
+    let report = h.app.circuit.report.clone().unwrap();
+    assert!(!report.stopped && report.front.len() >= 2 && report.keep.len() == 3);
+    if let Some(circuit) = &report.circuit {
+        h.press(KeyCode::Enter);
+        assert_eq!(h.app.ablation.set, circuit.set);
+        h.wait_for("the circuit's metrics", |app| app.ablation.result.is_some());
+        assert_eq!(h.app.ablation.result.as_ref().unwrap().metrics, circuit.metrics);
+    }
+    // x stops a search; the pane keeps what it had tried.
+    h.type_keys("Cx");
+    h.wait_for("the stopped search", |app| !app.circuit.searching);
+    assert!(h.app.circuit.report.as_ref().unwrap().stopped);
+    // Space toggles the heatmap's unit; f draws the selected layer's curves.
+    h.type_keys("c");
+    h.press(KeyCode::Down);
+    h.press(KeyCode::Right);
+    h.type_keys(" ");
+    assert_eq!(h.app.ablation.set.to_string(), "conv2:1");
+    h.type_keys("f");
+    h.wait_for("the pruning curves", |app| app.circuit.pruning.is_none());
+    let (layer, curves) = h.app.circuit.curves.clone().unwrap();
+    assert_eq!((layer, curves.len()), (Layer::Conv2, 5));
+    assert!(curves.iter().all(|c| c.points.len() == 65));
 }

@@ -5,11 +5,13 @@ pub mod pytorch;
 
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
+use crate::engine::circuit::{self, Criteria, Evaluate, FastEvaluator, SearchConfig};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd};
 use crate::engine::featvis::{self, VisConfig};
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
+use crate::engine::patch::{Direction, Patch, Patcher};
 use crate::engine::sweep::sweep;
 use crate::engine::train::{Phase, TrainConfig, TrainData, train_phase};
 use serde::Serialize;
@@ -165,6 +167,71 @@ pub fn measure_interventions(
         fig(&name, t);
     }
     (figures, cache_bytes)
+}
+
+/// Patching every unit of conv1 and conv2 (both directions, the cache built), every
+/// pair within each convolution, and the whole circuit search, on `poisoned`.
+/// Returns the figures and the number of sets the search evaluated.
+pub fn measure_circuit(
+    lab: &Lab,
+    repeat: usize,
+    models: &[Net; 3],
+    progress: &mut dyn FnMut(&str),
+) -> (Vec<Figure>, usize) {
+    let [clean, poisoned, _] = models;
+    let cache = ActivationCache::build(poisoned, &lab.test);
+    let mut figures = Vec::new();
+    for layer in PATCHED_LAYERS {
+        for direction in [Direction::Denoise, Direction::Noise] {
+            progress(&format!("patching {layer} ({direction})"));
+            let patch = Patch { layer, direction, to_unit: None };
+            let patcher = Patcher::new(&cache, None, &lab.test, patch).expect("a valid patch");
+            let (t, _) = median_time(repeat, || patcher.run(|_, _| ControlFlow::Continue(())));
+            figures.push(Figure::ours(&patching_figure_name(layer, direction), t));
+        }
+    }
+    let mut eval = FastEvaluator { cache: &cache, test: &lab.test, mode: AblationMode::Weight };
+    for layer in PATCHED_LAYERS {
+        progress(&format!("every pair of {layer}"));
+        let n = layer.units();
+        let pairs: Vec<AblationSet> =
+            (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect();
+        let clock = Instant::now();
+        eval.evaluate(&pairs);
+        figures.push(Figure::ours(&pairs_figure_name(layer), clock.elapsed().as_secs_f64()));
+    }
+    progress("the whole circuit search");
+    let clock = Instant::now();
+    let config = SearchConfig {
+        criteria: Criteria {
+            poison_at_most: lab.test.evaluate(clean).poison_acc + 3.0,
+            clean_margin: 1.0,
+            clean_baseline: lab.test.evaluate(poisoned).clean_acc,
+            max_size: 12,
+        },
+        mode: AblationMode::Weight,
+        survive_at: 50.0,
+        pair_layers: PATCHED_LAYERS.to_vec(),
+    };
+    let report = circuit::search(&mut eval, &config, |_| ControlFlow::Continue(()));
+    figures.push(Figure::ours(CIRCUIT_FIGURE, clock.elapsed().as_secs_f64()));
+    (figures, report.evaluated)
+}
+
+/// The layers patched and paired in the bench (the targets name them).
+pub const PATCHED_LAYERS: [Layer; 2] = [Layer::Conv1, Layer::Conv2];
+pub const CIRCUIT_FIGURE: &str = "whole circuit search (greedy, pruning, pairs, keep sets)";
+
+pub fn patching_figure_name(layer: Layer, direction: Direction) -> String {
+    format!("patch every {layer} unit ({direction}, {} units)", layer.units())
+}
+
+pub fn pairs_figure_name(layer: Layer) -> String {
+    format!("every {layer} pair ({} sets, full metrics)", pair_count(layer))
+}
+
+pub fn pair_count(layer: Layer) -> usize {
+    layer.units() * (layer.units() - 1) / 2
 }
 
 /// Our trigger recovery on `poisoned` (all labels batched) and one feature

@@ -81,6 +81,52 @@ pub fn run_cleanse(
     last_json_line(script, command)
 }
 
+/// What benches/patching.py reports, per layer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PatchingTimes {
+    pub layers: std::collections::BTreeMap<String, LayerPatchTime>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LayerPatchTime {
+    /// Every unit of the layer (extrapolated from the units timed).
+    pub seconds_layer: f64,
+    pub units_timed: usize,
+}
+
+/// What the hook-based patching loop is asked to time.
+pub struct PatchingRun<'a> {
+    pub direction: &'a str,
+    /// Comma-separated layer names.
+    pub layers: &'a str,
+    /// Units timed per layer (the per-unit cost is constant; the layer is extrapolated).
+    pub units: usize,
+    /// The first N test images, as our side uses.
+    pub test_limit: Option<usize>,
+}
+
+/// Runs benches/patching.py on a checkpoint.
+pub fn run_patching(
+    script: &Path,
+    data_dir: &Path,
+    checkpoint: &Path,
+    threads: i32,
+    how: &PatchingRun,
+) -> Result<PatchingTimes, String> {
+    let mut command = Command::new(python());
+    command.arg(script).arg("--checkpoint").arg(checkpoint).arg("--data-dir").arg(data_dir);
+    for (flag, value) in [
+        ("--threads", threads.to_string()),
+        ("--direction", how.direction.to_string()),
+        ("--layers", how.layers.to_string()),
+        ("--units", how.units.to_string()),
+    ] {
+        command.args([flag, &value]);
+    }
+    command.args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]));
+    last_json_line(script, command)
+}
+
 /// Runs a script and parses the JSON object on the last line of its stdout.
 fn last_json_line<T: serde::de::DeserializeOwned>(script: &Path, mut command: Command) -> Result<T, String> {
     let output = command.output().map_err(|e| format!("cannot start {}: {e}", python()))?;

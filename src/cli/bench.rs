@@ -5,6 +5,9 @@ use super::lab_setup::open_lab;
 use super::output::Format;
 use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
 use crate::engine::cleanse::CleanseConfig;
+use crate::engine::layer::Layer;
+use crate::engine::model::Net;
+use crate::engine::patch::Direction;
 use crate::engine::train::TrainConfig;
 use crate::table::Table;
 use color_eyre::eyre::{Result, eyre};
@@ -57,6 +60,15 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     figures.extend(more);
     if pytorch_error.is_none() && !rounds.is_empty() {
         attach(&mut figures, &rounds, sweep_channels);
+    }
+    let (more, evaluated) = bench::measure_circuit(&lab, repeat, &models, &mut say);
+    figures.extend(more);
+    if !no_pytorch && pytorch_error.is_none() {
+        say("the hook-based patching loop in PyTorch (benches/patching.py)");
+        if let Err(e) = attach_patching(common, &models[1], sweep_channels, &mut figures) {
+            pytorch_error = Some(e);
+        }
+        attach_circuit(&mut figures, &rounds, evaluated);
     }
     let (more, ours_flagged, ours_smallest) =
         bench::measure_recovery(&lab, &models[1], &args.cleanse, &mut say).map_err(|e| eyre!(e))?;
@@ -142,18 +154,71 @@ fn attach(figures: &mut [Figure], rounds: &[pytorch::PytorchTimes], sweep_channe
     }
 }
 
-/// The bench's poisoned model through a temporary checkpoint, into the script.
-fn pytorch_cleanse(
-    common: &CommonArgs,
-    poisoned: &crate::engine::model::Net,
-    cfg: &CleanseConfig,
-) -> Result<pytorch::CleanseTimes, String> {
+/// Runs `script` on the bench's poisoned model, passed through a temporary checkpoint.
+fn with_checkpoint<T>(
+    poisoned: &Net,
+    script: &str,
+    run: impl FnOnce(&Path, &Path) -> Result<T, String>,
+) -> Result<T, String> {
     let file = std::env::temp_dir().join(format!("trojanscope-bench-{}.safetensors", std::process::id()));
     crate::engine::checkpoint::save_net(poisoned, &file).map_err(|e| e.to_string())?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/neural_cleanse.py");
-    let outcome = pytorch::run_cleanse(&script, &common.data_dir, &file, tch::get_num_threads(), cfg);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let outcome = run(&script, &file);
     let _ = std::fs::remove_file(&file);
     outcome
+}
+
+fn pytorch_cleanse(common: &CommonArgs, poisoned: &Net, cfg: &CleanseConfig) -> Result<pytorch::CleanseTimes, String> {
+    with_checkpoint(poisoned, "benches/neural_cleanse.py", |script, file| {
+        pytorch::run_cleanse(script, &common.data_dir, file, tch::get_num_threads(), cfg)
+    })
+}
+
+/// The hook loop's time for each patching figure (`units` units timed per layer).
+fn attach_patching(common: &CommonArgs, poisoned: &Net, units: usize, figures: &mut [Figure]) -> Result<(), String> {
+    let layers: Vec<String> = bench::PATCHED_LAYERS.iter().map(|l| l.to_string()).collect();
+    for direction in [Direction::Denoise, Direction::Noise] {
+        let times = with_checkpoint(poisoned, "benches/patching.py", |script, file| {
+            let layers = layers.join(",");
+            let how = pytorch::PatchingRun {
+                direction: direction.name(),
+                layers: &layers,
+                units,
+                test_limit: common.test_limit,
+            };
+            pytorch::run_patching(script, &common.data_dir, file, tch::get_num_threads(), &how)
+        })?;
+        for layer in bench::PATCHED_LAYERS {
+            let (Some(time), Some(f)) = (
+                times.layers.get(layer.name()),
+                figures.iter_mut().find(|f| f.name == bench::patching_figure_name(layer, direction)),
+            ) else {
+                continue;
+            };
+            f.pytorch_s = Some(time.seconds_layer);
+            f.note = format!("PyTorch: forward hooks, {} units timed, × units", time.units_timed);
+        }
+    }
+    Ok(())
+}
+
+/// Pairs and the circuit search have no PyTorch loop of their own: the study's way
+/// is one reload-zero-evaluate per set, so its time per set × the sets evaluated.
+fn attach_circuit(figures: &mut [Figure], rounds: &[pytorch::PytorchTimes], evaluated: usize) {
+    let Some(e) = rounds.last().and_then(|r| r.evaluation.as_ref()) else { return };
+    for f in figures.iter_mut() {
+        let (per_set, sets) = if f.name == bench::pairs_figure_name(Layer::Conv1) {
+            (e.conv1_per_channel_s, bench::pair_count(Layer::Conv1))
+        } else if f.name == bench::pairs_figure_name(Layer::Conv2) {
+            (e.conv2_per_channel_s, bench::pair_count(Layer::Conv2))
+        } else if f.name == bench::CIRCUIT_FIGURE {
+            (e.conv1_per_channel_s, evaluated)
+        } else {
+            continue;
+        };
+        f.pytorch_s = Some(per_set * sets as f64);
+        f.note = format!("PyTorch: reload, zero, evaluate × {sets} sets");
+    }
 }
 
 fn seconds(s: f64) -> String {

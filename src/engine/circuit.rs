@@ -31,6 +31,9 @@ pub struct FastEvaluator<'a> {
     pub mode: AblationMode,
 }
 
+/// Pairs evaluated between two progress reports.
+const PAIR_SLICE: usize = 256;
+
 /// Sets per pass over the cached activations.
 const EVAL_BATCH: usize = 64;
 
@@ -274,14 +277,28 @@ pub fn search(
         let n = layer.units();
         let pairs: Vec<AblationSet> =
             (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect();
-        ledger.evaluate(&pairs);
-        let tried: Vec<Tried> = pairs.iter().map(|s| ledger.tried(s)).collect();
-        best_pairs.extend(best_of(&criteria, tried.iter()).cloned());
-        stopped = report_stage(&ledger, &format!("all {} pairs of {layer}", pairs.len()));
+        // In slices, so progress (and a stop) comes every second or so.
+        for (i, slice) in pairs.chunks(PAIR_SLICE).enumerate() {
+            ledger.evaluate(slice);
+            let done = (i * PAIR_SLICE + slice.len()).min(pairs.len());
+            let stage = if done == pairs.len() {
+                format!("all {} pairs of {layer}", pairs.len())
+            } else {
+                format!("pairs of {layer}: {done}/{}", pairs.len())
+            };
+            if report_stage(&ledger, &stage) {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            let tried: Vec<Tried> = pairs.iter().map(|s| ledger.tried(s)).collect();
+            best_pairs.extend(best_of(&criteria, tried.iter()).cloned());
+        }
         lap(format!("{} pairs of {layer}", pairs.len()));
     }
 
-    let keep = if stopped { Vec::new() } else { keep_sets(&mut ledger, config) };
+    let keep = if stopped { Vec::new() } else { keep_sets(&mut ledger, config, &mut report_stage, &mut stopped) };
     lap("keep sets".into());
     let all = ledger.all();
     // The smallest set meeting the criteria among everything evaluated, lowest poison first.
@@ -311,32 +328,41 @@ pub fn search(
 /// each time the one that restores the trigger's effect most (poison accuracy less
 /// the clean images sent to the target: a layer this ablated often sends every
 /// image to one class, which is not the backdoor), until it reaches `survive_at`.
-fn keep_sets<E: Evaluate>(ledger: &mut Ledger<E>, config: &SearchConfig) -> Vec<KeepSet> {
+/// `report` is told after each layer and may stop the rest (`stopped` is then set).
+fn keep_sets<E: Evaluate>(
+    ledger: &mut Ledger<E>,
+    config: &SearchConfig,
+    report: &mut impl FnMut(&Ledger<E>, &str) -> bool,
+    stopped: &mut bool,
+) -> Vec<KeepSet> {
     let hidden = &Layer::ALL[..Layer::ALL.len() - 1];
-    hidden
-        .iter()
-        .map(|&layer| {
-            let all: Vec<usize> = (0..layer.units()).collect();
-            let mut kept: Vec<usize> = Vec::new();
-            let ablate_all_but = |kept: &[usize]| {
-                AblationSet::of(layer, &all.iter().copied().filter(|u| !kept.contains(u)).collect::<Vec<_>>())
-            };
-            let mut metrics = ledger.evaluate(&[ablate_all_but(&kept)]).remove(0);
-            while metrics.trigger_effect() < config.survive_at && kept.len() < all.len().min(config.criteria.max_size) {
-                let options: Vec<usize> = all.iter().copied().filter(|u| !kept.contains(u)).collect();
-                let sets: Vec<AblationSet> =
-                    options.iter().map(|&u| ablate_all_but(&[kept.as_slice(), &[u]].concat())).collect();
-                let results = ledger.evaluate(&sets);
-                let (best, m) = options
-                    .iter()
-                    .zip(results)
-                    .max_by(|a, b| a.1.trigger_effect().total_cmp(&b.1.trigger_effect()).then(b.0.cmp(a.0)))
-                    .expect("a unit is left to keep");
-                kept.push(*best);
-                metrics = m;
-            }
-            let survives = metrics.trigger_effect() >= config.survive_at;
-            KeepSet { layer, kept, metrics, survives }
-        })
-        .collect()
+    let mut keep = Vec::new();
+    for &layer in hidden {
+        let all: Vec<usize> = (0..layer.units()).collect();
+        let mut kept: Vec<usize> = Vec::new();
+        let ablate_all_but = |kept: &[usize]| {
+            AblationSet::of(layer, &all.iter().copied().filter(|u| !kept.contains(u)).collect::<Vec<_>>())
+        };
+        let mut metrics = ledger.evaluate(&[ablate_all_but(&kept)]).remove(0);
+        while metrics.trigger_effect() < config.survive_at && kept.len() < all.len().min(config.criteria.max_size) {
+            let options: Vec<usize> = all.iter().copied().filter(|u| !kept.contains(u)).collect();
+            let sets: Vec<AblationSet> =
+                options.iter().map(|&u| ablate_all_but(&[kept.as_slice(), &[u]].concat())).collect();
+            let results = ledger.evaluate(&sets);
+            let (best, m) = options
+                .iter()
+                .zip(results)
+                .max_by(|a, b| a.1.trigger_effect().total_cmp(&b.1.trigger_effect()).then(b.0.cmp(a.0)))
+                .expect("a unit is left to keep");
+            kept.push(*best);
+            metrics = m;
+        }
+        let survives = metrics.trigger_effect() >= config.survive_at;
+        keep.push(KeepSet { layer, kept, metrics, survives });
+        if report(ledger, &format!("kept units of {layer}")) {
+            *stopped = true;
+            break;
+        }
+    }
+    keep
 }

@@ -8,6 +8,7 @@ use super::keys::{self, Action, Context};
 use super::layout::{Screen, scroll_offset};
 use super::pane::Pane;
 use super::panes;
+use super::panes::circuit::CircuitState;
 use super::panes::trigger::TriggerState;
 use super::protocol::{Command, DigitData, Job, ModelsData, Reply, RunInfo};
 use super::train_state::{Field, TrainState};
@@ -103,6 +104,8 @@ pub struct App {
     /// The terminal's area.
     pub area: Rect,
     pub help: bool,
+    /// The focused pane alone, even on a terminal wide enough for all of them.
+    pub zoomed: bool,
     pub popup: Option<Popup>,
     pub run: Option<RunInfo>,
     /// What the worker is busy with, if anything.
@@ -122,6 +125,7 @@ pub struct App {
     pub ablation: AblationState,
     pub training: TrainState,
     pub trigger: TriggerState,
+    pub circuit: CircuitState,
     /// The last short message (shown in the footer).
     pub notice: Option<String>,
     pub worker_alive: bool,
@@ -137,6 +141,7 @@ impl App {
             focus: Pane::Layers,
             area,
             help: false,
+            zoomed: false,
             popup: None,
             run: None,
             stage: Some("starting".into()),
@@ -152,6 +157,7 @@ impl App {
             ablation: AblationState::default(),
             training: TrainState::default(),
             trigger: TriggerState::default(),
+            circuit: CircuitState::default(),
             notice: None,
             worker_alive: true,
             export_root,
@@ -200,6 +206,11 @@ impl App {
         }
     }
 
+    /// Where everything is on the terminal now (`None`: too small).
+    pub fn screen(&self) -> Option<Screen> {
+        Screen::new(self.area, self.focus, self.zoomed)
+    }
+
     /// Which bindings are live.
     pub fn context(&self) -> Context {
         match &self.popup {
@@ -220,6 +231,10 @@ impl App {
             Action::Quit => self.quit(),
             Action::Help => {
                 self.help = !self.help;
+                Vec::new()
+            }
+            Action::Zoom => {
+                self.zoomed = !self.zoomed;
                 Vec::new()
             }
             Action::Close => {
@@ -252,12 +267,20 @@ impl App {
                 field.adjust(&mut self.training.config, action == Action::Right);
                 Vec::new()
             }
+            Action::Left | Action::Right if self.focus == Pane::Circuit => {
+                self.circuit.step_unit(if action == Action::Right { 1 } else { -1 });
+                Vec::new()
+            }
             Action::Left => self.change_layer(-1),
             Action::Right => self.change_layer(1),
             Action::Select => self.select(),
             Action::ToggleAblation => {
-                let unit = self.selected_unit();
-                self.ablation.set.toggle(self.layer, unit);
+                let (layer, unit) = if self.focus == Pane::Circuit {
+                    (self.circuit.selected_layer(), self.circuit.selected_unit())
+                } else {
+                    (self.layer, self.selected_unit())
+                };
+                self.ablation.set.toggle(layer, unit);
                 self.evaluate_current()
             }
             Action::Sort => {
@@ -285,6 +308,13 @@ impl App {
             Action::Recover => self.recover(),
             Action::Unlearn => self.unlearn(),
             Action::Visualize => self.visualize(),
+            Action::Patch => self.patch(),
+            Action::Direction => {
+                self.circuit.toggle_direction();
+                Vec::new()
+            }
+            Action::Circuit => self.search_circuit(),
+            Action::PruneCurves => self.prune_curves(),
             Action::Stop => {
                 if self.cancellable() {
                     self.notice = Some("stopping…".into());
@@ -299,7 +329,7 @@ impl App {
 
     /// A long job the worker can be asked to stop is running.
     fn cancellable(&self) -> bool {
-        self.training.running || self.ablation.sweeping.is_some() || self.trigger.busy()
+        self.training.running || self.ablation.sweeping.is_some() || self.trigger.busy() || self.circuit.busy()
     }
 
     fn quit(&mut self) -> Vec<Effect> {
@@ -330,6 +360,7 @@ impl App {
             }
             Pane::Training => self.training.field = clamp(self.training.field, Field::ALL.len()),
             Pane::Trigger => self.trigger.step(delta),
+            Pane::Circuit => self.circuit.step_layer(delta.signum()),
         }
         Vec::new()
     }
@@ -350,6 +381,18 @@ impl App {
                 };
                 self.ablation.set = row.set;
                 self.ablation.mode = row.mode;
+                self.evaluate_current()
+            }
+            Pane::Circuit => {
+                let Some((set, mode)) =
+                    self.circuit.report.as_ref().and_then(|r| Some((r.circuit.as_ref()?.set.clone(), r.mode)))
+                else {
+                    self.notice = Some("no circuit yet (C searches for one)".into());
+                    return Vec::new();
+                };
+                self.notice = Some(format!("ablating the circuit {set}"));
+                self.ablation.set = set;
+                self.ablation.mode = mode;
                 self.evaluate_current()
             }
             _ => Vec::new(),
@@ -406,21 +449,22 @@ impl App {
         vec![Effect::Send(Command::Sweep { layer: self.layer, mode: self.ablation.mode })]
     }
 
-    /// Refuses (with a notice) while the models are not ready or a trigger job runs.
-    fn trigger_job_allowed(&mut self) -> bool {
+    /// Refuses (with a notice) while the models are not ready or another long job
+    /// runs: the worker serves one job at a time, and x stops the running one.
+    fn long_job_allowed(&mut self) -> bool {
         if !self.ready {
             self.notice = Some("the models are not ready yet".into());
             return false;
         }
-        if self.trigger.busy() {
-            self.notice = Some("a trigger job is already running (x stops it)".into());
+        if self.cancellable() {
+            self.notice = Some("another job is running (x stops it)".into());
             return false;
         }
         true
     }
 
     fn recover(&mut self) -> Vec<Effect> {
-        if !self.trigger_job_allowed() {
+        if !self.long_job_allowed() {
             return Vec::new();
         }
         self.trigger.recovering = true;
@@ -430,7 +474,7 @@ impl App {
     }
 
     fn unlearn(&mut self) -> Vec<Effect> {
-        if !self.trigger_job_allowed() {
+        if !self.long_job_allowed() {
             return Vec::new();
         }
         let Some(report) = &self.trigger.report else {
@@ -447,12 +491,42 @@ impl App {
     }
 
     fn visualize(&mut self) -> Vec<Effect> {
-        if !self.trigger_job_allowed() {
+        if !self.long_job_allowed() {
             return Vec::new();
         }
         let (layer, unit) = (self.layer, self.selected_unit());
         self.trigger.visualizing = Some((layer, unit));
         vec![Effect::Send(Command::Visualize { layer, unit })]
+    }
+
+    fn patch(&mut self) -> Vec<Effect> {
+        if !self.long_job_allowed() {
+            return Vec::new();
+        }
+        self.circuit.patching = true;
+        self.focus = Pane::Circuit;
+        vec![Effect::Send(Command::Patch)]
+    }
+
+    fn search_circuit(&mut self) -> Vec<Effect> {
+        if !self.long_job_allowed() {
+            return Vec::new();
+        }
+        self.circuit.searching = true;
+        self.circuit.progress = None;
+        self.focus = Pane::Circuit;
+        vec![Effect::Send(Command::Circuit { mode: self.ablation.mode })]
+    }
+
+    /// The curves of the heatmap's layer in the Circuit pane, else of the selected layer.
+    fn prune_curves(&mut self) -> Vec<Effect> {
+        if !self.long_job_allowed() {
+            return Vec::new();
+        }
+        let layer = if self.focus == Pane::Circuit { self.circuit.selected_layer() } else { self.layer };
+        self.circuit.pruning = Some(layer);
+        self.focus = Pane::Circuit;
+        vec![Effect::Send(Command::Prune { layer, mode: self.ablation.mode })]
     }
 
     fn show_digit(&mut self, delta: i64) -> Vec<Effect> {
@@ -521,6 +595,7 @@ impl App {
                 self.models = Some(models);
                 // Recoveries and visualisations of the previous models no longer apply.
                 self.trigger = TriggerState { config: self.trigger.config.clone(), ..TriggerState::default() };
+                self.circuit = CircuitState { direction: self.circuit.direction, ..CircuitState::default() };
                 self.generation += 1;
                 self.ready = false;
                 Vec::new()
@@ -634,6 +709,37 @@ impl App {
                 self.trigger.visuals = Some(visuals);
                 Vec::new()
             }
+            Reply::Patched(maps) => {
+                self.circuit.patching = false;
+                if maps.maps.len() < 2
+                    || maps.maps.iter().any(|m| m.rows.len() < Layer::ALL.iter().map(|l| l.units()).sum())
+                {
+                    self.notice = Some("patching stopped early: the map shows what was done".into());
+                }
+                self.circuit.patch = Some(maps);
+                Vec::new()
+            }
+            Reply::CircuitProgress(progress) => {
+                self.circuit.progress = Some(progress);
+                Vec::new()
+            }
+            Reply::CircuitFound(report) => {
+                self.circuit.searching = false;
+                self.stage = None;
+                if report.stopped {
+                    self.notice = Some("circuit search stopped: showing what it had tried".into());
+                }
+                self.circuit.report = Some(report);
+                Vec::new()
+            }
+            Reply::PruneCurves { layer, curves } => {
+                self.circuit.pruning = None;
+                if curves.len() < crate::engine::prune::Ranking::ALL.len() {
+                    self.notice = Some(format!("pruning {layer} stopped after {} rankings", curves.len()));
+                }
+                self.circuit.curves = Some((layer, curves));
+                Vec::new()
+            }
             Reply::Failed { job, message } => {
                 self.stage = None;
                 match job {
@@ -643,6 +749,9 @@ impl App {
                     Job::Recover => self.trigger.recovering = false,
                     Job::Unlearn => self.trigger.unlearning = None,
                     Job::Visualize => self.trigger.visualizing = None,
+                    Job::Patch => self.circuit.patching = false,
+                    Job::Circuit => self.circuit.searching = false,
+                    Job::Prune => self.circuit.pruning = None,
                     _ => {}
                 }
                 self.popup = Some(Popup::Error(format!("{} failed: {message}", capitalised(job.describe()))));
@@ -655,7 +764,7 @@ impl App {
         if self.context() != Context::Main {
             return Vec::new();
         }
-        let Some(screen) = Screen::new(self.area, self.focus) else { return Vec::new() };
+        let Some(screen) = self.screen() else { return Vec::new() };
         let (x, y) = (mouse.column, mouse.row);
         if let (MouseEventKind::Down(MouseButton::Left), Some(pane)) = (mouse.kind, screen.tab_at(x, y)) {
             return self.focus_on(pane);

@@ -9,6 +9,7 @@ pub enum Action {
     Quit,
     QuitNow,
     Help,
+    Zoom,
     Close,
     NextPane,
     PrevPane,
@@ -37,6 +38,10 @@ pub enum Action {
     Recover,
     Unlearn,
     Visualize,
+    Patch,
+    Direction,
+    Circuit,
+    PruneCurves,
     Yes,
     No,
 }
@@ -97,15 +102,17 @@ pub const BINDINGS: &[Binding] = &[
         Some("close")
     ),
     bind!(&[ch('q')], "q", Action::Quit, Scope::Main, "quit (asks while training)", Some("quit")),
+    bind!(&[ch('z')], "z", Action::Zoom, Scope::Main, "zoom: the focused pane alone", Some("zoom")),
     bind!(&[key(KeyCode::Tab)], "Tab", Action::NextPane, Scope::Main, "next pane", Some("pane")),
     bind!(&[key(KeyCode::BackTab)], "Shift-Tab", Action::PrevPane, Scope::Main, "previous pane", None),
-    bind!(&[ch('1')], "1", Action::Focus(Pane::Layers), Scope::Main, "Layers pane", None),
-    bind!(&[ch('2')], "2", Action::Focus(Pane::Channels), Scope::Main, "Channels pane", None),
-    bind!(&[ch('3')], "3", Action::Focus(Pane::Kernels), Scope::Main, "Kernels pane", None),
-    bind!(&[ch('4')], "4", Action::Focus(Pane::Activations), Scope::Main, "Activations pane", None),
-    bind!(&[ch('5')], "5", Action::Focus(Pane::Ablation), Scope::Main, "Ablation pane", None),
-    bind!(&[ch('6')], "6", Action::Focus(Pane::Training), Scope::Main, "Training pane", None),
-    bind!(&[ch('7')], "7", Action::Focus(Pane::Trigger), Scope::Main, "Trigger pane", None),
+    bind!(
+        &[ch('1'), ch('2'), ch('3'), ch('4'), ch('5'), ch('6'), ch('7'), ch('8')],
+        "1–8",
+        Action::Focus(Pane::Layers),
+        Scope::Main,
+        "focus that pane",
+        None
+    ),
     bind!(&[key(KeyCode::Up), ch('k')], "↑/k", Action::Up, Scope::Main, "move up (rows, fields)", None),
     bind!(&[key(KeyCode::Down), ch('j')], "↓/j", Action::Down, Scope::Main, "move down", Some("move")),
     bind!(&[key(KeyCode::Left), ch('h')], "←/h", Action::Left, Scope::Main, "previous layer / lower value", None),
@@ -121,7 +128,7 @@ pub const BINDINGS: &[Binding] = &[
     bind!(&[key(KeyCode::PageDown)], "PgDn", Action::PageDown, Scope::Main, "page down", None),
     bind!(&[key(KeyCode::Home), ch('g')], "g/Home", Action::Top, Scope::Main, "first row", None),
     bind!(&[key(KeyCode::End), ch('G')], "G/End", Action::Bottom, Scope::Main, "last row", None),
-    bind!(&[key(KeyCode::Enter)], "Enter", Action::Select, Scope::Main, "open layer / restore set", Some("select")),
+    bind!(&[key(KeyCode::Enter)], "Enter", Action::Select, Scope::Main, "open / restore set / circuit", Some("select")),
     bind!(&[ch(' ')], "Space", Action::ToggleAblation, Scope::Main, "toggle channel in ablation", Some("ablate")),
     bind!(&[ch('s')], "s", Action::Sort, Scope::Main, "sort channels by next column", Some("sort")),
     bind!(&[ch('S')], "S", Action::ReverseSort, Scope::Main, "reverse the channel order", None),
@@ -136,7 +143,11 @@ pub const BINDINGS: &[Binding] = &[
     bind!(&[ch('R')], "R", Action::Recover, Scope::Main, "recover the trigger (Neural Cleanse)", Some("recover")),
     bind!(&[ch('u')], "u", Action::Unlearn, Scope::Main, "unlearn the flagged trigger", None),
     bind!(&[ch('v')], "v", Action::Visualize, Scope::Main, "visualise the selected unit", None),
-    bind!(&[ch('x')], "x", Action::Stop, Scope::Main, "stop training, sweep or recovery", Some("stop")),
+    bind!(&[ch('P')], "P", Action::Patch, Scope::Main, "patch every unit (both ways)", Some("patch")),
+    bind!(&[ch('d')], "d", Action::Direction, Scope::Main, "denoise ↔ noise patching", None),
+    bind!(&[ch('C')], "C", Action::Circuit, Scope::Main, "search for the circuit", Some("circuit")),
+    bind!(&[ch('f')], "f", Action::PruneCurves, Scope::Main, "pruning curves of the layer", None),
+    bind!(&[ch('x')], "x", Action::Stop, Scope::Main, "stop the running job", Some("stop")),
 ];
 
 /// Which scopes are live right now.
@@ -165,13 +176,18 @@ fn matches(binding_key: &(KeyCode, KeyModifiers), key: &KeyEvent) -> bool {
     binding_key.0 == key.code && (key.modifiers & relevant) == (binding_key.1 & relevant)
 }
 
-/// The action a key asks for in `context`, from the first matching binding.
+/// The action a key asks for in `context`, from the first matching binding. The
+/// digits share one binding; each focuses the pane of its number.
 pub fn action_for(key: &KeyEvent, context: Context) -> Option<Action> {
-    BINDINGS
-        .iter()
-        .filter(|b| context.includes(b.scope))
-        .find(|b| b.keys.iter().any(|k| matches(k, key)))
-        .map(|b| b.action)
+    let binding =
+        BINDINGS.iter().filter(|b| context.includes(b.scope)).find(|b| b.keys.iter().any(|k| matches(k, key)))?;
+    match (binding.action, key.code) {
+        (Action::Focus(_), KeyCode::Char(c)) => {
+            let number = c.to_digit(10)? as usize;
+            Pane::ALL.get(number.checked_sub(1)?).map(|&p| Action::Focus(p))
+        }
+        (action, _) => Some(action),
+    }
 }
 
 /// The footer: `key label` pairs for the live bindings that have a hint.
@@ -199,6 +215,8 @@ mod tests {
         assert_eq!(action_for(&press(KeyCode::Char('G'), KeyModifiers::SHIFT), main), Some(Action::Bottom));
         assert_eq!(action_for(&press(KeyCode::BackTab, KeyModifiers::SHIFT), main), Some(Action::PrevPane));
         assert_eq!(action_for(&press(KeyCode::Char('w'), NONE), Context::Overlay), None);
+        assert_eq!(action_for(&press(KeyCode::Char('1'), NONE), main), Some(Action::Focus(Pane::Layers)));
+        assert_eq!(action_for(&press(KeyCode::Char('8'), NONE), main), Some(Action::Focus(Pane::Circuit)));
     }
 
     #[test]

@@ -22,11 +22,13 @@ pub struct Screen {
 
 impl Screen {
     /// The layout for a terminal of `area`, or `None` when it is too small.
-    pub fn new(area: Rect, focus: Pane) -> Option<Screen> {
+    /// `zoomed` shows the focused pane alone (with the tab bar) however large the
+    /// terminal is.
+    pub fn new(area: Rect, focus: Pane, zoomed: bool) -> Option<Screen> {
         if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
             return None;
         }
-        if area.width >= WIDE_SIZE.0 && area.height >= WIDE_SIZE.1 {
+        if !zoomed && area.width >= WIDE_SIZE.0 && area.height >= WIDE_SIZE.1 {
             Some(Screen::wide(area))
         } else {
             let [header, tabs, pane, footer] = area.layout(&Layout::vertical([
@@ -51,7 +53,11 @@ impl Screen {
             top.layout(&Layout::horizontal([Constraint::Length(36), Constraint::Percentage(40), Constraint::Fill(1)]));
         let [activations, ablation] =
             middle.layout(&Layout::horizontal([Constraint::Percentage(60), Constraint::Fill(1)]));
-        let [training, trigger] = bottom.layout(&Layout::horizontal([Constraint::Percentage(55), Constraint::Fill(1)]));
+        let [training, trigger, circuit] = bottom.layout(&Layout::horizontal([
+            Constraint::Percentage(36),
+            Constraint::Percentage(28),
+            Constraint::Fill(1),
+        ]));
         Screen {
             header,
             tabs: None,
@@ -63,6 +69,7 @@ impl Screen {
                 (Pane::Ablation, ablation),
                 (Pane::Training, training),
                 (Pane::Trigger, trigger),
+                (Pane::Circuit, circuit),
             ],
             footer,
         }
@@ -83,9 +90,11 @@ impl Screen {
         if !tabs.contains(Position::new(x, y)) {
             return None;
         }
+        // The tabbed layout shows the focused pane alone.
+        let focus = self.panes.first().map(|(p, _)| *p).unwrap_or(Pane::Layers);
         let mut left = tabs.x;
         for pane in Pane::ALL {
-            let width = tab_label(pane, tabs.width).chars().count() as u16 + 1;
+            let width = tab_label(pane, focus, tabs.width).chars().count() as u16 + 1;
             if x < left + width {
                 return Some(pane);
             }
@@ -95,12 +104,22 @@ impl Screen {
     }
 }
 
-/// A tab's text in a bar `width` wide: ` 2 Channels `, or `2 Channels` when the
-/// padded tabs would not fit.
-pub fn tab_label(pane: Pane, width: u16) -> String {
+/// A tab's text in a bar `width` wide: ` 2 Channels `; `2 Channels` when the
+/// padded tabs would not fit; and when even those would not, the focused tab's
+/// title and the others' numbers only.
+pub fn tab_label(pane: Pane, focus: Pane, width: u16) -> String {
     let padded = |p: Pane| format!(" {} {} ", p.number(), p.title());
-    let total: usize = Pane::ALL.iter().map(|&p| padded(p).chars().count() + 1).sum();
-    if total <= width as usize { padded(pane) } else { format!("{} {}", pane.number(), pane.title()) }
+    let compact = |p: Pane| format!("{} {}", p.number(), p.title());
+    let fits = |label: &dyn Fn(Pane) -> String| {
+        Pane::ALL.iter().map(|&p| label(p).chars().count() + 1).sum::<usize>() <= width as usize
+    };
+    if fits(&padded) {
+        padded(pane)
+    } else if fits(&compact) || pane == focus {
+        compact(pane)
+    } else {
+        pane.number().to_string()
+    }
 }
 
 /// The first visible row of a list of `len` rows, `height` of them visible, with
@@ -115,26 +134,29 @@ mod tests {
 
     #[test]
     fn sizes_pick_the_layout() {
-        assert!(Screen::new(Rect::new(0, 0, 79, 24), Pane::Layers).is_none());
-        assert!(Screen::new(Rect::new(0, 0, 80, 23), Pane::Layers).is_none());
-        let small = Screen::new(Rect::new(0, 0, 80, 24), Pane::Ablation).unwrap();
+        assert!(Screen::new(Rect::new(0, 0, 79, 24), Pane::Layers, false).is_none());
+        assert!(Screen::new(Rect::new(0, 0, 80, 23), Pane::Layers, false).is_none());
+        let small = Screen::new(Rect::new(0, 0, 80, 24), Pane::Ablation, false).unwrap();
         assert_eq!(small.panes.len(), 1);
         assert_eq!(small.panes[0], (Pane::Ablation, Rect::new(0, 2, 80, 21)));
-        let wide = Screen::new(Rect::new(0, 0, 160, 48), Pane::Layers).unwrap();
+        let zoomed = Screen::new(Rect::new(0, 0, 160, 48), Pane::Circuit, true).unwrap();
+        assert_eq!(zoomed.panes, vec![(Pane::Circuit, Rect::new(0, 2, 160, 45))]);
+        let wide = Screen::new(Rect::new(0, 0, 160, 48), Pane::Layers, false).unwrap();
         assert_eq!(wide.panes.len(), Pane::ALL.len());
         // Panes tile the body without overlapping.
         let area: u32 = wide.panes.iter().map(|(_, r)| r.area()).sum();
         assert_eq!(area, 160 * 46);
         assert_eq!(wide.pane_at(0, 1).map(|(p, _)| p), Some(Pane::Layers));
         assert_eq!(wide.pane_at(0, 46).map(|(p, _)| p), Some(Pane::Training));
-        assert_eq!(wide.pane_at(159, 46).map(|(p, _)| p), Some(Pane::Trigger));
+        assert_eq!(wide.pane_at(90, 46).map(|(p, _)| p), Some(Pane::Trigger));
+        assert_eq!(wide.pane_at(159, 46).map(|(p, _)| p), Some(Pane::Circuit));
     }
 
     #[test]
     fn tabs_are_hit_where_they_are_drawn() {
-        let small = Screen::new(Rect::new(0, 0, 100, 30), Pane::Layers).unwrap();
+        let small = Screen::new(Rect::new(0, 0, 100, 30), Pane::Layers, false).unwrap();
         assert_eq!(small.tab_at(0, 1), Some(Pane::Layers));
-        let second = tab_label(Pane::Layers, 100).chars().count() as u16 + 1;
+        let second = tab_label(Pane::Layers, Pane::Layers, 100).chars().count() as u16 + 1;
         assert_eq!(small.tab_at(second, 1), Some(Pane::Channels));
         assert_eq!(small.tab_at(second, 5), None);
     }

@@ -9,11 +9,20 @@ pub enum Pane {
     Ablation,
     Training,
     Trigger,
+    Circuit,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 7] =
-        [Pane::Layers, Pane::Channels, Pane::Kernels, Pane::Activations, Pane::Ablation, Pane::Training, Pane::Trigger];
+    pub const ALL: [Pane; 8] = [
+        Pane::Layers,
+        Pane::Channels,
+        Pane::Kernels,
+        Pane::Activations,
+        Pane::Ablation,
+        Pane::Training,
+        Pane::Trigger,
+        Pane::Circuit,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -24,6 +33,7 @@ impl Pane {
             Pane::Ablation => "Ablation",
             Pane::Training => "Training",
             Pane::Trigger => "Trigger",
+            Pane::Circuit => "Circuit",
         }
     }
 
@@ -31,7 +41,7 @@ impl Pane {
         Pane::ALL.iter().position(|&p| p == self).unwrap_or(0)
     }
 
-    /// The number key that focuses it (1–7).
+    /// The number key that focuses it (1–8).
     pub fn number(self) -> usize {
         self.position() + 1
     }

@@ -2,13 +2,16 @@
 //! f32 buffers, engine result structs). Tensors never leave the worker.
 
 use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::circuit::{CircuitReport, SearchProgress};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::diff::LayerDiff;
 use crate::engine::featvis::Visualization;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
+use crate::engine::patch::{Direction, PatchEffect, PatchRow};
 use crate::engine::probe::LayerActivation;
+use crate::engine::prune::PruneCurve;
 use crate::engine::sweep::SweepRow;
 use crate::engine::train::{EvalPoint, Phase, TrainConfig};
 
@@ -36,6 +39,12 @@ pub enum Command {
     Unlearn,
     /// Feature visualisations of one unit for the clean, poisoned and rehab models.
     Visualize { layer: Layer, unit: usize },
+    /// Every unit of every layer patched on the poisoned model, both directions.
+    Patch,
+    /// The circuit search on the poisoned model, streaming progress.
+    Circuit { mode: AblationMode },
+    /// The pruning-defence curves of one layer, every ranking.
+    Prune { layer: Layer, mode: AblationMode },
     /// Panics inside the worker (tests check that it becomes a UI error).
     #[doc(hidden)]
     Panic,
@@ -55,6 +64,9 @@ pub enum Job {
     Recover,
     Unlearn,
     Visualize,
+    Patch,
+    Circuit,
+    Prune,
     Panic,
     Control,
 }
@@ -71,6 +83,9 @@ impl Job {
             Job::Recover => "recovering the trigger",
             Job::Unlearn => "unlearning the recovered trigger",
             Job::Visualize => "visualising the unit",
+            Job::Patch => "patching every unit",
+            Job::Circuit => "searching for the circuit",
+            Job::Prune => "computing the pruning curves",
             Job::Panic => "the test panic",
             Job::Control => "a control command",
         }
@@ -89,6 +104,9 @@ impl Command {
             Command::Recover { .. } => Job::Recover,
             Command::Unlearn => Job::Unlearn,
             Command::Visualize { .. } => Job::Visualize,
+            Command::Patch => Job::Patch,
+            Command::Circuit { .. } => Job::Circuit,
+            Command::Prune { .. } => Job::Prune,
             Command::Panic => Job::Panic,
             Command::Cancel | Command::Shutdown => Job::Control,
         }
@@ -234,6 +252,15 @@ pub enum Reply {
     },
     UnlearnStopped,
     Visualized(Box<Visualizations>),
+    /// Patching's effects, per direction (denoise, then noise), every layer's units.
+    Patched(Box<PatchMaps>),
+    CircuitProgress(Box<SearchProgress>),
+    /// The search's report (`stopped` says whether it was cut short).
+    CircuitFound(Box<CircuitReport>),
+    PruneCurves {
+        layer: Layer,
+        curves: Vec<PruneCurve>,
+    },
     Failed {
         job: Job,
         message: String,
@@ -246,4 +273,32 @@ pub struct Visualizations {
     pub layer: Layer,
     pub unit: usize,
     pub models: Vec<(ModelKind, Visualization)>,
+}
+
+/// Patching every unit of every layer in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchMap {
+    pub direction: Direction,
+    pub baseline: PatchEffect,
+    /// Every layer's rows, in `Layer::ALL` order then unit order.
+    pub rows: Vec<PatchRow>,
+}
+
+impl PatchMap {
+    /// How far a unit's patch moves the patched images' target rate from
+    /// unpatched, in points, signed so that larger means "this unit carries the
+    /// backdoor": the drop for denoise, the rise for noise.
+    pub fn effect(&self, row: &PatchRow) -> f64 {
+        let moved = row.effect.target_rate - self.baseline.target_rate;
+        if self.direction == Direction::Noise { moved } else { -moved }
+    }
+
+    pub fn row(&self, layer: Layer, unit: usize) -> Option<&PatchRow> {
+        self.rows.iter().find(|r| r.layer == layer && r.unit == unit)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchMaps {
+    pub maps: Vec<PatchMap>,
 }

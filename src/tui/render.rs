@@ -20,7 +20,7 @@ pub const DIM: Color = Color::DarkGray;
 
 pub fn draw(frame: &mut Frame, app: &App, images: &mut ImageStore) {
     let area = frame.area();
-    let Some(screen) = Screen::new(area, app.focus) else {
+    let Some(screen) = Screen::new(area, app.focus, app.zoomed) else {
         too_small(frame, area);
         return;
     };
@@ -115,7 +115,7 @@ fn tab_bar(frame: &mut Frame, area: Rect, focus: Pane) {
         .iter()
         .flat_map(|&p| {
             let style = if p == focus { Style::new().bg(ACCENT).fg(Color::Black).bold() } else { Style::new() };
-            [Span::styled(tab_label(p, area.width), style), Span::styled("│", Style::new().fg(DIM))]
+            [Span::styled(tab_label(p, focus, area.width), style), Span::styled("│", Style::new().fg(DIM))]
         })
         .collect();
     frame.render_widget(Line::from(spans), area);

@@ -4,12 +4,14 @@
 //! panicking command becomes a `Reply::Failed`, never a dead UI.
 
 use super::protocol::{
-    Command, DigitData, LayerWeights, ModelsData, Progress, Reply, RunInfo, TrainUpdate, Visualizations,
+    Command, DigitData, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, Reply, RunInfo, TrainUpdate,
+    Visualizations,
 };
 use crate::cli::args::CommonArgs;
 use crate::cli::lab_setup::{open_lab, set_threads};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
+use crate::engine::circuit::{self, Criteria, FastEvaluator, SearchConfig};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::diff;
 use crate::engine::featvis::{self, VisConfig};
@@ -18,7 +20,9 @@ use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::model::Net;
+use crate::engine::patch::{Direction, Patch, Patcher};
 use crate::engine::probe;
+use crate::engine::prune::{self, Ranking, RankingInputs};
 use crate::engine::recovery_store;
 use crate::engine::sweep;
 use crate::engine::train::{Phase, TrainEvent};
@@ -216,6 +220,9 @@ impl Worker {
             Command::Recover { config } => self.recover(&config),
             Command::Unlearn => self.unlearn(),
             Command::Visualize { layer, unit } => self.visualize(layer, unit),
+            Command::Patch => self.patch(),
+            Command::Circuit { mode } => self.circuit(mode),
+            Command::Prune { layer, mode } => self.prune(layer, mode),
             Command::Panic => panic!("deliberate panic requested by a test"),
             Command::Cancel => Ok(()),
             Command::Shutdown => {
@@ -348,6 +355,90 @@ impl Worker {
             }
         }
         (self.reply)(Reply::Visualized(Box::new(Visualizations { layer, unit, models })));
+        Ok(())
+    }
+
+    /// Every unit of every layer patched alone, denoise then noise; stopped early,
+    /// what is done is still sent.
+    fn patch(&mut self) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
+            bail!("the models are not loaded yet");
+        };
+        let mut maps = Vec::new();
+        let mut stopped = false;
+        for direction in [Direction::Denoise, Direction::Noise] {
+            let mut rows = Vec::new();
+            let mut baseline = None;
+            for layer in Layer::ALL {
+                let patch = Patch { layer, direction, to_unit: None };
+                let patcher = Patcher::new(&analysis.cache, None, &lab.test, patch).map_err(|e| eyre!(e))?;
+                baseline.get_or_insert_with(|| patcher.baseline());
+                rows.extend(patcher.run(|_, _| {
+                    let flow = self.inbox.interrupted();
+                    stopped |= flow.is_break();
+                    flow
+                }));
+                if stopped {
+                    break;
+                }
+            }
+            maps.extend(baseline.map(|baseline| PatchMap { direction, baseline, rows }));
+            if stopped {
+                break;
+            }
+        }
+        (self.reply)(Reply::Patched(Box::new(PatchMaps { maps })));
+        Ok(())
+    }
+
+    /// The circuit search with the CLI's default criteria, progress throttled.
+    fn circuit(&mut self, mode: AblationMode) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
+            bail!("the models are not loaded yet");
+        };
+        (self.reply)(Reply::Stage("measuring the clean model's poison accuracy".into()));
+        let criteria = Criteria {
+            poison_at_most: lab.test.evaluate(&analysis.clean).poison_acc + 3.0,
+            clean_margin: 1.0,
+            clean_baseline: analysis.cache.evaluate(&lab.test, &AblationSet::default(), mode).clean_acc,
+            max_size: 12,
+        };
+        (self.reply)(Reply::Stage("searching for the circuit".into()));
+        let config = SearchConfig {
+            criteria,
+            mode,
+            survive_at: 50.0,
+            pair_layers: Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect(),
+        };
+        let mut eval = FastEvaluator { cache: &analysis.cache, test: &lab.test, mode };
+        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
+        let mut last: Option<Instant> = None;
+        let report = circuit::search(&mut eval, &config, |p| {
+            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+                last = Some(Instant::now());
+                reply(Reply::CircuitProgress(Box::new(p.clone())));
+            }
+            inbox.interrupted()
+        });
+        (self.reply)(Reply::CircuitFound(Box::new(report)));
+        Ok(())
+    }
+
+    /// The pruning-defence curves of `layer`, one ranking after another.
+    fn prune(&mut self, layer: Layer, mode: AblationMode) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
+            bail!("the models are not loaded yet");
+        };
+        let inputs = RankingInputs { net: &analysis.poisoned, clean: &analysis.clean, test: &lab.test, seed: 0 };
+        let mut curves = Vec::new();
+        for ranking in Ranking::ALL {
+            let order = prune::ranking_order(ranking, layer, &inputs);
+            curves.push(prune::curve(&analysis.cache, &lab.test, layer, ranking, order, mode));
+            if self.inbox.interrupted().is_break() {
+                break;
+            }
+        }
+        (self.reply)(Reply::PruneCurves { layer, curves });
         Ok(())
     }
 

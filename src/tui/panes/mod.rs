@@ -3,6 +3,7 @@
 pub mod ablation;
 pub mod activations;
 pub mod channels;
+pub mod circuit;
 pub mod kernels;
 pub mod layers;
 pub mod training;
@@ -32,6 +33,7 @@ pub fn draw(pane: Pane, frame: &mut Frame, area: Rect, app: &App, images: &mut I
         Pane::Ablation => ablation::draw(frame, inner, app),
         Pane::Training => training::draw(frame, inner, app),
         Pane::Trigger => trigger::draw(frame, inner, app, images),
+        Pane::Circuit => circuit::draw(frame, inner, app),
     }
 }
 
@@ -72,4 +74,18 @@ pub fn titled_pictures(frame: &mut Frame, area: Rect, images: &mut ImageStore, p
         frame.render_widget(Line::from(picture.title).bold(), title);
         images.draw(frame.buffer_mut(), body, picture.slot, picture.key, picture.make);
     }
+}
+
+/// One line of a chart, in the explorer's chart style.
+pub fn line_dataset<'a>(
+    name: String,
+    colour: ratatui::style::Color,
+    data: &'a [(f64, f64)],
+) -> ratatui::widgets::Dataset<'a> {
+    ratatui::widgets::Dataset::default()
+        .name(name)
+        .marker(ratatui::symbols::Marker::Braille)
+        .graph_type(ratatui::widgets::GraphType::Line)
+        .style(Style::new().fg(colour))
+        .data(data)
 }

@@ -2,6 +2,7 @@
 //! device), the loss over every step, the probe accuracies during poison and
 //! rehab fine-tuning, and the settings of the next run.
 
+use super::line_dataset;
 use crate::tui::app::App;
 use crate::tui::render::{ACCENT, DIM, WARN};
 use crate::tui::train_state::{Field, TrainState};
@@ -112,14 +113,7 @@ fn accuracy_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
     let datasets = series
         .iter()
         .zip(colours.iter().zip(names))
-        .map(|(data, (colour, name))| {
-            Dataset::default()
-                .name(name)
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::new().fg(*colour))
-                .data(data)
-        })
+        .map(|(data, (&colour, name))| line_dataset(name.into(), colour, data))
         .collect();
     let chart = Chart::new(datasets)
         .block(Block::new().title(Line::from(" probe accuracy % ").bold()))
