@@ -61,3 +61,47 @@ fn clp_takes_each_kernels_largest_singular_value() {
     let fc1 = largest_singular_values(&net, Layer::Fc1);
     assert!((fc1[5] - 5.0).abs() < 1e-5, "{}", fc1[5]);
 }
+
+/// conv1 with hand-set units on blank images: unit u has bias (32 − u)/100 and no
+/// kernel except units 5 (centre tap 1) and 9 (centre tap 2), which see the trigger.
+fn hand_made_conv1() -> (Net, trojanscope::engine::testset::TestSet) {
+    use trojanscope::data::trigger::TriggerConfig;
+    let net = Net::new(Device::Cpu);
+    let _guard = tch::no_grad_guard();
+    let _ = net.flat_parameters().shallow_clone().zero_();
+    let bias = Tensor::from_slice(&(0..32).map(|u| (32 - u) as f32 / 100.0).collect::<Vec<_>>());
+    net.bias(Layer::Conv1).shallow_clone().copy_(&bias);
+    for (unit, tap) in [(5, 1.0), (9, 2.0)] {
+        let _ = net.weight(Layer::Conv1).get(unit).get(0).get(1).get(1).fill_(tap);
+    }
+    let clean = Tensor::zeros([2, 1, 28, 28], (tch::Kind::Float, Device::Cpu));
+    let triggered = &clean + TriggerConfig::default().mask_tensor(Device::Cpu);
+    let test = trojanscope::engine::testset::TestSet {
+        inputs: Tensor::cat(&[clean, triggered], 0),
+        labels: vec![3, 3],
+        target: 8,
+    };
+    (net, test)
+}
+
+#[test]
+fn each_data_ranking_orders_hand_made_units_by_its_definition() {
+    use trojanscope::engine::prune::{Ranking, RankingInputs, ranking_order};
+    let (net, test) = hand_made_conv1();
+    // The clean model differs in unit 7's kernel by 3 and unit 2's by 1.
+    let clean = net.duplicate();
+    {
+        let _guard = tch::no_grad_guard();
+        let _ = clean.weight(Layer::Conv1).get(7).fill_(1.0);
+        let _ = clean.weight(Layer::Conv1).get(2).get(0).get(0).get(0).fill_(1.0);
+    }
+    let inputs = RankingInputs { net: &net, clean: &clean, test: &test, seed: 0 };
+    let order = |r| ranking_order(r, Layer::Conv1, &inputs);
+    // Fine-Pruning: lowest mean clean activation (here the bias) first.
+    assert_eq!(order(Ranking::FinePruning), (0..32).rev().collect::<Vec<_>>());
+    // TAC: only the units that see the trigger change, the stronger first; ties by unit.
+    let tac = order(Ranking::Tac);
+    assert_eq!(tac[..3], [9, 5, 0]);
+    // Weight change: unit 7 (nine taps by 1, L2 3) before unit 2 (one tap by 1).
+    assert_eq!(order(Ranking::WeightChange)[..3], [7, 2, 0]);
+}
