@@ -1,5 +1,6 @@
 //! trojanscope: find the circuit behind a backdoor in an MNIST CNN.
 pub mod alloc;
+pub mod analysis_tables;
 pub mod bench;
 pub mod cli;
 pub mod data;

@@ -1,6 +1,8 @@
 //! Plain tables rendered as aligned text, CSV or Markdown (CLI output, reports and
 //! exports share them).
 
+use crate::engine::metrics::Metrics;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
     pub headers: Vec<String>,
@@ -79,4 +81,23 @@ pub fn pct(value: f64) -> String {
 /// A signed change in percentage points.
 pub fn delta(value: f64) -> String {
     format!("{value:+.2}")
+}
+
+/// A row of the study's metrics: name, clean, poison (ASR), ASR excluding the target, rehab.
+pub fn metrics_row(name: &str, m: &Metrics) -> Vec<String> {
+    vec![name.to_string(), pct(m.clean_acc), pct(m.poison_acc), pct(m.asr_non_target), pct(m.rehab_acc)]
+}
+
+/// The header of `metrics_row`'s rows, under `first`.
+pub fn metrics_table(first: &str) -> Table {
+    Table::new([first, "clean", "poison (ASR)", "ASR excl. target", "rehab"])
+}
+
+/// One row per unit of a sweep.
+pub fn sweep_table(rows: &[crate::engine::sweep::SweepRow]) -> Table {
+    let mut table = metrics_table("unit");
+    for r in rows {
+        table.rows.push(metrics_row(&format!("{}:{}", r.layer, r.unit), &r.metrics));
+    }
+    table
 }

@@ -439,4 +439,19 @@ fn the_circuit_pane_patches_searches_ablates_the_circuit_and_prunes() {
     let (layer, curves) = h.app.circuit.curves.clone().unwrap();
     assert_eq!((layer, curves.len()), (Layer::Conv2, 5));
     assert!(curves.iter().all(|c| c.points.len() == 65));
+    // Export writes all of it.
+    h.press(KeyCode::Char('e'));
+    let dir = match &h.app.popup {
+        Some(Popup::Notice(text)) => PathBuf::from(text.strip_prefix("Exported to ").unwrap()),
+        other => panic!("expected the export notice, found {other:?}"),
+    };
+    for name in
+        ["patching-denoise.csv", "patching-noise.md", "circuit-search.csv", "prune-conv2.csv", "prune-conv2-tac.png"]
+    {
+        assert!(dir.join(name).is_file(), "{name} missing");
+    }
+    let csv = std::fs::read_to_string(dir.join("patching-noise.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2 + units, "a header, the unpatched row and one per unit");
+    let png = image::open(dir.join("patching-denoise.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (64 * 16, 4 * 16));
 }

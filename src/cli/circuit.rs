@@ -2,11 +2,11 @@
 //! and by searching for the smallest set whose ablation removes it.
 
 use super::args::CommonArgs;
-use super::commands::{metrics_row, metrics_table};
 use super::lab_setup::open_lab;
 use super::output::Format;
 use super::progress::counter;
 use super::trigger::examined;
+use crate::analysis_tables::{circuit_table, patch_table};
 use crate::engine::ablation::{self, AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
 use crate::engine::circuit::{self, Criteria, FastEvaluator, SearchConfig, Tried};
@@ -14,7 +14,6 @@ use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::patch::{self, Direction, Patch, PatchEffect, PatchRow, Patcher};
-use crate::table::{Table, pct};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -106,7 +105,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
         cache_seconds,
         reference_gap,
     };
-    let table = patch_table(&report, format == Format::Csv);
+    let table = patch_table(direction, &report.baseline, &report.rows, format == Format::Csv);
     if format.is_human() {
         println!("{} — {} model, {}", report.meaning, report.model, report.path);
     }
@@ -138,38 +137,6 @@ fn effect_gap(a: &PatchEffect, b: &PatchEffect) -> f64 {
     .into_iter()
     .map(f64::abs)
     .fold(0.0, f64::max)
-}
-
-fn patch_table(report: &PatchReport, with_direction: bool) -> Table {
-    let mut header = vec!["unit", "clean", "poison (ASR)", "rehab", "patched → target %", "logit diff"];
-    if with_direction {
-        header.insert(0, "direction");
-    }
-    let mut table = Table::new(header);
-    let mut push = |name: String, e: &PatchEffect| {
-        let m = &e.metrics;
-        let mut row = vec![
-            name,
-            pct(m.clean_acc),
-            pct(m.poison_acc),
-            pct(m.rehab_acc),
-            pct(e.target_rate),
-            format!("{:.3}", e.logit_diff),
-        ];
-        if with_direction {
-            row.insert(0, report.direction.to_string());
-        }
-        table.rows.push(row);
-    };
-    push("unpatched".into(), &report.baseline);
-    for r in &report.rows {
-        let name = match r.to_unit {
-            Some(v) => format!("{}:{} → {v}", r.layer, r.unit),
-            None => format!("{}:{}", r.layer, r.unit),
-        };
-        push(name, &r.effect);
-    }
-    table
 }
 
 /// What `circuit` is asked for.
@@ -243,7 +210,7 @@ pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Resul
         seconds,
         reference_gap,
     };
-    format.emit(&output, &circuit_table(&output))?;
+    format.emit(&output, &circuit_table(output.model.name(), &output.report))?;
     if format.is_human() {
         say_circuit(&output);
     }
@@ -281,53 +248,4 @@ fn say_circuit(o: &CircuitOutput) {
             o.verified_sets
         );
     }
-}
-
-fn circuit_table(o: &CircuitOutput) -> Table {
-    let r = &o.report;
-    let mut table = metrics_table("set");
-    let mut push = |what: String, m: &Metrics| table.rows.push(metrics_row(&what, m));
-    let short = |set: &AblationSet| short_set(set);
-    push(format!("{} model", o.model), &r.baseline);
-    if let Some(t) = &r.circuit {
-        push(format!("circuit: {} ({} units)", short(&t.set), t.size), &t.metrics);
-    }
-    for (i, t) in r.greedy.iter().enumerate() {
-        push(format!("greedy step {}: {}", i + 1, short(&t.set)), &t.metrics);
-    }
-    for t in &r.best_pairs {
-        push(format!("best pair: {}", short(&t.set)), &t.metrics);
-    }
-    for t in &r.front {
-        push(format!("front, {} units: {}", t.size, short(&t.set)), &t.metrics);
-    }
-    for k in &r.keep {
-        let kept: Vec<String> = k.kept.iter().map(usize::to_string).collect();
-        let verdict = if k.survives { "survives" } else { "does not survive" };
-        push(format!("keep only {}:{} of {} ({verdict})", k.layer, kept.join(","), k.layer.units()), &k.metrics);
-    }
-    table
-}
-
-/// A set as `conv1:4,31`, a layer with most of its units in it as `conv1:all but 15`.
-fn short_set(set: &AblationSet) -> String {
-    if set.is_empty() {
-        return "none".into();
-    }
-    let parts: Vec<String> = set
-        .units
-        .iter()
-        .filter(|(_, u)| !u.is_empty())
-        .map(|(layer, units)| {
-            let list = |us: &mut dyn Iterator<Item = usize>| us.map(|u| u.to_string()).collect::<Vec<_>>().join(",");
-            if units.len() == layer.units() {
-                format!("{layer}:all")
-            } else if units.len() * 2 > layer.units() {
-                format!("{layer}:all but {}", list(&mut (0..layer.units()).filter(|u| !units.contains(u))))
-            } else {
-                format!("{layer}:{}", list(&mut units.iter().copied()))
-            }
-        })
-        .collect();
-    parts.join(" ")
 }

@@ -15,7 +15,7 @@ use crate::engine::probe;
 use crate::engine::swap;
 use crate::engine::sweep::{self, SweepRow};
 use crate::engine::train::Phase;
-use crate::table::{Table, delta, pct};
+use crate::table::{Table, delta, metrics_row, metrics_table, pct, sweep_table};
 use color_eyre::eyre::Result;
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -54,14 +54,6 @@ pub fn train(lab: &Lab, format: Format, phases: &[Phase]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn metrics_row(name: &str, m: &Metrics) -> Vec<String> {
-    vec![name.to_string(), pct(m.clean_acc), pct(m.poison_acc), pct(m.asr_non_target), pct(m.rehab_acc)]
-}
-
-pub fn metrics_table(first: &str) -> Table {
-    Table::new([first, "clean", "poison (ASR)", "ASR excl. target", "rehab"])
 }
 
 #[derive(Serialize)]
@@ -164,14 +156,6 @@ pub fn sweep_layer(
     });
     bar.finish_and_clear();
     rows
-}
-
-pub fn sweep_table(rows: &[SweepRow]) -> Table {
-    let mut table = metrics_table("unit");
-    for r in rows {
-        table.rows.push(metrics_row(&format!("{}:{}", r.layer, r.unit), &r.metrics));
-    }
-    table
 }
 
 pub fn sweep_cmd(

@@ -2,7 +2,6 @@
 //! removing it, and looking at what units respond to.
 
 use super::args::CommonArgs;
-use super::commands::{metrics_row, metrics_table};
 use super::lab_setup::open_lab;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
@@ -16,6 +15,7 @@ use crate::engine::recovery_store::{self, recovery_table};
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
 use crate::table::Table;
+use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;

@@ -1,14 +1,18 @@
 //! Export: the pictures on screen as PNGs (kernels, activations, sweep heatmaps,
-//! training charts, the recovered triggers and feature visualisations) and the
-//! ablation history, sweeps and trigger recovery as CSV and Markdown. The
+//! training charts, the recovered triggers and feature visualisations, patching
+//! heatmaps and pruning charts) and the ablation history, sweeps, trigger recovery,
+//! patching, circuit search and pruning curves as CSV and Markdown. The
 //! job is built from the state in `update` and written on a helper thread.
 
 use super::app::App;
 use super::panes::{activations, kernels, training};
-use crate::cli::commands::{metrics_row, sweep_table};
+use crate::analysis_tables::{circuit_table, patch_table, prune_chart, prune_curve_table};
+use crate::engine::lab::ModelKind;
+use crate::engine::layer::Layer;
 use crate::engine::recovery_store::{self, recovery_table};
 use crate::picture::{ACCURACY_COLOURS, Heatmap, Palette, Picture, Series, plot};
 use crate::table::Table;
+use crate::table::{metrics_row, sweep_table};
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;
 
@@ -25,6 +29,33 @@ const TARGET_PIXELS: u32 = 480;
 fn enlarged(picture: &Picture) -> RgbImage {
     let side = picture.rgb.width().max(picture.rgb.height()).max(1);
     picture.enlarged((TARGET_PIXELS / side).max(1))
+}
+
+/// The Circuit pane's results: each patching direction as a table and a layers ×
+/// units heatmap (black: the unit moves nothing, yellow: the whole backdoor), the
+/// circuit search's report, and the pruning curves with a chart per ranking.
+fn circuit_exports(app: &App, pictures: &mut Vec<(String, RgbImage)>, tables: &mut Vec<(String, Table)>) {
+    let state = &app.circuit;
+    for map in state.patch.iter().flat_map(|p| &p.maps) {
+        let name = format!("patching-{}", map.direction);
+        tables.push((name.clone(), patch_table(map.direction, &map.baseline, &map.rows, false)));
+        let width = Layer::ALL.iter().map(|l| l.units()).max().unwrap_or(1);
+        let mut values = vec![0f32; width * Layer::ALL.len()];
+        for r in &map.rows {
+            values[r.layer.position() * width + r.unit] = (map.effect(r).clamp(0.0, 100.0) / 100.0) as f32;
+        }
+        let picture = Picture::of(&Heatmap::new(width, Layer::ALL.len(), values), Palette::Heat, 1.0);
+        pictures.push((format!("{name}.png"), picture.enlarged(16)));
+    }
+    if let Some(report) = &state.report {
+        tables.push(("circuit-search".into(), circuit_table(ModelKind::Poisoned.name(), report)));
+    }
+    if let Some((layer, curves)) = &state.curves {
+        tables.push((format!("prune-{layer}"), prune_curve_table(curves)));
+        for c in curves {
+            pictures.push((format!("prune-{layer}-{}.png", c.ranking), prune_chart(c)));
+        }
+    }
 }
 
 impl ExportJob {
@@ -78,6 +109,7 @@ impl ExportJob {
                 pictures.push((format!("visualize-{}-{}-{kind}.png", v.layer, v.unit), enlarged(&picture)));
             }
         }
+        circuit_exports(app, &mut pictures, &mut tables);
         if !app.ablation.history.is_empty() {
             let mut history = Table::new(["set", "mode", "clean", "poison (ASR)", "ASR excl. target", "rehab"]);
             for e in &app.ablation.history {
