@@ -196,7 +196,10 @@ fn attach_patching(common: &CommonArgs, poisoned: &Net, units: usize, figures: &
                 continue;
             };
             f.pytorch_s = Some(time.seconds_layer);
-            f.note = format!("PyTorch: forward hooks, {} units timed, × units", time.units_timed);
+            f.note = format!(
+                "PyTorch: layer output cached, later layers per unit; {} units timed, × units",
+                time.units_timed
+            );
         }
     }
     Ok(())
