@@ -6,6 +6,7 @@ fn main() {
     // color-eyre's panic hook gives a readable message if something does panic.
     let _ = color_eyre::config::HookBuilder::default().display_env_section(false).install();
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    let explorer = cli.command.is_none();
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),
         None => trojanscope::tui::run(&cli.common),
@@ -16,8 +17,24 @@ fn main() {
         for cause in e.chain().skip(1) {
             eprintln!("  because: {cause}");
         }
-        std::process::exit(1);
+        finish(explorer, 1);
     }
+    finish(explorer, 0);
+}
+
+/// Ends the process. After the explorer (terminal restored, worker told to stop),
+/// libtorch's exit handlers would wait for a worker still in a job with no stop
+/// point (a cache being built) — a third of a second — so they are skipped: every
+/// file is already written, or is a temporary never renamed into place.
+fn finish(explorer: bool, code: i32) -> ! {
+    use std::io::Write;
+    if explorer {
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: _exit ends the process at once; nothing after it runs.
+        unsafe { libc::_exit(code) }
+    }
+    std::process::exit(code)
 }
 
 /// A bad argument is the user's error like any other: clap's message without its

@@ -219,3 +219,44 @@ fn keys_are_answered_within_100_ms_while_training() {
     );
     assert!(median < 100.0 && worst < 250.0, "median {median:.1} ms, max {worst:.1} ms");
 }
+
+impl Tmux {
+    /// Time until the shell reports the explorer's exit, polled every few milliseconds.
+    fn time_to_exit(&self, since: Instant) -> Duration {
+        while !self.screen().contains("exited with") {
+            assert!(since.elapsed() < Duration::from_secs(15), "the explorer did not exit: {}", self.screen());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        since.elapsed()
+    }
+}
+
+/// Quitting never waits for the worker: within half a second while training (after
+/// the question) and while a saved run's activations are still being cached.
+#[test]
+fn quitting_takes_under_half_a_second_while_training_and_while_loading() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let checkpoints = scratch("tmux-quit-training");
+    let tmux = Tmux::start("quit-training", (100, 30), &explorer_args(&checkpoints, TRAIN_LIMIT, Some(TEST_LIMIT)));
+    tmux.wait("training to run", Duration::from_secs(60), |s| s.contains("● training"));
+    tmux.keys(&["q"]);
+    tmux.wait("the question", Duration::from_secs(5), |s| s.contains("Quit anyway?"));
+    let clock = Instant::now();
+    tmux.keys(&["y"]);
+    let while_training = tmux.time_to_exit(clock);
+    drop(tmux);
+    // A saved run opened on the full test set: 20,000 images to cache before "ready".
+    let saved = tui_support::tiny_run();
+    let mut args = explorer_args(saved, TRAIN_LIMIT, None);
+    args.push("--run=tiny".into());
+    let tmux = Tmux::start("quit-loading", (100, 30), &args);
+    let loading = |s: &str| s.contains("● caching") || s.contains("● measuring") || s.contains("● loading");
+    tmux.wait("the run loading", Duration::from_secs(30), loading);
+    let clock = Instant::now();
+    tmux.keys(&["q"]);
+    let while_loading = tmux.time_to_exit(clock);
+    println!("q → exit: {while_training:?} while training, {while_loading:?} while loading");
+    for (what, took) in [("training", while_training), ("loading", while_loading)] {
+        assert!(took < Duration::from_millis(500), "quitting while {what} took {took:?}");
+    }
+}

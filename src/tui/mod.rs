@@ -38,6 +38,9 @@ use worker::WorkerHandle;
 
 /// Redraws at least this often (progress, resizes).
 const TICK: Duration = Duration::from_millis(100);
+/// How long quitting waits for the worker: the explorer exits within half a second
+/// in every state.
+const QUIT_PATIENCE: Duration = Duration::from_millis(100);
 
 /// Opens the explorer on the run named by the flags and runs it until quit.
 pub fn run(common: &CommonArgs) -> Result<()> {
@@ -156,7 +159,11 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs)
     if let Some(summary) = latency.summary() {
         eprintln!("{summary}");
     }
-    worker.shutdown(Duration::from_secs(3));
+    // A moment for the worker to stop at its next check; a job with none (a cache
+    // being built, a checkpoint being written) is left to the process's exit, which
+    // is safe: every save is a temporary file renamed into place, and the run's lock
+    // is released with the process.
+    worker.shutdown(QUIT_PATIENCE);
     Ok(())
 }
 

@@ -86,6 +86,17 @@ pub fn status(app: &App) -> (String, Color) {
     if let Some((layer, unit)) = trigger.visualizing {
         return (format!("visualising {layer}:{unit}"), WARN);
     }
+    let circuit = &app.circuit;
+    if circuit.searching {
+        let evaluated = circuit.progress.as_ref().map(|p| p.evaluated).unwrap_or(0);
+        return (format!("searching for the circuit ({evaluated} sets)"), WARN);
+    }
+    if circuit.patching {
+        return ("patching every unit".into(), WARN);
+    }
+    if let Some(layer) = circuit.pruning {
+        return (format!("pruning {layer}"), WARN);
+    }
     if let Some(stage) = &app.stage {
         return (format!("{stage}…"), WARN);
     }
