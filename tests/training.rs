@@ -235,3 +235,20 @@ fn pruning_curves_equal_the_slow_reference_path() {
         }
     }
 }
+
+/// The swaps computed together (shared layer prefixes) equal each swap computed
+/// alone by copying the layers and evaluating the copy, for all 16 subsets.
+#[test]
+fn swaps_sharing_their_prefixes_equal_one_swap_at_a_time() {
+    use trojanscope::engine::swap::{all_subsets, swap, swap_many};
+    let lab = &trained_lab();
+    let (clean, poisoned) = (lab.load(ModelKind::Clean).unwrap(), lab.load(ModelKind::Poisoned).unwrap());
+    let subsets = all_subsets();
+    let together = swap_many(&poisoned, &clean, &subsets, &lab.test);
+    assert_eq!(together.len(), 16);
+    for (row, layers) in together.iter().zip(&subsets) {
+        assert_eq!(row, &swap(&poisoned, &clean, layers, &lab.test), "{layers:?}");
+    }
+    // The swaps differ from each other: the comparison is not between constants.
+    assert!(together[0].metrics.poison_acc > 80.0 && together[15].metrics.poison_acc < 20.0);
+}

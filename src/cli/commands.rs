@@ -194,7 +194,7 @@ pub fn swap_rows(
     subsets: &[Vec<Layer>],
 ) -> Result<Vec<swap::SwapRow>> {
     let (donor, recipient) = (lab.load(donor)?, lab.load(recipient)?);
-    Ok(subsets.iter().map(|layers| swap::swap(&recipient, &donor, layers, &lab.test)).collect())
+    Ok(swap::swap_many(&recipient, &donor, subsets, &lab.test))
 }
 
 pub fn swap_cmd(

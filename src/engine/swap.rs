@@ -3,8 +3,9 @@
 use super::layer::Layer;
 use super::metrics::Metrics;
 use super::model::Net;
-use super::testset::TestSet;
+use super::testset::{CHUNK, TestSet};
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwapRow {
@@ -22,8 +23,62 @@ pub fn swapped(recipient: &Net, donor: &Net, layers: &[Layer]) -> Net {
     net
 }
 
+/// The slow, obvious path: copy the layers, evaluate the copy.
 pub fn swap(recipient: &Net, donor: &Net, layers: &[Layer], test: &TestSet) -> SwapRow {
     SwapRow { layers: layers.to_vec(), metrics: test.evaluate(&swapped(recipient, donor, layers)) }
+}
+
+/// Many swaps at once, sharing what their layers have in common: the subsets are
+/// walked as a tree of choices (each layer from the recipient or the donor) and a
+/// prefix of layers is computed once for every subset that starts with it. All 16
+/// subsets cost conv1 twice and conv2 four times instead of sixteen times each;
+/// the values are the ones `swap` computes, op for op.
+pub fn swap_many(recipient: &Net, donor: &Net, subsets: &[Vec<Layer>], test: &TestSet) -> Vec<SwapRow> {
+    let choices: Vec<Vec<bool>> =
+        subsets.iter().map(|layers| Layer::ALL.iter().map(|l| layers.contains(l)).collect()).collect();
+    let _guard = tch::no_grad_guard();
+    let mut predictions: Vec<Vec<Tensor>> = subsets.iter().map(|_| Vec::new()).collect();
+    for x in test.inputs.split(CHUNK, 0) {
+        let mut walk = Walk { nets: [recipient, donor], choices: &choices, predictions: &mut predictions };
+        walk.descend(&mut Vec::new(), &x);
+    }
+    subsets
+        .iter()
+        .zip(predictions)
+        .map(|(layers, chunks)| SwapRow { layers: layers.clone(), metrics: test.metrics(&Tensor::cat(&chunks, 0)) })
+        .collect()
+}
+
+/// One chunk's walk down the tree of layer choices.
+struct Walk<'a> {
+    /// The recipient (`false`) and the donor (`true`).
+    nets: [&'a Net; 2],
+    /// Per subset, per layer: taken from the donor.
+    choices: &'a [Vec<bool>],
+    predictions: &'a mut [Vec<Tensor>],
+}
+
+impl Walk<'_> {
+    /// `prefix` holds the choices made for the layers before `h`'s.
+    fn descend(&mut self, prefix: &mut Vec<bool>, h: &Tensor) {
+        let depth = prefix.len();
+        let matching: Vec<usize> =
+            (0..self.choices.len()).filter(|&i| self.choices[i][..depth] == prefix[..]).collect();
+        if depth == Layer::ALL.len() {
+            for i in matching {
+                self.predictions[i].push(h.argmax(1, false));
+            }
+            return;
+        }
+        for from_donor in [false, true] {
+            if matching.iter().any(|&i| self.choices[i][depth] == from_donor) {
+                let next = self.nets[from_donor as usize].block(Layer::ALL[depth], h);
+                prefix.push(from_donor);
+                self.descend(prefix, &next);
+                prefix.pop();
+            }
+        }
+    }
 }
 
 /// All 16 subsets of {conv1, conv2, fc1, fc2}, in order of size then depth.
