@@ -72,6 +72,12 @@ pub enum Job {
 }
 
 impl Job {
+    /// Jobs that run for many seconds while the user keeps working: the worker
+    /// leaves the UI a core for them.
+    pub fn is_long(self) -> bool {
+        matches!(self, Job::Train | Job::Recover | Job::Unlearn | Job::Circuit | Job::Prune)
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Job::Open => "opening the run",
