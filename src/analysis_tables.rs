@@ -51,7 +51,7 @@ pub fn circuit_table(model: &str, r: &CircuitReport) -> Table {
     let short = |set: &AblationSet| short_set(set);
     push(format!("{model} model"), &r.baseline);
     if let Some(t) = &r.circuit {
-        push(format!("circuit: {} ({} units)", short(&t.set), t.size), &t.metrics);
+        push(format!("circuit: {} ({})", short(&t.set), t.size_text()), &t.metrics);
     }
     for (i, t) in r.greedy.iter().enumerate() {
         push(format!("greedy step {}: {}", i + 1, short(&t.set)), &t.metrics);
@@ -60,7 +60,7 @@ pub fn circuit_table(model: &str, r: &CircuitReport) -> Table {
         push(format!("best pair: {}", short(&t.set)), &t.metrics);
     }
     for t in &r.front {
-        push(format!("front, {} units: {}", t.size, short(&t.set)), &t.metrics);
+        push(format!("front, {}: {}", t.size_text(), short(&t.set)), &t.metrics);
     }
     for k in &r.keep {
         let kept: Vec<String> = k.kept.iter().map(usize::to_string).collect();

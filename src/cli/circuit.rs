@@ -236,7 +236,7 @@ fn say_circuit(o: &CircuitOutput) {
     let stages: Vec<String> = r.stage_seconds.iter().map(|(name, s)| format!("{name} {s:.1} s")).collect();
     eprintln!("stages: {}", stages.join(", "));
     match &r.circuit {
-        Some(t) => eprintln!("circuit: {} ({} units)", t.set, t.size),
+        Some(t) => eprintln!("circuit: {} ({})", t.set, t.size_text()),
         None => eprintln!(
             "no set meets the criteria; the closest on the Pareto front are listed (smallest first){}",
             if r.stopped { " — search stopped early" } else { "" }

@@ -77,6 +77,13 @@ pub struct Tried {
     pub metrics: Metrics,
 }
 
+impl Tried {
+    /// `1 unit`, `2 units`.
+    pub fn size_text(&self) -> String {
+        format!("{} unit{}", self.size, if self.size == 1 { "" } else { "s" })
+    }
+}
+
 /// Progress of a long search, as plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchProgress {

@@ -104,7 +104,7 @@ fn status_line(state: &CircuitState) -> (String, Color) {
         return (format!("pruning {layer} under every ranking…"), WARN);
     }
     match state.report.as_ref().and_then(|r| r.circuit.as_ref()) {
-        Some(c) => (format!("circuit: {} ({} units) · Enter ablates it", c.set, c.size), BAD),
+        Some(c) => (format!("circuit: {} ({}) · Enter ablates it", c.set, c.size_text()), BAD),
         None if state.report.is_some() => ("no set meets the criteria: see the front".into(), ACCENT),
         None => ("P patches every unit · C searches for the circuit · f prunes the layer".into(), DIM),
     }
