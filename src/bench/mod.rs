@@ -5,7 +5,7 @@ pub mod pytorch;
 
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
-use crate::engine::circuit::{self, Criteria, Evaluate, FastEvaluator, SearchConfig};
+use crate::engine::circuit::{self, Evaluate, FastEvaluator, SearchConfig};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd};
 use crate::engine::featvis::{self, VisConfig};
 use crate::engine::lab::Lab;
@@ -193,26 +193,16 @@ pub fn measure_circuit(
     let mut eval = FastEvaluator { cache: &cache, test: &lab.test, mode: AblationMode::Weight };
     for layer in PATCHED_LAYERS {
         progress(&format!("every pair of {layer}"));
-        let n = layer.units();
-        let pairs: Vec<AblationSet> =
-            (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect();
+        let pairs = circuit::pairs_within(layer);
         let clock = Instant::now();
         eval.evaluate(&pairs);
         figures.push(Figure::ours(&pairs_figure_name(layer), clock.elapsed().as_secs_f64()));
     }
     progress("the whole circuit search");
     let clock = Instant::now();
-    let config = SearchConfig {
-        criteria: Criteria {
-            poison_at_most: lab.test.evaluate(clean).poison_acc + 3.0,
-            clean_margin: 1.0,
-            clean_baseline: lab.test.evaluate(poisoned).clean_acc,
-            max_size: 12,
-        },
-        mode: AblationMode::Weight,
-        survive_at: 50.0,
-        pair_layers: PATCHED_LAYERS.to_vec(),
-    };
+    let (clean_model_poison, clean_baseline) =
+        (lab.test.evaluate(clean).poison_acc, lab.test.evaluate(poisoned).clean_acc);
+    let config = SearchConfig::defaults(clean_model_poison, clean_baseline, AblationMode::Weight);
     let report = circuit::search(&mut eval, &config, |_| ControlFlow::Continue(()));
     figures.push(Figure::ours(CIRCUIT_FIGURE, clock.elapsed().as_secs_f64()));
     (figures, report.evaluated)
@@ -231,7 +221,7 @@ pub fn pairs_figure_name(layer: Layer) -> String {
 }
 
 pub fn pair_count(layer: Layer) -> usize {
-    layer.units() * (layer.units() - 1) / 2
+    circuit::pairs_within(layer).len()
 }
 
 /// Our trigger recovery on `poisoned` (all labels batched) and one feature

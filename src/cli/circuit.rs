@@ -9,7 +9,7 @@ use super::trigger::examined;
 use crate::analysis_tables::{circuit_table, patch_table};
 use crate::engine::ablation::{self, AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
-use crate::engine::circuit::{self, Criteria, FastEvaluator, SearchConfig, Tried};
+use crate::engine::circuit::{self, FastEvaluator, SearchConfig, Tried};
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
@@ -126,17 +126,8 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
 
 /// The largest difference between two effects, in points (or logits).
 fn effect_gap(a: &PatchEffect, b: &PatchEffect) -> f64 {
-    let (x, y) = (&a.metrics, &b.metrics);
-    [
-        x.clean_acc - y.clean_acc,
-        x.poison_acc - y.poison_acc,
-        x.rehab_acc - y.rehab_acc,
-        a.target_rate - b.target_rate,
-        a.logit_diff - b.logit_diff,
-    ]
-    .into_iter()
-    .map(f64::abs)
-    .fold(0.0, f64::max)
+    let own = [a.target_rate - b.target_rate, a.logit_diff - b.logit_diff].map(f64::abs);
+    own.into_iter().fold(metrics_gap(&a.metrics, &b.metrics), f64::max)
 }
 
 /// What `circuit` is asked for.
@@ -166,19 +157,21 @@ struct CircuitOutput {
 pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
     let lab = open_lab(common, None)?;
     let net = lab.load(args.model)?;
-    let poison_at_most = match args.poison_target {
-        Some(p) => p,
-        None => lab.test.evaluate(&lab.load(ModelKind::Clean)?).poison_acc + 3.0,
+    // The clean model is evaluated only when the default target needs it.
+    let clean_model_poison = match args.poison_target {
+        Some(_) => 0.0,
+        None => lab.test.evaluate(&lab.load(ModelKind::Clean)?).poison_acc,
     };
     let started = Instant::now();
     let cache = ActivationCache::build(&net, &lab.test);
     let clean_baseline = cache.evaluate(&lab.test, &AblationSet::default(), args.mode).clean_acc;
-    let config = SearchConfig {
-        criteria: Criteria { poison_at_most, clean_margin: args.clean_margin, clean_baseline, max_size: args.max_size },
-        mode: args.mode,
-        survive_at: args.survive,
-        pair_layers: Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect(),
-    };
+    let mut config = SearchConfig::defaults(clean_model_poison, clean_baseline, args.mode);
+    if let Some(p) = args.poison_target {
+        config.criteria.poison_at_most = p;
+    }
+    config.criteria.clean_margin = args.clean_margin;
+    config.criteria.max_size = args.max_size;
+    config.survive_at = args.survive;
     let mut eval = FastEvaluator { cache: &cache, test: &lab.test, mode: args.mode };
     let bar = counter("circuit search", 1, format.is_human());
     let report = circuit::search(&mut eval, &config, |p| {

@@ -138,13 +138,10 @@ struct Ledger<'a, E: Evaluate> {
 
 impl<E: Evaluate> Ledger<'_, E> {
     fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics> {
-        let fresh: Vec<AblationSet> = sets.iter().filter(|s| !self.seen.contains_key(*s)).cloned().collect();
-        let mut unique: Vec<AblationSet> = Vec::with_capacity(fresh.len());
-        for s in fresh {
-            if !unique.contains(&s) {
-                unique.push(s);
-            }
-        }
+        // Each set not seen before, once, in the order asked.
+        let mut asked = std::collections::HashSet::new();
+        let unique: Vec<AblationSet> =
+            sets.iter().filter(|s| !self.seen.contains_key(*s) && asked.insert(*s)).cloned().collect();
         for (set, metrics) in unique.iter().zip(self.eval.evaluate(&unique)) {
             self.seen.insert(set.clone(), metrics);
             self.order.push(set.clone());
@@ -187,6 +184,12 @@ fn best_of<'t>(criteria: &Criteria, tried: impl Iterator<Item = &'t Tried>) -> O
         .min_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc).then(a.size.cmp(&b.size)))
 }
 
+/// Every pair of units within `layer`, as ablation sets.
+pub fn pairs_within(layer: Layer) -> Vec<AblationSet> {
+    let n = layer.units();
+    (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect()
+}
+
 /// Sets no other set beats on all of size (fewer), poison (lower) and clean
 /// (higher) at once, sorted by size then poison.
 pub fn pareto_front(tried: &[Tried]) -> Vec<Tried> {
@@ -213,6 +216,25 @@ pub struct SearchConfig {
     pub survive_at: f64,
     /// Layers whose pairs are tried exhaustively (the convolutions).
     pub pair_layers: Vec<Layer>,
+}
+
+impl SearchConfig {
+    /// The defaults every front end starts from: poison accuracy at most the clean
+    /// model's + 3 points, clean accuracy within 1 point of `clean_baseline`, at most
+    /// 12 units, survival at 50 points, pairs tried within each convolution.
+    pub fn defaults(clean_model_poison: f64, clean_baseline: f64, mode: AblationMode) -> SearchConfig {
+        SearchConfig {
+            criteria: Criteria {
+                poison_at_most: clean_model_poison + 3.0,
+                clean_margin: 1.0,
+                clean_baseline,
+                max_size: 12,
+            },
+            mode,
+            survive_at: 50.0,
+            pair_layers: Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect(),
+        }
+    }
 }
 
 /// Runs the whole search. `progress` is told each stage and may stop it with `Break`.
@@ -281,9 +303,7 @@ pub fn search(
         if stopped {
             break;
         }
-        let n = layer.units();
-        let pairs: Vec<AblationSet> =
-            (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect();
+        let pairs = pairs_within(layer);
         // In slices, so progress (and a stop) comes every second or so.
         for (i, slice) in pairs.chunks(PAIR_SLICE).enumerate() {
             ledger.evaluate(slice);

@@ -11,7 +11,7 @@ use crate::cli::args::CommonArgs;
 use crate::cli::lab_setup::{open_lab, set_threads};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
-use crate::engine::circuit::{self, Criteria, FastEvaluator, SearchConfig};
+use crate::engine::circuit::{self, FastEvaluator, SearchConfig};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::diff;
 use crate::engine::featvis::{self, VisConfig};
@@ -399,19 +399,10 @@ impl Worker {
             bail!("the models are not loaded yet");
         };
         (self.reply)(Reply::Stage("measuring the clean model's poison accuracy".into()));
-        let criteria = Criteria {
-            poison_at_most: lab.test.evaluate(&analysis.clean).poison_acc + 3.0,
-            clean_margin: 1.0,
-            clean_baseline: analysis.cache.evaluate(&lab.test, &AblationSet::default(), mode).clean_acc,
-            max_size: 12,
-        };
+        let clean_model_poison = lab.test.evaluate(&analysis.clean).poison_acc;
+        let clean_baseline = analysis.cache.evaluate(&lab.test, &AblationSet::default(), mode).clean_acc;
         (self.reply)(Reply::Stage("searching for the circuit".into()));
-        let config = SearchConfig {
-            criteria,
-            mode,
-            survive_at: 50.0,
-            pair_layers: Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect(),
-        };
+        let config = SearchConfig::defaults(clean_model_poison, clean_baseline, mode);
         let mut eval = FastEvaluator { cache: &analysis.cache, test: &lab.test, mode };
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
