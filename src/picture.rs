@@ -139,6 +139,22 @@ impl Picture {
     }
 }
 
+/// `image` with a colour bar under it, after a gap of `height / 2` background rows:
+/// `height` rows running through `palette` from its low end at the left to its high
+/// end at the right (−1 → +1 for Diverging, 0 → 1 for Heat and Grey), so that a
+/// caption's numbers for the two ends tell what every colour means.
+pub fn with_colour_bar(image: &RgbImage, palette: Palette, height: u32) -> RgbImage {
+    let (width, gap) = (image.width(), height / 2);
+    let low = if palette == Palette::Diverging { -1.0 } else { 0.0 };
+    let ramp = (0..width).map(|x| low + (1.0 - low) * x as f32 / width.saturating_sub(1).max(1) as f32).collect();
+    let bar = Picture::of(&Heatmap::new(width as usize, 1, ramp), palette, 1.0);
+    let mut out = RgbImage::from_pixel(width, image.height() + gap + height, BACKGROUND);
+    image::imageops::replace(&mut out, image, 0, 0);
+    let bar = image::imageops::resize(&bar.rgb, width, height, FilterType::Nearest);
+    image::imageops::replace(&mut out, &bar, 0, (image.height() + gap) as i64);
+    out
+}
+
 /// Blue (−1) → white (0) → red (+1).
 pub fn diverging(t: f32) -> Rgb<u8> {
     let a = t.abs().clamp(0.0, 1.0);
@@ -268,6 +284,20 @@ mod tests {
         picture.outline(Heatmap::tile_frame(4, 3, (2, 2)));
         assert_eq!(*picture.rgb.get_pixel(3, 3), FRAME);
         assert_eq!(picture.enlarged(3).width(), 30);
+    }
+
+    #[test]
+    fn colour_bars_run_from_the_low_end_to_the_high_end_below_the_picture() {
+        let image = RgbImage::from_pixel(9, 4, Rgb([1, 2, 3]));
+        let with = with_colour_bar(&image, Palette::Diverging, 6);
+        assert_eq!((with.width(), with.height()), (9, 4 + 3 + 6));
+        assert_eq!(*with.get_pixel(8, 3), Rgb([1, 2, 3]));
+        assert_eq!(*with.get_pixel(0, 5), BACKGROUND);
+        assert_eq!(*with.get_pixel(0, 7), diverging(-1.0));
+        assert_eq!(*with.get_pixel(4, 12), diverging(0.0));
+        assert_eq!(*with.get_pixel(8, 12), diverging(1.0));
+        let heat_bar = with_colour_bar(&image, Palette::Heat, 2);
+        assert_eq!((*heat_bar.get_pixel(0, 5), *heat_bar.get_pixel(8, 5)), (heat(0.0), heat(1.0)));
     }
 
     #[test]

@@ -196,6 +196,148 @@ fn every_command_works_on_a_small_real_run() {
     assert_eq!(eval.as_array().unwrap().len(), 3);
 }
 
+/// The pictures' links in a report: each image's file and the caption line after it.
+fn linked_pictures(markdown: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut links = Vec::new();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with("![")) {
+        let file = line.split("](").nth(1).and_then(|rest| rest.strip_suffix(')')).expect("![title](file)");
+        let caption = lines[i + 1..].iter().find(|l| !l.is_empty()).copied().unwrap_or("");
+        links.push((file.to_string(), caption.to_string()));
+    }
+    links
+}
+
+fn png(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+}
+
+/// The centre of cell (x, y) of a map enlarged `factor` times.
+fn cell(image: &image::RgbImage, (x, y): (usize, usize), factor: u32) -> image::Rgb<u8> {
+    *image.get_pixel(x as u32 * factor + factor / 2, y as u32 * factor + factor / 2)
+}
+
+#[test]
+fn run_draws_the_report_pictures_and_links_each_one() {
+    use trojanscope::cli::report_pictures::{BAR_HEIGHT, GRID_ASPECT, SWEEP_CELL, TARGET_WIDTH};
+    use trojanscope::engine::lab::{Lab, ModelKind, RunDir};
+    use trojanscope::engine::layer::Layer;
+    use trojanscope::picture::{Heatmap, diverging, grid_columns};
+
+    let dir = common::scratch("cli-report");
+    let cp = dir.to_str().unwrap();
+    let o = trojanscope(&with_run(cp, &["run", "--eval-every", "50", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = dir.join("cli");
+    let markdown = std::fs::read_to_string(run.join("report.md")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+
+    // Every link is relative and names a file that exists; every PNG written is linked;
+    // every caption gives its colour scale.
+    let links = linked_pictures(&markdown);
+    let mut linked: Vec<String> = links.iter().map(|(f, _)| f.clone()).collect();
+    linked.sort();
+    let mut written: Vec<String> = std::fs::read_dir(run.join("report-images"))
+        .unwrap()
+        .map(|e| format!("report-images/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|f| f.ends_with(".png"))
+        .collect();
+    written.sort();
+    assert_eq!(linked, written);
+    let listed: Vec<&str> =
+        report["pictures"].as_array().unwrap().iter().map(|p| p["file"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), links.len());
+    for (file, caption) in &links {
+        assert!(run.join(file).is_file() && listed.contains(&file.as_str()), "{file}");
+        assert!(caption.starts_with('*') && (caption.contains('±') || caption.contains(" = ")), "{file}: {caption}");
+        png(&run.join(file));
+    }
+    let bar = BAR_HEIGHT / 2 + BAR_HEIGHT;
+
+    // The sweeps: two rows of one cell per unit, each unit coloured by its drop on
+    // the row's ±scale.
+    let baseline = &report["models"][1][1];
+    for rows in report["sweeps"].as_array().unwrap() {
+        let rows = rows.as_array().unwrap();
+        let layer: Layer = rows[0]["layer"].as_str().unwrap().parse().unwrap();
+        let image = png(&run.join(format!("report-images/sweep-{layer}.png")));
+        assert_eq!((image.width(), image.height()), (layer.units() as u32 * SWEEP_CELL, 3 * SWEEP_CELL + bar));
+        assert_eq!(rows.len(), layer.units());
+        for (row, metric) in [(0, "poison_acc"), (2, "clean_acc")] {
+            let before = baseline[metric].as_f64().unwrap();
+            let drops: Vec<f32> =
+                rows.iter().map(|r| (before - r["metrics"][metric].as_f64().unwrap()) as f32).collect();
+            let scale = drops.iter().fold(1e-12f32, |m, d| m.max(d.abs()));
+            for (unit, drop) in drops.iter().enumerate() {
+                assert_eq!(cell(&image, (unit, row), SWEEP_CELL), diverging(drop / scale), "{layer}:{unit} {metric}");
+            }
+            // The largest change is the palette's full end: red for a drop, blue for a rise.
+            let top = drops.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap().0;
+            assert!(drops[top] != 0.0, "{layer} {metric}: the ablations change nothing");
+            let end = diverging(drops[top].signum());
+            assert_eq!(cell(&image, (top, row), SWEEP_CELL), end, "{layer}:{top} {metric}");
+        }
+    }
+
+    // conv1's kernels: clean | poisoned | Δ, one 3×3 tile per unit, tiled again in a row.
+    let [_, c, kh, kw] = Layer::Conv1.weight_shape()[..].try_into().map(|s: [i64; 4]| s.map(|d| d as usize)).unwrap();
+    let tiles = Layer::Conv1.units() * c;
+    let columns = grid_columns(tiles, (kw, kh), GRID_ASPECT);
+    let (grid_w, grid_h) = (columns * (kw + 1) + 1, tiles.div_ceil(columns) * (kh + 1) + 1);
+    let (row_w, row_h) = (3 * (grid_w + 1) + 1, grid_h + 2);
+    let factor = TARGET_WIDTH / row_w as u32;
+    let kernels = png(&run.join("report-images/kernels-conv1.png"));
+    assert_eq!((kernels.width(), kernels.height()), (row_w as u32 * factor, row_h as u32 * factor + bar));
+    for layer in [Layer::Conv2, Layer::Fc1] {
+        let figures = listed.iter().filter(|f| f.starts_with(&format!("report-images/kernels-{layer}-"))).count();
+        assert_eq!(figures, 2, "{layer}");
+    }
+
+    // The trigger's Δ maps on digit 0, every channel: each pixel is the palette's
+    // colour for (poisoned on triggered − clean on clean) / max |Δ|, so a zero is white.
+    let run_dir = RunDir::new(&dir, "cli");
+    let config = run_dir.sidecar(ModelKind::Poisoned).unwrap().config;
+    let lab = Lab::new(tch::Device::Cpu, common::mnist(3000, 300), config, run_dir).unwrap();
+    let n = lab.test.len() as i64;
+    let clean = trojanscope::engine::probe::activations(&lab.load(ModelKind::Clean).unwrap(), &lab.test.inputs.get(0));
+    let poisoned =
+        trojanscope::engine::probe::activations(&lab.load(ModelKind::Poisoned).unwrap(), &lab.test.inputs.get(n));
+    for layer in Layer::ALL.into_iter().filter(|l| l.is_conv()) {
+        let (c, p) = (&clean[layer.position()], &poisoned[layer.position()]);
+        let (units, h, w) = (c.shape[0], c.shape[1], c.shape[2]);
+        assert_eq!(units, layer.units());
+        let delta: Vec<f32> = c.values.iter().zip(&p.values).map(|(a, b)| b - a).collect();
+        let scale = delta.iter().fold(1e-12f32, |m, d| m.max(d.abs()));
+        let columns = grid_columns(units, (w, h), GRID_ASPECT);
+        let (grid_w, grid_h) = (columns * (w + 1) + 1, units.div_ceil(columns) * (h + 1) + 1);
+        let factor = TARGET_WIDTH / grid_w as u32;
+        let image = png(&run.join(format!("report-images/activations-{layer}-diff.png")));
+        assert_eq!((image.width(), image.height()), (grid_w as u32 * factor, grid_h as u32 * factor + bar), "{layer}");
+        let mut zeros = 0;
+        for (i, d) in delta.iter().enumerate() {
+            let (unit, y, x) = (i / (h * w), i / w % h, i % w);
+            let (x0, y0, _, _) = Heatmap::tile_frame(unit, columns, (w, h));
+            let colour = cell(&image, (x0 + 1 + x, y0 + 1 + y), factor);
+            assert_eq!(colour, diverging(d / scale), "{layer} channel {unit} at ({x}, {y}): Δ {d}");
+            if *d == 0.0 {
+                assert_eq!(colour, image::Rgb([255, 255, 255]));
+                zeros += 1;
+            }
+        }
+        assert!(zeros > 0 && delta.iter().any(|d| d.abs() == scale), "{layer}");
+        let pair = png(&run.join(format!("report-images/activations-{layer}.png")));
+        assert_eq!(pair.width(), (2 * (grid_w + 1) + 1) as u32 * (TARGET_WIDTH / (2 * (grid_w + 1) + 1) as u32));
+    }
+
+    // A second report replaces the pictures and removes one it no longer draws.
+    std::fs::write(run.join("report-images/stale.png"), b"old").unwrap();
+    let o = trojanscope(&with_run(cp, &["run", "--eval-every", "50", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!run.join("report-images/stale.png").exists());
+    assert_eq!(linked_pictures(&std::fs::read_to_string(run.join("report.md")).unwrap()).len(), links.len());
+}
+
 #[test]
 fn a_diverging_run_and_a_second_writer_are_refused_clearly() {
     let dir = common::scratch("cli-diverge");

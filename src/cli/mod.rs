@@ -8,6 +8,7 @@ pub mod lab_setup;
 pub mod output;
 pub mod progress;
 pub mod report;
+pub mod report_pictures;
 pub mod trigger;
 
 use crate::engine::checkpoint;
@@ -121,7 +122,9 @@ fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Res
     let report = report::build(&lab, format.is_human())?;
     let markdown = report.to_markdown(&lab);
     checkpoint::save_json(&report, &lab.run.root.join("report.json"))?;
-    std::fs::write(lab.run.root.join("report.md"), &markdown)?;
+    // The pictures first, so that the report never links a missing one.
+    report_pictures::write(&report.pictures, &lab.run.root)?;
+    checkpoint::write_atomically(&lab.run.root.join("report.md"), |tmp| Ok(std::fs::write(tmp, &markdown)?))?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         _ => {

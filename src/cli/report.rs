@@ -2,6 +2,7 @@
 
 use super::args::AblationTarget;
 use super::commands::{diff_summary_table, swap_rows, swap_table, sweep_layer};
+use super::report_pictures::{self, Figure};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
 use crate::engine::diff::{self, LayerDiff};
@@ -28,6 +29,8 @@ pub struct Report {
     pub top_pairs: Vec<(AblationSet, Metrics)>,
     pub swaps: Vec<SwapRow>,
     pub diffs: Vec<(String, Vec<LayerDiff>)>,
+    /// Drawn beside the report (`report_pictures::write`) and linked from it.
+    pub pictures: Vec<Figure>,
     pub seconds: f64,
 }
 
@@ -59,7 +62,15 @@ pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
         ("rehab − poisoned".to_string(), diff::diff(&nets[1], &nets[2])),
         ("rehab − clean".to_string(), diff::diff(&nets[0], &nets[2])),
     ];
-    Ok(Report { models, sweeps, top_pairs, swaps, diffs, seconds: clock.elapsed().as_secs_f64() })
+    let inputs = report_pictures::Inputs {
+        clean: &nets[0],
+        poisoned,
+        sweeps: &sweeps,
+        baseline: &models[1].1,
+        mode: target.mode,
+    };
+    let pictures = report_pictures::build(lab, &inputs)?;
+    Ok(Report { models, sweeps, top_pairs, swaps, diffs, pictures, seconds: clock.elapsed().as_secs_f64() })
 }
 
 impl Report {
@@ -109,6 +120,7 @@ impl Report {
         }
         section(&mut out, "Layer swaps: clean layers copied into the poisoned model", &swap_table(&self.swaps));
         section(&mut out, "Weight differences", &diff_summary_table(&self.diffs));
+        out.push_str(&report_pictures::markdown(&self.pictures));
         out.push_str(&format!("Analysis took {:.1} s.\n", self.seconds));
         out
     }

@@ -84,7 +84,7 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 /// Runs `write` on a temporary sibling of `path`, flushes it to the disk, renames it
 /// into place and flushes the folder, so that neither a crash nor a power cut can
 /// leave a torn or vanished file.
-fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
     let tmp = temp_sibling(path);
