@@ -11,7 +11,8 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::KeyCode;
 use std::time::{Duration, Instant};
-use trojanscope::tui::pane::Pane;
+use trojanscope::tui::panes::Pane;
+use trojanscope::tui::protocol::Job;
 use trojanscope::tui::render;
 use tui_support::Harness;
 
@@ -50,11 +51,13 @@ fn measure(h: &mut Harness, size: (u16, u16), moving: bool) -> String {
 fn main() {
     let mut h = Harness::ready((200, 60));
     h.type_keys(" w");
-    h.wait_for("the ablation and the sweep", |app| app.ablation.result.is_some() && app.ablation.sweeping.is_none());
+    h.wait_for("the ablation and the sweep", |app| {
+        app.study.ablation.result.is_some() && !app.jobs.is_running(Job::Sweep)
+    });
     // A full run's worth of chart points: the tiny run's 282 steps, twenty times.
-    let history = h.app.training.losses.clone();
+    let history = h.app.panes.training.losses.clone();
     for _ in 0..19 {
-        h.app.training.losses.extend_from_slice(&history);
+        h.app.panes.training.losses.extend_from_slice(&history);
     }
     h.press(KeyCode::Char(char::from_digit(Pane::Channels.number() as u32, 10).unwrap()));
     println!("frame time over {FRAMES} frames (TestBackend, halfblocks):");

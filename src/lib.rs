@@ -7,5 +7,6 @@ pub mod data;
 pub mod engine;
 pub mod named;
 pub mod picture;
+pub mod setup;
 pub mod table;
 pub mod tui;

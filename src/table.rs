@@ -2,6 +2,7 @@
 //! exports share them).
 
 use crate::engine::metrics::Metrics;
+use crate::engine::swap::SwapRow;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
@@ -98,6 +99,20 @@ pub fn sweep_table(rows: &[crate::engine::sweep::SweepRow]) -> Table {
     let mut table = metrics_table("unit");
     for r in rows {
         table.rows.push(metrics_row(&format!("{}:{}", r.layer, r.unit), &r.metrics));
+    }
+    table
+}
+
+/// A layer-swap table: one row per subset of layers copied from the donor.
+pub fn swap_table(rows: &[SwapRow]) -> Table {
+    let mut table = metrics_table("layers swapped");
+    for r in rows {
+        let name = if r.layers.is_empty() {
+            "none".to_string()
+        } else {
+            r.layers.iter().map(|l| format!("{l} ({})", l.torch_index())).collect::<Vec<_>>().join(" + ")
+        };
+        table.rows.push(metrics_row(&name, &r.metrics));
     }
     table
 }

@@ -1,17 +1,12 @@
 //! The README's key table is the key table: regenerate it from `BINDINGS` and
 //! compare, so the documentation cannot drift from what the keys do.
 
-use trojanscope::tui::keys::{BINDINGS, Scope};
+use trojanscope::tui::keymap;
 
 fn key_table() -> String {
     let mut out = String::from("| key | what it does | when |\n|---|---|---|\n");
-    for b in BINDINGS {
-        let when = match b.scope {
-            Scope::Main => "",
-            Scope::Confirm => "in a question",
-            Scope::Overlay => "in a popup or the help",
-            Scope::Always => "anywhere",
-        };
+    for entry in keymap::table() {
+        let (b, when) = (entry.binding, entry.when());
         out.push_str(&format!("| `{}` | {} | {when} |\n", b.shown.replace('|', "\\|"), b.help.replace('|', "\\|")));
     }
     out

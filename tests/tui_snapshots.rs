@@ -7,22 +7,25 @@ mod tui_support;
 
 use insta::assert_snapshot;
 use ratatui::crossterm::event::KeyCode;
-use trojanscope::tui::app::Popup;
+use trojanscope::tui::effect::Popup;
 use trojanscope::tui::images::{ImageStore, Renderer};
-use trojanscope::tui::pane::Pane;
+use trojanscope::tui::panes::Pane;
+use trojanscope::tui::protocol::Job;
 use tui_support::{Harness, masked};
 
 /// The tiny run with conv1 unit 0 ablated and conv1 swept.
 fn explored() -> Harness {
     let mut h = Harness::ready((80, 24));
-    if let Some(run) = h.app.run.as_mut() {
+    if let Some(run) = h.app.study.run.as_mut() {
         // The real path is a temporary folder.
         run.root = "checkpoints/tiny".into();
     }
     h.type_keys(" w");
-    h.wait_for("the ablation and the sweep", |app| app.ablation.result.is_some() && app.ablation.sweeping.is_none());
+    h.wait_for("the ablation and the sweep", |app| {
+        app.study.ablation.result.is_some() && !app.jobs.is_running(Job::Sweep)
+    });
     // The worker's timing varies from run to run.
-    if let Some(result) = h.app.ablation.result.as_mut() {
+    if let Some(result) = h.app.study.ablation.result.as_mut() {
         result.seconds = 0.004;
     }
     h
@@ -74,12 +77,12 @@ fn overlays_and_a_terminal_too_small() {
 #[test]
 fn the_trigger_pane_after_a_recovery_and_a_visualisation() {
     let mut h = explored();
-    h.app.trigger.config =
+    h.app.panes.trigger.config =
         trojanscope::engine::cleanse::CleanseConfig { images: 320, test_images: 300, ..Default::default() };
     h.press(KeyCode::Char('R'));
-    h.wait_for("the recovery", |app| app.trigger.report.is_some());
+    h.wait_for("the recovery", |app| app.panes.trigger.report.is_some());
     h.press(KeyCode::Char('v'));
-    h.wait_for("the visualisations", |app| app.trigger.visuals.is_some());
+    h.wait_for("the visualisations", |app| app.panes.trigger.visuals.is_some());
     assert_snapshot!("80x24_trigger_recovered", masked(&h.screen(80, 24)));
     assert_snapshot!("160x48_trigger_recovered", masked(&h.screen(160, 48)));
 }

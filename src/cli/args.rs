@@ -8,6 +8,7 @@ use crate::engine::layer::Layer;
 use crate::engine::patch::Direction;
 use crate::engine::prune::Ranking;
 use crate::engine::train::{Phase, TrainConfig};
+pub use crate::setup::CommonArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -249,42 +250,6 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         recover_epochs: usize,
     },
-}
-
-/// Options every command shares.
-#[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Folder holding the four MNIST IDX files (raw or .gz).
-    #[arg(long, global = true, env = "TROJANSCOPE_DATA_DIR", default_value = "data/mnist")]
-    pub data_dir: PathBuf,
-    /// Folder holding the runs.
-    #[arg(long, global = true, default_value = "checkpoints")]
-    pub checkpoints: PathBuf,
-    /// Name of the run (a subfolder of --checkpoints).
-    #[arg(long, global = true, default_value = "default")]
-    pub run: String,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "auto")]
-    pub device: String,
-    /// CPU threads for libtorch (default: all cores for commands, all but one for the
-    /// explorer) and for the conv1 ablation kernel (default: all cores).
-    #[arg(long, global = true)]
-    pub threads: Option<usize>,
-    /// Use only the first N training images (quick experiments).
-    #[arg(long, global = true)]
-    pub train_limit: Option<usize>,
-    /// Use only the first N test images.
-    #[arg(long, global = true)]
-    pub test_limit: Option<usize>,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print CSV instead of a table.
-    #[arg(long, global = true)]
-    pub csv: bool,
-    /// Image protocol for the explorer: auto, halfblocks, sixel, kitty, iterm2 or ascii.
-    #[arg(long, global = true, default_value = "auto")]
-    pub image_protocol: String,
 }
 
 /// Which model an intervention acts on, and how.

@@ -1,7 +1,6 @@
 //! `trojanscope bench`: runs both sides and prints the comparison.
 
 use super::args::CommonArgs;
-use super::lab_setup::open_lab;
 use super::output::Format;
 use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
 use crate::engine::cleanse::CleanseConfig;
@@ -9,6 +8,7 @@ use crate::engine::layer::Layer;
 use crate::engine::model::Net;
 use crate::engine::patch::Direction;
 use crate::engine::train::TrainConfig;
+use crate::setup::open_lab;
 use crate::table::Table;
 use color_eyre::eyre::{Result, eyre};
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! and by searching for the smallest set whose ablation removes it.
 
 use super::args::CommonArgs;
-use super::lab_setup::open_lab;
 use super::output::Format;
 use super::progress::counter;
 use super::trigger::examined;
@@ -14,6 +13,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::patch::{self, Direction, Patch, PatchEffect, PatchRow, Patcher};
+use crate::setup::open_lab;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;

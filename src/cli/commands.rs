@@ -1,7 +1,6 @@
 //! The subcommands, each a thin layer over the engine.
 
 use super::args::{AblationTarget, CommonArgs};
-use super::lab_setup::open_lab;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
 use crate::engine::ablation::{self, AblationSet};
@@ -15,7 +14,8 @@ use crate::engine::probe;
 use crate::engine::swap;
 use crate::engine::sweep::{self, SweepRow};
 use crate::engine::train::Phase;
-use crate::table::{Table, delta, metrics_row, metrics_table, pct, sweep_table};
+use crate::setup::open_lab;
+use crate::table::{Table, delta, metrics_row, metrics_table, pct, swap_table, sweep_table};
 use color_eyre::eyre::Result;
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -174,19 +174,6 @@ pub fn sweep_cmd(
     format.emit(&rows, &sweep_table(&rows))
 }
 
-pub fn swap_table(rows: &[swap::SwapRow]) -> Table {
-    let mut table = metrics_table("layers swapped");
-    for r in rows {
-        let name = if r.layers.is_empty() {
-            "none".to_string()
-        } else {
-            r.layers.iter().map(|l| format!("{l} ({})", l.torch_index())).collect::<Vec<_>>().join(" + ")
-        };
-        table.rows.push(metrics_row(&name, &r.metrics));
-    }
-    table
-}
-
 pub fn swap_rows(
     lab: &Lab,
     donor: ModelKind,
@@ -300,7 +287,7 @@ struct DoctorReport {
 pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
     let versions = crate::engine::lab::Versions::current();
     let run = RunDir::new(&common.checkpoints, &common.run);
-    let data = match super::lab_setup::load_data(common) {
+    let data = match crate::setup::load_data(common) {
         Ok(d) => format!("ok: {} train, {} test images", d.train.len(), d.test.len()),
         Err(e) => format!("PROBLEM: {e}"),
     };

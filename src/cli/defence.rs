@@ -1,7 +1,6 @@
 //! `prune`: pruning-defence curves for a layer under each ranking.
 
 use super::args::{AblationTarget, CommonArgs};
-use super::lab_setup::open_lab;
 use super::output::Format;
 use crate::analysis_tables::{prune_best_table, prune_chart, prune_curve_table};
 use crate::engine::cache::ActivationCache;
@@ -9,6 +8,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
 use crate::picture::save_png;
+use crate::setup::open_lab;
 use color_eyre::eyre::{Result, eyre};
 
 pub fn prune(

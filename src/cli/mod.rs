@@ -4,7 +4,6 @@ pub mod bench;
 pub mod circuit;
 pub mod commands;
 pub mod defence;
-pub mod lab_setup;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -17,16 +16,16 @@ use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
 use crate::engine::unlearn::UnlearnConfig;
+use crate::setup::{check_same_config, open_lab};
 use args::{Cli, Command};
 use color_eyre::eyre::Result;
-use lab_setup::{check_same_config, open_lab};
 use output::Format;
 
 /// Runs one subcommand to completion.
 pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     let common = &cli.common;
     let format = Format::from_flags(common.json, common.csv);
-    lab_setup::set_threads(common, false);
+    crate::setup::set_threads(common, false);
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
         Command::Train { train, phases } => {

@@ -1,7 +1,7 @@
 //! `trojanscope run`: the full study on trained models, as one Markdown report.
 
 use super::args::AblationTarget;
-use super::commands::{diff_summary_table, swap_rows, swap_table, sweep_layer};
+use super::commands::{diff_summary_table, swap_rows, sweep_layer};
 use super::report_pictures::{self, Figure};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
@@ -12,6 +12,7 @@ use crate::engine::metrics::Metrics;
 use crate::engine::swap::{self, SwapRow};
 use crate::engine::sweep::{SweepRow, most_backdoor_relevant};
 use crate::table::Table;
+use crate::table::swap_table;
 use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::Result;
 use serde::Serialize;

@@ -2,7 +2,6 @@
 //! removing it, and looking at what units respond to.
 
 use super::args::CommonArgs;
-use super::lab_setup::open_lab;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
 use crate::engine::checkpoint;
@@ -14,6 +13,7 @@ use crate::engine::model::Net;
 use crate::engine::recovery_store::{self, recovery_table};
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
+use crate::setup::open_lab;
 use crate::table::Table;
 use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};

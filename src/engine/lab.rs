@@ -27,6 +27,46 @@ pub enum ModelKind {
     Unlearned,
 }
 
+/// One value per model, for the models a run holds, in `ModelKind::ALL` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerModel<T>(Vec<(ModelKind, T)>);
+
+impl<T> Default for PerModel<T> {
+    fn default() -> Self {
+        PerModel(Vec::new())
+    }
+}
+
+impl<T> PerModel<T> {
+    pub fn get(&self, kind: ModelKind) -> Option<&T> {
+        self.0.iter().find(|(k, _)| *k == kind).map(|(_, v)| v)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = ModelKind> + '_ {
+        self.0.iter().map(|(k, _)| *k)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ModelKind, &T)> {
+        self.0.iter().map(|(k, v)| (*k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T> FromIterator<(ModelKind, T)> for PerModel<T> {
+    fn from_iter<I: IntoIterator<Item = (ModelKind, T)>>(items: I) -> Self {
+        let mut all: Vec<(ModelKind, T)> = items.into_iter().collect();
+        all.sort_by_key(|(k, _)| *k);
+        PerModel(all)
+    }
+}
+
 impl ModelKind {
     /// Every model a run can hold.
     pub const ALL: [ModelKind; 4] = [ModelKind::Clean, ModelKind::Poisoned, ModelKind::Rehab, ModelKind::Unlearned];

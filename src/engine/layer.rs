@@ -85,6 +85,33 @@ impl Layer {
     }
 }
 
+/// One value per layer, indexed by `Layer` (never by a bare position), in depth order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PerLayer<T>(Vec<T>);
+
+impl<T> PerLayer<T> {
+    pub fn from_fn(mut value: impl FnMut(Layer) -> T) -> PerLayer<T> {
+        PerLayer(Layer::ALL.iter().map(|&l| value(l)).collect())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Layer, &T)> {
+        Layer::ALL.into_iter().zip(&self.0)
+    }
+}
+
+impl<T> std::ops::Index<Layer> for PerLayer<T> {
+    type Output = T;
+    fn index(&self, layer: Layer) -> &T {
+        &self.0[layer.position()]
+    }
+}
+
+impl<T> std::ops::IndexMut<Layer> for PerLayer<T> {
+    fn index_mut(&mut self, layer: Layer) -> &mut T {
+        &mut self.0[layer.position()]
+    }
+}
+
 // Also accepts the PyTorch index: `0`, or `net.0`.
 crate::named_enum!(Layer, "layer", "conv1, conv2, fc1, fc2 (or 0, 3, 7, 9)", |l: Layer, s: &str| {
     s.strip_prefix("net.").unwrap_or(s) == l.torch_index().to_string()

@@ -72,11 +72,19 @@ impl Metrics {
         self.poison_acc - self.clean_as_target
     }
 
+    /// The study's three headline accuracies by name, for tables and charts that
+    /// show each as its own row or line.
+    pub const HEADLINE: [(&'static str, Accuracy); 3] =
+        [("clean", |m| m.clean_acc), ("poison", |m| m.poison_acc), ("rehab", |m| m.rehab_acc)];
+
     /// The study's three headline numbers: clean, poison, rehab.
     pub fn triple(&self) -> [f64; 3] {
         [self.clean_acc, self.poison_acc, self.rehab_acc]
     }
 }
+
+/// Reads one accuracy out of the metrics.
+pub type Accuracy = fn(&Metrics) -> f64;
 
 fn percent(hits: usize, total: usize) -> f64 {
     if total == 0 { 0.0 } else { 100.0 * hits as f64 / total as f64 }

@@ -1,6 +1,7 @@
 //! Everything that touches tensors: the model, training, metrics, checkpoints and
 //! the interventions. Runs on one thread (the CLI's, or the TUI's worker).
 pub mod ablation;
+pub mod analysis;
 pub mod cache;
 pub mod checkpoint;
 pub mod circuit;

@@ -5,6 +5,7 @@ use super::metrics::Metrics;
 use super::model::Net;
 use super::testset::{CHUNK, TestSet};
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 use tch::Tensor;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,19 +35,39 @@ pub fn swap(recipient: &Net, donor: &Net, layers: &[Layer], test: &TestSet) -> S
 /// subsets cost conv1 twice and conv2 four times instead of sixteen times each;
 /// the values are the ones `swap` computes, op for op.
 pub fn swap_many(recipient: &Net, donor: &Net, subsets: &[Vec<Layer>], test: &TestSet) -> Vec<SwapRow> {
+    swap_many_until(recipient, donor, subsets, test, |_, _| ControlFlow::Continue(())).unwrap_or_default()
+}
+
+/// `swap_many`, reporting `(images done, images in all)` after each chunk of the
+/// test set; `None` when `progress` breaks (nothing is measured on part of a set).
+pub fn swap_many_until(
+    recipient: &Net,
+    donor: &Net,
+    subsets: &[Vec<Layer>],
+    test: &TestSet,
+    mut progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+) -> Option<Vec<SwapRow>> {
     let choices: Vec<Vec<bool>> =
         subsets.iter().map(|layers| Layer::ALL.iter().map(|l| layers.contains(l)).collect()).collect();
     let _guard = tch::no_grad_guard();
     let mut predictions: Vec<Vec<Tensor>> = subsets.iter().map(|_| Vec::new()).collect();
+    let total = test.inputs.size()[0] as usize;
+    let mut done = 0;
     for x in test.inputs.split(CHUNK, 0) {
         let mut walk = Walk { nets: [recipient, donor], choices: &choices, predictions: &mut predictions };
         walk.descend(&mut Vec::new(), &x);
+        done += x.size()[0] as usize;
+        // A stop that comes with the last chunk comes too late to save anything.
+        if progress(done, total).is_break() && done < total {
+            return None;
+        }
     }
-    subsets
+    let rows = subsets
         .iter()
         .zip(predictions)
         .map(|(layers, chunks)| SwapRow { layers: layers.clone(), metrics: test.metrics(&Tensor::cat(&chunks, 0)) })
-        .collect()
+        .collect();
+    Some(rows)
 }
 
 /// One chunk's walk down the tree of layer choices.

@@ -2,7 +2,7 @@
 //! tab on a small one, and a message when the terminal is too small for either.
 //! `update` uses the same geometry for mouse hits that `draw` uses for drawing.
 
-use super::pane::Pane;
+use super::panes::{Pane, WIDE_ROWS};
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 
 /// Below this the explorer only shows a "too small" message.
@@ -41,38 +41,19 @@ impl Screen {
         }
     }
 
+    /// Every pane at once, placed from `panes::WIDE_ROWS`.
     fn wide(area: Rect) -> Screen {
-        let [header, top, middle, bottom, footer] = area.layout(&Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Percentage(32),
-            Constraint::Percentage(34),
-            Constraint::Fill(1),
-            Constraint::Length(1),
-        ]));
-        let [layers, channels, kernels] =
-            top.layout(&Layout::horizontal([Constraint::Length(36), Constraint::Percentage(40), Constraint::Fill(1)]));
-        let [activations, ablation] =
-            middle.layout(&Layout::horizontal([Constraint::Percentage(60), Constraint::Fill(1)]));
-        let [training, trigger, circuit] = bottom.layout(&Layout::horizontal([
-            Constraint::Percentage(36),
-            Constraint::Percentage(28),
-            Constraint::Fill(1),
-        ]));
-        Screen {
-            header,
-            tabs: None,
-            panes: vec![
-                (Pane::Layers, layers),
-                (Pane::Channels, channels),
-                (Pane::Kernels, kernels),
-                (Pane::Activations, activations),
-                (Pane::Ablation, ablation),
-                (Pane::Training, training),
-                (Pane::Trigger, trigger),
-                (Pane::Circuit, circuit),
-            ],
-            footer,
+        let heights = WIDE_ROWS.iter().map(|(height, _)| *height);
+        let rows = area.layout_vec(&Layout::vertical(
+            std::iter::once(Constraint::Length(1)).chain(heights).chain([Constraint::Length(1)]),
+        ));
+        let mut panes = Vec::new();
+        for ((_, row), rect) in WIDE_ROWS.iter().zip(&rows[1..]) {
+            let widths = row.iter().map(|(_, width)| *width);
+            let rects = rect.layout_vec(&Layout::horizontal(widths));
+            panes.extend(row.iter().map(|(pane, _)| *pane).zip(rects));
         }
+        Screen { header: rows[0], tabs: None, panes, footer: rows[rows.len() - 1] }
     }
 
     pub fn area_of(&self, pane: Pane) -> Option<Rect> {
@@ -122,12 +103,6 @@ pub fn tab_label(pane: Pane, focus: Pane, width: u16) -> String {
     }
 }
 
-/// The first visible row of a list of `len` rows, `height` of them visible, with
-/// `selected` kept in view (the same rule the table widget follows from offset 0).
-pub fn scroll_offset(selected: usize, len: usize, height: usize) -> usize {
-    if height == 0 || len <= height { 0 } else { selected.saturating_sub(height - 1).min(len - height) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,9 +138,18 @@ mod tests {
 
     #[test]
     fn scrolling_keeps_the_selection_visible() {
+        use crate::tui::panes::scroll_offset;
         assert_eq!(scroll_offset(3, 10, 20), 0);
         assert_eq!(scroll_offset(3, 64, 10), 0);
         assert_eq!(scroll_offset(12, 64, 10), 3);
         assert_eq!(scroll_offset(63, 64, 10), 54);
+    }
+
+    #[test]
+    fn the_wide_layout_places_every_pane_once() {
+        let placed: Vec<Pane> = WIDE_ROWS.iter().flat_map(|(_, row)| row.iter().map(|(p, _)| *p)).collect();
+        for pane in Pane::ALL {
+            assert_eq!(placed.iter().filter(|&&p| p == pane).count(), 1, "{} is not placed once", pane.title());
+        }
     }
 }

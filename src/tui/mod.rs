@@ -7,23 +7,29 @@
 
 pub mod app;
 pub mod columns;
+pub mod effect;
 pub mod export;
 pub mod images;
+pub mod jobs;
+pub mod keymap;
 pub mod keys;
 pub mod layout;
-pub mod pane;
 pub mod panes;
+pub mod pictures;
 pub mod protocol;
 pub mod query;
 pub mod render;
+pub mod study;
 pub mod terminal;
+pub mod theme;
 pub mod train_state;
 pub mod worker;
 
-use crate::cli::args::CommonArgs;
 use crate::engine::lab::RunDir;
-use app::{App, Effect, Msg};
+use crate::setup::CommonArgs;
+use app::{App, Msg};
 use color_eyre::eyre::{Result, WrapErr, eyre};
+use effect::Effect;
 use futures::StreamExt;
 use images::ImageStore;
 use ratatui::crossterm::event::{Event, EventStream};
@@ -118,6 +124,8 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs)
                         }
                     }
                     Effect::Export(job) => spawn_export(*job, export_tx.clone()),
+                    // The app applies these itself before returning.
+                    Effect::Notice(_) | Effect::Popup(_) | Effect::Focus(_) => {}
                 }
             }
             pending = next;
@@ -167,7 +175,7 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs)
     Ok(())
 }
 
-fn spawn_export(job: export::ExportJob, done: UnboundedSender<std::result::Result<PathBuf, String>>) {
+fn spawn_export(job: effect::ExportJob, done: UnboundedSender<std::result::Result<PathBuf, String>>) {
     let spawned = std::thread::Builder::new().name("trojanscope-export".into()).spawn({
         let done = done.clone();
         move || drop(done.send(job.write()))

@@ -6,12 +6,13 @@ use crate::engine::circuit::{CircuitReport, SearchProgress};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::diff::LayerDiff;
 use crate::engine::featvis::Visualization;
-use crate::engine::lab::ModelKind;
-use crate::engine::layer::Layer;
+use crate::engine::lab::{ModelKind, PerModel};
+use crate::engine::layer::{Layer, PerLayer};
 use crate::engine::metrics::Metrics;
 use crate::engine::patch::{Direction, PatchEffect, PatchRow};
-use crate::engine::probe::LayerActivation;
+use crate::engine::probe::{FeatureHit, LayerActivation};
 use crate::engine::prune::PruneCurve;
+use crate::engine::swap::SwapRow;
 use crate::engine::sweep::SweepRow;
 use crate::engine::train::{EvalPoint, Phase, TrainConfig};
 
@@ -31,7 +32,7 @@ pub enum Command {
     Evaluate { set: AblationSet, mode: AblationMode },
     /// Every unit of `layer` ablated alone, on the poisoned model.
     Sweep { layer: Layer, mode: AblationMode },
-    /// One test digit and every layer's activations on it.
+    /// One test digit and every model's activations on it, clean and triggered.
     Digit { index: usize },
     /// Neural Cleanse on the poisoned model (all labels), with live snapshots.
     Recover { config: CleanseConfig },
@@ -45,6 +46,14 @@ pub enum Command {
     Circuit { mode: AblationMode },
     /// The pruning-defence curves of one layer, every ranking.
     Prune { layer: Layer, mode: AblationMode },
+    /// Make `model` the model under study: ablations, sweeps, patching, the
+    /// circuit search and pruning act on it (its ablation cache is built).
+    Study { model: ModelKind },
+    /// Every subset of layers copied from `donor` into `recipient`, evaluated.
+    Swap { donor: ModelKind, recipient: ModelKind },
+    /// The test images (clean and triggered pooled) on which one unit of the model
+    /// under study is most and least active.
+    TopImages { layer: Layer, unit: usize },
     /// Panics inside the worker (tests check that it becomes a UI error).
     #[doc(hidden)]
     Panic,
@@ -67,6 +76,9 @@ pub enum Job {
     Patch,
     Circuit,
     Prune,
+    Study,
+    Swap,
+    TopImages,
     Panic,
     Control,
 }
@@ -76,6 +88,23 @@ impl Job {
     /// leaves the UI a core for them.
     pub fn is_long(self) -> bool {
         matches!(self, Job::Train | Job::Recover | Job::Unlearn | Job::Circuit | Job::Prune)
+    }
+
+    /// Jobs that `x` stops; the worker runs one of them at a time, so a second is
+    /// refused while one runs.
+    pub fn is_stoppable(self) -> bool {
+        matches!(
+            self,
+            Job::Train
+                | Job::Sweep
+                | Job::Recover
+                | Job::Unlearn
+                | Job::Visualize
+                | Job::Patch
+                | Job::Circuit
+                | Job::Prune
+                | Job::Swap
+        )
     }
 
     pub fn describe(self) -> &'static str {
@@ -92,6 +121,9 @@ impl Job {
             Job::Patch => "patching every unit",
             Job::Circuit => "searching for the circuit",
             Job::Prune => "computing the pruning curves",
+            Job::Study => "switching the model under study",
+            Job::Swap => "swapping layers",
+            Job::TopImages => "ranking the test images",
             Job::Panic => "the test panic",
             Job::Control => "a control command",
         }
@@ -113,10 +145,38 @@ impl Command {
             Command::Patch => Job::Patch,
             Command::Circuit { .. } => Job::Circuit,
             Command::Prune { .. } => Job::Prune,
+            Command::Study { .. } => Job::Study,
+            Command::Swap { .. } => Job::Swap,
+            Command::TopImages { .. } => Job::TopImages,
             Command::Panic => Job::Panic,
             Command::Cancel | Command::Shutdown => Job::Control,
         }
     }
+
+    /// What the status line says while it runs (until progress says more).
+    pub fn label(&self) -> String {
+        match self {
+            Command::Evaluate { set, .. } => format!("evaluating {set}"),
+            Command::Sweep { layer, .. } => format!("sweeping {layer}"),
+            Command::Digit { index } => format!("computing digit #{index}"),
+            Command::Visualize { layer, unit } => format!("visualising {layer}:{unit}"),
+            Command::Prune { layer, .. } => format!("pruning {layer}"),
+            Command::Study { model } => format!("caching the {model} model for ablation"),
+            Command::Swap { donor, recipient } => format!("swapping {donor} layers into {recipient}"),
+            Command::TopImages { layer, unit } => format!("ranking test images by {layer}:{unit}"),
+            other => other.job().describe().to_string(),
+        }
+    }
+}
+
+/// How far a running job is: the one progress reply every job sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobProgress {
+    pub job: Job,
+    /// A new label for the status line (a loading stage, a training phase).
+    pub label: Option<String>,
+    pub done: usize,
+    pub total: usize,
 }
 
 /// The run as the worker found it.
@@ -146,12 +206,19 @@ impl LayerWeights {
     }
 }
 
-/// The three models' parameters (clean, poisoned, rehab), per layer.
+/// Every saved model's parameters, per layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelsData {
-    pub weights: Vec<Vec<LayerWeights>>,
-    /// Poisoned − clean, per layer and unit.
-    pub diffs: Vec<LayerDiff>,
+    pub weights: PerModel<PerLayer<LayerWeights>>,
+    /// `b − a` per layer and unit, for every ordered pair `(a, b)` of saved models.
+    pub diffs: Vec<((ModelKind, ModelKind), Vec<LayerDiff>)>,
+}
+
+impl ModelsData {
+    /// `b − a`, per layer.
+    pub fn diff(&self, a: ModelKind, b: ModelKind) -> Option<&[LayerDiff]> {
+        self.diffs.iter().find(|(pair, _)| *pair == (a, b)).map(|(_, d)| d.as_slice())
+    }
 }
 
 /// One test digit and the activation maps the Activations pane compares.
@@ -162,10 +229,9 @@ pub struct DigitData {
     /// Normalised 28×28 pixels, clean and with the trigger.
     pub clean_pixels: Vec<f32>,
     pub triggered_pixels: Vec<f32>,
-    /// The clean model on the clean digit.
-    pub clean: Vec<LayerActivation>,
-    /// The poisoned model on the triggered digit.
-    pub poisoned: Vec<LayerActivation>,
+    /// Every saved model on the clean digit and on the triggered digit.
+    pub on_clean: PerModel<Vec<LayerActivation>>,
+    pub on_triggered: PerModel<Vec<LayerActivation>>,
 }
 
 impl DigitData {
@@ -203,15 +269,17 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Opened(Box<RunInfo>),
-    /// What the worker is busy with (shown in the header).
-    Stage(String),
+    /// How far the running job is (and, for loading, which stage it is in).
+    Progress(JobProgress),
     Models(Box<ModelsData>),
-    /// Full-test-set metrics of clean, poisoned and rehab.
-    BaseMetrics(Vec<Metrics>),
-    /// Per layer, per unit: the poisoned model's mean |triggered − clean| activation.
-    ActivationChange(Vec<Vec<f64>>),
-    /// The ablation cache is built: ablations and sweeps can run.
-    Ready,
+    /// Full-test-set metrics of every saved model.
+    BaseMetrics(PerModel<Metrics>),
+    /// Per layer, per unit: the model under study's mean |triggered − clean| activation.
+    ActivationChange(PerLayer<Vec<f64>>),
+    /// The model under study's ablation cache is built: ablations and sweeps can run.
+    Ready {
+        model: ModelKind,
+    },
     Training(TrainUpdate),
     /// The run's logged training (its `metrics.jsonl`), replacing what is shown.
     History(TrainUpdate),
@@ -227,11 +295,6 @@ pub enum Reply {
         /// How long the worker took, from the request to the metrics.
         seconds: f64,
     },
-    SweepProgress {
-        layer: Layer,
-        done: usize,
-        total: usize,
-    },
     Swept {
         layer: Layer,
         mode: AblationMode,
@@ -245,11 +308,6 @@ pub enum Reply {
     Recovered(Box<RecoveryReport>),
     /// The recovery was stopped; nothing was saved.
     RecoveryStopped,
-    /// Unlearning's progress, in training steps.
-    UnlearnProgress {
-        step: usize,
-        total: usize,
-    },
     /// The unlearned model's full-test-set metrics and the label it unlearned
     /// (also sent on load when the run has an unlearned model).
     Unlearned {
@@ -267,10 +325,72 @@ pub enum Reply {
         layer: Layer,
         curves: Vec<PruneCurve>,
     },
+    Swapped(Box<Swaps>),
+    TopImages(Box<TopImages>),
     Failed {
         job: Job,
         message: String,
     },
+}
+
+impl Reply {
+    /// The job this reply ends, if it is a result (or a failure): the ledger
+    /// clears it. Results also sent unasked (a saved recovery on load) clear nothing
+    /// that runs.
+    pub fn finishes(&self) -> Option<Job> {
+        Some(match self {
+            Reply::Opened(_) => Job::Open,
+            Reply::Ready { .. } => Job::Load,
+            Reply::TrainFinished { .. } => Job::Train,
+            Reply::Evaluated { .. } => Job::Evaluate,
+            Reply::Swept { .. } => Job::Sweep,
+            Reply::Digit(_) => Job::Digit,
+            Reply::Recovered(_) | Reply::RecoveryStopped => Job::Recover,
+            Reply::Unlearned { .. } | Reply::UnlearnStopped => Job::Unlearn,
+            Reply::Visualized(_) => Job::Visualize,
+            Reply::Patched(_) => Job::Patch,
+            Reply::CircuitFound(_) => Job::Circuit,
+            Reply::PruneCurves { .. } => Job::Prune,
+            Reply::Swapped(_) => Job::Swap,
+            Reply::TopImages(_) => Job::TopImages,
+            Reply::Failed { job, .. } => *job,
+            Reply::Progress(_)
+            | Reply::Models(_)
+            | Reply::BaseMetrics(_)
+            | Reply::ActivationChange(_)
+            | Reply::Training(_)
+            | Reply::History(_)
+            | Reply::RecoveryProgress(_)
+            | Reply::CircuitProgress(_) => return None,
+        })
+    }
+}
+
+/// Layer swaps between two models: every subset of layers taken from the donor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swaps {
+    pub donor: ModelKind,
+    pub recipient: ModelKind,
+    pub rows: Vec<SwapRow>,
+}
+
+/// One test image a unit responds to, with its pixels for the picture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedImage {
+    pub hit: FeatureHit,
+    /// Normalised pixels, row-major.
+    pub pixels: Vec<f32>,
+}
+
+/// The images on which one unit of `model` is most and least active.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopImages {
+    pub model: ModelKind,
+    pub layer: Layer,
+    pub unit: usize,
+    pub side: usize,
+    pub top: Vec<RankedImage>,
+    pub bottom: Vec<RankedImage>,
 }
 
 /// One unit's feature visualisations, one per model.

@@ -1,22 +1,19 @@
 //! One frame: header, panes (all or one tab), footer, and the overlays on top.
 //! Reads the state only; the image store is a cache of encoded pictures.
 
-use super::app::{App, Popup};
+use super::app::App;
+use super::effect::Popup;
 use super::images::ImageStore;
-use super::keys::{self, BINDINGS, Scope};
+use super::keymap::{self, Entry};
+use super::keys::Scope;
 use super::layout::{MIN_SIZE, Screen, tab_label};
-use super::pane::Pane;
-use super::panes;
+use super::panes::{Pane, View};
+use super::theme::{self, ACCENT, BAD, DIM, GOOD, WARN};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
-
-pub const ACCENT: Color = Color::Cyan;
-pub const WARN: Color = Color::Yellow;
-pub const BAD: Color = Color::LightRed;
-pub const DIM: Color = Color::DarkGray;
 
 pub fn draw(frame: &mut Frame, app: &App, images: &mut ImageStore) {
     let area = frame.area();
@@ -30,14 +27,18 @@ pub fn draw(frame: &mut Frame, app: &App, images: &mut ImageStore) {
     }
     let many = screen.panes.len() > 1;
     for &(pane, rect) in &screen.panes {
-        panes::draw(pane, frame, rect, app, images, many && pane == app.focus);
+        let view = View { study: &app.study, jobs: &app.jobs, focused: pane == app.focus };
+        app.panes.draw(pane, frame, rect, &view, images, many && pane == app.focus);
     }
     footer(frame, screen.footer, app);
     if app.help {
-        help(frame, area);
+        help(frame, area, app.focus);
     }
     if let Some(popup) = &app.popup {
         popup_box(frame, area, popup);
+    }
+    if theme::plain() {
+        theme::strip(frame.buffer_mut());
     }
 }
 
@@ -53,69 +54,34 @@ fn too_small(frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
 }
 
-/// What the app is doing, in a few words.
+/// What the app is doing, in a few words: the job ledger's headline.
 pub fn status(app: &App) -> (String, Color) {
     if !app.worker_alive {
         return ("worker stopped".into(), BAD);
     }
-    if app.training.running {
-        let text = match &app.training.progress {
-            Some(p) => format!(
-                "training {} {}/{} ({:.0}%)",
-                p.phase,
-                p.step,
-                p.total_steps,
-                100.0 * p.step as f64 / p.total_steps.max(1) as f64
-            ),
-            None => "training: starting".into(),
-        };
-        return (text, WARN);
+    if let Some(running) = app.jobs.headline() {
+        return (format!("{}…", running.text()), WARN);
     }
-    if let Some((layer, done, total)) = app.ablation.sweeping {
-        return (format!("sweeping {layer} {done}/{total}"), WARN);
-    }
-    let trigger = &app.trigger;
-    if trigger.recovering {
-        let done = trigger.progress.as_ref().map(|p| (p.step, p.total_steps));
-        let (step, total) = done.unwrap_or((0, 0));
-        return (format!("recovering the trigger {step}/{total}"), WARN);
-    }
-    if let Some((step, total)) = trigger.unlearning {
-        return (format!("unlearning {step}/{total}"), WARN);
-    }
-    if let Some((layer, unit)) = trigger.visualizing {
-        return (format!("visualising {layer}:{unit}"), WARN);
-    }
-    let circuit = &app.circuit;
-    if circuit.searching {
-        let evaluated = circuit.progress.as_ref().map(|p| p.evaluated).unwrap_or(0);
-        return (format!("searching for the circuit ({evaluated} sets)"), WARN);
-    }
-    if circuit.patching {
-        return ("patching every unit".into(), WARN);
-    }
-    if let Some(layer) = circuit.pruning {
-        return (format!("pruning {layer}"), WARN);
-    }
-    if let Some(stage) = &app.stage {
-        return (format!("{stage}…"), WARN);
-    }
-    if app.ready { ("ready".into(), Color::Green) } else { ("idle".into(), DIM) }
+    if app.study.ready { ("ready".into(), GOOD) } else { ("idle".into(), DIM) }
 }
 
 fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
     let (text, colour) = status(app);
-    let set = &app.ablation.set;
+    let study = &app.study;
+    let set = &study.ablation.set;
     let mut spans = vec![
         Span::styled(" trojanscope ", Style::new().bg(ACCENT).fg(Color::Black).bold()),
         Span::styled(format!(" ● {text} "), Style::new().fg(colour).bold()),
         Span::raw("· ablating "),
         Span::styled(
-            format!("{set} ({}) ", app.ablation.mode),
+            format!("{set} ({}) ", study.ablation.mode),
             Style::new().fg(if set.is_empty() { DIM } else { WARN }),
         ),
+        Span::raw("· "),
+        Span::styled(study.subject.name(), Style::new().fg(ACCENT).bold()),
+        Span::raw(format!(" vs {} ", study.reference)),
     ];
-    if let Some(run) = &app.run {
+    if let Some(run) = &study.run {
         spans.push(Span::styled(format!("· {} · {} · {protocol}", run.root, run.device), Style::new().fg(DIM)));
     }
     frame.render_widget(Line::from(spans), area);
@@ -138,7 +104,7 @@ fn footer(frame: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::styled(format!(" {notice} "), Style::new().fg(Color::Black).bg(WARN)));
         spans.push(Span::raw(" "));
     }
-    for (key, label) in keys::hints(app.context()) {
+    for (key, label) in keymap::hints(app.context(), app.focus) {
         spans.push(Span::styled(key, Style::new().fg(ACCENT).bold()));
         spans.push(Span::raw(format!(" {label}  ")));
     }
@@ -152,35 +118,37 @@ fn centred(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
     rect
 }
 
-/// The key table; in two columns (without "when") where one does not fit.
-fn help(frame: &mut Frame, area: Rect) {
-    let when = |scope: Scope| match scope {
-        Scope::Main => "",
-        Scope::Confirm => "in a question",
-        Scope::Overlay => "in a popup",
-        Scope::Always => "anywhere",
-    };
+/// The key table, the focused pane's keys first and marked; in two columns
+/// (without "when") where one does not fit.
+fn help(frame: &mut Frame, area: Rect, focus: Pane) {
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let block = Block::bordered()
         .title(" Keys — mouse: click selects panes and rows, the wheel scrolls ")
-        .title_bottom(" ? or Esc closes ")
+        .title_bottom(format!(" {} pane's keys first · ? or Esc closes ", focus.title()))
         .border_style(Style::new().fg(ACCENT));
-    let one_column = BINDINGS.len() as u16 + 4 <= area.height;
+    // What works where the focus is: other panes' own keys are left out.
+    let mut entries: Vec<Entry> =
+        keymap::table().into_iter().filter(|e| e.binding.scope != Scope::Focused || e.owner == Some(focus)).collect();
+    entries.sort_by_key(|e| e.owner != Some(focus));
+    let style = |e: &Entry| if e.owner == Some(focus) { Style::new().fg(ACCENT) } else { Style::new() };
+    let one_column = entries.len() as u16 + 4 <= area.height;
     if one_column {
-        let rows = BINDINGS.iter().map(|b| Row::new([b.shown, b.help, when(b.scope)]));
-        let rect = centred(frame, area, 78, BINDINGS.len() as u16 + 4);
-        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Length(13)];
+        let rows = entries
+            .iter()
+            .map(|e| Row::new([e.binding.shown.to_string(), e.binding.help.to_string(), e.when()]).style(style(e)));
+        let rect = centred(frame, area, 84, entries.len() as u16 + 4);
+        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Length(22)];
         let table = Table::new(rows, widths).header(Row::new(["key", "what it does", "when"]).style(bold));
         frame.render_widget(table.block(block), rect);
         return;
     }
-    let half = BINDINGS.len().div_ceil(2);
+    let half = entries.len().div_ceil(2);
     let rect = centred(frame, area, area.width, half as u16 + 3);
     let inner = block.inner(rect);
     frame.render_widget(block, rect);
     let [left, right] = inner.layout(&Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
-    for (part, column) in BINDINGS.chunks(half).zip([left, right]) {
-        let rows = part.iter().map(|b| Row::new([b.shown, b.help]));
+    for (part, column) in entries.chunks(half).zip([left, right]) {
+        let rows = part.iter().map(|e| Row::new([e.binding.shown, e.binding.help]).style(style(e)));
         let table = Table::new(rows, [Constraint::Length(9), Constraint::Fill(1)])
             .header(Row::new(["key", "what it does"]).style(bold));
         frame.render_widget(table, column);
@@ -190,7 +158,7 @@ fn help(frame: &mut Frame, area: Rect) {
 fn popup_box(frame: &mut Frame, area: Rect, popup: &Popup) {
     let (title, text, colour, hint) = match popup {
         Popup::Error(text) => (" Error ", text.as_str(), BAD, " Esc/Enter closes "),
-        Popup::Notice(text) => (" Done ", text.as_str(), Color::Green, " Esc/Enter closes "),
+        Popup::Notice(text) => (" Done ", text.as_str(), GOOD, " Esc/Enter closes "),
         Popup::Confirm(q) => (" Confirm ", q.text(), WARN, " y yes · n no "),
     };
     let width = (text.chars().count() as u16 + 4).clamp(30, 70);

@@ -63,8 +63,6 @@ impl Field {
 
 #[derive(Debug, Clone, Default)]
 pub struct TrainState {
-    /// A training job is running in the worker.
-    pub running: bool,
     pub progress: Option<Progress>,
     /// Every step's loss in order, with its phase.
     pub losses: Vec<(Phase, f32)>,
@@ -84,7 +82,6 @@ impl TrainState {
     pub fn restart(&mut self) {
         self.forget();
         self.outcome = None;
-        self.running = true;
     }
 
     fn forget(&mut self) {

@@ -4,29 +4,30 @@
 //! panicking command becomes a `Reply::Failed`, never a dead UI.
 
 use super::protocol::{
-    Command, DigitData, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, Reply, RunInfo, TrainUpdate,
-    Visualizations,
+    Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
+    RunInfo, Swaps, TopImages, TrainUpdate, Visualizations,
 };
-use crate::cli::args::CommonArgs;
-use crate::cli::lab_setup::{open_lab, set_threads};
 use crate::engine::ablation::{AblationMode, AblationSet};
-use crate::engine::cache::ActivationCache;
+use crate::engine::analysis::Analysis;
 use crate::engine::circuit::{self, FastEvaluator, SearchConfig};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::diff;
 use crate::engine::featvis::{self, VisConfig};
 use crate::engine::host::floats;
-use crate::engine::lab::{Lab, ModelKind};
-use crate::engine::layer::Layer;
+use crate::engine::lab::{Lab, ModelKind, PerModel};
+use crate::engine::layer::{Layer, PerLayer};
 use crate::engine::metrics::Metrics;
 use crate::engine::model::Net;
 use crate::engine::patch::{Direction, Patch, Patcher};
-use crate::engine::probe;
+use crate::engine::probe::{self, FeatureHit};
 use crate::engine::prune::{self, Ranking, RankingInputs};
 use crate::engine::recovery_store;
+use crate::engine::swap;
 use crate::engine::sweep;
 use crate::engine::train::{Phase, TrainEvent};
 use crate::engine::unlearn::{self, UnlearnConfig};
+use crate::setup::CommonArgs;
+use crate::setup::{open_lab, set_threads};
 use color_eyre::eyre::{Result, bail, eyre};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -43,6 +44,9 @@ pub const REPORT_PERIOD: Duration = Duration::from_millis(100);
 
 /// Test images (clean and triggered) the per-unit activation change is measured on.
 pub const ACTIVATION_CHANGE_IMAGES: usize = 1000;
+
+/// Test images shown at each end of a unit's ranking.
+pub const TOP_IMAGES: usize = 8;
 
 /// Where replies go: the event loop's channel, or a test's.
 pub type ReplySink = Box<dyn FnMut(Reply) + Send>;
@@ -82,16 +86,6 @@ impl WorkerHandle {
             }
         }
     }
-}
-
-/// The models a loaded run analyses, and the poisoned model's ablation cache.
-struct Analysis {
-    clean: Net,
-    poisoned: Net,
-    rehab: Net,
-    cache: ActivationCache,
-    /// The latest trigger recovery on the poisoned model (unlearning uses it).
-    recovery: Option<RecoveryReport>,
 }
 
 /// The incoming command stream with the commands set aside while a long job runs.
@@ -164,6 +158,8 @@ struct Worker {
     reply: ReplySink,
     lab: Option<Lab>,
     analysis: Option<Analysis>,
+    /// The latest trigger recovery on the poisoned model (unlearning uses it).
+    recovery: Option<RecoveryReport>,
 }
 
 impl Worker {
@@ -174,6 +170,7 @@ impl Worker {
             reply,
             lab: None,
             analysis: None,
+            recovery: None,
         }
     }
 
@@ -225,6 +222,9 @@ impl Worker {
             Command::Patch => self.patch(),
             Command::Circuit { mode } => self.circuit(mode),
             Command::Prune { layer, mode } => self.prune(layer, mode),
+            Command::Study { model } => self.study(model),
+            Command::Swap { donor, recipient } => self.swap(donor, recipient),
+            Command::TopImages { layer, unit } => self.top_images(layer, unit),
             Command::Panic => panic!("deliberate panic requested by a test"),
             Command::Cancel => Ok(()),
             Command::Shutdown => {
@@ -243,8 +243,13 @@ impl Worker {
         Ok((self.lab()?, analysis))
     }
 
+    /// The running job's new stage, for the status line.
+    fn stage(&mut self, job: Job, label: &str) {
+        (self.reply)(Reply::Progress(JobProgress { job, label: Some(label.into()), done: 0, total: 0 }));
+    }
+
     fn open(&mut self) -> Result<()> {
-        (self.reply)(Reply::Stage("reading MNIST".into()));
+        self.stage(Job::Open, "reading MNIST");
         let lab = open_lab(&self.common, None)?;
         (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
         self.lab = Some(lab);
@@ -253,63 +258,146 @@ impl Worker {
 
     fn load(&mut self, digit: usize) -> Result<()> {
         self.analysis = None;
+        let subject = ModelKind::Poisoned;
         let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
         let reply = &mut self.reply;
-        reply(Reply::Stage("loading the models".into()));
-        let nets = ModelKind::STUDY.iter().map(|&k| lab.load(k)).collect::<Result<Vec<Net>>>()?;
-        let weights = nets.iter().map(layer_weights).collect();
-        reply(Reply::Models(Box::new(ModelsData { weights, diffs: diff::diff(&nets[0], &nets[1]) })));
+        let stage = |reply: &mut ReplySink, label: &str| {
+            reply(Reply::Progress(JobProgress { job: Job::Load, label: Some(label.into()), done: 0, total: 0 }))
+        };
+        stage(reply, "loading the models");
+        let nets = Analysis::load_models(lab)?;
+        reply(Reply::Models(Box::new(models_data(&nets))));
         reply(Reply::History(read_history(lab)));
-        let digit = digit_data(lab, &nets[0], &nets[1], digit.min(lab.test.len().saturating_sub(1)))?;
+        let digit = digit_data(lab, &nets, digit.min(lab.test.len().saturating_sub(1)))?;
         reply(Reply::Digit(Box::new(digit)));
         // Saved metrics are shown at once when they were measured on this very test set.
-        let saved: Option<Vec<Metrics>> = ModelKind::STUDY.iter().map(|&k| saved_metrics(lab, k)).collect();
+        let saved: Option<PerModel<Metrics>> = nets.kinds().map(|k| Some((k, saved_metrics(lab, k)?))).collect();
         let known = saved.is_some();
         if let Some(metrics) = saved {
             reply(Reply::BaseMetrics(metrics));
         }
-        reply(Reply::Stage("measuring each unit's activation change under the trigger".into()));
-        let probe_set = lab.test.subset(ACTIVATION_CHANGE_IMAGES);
-        let change = Layer::ALL.iter().map(|&l| probe::activation_change(&nets[1], &probe_set, l)).collect();
-        reply(Reply::ActivationChange(change));
-        reply(Reply::Stage("caching the poisoned model's activations for ablation".into()));
-        let cache = ActivationCache::build(&nets[1], &lab.test);
+        stage(reply, "measuring each unit's activation change under the trigger");
+        let subject_net = nets.get(subject).ok_or_else(|| eyre!("the run has no {subject} model"))?;
+        reply(Reply::ActivationChange(activation_change(lab, subject_net)));
+        stage(reply, "caching the poisoned model's activations for ablation");
+        let analysis = Analysis::new(lab, nets, subject)?;
         if !known {
-            reply(Reply::Stage("evaluating the clean and rehab models".into()));
-            // The poisoned model's metrics come free from its cache.
-            let poisoned = cache.evaluate(&lab.test, &AblationSet::default(), AblationMode::Weight);
-            let metrics = vec![lab.test.evaluate(&nets[0]), poisoned, lab.test.evaluate(&nets[2])];
+            stage(reply, "evaluating the other models");
+            // The subject's metrics come free from its cache.
+            let metrics = analysis
+                .nets
+                .iter()
+                .map(|(k, net)| {
+                    let m = if k == subject {
+                        analysis.cache.evaluate(&lab.test, &AblationSet::default(), AblationMode::Weight)
+                    } else {
+                        lab.test.evaluate(net)
+                    };
+                    (k, m)
+                })
+                .collect();
             reply(Reply::BaseMetrics(metrics));
         }
-        let [clean, poisoned, rehab]: [Net; 3] = nets.try_into().map_err(|_| eyre!("three models"))?;
-        let recovery = saved_recovery(lab, reply)?;
-        self.analysis = Some(Analysis { clean, poisoned, rehab, cache, recovery });
-        (self.reply)(Reply::Ready);
+        self.recovery = saved_recovery(lab, reply)?;
+        self.analysis = Some(analysis);
+        (self.reply)(Reply::Ready { model: subject });
+        Ok(())
+    }
+
+    /// A new model under study: its activation change and its ablation cache.
+    fn study(&mut self, model: ModelKind) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_mut()) else {
+            bail!("the models are not loaded yet");
+        };
+        let reply = &mut self.reply;
+        reply(Reply::ActivationChange(activation_change(lab, analysis.net(model)?)));
+        analysis.study(lab, model)?;
+        reply(Reply::Ready { model });
+        Ok(())
+    }
+
+    /// Every subset of layers from `donor` in `recipient`, stoppable between chunks.
+    fn swap(&mut self, donor: ModelKind, recipient: ModelKind) -> Result<()> {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
+            bail!("the models are not loaded yet");
+        };
+        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
+        let mut last: Option<Instant> = None;
+        let rows = swap::swap_many_until(
+            analysis.net(recipient)?,
+            analysis.net(donor)?,
+            &swap::all_subsets(),
+            &lab.test,
+            |done, total| {
+                if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+                    last = Some(Instant::now());
+                    reply(Reply::Progress(JobProgress { job: Job::Swap, label: None, done, total }));
+                }
+                inbox.interrupted()
+            },
+        );
+        // Stopped: an empty table says so.
+        (self.reply)(Reply::Swapped(Box::new(Swaps { donor, recipient, rows: rows.unwrap_or_default() })));
+        Ok(())
+    }
+
+    /// The test images the unit of the model under study responds to most and least.
+    fn top_images(&mut self, layer: Layer, unit: usize) -> Result<()> {
+        AblationSet::single(layer, unit).validate().map_err(|e| eyre!(e))?;
+        let (lab, analysis) = self.analysis()?;
+        let report = probe::features(analysis.subject_net(), &lab.test, layer, unit, TOP_IMAGES);
+        let n = lab.test.len() as i64;
+        let ranked = |hits: Vec<FeatureHit>| -> Result<Vec<RankedImage>> {
+            hits.into_iter()
+                .map(|hit| {
+                    let row = hit.image as i64 + if hit.triggered { n } else { 0 };
+                    Ok(RankedImage { pixels: floats(&lab.test.inputs.f_get(row)?), hit })
+                })
+                .collect()
+        };
+        let top = TopImages {
+            model: analysis.subject,
+            layer,
+            unit,
+            side: crate::data::mnist::SIDE,
+            top: ranked(report.top)?,
+            bottom: ranked(report.bottom)?,
+        };
+        (self.reply)(Reply::TopImages(Box::new(top)));
         Ok(())
     }
 
     /// Neural Cleanse on the poisoned model, snapshots throttled to the UI; the
     /// result is saved only when it finishes.
     fn recover(&mut self, config: &CleanseConfig) -> Result<()> {
-        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_mut()) else {
+        let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet: recovery can start once the header says ready");
         };
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
-        let end = cleanse::recover(&analysis.poisoned, POISONED, &lab.data, &lab.config.trigger, config, &mut |p| {
-            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
-                last = Some(Instant::now());
-                reply(Reply::RecoveryProgress(Box::new(p.clone())));
-            }
-            inbox.interrupted()
-        })
+        let end = cleanse::recover(
+            analysis.net(ModelKind::Poisoned)?,
+            POISONED,
+            &lab.data,
+            &lab.config.trigger,
+            config,
+            &mut |p| {
+                if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+                    last = Some(Instant::now());
+                    let (job, label) = (Job::Recover, None);
+                    reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
+                    reply(Reply::RecoveryProgress(Box::new(p.clone())));
+                }
+                inbox.interrupted()
+            },
+        )
         .map_err(|e| eyre!(e))?;
         let RecoveryEnd::Done(report) = end else {
             (self.reply)(Reply::RecoveryStopped);
             return Ok(());
         };
         recovery_store::save(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned), &report)?;
-        analysis.recovery = Some((*report).clone());
+        self.recovery = Some((*report).clone());
         (self.reply)(Reply::Recovered(report));
         Ok(())
     }
@@ -318,20 +406,27 @@ impl Worker {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet");
         };
-        let Some(recovery) = analysis.recovery.as_ref() else {
+        let Some(recovery) = self.recovery.as_ref() else {
             bail!("recover the trigger first (R): unlearning uses the recovered trigger");
         };
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
-        let outcome = unlearn::unlearn(lab, &analysis.poisoned, recovery, &UnlearnConfig::default(), &mut |event| {
-            if let TrainEvent::Step(r) = &event
-                && (last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) || r.step == r.total_steps)
-            {
-                last = Some(Instant::now());
-                reply(Reply::UnlearnProgress { step: r.step, total: r.total_steps });
-            }
-            inbox.interrupted()
-        })?;
+        let outcome = unlearn::unlearn(
+            lab,
+            analysis.net(ModelKind::Poisoned)?,
+            recovery,
+            &UnlearnConfig::default(),
+            &mut |event| {
+                if let TrainEvent::Step(r) = &event
+                    && (last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) || r.step == r.total_steps)
+                {
+                    last = Some(Instant::now());
+                    let (job, label) = (Job::Unlearn, None);
+                    reply(Reply::Progress(JobProgress { job, label, done: r.step, total: r.total_steps }));
+                }
+                inbox.interrupted()
+            },
+        )?;
         (self.reply)(match outcome {
             Some(o) => Reply::Unlearned { label: o.record.label, metrics: o.after },
             None => Reply::UnlearnStopped,
@@ -341,13 +436,8 @@ impl Worker {
 
     fn visualize(&mut self, layer: Layer, unit: usize) -> Result<()> {
         let Some(analysis) = self.analysis.as_ref() else { bail!("the models are not loaded yet") };
-        let nets = [
-            (ModelKind::Clean, &analysis.clean),
-            (ModelKind::Poisoned, &analysis.poisoned),
-            (ModelKind::Rehab, &analysis.rehab),
-        ];
         let mut models = Vec::new();
-        for (kind, net) in nets {
+        for (kind, net) in analysis.nets.iter() {
             let vis = featvis::visualize(net, layer, unit, crate::data::mnist::SIDE, &VisConfig::default())
                 .map_err(|e| eyre!(e))?;
             models.push((kind, vis));
@@ -398,10 +488,13 @@ impl Worker {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet");
         };
-        (self.reply)(Reply::Stage("measuring the clean model's poison accuracy".into()));
-        let clean_model_poison = lab.test.evaluate(&analysis.clean).poison_acc;
+        let stage = |label: &str| {
+            Reply::Progress(JobProgress { job: Job::Circuit, label: Some(label.into()), done: 0, total: 0 })
+        };
+        (self.reply)(stage("measuring the clean model's poison accuracy"));
+        let clean_model_poison = lab.test.evaluate(analysis.net(ModelKind::Clean)?).poison_acc;
         let clean_baseline = analysis.cache.evaluate(&lab.test, &AblationSet::default(), mode).clean_acc;
-        (self.reply)(Reply::Stage("searching for the circuit".into()));
+        (self.reply)(stage("searching for the circuit"));
         let config = SearchConfig::defaults(clean_model_poison, clean_baseline, mode);
         let mut eval = FastEvaluator { cache: &analysis.cache, test: &lab.test, mode };
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
@@ -409,6 +502,8 @@ impl Worker {
         let report = circuit::search(&mut eval, &config, |p| {
             if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
                 last = Some(Instant::now());
+                let (job, label) = (Job::Circuit, Some(format!("searching for the circuit: {}", p.stage)));
+                reply(Reply::Progress(JobProgress { job, label, done: p.evaluated, total: 0 }));
                 reply(Reply::CircuitProgress(Box::new(p.clone())));
             }
             inbox.interrupted()
@@ -422,9 +517,12 @@ impl Worker {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet");
         };
-        let inputs = RankingInputs { net: &analysis.poisoned, clean: &analysis.clean, test: &lab.test, seed: 0 };
+        let clean = analysis.net(ModelKind::Clean)?;
+        let inputs = RankingInputs { net: analysis.subject_net(), clean, test: &lab.test, seed: 0 };
         let mut curves = Vec::new();
-        for ranking in Ranking::ALL {
+        for (done, ranking) in Ranking::ALL.into_iter().enumerate() {
+            let total = Ranking::ALL.len();
+            (self.reply)(Reply::Progress(JobProgress { job: Job::Prune, label: None, done, total }));
             let order = prune::ranking_order(ranking, layer, &inputs);
             curves.push(prune::curve(&analysis.cache, &lab.test, layer, ranking, order, mode));
             if self.inbox.interrupted().is_break() {
@@ -448,6 +546,10 @@ impl Worker {
         let mut cancelled = false;
         let outcome = lab.train(phases, &mut |event| {
             if let Some(update) = throttle.push(event) {
+                if let Some(p) = &update.progress {
+                    let label = Some(format!("training {}", p.phase));
+                    reply(Reply::Progress(JobProgress { job: Job::Train, label, done: p.step, total: p.total_steps }));
+                }
                 reply(Reply::Training(update));
             }
             let flow = inbox.interrupted();
@@ -474,7 +576,7 @@ impl Worker {
         let rows = sweep::sweep(&analysis.cache, &lab.test, layer, mode, |done, total| {
             if last.elapsed() >= REPORT_PERIOD || done == total {
                 last = Instant::now();
-                reply(Reply::SweepProgress { layer, done, total });
+                reply(Reply::Progress(JobProgress { job: Job::Sweep, label: None, done, total }));
             }
             let flow = inbox.interrupted();
             complete &= flow.is_continue() || done == total;
@@ -490,7 +592,7 @@ impl Worker {
             bail!("there is no test digit {index}: the test set has {test_len} images");
         }
         let (lab, analysis) = self.analysis()?;
-        digit_data(lab, &analysis.clean, &analysis.poisoned, index)
+        digit_data(lab, &analysis.nets, index)
     }
 }
 
@@ -543,11 +645,29 @@ fn saved_metrics(lab: &Lab, kind: ModelKind) -> Option<Metrics> {
     same.then_some(sidecar.metrics)
 }
 
-fn layer_weights(net: &Net) -> Vec<LayerWeights> {
-    Layer::ALL.iter().map(|&l| LayerWeights { weight: floats(net.weight(l)), bias: floats(net.bias(l)) }).collect()
+fn layer_weights(net: &Net) -> PerLayer<LayerWeights> {
+    PerLayer::from_fn(|l| LayerWeights { weight: floats(net.weight(l)), bias: floats(net.bias(l)) })
 }
 
-fn digit_data(lab: &Lab, clean_net: &Net, poisoned_net: &Net, index: usize) -> Result<DigitData> {
+/// Every model's parameters and the weight differences of every ordered pair.
+fn models_data(nets: &PerModel<Net>) -> ModelsData {
+    let weights = nets.iter().map(|(k, net)| (k, layer_weights(net))).collect();
+    let mut diffs = Vec::new();
+    for (a, net_a) in nets.iter() {
+        for (b, net_b) in nets.iter().filter(|(b, _)| *b != a) {
+            diffs.push(((a, b), diff::diff(net_a, net_b)));
+        }
+    }
+    ModelsData { weights, diffs }
+}
+
+/// The model's per-unit activation change under the trigger, every layer.
+fn activation_change(lab: &Lab, net: &Net) -> PerLayer<Vec<f64>> {
+    let probe_set = lab.test.subset(ACTIVATION_CHANGE_IMAGES);
+    PerLayer::from_fn(|l| probe::activation_change(net, &probe_set, l))
+}
+
+fn digit_data(lab: &Lab, nets: &PerModel<Net>, index: usize) -> Result<DigitData> {
     let n = lab.test.len() as i64;
     let clean = lab.test.inputs.f_get(index as i64)?;
     let triggered = lab.test.inputs.f_get(n + index as i64)?;
@@ -556,8 +676,8 @@ fn digit_data(lab: &Lab, clean_net: &Net, poisoned_net: &Net, index: usize) -> R
         label: lab.test.labels[index],
         clean_pixels: floats(&clean),
         triggered_pixels: floats(&triggered),
-        clean: probe::activations(clean_net, &clean),
-        poisoned: probe::activations(poisoned_net, &triggered),
+        on_clean: nets.iter().map(|(k, net)| (k, probe::activations(net, &clean))).collect(),
+        on_triggered: nets.iter().map(|(k, net)| (k, probe::activations(net, &triggered))).collect(),
     })
 }
 

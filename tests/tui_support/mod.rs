@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use trojanscope::cli::args::{Cli, CommonArgs};
 use trojanscope::engine::lab::{Lab, RunDir};
 use trojanscope::engine::train::{Phase, TrainConfig};
-use trojanscope::tui::app::{App, Effect, Msg};
+use trojanscope::tui::app::{App, Msg};
+use trojanscope::tui::effect::Effect;
 use trojanscope::tui::images::ImageStore;
 use trojanscope::tui::protocol::Reply;
 use trojanscope::tui::render;
@@ -95,7 +96,9 @@ impl Harness {
     /// The tiny run, loaded and ready.
     pub fn ready(size: (u16, u16)) -> Harness {
         let mut h = Harness::open(common(tiny_run(), "tiny"), size);
-        h.wait_for("the models to be ready", |app| app.ready && app.base.is_some() && app.digit_data.is_some());
+        h.wait_for("the models to be ready", |app| {
+            app.study.ready && app.study.base.is_some() && app.study.digit_data.is_some()
+        });
         h
     }
 
@@ -116,6 +119,8 @@ impl Harness {
                     let more = self.app.update(Msg::Exported(result));
                     self.perform(more);
                 }
+                // The app applies these itself before returning.
+                Effect::Notice(_) | Effect::Popup(_) | Effect::Focus(_) => {}
             }
         }
     }

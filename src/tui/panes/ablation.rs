@@ -1,18 +1,133 @@
-//! The ablation set and its effect: metrics of the clean model, the poisoned
-//! model and the poisoned model with the set ablated (with deltas), the layer's
-//! sweep heatmap, and the history of every set tried.
+//! The ablation set and its effect: metrics of the compared model, the model under
+//! study and the model under study with the set ablated (with deltas), the
+//! layer's sweep heatmap, and either the history of every set tried or the layer
+//! swaps (every subset of the compared model's layers copied into the model under
+//! study).
 
-use super::{number, placeholder, row};
+use super::{Cx, View, number, placeholder, row, scroll_offset};
+use crate::engine::ablation::AblationMode;
+use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
+use crate::engine::sweep::SweepRow;
 use crate::picture::heat;
-use crate::tui::app::App;
-use crate::tui::layout::scroll_offset;
-use crate::tui::render::{ACCENT, DIM, WARN};
+use crate::table::swap_table;
+use crate::tui::effect::Effect;
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
+use crate::tui::protocol::{Command, Job, Swaps};
+use crate::tui::study::{Study, SweepResult};
+use crate::tui::theme::{ACCENT, DIM, WARN};
 use ratatui::Frame;
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph, Table, TableState};
+
+const RESTORE: PaneKey = PaneKey("ablation.restore");
+const SWEEP: PaneKey = PaneKey("ablation.sweep");
+const SWAP: PaneKey = PaneKey("ablation.swap");
+const VIEW: PaneKey = PaneKey("ablation.view");
+
+pub const KEYS: &[Binding] = &[
+    crate::bind!(
+        &[key(KeyCode::Enter)],
+        "Enter",
+        Action::Pane(RESTORE),
+        Scope::Focused,
+        "restore the selected set",
+        None
+    ),
+    crate::bind!(&[ch('o')], "o", Action::Pane(VIEW), Scope::Focused, "history ↔ layer swaps", Some("swaps")),
+    crate::bind!(
+        &[ch('w')],
+        "w",
+        Action::Pane(SWEEP),
+        Scope::Main,
+        "sweep: ablate each unit of the layer",
+        Some("sweep")
+    ),
+    crate::bind!(
+        &[ch('W')],
+        "W",
+        Action::Pane(SWAP),
+        Scope::Main,
+        "layer swaps: compared → studied model",
+        Some("swap")
+    ),
+];
+
+/// The pane's own state: which table it shows, and the last swaps.
+#[derive(Debug, Clone, Default)]
+pub struct AblationView {
+    pub showing_swaps: bool,
+    pub swaps: Option<Box<Swaps>>,
+    /// Cursor in the swap table.
+    pub swap_row: usize,
+}
+
+pub fn handle(state: &mut AblationView, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    let study = cx.study;
+    let ab = &mut study.ablation;
+    let delta = match action {
+        Action::Pane(RESTORE) => {
+            let row = ab.history.iter().rev().nth(ab.history_row).cloned()?;
+            ab.set = row.set;
+            ab.mode = row.mode;
+            return Some(study.evaluate_current());
+        }
+        Action::Pane(VIEW) => {
+            state.showing_swaps = !state.showing_swaps;
+            return Some(Vec::new());
+        }
+        Action::Pane(SWEEP) => return Some(sweep(study, cx.jobs)),
+        Action::Pane(SWAP) => return Some(swap(state, study, cx.jobs)),
+        Action::Up => -1,
+        Action::Down => 1,
+        Action::PageUp => -10,
+        Action::PageDown => 10,
+        Action::Top => -10_000,
+        Action::Bottom => 10_000,
+        _ => return None,
+    };
+    let clamp = |value: usize, len: usize| (value as i64 + delta).clamp(0, len.max(1) as i64 - 1) as usize;
+    if state.showing_swaps {
+        state.swap_row = clamp(state.swap_row, state.swaps.as_ref().map_or(0, |s| s.rows.len()));
+    } else {
+        ab.history_row = clamp(ab.history_row, ab.history.len());
+    }
+    Some(Vec::new())
+}
+
+fn sweep(study: &Study, jobs: &crate::tui::jobs::Jobs) -> Vec<Effect> {
+    if let Some(why) = jobs.refuse_long_job(study.ready) {
+        return vec![Effect::Notice(why)];
+    }
+    vec![Effect::Send(Command::Sweep { layer: study.layer, mode: study.ablation.mode })]
+}
+
+fn swap(state: &mut AblationView, study: &Study, jobs: &crate::tui::jobs::Jobs) -> Vec<Effect> {
+    if let Some(why) = jobs.refuse_long_job(study.ready) {
+        return vec![Effect::Notice(why)];
+    }
+    state.showing_swaps = true;
+    let (donor, recipient) = (study.reference, study.subject);
+    vec![Effect::Focus(super::Pane::Ablation.number()), Effect::Send(Command::Swap { donor, recipient })]
+}
+
+/// A sweep's result: kept per layer for the Channels table and the strip.
+pub fn swept(study: &mut Study, layer: Layer, mode: AblationMode, rows: Vec<SweepRow>, complete: bool) -> Vec<Effect> {
+    let stopped = (!complete)
+        .then(|| Effect::Notice(format!("sweep of {layer} stopped after {} of {} units", rows.len(), layer.units())));
+    study.ablation.sweeps.insert(layer, SweepResult { mode, rows, complete });
+    stopped.into_iter().collect()
+}
+
+pub fn swapped(state: &mut AblationView, swaps: Box<Swaps>) -> Vec<Effect> {
+    let stopped = swaps.rows.is_empty().then(|| Effect::Notice("layer swaps stopped; nothing measured".into()));
+    state.swap_row = 0;
+    state.swaps = Some(swaps);
+    stopped.into_iter().collect()
+}
 
 const METRIC_WIDTHS: [u16; 4] = [7, 7, 7, 7];
 
@@ -25,17 +140,18 @@ fn metric_cells(m: Option<&Metrics>) -> [String; 4] {
     ]
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
+    let study = view.study;
     let [status, metrics, sweep, history] = area.layout(&Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(5),
         Constraint::Length(5),
         Constraint::Fill(1),
     ]));
-    let ab = &app.ablation;
-    let state = if ab.pending {
+    let ab = &study.ablation;
+    let line_state = if view.jobs.is_running(Job::Evaluate) {
         Span::styled(" · evaluating…", Style::new().fg(WARN))
-    } else if !app.ready && !ab.set.is_empty() {
+    } else if !study.ready && !ab.set.is_empty() {
         Span::styled(" · waiting for the models", Style::new().fg(DIM))
     } else if let Some(result) = ab.result.as_ref().filter(|_| !ab.set.is_empty()) {
         Span::styled(format!(" · {:.0} ms", result.seconds * 1e3), Style::new().fg(DIM))
@@ -49,29 +165,37 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             " (m) · set ".into(),
             Span::styled(ab.set.to_string(), Style::new().fg(if ab.set.is_empty() { DIM } else { WARN }).bold()),
             " (Space adds, c clears)".fg(DIM),
-            state,
+            line_state,
         ]),
         status,
     );
-    metrics_table(frame, metrics, app);
-    sweep_strip(frame, sweep, app);
-    history_table(frame, history, app);
+    metrics_table(frame, metrics, study);
+    sweep_strip(frame, sweep, view);
+    if state.showing_swaps {
+        swaps_table(frame, history, view, state);
+    } else {
+        history_table(frame, history, study);
+    }
 }
 
-fn metrics_table(frame: &mut Frame, area: Rect, app: &App) {
-    let base = app.base.as_ref();
-    let ablated = app.ablation.result.as_ref().map(|e| &e.metrics);
-    let poisoned = base.map(|b| &b[1]);
+fn metrics_table(frame: &mut Frame, area: Rect, study: &Study) {
+    let base = study.base.as_ref();
+    let ablated = study.ablation.result.as_ref().map(|e| &e.metrics);
+    let poisoned = base.and_then(|b| b.get(study.subject));
+    let (reference, subject) = (study.reference.name(), study.subject.name());
     let delta = |f: fn(&Metrics) -> f64| match (ablated, poisoned) {
         (Some(a), Some(p)) => format!("{:+.2}", f(a) - f(p)),
         _ => "–".into(),
     };
     let line = |name: &str, cells: [String; 4]| row(std::iter::once(name.to_string()).chain(cells), 1);
     let rows = vec![
-        line("clean model", metric_cells(base.map(|b| &b[0]))),
-        line("poisoned model", metric_cells(poisoned)),
-        line("poisoned + set", metric_cells(ablated.or(if app.ablation.set.is_empty() { poisoned } else { None })))
-            .style(Style::new().fg(WARN)),
+        line(&format!("{reference} model"), metric_cells(base.and_then(|b| b.get(study.reference)))),
+        line(&format!("{subject} model"), metric_cells(poisoned)),
+        line(
+            &format!("{subject} + set"),
+            metric_cells(ablated.or(if study.ablation.set.is_empty() { poisoned } else { None })),
+        )
+        .style(Style::new().fg(WARN)),
         line(
             "  change",
             [delta(|m| m.clean_acc), delta(|m| m.poison_acc), delta(|m| m.asr_non_target), delta(|m| m.rehab_acc)],
@@ -86,11 +210,13 @@ fn metrics_table(frame: &mut Frame, area: Rect, app: &App) {
 
 /// The selected layer's sweep as three coloured strips (clean, poison, rehab
 /// accuracy with each unit ablated alone; two units per cell when narrow).
-fn sweep_strip(frame: &mut Frame, area: Rect, app: &App) {
-    let layer = app.layer;
-    if let Some((sweeping, done, total)) = app.ablation.sweeping.filter(|(l, _, _)| *l == layer) {
+fn sweep_strip(frame: &mut Frame, area: Rect, view: &View) {
+    let study = view.study;
+    let layer = study.layer;
+    if let Some(running) = view.jobs.get(Job::Sweep) {
         let [label, gauge] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(1)]));
-        frame.render_widget(Line::from(format!("sweeping {sweeping} ({}) — x stops", app.ablation.mode)), label);
+        frame.render_widget(Line::from(format!("{} ({}) — x stops", running.label, study.ablation.mode)), label);
+        let (done, total) = (running.done, running.total);
         let ratio = done as f64 / total.max(1) as f64;
         frame.render_widget(
             Gauge::default().ratio(ratio).label(format!("{done}/{total}")).gauge_style(Style::new().fg(ACCENT)),
@@ -98,8 +224,8 @@ fn sweep_strip(frame: &mut Frame, area: Rect, app: &App) {
         );
         return;
     }
-    let Some(sweep) = app.ablation.sweeps.get(&layer) else {
-        let text = if app.ready {
+    let Some(sweep) = study.ablation.sweeps.get(&layer) else {
+        let text = if study.ready {
             format!("No sweep of {layer} yet: w ablates each unit alone.")
         } else {
             "Sweeps run once the models are ready.".into()
@@ -112,8 +238,8 @@ fn sweep_strip(frame: &mut Frame, area: Rect, app: &App) {
     let per_cell = if sweep.rows.len() <= room { 1 } else { 2 };
     let note = if sweep.complete { String::new() } else { " (stopped early)".into() };
     let mut lines = vec![Line::from(format!("sweep {layer} ({}){note}, black 0 % → yellow 100 %", sweep.mode)).fg(DIM)];
-    for (i, name) in ["clean", "poison", "rehab"].iter().enumerate() {
-        let values: Vec<f64> = sweep.rows.iter().map(|r| r.metrics.triple()[i]).collect();
+    for (name, accuracy) in Metrics::HEADLINE {
+        let values: Vec<f64> = sweep.rows.iter().map(|r| accuracy(&r.metrics)).collect();
         let mut spans = vec![Span::raw(format!("{name:<7}"))];
         for chunk in values.chunks(per_cell) {
             let colour = |v: f64| {
@@ -135,8 +261,38 @@ fn sweep_strip(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-fn history_table(frame: &mut Frame, area: Rect, app: &App) {
-    let history = &app.ablation.history;
+/// The layer swaps as a table: the layers copied, the metrics of the result.
+fn swaps_table(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
+    let Some(swaps) = state.swaps.as_deref().filter(|s| !s.rows.is_empty()) else {
+        let text = match view.jobs.get(Job::Swap) {
+            Some(running) => format!("{}…", running.text()),
+            None => format!(
+                "Layer swaps: W copies every subset of the {}'s layers into the {} model (o: back to the history).",
+                view.study.reference, view.study.subject
+            ),
+        };
+        placeholder(frame, area, &text);
+        return;
+    };
+    let table = swap_table(&swaps.rows);
+    let [title, body] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
+    let caption = format!("{} layers into {} · e exports · o: history", swaps.donor, swaps.recipient);
+    frame.render_widget(Line::from(caption).fg(DIM), title);
+    let rows = table.rows.iter().map(|r| row(r.iter().cloned(), 1));
+    let widths = std::iter::once(Constraint::Fill(1)).chain((1..table.headers.len()).map(|_| Constraint::Length(7)));
+    let header = row(table.headers.iter().cloned(), 1).style(Style::new().bold());
+    let visible = body.height.saturating_sub(1) as usize;
+    let selected = state.swap_row.min(table.rows.len() - 1);
+    let mut table_state =
+        TableState::new().with_offset(scroll_offset(selected, table.rows.len(), visible)).with_selected(Some(selected));
+    let widget = Table::new(rows, widths)
+        .header(header)
+        .row_highlight_style(Style::new().fg(ACCENT).add_modifier(Modifier::REVERSED));
+    frame.render_stateful_widget(widget, body, &mut table_state);
+}
+
+fn history_table(frame: &mut Frame, area: Rect, study: &Study) {
+    let history = &study.ablation.history;
     if history.is_empty() {
         placeholder(frame, area, "History: every set you try appears here (Enter restores one).");
         return;
@@ -155,7 +311,7 @@ fn history_table(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(6),
     ];
     let visible = area.height.saturating_sub(1) as usize;
-    let row = app.ablation.history_row.min(history.len() - 1);
+    let row = study.ablation.history_row.min(history.len() - 1);
     let mut state = TableState::new().with_offset(scroll_offset(row, history.len(), visible)).with_selected(Some(row));
     let table = Table::new(rows, widths)
         .header(header)

@@ -1,69 +1,77 @@
-//! The study's key picture: a test digit with the trigger, the clean model's map on
-//! the clean digit, the poisoned model's map on the triggered digit, their
-//! difference, and the difference for every channel of the layer (the backdoor's
-//! channel lights up).
+//! The study's key picture: a test digit with the trigger, the compared model's
+//! map on the clean digit, the model under study's map on the triggered digit,
+//! their difference, and the difference for every channel of the layer at one
+//! colour scale (the backdoor's channel lights up). `i` switches to the test
+//! images on which the selected unit is most and least active.
 
-use super::{Titled, number, placeholder, row, titled_pictures};
+use super::{Cx, Titled, View, number, placeholder, row, scroll_offset, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::engine::probe::LayerActivation;
-use crate::picture::{Heatmap, Palette, Picture, grid_columns};
-use crate::tui::app::App;
+use crate::picture::grid_columns;
+use crate::tui::effect::Effect;
 use crate::tui::images::{ImageStore, key_of};
-use crate::tui::layout::scroll_offset;
-use crate::tui::protocol::DigitData;
-use crate::tui::render::{DIM, WARN};
+use crate::tui::jobs::Jobs;
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
+use crate::tui::pictures::{
+    channel_pictures, compared, difference_maps, difference_scale, grid_picture, ranked_picture,
+};
+use crate::tui::protocol::{Command, DigitData, Job, TopImages};
+use crate::tui::study::Study;
+use crate::tui::theme::{DIM, WARN};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Table, TableState};
 
-/// One channel's map (or a linear layer's single value as a 1×1 map).
-fn map(activation: &LayerActivation, unit: usize) -> Heatmap {
-    let values = activation.channel(unit).to_vec();
-    match activation.shape.as_slice() {
-        [_, h, w] => Heatmap::new(*w, *h, values),
-        _ => Heatmap::new(1, 1, values),
+const TOP: PaneKey = PaneKey("activations.top");
+
+pub const KEYS: &[Binding] = &[crate::bind!(
+    &[ch('i')],
+    "i",
+    Action::Pane(TOP),
+    Scope::Focused,
+    "the unit's top and bottom test images ↔ the digit",
+    Some("top images")
+)];
+
+#[derive(Debug, Clone, Default)]
+pub struct ActivationsState {
+    /// The top images are shown instead of the digit's maps.
+    pub showing_top: bool,
+    /// The last ranking received.
+    pub top: Option<Box<TopImages>>,
+}
+
+pub fn handle(state: &mut ActivationsState, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    match action {
+        Action::Pane(TOP) => {
+            state.showing_top = !state.showing_top;
+            Some(Vec::new())
+        }
+        other => super::channels::step(other, cx.study).map(|()| Vec::new()),
     }
 }
 
-/// Poisoned-on-triggered minus clean-on-clean, per channel of `layer`.
-pub fn difference_maps(data: &DigitData, layer: Layer) -> Vec<Heatmap> {
-    let (clean, poisoned) = (&data.clean[layer.position()], &data.poisoned[layer.position()]);
-    (0..layer.units())
-        .map(|u| {
-            let (c, p) = (map(clean, u), map(poisoned, u));
-            Heatmap::new(c.width, c.height, c.values.iter().zip(&p.values).map(|(a, b)| b - a).collect())
-        })
-        .collect()
+/// While the top images are shown, asks for the selected unit's when the shown
+/// ones are of another unit or model (and none is on its way).
+pub fn follow(state: &ActivationsState, study: &Study, jobs: &Jobs) -> Vec<Effect> {
+    if !state.showing_top || !study.ready || jobs.is_running(Job::TopImages) {
+        return Vec::new();
+    }
+    let (layer, unit) = (study.layer, study.selected_unit());
+    let current = state.top.as_ref().is_some_and(|t| (t.model, t.layer, t.unit) == (study.subject, layer, unit));
+    if current { Vec::new() } else { vec![Effect::Send(Command::TopImages { layer, unit })] }
 }
 
-/// The digit with the trigger, the clean map, the poisoned map and their difference.
-pub fn channel_pictures(data: &DigitData, layer: Layer, unit: usize) -> [Picture; 4] {
-    let digit = Heatmap::new(28, 28, data.triggered_pixels.clone());
-    let (clean, poisoned) = (map(&data.clean[layer.position()], unit), map(&data.poisoned[layer.position()], unit));
-    let scale = clean.max_abs().max(poisoned.max_abs());
-    let diff = difference_maps(data, layer).swap_remove(unit);
-    [
-        Picture::of(&digit, Palette::Grey, 1.0),
-        Picture::of(&clean, Palette::Heat, scale),
-        Picture::of(&poisoned, Palette::Heat, scale),
-        Picture::of(&diff, Palette::Diverging, diff.max_abs()),
-    ]
-}
-
-/// Every channel's difference map in a grid, the selected one framed.
-pub fn grid_picture(data: &DigitData, layer: Layer, unit: usize, columns: usize) -> Picture {
-    let maps = difference_maps(data, layer);
-    let tile = (maps[0].width, maps[0].height);
-    let grid = Heatmap::tiled(&maps, columns);
-    let mut picture = Picture::of(&grid, Palette::Diverging, grid.max_abs());
-    picture.outline(Heatmap::tile_frame(unit, columns, tile));
-    picture
-}
-
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
-    let Some(data) = app.digit_data.as_deref() else {
+pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState, images: &mut ImageStore) {
+    if state.showing_top {
+        return draw_top(frame, area, view, state, images);
+    }
+    let study = view.study;
+    let Some((data, pair)) =
+        study.digit_data.as_deref().and_then(|d| Some((d, compared(d, study.reference, study.subject)?)))
+    else {
         placeholder(
             frame,
             area,
@@ -71,61 +79,128 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
         );
         return;
     };
-    let (layer, unit) = (app.layer, app.selected_unit());
+    let (reference, subject) = (study.reference.name(), study.subject.name());
+    let (layer, unit) = (study.layer, study.selected_unit());
     let [caption, body] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
-    let (said_clean, said_poisoned) = (DigitData::prediction(&data.clean), DigitData::prediction(&data.poisoned));
-    let loading = if app.digit != data.index { format!(" · loading #{}…", app.digit) } else { String::new() };
+    let (said_reference, said_subject) = (DigitData::prediction(pair.0), DigitData::prediction(pair.1));
+    let loading = if study.digit != data.index { format!(" · loading #{}…", study.digit) } else { String::new() };
     frame.render_widget(
         Line::from(vec![
             format!("digit #{} ({})", data.index, data.label).bold(),
-            Span::raw(format!(" · clean says {said_clean} · poisoned + trigger says ")),
+            Span::raw(format!(" · {reference} says {said_reference} · {subject} + trigger says ")),
             Span::styled(
-                said_poisoned.to_string(),
-                Style::new().fg(if said_poisoned == data.label as usize { DIM } else { WARN }).bold(),
+                said_subject.to_string(),
+                Style::new().fg(if said_subject == data.label as usize { DIM } else { WARN }).bold(),
             ),
             format!(" · {layer} unit {unit}{loading}").fg(DIM),
         ]),
         caption,
     );
-    let key = key_of((layer, unit, app.generation));
+    let key = key_of((layer, unit, study.generation));
     if !layer.is_conv() {
         let [digit_area, table_area] =
             body.layout(&Layout::horizontal([Constraint::Percentage(30), Constraint::Fill(1)]));
-        let [digit, ..] = channel_pictures(data, layer, unit);
+        let [digit, ..] = channel_pictures(data, pair, layer, unit);
         titled_pictures(
             frame,
             digit_area,
             images,
             vec![Titled { title: "digit".into(), slot: "act.digit", key, make: Box::new(move || digit) }],
         );
-        units_table(frame, table_area, data, layer, unit);
+        units_table(frame, table_area, pair, layer, unit, [reference, subject]);
         return;
     }
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
-    let titles = ["digit", "clean", "poisoned", "Δ"];
-    let slots = ["act.digit", "act.clean", "act.poisoned", "act.diff"];
-    let items = channel_pictures(data, layer, unit)
+    let scale = difference_scale(&difference_maps(pair, layer));
+    let titles = ["digit".to_string(), reference.to_string(), format!("{subject} +T"), format!("Δ ±{scale:.2}")];
+    let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
+    let items = channel_pictures(data, pair, layer, unit)
         .into_iter()
         .zip(titles.into_iter().zip(slots))
-        .map(|(picture, (title, slot))| Titled { title: title.into(), slot, key, make: Box::new(move || picture) })
+        .map(|(picture, (title, slot))| Titled { title, slot, key, make: Box::new(move || picture) })
         .collect();
     titled_pictures(frame, singles, images, items);
-    let tile = data.clean[layer.position()].shape[1..].to_vec();
+    let tile = pair.0[layer.position()].shape[1..].to_vec();
     let aspect = grid_area.width as f64 / (2.0 * grid_area.height.saturating_sub(1).max(1) as f64);
     let columns = grid_columns(layer.units(), (tile[1], tile[0]), aspect);
     let grid = Titled {
-        title: format!("Δ, all {} channels", layer.units()),
+        title: format!("Δ all {} · blue − grey 0 red +", layer.units()),
         slot: "act.grid",
         key: key_of((key, columns)),
-        make: Box::new(move || grid_picture(data, layer, unit, columns)),
+        make: Box::new(move || grid_picture(pair, layer, unit, columns)),
     };
     titled_pictures(frame, grid_area, images, vec![grid]);
 }
 
-/// A linear layer's units on the digit: clean, poisoned (with trigger), difference.
-fn units_table(frame: &mut Frame, area: Rect, data: &DigitData, layer: Layer, unit: usize) {
-    let (clean, poisoned) = (&data.clean[layer.position()].values, &data.poisoned[layer.position()].values);
+/// The selected unit's most and least activating test images (clean and
+/// triggered pooled), each under its label and the unit's mean activation.
+fn draw_top(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState, images: &mut ImageStore) {
+    let study = view.study;
+    let (layer, unit) = (study.layer, study.selected_unit());
+    let Some(top) = state.top.as_deref() else {
+        let text = if view.jobs.is_running(Job::TopImages) || study.ready {
+            format!("Ranking the test images by {layer}:{unit}…")
+        } else {
+            "The top images appear once the models are ready.".into()
+        };
+        placeholder(frame, area, &text);
+        return;
+    };
+    let stale = (top.model, top.layer, top.unit) != (study.subject, layer, unit);
+    let [caption, most, least] =
+        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Fill(1)]));
+    frame.render_widget(
+        Line::from(vec![
+            format!(
+                "{} {}:{} on {} test images",
+                top.model,
+                top.layer,
+                top.unit,
+                2 * study.run.as_ref().map_or(0, |r| r.test_images)
+            )
+            .bold(),
+            " · label, T = triggered, mean activation · i: the digit".fg(DIM),
+            if stale { " · updating…".fg(WARN) } else { "".into() },
+        ]),
+        caption,
+    );
+    let key = key_of((top.model, top.layer, top.unit, study.generation));
+    for (end, hits, rows) in [("most", &top.top, most), ("least", &top.bottom, least)] {
+        let slots: &[&'static str] = if end == "most" { &TOP_SLOTS } else { &BOTTOM_SLOTS };
+        let pictures = hits
+            .iter()
+            .zip(slots)
+            .enumerate()
+            .map(|(rank, (hit, &slot))| {
+                let h = &hit.hit;
+                let title = format!("{}{} {:.2}", h.label, if h.triggered { "T" } else { "" }, h.score);
+                let title = if rank == 0 { format!("{end}: {title}") } else { title };
+                let picture = ranked_picture(hit, top.side);
+                Titled { title, slot, key, make: Box::new(move || picture) }
+            })
+            .collect();
+        titled_pictures(frame, rows, images, pictures);
+    }
+}
+
+/// Image-store slots of the ranked pictures (as many as the worker sends).
+const TOP_SLOTS: [&str; crate::tui::worker::TOP_IMAGES] =
+    ["top.0", "top.1", "top.2", "top.3", "top.4", "top.5", "top.6", "top.7"];
+const BOTTOM_SLOTS: [&str; crate::tui::worker::TOP_IMAGES] =
+    ["bottom.0", "bottom.1", "bottom.2", "bottom.3", "bottom.4", "bottom.5", "bottom.6", "bottom.7"];
+
+/// A linear layer's units on the digit: the compared model (clean digit), the model
+/// under study (triggered), and the difference.
+fn units_table(
+    frame: &mut Frame,
+    area: Rect,
+    pair: (&[LayerActivation], &[LayerActivation]),
+    layer: Layer,
+    unit: usize,
+    names: [&str; 2],
+) {
+    let (clean, poisoned) = (&pair.0[layer.position()].values, &pair.1[layer.position()].values);
     let rows = (0..layer.units()).map(|u| {
         row(
             [
@@ -137,7 +212,7 @@ fn units_table(frame: &mut Frame, area: Rect, data: &DigitData, layer: Layer, un
             0,
         )
     });
-    let header = row(["unit", "clean", "poisoned", "Δ"].map(String::from), 0).style(Style::new().bold());
+    let header = row(["unit", names[0], names[1], "Δ"].map(String::from), 0).style(Style::new().bold());
     let table = Table::new(rows, [4, 9, 9, 9].map(Constraint::Length))
         .header(header)
         .row_highlight_style(Style::new().reversed());

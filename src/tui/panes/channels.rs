@@ -1,44 +1,98 @@
 //! The selected layer's channels: weight change, activation change and, once the
 //! layer is swept, each channel's lone-ablation metrics; sortable, ablated marked.
 
-use super::{number, row};
-use crate::tui::app::App;
-use crate::tui::columns::Column;
-use crate::tui::layout::scroll_offset;
-use crate::tui::render::{ACCENT, DIM, WARN};
+use super::{Cx, Pane, View, number, row, scroll_offset};
+use crate::tui::columns::{Column, Sort};
+use crate::tui::effect::Effect;
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
+use crate::tui::study::Study;
+use crate::tui::theme::{ACCENT, DIM, WARN};
 use ratatui::Frame;
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Table, TableState};
 
+const SORT: PaneKey = PaneKey("channels.sort");
+const REVERSE: PaneKey = PaneKey("channels.reverse");
+const OPEN: PaneKey = PaneKey("channels.open");
+
+pub const KEYS: &[Binding] = &[
+    crate::bind!(&[ch('s')], "s", Action::Pane(SORT), Scope::Focused, "sort channels by the next column", Some("sort")),
+    crate::bind!(&[ch('S')], "S", Action::Pane(REVERSE), Scope::Focused, "reverse the channel order", None),
+    crate::bind!(&[key(KeyCode::Enter)], "Enter", Action::Pane(OPEN), Scope::Focused, "the unit's kernels", None),
+];
+
+/// Moves the cursor over the selected layer's units; `None` for other actions.
+pub fn step(action: Action, study: &mut Study) -> Option<()> {
+    let delta = match action {
+        Action::Up => -1,
+        Action::Down => 1,
+        Action::PageUp => -10,
+        Action::PageDown => 10,
+        Action::Top => -10_000,
+        Action::Bottom => 10_000,
+        _ => return None,
+    };
+    study.step_row(delta);
+    Some(())
+}
+
+pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    let sort = &mut cx.study.sort;
+    match action {
+        Action::Pane(SORT) => {
+            let column = sort.column.next();
+            *sort = Sort { column, descending: column.descending_by_default() };
+        }
+        Action::Pane(REVERSE) => sort.descending = !sort.descending,
+        Action::Pane(OPEN) => return Some(vec![Effect::Focus(Pane::Kernels.number())]),
+        other => step(other, cx.study)?,
+    }
+    Some(Vec::new())
+}
+
 /// The screen rows the table's data occupies, for a pane drawn at `area`: the
 /// first row and how many are visible (border, caption and header above).
-pub fn row_span(area: Rect) -> (u16, u16) {
+fn row_span(area: Rect) -> (u16, u16) {
     (area.y + 3, area.height.saturating_sub(4))
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+/// A click on a unit's row selects it.
+pub fn click(area: Rect, y: u16, study: &mut Study) {
+    let (first, visible) = row_span(area);
+    let offset = scroll_offset(study.cursor(), study.layer.units(), visible as usize);
+    if let Some(i) = y.checked_sub(first).filter(|&i| i < visible) {
+        let row = offset + i as usize;
+        if row < study.layer.units() {
+            study.rows[study.layer] = row;
+        }
+    }
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
+    let study = view.study;
     let [caption, table_area] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
-    let sweep = app.ablation.sweeps.get(&app.layer);
+    let sweep = study.ablation.sweeps.get(&study.layer);
     let sweep_note = match sweep {
         Some(s) => format!("swept ({})", s.mode),
         None => "w sweeps".into(),
     };
     frame.render_widget(
         Line::from(vec![
-            format!("{} · {} units · ", app.layer, app.layer.units()).bold(),
+            format!("{} · {} units · ", study.layer, study.layer.units()).bold(),
             format!(
                 "s sorts ({}{}) · {sweep_note}",
-                app.sort.column.title(),
-                if app.sort.descending { "↓" } else { "↑" }
+                study.sort.column.title(),
+                if study.sort.descending { "↓" } else { "↑" }
             )
             .fg(DIM),
         ]),
         caption,
     );
-    let rows = app.channel_rows();
-    let cursor = app.cursor();
+    let rows = study.channel_rows();
+    let cursor = study.cursor();
     let body: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -57,7 +111,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let titles = Column::ALL.map(|c| {
-        let arrow = if c == app.sort.column { if app.sort.descending { "↓" } else { "↑" } } else { "" };
+        let arrow = if c == study.sort.column { if study.sort.descending { "↓" } else { "↑" } } else { "" };
         format!("{}{arrow}", c.title())
     });
     let header = row(std::iter::once(String::new()).chain(titles), 1).style(Style::new().bold());

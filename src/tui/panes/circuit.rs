@@ -4,16 +4,19 @@
 //! circuit the search found (Enter ablates it), the Pareto front of every set the
 //! search tried, and the selected layer's pruning-defence curves.
 
-use super::{line_dataset, placeholder};
+use super::{Cx, Pane, View, legend, line_dataset, placeholder};
 use crate::engine::circuit::{CircuitReport, SearchProgress, Tried};
 use crate::engine::layer::Layer;
 use crate::engine::patch::Direction;
 use crate::engine::prune::PruneCurve;
 use crate::picture::heat;
-use crate::tui::app::App;
-use crate::tui::protocol::{PatchMap, PatchMaps};
-use crate::tui::render::{ACCENT, BAD, DIM, WARN};
+use crate::tui::effect::Effect;
+use crate::tui::jobs::Jobs;
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
+use crate::tui::protocol::{Command, Job, PatchMap, PatchMaps};
+use crate::tui::theme::{ACCENT, BAD, DIM, WARN};
 use ratatui::Frame;
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::symbols::Marker;
@@ -24,23 +27,135 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 #[derive(Debug, Clone, Default)]
 pub struct CircuitState {
     pub patch: Option<Box<PatchMaps>>,
-    pub patching: bool,
     /// The direction the heatmap shows.
     pub direction: Direction,
     /// The heatmap cursor: a layer and one of its units.
     pub layer: usize,
     pub unit: usize,
-    pub searching: bool,
     pub progress: Option<Box<SearchProgress>>,
     pub report: Option<Box<CircuitReport>>,
-    /// The layer whose curves are being computed, and the last curves.
-    pub pruning: Option<Layer>,
+    /// The last curves and their layer.
     pub curves: Option<(Layer, Vec<PruneCurve>)>,
 }
 
+const PATCH: PaneKey = PaneKey("circuit.patch");
+const SEARCH: PaneKey = PaneKey("circuit.search");
+const PRUNE: PaneKey = PaneKey("circuit.prune");
+const DIRECTION: PaneKey = PaneKey("circuit.direction");
+const PREVIOUS_UNIT: PaneKey = PaneKey("circuit.previous");
+const NEXT_UNIT: PaneKey = PaneKey("circuit.next");
+const ABLATE: PaneKey = PaneKey("circuit.ablate");
+
+pub const KEYS: &[Binding] = &[
+    crate::bind!(&[ch('P')], "P", Action::Pane(PATCH), Scope::Main, "patch every unit (both ways)", Some("patch")),
+    crate::bind!(&[ch('C')], "C", Action::Pane(SEARCH), Scope::Main, "search for the circuit", Some("circuit")),
+    crate::bind!(&[ch('f')], "f", Action::Pane(PRUNE), Scope::Main, "pruning curves of the layer", None),
+    crate::bind!(
+        &[ch('d')],
+        "d",
+        Action::Pane(DIRECTION),
+        Scope::Focused,
+        "denoise ↔ noise patching",
+        Some("direction")
+    ),
+    crate::bind!(
+        &[key(KeyCode::Left), ch('h')],
+        "←/h",
+        Action::Pane(PREVIOUS_UNIT),
+        Scope::Focused,
+        "previous unit of the map",
+        None
+    ),
+    crate::bind!(
+        &[key(KeyCode::Right), ch('l')],
+        "→/l",
+        Action::Pane(NEXT_UNIT),
+        Scope::Focused,
+        "next unit of the map",
+        None
+    ),
+    crate::bind!(
+        &[key(KeyCode::Enter)],
+        "Enter",
+        Action::Pane(ABLATE),
+        Scope::Focused,
+        "ablate the circuit found",
+        Some("ablate circuit")
+    ),
+];
+
+pub fn handle(state: &mut CircuitState, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    let long = |command: Command| {
+        if let Some(why) = cx.jobs.refuse_long_job(cx.study.ready) {
+            return vec![Effect::Notice(why)];
+        }
+        vec![Effect::Focus(Pane::Circuit.number()), Effect::Send(command)]
+    };
+    let mode = cx.study.ablation.mode;
+    let effects = match action {
+        Action::Pane(PATCH) => long(Command::Patch),
+        Action::Pane(SEARCH) => {
+            let effects = long(Command::Circuit { mode });
+            state.progress = None;
+            effects
+        }
+        // The heatmap's layer while the pane has the focus, else the selected one.
+        Action::Pane(PRUNE) => {
+            let layer = if cx.focused { state.selected_layer() } else { cx.study.layer };
+            long(Command::Prune { layer, mode })
+        }
+        Action::Pane(DIRECTION) => {
+            state.toggle_direction();
+            Vec::new()
+        }
+        Action::Pane(PREVIOUS_UNIT) => state.step_unit(-1),
+        Action::Pane(NEXT_UNIT) => state.step_unit(1),
+        Action::Pane(ABLATE) => {
+            let found = state.report.as_ref().and_then(|r| Some((r.circuit.as_ref()?.set.clone(), r.mode)));
+            let Some((set, mode)) = found else {
+                return Some(vec![Effect::Notice("no circuit yet (C searches for one)".into())]);
+            };
+            let ab = &mut cx.study.ablation;
+            (ab.set, ab.mode) = (set.clone(), mode);
+            let mut effects = vec![Effect::Notice(format!("ablating the circuit {set}"))];
+            effects.extend(cx.study.evaluate_current());
+            effects
+        }
+        Action::ToggleAblation => cx.study.toggle(state.selected_layer(), state.selected_unit()),
+        Action::Up => state.step_layer(-1),
+        Action::Down => state.step_layer(1),
+        _ => return None,
+    };
+    Some(effects)
+}
+
 impl CircuitState {
-    pub fn busy(&self) -> bool {
-        self.patching || self.searching || self.pruning.is_some()
+    pub fn patched(&mut self, maps: Box<PatchMaps>) -> Vec<Effect> {
+        let all_units: usize = Layer::ALL.iter().map(|l| l.units()).sum();
+        let early = maps.maps.len() < 2 || maps.maps.iter().any(|m| m.rows.len() < all_units);
+        self.patch = Some(maps);
+        early
+            .then(|| Effect::Notice("patching stopped early: the map shows what was done".into()))
+            .into_iter()
+            .collect()
+    }
+
+    pub fn found(&mut self, report: Box<CircuitReport>) -> Vec<Effect> {
+        let stopped = report.stopped;
+        self.report = Some(report);
+        stopped
+            .then(|| Effect::Notice("circuit search stopped: showing what it had tried".into()))
+            .into_iter()
+            .collect()
+    }
+
+    pub fn pruned(&mut self, layer: Layer, curves: Vec<PruneCurve>) -> Vec<Effect> {
+        let count = curves.len();
+        self.curves = Some((layer, curves));
+        (count < crate::engine::prune::Ranking::ALL.len())
+            .then(|| Effect::Notice(format!("pruning {layer} stopped after {count} rankings")))
+            .into_iter()
+            .collect()
     }
 
     pub fn selected_layer(&self) -> Layer {
@@ -52,15 +167,17 @@ impl CircuitState {
     }
 
     /// ↑/↓ pick the layer row.
-    pub fn step_layer(&mut self, delta: i64) {
+    pub fn step_layer(&mut self, delta: i64) -> Vec<Effect> {
         self.layer = (self.layer as i64 + delta).clamp(0, Layer::ALL.len() as i64 - 1) as usize;
         self.unit = self.selected_unit();
+        Vec::new()
     }
 
     /// ←/→ move along the layer's units.
-    pub fn step_unit(&mut self, delta: i64) {
+    pub fn step_unit(&mut self, delta: i64) -> Vec<Effect> {
         let units = self.selected_layer().units() as i64;
         self.unit = (self.selected_unit() as i64 + delta).clamp(0, units - 1) as usize;
+        Vec::new()
     }
 
     pub fn shown_map(&self) -> Option<&PatchMap> {
@@ -72,8 +189,8 @@ impl CircuitState {
     }
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
-    let state = &app.circuit;
+pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &CircuitState) {
+    let jobs = view.jobs;
     let map_height = heatmap_lines(area.width);
     let [status, map, summary, charts] = area.layout(&Layout::vertical([
         Constraint::Length(1),
@@ -81,27 +198,27 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(3),
         Constraint::Fill(1),
     ]));
-    let (text, colour) = status_line(state);
+    let (text, colour) = status_line(state, jobs);
     frame.render_widget(Line::from(text).fg(colour).bold(), status);
-    draw_heatmap(frame, map, state);
+    draw_heatmap(frame, map, state, jobs.is_running(Job::Patch));
     draw_summary(frame, summary, state);
     let [front, curves] = charts.layout(&Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
     draw_front(frame, front, state);
     draw_curves(frame, curves, state);
 }
 
-fn status_line(state: &CircuitState) -> (String, Color) {
-    if state.searching {
+fn status_line(state: &CircuitState, jobs: &Jobs) -> (String, Color) {
+    if jobs.is_running(Job::Circuit) {
         return match &state.progress {
             Some(p) => (format!("searching: {} · {} sets evaluated · x stops", p.stage, p.evaluated), WARN),
             None => ("searching: the greedy step… · x stops".into(), WARN),
         };
     }
-    if state.patching {
+    if jobs.is_running(Job::Patch) {
         return ("patching every unit of every layer…".into(), WARN);
     }
-    if let Some(layer) = state.pruning {
-        return (format!("pruning {layer} under every ranking…"), WARN);
+    if let Some(running) = jobs.get(Job::Prune) {
+        return (format!("{} under every ranking…", running.label), WARN);
     }
     match state.report.as_ref().and_then(|r| r.circuit.as_ref()) {
         Some(c) => (format!("circuit: {} ({}) · Enter ablates it", c.set, c.size_text()), BAD),
@@ -119,9 +236,9 @@ fn heatmap_lines(width: u16) -> u16 {
 const LABEL: u16 = 7;
 
 /// The patching effect per unit: black (nothing) → yellow (the whole backdoor).
-fn draw_heatmap(frame: &mut Frame, area: Rect, state: &CircuitState) {
+fn draw_heatmap(frame: &mut Frame, area: Rect, state: &CircuitState, patching: bool) {
     let Some(map) = state.shown_map() else {
-        let text = if state.patching {
+        let text = if patching {
             "patching…"
         } else {
             "P patches every unit, one at a time: denoise runs triggered images with the unit's clean value (necessity), noise runs clean images with its triggered value (sufficiency)."
@@ -235,8 +352,11 @@ fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
             .data(data)
     };
     let datasets = vec![dots("poison %", Color::LightRed, &poison), dots("clean %", Color::Green, &clean)];
+    let mut title = vec![" Pareto front: units ablated → % ".bold()];
+    title.extend(legend(&[("poison", Color::LightRed), ("clean", Color::Green)]).spans);
     let chart = Chart::new(datasets)
-        .block(ratatui::widgets::Block::new().title(Line::from(" Pareto front: units ablated → % ").bold()))
+        .block(ratatui::widgets::Block::new().title(Line::from(title)))
+        .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
         .x_axis(axis(0.0, widest, 0))
         .y_axis(axis(0.0, 100.0, 0));
     frame.render_widget(chart, area);

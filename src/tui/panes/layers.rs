@@ -1,28 +1,58 @@
-//! The four layers with their unit counts and how much poisoning changed them.
+//! The layers with their unit counts and how much the model under study differs
+//! from the model it is compared with.
 
-use super::{number, row};
+use super::{Cx, View, number, row};
 use crate::engine::layer::Layer;
-use crate::tui::app::App;
-use crate::tui::render::{ACCENT, WARN};
+use crate::tui::effect::Effect;
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, key};
+use crate::tui::study::Study;
+use crate::tui::theme::{ACCENT, WARN};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Table};
 
-/// The screen row of the first layer, for a pane drawn at `area` (border and header above).
-pub fn first_row(area: Rect) -> u16 {
-    area.y + 2
+const OPEN: PaneKey = PaneKey("layers.open");
+
+pub const KEYS: &[Binding] = &[crate::bind!(
+    &[key(ratatui::crossterm::event::KeyCode::Enter)],
+    "Enter",
+    Action::Pane(OPEN),
+    Scope::Focused,
+    "open the layer's channels",
+    Some("open")
+)];
+
+pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    let delta = match action {
+        Action::Pane(OPEN) => return Some(vec![Effect::Focus(super::Pane::Channels.number())]),
+        Action::Up => -1,
+        Action::Down => 1,
+        Action::Top | Action::PageUp => -10,
+        Action::Bottom | Action::PageDown => 10,
+        _ => return None,
+    };
+    cx.study.change_layer(delta);
+    Some(Vec::new())
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
-    let diffs = app.models.as_ref().map(|m| &m.diffs);
+/// A click on a layer's row selects it (border and header above the first).
+pub fn click(area: Rect, y: u16, study: &mut Study) {
+    if let Some(layer) = y.checked_sub(area.y + 2).and_then(|i| Layer::ALL.get(i as usize)) {
+        study.layer = *layer;
+    }
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
+    let study = view.study;
+    let diffs = study.models.as_ref().and_then(|m| m.diff(study.reference, study.subject));
     let rows: Vec<_> = Layer::ALL
         .iter()
         .map(|&layer| {
             let d = diffs.map(|d| &d[layer.position()].total);
-            let ablated = app.ablation.set.units_in(layer).len();
-            let style = if layer == app.layer {
+            let ablated = study.ablation.set.units_in(layer).len();
+            let style = if layer == study.layer {
                 Style::new().fg(ACCENT).add_modifier(Modifier::REVERSED)
             } else {
                 Style::new()
@@ -55,7 +85,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     // of the change in the first and last layers.
     let top = diffs.iter().map(|d| d.total.mean_abs).fold(1e-12, f64::max);
     let width = bars_area.width.saturating_sub(7) as f64;
-    let mut lines = vec![Line::from("poisoned − clean, mean |Δw|:".italic())];
+    let mut lines = vec![Line::from(format!("{} − {}, mean |Δw|:", study.subject, study.reference).italic())];
     for d in diffs {
         let bar = "█".repeat((d.total.mean_abs / top * width).round() as usize);
         lines.push(Line::from(vec![

@@ -2,46 +2,128 @@
 //! device), the loss over every step, the probe accuracies during poison and
 //! rehab fine-tuning, and the settings of the next run.
 
-use super::line_dataset;
-use crate::tui::app::App;
-use crate::tui::render::{ACCENT, DIM, WARN};
+use super::{Cx, Pane, View, legend, line_dataset};
+use crate::engine::lab::ModelKind;
+use crate::engine::train::Phase;
+use crate::tui::effect::{Effect, Popup, Question};
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
+use crate::tui::pictures::{accuracy_series, loss_points_by_phase};
+use crate::tui::protocol::{Command, Job};
+use crate::tui::study::Study;
+use crate::tui::theme::{ACCENT, ACCURACY, ACCURACY_NAMES, DIM, WARN};
 use crate::tui::train_state::{Field, TrainState};
 use ratatui::Frame;
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 
-/// At most `width` points: the mean of each run of consecutive losses.
-pub fn loss_points(losses: &[(crate::engine::train::Phase, f32)], width: usize) -> Vec<(f64, f64)> {
-    let bucket = losses.len().div_ceil(width.max(1)).max(1);
-    losses
-        .chunks(bucket)
-        .enumerate()
-        .map(|(i, c)| ((i * bucket) as f64, c.iter().map(|(_, l)| *l as f64).sum::<f64>() / c.len() as f64))
-        .collect()
+const LOWER: PaneKey = PaneKey("training.lower");
+const RAISE: PaneKey = PaneKey("training.raise");
+const RETRAIN: PaneKey = PaneKey("training.retrain");
+const SHOW: PaneKey = PaneKey("training.show");
+
+pub const KEYS: &[Binding] = &[
+    crate::bind!(&[key(KeyCode::Left), ch('h')], "←/h", Action::Pane(LOWER), Scope::Focused, "lower the setting", None),
+    crate::bind!(
+        &[key(KeyCode::Right), ch('l')],
+        "→/l",
+        Action::Pane(RAISE),
+        Scope::Focused,
+        "raise the setting",
+        Some("change")
+    ),
+    crate::bind!(&[ch('r')], "r", Action::Pane(RETRAIN), Scope::Main, "retrain with the settings", Some("retrain")),
+    crate::bind!(&[ch('t')], "t", Action::Pane(SHOW), Scope::Main, "training view", Some("train")),
+];
+
+/// Colours of the loss chart's phase segments.
+const PHASE_COLOURS: [(Phase, Color); 4] = [
+    (Phase::Clean, Color::Green),
+    (Phase::Poison, Color::LightRed),
+    (Phase::Rehab, Color::LightBlue),
+    (Phase::Unlearn, Color::Magenta),
+];
+
+fn phase_colour(phase: Phase) -> Color {
+    PHASE_COLOURS.iter().find(|(p, _)| *p == phase).map_or(WARN, |(_, c)| *c)
 }
 
-/// (x, clean), (x, poison), (x, rehab) series of the probe evaluations.
-pub fn accuracy_series(state: &TrainState) -> [Vec<(f64, f64)>; 3] {
-    [0, 1, 2].map(|i| state.evals.iter().map(|(x, p)| (*x, [p.clean_acc, p.poison_acc, p.rehab_acc][i])).collect())
+pub fn handle(state: &mut TrainState, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    match action {
+        Action::Pane(LOWER) | Action::Pane(RAISE) => {
+            state.field().adjust(&mut state.config, action == Action::Pane(RAISE));
+        }
+        Action::Pane(RETRAIN) => return Some(retrain(state, cx)),
+        Action::Pane(SHOW) => return Some(vec![Effect::Focus(Pane::Training.number())]),
+        Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom => {
+            let delta: i64 = match action {
+                Action::Up => -1,
+                Action::Down => 1,
+                Action::PageUp | Action::Top => -10,
+                _ => 10,
+            };
+            state.field = (state.field as i64 + delta).clamp(0, Field::ALL.len() as i64 - 1) as usize;
+        }
+        _ => return None,
+    }
+    Some(Vec::new())
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+fn retrain(state: &mut TrainState, cx: Cx) -> Vec<Effect> {
+    if cx.jobs.is_running(Job::Train) {
+        return vec![Effect::Notice("training is already running (x stops it)".into())];
+    }
+    let Some(run) = cx.study.run.as_ref() else { return vec![Effect::Notice("the run is not open".into())] };
+    if run.missing.len() < Phase::ALL.len() {
+        return vec![Effect::Popup(Popup::Confirm(Question::Retrain))];
+    }
+    start(state, Phase::ALL.to_vec())
+}
+
+/// Trains `phases` with the pane's settings, in front of the user.
+pub fn start(state: &mut TrainState, phases: Vec<Phase>) -> Vec<Effect> {
+    state.restart();
+    vec![Effect::Focus(Pane::Training.number()), Effect::Send(Command::Train { config: state.config.clone(), phases })]
+}
+
+/// A training run ended: the models are loaded when every phase is saved.
+pub fn finished(
+    state: &mut TrainState,
+    study: &mut Study,
+    cancelled: bool,
+    missing: Vec<Phase>,
+    seconds: f64,
+) -> Vec<Effect> {
+    let outcome = if cancelled { "stopped" } else { "finished" };
+    state.outcome = Some(format!("{outcome} after {seconds:.0} s"));
+    let mut effects = vec![Effect::Notice(format!("training {outcome}"))];
+    let complete = missing.is_empty() && !cancelled;
+    if let Some(run) = study.run.as_mut() {
+        run.missing = missing;
+    }
+    if complete {
+        effects.push(Effect::Send(Command::Load { digit: study.digit }));
+    }
+    effects
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TrainState) {
     let [info, charts] = area.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]).spacing(1));
-    info_panel(frame, info, app);
+    info_panel(frame, info, view, state);
     let direction = if charts.width >= 2 * charts.height * 3 { Direction::Horizontal } else { Direction::Vertical };
     let [loss, accuracy] =
         charts.layout(&Layout::new(direction, [Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
-    loss_chart(frame, loss, &app.training);
-    accuracy_chart(frame, accuracy, &app.training);
+    loss_chart(frame, loss, state);
+    accuracy_chart(frame, accuracy, state);
 }
 
-fn info_panel(frame: &mut Frame, area: Rect, app: &App) {
-    let t = &app.training;
+fn info_panel(frame: &mut Frame, area: Rect, view: &View, t: &TrainState) {
+    let running = view.jobs.is_running(Job::Train);
     let mut lines = Vec::new();
-    let device = app.run.as_ref().map(|r| r.device.as_str()).unwrap_or("–");
+    let device = view.study.run.as_ref().map(|r| r.device.as_str()).unwrap_or("–");
     match &t.progress {
         Some(p) => {
             let pct = 100.0 * p.step as f64 / p.total_steps.max(1) as f64;
@@ -54,7 +136,7 @@ fn info_panel(frame: &mut Frame, area: Rect, app: &App) {
             lines.push(Line::from(format!("{:.0} img/s · {:.0} s · {device}", p.images_per_sec, p.elapsed_s)).fg(DIM));
         }
         None => {
-            let what = if t.running {
+            let what = if running {
                 "starting…".to_string()
             } else if t.losses.is_empty() {
                 "No training yet.".into()
@@ -68,10 +150,10 @@ fn info_panel(frame: &mut Frame, area: Rect, app: &App) {
     if let Some(outcome) = &t.outcome {
         lines.push(Line::from(format!("last run {outcome}")).fg(DIM));
     }
-    let verb = if t.running { "x stops" } else { "r retrains" };
+    let verb = if running { "x stops" } else { "r retrains" };
     lines.push(Line::from(format!("next run · ←→ changes · {verb}")).fg(ACCENT));
     for (i, field) in Field::ALL.iter().enumerate() {
-        let selected = i == t.field && app.focus == crate::tui::pane::Pane::Training;
+        let selected = i == t.field && view.focused;
         let text = format!("{} {:<17}{:>8}", if selected { "›" } else { " " }, field.label(), field.value(&t.config));
         lines.push(if selected { Line::from(text).reversed() } else { Line::from(text) });
     }
@@ -83,20 +165,30 @@ fn axis_labels(low: f64, high: f64, decimals: usize) -> Vec<Line<'static>> {
 }
 
 fn loss_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
-    let points = loss_points(&t.losses, area.width.saturating_sub(8) as usize * 2);
-    let top = points.iter().map(|p| p.1).fold(1e-6, f64::max);
+    let segments = loss_points_by_phase(&t.losses, area.width.saturating_sub(8) as usize * 2);
+    let top = segments.iter().flat_map(|(_, p)| p).map(|p| p.1).fold(1e-6, f64::max);
     let steps = t.losses.len().max(1) as f64;
-    let phases: Vec<String> = t.phase_starts.iter().map(|(p, s)| format!("{p} from {s}")).collect();
-    let chart = Chart::new(vec![
-        Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(WARN))
-            .data(&points),
-    ])
-    .block(Block::new().title(Line::from(vec![" loss per step ".bold(), phases.join(", ").fg(DIM)])))
-    .x_axis(Axis::default().bounds([0.0, steps]).labels(axis_labels(0.0, steps, 0)))
-    .y_axis(Axis::default().bounds([0.0, top]).labels(axis_labels(0.0, top, 2)));
+    let datasets = segments
+        .iter()
+        .map(|(phase, points)| {
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(phase_colour(*phase)))
+                .data(points)
+        })
+        .collect();
+    let mut phases: Vec<Phase> = segments.iter().map(|(p, _)| *p).collect();
+    phases.dedup();
+    let names: Vec<(String, Color)> =
+        phases.iter().map(|&p| (ModelKind::of_phase(p).to_string(), phase_colour(p))).collect();
+    let named: Vec<(&str, Color)> = names.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let mut title = vec![" loss per step ".bold()];
+    title.extend(legend(&named).spans);
+    let chart = Chart::new(datasets)
+        .block(Block::new().title(Line::from(title)))
+        .x_axis(Axis::default().bounds([0.0, steps]).labels(axis_labels(0.0, steps, 0)))
+        .y_axis(Axis::default().bounds([0.0, top]).labels(axis_labels(0.0, top, 2)));
     frame.render_widget(chart, area);
 }
 
@@ -108,15 +200,18 @@ fn accuracy_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
         return;
     }
     let (low, high) = series[0].iter().fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.0), h.max(p.0)));
-    let colours = [Color::Green, Color::LightRed, Color::LightBlue];
-    let names = ["clean", "poison", "rehab"];
     let datasets = series
         .iter()
-        .zip(colours.iter().zip(names))
+        .zip(ACCURACY.iter().zip(ACCURACY_NAMES))
         .map(|(data, (&colour, name))| line_dataset(name.into(), colour, data))
         .collect();
+    let named: Vec<(&str, Color)> = ACCURACY_NAMES.into_iter().zip(ACCURACY).collect();
+    let mut title = vec![" probe accuracy % ".bold()];
+    title.extend(legend(&named).spans);
     let chart = Chart::new(datasets)
-        .block(Block::new().title(Line::from(" probe accuracy % ").bold()))
+        .block(Block::new().title(Line::from(title)))
+        // The legend is in the title, where it always fits.
+        .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
         .x_axis(Axis::default().bounds([low, high.max(low + 1.0)]).labels(axis_labels(low, high, 0)))
         .y_axis(Axis::default().bounds([0.0, 100.0]).labels(axis_labels(0.0, 100.0, 0)));
     frame.render_widget(chart, area);

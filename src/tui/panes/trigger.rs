@@ -3,17 +3,16 @@
 //! and the flagged label once it finishes, unlearning's result beside the other
 //! models, and feature visualisations of the selected unit for each model.
 
-use super::{Titled, placeholder, titled_pictures};
+use super::{Cx, Pane, Titled, View, placeholder, scroll_offset, titled_pictures};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::lab::ModelKind;
-use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::picture::{Heatmap, Palette, Picture};
-use crate::tui::app::App;
+use crate::tui::effect::Effect;
 use crate::tui::images::{ImageStore, key_of};
-use crate::tui::layout::scroll_offset;
-use crate::tui::protocol::Visualizations;
-use crate::tui::render::{ACCENT, BAD, DIM, WARN};
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
+use crate::tui::protocol::{Command, Job, Visualizations};
+use crate::tui::theme::{ACCENT, BAD, DIM, WARN};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Style, Stylize};
@@ -27,15 +26,11 @@ pub struct TriggerState {
     pub progress: Option<Box<RecoveryProgress>>,
     /// The finished recovery (shown once no newer one is running).
     pub report: Option<Box<RecoveryReport>>,
-    pub recovering: bool,
     /// The selected row (a label).
     pub row: usize,
-    /// Unlearning's progress in steps, while it runs.
-    pub unlearning: Option<(usize, usize)>,
     /// The unlearned model: the label it unlearned and its metrics.
     pub unlearned: Option<(u8, Metrics)>,
-    /// The unit being visualised, and the last visualisations.
-    pub visualizing: Option<(Layer, usize)>,
+    /// The last visualisations.
     pub visuals: Option<Box<Visualizations>>,
     /// The settings a recovery runs with (the reference's by default).
     pub config: CleanseConfig,
@@ -53,15 +48,72 @@ pub struct LabelRow<'a> {
     pub pattern: &'a [f32],
 }
 
+const RECOVER: PaneKey = PaneKey("trigger.recover");
+const UNLEARN: PaneKey = PaneKey("trigger.unlearn");
+const VISUALIZE: PaneKey = PaneKey("trigger.visualize");
+
+pub const KEYS: &[Binding] = &[
+    crate::bind!(
+        &[ch('R')],
+        "R",
+        Action::Pane(RECOVER),
+        Scope::Main,
+        "recover the trigger (Neural Cleanse)",
+        Some("recover")
+    ),
+    crate::bind!(&[ch('u')], "u", Action::Pane(UNLEARN), Scope::Main, "unlearn the flagged trigger", None),
+    crate::bind!(&[ch('v')], "v", Action::Pane(VISUALIZE), Scope::Main, "visualise the selected unit", None),
+];
+
+pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    let long = |command: Command, focus: bool| {
+        if let Some(why) = cx.jobs.refuse_long_job(cx.study.ready) {
+            return vec![Effect::Notice(why)];
+        }
+        let focus = focus.then(|| Effect::Focus(Pane::Trigger.number()));
+        focus.into_iter().chain([Effect::Send(command)]).collect()
+    };
+    let recovering = cx.jobs.is_running(Job::Recover);
+    Some(match action {
+        Action::Pane(RECOVER) => {
+            state.progress = None;
+            long(Command::Recover { config: state.config.clone() }, true)
+        }
+        Action::Pane(UNLEARN) => match &state.report {
+            None => vec![Effect::Notice("recover the trigger first (R)".into())],
+            Some(r) if r.flagged.is_empty() => vec![Effect::Notice("no label is flagged: nothing to unlearn".into())],
+            Some(_) => long(Command::Unlearn, true),
+        },
+        Action::Pane(VISUALIZE) => {
+            let (layer, unit) = (cx.study.layer, cx.study.selected_unit());
+            long(Command::Visualize { layer, unit }, false)
+        }
+        Action::Up => state.step(-1, recovering),
+        Action::Down => state.step(1, recovering),
+        Action::PageUp | Action::Top => state.step(-10, recovering),
+        Action::PageDown | Action::Bottom => state.step(10, recovering),
+        _ => return None,
+    })
+}
+
 impl TriggerState {
-    pub fn busy(&self) -> bool {
-        self.recovering || self.unlearning.is_some() || self.visualizing.is_some()
+    /// A finished recovery: its most anomalous label is selected.
+    pub fn recovered(&mut self, report: Box<RecoveryReport>) {
+        self.progress = None;
+        self.row =
+            report.most_anomalous().and_then(|t| report.labels.iter().position(|l| l.label == t.label)).unwrap_or(0);
+        self.report = Some(report);
+    }
+
+    pub fn stopped(&mut self, what: &str) -> Vec<Effect> {
+        self.progress = None;
+        vec![Effect::Notice(format!("{what} stopped; nothing saved"))]
     }
 
     /// The rows to show: the live snapshot while recovering, else the report.
-    pub fn rows(&self) -> Vec<LabelRow<'_>> {
+    pub fn rows(&self, recovering: bool) -> Vec<LabelRow<'_>> {
         match (&self.progress, &self.report) {
-            (Some(p), _) if self.recovering => (0..p.labels.len())
+            (Some(p), _) if recovering => (0..p.labels.len())
                 .map(|i| LabelRow {
                     label: p.labels[i],
                     l1: p.l1[i],
@@ -92,17 +144,18 @@ impl TriggerState {
     }
 
     /// Moves the label cursor, clamped to the rows there are.
-    pub fn step(&mut self, delta: i64) {
-        let len = self.rows().len().max(1) as i64;
+    pub fn step(&mut self, delta: i64, recovering: bool) -> Vec<Effect> {
+        let len = self.rows(recovering).len().max(1) as i64;
         self.row = (self.row as i64 + delta).clamp(0, len - 1) as usize;
+        Vec::new()
     }
 
     /// What the status line says.
-    fn status(&self) -> (String, ratatui::style::Color) {
-        if let (true, Some(p)) = (self.recovering, &self.progress) {
+    fn status(&self, recovering: bool) -> (String, ratatui::style::Color) {
+        if let (true, Some(p)) = (recovering, &self.progress) {
             return (format!("recovering: epoch {} · step {}/{} · x stops", p.epoch + 1, p.step, p.total_steps), WARN);
         }
-        if self.recovering {
+        if recovering {
             return ("recovering: starting".into(), WARN);
         }
         match &self.report {
@@ -127,13 +180,13 @@ impl TriggerState {
     }
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
-    let state = &app.trigger;
+pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, images: &mut ImageStore) {
+    let recovering = view.jobs.is_running(Job::Recover);
     let [status, body, models] =
         area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(4)]));
-    let (text, colour) = state.status();
+    let (text, colour) = state.status(recovering);
     frame.render_widget(Line::from(text).fg(colour).bold(), status);
-    let rows = state.rows();
+    let rows = state.rows(recovering);
     if rows.is_empty() {
         placeholder(
             frame,
@@ -143,9 +196,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore) {
     } else {
         let [table, pictures] = body.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]));
         draw_table(frame, table, state, &rows);
-        draw_pictures(frame, pictures, app, images, &rows);
+        draw_pictures(frame, pictures, state, recovering, images, &rows);
     }
-    draw_models(frame, models, app);
+    draw_models(frame, models, view, state);
 }
 
 fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[LabelRow]) {
@@ -178,7 +231,7 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
             Row::new(cells).style(if i == selected { style.reversed() } else { style })
         })
         .collect();
-    let last_header = if state.recovering { "cost" } else { "anom." };
+    let last_header = if rows.iter().any(|r| r.cost.is_some()) { "cost" } else { "anom." };
     let header = Row::new(vec!["label", "  L1", "mask L1", last_header, "succ%"]).style(Style::new().fg(DIM));
     let widths = [
         Constraint::Length(6),
@@ -190,8 +243,14 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
     frame.render_widget(Table::new(lines, widths).header(header), area);
 }
 
-fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageStore, rows: &[LabelRow]) {
-    let state = &app.trigger;
+fn draw_pictures(
+    frame: &mut Frame,
+    area: Rect,
+    state: &TriggerState,
+    recovering: bool,
+    images: &mut ImageStore,
+    rows: &[LabelRow],
+) {
     let row = &rows[state.row.min(rows.len() - 1)];
     let visuals = state.visuals.as_deref();
     let [top, bottom] = if visuals.is_some() {
@@ -200,7 +259,7 @@ fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageSto
         [area, Rect::default()]
     };
     let step = state.progress.as_ref().map(|p| p.step).unwrap_or(0);
-    let key = key_of((row.label, step, state.recovering, row.l1.to_bits()));
+    let key = key_of((row.label, step, recovering, row.l1.to_bits()));
     let side = (row.mask.len() as f64).sqrt() as usize;
     let painted: Vec<f32> = row.mask.iter().zip(row.pattern).map(|(m, p)| m * p).collect();
     let mask = row.mask.to_vec();
@@ -247,26 +306,26 @@ fn draw_pictures(frame: &mut Frame, area: Rect, app: &App, images: &mut ImageSto
 }
 
 /// The unlearned model's metrics under the study's three models', and what is running.
-fn draw_models(frame: &mut Frame, area: Rect, app: &App) {
-    let state = &app.trigger;
+fn draw_models(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState) {
     let line = |name: &str, m: &Metrics| {
         Line::from(format!(
             "{name:<10} clean {:6.2}  poison {:6.2}  rehab {:6.2}",
             m.clean_acc, m.poison_acc, m.rehab_acc
         ))
     };
-    let names = ModelKind::STUDY.iter().map(|k| k.name());
-    let mut lines: Vec<Line> = app.base.iter().flatten().zip(names).map(|(m, name)| line(name, m)).collect();
-    match (&state.unlearning, &state.unlearned, &state.visualizing) {
-        (Some((step, total)), _, _) => {
-            lines.push(Line::from(Span::styled(format!("unlearning {step}/{total} steps…"), Style::new().fg(WARN))))
+    let base = view.study.base.iter().flat_map(|b| b.iter()).filter(|(k, _)| ModelKind::STUDY.contains(k));
+    let mut lines: Vec<Line> = base.map(|(k, m)| line(k.name(), m)).collect();
+    let (jobs, unlearned) = (view.jobs, &state.unlearned);
+    match (jobs.get(Job::Unlearn), unlearned, jobs.get(Job::Visualize)) {
+        (Some(running), _, _) => {
+            lines.push(Line::from(Span::styled(format!("{}…", running.text()), Style::new().fg(WARN))))
         }
         (None, Some((label, m)), _) => {
             let mut l = line("unlearned", m);
             l.push_span(Span::styled(format!("  (label {label}'s recovered trigger)"), Style::new().fg(DIM)));
             lines.push(l);
         }
-        (None, None, Some((layer, unit))) => lines.push(Line::from(format!("visualising {layer}:{unit}…")).fg(WARN)),
+        (None, None, Some(running)) => lines.push(Line::from(format!("{}…", running.label)).fg(WARN)),
         _ => lines.push(Line::from("u unlearns the flagged trigger · v visualises the selected unit").fg(DIM)),
     }
     frame.render_widget(ratatui::widgets::Paragraph::new(lines), area);

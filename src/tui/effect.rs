@@ -1,0 +1,69 @@
+//! What handling a message asks for. Panes return these from their key and reply
+//! handlers; the app applies the ones about itself (focus, notices, popups) and
+//! the event loop carries out the rest (commands to the worker, exports, quitting).
+
+use super::protocol::Command;
+use crate::table::Table;
+use image::RgbImage;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum Effect {
+    Send(Command),
+    Export(Box<ExportJob>),
+    Quit,
+    /// A short message in the footer.
+    Notice(String),
+    Popup(Popup),
+    /// Focus the pane of this number (1-based).
+    Focus(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    QuitWhileTraining,
+    Retrain,
+}
+
+impl Question {
+    pub fn text(self) -> &'static str {
+        match self {
+            Question::QuitWhileTraining => "Training is running. Quit anyway? Finished phases stay saved.",
+            Question::Retrain => "Retrain all three models with these settings? The saved checkpoints are replaced.",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Popup {
+    Error(String),
+    Notice(String),
+    Confirm(Question),
+}
+
+/// Files to write: pictures and tables (as CSV and Markdown), on a helper thread.
+#[derive(Debug)]
+pub struct ExportJob {
+    pub dir: PathBuf,
+    pub pictures: Vec<(String, RgbImage)>,
+    pub tables: Vec<(String, Table)>,
+}
+
+impl ExportJob {
+    /// Writes every file; returns the folder.
+    pub fn write(self) -> Result<PathBuf, String> {
+        let fail = |what: &PathBuf, e: &dyn std::fmt::Display| format!("cannot write {}: {e}", what.display());
+        std::fs::create_dir_all(&self.dir).map_err(|e| fail(&self.dir, &e))?;
+        for (name, picture) in &self.pictures {
+            let path = self.dir.join(name);
+            picture.save(&path).map_err(|e| fail(&path, &e))?;
+        }
+        for (name, table) in &self.tables {
+            for (ext, text) in [("csv", table.to_csv()), ("md", table.to_markdown())] {
+                let path = self.dir.join(format!("{name}.{ext}"));
+                std::fs::write(&path, text).map_err(|e| fail(&path, &e))?;
+            }
+        }
+        Ok(self.dir)
+    }
+}
