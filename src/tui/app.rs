@@ -124,6 +124,8 @@ impl App {
                 Effect::Notice(text) => self.notice = Some(text),
                 Effect::Popup(popup) => self.popup = Some(popup),
                 Effect::Focus(number) => self.focus = Pane::of_number(number).unwrap_or(self.focus),
+                // Made absolute where a pane's effects come back (`owned_by`).
+                Effect::FocusOwner | Effect::FocusNext => {}
                 Effect::Send(command) => {
                     self.jobs.sent(&command);
                     out.push(Effect::Send(command));
@@ -152,7 +154,7 @@ impl App {
     /// `pane`'s handler for `action`, with the study and the ledger.
     fn pane_handle(&mut self, pane: Pane, action: Action) -> Option<Vec<Effect>> {
         let cx = Cx { study: &mut self.study, jobs: &self.jobs, focused: pane == self.focus };
-        self.panes.handle(pane, action, cx)
+        self.panes.handle(pane, action, cx).map(|effects| owned_by(pane, effects))
     }
 
     /// A key's action: a pane's own goes to that pane; a movement or Space goes to
@@ -315,7 +317,8 @@ impl App {
                     vec![Effect::Send(Command::Load { digit: study.digit })]
                 } else {
                     let notice = Effect::Notice(format!("no saved {} model: training", missing[0]));
-                    std::iter::once(notice).chain(training::start(&mut self.panes.training, missing)).collect()
+                    let start = training::start(&mut self.panes.training, missing);
+                    std::iter::once(notice).chain(owned_by(Pane::Training, start)).collect()
                 }
             }
             Reply::Progress(progress) => {
@@ -396,6 +399,16 @@ impl App {
             _ => Vec::new(),
         }
     }
+}
+
+/// Effects of `pane`'s code with its relative focus requests made absolute.
+fn owned_by(pane: Pane, effects: Vec<Effect>) -> Vec<Effect> {
+    let number = |e| match e {
+        Effect::FocusOwner => Effect::Focus(pane.number()),
+        Effect::FocusNext => Effect::Focus(pane.next().number()),
+        other => other,
+    };
+    effects.into_iter().map(number).collect()
 }
 
 fn capitalised(text: &str) -> String {

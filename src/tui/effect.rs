@@ -17,6 +17,10 @@ pub enum Effect {
     Popup(Popup),
     /// Focus the pane of this number (1-based).
     Focus(usize),
+    /// Focus the pane whose handler asked (panes do not name themselves).
+    FocusOwner,
+    /// Focus the pane after the one whose handler asked.
+    FocusNext,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -120,7 +120,7 @@ impl Harness {
                     self.perform(more);
                 }
                 // The app applies these itself before returning.
-                Effect::Notice(_) | Effect::Popup(_) | Effect::Focus(_) => {}
+                Effect::Notice(_) | Effect::Popup(_) | Effect::Focus(_) | Effect::FocusOwner | Effect::FocusNext => {}
             }
         }
     }

@@ -4,7 +4,7 @@
 //! swaps (every subset of the compared model's layers copied into the model under
 //! study).
 
-use super::{Cx, View, number, placeholder, row, scroll_offset};
+use super::common::{Cx, View, number, placeholder, row, scroll_offset};
 use crate::engine::ablation::AblationMode;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
@@ -111,7 +111,7 @@ fn swap(state: &mut AblationView, study: &Study, jobs: &crate::tui::jobs::Jobs) 
     }
     state.showing_swaps = true;
     let (donor, recipient) = (study.reference, study.subject);
-    vec![Effect::Focus(super::Pane::Ablation.number()), Effect::Send(Command::Swap { donor, recipient })]
+    vec![Effect::FocusOwner, Effect::Send(Command::Swap { donor, recipient })]
 }
 
 /// A sweep's result: kept per layer for the Channels table and the strip.

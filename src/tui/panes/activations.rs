@@ -4,7 +4,7 @@
 //! colour scale (the backdoor's channel lights up). `i` switches to the test
 //! images on which the selected unit is most and least active.
 
-use super::{Cx, Titled, View, number, placeholder, row, scroll_offset, titled_pictures};
+use super::common::{Cx, Titled, View, number, placeholder, row, scroll_offset, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::engine::probe::LayerActivation;
 use crate::picture::grid_columns;

@@ -1,7 +1,7 @@
 //! The selected layer's channels: weight change, activation change and, once the
 //! layer is swept, each channel's lone-ablation metrics; sortable, ablated marked.
 
-use super::{Cx, Pane, View, number, row, scroll_offset};
+use super::common::{Cx, View, number, row, scroll_offset};
 use crate::tui::columns::{Column, Sort};
 use crate::tui::effect::Effect;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
@@ -47,7 +47,7 @@ pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
             *sort = Sort { column, descending: column.descending_by_default() };
         }
         Action::Pane(REVERSE) => sort.descending = !sort.descending,
-        Action::Pane(OPEN) => return Some(vec![Effect::Focus(Pane::Kernels.number())]),
+        Action::Pane(OPEN) => return Some(vec![Effect::FocusNext]),
         other => step(other, cx.study)?,
     }
     Some(Vec::new())

@@ -4,7 +4,7 @@
 //! circuit the search found (Enter ablates it), the Pareto front of every set the
 //! search tried, and the selected layer's pruning-defence curves.
 
-use super::{Cx, Pane, View, legend, line_dataset, placeholder};
+use super::common::{Cx, View, legend, line_dataset, placeholder};
 use crate::engine::circuit::{CircuitReport, SearchProgress, Tried};
 use crate::engine::layer::Layer;
 use crate::engine::patch::Direction;
@@ -89,7 +89,7 @@ pub fn handle(state: &mut CircuitState, action: Action, cx: Cx) -> Option<Vec<Ef
         if let Some(why) = cx.jobs.refuse_long_job(cx.study.ready) {
             return vec![Effect::Notice(why)];
         }
-        vec![Effect::Focus(Pane::Circuit.number()), Effect::Send(command)]
+        vec![Effect::FocusOwner, Effect::Send(command)]
     };
     let mode = cx.study.ablation.mode;
     let effects = match action {

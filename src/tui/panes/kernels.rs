@@ -2,7 +2,7 @@
 //! model under study, and their difference: coloured numbers for single small
 //! kernels (conv1's 3×3), tiles of input slices for the rest.
 
-use super::{Titled, View, placeholder, titled_pictures};
+use super::common::{Titled, View, placeholder, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::picture::diverging;
 use crate::tui::images::{ImageStore, key_of};

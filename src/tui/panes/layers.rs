@@ -1,7 +1,7 @@
 //! The layers with their unit counts and how much the model under study differs
 //! from the model it is compared with.
 
-use super::{Cx, View, number, row};
+use super::common::{Cx, View, number, row};
 use crate::engine::layer::Layer;
 use crate::tui::effect::Effect;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, key};
@@ -26,7 +26,7 @@ pub const KEYS: &[Binding] = &[crate::bind!(
 
 pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
     let delta = match action {
-        Action::Pane(OPEN) => return Some(vec![Effect::Focus(super::Pane::Channels.number())]),
+        Action::Pane(OPEN) => return Some(vec![Effect::FocusNext]),
         Action::Up => -1,
         Action::Down => 1,
         Action::Top | Action::PageUp => -10,

@@ -2,7 +2,7 @@
 //! device), the loss over every step, the probe accuracies during poison and
 //! rehab fine-tuning, and the settings of the next run.
 
-use super::{Cx, Pane, View, legend, line_dataset};
+use super::common::{Cx, View, legend, line_dataset};
 use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
 use crate::tui::effect::{Effect, Popup, Question};
@@ -57,7 +57,7 @@ pub fn handle(state: &mut TrainState, action: Action, cx: Cx) -> Option<Vec<Effe
             state.field().adjust(&mut state.config, action == Action::Pane(RAISE));
         }
         Action::Pane(RETRAIN) => return Some(retrain(state, cx)),
-        Action::Pane(SHOW) => return Some(vec![Effect::Focus(Pane::Training.number())]),
+        Action::Pane(SHOW) => return Some(vec![Effect::FocusOwner]),
         Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom => {
             let delta: i64 = match action {
                 Action::Up => -1,
@@ -86,7 +86,7 @@ fn retrain(state: &mut TrainState, cx: Cx) -> Vec<Effect> {
 /// Trains `phases` with the pane's settings, in front of the user.
 pub fn start(state: &mut TrainState, phases: Vec<Phase>) -> Vec<Effect> {
     state.restart();
-    vec![Effect::Focus(Pane::Training.number()), Effect::Send(Command::Train { config: state.config.clone(), phases })]
+    vec![Effect::FocusOwner, Effect::Send(Command::Train { config: state.config.clone(), phases })]
 }
 
 /// A training run ended: the models are loaded when every phase is saved.

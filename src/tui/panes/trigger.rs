@@ -3,7 +3,7 @@
 //! and the flagged label once it finishes, unlearning's result beside the other
 //! models, and feature visualisations of the selected unit for each model.
 
-use super::{Cx, Pane, Titled, View, placeholder, scroll_offset, titled_pictures};
+use super::common::{Cx, Titled, View, placeholder, scroll_offset, titled_pictures};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
@@ -70,7 +70,7 @@ pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Ef
         if let Some(why) = cx.jobs.refuse_long_job(cx.study.ready) {
             return vec![Effect::Notice(why)];
         }
-        let focus = focus.then(|| Effect::Focus(Pane::Trigger.number()));
+        let focus = focus.then_some(Effect::FocusOwner);
         focus.into_iter().chain([Effect::Send(command)]).collect()
     };
     let recovering = cx.jobs.is_running(Job::Recover);
