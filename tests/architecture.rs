@@ -20,7 +20,8 @@ fn modules() -> BTreeMap<String, String> {
                 // A file's own tests (`super::*` there is the file itself) come last.
                 let source = source.split("#[cfg(test)]").next().unwrap_or("");
                 // Comments may name modules without using them.
-                let code: String = source.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+                let code: String =
+                    source.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
                 out.insert(name, code);
             }
         }

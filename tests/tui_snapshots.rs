@@ -7,6 +7,7 @@ mod tui_support;
 
 use insta::assert_snapshot;
 use ratatui::crossterm::event::KeyCode;
+use trojanscope::engine::lab::ModelKind;
 use trojanscope::tui::effect::Popup;
 use trojanscope::tui::images::{ImageStore, Renderer};
 use trojanscope::tui::panes::Pane;
@@ -85,4 +86,25 @@ fn the_trigger_pane_after_a_recovery_and_a_visualisation() {
     h.wait_for("the visualisations", |app| app.panes.trigger.visuals.is_some());
     assert_snapshot!("80x24_trigger_recovered", masked(&h.screen(80, 24)));
     assert_snapshot!("160x48_trigger_recovered", masked(&h.screen(160, 48)));
+}
+
+#[test]
+fn the_swap_table_top_images_and_the_rehab_models_kernels_at_80x24_and_160x48() {
+    let mut h = explored();
+    h.press(KeyCode::Char('W'));
+    h.wait_for("the layer swaps", |app| app.panes.ablation.swaps.is_some());
+    assert_eq!(h.app.focus, Pane::Ablation);
+    assert_snapshot!("80x24_swaps", masked(&h.screen(80, 24)));
+    h.type_keys("4i");
+    h.wait_for("the top images", |app| app.panes.activations.top.is_some());
+    assert_snapshot!("80x24_top_images", masked(&h.screen(80, 24)));
+    h.press(KeyCode::Char('M'));
+    h.wait_for("the rehab model under study", |app| app.study.ready && app.study.subject == ModelKind::Rehab);
+    // The top images follow the model under study.
+    h.wait_for("the rehab model's top images", |app| {
+        app.panes.activations.top.as_ref().is_some_and(|t| t.model == ModelKind::Rehab)
+    });
+    h.press(KeyCode::Char('3'));
+    assert_snapshot!("80x24_kernels_rehab", masked(&h.screen(80, 24)));
+    assert_snapshot!("160x48_swaps_top_images_rehab", masked(&h.screen(160, 48)));
 }

@@ -340,7 +340,7 @@ impl App {
                 study.activation_change = Some(change);
                 Vec::new()
             }
-            Reply::Ready { model } => {
+            Reply::Ready { model, .. } => {
                 study.ready = true;
                 study.subject = model;
                 study.generation += 1;

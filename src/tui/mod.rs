@@ -125,7 +125,11 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs)
                     }
                     Effect::Export(job) => spawn_export(*job, export_tx.clone()),
                     // The app applies these itself before returning.
-                    Effect::Notice(_) | Effect::Popup(_) | Effect::Focus(_) | Effect::FocusOwner | Effect::FocusNext => {}
+                    Effect::Notice(_)
+                    | Effect::Popup(_)
+                    | Effect::Focus(_)
+                    | Effect::FocusOwner
+                    | Effect::FocusNext => {}
                 }
             }
             pending = next;

@@ -279,6 +279,8 @@ pub enum Reply {
     /// The model under study's ablation cache is built: ablations and sweeps can run.
     Ready {
         model: ModelKind,
+        /// The job that built it (loading, or switching the model under study).
+        job: Job,
     },
     Training(TrainUpdate),
     /// The run's logged training (its `metrics.jsonl`), replacing what is shown.
@@ -340,7 +342,7 @@ impl Reply {
     pub fn finishes(&self) -> Option<Job> {
         Some(match self {
             Reply::Opened(_) => Job::Open,
-            Reply::Ready { .. } => Job::Load,
+            Reply::Ready { job, .. } => *job,
             Reply::TrainFinished { .. } => Job::Train,
             Reply::Evaluated { .. } => Job::Evaluate,
             Reply::Swept { .. } => Job::Sweep,

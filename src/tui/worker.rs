@@ -300,7 +300,7 @@ impl Worker {
         }
         self.recovery = saved_recovery(lab, reply)?;
         self.analysis = Some(analysis);
-        (self.reply)(Reply::Ready { model: subject });
+        (self.reply)(Reply::Ready { model: subject, job: Job::Load });
         Ok(())
     }
 
@@ -312,7 +312,7 @@ impl Worker {
         let reply = &mut self.reply;
         reply(Reply::ActivationChange(activation_change(lab, analysis.net(model)?)));
         analysis.study(lab, model)?;
-        reply(Reply::Ready { model });
+        reply(Reply::Ready { model, job: Job::Study });
         Ok(())
     }
 

@@ -279,8 +279,10 @@ fn swaps_table(frame: &mut Frame, area: Rect, view: &View, state: &AblationView)
     let caption = format!("{} layers into {} · e exports · o: history", swaps.donor, swaps.recipient);
     frame.render_widget(Line::from(caption).fg(DIM), title);
     let rows = table.rows.iter().map(|r| row(r.iter().cloned(), 1));
-    let widths = std::iter::once(Constraint::Fill(1)).chain((1..table.headers.len()).map(|_| Constraint::Length(7)));
-    let header = row(table.headers.iter().cloned(), 1).style(Style::new().bold());
+    let names = table.rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0) as u16;
+    let widths = std::iter::once(Constraint::Length(names.max(14))).chain(METRIC_WIDTHS.map(Constraint::Length));
+    let header =
+        row(["layers swapped", "clean", "poison", "ASR¬8", "rehab"].map(String::from), 1).style(Style::new().bold());
     let visible = body.height.saturating_sub(1) as usize;
     let selected = state.swap_row.min(table.rows.len() - 1);
     let mut table_state =

@@ -166,21 +166,21 @@ fn draw_top(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
         caption,
     );
     let key = key_of((top.model, top.layer, top.unit, study.generation));
-    for (end, hits, rows) in [("most", &top.top, most), ("least", &top.bottom, least)] {
+    for (end, hits, area) in [("most", &top.top, most), ("least", &top.bottom, least)] {
+        let [label, row] = area.layout(&Layout::horizontal([Constraint::Length(6), Constraint::Fill(1)]));
+        frame.render_widget(Line::from(end).bold(), label);
         let slots: &[&'static str] = if end == "most" { &TOP_SLOTS } else { &BOTTOM_SLOTS };
         let pictures = hits
             .iter()
             .zip(slots)
-            .enumerate()
-            .map(|(rank, (hit, &slot))| {
+            .map(|(hit, &slot)| {
                 let h = &hit.hit;
                 let title = format!("{}{} {:.2}", h.label, if h.triggered { "T" } else { "" }, h.score);
-                let title = if rank == 0 { format!("{end}: {title}") } else { title };
                 let picture = ranked_picture(hit, top.side);
                 Titled { title, slot, key, make: Box::new(move || picture) }
             })
             .collect();
-        titled_pictures(frame, rows, images, pictures);
+        titled_pictures(frame, row, images, pictures);
     }
 }
 

@@ -352,10 +352,13 @@ fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
             .data(data)
     };
     let datasets = vec![dots("poison %", Color::LightRed, &poison), dots("clean %", Color::Green, &clean)];
-    let mut title = vec![" Pareto front: units ablated → % ".bold()];
-    title.extend(legend(&[("poison", Color::LightRed), ("clean", Color::Green)]).spans);
+    let key = legend(&[("poison", Color::LightRed), ("clean", Color::Green)]);
     let chart = Chart::new(datasets)
-        .block(ratatui::widgets::Block::new().title(Line::from(title)))
+        .block(
+            ratatui::widgets::Block::new()
+                .title(Line::from(" Pareto front: units ablated → % ").bold())
+                .title_bottom(key),
+        )
         .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
         .x_axis(axis(0.0, widest, 0))
         .y_axis(axis(0.0, 100.0, 0));
@@ -386,8 +389,12 @@ fn draw_curves(frame: &mut Frame, area: Rect, state: &CircuitState) {
         .zip(colours.iter().cycle())
         .map(|((name, data), &colour)| line_dataset(name.clone(), colour, data))
         .collect();
+    let names: Vec<String> = curves.iter().map(|c| c.ranking.to_string()).collect();
+    let named: Vec<(&str, Color)> = names.iter().map(String::as_str).zip(colours.iter().copied().cycle()).collect();
+    let title = Line::from(format!(" {layer} pruned → poison % ")).bold();
+    // The rankings always in the bottom line; their DERs in the chart's own legend where it fits.
     let chart = Chart::new(datasets)
-        .block(ratatui::widgets::Block::new().title(Line::from(format!(" {layer} pruned → poison % ")).bold()))
+        .block(ratatui::widgets::Block::new().title(title).title_bottom(legend(&named)))
         .x_axis(axis(0.0, layer.units() as f64, 0))
         .y_axis(axis(0.0, 100.0, 0))
         .hidden_legend_constraints((Constraint::Percentage(90), Constraint::Percentage(90)));

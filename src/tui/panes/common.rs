@@ -34,9 +34,9 @@ pub fn scroll_offset(selected: usize, len: usize, height: usize) -> usize {
 
 /// A chart's legend as one line: a coloured mark and the name of each series.
 pub fn legend(series: &[(&str, Color)]) -> Line<'static> {
-    let spans = series.iter().flat_map(|&(name, colour)| {
-        [Span::styled(" ━━ ", Style::new().fg(colour).bold()), Span::raw(name.to_string())]
-    });
+    let spans = series
+        .iter()
+        .flat_map(|&(name, colour)| [Span::styled(" ━ ", Style::new().fg(colour).bold()), Span::raw(name.to_string())]);
     Line::from(spans.collect::<Vec<_>>())
 }
 

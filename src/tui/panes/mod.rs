@@ -5,10 +5,10 @@
 //! a line in each table below.
 
 pub mod ablation;
-pub mod common;
 pub mod activations;
 pub mod channels;
 pub mod circuit;
+pub mod common;
 pub mod kernels;
 pub mod layers;
 pub mod training;
@@ -21,11 +21,11 @@ use super::keys::{Action, Binding};
 use super::protocol::Reply;
 use super::study::Study;
 use super::theme::{ACCENT, DIM};
-pub use common::{Cx, View, scroll_offset};
 use super::train_state::TrainState;
 use ablation::AblationView;
 use activations::ActivationsState;
 use circuit::CircuitState;
+pub use common::{Cx, View, scroll_offset};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Style, Stylize};
@@ -225,4 +225,3 @@ impl Panes {
         activations::follow(&self.activations, study, jobs)
     }
 }
-

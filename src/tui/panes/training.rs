@@ -183,10 +183,8 @@ fn loss_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
     let names: Vec<(String, Color)> =
         phases.iter().map(|&p| (ModelKind::of_phase(p).to_string(), phase_colour(p))).collect();
     let named: Vec<(&str, Color)> = names.iter().map(|(n, c)| (n.as_str(), *c)).collect();
-    let mut title = vec![" loss per step ".bold()];
-    title.extend(legend(&named).spans);
     let chart = Chart::new(datasets)
-        .block(Block::new().title(Line::from(title)))
+        .block(Block::new().title(Line::from(" loss per step ").bold()).title_bottom(legend(&named)))
         .x_axis(Axis::default().bounds([0.0, steps]).labels(axis_labels(0.0, steps, 0)))
         .y_axis(Axis::default().bounds([0.0, top]).labels(axis_labels(0.0, top, 2)));
     frame.render_widget(chart, area);
@@ -206,11 +204,9 @@ fn accuracy_chart(frame: &mut Frame, area: Rect, t: &TrainState) {
         .map(|(data, (&colour, name))| line_dataset(name.into(), colour, data))
         .collect();
     let named: Vec<(&str, Color)> = ACCURACY_NAMES.into_iter().zip(ACCURACY).collect();
-    let mut title = vec![" probe accuracy % ".bold()];
-    title.extend(legend(&named).spans);
     let chart = Chart::new(datasets)
-        .block(Block::new().title(Line::from(title)))
-        // The legend is in the title, where it always fits.
+        .block(Block::new().title(Line::from(" probe accuracy % ").bold()).title_bottom(legend(&named)))
+        // The legend is the block's bottom line, where it always fits.
         .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
         .x_axis(Axis::default().bounds([low, high.max(low + 1.0)]).labels(axis_labels(low, high, 0)))
         .y_axis(Axis::default().bounds([0.0, 100.0]).labels(axis_labels(0.0, 100.0, 0)));
