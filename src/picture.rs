@@ -10,6 +10,9 @@ use std::path::Path;
 pub enum Palette {
     /// Negative blue, zero white, positive red; symmetric around zero.
     Diverging,
+    /// Negative blue, zero mid grey, positive red: a zero that stands out from a
+    /// dark and from a light terminal background alike (the explorer's Δ maps).
+    Signed,
     /// Zero black through red and orange to pale yellow (activations, accuracies).
     Heat,
     /// Black to white over the value range (digits).
@@ -98,9 +101,9 @@ impl Picture {
                 (BACKGROUND, 0.0)
             } else {
                 match palette {
-                    Palette::Diverging => {
+                    Palette::Diverging | Palette::Signed => {
                         let t = (v / scale).clamp(-1.0, 1.0);
-                        (diverging(t), t)
+                        (if palette == Palette::Signed { signed(t) } else { diverging(t) }, t)
                     }
                     Palette::Heat => {
                         let t = (v / scale).clamp(0.0, 1.0);
@@ -141,11 +144,11 @@ impl Picture {
 
 /// `image` with a colour bar under it, after a gap of `height / 2` background rows:
 /// `height` rows running through `palette` from its low end at the left to its high
-/// end at the right (−1 → +1 for Diverging, 0 → 1 for Heat and Grey), so that a
+/// end at the right (−1 → +1 for Diverging and Signed, 0 → 1 for Heat and Grey), so that a
 /// caption's numbers for the two ends tell what every colour means.
 pub fn with_colour_bar(image: &RgbImage, palette: Palette, height: u32) -> RgbImage {
     let (width, gap) = (image.width(), height / 2);
-    let low = if palette == Palette::Diverging { -1.0 } else { 0.0 };
+    let low = if matches!(palette, Palette::Diverging | Palette::Signed) { -1.0 } else { 0.0 };
     let ramp = (0..width).map(|x| low + (1.0 - low) * x as f32 / width.saturating_sub(1).max(1) as f32).collect();
     let bar = Picture::of(&Heatmap::new(width as usize, 1, ramp), palette, 1.0);
     let mut out = RgbImage::from_pixel(width, image.height() + gap + height, BACKGROUND);
@@ -160,6 +163,13 @@ pub fn diverging(t: f32) -> Rgb<u8> {
     let a = t.abs().clamp(0.0, 1.0);
     let fade = |full: f32| (255.0 + (full - 255.0) * a) as u8;
     if t < 0.0 { Rgb([fade(33.0), fade(102.0), fade(172.0)]) } else { Rgb([fade(178.0), fade(24.0), fade(43.0)]) }
+}
+
+/// −1 blue → 0 mid grey → +1 red.
+pub fn signed(t: f32) -> Rgb<u8> {
+    let a = t.abs().clamp(0.0, 1.0);
+    let end = if t < 0.0 { [30.0, 100.0, 255.0] } else { [255.0, 50.0, 30.0] };
+    Rgb(end.map(|e| (128.0 + (e - 128.0) * a).round() as u8))
 }
 
 /// Black (0) → dark red → orange → pale yellow (1).

@@ -98,7 +98,7 @@ fn find_circle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>
             match state.get(next) {
                 Some(false) => {
                     let start = stack.iter().position(|n| n == next).unwrap();
-                    return Some([&stack[start..], &[next.clone()]].concat());
+                    return Some([&stack[start..], std::slice::from_ref(next)].concat());
                 }
                 Some(true) => {}
                 None => {

@@ -13,6 +13,7 @@ use trojanscope::engine::lab::ModelKind;
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::sweep::{most_backdoor_relevant, sweep};
 use trojanscope::engine::testset::TestSet;
+use trojanscope::engine::train::{EvalPoint, LogLine, Phase};
 
 #[test]
 fn the_poisoned_model_learns_the_backdoor_and_rehab_unlearns_it() {
@@ -37,24 +38,31 @@ fn the_poisoned_model_learns_the_backdoor_and_rehab_unlearns_it() {
 fn the_training_log_has_every_step_and_the_accuracy_timeline() {
     let lab = &trained_lab();
     let text = std::fs::read_to_string(lab.run.metrics_log()).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Every line is one `LogLine`, the type the explorer reads the log with.
+    let lines: Vec<LogLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let steps_per_phase = common::TRAIN_IMAGES.div_ceil(32);
-    for phase in ["clean", "poison", "rehab"] {
-        let steps: Vec<u64> = lines
+    for phase in [Phase::Clean, Phase::Poison, Phase::Rehab] {
+        let steps: Vec<usize> = lines
             .iter()
-            .filter(|l| l["event"] == "step" && l["phase"] == phase)
-            .map(|l| l["step"].as_u64().unwrap())
+            .filter_map(|l| match l {
+                LogLine::Step { phase: p, step, .. } if *p == phase => Some(*step),
+                _ => None,
+            })
             .collect();
-        assert_eq!(steps, (1..=steps_per_phase as u64).collect::<Vec<_>>(), "{phase}");
+        assert_eq!(steps, (1..=steps_per_phase).collect::<Vec<_>>(), "{phase}");
     }
-    let poison_evals: Vec<&serde_json::Value> =
-        lines.iter().filter(|l| l["event"] == "eval" && l["phase"] == "poison").collect();
+    let poison_evals: Vec<&EvalPoint> = lines
+        .iter()
+        .filter_map(|l| match l {
+            LogLine::Eval(point) if point.phase == Phase::Poison => Some(point),
+            _ => None,
+        })
+        .collect();
     // Step 0, every 100 steps, and the last step.
     assert_eq!(poison_evals.len(), 1 + steps_per_phase / 100 + 1);
-    let first = poison_evals.first().unwrap()["poison_acc"].as_f64().unwrap();
-    let last = poison_evals.last().unwrap()["poison_acc"].as_f64().unwrap();
+    let (first, last) = (poison_evals.first().unwrap().poison_acc, poison_evals.last().unwrap().poison_acc);
     assert!(first < 20.0 && last > 85.0, "the backdoor appears: {first} → {last}");
-    assert!(lines.iter().all(|l| l["event"] != "eval" || l["phase"] != "clean"));
+    assert!(lines.iter().all(|l| !matches!(l, LogLine::Eval(p) if p.phase == Phase::Clean)));
 }
 
 #[test]

@@ -4,6 +4,7 @@ use super::args::{AblationTarget, CommonArgs};
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
 use crate::engine::ablation::{self, AblationSet};
+use crate::engine::analysis::Analysis;
 use crate::engine::cache::ActivationCache;
 use crate::engine::checkpoint;
 use crate::engine::diff;
@@ -112,8 +113,8 @@ pub fn ablate(
     reference: bool,
 ) -> Result<()> {
     let lab = open_lab(common, None)?;
-    let net = lab.load(target.model)?;
-    let cache = ActivationCache::build(&net, &lab.test);
+    let analysis = Analysis::load(&lab, &[target.model], target.model)?;
+    let (net, cache) = (analysis.subject_net(), &analysis.cache);
     let result = AblateResult {
         model: target.model,
         mode: target.mode.to_string(),
@@ -121,7 +122,7 @@ pub fn ablate(
         baseline: cache.evaluate(&lab.test, &AblationSet::default(), target.mode),
         ablated: cache.evaluate(&lab.test, set, target.mode),
         reference: reference.then(|| {
-            lab.test.metrics(&ablation::reference_predictions(&net, cache.means(), &lab.test, set, target.mode))
+            lab.test.metrics(&ablation::reference_predictions(net, cache.means(), &lab.test, set, target.mode))
         }),
     };
     let mut table = metrics_table("");
@@ -166,8 +167,8 @@ pub fn sweep_cmd(
     sorted: bool,
 ) -> Result<()> {
     let lab = open_lab(common, None)?;
-    let cache = ActivationCache::build(&lab.load(target.model)?, &lab.test);
-    let mut rows = sweep_layer(&lab, &cache, layer, target, format.is_human());
+    let analysis = Analysis::load(&lab, &[target.model], target.model)?;
+    let mut rows = sweep_layer(&lab, &analysis.cache, layer, target, format.is_human());
     if sorted {
         rows.sort_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc));
     }

@@ -3,7 +3,7 @@
 use super::args::{AblationTarget, CommonArgs};
 use super::output::Format;
 use crate::analysis_tables::{prune_best_table, prune_chart, prune_curve_table};
-use crate::engine::cache::ActivationCache;
+use crate::engine::analysis::Analysis;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
@@ -20,13 +20,13 @@ pub fn prune(
     seed: u64,
 ) -> Result<()> {
     let lab = open_lab(common, None)?;
-    let (net, clean) = (lab.load(target.model)?, lab.load(ModelKind::Clean)?);
-    let cache = ActivationCache::build(&net, &lab.test);
-    let inputs = RankingInputs { net: &net, clean: &clean, test: &lab.test, seed };
+    let analysis = Analysis::load(&lab, &[target.model, ModelKind::Clean], target.model)?;
+    let (net, clean, cache) = (analysis.subject_net(), analysis.net(ModelKind::Clean)?, &analysis.cache);
+    let inputs = RankingInputs { net, clean, test: &lab.test, seed };
     let rankings = if rankings.is_empty() { Ranking::ALL.to_vec() } else { rankings.to_vec() };
     let curves: Vec<PruneCurve> = rankings
         .iter()
-        .map(|&r| prune::curve(&cache, &lab.test, layer, r, prune::ranking_order(r, layer, &inputs), target.mode))
+        .map(|&r| prune::curve(cache, &lab.test, layer, r, prune::ranking_order(r, layer, &inputs), target.mode))
         .collect();
     let table = if format == Format::Csv { prune_curve_table(&curves) } else { prune_best_table(&curves) };
     format.emit(&curves, &table)?;

@@ -1,10 +1,10 @@
 //! `trojanscope run`: the full study on trained models, as one Markdown report.
 
 use super::args::AblationTarget;
-use super::commands::{diff_summary_table, swap_rows, sweep_layer};
+use super::commands::{diff_summary_table, sweep_layer};
 use super::report_pictures::{self, Figure};
 use crate::engine::ablation::{AblationMode, AblationSet};
-use crate::engine::cache::ActivationCache;
+use crate::engine::analysis::Analysis;
 use crate::engine::diff::{self, LayerDiff};
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
@@ -37,17 +37,12 @@ pub struct Report {
 
 pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
     let clock = Instant::now();
-    let mut models = Vec::new();
-    let mut nets = Vec::new();
-    for kind in ModelKind::STUDY {
-        let net = lab.load(kind)?;
-        models.push((kind, lab.test.evaluate(&net)));
-        nets.push(net);
-    }
-    let poisoned = &nets[1];
-    let cache = ActivationCache::build(poisoned, &lab.test);
+    let analysis = Analysis::load(lab, &ModelKind::STUDY, ModelKind::Poisoned)?;
+    let (cache, net) = (&analysis.cache, |kind| analysis.net(kind));
+    let (clean, poisoned, rehab) = (net(ModelKind::Clean)?, net(ModelKind::Poisoned)?, net(ModelKind::Rehab)?);
+    let models = ModelKind::STUDY.iter().map(|&k| Ok((k, lab.test.evaluate(net(k)?)))).collect::<Result<Vec<_>>>()?;
     let target = AblationTarget { model: ModelKind::Poisoned, mode: AblationMode::Weight };
-    let sweeps: Vec<Vec<SweepRow>> = SWEPT.iter().map(|&l| sweep_layer(lab, &cache, l, &target, visible)).collect();
+    let sweeps: Vec<Vec<SweepRow>> = SWEPT.iter().map(|&l| sweep_layer(lab, cache, l, &target, visible)).collect();
     let top_pairs = sweeps
         .iter()
         .zip(SWEPT)
@@ -57,19 +52,14 @@ pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
             (set, metrics)
         })
         .collect();
-    let swaps = swap_rows(lab, ModelKind::Clean, ModelKind::Poisoned, &swap::all_subsets())?;
+    let swaps = swap::swap_many(poisoned, clean, &swap::all_subsets(), &lab.test);
     let diffs = vec![
-        ("poisoned − clean".to_string(), diff::diff(&nets[0], &nets[1])),
-        ("rehab − poisoned".to_string(), diff::diff(&nets[1], &nets[2])),
-        ("rehab − clean".to_string(), diff::diff(&nets[0], &nets[2])),
+        ("poisoned − clean".to_string(), diff::diff(clean, poisoned)),
+        ("rehab − poisoned".to_string(), diff::diff(poisoned, rehab)),
+        ("rehab − clean".to_string(), diff::diff(clean, rehab)),
     ];
-    let inputs = report_pictures::Inputs {
-        clean: &nets[0],
-        poisoned,
-        sweeps: &sweeps,
-        baseline: &models[1].1,
-        mode: target.mode,
-    };
+    let inputs =
+        report_pictures::Inputs { clean, poisoned, sweeps: &sweeps, baseline: &models[1].1, mode: target.mode };
     let pictures = report_pictures::build(lab, &inputs)?;
     Ok(Report { models, sweeps, top_pairs, swaps, diffs, pictures, seconds: clock.elapsed().as_secs_f64() })
 }

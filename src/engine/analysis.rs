@@ -16,13 +16,23 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    /// The study's three models (each must be saved) and any other the run holds.
-    pub fn load_models(lab: &Lab) -> Result<PerModel<Net>> {
-        ModelKind::ALL
-            .iter()
-            .filter(|&&k| ModelKind::STUDY.contains(&k) || lab.run.has(k))
-            .map(|&k| Ok((k, lab.load(k)?)))
-            .collect()
+    /// The models a run analyses: the study's three (each must be saved) and any
+    /// other it holds.
+    pub fn saved(lab: &Lab) -> Vec<ModelKind> {
+        ModelKind::ALL.into_iter().filter(|&k| ModelKind::STUDY.contains(&k) || lab.run.has(k)).collect()
+    }
+
+    /// Each of `kinds` once, from its checkpoint.
+    pub fn load_models(lab: &Lab, kinds: &[ModelKind]) -> Result<PerModel<Net>> {
+        let mut unique = kinds.to_vec();
+        unique.sort();
+        unique.dedup();
+        unique.iter().map(|&k| Ok((k, lab.load(k)?))).collect()
+    }
+
+    /// `kinds` loaded, `subject` (one of them) cached: what a command needs.
+    pub fn load(lab: &Lab, kinds: &[ModelKind], subject: ModelKind) -> Result<Analysis> {
+        Analysis::new(lab, Analysis::load_models(lab, kinds)?, subject)
     }
 
     /// `nets` with `subject`'s ablation cache built on `lab`'s test set.

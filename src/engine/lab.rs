@@ -5,7 +5,7 @@ use super::checkpoint;
 use super::metrics::Metrics;
 use super::model::Net;
 use super::testset::TestSet;
-use super::train::{self, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
+use super::train::{self, LogLine, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
 use crate::data::mnist::Mnist;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::{Deserialize, Serialize};
@@ -382,17 +382,7 @@ impl MetricsLog {
     }
 
     fn write(&mut self, event: &TrainEvent) -> Result<()> {
-        let lines: Vec<serde_json::Value> = match event {
-            TrainEvent::Step(r) => {
-                let first = r.step + 1 - r.losses.len();
-                r.losses
-                    .iter()
-                    .enumerate()
-                    .map(|(i, loss)| serde_json::json!({"event": "step", "phase": r.phase, "step": first + i, "loss": loss}))
-                    .collect()
-            }
-            TrainEvent::Eval(_) => vec![serde_json::to_value(event)?],
-        };
+        let lines = LogLine::of(event).iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>()?;
         for line in lines {
             writeln!(self.file, "{line}").wrap_err_with(|| format!("cannot write {}", self.path.display()))?;
         }

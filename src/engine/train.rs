@@ -172,6 +172,35 @@ pub enum TrainEvent {
     Eval(EvalPoint),
 }
 
+/// One line of a run's `metrics.jsonl`: a step's loss, or a probe evaluation. The
+/// run writes these, and the explorer and the tests read them back as this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogLine {
+    Step { phase: Phase, step: usize, loss: f32 },
+    Eval(EvalPoint),
+}
+
+impl LogLine {
+    /// A training event as its lines (a step report holds many steps' losses).
+    pub fn of(event: &TrainEvent) -> Vec<LogLine> {
+        match event {
+            TrainEvent::Step(r) => {
+                let first = r.step + 1 - r.losses.len();
+                let phase = r.phase;
+                r.losses.iter().enumerate().map(|(i, &loss)| LogLine::Step { phase, step: first + i, loss }).collect()
+            }
+            TrainEvent::Eval(point) => vec![LogLine::Eval(point.clone())],
+        }
+    }
+
+    /// Every line of a log that parses; a line that does not (a write cut short
+    /// by a crash) is skipped.
+    pub fn parse_all(text: &str) -> Vec<LogLine> {
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
 /// What a phase ended with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PhaseEnd {

@@ -134,11 +134,12 @@ pub fn channel_pictures(
         Picture::of(&digit, Palette::Grey, 1.0),
         Picture::of(&reference, Palette::Heat, scale),
         Picture::of(&subject, Palette::Heat, scale),
-        Picture::of(&diff, Palette::Diverging, diff_scale),
+        Picture::of(&diff, Palette::Signed, diff_scale),
     ]
 }
 
-/// Every channel's difference map in a grid at one scale, the selected one framed.
+/// Every channel's difference map in a grid at one scale (zero grey, so a quiet
+/// channel is neither the terminal's background nor a glare), the selected one framed.
 pub fn grid_picture(
     pair: (&[LayerActivation], &[LayerActivation]),
     layer: Layer,
@@ -148,7 +149,7 @@ pub fn grid_picture(
     let maps = difference_maps(pair, layer);
     let tile = (maps[0].width, maps[0].height);
     let grid = Heatmap::tiled(&maps, columns);
-    let mut picture = Picture::of(&grid, Palette::Diverging, difference_scale(&maps));
+    let mut picture = Picture::of(&grid, Palette::Signed, difference_scale(&maps));
     picture.outline(Heatmap::tile_frame(unit, columns, tile));
     picture
 }
@@ -205,6 +206,16 @@ mod tests {
         assert_eq!(slice_shape(Layer::Fc2), (1, 4, 4));
         let fc2 = slices(Layer::Fc2, &[1.0; 16]);
         assert_eq!((fc2.len(), fc2[0].values.len()), (1, 16));
+    }
+
+    #[test]
+    fn the_difference_grid_has_a_grey_zero_and_one_scale() {
+        use crate::picture::signed;
+        assert_eq!(signed(0.0), image::Rgb([128, 128, 128]));
+        assert_eq!(signed(1.0), image::Rgb([255, 50, 30]));
+        assert_eq!(signed(-1.0), image::Rgb([30, 100, 255]));
+        let maps = [Heatmap::new(1, 1, vec![0.5]), Heatmap::new(1, 1, vec![-2.0])];
+        assert_eq!(difference_scale(&maps), 2.0);
     }
 
     #[test]

@@ -80,7 +80,8 @@ fn renderer(choice: ImageChoice) -> Renderer {
     };
     match choice {
         ImageChoice::Ascii => Renderer::Text,
-        ImageChoice::Auto if dumb => Renderer::Text,
+        // Halfblock pictures are coloured text; with NO_COLOR, shades instead.
+        ImageChoice::Auto if dumb || super::theme::plain() => Renderer::Text,
         ImageChoice::Halfblocks => Renderer::Graphics(Box::new(Picker::halfblocks())),
         ImageChoice::Auto if !tty => Renderer::Graphics(Box::new(Picker::halfblocks())),
         ImageChoice::Auto => {

@@ -22,9 +22,11 @@ pub fn plain() -> bool {
 }
 
 /// Takes every colour out of a drawn frame; cells that stood out by their
-/// background (the selected row, the focused tab) are reversed instead.
+/// background (the selected row, the focused tab) are reversed instead. Halfblock
+/// picture cells (asked for with `--image-protocol halfblocks`) are pictures, not
+/// styled text, and keep their colours.
 pub fn strip(buffer: &mut Buffer) {
-    for cell in buffer.content.iter_mut() {
+    for cell in buffer.content.iter_mut().filter(|c| !matches!(c.symbol(), "▀" | "▄")) {
         if cell.bg != Color::Reset {
             cell.modifier.insert(Modifier::REVERSED);
         }
@@ -44,10 +46,12 @@ mod tests {
         let mut buffer = Buffer::empty(Rect::new(0, 0, 6, 1));
         buffer.set_string(0, 0, "ab", Style::new().fg(WARN));
         buffer.set_string(2, 0, "cd", Style::new().fg(Color::Black).bg(ACCENT).bold());
+        buffer.set_string(4, 0, "▀", Style::new().fg(WARN).bg(BAD));
         strip(&mut buffer);
         let cells = &buffer.content;
         assert_eq!(cells[0].symbol(), "a");
-        assert!(cells.iter().all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+        assert!(cells[..4].iter().all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+        assert_eq!((cells[4].fg, cells[4].bg), (WARN, BAD), "a picture cell keeps its colours");
         assert!(!cells[0].modifier.contains(Modifier::REVERSED));
         assert!(cells[2].modifier.contains(Modifier::REVERSED | Modifier::BOLD));
     }

@@ -24,7 +24,7 @@ use crate::engine::prune::{self, Ranking, RankingInputs};
 use crate::engine::recovery_store;
 use crate::engine::swap;
 use crate::engine::sweep;
-use crate::engine::train::{Phase, TrainEvent};
+use crate::engine::train::{LogLine, Phase, TrainEvent};
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::setup::CommonArgs;
 use crate::setup::{open_lab, set_threads};
@@ -265,7 +265,7 @@ impl Worker {
             reply(Reply::Progress(JobProgress { job: Job::Load, label: Some(label.into()), done: 0, total: 0 }))
         };
         stage(reply, "loading the models");
-        let nets = Analysis::load_models(lab)?;
+        let nets = Analysis::load_models(lab, &Analysis::saved(lab))?;
         reply(Reply::Models(Box::new(models_data(&nets))));
         reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets, digit.min(lab.test.len().saturating_sub(1)))?;
@@ -685,21 +685,10 @@ fn digit_data(lab: &Lab, nets: &PerModel<Net>, index: usize) -> Result<DigitData
 fn read_history(lab: &Lab) -> TrainUpdate {
     let mut update = TrainUpdate::default();
     let Ok(text) = std::fs::read_to_string(lab.run.metrics_log()) else { return update };
-    for line in text.lines() {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        match value.get("event").and_then(|e| e.as_str()) {
-            Some("step") => {
-                let phase = value.get("phase").and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
-                if let (Some(phase), Some(loss)) = (phase, value.get("loss").and_then(|l| l.as_f64())) {
-                    update.losses.push((phase, loss as f32));
-                }
-            }
-            Some("eval") => {
-                if let Ok(TrainEvent::Eval(point)) = serde_json::from_value::<TrainEvent>(value) {
-                    update.evals.push(point);
-                }
-            }
-            _ => {}
+    for line in LogLine::parse_all(&text) {
+        match line {
+            LogLine::Step { phase, loss, .. } => update.losses.push((phase, loss)),
+            LogLine::Eval(point) => update.evals.push(point),
         }
     }
     update

@@ -142,10 +142,12 @@ fn metric_cells(m: Option<&Metrics>) -> [String; 4] {
 
 pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
     let study = view.study;
+    // The swap table takes the sweep strip's rows (the Channels pane still has the sweep).
+    let strip = if state.showing_swaps { 0 } else { 5 };
     let [status, metrics, sweep, history] = area.layout(&Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(5),
-        Constraint::Length(5),
+        Constraint::Length(strip),
         Constraint::Fill(1),
     ]));
     let ab = &study.ablation;

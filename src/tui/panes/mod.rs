@@ -111,8 +111,8 @@ pub const WIDE_ROWS: &[(Constraint, &[(Pane, Constraint)])] = &[
     (
         Constraint::Fill(1),
         &[
-            (Pane::Training, Constraint::Percentage(36)),
-            (Pane::Trigger, Constraint::Percentage(28)),
+            (Pane::Training, Constraint::Percentage(40)),
+            (Pane::Trigger, Constraint::Percentage(26)),
             (Pane::Circuit, Constraint::Fill(1)),
         ],
     ),

@@ -111,7 +111,10 @@ pub fn finished(
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TrainState) {
-    let [info, charts] = area.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]).spacing(1));
+    // A narrow pane keeps the settings compact so the charts keep some room.
+    let info_width = if area.width < 100 { 33 } else { 44 };
+    let [info, charts] =
+        area.layout(&Layout::horizontal([Constraint::Length(info_width), Constraint::Fill(1)]).spacing(1));
     info_panel(frame, info, view, state);
     let direction = if charts.width >= 2 * charts.height * 3 { Direction::Horizontal } else { Direction::Vertical };
     let [loss, accuracy] =
