@@ -111,8 +111,9 @@ pub fn difference_maps(pair: (&[LayerActivation], &[LayerActivation]), layer: La
 
 /// The scale every difference map of `layer` is drawn at (the largest change of
 /// any channel), so the single Δ and the grid read the same.
-pub fn difference_scale(maps: &[Heatmap]) -> f32 {
-    maps.iter().map(Heatmap::max_abs).fold(1e-12, f32::max)
+pub fn difference_scale(pair: (&[LayerActivation], &[LayerActivation]), layer: Layer) -> f32 {
+    let (reference, subject) = (&pair.0[layer.position()].values, &pair.1[layer.position()].values);
+    reference.iter().zip(subject).map(|(a, b)| (b - a).abs()).fold(1e-12, f32::max)
 }
 
 /// The digit with the trigger, the two activation maps, and their difference at
@@ -127,9 +128,8 @@ pub fn channel_pictures(
     let digit = Heatmap::new(side, side, data.triggered_pixels.clone());
     let (reference, subject) = (map(&pair.0[layer.position()], unit), map(&pair.1[layer.position()], unit));
     let scale = reference.max_abs().max(subject.max_abs());
-    let mut maps = difference_maps(pair, layer);
-    let diff_scale = difference_scale(&maps);
-    let diff = maps.swap_remove(unit);
+    let diff_scale = difference_scale(pair, layer);
+    let diff = difference_maps(pair, layer).swap_remove(unit);
     [
         Picture::of(&digit, Palette::Grey, 1.0),
         Picture::of(&reference, Palette::Heat, scale),
@@ -149,7 +149,7 @@ pub fn grid_picture(
     let maps = difference_maps(pair, layer);
     let tile = (maps[0].width, maps[0].height);
     let grid = Heatmap::tiled(&maps, columns);
-    let mut picture = Picture::of(&grid, Palette::Signed, difference_scale(&maps));
+    let mut picture = Picture::of(&grid, Palette::Signed, difference_scale(pair, layer));
     picture.outline(Heatmap::tile_frame(unit, columns, tile));
     picture
 }
@@ -214,8 +214,9 @@ mod tests {
         assert_eq!(signed(0.0), image::Rgb([128, 128, 128]));
         assert_eq!(signed(1.0), image::Rgb([255, 50, 30]));
         assert_eq!(signed(-1.0), image::Rgb([30, 100, 255]));
-        let maps = [Heatmap::new(1, 1, vec![0.5]), Heatmap::new(1, 1, vec![-2.0])];
-        assert_eq!(difference_scale(&maps), 2.0);
+        let activation = |values: Vec<f32>| LayerActivation { layer: Layer::Conv1, shape: vec![2, 1, 1], values };
+        let (reference, subject) = (vec![activation(vec![1.0, 0.0])], vec![activation(vec![1.5, -2.0])]);
+        assert_eq!(difference_scale((&reference, &subject), Layer::Conv1), 2.0);
     }
 
     #[test]

@@ -12,9 +12,7 @@ use crate::tui::effect::Effect;
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
-use crate::tui::pictures::{
-    channel_pictures, compared, difference_maps, difference_scale, grid_picture, ranked_picture,
-};
+use crate::tui::pictures::{channel_pictures, compared, difference_scale, grid_picture, ranked_picture};
 use crate::tui::protocol::{Command, DigitData, Job, TopImages};
 use crate::tui::study::Study;
 use crate::tui::theme::{DIM, WARN};
@@ -112,7 +110,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     }
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
-    let scale = difference_scale(&difference_maps(pair, layer));
+    let scale = difference_scale(pair, layer);
     let titles = ["digit".to_string(), reference.to_string(), format!("{subject} +T"), format!("Δ ±{scale:.2}")];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
     let items = channel_pictures(data, pair, layer, unit)
