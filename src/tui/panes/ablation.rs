@@ -38,22 +38,8 @@ pub const KEYS: &[Binding] = &[
         None
     ),
     crate::bind!(&[ch('o')], "o", Action::Pane(VIEW), Scope::Focused, "history ↔ layer swaps", Some("swaps")),
-    crate::bind!(
-        &[ch('w')],
-        "w",
-        Action::Pane(SWEEP),
-        Scope::Main,
-        "sweep: ablate each unit of the layer",
-        Some("sweep")
-    ),
-    crate::bind!(
-        &[ch('W')],
-        "W",
-        Action::Pane(SWAP),
-        Scope::Main,
-        "layer swaps: compared → studied model",
-        Some("swap")
-    ),
+    crate::bind!(&[ch('w')], "w", Action::Pane(SWEEP), Scope::Main, "sweep: each unit alone", Some("sweep")),
+    crate::bind!(&[ch('W')], "W", Action::Pane(SWAP), Scope::Main, "layer swaps into the model", Some("swap")),
 ];
 
 /// The pane's own state: which table it shows, and the last swaps.

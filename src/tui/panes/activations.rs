@@ -29,7 +29,7 @@ pub const KEYS: &[Binding] = &[crate::bind!(
     "i",
     Action::Pane(TOP),
     Scope::Focused,
-    "the unit's top and bottom test images ↔ the digit",
+    "unit's top images ↔ digit",
     Some("top images")
 )];
 

@@ -19,7 +19,7 @@ const REVERSE: PaneKey = PaneKey("channels.reverse");
 const OPEN: PaneKey = PaneKey("channels.open");
 
 pub const KEYS: &[Binding] = &[
-    crate::bind!(&[ch('s')], "s", Action::Pane(SORT), Scope::Focused, "sort channels by the next column", Some("sort")),
+    crate::bind!(&[ch('s')], "s", Action::Pane(SORT), Scope::Focused, "sort by the next column", Some("sort")),
     crate::bind!(&[ch('S')], "S", Action::Pane(REVERSE), Scope::Focused, "reverse the channel order", None),
     crate::bind!(&[key(KeyCode::Enter)], "Enter", Action::Pane(OPEN), Scope::Focused, "the unit's kernels", None),
 ];

@@ -53,14 +53,7 @@ const UNLEARN: PaneKey = PaneKey("trigger.unlearn");
 const VISUALIZE: PaneKey = PaneKey("trigger.visualize");
 
 pub const KEYS: &[Binding] = &[
-    crate::bind!(
-        &[ch('R')],
-        "R",
-        Action::Pane(RECOVER),
-        Scope::Main,
-        "recover the trigger (Neural Cleanse)",
-        Some("recover")
-    ),
+    crate::bind!(&[ch('R')], "R", Action::Pane(RECOVER), Scope::Main, "Neural Cleanse: the trigger", Some("recover")),
     crate::bind!(&[ch('u')], "u", Action::Pane(UNLEARN), Scope::Main, "unlearn the flagged trigger", None),
     crate::bind!(&[ch('v')], "v", Action::Pane(VISUALIZE), Scope::Main, "visualise the selected unit", None),
 ];
