@@ -150,7 +150,8 @@ fn a_sweep_fills_the_channel_columns_and_x_stops_one() {
     h.type_keys("ssss");
     assert_eq!(h.app.study.sort.column, Column::Poison);
     let rows = h.app.study.channel_rows();
-    assert!(rows[0].swept.unwrap()[1] <= rows[1].swept.unwrap()[1]);
+    let poison = |i: usize| rows[i].swept.as_ref().unwrap().poison_acc;
+    assert!(poison(0) <= poison(1));
     h.press(KeyCode::Char('l'));
     h.type_keys("wx");
     h.wait_for("the stopped conv2 sweep", |app| app.study.ablation.sweeps.contains_key(&Layer::Conv2));

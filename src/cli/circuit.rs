@@ -7,6 +7,7 @@ use super::progress::counter;
 use super::trigger::examined;
 use crate::analysis_tables::{circuit_table, patch_table};
 use crate::engine::ablation::{self, AblationMode, AblationSet};
+use crate::engine::analysis::Analysis;
 use crate::engine::cache::ActivationCache;
 use crate::engine::circuit::{self, FastEvaluator, SearchConfig, Tried};
 use crate::engine::lab::ModelKind;
@@ -156,14 +157,14 @@ struct CircuitOutput {
 
 pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
     let lab = open_lab(common, None)?;
-    let net = lab.load(args.model)?;
     // The clean model is evaluated only when the default target needs it.
     let clean_model_poison = match args.poison_target {
         Some(_) => 0.0,
         None => lab.test.evaluate(&lab.load(ModelKind::Clean)?).poison_acc,
     };
     let started = Instant::now();
-    let cache = ActivationCache::build(&net, &lab.test);
+    let analysis = Analysis::load(&lab, &[args.model], args.model)?;
+    let (net, cache) = (analysis.subject_net(), &analysis.cache);
     let clean_baseline = cache.evaluate(&lab.test, &AblationSet::default(), args.mode).clean_acc;
     let mut config = SearchConfig::defaults(clean_model_poison, clean_baseline, args.mode);
     if let Some(p) = args.poison_target {
@@ -172,7 +173,7 @@ pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Resul
     config.criteria.clean_margin = args.clean_margin;
     config.criteria.max_size = args.max_size;
     config.survive_at = args.survive;
-    let mut eval = FastEvaluator { cache: &cache, test: &lab.test, mode: args.mode };
+    let mut eval = FastEvaluator { cache, test: &lab.test, mode: args.mode };
     let bar = counter("circuit search", 1, format.is_human());
     let report = circuit::search(&mut eval, &config, |p| {
         bar.set_message(format!("{} ({} sets)", p.stage, p.evaluated));
@@ -186,7 +187,7 @@ pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Resul
             .iter()
             .map(|t| {
                 let slow = lab.test.metrics(&ablation::reference_predictions(
-                    &net,
+                    net,
                     cache.means(),
                     &lab.test,
                     &t.set,

@@ -3,6 +3,7 @@
 
 use crate::engine::ablation::AblationSet;
 use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
 use std::cmp::Ordering;
 
@@ -61,8 +62,8 @@ pub struct ChannelRow {
     pub unit: usize,
     pub weight_change: Option<f64>,
     pub activation_change: Option<f64>,
-    /// Clean, poison and rehab accuracy with this unit ablated alone.
-    pub swept: Option<[f64; 3]>,
+    /// The metrics with this unit ablated alone.
+    pub swept: Option<Metrics>,
     pub ablated: bool,
 }
 
@@ -72,9 +73,9 @@ impl ChannelRow {
             Column::Unit => Some(self.unit as f64),
             Column::WeightChange => self.weight_change,
             Column::ActivationChange => self.activation_change,
-            Column::Clean => self.swept.map(|s| s[0]),
-            Column::Poison => self.swept.map(|s| s[1]),
-            Column::Rehab => self.swept.map(|s| s[2]),
+            Column::Clean => self.swept.as_ref().map(|m| m.clean_acc),
+            Column::Poison => self.swept.as_ref().map(|m| m.poison_acc),
+            Column::Rehab => self.swept.as_ref().map(|m| m.rehab_acc),
         }
     }
 }
@@ -82,7 +83,7 @@ impl ChannelRow {
 /// What is known about a layer's units, from the app's state.
 pub struct LayerFacts<'a> {
     pub layer: Layer,
-    /// ‖poisoned − clean‖ per unit.
+    /// ‖studied − compared‖ per unit.
     pub weight_change: Option<Vec<f64>>,
     pub activation_change: Option<&'a [f64]>,
     pub sweep: Option<&'a [SweepRow]>,
@@ -97,7 +98,7 @@ pub fn rows(facts: &LayerFacts, sort: Sort) -> Vec<ChannelRow> {
             unit,
             weight_change: facts.weight_change.as_ref().and_then(|w| w.get(unit).copied()),
             activation_change: facts.activation_change.and_then(|a| a.get(unit).copied()),
-            swept: facts.sweep.and_then(|s| s.iter().find(|r| r.unit == unit)).map(|r| r.metrics.triple()),
+            swept: facts.sweep.and_then(|s| s.iter().find(|r| r.unit == unit)).map(|r| r.metrics.clone()),
             ablated: facts.set.contains(facts.layer, unit),
         })
         .collect();

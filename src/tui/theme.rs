@@ -14,6 +14,10 @@ pub const DIM: Color = Color::DarkGray;
 /// The clean, poison and rehab accuracy lines of every chart, in that order.
 pub const ACCURACY: [Color; 3] = [Color::Green, Color::LightRed, Color::LightBlue];
 pub const ACCURACY_NAMES: [&str; 3] = ["clean", "poison", "rehab"];
+/// Series of charts with more lines than three (one per pruning ranking).
+pub const SERIES: [Color; 5] = [Color::LightRed, Color::Green, Color::LightBlue, Color::Yellow, Color::Gray];
+/// The training phases' loss segments: clean, poison, rehab, unlearn.
+pub const PHASES: [Color; 4] = [Color::Green, Color::LightRed, Color::LightBlue, Color::Magenta];
 
 /// Whether `NO_COLOR` asks for plain styles (set and not empty, as the convention says).
 pub fn plain() -> bool {

@@ -2,6 +2,7 @@
 //! layer is swept, each channel's lone-ablation metrics; sortable, ablated marked.
 
 use super::common::{Cx, View, number, row, scroll_offset};
+use crate::engine::metrics::Accuracy;
 use crate::tui::columns::{Column, Sort};
 use crate::tui::effect::Effect;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
@@ -96,15 +97,15 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
     let body: Vec<_> = rows
         .iter()
         .map(|r| {
-            let swept = |i: usize| number(r.swept.map(|s| s[i]), 2);
+            let swept = |accuracy: Accuracy| number(r.swept.as_ref().map(accuracy), 2);
             let cells = [
                 if r.ablated { "✗".to_string() } else { String::new() },
                 r.unit.to_string(),
                 number(r.weight_change, 4),
                 number(r.activation_change, 4),
-                swept(0),
-                swept(1),
-                swept(2),
+                swept(|m| m.clean_acc),
+                swept(|m| m.poison_acc),
+                swept(|m| m.rehab_acc),
             ];
             let line = row(cells, 1);
             if r.ablated { line.style(Style::new().fg(WARN)) } else { line }

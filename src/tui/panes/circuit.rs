@@ -14,7 +14,7 @@ use crate::tui::effect::Effect;
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::protocol::{Command, Job, PatchMap, PatchMaps};
-use crate::tui::theme::{ACCENT, BAD, DIM, WARN};
+use crate::tui::theme::{ACCENT, ACCURACY, BAD, DIM, SERIES, WARN};
 use ratatui::Frame;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -351,8 +351,9 @@ fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
             .style(Style::new().fg(colour))
             .data(data)
     };
-    let datasets = vec![dots("poison %", Color::LightRed, &poison), dots("clean %", Color::Green, &clean)];
-    let key = legend(&[("poison", Color::LightRed), ("clean", Color::Green)]);
+    let [clean_colour, poison_colour, _] = ACCURACY;
+    let datasets = vec![dots("poison %", poison_colour, &poison), dots("clean %", clean_colour, &clean)];
+    let key = legend(&[("poison", poison_colour), ("clean", clean_colour)]);
     let chart = Chart::new(datasets)
         .block(
             ratatui::widgets::Block::new()
@@ -375,7 +376,7 @@ fn draw_curves(frame: &mut Frame, area: Rect, state: &CircuitState) {
         );
         return;
     };
-    let colours = [Color::LightRed, Color::Green, Color::LightBlue, Color::Yellow, Color::Gray];
+    let colours = SERIES;
     let series: Vec<(String, Vec<(f64, f64)>)> = curves
         .iter()
         .map(|c| {

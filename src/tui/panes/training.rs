@@ -10,7 +10,7 @@ use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::pictures::{accuracy_series, loss_points_by_phase};
 use crate::tui::protocol::{Command, Job};
 use crate::tui::study::Study;
-use crate::tui::theme::{ACCENT, ACCURACY, ACCURACY_NAMES, DIM, WARN};
+use crate::tui::theme::{ACCENT, ACCURACY, ACCURACY_NAMES, DIM, PHASES, WARN};
 use crate::tui::train_state::{Field, TrainState};
 use ratatui::Frame;
 use ratatui::crossterm::event::KeyCode;
@@ -39,16 +39,9 @@ pub const KEYS: &[Binding] = &[
     crate::bind!(&[ch('t')], "t", Action::Pane(SHOW), Scope::Main, "training view", Some("train")),
 ];
 
-/// Colours of the loss chart's phase segments.
-const PHASE_COLOURS: [(Phase, Color); 4] = [
-    (Phase::Clean, Color::Green),
-    (Phase::Poison, Color::LightRed),
-    (Phase::Rehab, Color::LightBlue),
-    (Phase::Unlearn, Color::Magenta),
-];
-
 fn phase_colour(phase: Phase) -> Color {
-    PHASE_COLOURS.iter().find(|(p, _)| *p == phase).map_or(WARN, |(_, c)| *c)
+    let i = Phase::ALL.iter().chain(&[Phase::Unlearn]).position(|&p| p == phase).unwrap_or(0);
+    PHASES[i.min(PHASES.len() - 1)]
 }
 
 pub fn handle(state: &mut TrainState, action: Action, cx: Cx) -> Option<Vec<Effect>> {
