@@ -157,13 +157,14 @@ struct CircuitOutput {
 
 pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
     let lab = open_lab(common, None)?;
+    let nets = Analysis::load_models(&lab, &[args.model])?;
     // The clean model is evaluated only when the default target needs it.
     let clean_model_poison = match args.poison_target {
         Some(_) => 0.0,
         None => lab.test.evaluate(&lab.load(ModelKind::Clean)?).poison_acc,
     };
     let started = Instant::now();
-    let analysis = Analysis::load(&lab, &[args.model], args.model)?;
+    let analysis = Analysis::new(&lab, nets, args.model)?;
     let (net, cache) = (analysis.subject_net(), &analysis.cache);
     let clean_baseline = cache.evaluate(&lab.test, &AblationSet::default(), args.mode).clean_acc;
     let mut config = SearchConfig::defaults(clean_model_poison, clean_baseline, args.mode);
