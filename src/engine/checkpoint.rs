@@ -32,7 +32,7 @@ pub fn load_net(path: &Path, device: Device) -> Result<Net> {
     }
     let tensors = Tensor::read_safetensors(path)
         .map_err(|e| eyre!("{}: not a readable safetensors file ({e})", path.display()))?;
-    let net = Net::new(device);
+    let net = Net::blank(device);
     let expected: Vec<(String, Vec<i64>, &Tensor)> = Layer::ALL
         .iter()
         .flat_map(|&l| {

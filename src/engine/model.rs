@@ -20,6 +20,17 @@ impl Net {
     /// A freshly initialised network: every weight and bias uniform in ±1/√fan_in,
     /// as PyTorch initialises Conv2d and Linear (tch's defaults differ).
     pub fn new(device: Device) -> Net {
+        Net::build(device, true)
+    }
+
+    /// A net whose parameters are about to be overwritten (a load, a copy): zeros,
+    /// so it draws nothing from libtorch's global generator, which a training or a
+    /// trigger recovery in another thread of the process may be drawing from.
+    pub fn blank(device: Device) -> Net {
+        Net::build(device, false)
+    }
+
+    fn build(device: Device, random: bool) -> Net {
         let vs = VarStore::new(device);
         let root = vs.root() / "net";
         let mut weights = Vec::new();
@@ -27,7 +38,7 @@ impl Net {
         for layer in Layer::ALL {
             let path = &root / layer.torch_index();
             let bound = 1.0 / (layer.fan_in() as f64).sqrt();
-            let init = Init::Uniform { lo: -bound, up: bound };
+            let init = if random { Init::Uniform { lo: -bound, up: bound } } else { Init::Const(0.0) };
             weights.push(path.var("weight", &layer.weight_shape(), init));
             biases.push(path.var("bias", &[layer.units() as i64], init));
         }
@@ -93,7 +104,7 @@ impl Net {
 
     /// A copy with its own storage on the same device.
     pub fn duplicate(&self) -> Net {
-        let mut copy = Net::new(self.device());
+        let mut copy = Net::blank(self.device());
         copy.copy_from(self);
         copy
     }
