@@ -331,6 +331,11 @@ fn axis(low: f64, high: f64, decimals: usize) -> Axis<'static> {
 
 /// The Pareto front: poison accuracy against set size, the small sets only.
 fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
+    if state.report.is_some() && area.height < 5 {
+        // Too low for axes, title and legend: say where the chart is.
+        frame.render_widget(Line::from("Pareto front: z zooms this pane").fg(DIM), area);
+        return;
+    }
     let Some(report) = &state.report else {
         placeholder(
             frame,
@@ -368,6 +373,10 @@ fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
 
 /// Poison accuracy against units pruned, one line per ranking, its DER in the legend.
 fn draw_curves(frame: &mut Frame, area: Rect, state: &CircuitState) {
+    if state.curves.is_some() && area.height < 5 {
+        frame.render_widget(Line::from("pruning curves: z zooms this pane").fg(DIM), area);
+        return;
+    }
     let Some((layer, curves)) = &state.curves else {
         placeholder(
             frame,
