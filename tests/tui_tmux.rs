@@ -260,3 +260,50 @@ fn quitting_takes_under_half_a_second_while_training_and_while_loading() {
         assert!(took < Duration::from_millis(500), "quitting while {what} took {took:?}");
     }
 }
+
+/// The explorer's views of every CLI analysis, reached as a person would: each key
+/// read from `?` help first, then pressed, at 80×24 (tabs) and 160×48 (every pane).
+fn views_reachable_from_the_help(size: (u16, u16)) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let saved = tui_support::tiny_run();
+    let mut args = explorer_args(saved, TRAIN_LIMIT, Some(TEST_LIMIT));
+    args.push("--run=tiny".into());
+    let tmux = Tmux::start(&format!("views-{}x{}", size.0, size.1), size, &args);
+    let long = Duration::from_secs(60);
+    tmux.wait("the models to be ready", long, |s| s.contains("● ready"));
+    let help_lists = |focus: &str, text: &str| {
+        tmux.keys(&[focus, "?"]);
+        tmux.wait(&format!("{text:?} in the help"), Duration::from_secs(5), |s| s.contains(text));
+        tmux.keys(&["Escape"]);
+        tmux.wait("the help to close", Duration::from_secs(5), |s| !s.contains("? or Esc closes"));
+    };
+    // The unit's top and bottom test images.
+    help_lists("4", "unit's top images");
+    tmux.keys(&["i"]);
+    tmux.wait("the top images", long, |s| s.contains("most") && s.contains("least") && s.contains("mean activation"));
+    // The layer swaps.
+    help_lists("5", "layer swaps into the model");
+    tmux.keys(&["W"]);
+    tmux.wait("the swap table", long, |s| s.contains("layers swapped") && s.contains("conv1 (0) + conv2 (3)"));
+    // The rehab model under study, and its kernels.
+    help_lists("3", "next model under study");
+    tmux.keys(&["M"]);
+    tmux.wait("the rehab model, ready", long, |s| s.contains("rehab vs clean") && s.contains("● ready"));
+    tmux.wait("the rehab model's kernels", Duration::from_secs(5), |s| s.contains("Δ rehab − clean"));
+    // A chart legend.
+    tmux.keys(&["6"]);
+    tmux.wait("the accuracy chart's legend", Duration::from_secs(5), |s| s.contains("━ clean ━ poison ━ rehab"));
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for_exit();
+    assert!(after.contains("exited with 0"), "{after}");
+}
+
+#[test]
+fn swaps_top_images_the_rehab_model_and_legends_at_80x24() {
+    views_reachable_from_the_help((80, 24));
+}
+
+#[test]
+fn swaps_top_images_the_rehab_model_and_legends_at_160x48() {
+    views_reachable_from_the_help((160, 48));
+}
