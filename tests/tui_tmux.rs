@@ -231,6 +231,13 @@ impl Tmux {
     }
 }
 
+/// The explorer's flags for the saved tiny run (trained once per test binary).
+fn saved_run_args(test_limit: Option<usize>) -> Vec<String> {
+    let mut args = explorer_args(tui_support::tiny_run(), TRAIN_LIMIT, test_limit);
+    args.push("--run=tiny".into());
+    args
+}
+
 /// Quitting never waits for the worker: within half a second while training (after
 /// the question) and while a saved run's activations are still being cached.
 #[test]
@@ -246,10 +253,7 @@ fn quitting_takes_under_half_a_second_while_training_and_while_loading() {
     let while_training = tmux.time_to_exit(clock);
     drop(tmux);
     // A saved run opened on the full test set: 20,000 images to cache before "ready".
-    let saved = tui_support::tiny_run();
-    let mut args = explorer_args(saved, TRAIN_LIMIT, None);
-    args.push("--run=tiny".into());
-    let tmux = Tmux::start("quit-loading", (100, 30), &args);
+    let tmux = Tmux::start("quit-loading", (100, 30), &saved_run_args(None));
     let loading = |s: &str| s.contains("● caching") || s.contains("● measuring") || s.contains("● loading");
     tmux.wait("the run loading", Duration::from_secs(30), loading);
     let clock = Instant::now();
@@ -265,10 +269,7 @@ fn quitting_takes_under_half_a_second_while_training_and_while_loading() {
 /// read from `?` help first, then pressed, at 80×24 (tabs) and 160×48 (every pane).
 fn views_reachable_from_the_help(size: (u16, u16)) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let saved = tui_support::tiny_run();
-    let mut args = explorer_args(saved, TRAIN_LIMIT, Some(TEST_LIMIT));
-    args.push("--run=tiny".into());
-    let tmux = Tmux::start(&format!("views-{}x{}", size.0, size.1), size, &args);
+    let tmux = Tmux::start(&format!("views-{}x{}", size.0, size.1), size, &saved_run_args(Some(TEST_LIMIT)));
     let long = Duration::from_secs(60);
     tmux.wait("the models to be ready", long, |s| s.contains("● ready"));
     let help_lists = |focus: &str, text: &str| {
