@@ -159,14 +159,9 @@ pub fn ranked_picture(image: &RankedImage, side: usize) -> Picture {
     Picture::of(&Heatmap::new(side, side, image.pixels.clone()), Palette::Grey, 1.0)
 }
 
-/// At most `width` points: the mean of each run of consecutive losses.
+/// At most about `width` points of every phase in one line (the export's chart).
 pub fn loss_points(losses: &[(Phase, f32)], width: usize) -> Vec<(f64, f64)> {
-    let bucket = losses.len().div_ceil(width.max(1)).max(1);
-    losses
-        .chunks(bucket)
-        .enumerate()
-        .map(|(i, c)| ((i * bucket) as f64, c.iter().map(|(_, l)| *l as f64).sum::<f64>() / c.len() as f64))
-        .collect()
+    loss_points_by_phase(losses, width).into_iter().flat_map(|(_, points)| points).collect()
 }
 
 /// The loss points of each phase separately (at most `width` in all), so each

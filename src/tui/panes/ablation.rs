@@ -4,7 +4,7 @@
 //! swaps (every subset of the compared model's layers copied into the model under
 //! study).
 
-use super::common::{Cx, View, number, placeholder, row, scroll_offset};
+use super::common::{Cx, View, moved, number, placeholder, row, rows_moved, scroll_offset};
 use crate::engine::ablation::AblationMode;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
@@ -67,19 +67,12 @@ pub fn handle(state: &mut AblationView, action: Action, cx: Cx) -> Option<Vec<Ef
         }
         Action::Pane(SWEEP) => return Some(sweep(study, cx.jobs)),
         Action::Pane(SWAP) => return Some(swap(state, study, cx.jobs)),
-        Action::Up => -1,
-        Action::Down => 1,
-        Action::PageUp => -10,
-        Action::PageDown => 10,
-        Action::Top => -10_000,
-        Action::Bottom => 10_000,
-        _ => return None,
+        other => rows_moved(other)?,
     };
-    let clamp = |value: usize, len: usize| (value as i64 + delta).clamp(0, len.max(1) as i64 - 1) as usize;
     if state.showing_swaps {
-        state.swap_row = clamp(state.swap_row, state.swaps.as_ref().map_or(0, |s| s.rows.len()));
+        state.swap_row = moved(state.swap_row, delta, state.swaps.as_ref().map_or(0, |s| s.rows.len()));
     } else {
-        ab.history_row = clamp(ab.history_row, ab.history.len());
+        ab.history_row = moved(ab.history_row, delta, ab.history.len());
     }
     Some(Vec::new())
 }

@@ -1,7 +1,7 @@
 //! The selected layer's channels: weight change, activation change and, once the
 //! layer is swept, each channel's lone-ablation metrics; sortable, ablated marked.
 
-use super::common::{Cx, View, number, row, scroll_offset};
+use super::common::{Cx, View, number, row, rows_moved, scroll_offset};
 use crate::engine::metrics::Accuracy;
 use crate::tui::columns::{Column, Sort};
 use crate::tui::effect::Effect;
@@ -27,16 +27,7 @@ pub const KEYS: &[Binding] = &[
 
 /// Moves the cursor over the selected layer's units; `None` for other actions.
 pub fn step(action: Action, study: &mut Study) -> Option<()> {
-    let delta = match action {
-        Action::Up => -1,
-        Action::Down => 1,
-        Action::PageUp => -10,
-        Action::PageDown => 10,
-        Action::Top => -10_000,
-        Action::Bottom => 10_000,
-        _ => return None,
-    };
-    study.step_row(delta);
+    study.step_row(rows_moved(action)?);
     Some(())
 }
 

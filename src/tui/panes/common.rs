@@ -3,6 +3,7 @@
 
 use crate::tui::images::ImageStore;
 use crate::tui::jobs::Jobs;
+use crate::tui::keys::Action;
 use crate::tui::study::Study;
 use crate::tui::theme::DIM;
 use ratatui::Frame;
@@ -24,6 +25,25 @@ pub struct Cx<'a> {
     pub jobs: &'a Jobs,
     /// The pane handling the key has the focus.
     pub focused: bool,
+}
+
+/// How many rows a movement key moves a cursor (each pane clamps it), or `None`
+/// for any other action.
+pub fn rows_moved(action: Action) -> Option<i64> {
+    Some(match action {
+        Action::Up => -1,
+        Action::Down => 1,
+        Action::PageUp => -10,
+        Action::PageDown => 10,
+        Action::Top => -10_000,
+        Action::Bottom => 10_000,
+        _ => return None,
+    })
+}
+
+/// `value` moved by `delta` and kept within `0..len`.
+pub fn moved(value: usize, delta: i64, len: usize) -> usize {
+    (value as i64 + delta).clamp(0, len.max(1) as i64 - 1) as usize
 }
 
 /// The first visible row of a list of `len` rows, `height` of them visible, with

@@ -1,7 +1,7 @@
 //! The layers with their unit counts and how much the model under study differs
 //! from the model it is compared with.
 
-use super::common::{Cx, View, number, row};
+use super::common::{Cx, View, number, row, rows_moved};
 use crate::engine::layer::Layer;
 use crate::tui::effect::Effect;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, key};
@@ -25,15 +25,10 @@ pub const KEYS: &[Binding] = &[crate::bind!(
 )];
 
 pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
-    let delta = match action {
-        Action::Pane(OPEN) => return Some(vec![Effect::FocusNext]),
-        Action::Up => -1,
-        Action::Down => 1,
-        Action::Top | Action::PageUp => -10,
-        Action::Bottom | Action::PageDown => 10,
-        _ => return None,
-    };
-    cx.study.change_layer(delta);
+    if action == Action::Pane(OPEN) {
+        return Some(vec![Effect::FocusNext]);
+    }
+    cx.study.change_layer(rows_moved(action)?);
     Some(Vec::new())
 }
 

@@ -2,7 +2,7 @@
 //! device), the loss over every step, the probe accuracies during poison and
 //! rehab fine-tuning, and the settings of the next run.
 
-use super::common::{Cx, View, legend, line_dataset};
+use super::common::{Cx, View, legend, line_dataset, moved, rows_moved};
 use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
 use crate::tui::effect::{Effect, Popup, Question};
@@ -51,16 +51,7 @@ pub fn handle(state: &mut TrainState, action: Action, cx: Cx) -> Option<Vec<Effe
         }
         Action::Pane(RETRAIN) => return Some(retrain(state, cx)),
         Action::Pane(SHOW) => return Some(vec![Effect::FocusOwner]),
-        Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom => {
-            let delta: i64 = match action {
-                Action::Up => -1,
-                Action::Down => 1,
-                Action::PageUp | Action::Top => -10,
-                _ => 10,
-            };
-            state.field = (state.field as i64 + delta).clamp(0, Field::ALL.len() as i64 - 1) as usize;
-        }
-        _ => return None,
+        other => state.field = moved(state.field, rows_moved(other)?, Field::ALL.len()),
     }
     Some(Vec::new())
 }

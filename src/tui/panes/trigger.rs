@@ -3,7 +3,7 @@
 //! and the flagged label once it finishes, unlearning's result beside the other
 //! models, and feature visualisations of the selected unit for each model.
 
-use super::common::{Cx, Titled, View, placeholder, scroll_offset, titled_pictures};
+use super::common::{Cx, Titled, View, placeholder, rows_moved, scroll_offset, titled_pictures};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
@@ -81,11 +81,7 @@ pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Ef
             let (layer, unit) = (cx.study.layer, cx.study.selected_unit());
             long(Command::Visualize { layer, unit }, false)
         }
-        Action::Up => state.step(-1, recovering),
-        Action::Down => state.step(1, recovering),
-        Action::PageUp | Action::Top => state.step(-10, recovering),
-        Action::PageDown | Action::Bottom => state.step(10, recovering),
-        _ => return None,
+        other => state.step(rows_moved(other)?, recovering),
     })
 }
 
@@ -138,8 +134,7 @@ impl TriggerState {
 
     /// Moves the label cursor, clamped to the rows there are.
     pub fn step(&mut self, delta: i64, recovering: bool) -> Vec<Effect> {
-        let len = self.rows(recovering).len().max(1) as i64;
-        self.row = (self.row as i64 + delta).clamp(0, len - 1) as usize;
+        self.row = super::common::moved(self.row, delta, self.rows(recovering).len());
         Vec::new()
     }
 
