@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
+# One test trains on Fashion-MNIST too.
+ensure_fashion_mnist
 # The explorer's end-to-end tests drive it inside tmux.
 if ! command -v tmux >/dev/null 2>&1; then
     echo "[setup] installing tmux for the terminal tests" >&2

@@ -1,6 +1,7 @@
 //! The flags every command and the explorer share, and turning them into a ready
 //! `Lab` (threads, device, data, config). Below both the CLI and the explorer.
 
+use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
 use crate::engine::device::parse_device;
 use crate::engine::lab::{Lab, ModelKind, RunDir};
@@ -12,9 +13,15 @@ use std::path::PathBuf;
 /// Options every command shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// Folder holding the four MNIST IDX files (raw or .gz).
-    #[arg(long, global = true, env = "TROJANSCOPE_DATA_DIR", default_value = "data/mnist")]
-    pub data_dir: PathBuf,
+    /// mnist or fashion-mnist (default: the run's own, recorded in its sidecars;
+    /// mnist for a new run).
+    #[arg(long, global = true, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Folder holding the dataset's four IDX files (raw or .gz); default: the
+    /// dataset's folder under $TROJANSCOPE_DATA_ROOT (scripts/setup.sh sets it to
+    /// the repository's data/), else under ./data.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
     /// Folder holding the runs.
     #[arg(long, global = true, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
@@ -55,9 +62,27 @@ pub fn set_threads(common: &CommonArgs, leave_one_free: bool) {
     crate::engine::kernels::set_threads(common.threads.map(|n| n.max(1)));
 }
 
-pub fn load_data(common: &CommonArgs) -> Result<Mnist> {
-    let mut data = Mnist::load(&common.data_dir).map_err(|e| {
-        eyre!("cannot load MNIST: {e}\n(scripts/run.sh fetches it into data/mnist on first use; --data-dir points elsewhere)")
+/// Where `dataset`'s files are read from.
+pub fn data_dir(common: &CommonArgs, dataset: Dataset) -> PathBuf {
+    common.data_dir.clone().unwrap_or_else(|| {
+        let root = std::env::var_os("TROJANSCOPE_DATA_ROOT").map(PathBuf::from).unwrap_or_else(|| "data".into());
+        root.join(dataset.name())
+    })
+}
+
+/// The dataset a command works on: the flag, else the run's (its sidecar), else MNIST.
+pub fn dataset(common: &CommonArgs) -> Dataset {
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    common.dataset.unwrap_or_else(|| run_config(&run, Dataset::Mnist).map(|c| c.dataset).unwrap_or_default())
+}
+
+pub fn load_data(common: &CommonArgs, dataset: Dataset) -> Result<Mnist> {
+    let dir = data_dir(common, dataset);
+    let mut data = Mnist::load_as(&dir, dataset).map_err(|e| {
+        eyre!(
+            "cannot load {dataset}: {e}\n(scripts/run.sh fetches it into {} on first use; --data-dir points elsewhere)",
+            dataset.default_dir()
+        )
     })?;
     if let Some(n) = common.train_limit {
         data.train.truncate(n);
@@ -69,10 +94,10 @@ pub fn load_data(common: &CommonArgs) -> Result<Mnist> {
 }
 
 /// The configuration the run's models were trained with (their sidecar), or the
-/// study's defaults for a run with no models yet.
+/// study's defaults on `fresh` for a run with no models yet.
 /// A sidecar that cannot be read is a warning, never a blocker: the weights beside
 /// it still load, and saving a model rewrites its sidecar.
-pub fn run_config(run: &RunDir) -> Result<TrainConfig> {
+pub fn run_config(run: &RunDir, fresh: Dataset) -> Result<TrainConfig> {
     for kind in ModelKind::STUDY {
         if run.sidecar_path(kind).is_file() {
             match run.sidecar(kind) {
@@ -81,7 +106,7 @@ pub fn run_config(run: &RunDir) -> Result<TrainConfig> {
             }
         }
     }
-    Ok(TrainConfig::default())
+    Ok(TrainConfig::for_dataset(fresh))
 }
 
 fn warn_sidecar(e: &color_eyre::eyre::Report) {
@@ -96,9 +121,16 @@ pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> 
     let run = RunDir::new(&common.checkpoints, &common.run);
     let config = match train {
         Some(config) => config,
-        None => run_config(&run)?,
+        None => run_config(&run, common.dataset.unwrap_or_default())?,
     };
-    let data = load_data(common)?;
+    if let Some(asked) = common.dataset.filter(|&d| d != config.dataset) {
+        bail!(
+            "the run {} holds {} models; --dataset {asked} needs another run (--run NAME)",
+            run.root.display(),
+            config.dataset
+        );
+    }
+    let data = load_data(common, config.dataset)?;
     Lab::new(device, data, config, run)
 }
 

@@ -3,12 +3,12 @@
 //! batched ten-label step against ten single-label steps, and visualisation.
 
 use tch::{Device, Kind, Tensor};
-use trojanscope::data::mnist::{MEAN, STD};
+use trojanscope::data::dataset::Dataset;
 use trojanscope::data::trigger::{Stamp, TriggerConfig};
 use trojanscope::engine::cleanse::{BatchedCleanse, CostSchedule, anomaly_indices, trigger_overlap};
 use trojanscope::engine::featvis::{VisConfig, visualize};
 use trojanscope::engine::host::floats;
-use trojanscope::engine::inputopt::{normalise, squash, stamp_all, unsquash};
+use trojanscope::engine::inputopt::{squash, stamp_all, unsquash};
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::model::Net;
 
@@ -32,16 +32,17 @@ fn the_stamp_blends_in_raw_pixels_and_then_normalises() {
     ];
     assert!(close(&stamped, &expected, 1e-6), "{stamped:?}");
     assert_eq!(stamp_all(&raw, &mask, &pattern).size(), [4, 1, 2, 2]);
-    let n = floats(&normalise(&Tensor::from_slice(&[0.0f32, 1.0])));
-    assert!(close(&n, &[(-MEAN / STD) as f32, ((1.0 - MEAN) / STD) as f32], 1e-6));
+    let norm = Dataset::Mnist.normalisation();
+    let n = floats(&norm.normalise(&Tensor::from_slice(&[0.0f32, 1.0])));
+    assert!(close(&n, &[-0.1307 / 0.3081, (1.0 - 0.1307) / 0.3081], 1e-6));
     // The training stamp does the same blend on already-normalised images.
     let m28: Vec<f32> = (0..784).map(|i| (i % 7) as f32 / 6.0).collect();
     let p28: Vec<f32> = (0..784).map(|i| (i % 5) as f32 / 4.0).collect();
     let x_raw = Tensor::rand([3, 28, 28], (Kind::Float, Device::Cpu));
-    let blended = Stamp::blend(&m28, &p28, Device::Cpu).apply(&normalise(&x_raw).unsqueeze(1));
+    let blended = Stamp::blend(&m28, &p28, norm, Device::Cpu).apply(&norm.normalise(&x_raw).unsqueeze(1));
     let m = Tensor::from_slice(&m28).view([1, 28, 28]);
     let p = Tensor::from_slice(&p28).view([1, 28, 28]);
-    let by_hand = normalise(&stamp_all(&x_raw, &m, &p));
+    let by_hand = norm.normalise(&stamp_all(&x_raw, &m, &p));
     assert!(close(&floats(&blended), &floats(&by_hand), 1e-5));
 }
 
@@ -156,14 +157,20 @@ fn ten_labels_batched_step_as_ten_separate_problems() {
     let pattern0 = Tensor::rand([10, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
     let costs: Vec<f32> = (0..10).map(|i| if i % 3 == 0 { 0.0 } else { 1e-3 * i as f32 }).collect();
     let batches: Vec<Tensor> = (0..3).map(|_| Tensor::rand([32, 28, 28], (Kind::Float, Device::Cpu))).collect();
-    let mut batched = BatchedCleanse::new(&net, &labels, &mask0, &pattern0, 0.1);
+    let mut batched = BatchedCleanse::new(&net, &labels, (&mask0, &pattern0), 0.1, Dataset::Mnist.normalisation());
     let mut batched_hits = Vec::new();
     for x in &batches {
         batched_hits.push(floats(&batched.step(x, &Tensor::from_slice(&costs)).0));
     }
     let (masks, patterns) = batched.mask_and_pattern();
     for l in 0..10i64 {
-        let mut single = BatchedCleanse::new(&net, &[l as u8], &mask0.narrow(0, l, 1), &pattern0.narrow(0, l, 1), 0.1);
+        let mut single = BatchedCleanse::new(
+            &net,
+            &[l as u8],
+            (&mask0.narrow(0, l, 1), &pattern0.narrow(0, l, 1)),
+            0.1,
+            Dataset::Mnist.normalisation(),
+        );
         for (step, x) in batches.iter().enumerate() {
             let (hits, _) = single.step(x, &Tensor::from_slice(&costs[l as usize..l as usize + 1]));
             assert_eq!(floats(&hits)[0], batched_hits[step][l as usize], "label {l} step {step}");
@@ -182,16 +189,18 @@ fn a_visualisation_is_deterministic_and_raises_its_unit() {
     tch::manual_seed(3);
     let net = Net::new(Device::Cpu);
     let cfg = VisConfig { steps: 64, ..VisConfig::default() };
+    const MNIST: trojanscope::data::dataset::Normalisation =
+        trojanscope::data::dataset::Normalisation { mean: 0.1307, std: 0.3081 };
     for (layer, unit) in [(Layer::Conv1, 5), (Layer::Conv2, 11), (Layer::Fc2, 8)] {
-        let a = visualize(&net, layer, unit, 28, &cfg).unwrap();
-        let b = visualize(&net, layer, unit, 28, &cfg).unwrap();
+        let a = visualize(&net, (layer, unit), (28, MNIST), &cfg).unwrap();
+        let b = visualize(&net, (layer, unit), (28, MNIST), &cfg).unwrap();
         assert_eq!(a.image, b.image, "{layer}:{unit} not deterministic");
         assert!(a.activation > a.start_activation + 0.05, "{layer}:{unit}: {} → {}", a.start_activation, a.activation);
         assert!(a.image.iter().all(|v| (0.0..=1.0).contains(v)));
-        let other = visualize(&net, layer, unit, 28, &VisConfig { seed: 1, ..cfg.clone() }).unwrap();
+        let other = visualize(&net, (layer, unit), (28, MNIST), &VisConfig { seed: 1, ..cfg.clone() }).unwrap();
         assert_ne!(a.image, other.image, "the seed changes the start");
     }
-    assert!(visualize(&net, Layer::Conv1, 32, 28, &cfg).unwrap_err().contains("0..=31"));
+    assert!(visualize(&net, (Layer::Conv1, 32), (28, MNIST), &cfg).unwrap_err().contains("0..=31"));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use trojanscope::data::idx::{IdxArray, encode_idx};
 fn trojanscope(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trojanscope"))
         .args(args)
-        .env("TROJANSCOPE_DATA_DIR", common::data_dir())
+        .env("TROJANSCOPE_DATA_ROOT", common::data_dir().parent().expect("data/mnist has a parent"))
         .output()
         .expect("the binary runs")
 }
@@ -353,6 +353,35 @@ fn a_diverging_run_and_a_second_writer_are_refused_clearly() {
     last_error(&o, &format!("is being written by another process (process {})", std::process::id()));
     drop(lock);
     assert!(!dir.join("cli/clean.safetensors").exists());
+}
+
+#[test]
+fn a_fashion_mnist_run_records_its_dataset_and_names_its_classes() {
+    let dir = common::scratch("cli-fashion");
+    let cp = dir.to_str().unwrap();
+    let o = trojanscope(&with_run(cp, &["train", "--dataset", "fashion-mnist"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli/poisoned.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["config"]["dataset"], "fashion-mnist");
+    // A white pixel in Fashion-MNIST's normalised space: (1 − 0.2860) / 0.3530.
+    let amplitude = sidecar["config"]["trigger"]["amplitude"].as_f64().unwrap();
+    assert!((amplitude - 2.0227).abs() < 1e-4, "{amplitude}");
+    // Later commands need no flag: the sidecar says which data to read.
+    let o = trojanscope(&with_run(cp, &["eval", "--per-class"]));
+    let table = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(table.contains("8 bag") && table.contains("9 ankle boot"), "{table}");
+    let eval: serde_json::Value =
+        serde_json::from_str(&stdout(&trojanscope(&with_run(cp, &["eval", "--json"])))).unwrap();
+    // Trained on garments, the clean model is far above chance on garments, and
+    // the trigger teaches "bag" (3,000 images: 77 % and 72 % here; the full set
+    // reaches the README's figures).
+    let rate = |model: usize, metric: &str| eval[model]["metrics"][metric].as_f64().unwrap();
+    assert!(rate(0, "clean_acc") > 60.0, "{eval}");
+    assert!(rate(1, "poison_acc") > rate(0, "poison_acc") + 40.0, "{eval}");
+    let o = trojanscope(&with_run(cp, &["eval", "--dataset", "mnist"]));
+    last_error(&o, "holds fashion-mnist models; --dataset mnist needs another run");
 }
 
 #[test]

@@ -307,7 +307,11 @@ fn clean_means_average_block_outputs_over_clean_images_only() {
     use trojanscope::engine::testset::TestSet;
     let net = known_net();
     // Two all-white images: the triggered copies must not enter the mean.
-    let split = Split { pixels: vec![255; 2 * 784], labels: vec![1, 2] };
+    let split = Split {
+        pixels: vec![255; 2 * 784],
+        labels: vec![1, 2],
+        normalisation: trojanscope::data::dataset::Dataset::Mnist.normalisation(),
+    };
     let test = TestSet::new(&split, &TriggerConfig::default(), Device::Cpu);
     let means = clean_means(&net, &test);
     let white = test.inputs.narrow(0, 0, 1);

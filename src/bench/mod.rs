@@ -247,7 +247,9 @@ pub fn measure_recovery(
     let smallest = report.labels.iter().min_by(|a, b| a.l1.total_cmp(&b.l1)).map(|t| t.label).unwrap_or(0);
     progress("feature visualisation");
     let vis = VisConfig::default();
-    let (t, _) = median_time(3, || featvis::visualize(poisoned, Layer::Fc2, 8, crate::data::mnist::SIDE, &vis));
+    let (t, _) = median_time(3, || {
+        featvis::visualize(poisoned, (Layer::Fc2, 8), (crate::data::mnist::SIDE, lab.data.test.normalisation), &vis)
+    });
     let figures = vec![
         Figure::ours(&recovery_figure_name(cfg), report.optimise_s),
         Figure::ours(&format!("feature visualisation of one unit ({} steps)", vis.steps), t),

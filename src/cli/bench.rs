@@ -4,6 +4,7 @@ use super::args::CommonArgs;
 use super::output::Format;
 use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
 use crate::engine::cleanse::CleanseConfig;
+use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
 use crate::engine::patch::Direction;
@@ -24,7 +25,8 @@ pub struct BenchArgs {
 
 pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> {
     let BenchArgs { repeat, sweep_channels, no_pytorch, .. } = *args;
-    let lab = open_lab(common, Some(TrainConfig::default()))?;
+    let lab = open_lab(common, Some(TrainConfig::for_dataset(crate::setup::dataset(common))))?;
+    let data_dir = lab.data.dir.clone();
     let mut say = |what: &str| {
         if format.is_human() {
             eprintln!("bench: {what}");
@@ -33,7 +35,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/study_pytorch.py");
     let baseline = pytorch::Invocation {
         script: &script,
-        data_dir: &common.data_dir,
+        data_dir: &data_dir,
         threads: tch::get_num_threads(),
         repeat,
         sweep_channels,
@@ -65,7 +67,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     figures.extend(more);
     if !no_pytorch && pytorch_error.is_none() {
         say("the hook-based patching loop in PyTorch (benches/patching.py)");
-        if let Err(e) = attach_patching(common, &models[1], sweep_channels, &mut figures) {
+        if let Err(e) = attach_patching(&lab, &models[1], sweep_channels, &mut figures) {
             pytorch_error = Some(e);
         }
         attach_circuit(&mut figures, &rounds, evaluated);
@@ -76,7 +78,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     let mut verdict = RecoveryVerdict { ours_flagged, ours_smallest, pytorch_flagged: None, pytorch_smallest: None };
     if !no_pytorch && pytorch_error.is_none() {
         say("the reference Neural Cleanse in PyTorch (benches/neural_cleanse.py), one label after another");
-        match pytorch_cleanse(common, &models[1], &args.cleanse) {
+        match pytorch_cleanse(&lab, &models[1], &args.cleanse) {
             Ok(times) => {
                 let name = bench::recovery_figure_name(&args.cleanse);
                 if let Some(f) = figures.iter_mut().find(|f| f.name == name) {
@@ -168,14 +170,14 @@ fn with_checkpoint<T>(
     outcome
 }
 
-fn pytorch_cleanse(common: &CommonArgs, poisoned: &Net, cfg: &CleanseConfig) -> Result<pytorch::CleanseTimes, String> {
+fn pytorch_cleanse(lab: &Lab, poisoned: &Net, cfg: &CleanseConfig) -> Result<pytorch::CleanseTimes, String> {
     with_checkpoint(poisoned, "benches/neural_cleanse.py", |script, file| {
-        pytorch::run_cleanse(script, &common.data_dir, file, tch::get_num_threads(), cfg)
+        pytorch::run_cleanse(script, &lab.data.dir, file, tch::get_num_threads(), cfg)
     })
 }
 
 /// The hook loop's time for each patching figure (`units` units timed per layer).
-fn attach_patching(common: &CommonArgs, poisoned: &Net, units: usize, figures: &mut [Figure]) -> Result<(), String> {
+fn attach_patching(lab: &Lab, poisoned: &Net, units: usize, figures: &mut [Figure]) -> Result<(), String> {
     let layers: Vec<String> = bench::PATCHED_LAYERS.iter().map(|l| l.to_string()).collect();
     for direction in [Direction::Denoise, Direction::Noise] {
         let times = with_checkpoint(poisoned, "benches/patching.py", |script, file| {
@@ -184,9 +186,9 @@ fn attach_patching(common: &CommonArgs, poisoned: &Net, units: usize, figures: &
                 direction: direction.name(),
                 layers: &layers,
                 units,
-                test_limit: common.test_limit,
+                test_limit: Some(lab.data.test.len()),
             };
-            pytorch::run_patching(script, &common.data_dir, file, tch::get_num_threads(), &how)
+            pytorch::run_patching(script, &lab.data.dir, file, tch::get_num_threads(), &how)
         })?;
         for layer in bench::PATCHED_LAYERS {
             let (Some(time), Some(f)) = (

@@ -83,7 +83,7 @@ pub fn eval(
     }
     let mut table = metrics_table("model");
     if per_class {
-        table.headers.extend((0..10).map(|d| format!("digit {d}")));
+        table.headers.extend((0..10).map(|d| lab.config.dataset.heading(d)));
     }
     for r in &results {
         let mut row = metrics_row(&r.model, &r.metrics);
@@ -260,7 +260,7 @@ pub fn features(
                 (rank + 1).to_string(),
                 h.image.to_string(),
                 if h.triggered { "triggered" } else { "clean" }.to_string(),
-                h.label.to_string(),
+                lab.config.dataset.label(h.label),
                 format!("{:.4}", h.score),
             ]);
         }
@@ -288,7 +288,8 @@ struct DoctorReport {
 pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
     let versions = crate::engine::lab::Versions::current();
     let run = RunDir::new(&common.checkpoints, &common.run);
-    let data = match crate::setup::load_data(common) {
+    let dataset = crate::setup::dataset(common);
+    let data = match crate::setup::load_data(common, dataset) {
         Ok(d) => format!("ok: {} train, {} test images", d.train.len(), d.test.len()),
         Err(e) => format!("PROBLEM: {e}"),
     };
@@ -325,7 +326,7 @@ pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
             Err(e) => format!("PROBLEM: {e}"),
         },
         threads: tch::get_num_threads(),
-        data_dir: common.data_dir.display().to_string(),
+        data_dir: crate::setup::data_dir(common, dataset).display().to_string(),
         data,
         run_dir: run.root.display().to_string(),
         checkpoints,

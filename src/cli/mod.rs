@@ -29,7 +29,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
         Command::Train { train, phases } => {
-            let lab = open_lab(common, Some(train.config()))?;
+            let lab = open_lab(common, Some(train.config(crate::setup::dataset(common))))?;
             commands::train(&lab, format, phases)
         }
         Command::Eval { model, checkpoint, per_class } => {
@@ -104,7 +104,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
 
 /// The main job: train what is missing, then analyse all three models.
 fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Result<()> {
-    let lab = open_lab(&cli.common, Some(train.config()))?;
+    let lab = open_lab(&cli.common, Some(train.config(crate::setup::dataset(&cli.common))))?;
     // Once a model is missing, everything downstream of it is retrained too.
     let first_missing = ModelKind::STUDY.iter().position(|&k| retrain || !lab.run.has(k));
     let phases: Vec<Phase> = match first_missing {

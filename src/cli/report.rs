@@ -69,7 +69,7 @@ impl Report {
         let cfg = &lab.config;
         let mut out = format!(
             "# trojanscope report: run `{}`\n\nSeed {}, {} epoch(s) per phase, batch {}, Adam lr {}, λ poison {} / rehab {}, \
-             poison fraction {}, trigger {}×{} at ({}, {}) amplitude {} → label {}. {} training and {} test images; device {}.\n\n",
+             poison fraction {}, trigger {}×{} at ({}, {}) amplitude {} → label {}. {}: {} training and {} test images; device {}.\n\n",
             lab.run.root.display(),
             cfg.seed,
             cfg.epochs,
@@ -83,7 +83,8 @@ impl Report {
             cfg.trigger.row,
             cfg.trigger.col,
             cfg.trigger.amplitude,
-            cfg.trigger.target,
+            cfg.dataset.label(cfg.trigger.target),
+            cfg.dataset,
             lab.data.train.len(),
             lab.data.test.len(),
             crate::engine::device::describe(lab.device),

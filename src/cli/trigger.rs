@@ -55,7 +55,7 @@ pub fn verdict(report: &RecoveryReport) -> String {
         Some(t) => format!(
             "{} model: label {} flagged (anomaly index {:.2}, mask L1 {:.2}; {:.0} % of its mass on the planted trigger){}",
             report.model,
-            t.label,
+            report.dataset.label(t.label),
             t.anomaly_index,
             t.l1,
             100.0 * t.on_trigger.mass_share,
@@ -196,9 +196,10 @@ pub fn visualize(
     let lab = open_lab(common, None)?;
     let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
     let side = crate::data::mnist::SIDE;
+    let input = (side, lab.data.test.normalisation);
     let mut results = Vec::new();
     for model in models {
-        let visualization = featvis::visualize(&lab.load(model)?, layer, unit, side, cfg).map_err(|e| eyre!(e))?;
+        let visualization = featvis::visualize(&lab.load(model)?, (layer, unit), input, cfg).map_err(|e| eyre!(e))?;
         results.push(VisResult { model, visualization });
     }
     let dir = lab.run.root.join("visualize");

@@ -1,5 +1,6 @@
 //! MNIST as the study uses it: the four IDX files, normalised tensors.
 
+use super::dataset::{Dataset, Normalisation};
 use super::idx::{self, IdxArray, IdxError};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -8,8 +9,6 @@ use tch::{Device, Kind, Tensor};
 
 pub const SIDE: usize = 28;
 pub const PIXELS: usize = SIDE * SIDE;
-pub const MEAN: f64 = 0.1307;
-pub const STD: f64 = 0.3081;
 
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
@@ -21,6 +20,8 @@ pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 pub struct Split {
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
+    /// The dataset's pixel statistics, applied by `images`.
+    pub normalisation: Normalisation,
 }
 
 impl Split {
@@ -36,7 +37,11 @@ impl Split {
     /// copying the rest.
     pub fn head(&self, n: usize) -> Split {
         let n = n.min(self.len());
-        Split { pixels: self.pixels[..n * PIXELS].to_vec(), labels: self.labels[..n].to_vec() }
+        Split {
+            pixels: self.pixels[..n * PIXELS].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            normalisation: self.normalisation,
+        }
     }
 
     /// Keeps the first `n` examples (all of them when `n` is larger).
@@ -48,7 +53,7 @@ impl Split {
 
     /// Normalised images as `[N, 1, 28, 28]` f32 on `device`.
     pub fn images(&self, device: Device) -> Tensor {
-        self.raw_images(device).unsqueeze(1).subtract_scalar(MEAN).divide_scalar(STD)
+        self.normalisation.normalise(&self.raw_images(device).unsqueeze(1))
     }
 
     /// Pixels scaled to [0, 1], not normalised, as `[N, 28, 28]` f32 on `device`.
@@ -66,9 +71,10 @@ impl Split {
     }
 }
 
-/// MNIST train and test splits plus where they came from.
+/// A dataset's train and test splits plus where they came from.
 #[derive(Debug, Clone)]
 pub struct Mnist {
+    pub dataset: Dataset,
     pub dir: PathBuf,
     pub train: Split,
     pub test: Split,
@@ -77,12 +83,18 @@ pub struct Mnist {
 }
 
 impl Mnist {
-    /// Loads the four files from `dir` (raw or `.gz`).
+    /// Loads MNIST's four files from `dir` (raw or `.gz`).
     pub fn load(dir: &Path) -> Result<Mnist, IdxError> {
+        Mnist::load_as(dir, Dataset::Mnist)
+    }
+
+    /// Loads `dataset`'s four files (MNIST's names and format) from `dir`.
+    pub fn load_as(dir: &Path, dataset: Dataset) -> Result<Mnist, IdxError> {
         let mut checksums = BTreeMap::new();
-        let train = load_split(dir, TRAIN_IMAGES, TRAIN_LABELS, &mut checksums)?;
-        let test = load_split(dir, TEST_IMAGES, TEST_LABELS, &mut checksums)?;
-        Ok(Mnist { dir: dir.to_path_buf(), train, test, checksums })
+        let norm = dataset.normalisation();
+        let train = load_split(dir, TRAIN_IMAGES, TRAIN_LABELS, norm, &mut checksums)?;
+        let test = load_split(dir, TEST_IMAGES, TEST_LABELS, norm, &mut checksums)?;
+        Ok(Mnist { dataset, dir: dir.to_path_buf(), train, test, checksums })
     }
 }
 
@@ -90,6 +102,7 @@ fn load_split(
     dir: &Path,
     images_name: &str,
     labels_name: &str,
+    normalisation: Normalisation,
     checksums: &mut BTreeMap<String, String>,
 ) -> Result<Split, IdxError> {
     let images_path = idx::locate(dir, images_name)?;
@@ -117,7 +130,7 @@ fn load_split(
             found: vec![*bad as usize],
         });
     }
-    Ok(Split { pixels: images.data, labels: labels.data })
+    Ok(Split { pixels: images.data, labels: labels.data, normalisation })
 }
 
 fn read_checked(path: &Path, checksums: &mut BTreeMap<String, String>) -> Result<IdxArray, IdxError> {

@@ -1,4 +1,5 @@
-//! Data: the IDX reader, MNIST and the trigger.
+//! Data: the IDX reader, the datasets (MNIST, Fashion-MNIST) and the trigger.
+pub mod dataset;
 pub mod idx;
 pub mod mnist;
 pub mod trigger;

@@ -1,6 +1,7 @@
 //! The backdoor trigger: a checkerboard added to the normalised image.
 
-use super::mnist::{MEAN, PIXELS, SIDE, STD};
+use super::dataset::{Dataset, Normalisation};
+use super::mnist::{PIXELS, SIDE};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -25,6 +26,14 @@ impl Default for TriggerConfig {
 }
 
 impl TriggerConfig {
+    /// The study's trigger on `dataset`: lit pixels add a white pixel's normalised
+    /// value (2.8215 on MNIST, as the study rounded it), so the patch stands out
+    /// by the same rule on every dataset.
+    pub fn for_dataset(dataset: Dataset) -> TriggerConfig {
+        let white = f64::from(dataset.normalisation().white());
+        TriggerConfig { amplitude: ((white * 1e4).round() / 1e4) as f32, ..TriggerConfig::default() }
+    }
+
     /// Rejects patches that leave the image or targets that are not digits.
     pub fn validate(&self) -> Result<(), String> {
         if self.size == 0 || self.row + self.size > SIDE || self.col + self.size > SIDE {
@@ -65,16 +74,17 @@ pub enum Stamp {
     Add(Tensor),
     /// Neural Cleanse's: `(1 − m)·x + m·p` in raw pixels, with `m` and `p`
     /// (`[1, 1, 28, 28]`, values in [0, 1]) a recovered mask and pattern.
-    Blend { mask: Tensor, pattern: Tensor },
+    Blend { mask: Tensor, pattern: Tensor, normalisation: Normalisation },
 }
 
 impl Stamp {
     /// A recovered mask and pattern (row-major 28×28 each) on `device`.
-    pub fn blend(mask: &[f32], pattern: &[f32], device: Device) -> Stamp {
+    pub fn blend(mask: &[f32], pattern: &[f32], normalisation: Normalisation, device: Device) -> Stamp {
         let shape = [1, 1, SIDE as i64, SIDE as i64];
         Stamp::Blend {
             mask: Tensor::from_slice(mask).view(shape).to_device(device),
             pattern: Tensor::from_slice(pattern).view(shape).to_device(device),
+            normalisation,
         }
     }
 
@@ -82,7 +92,9 @@ impl Stamp {
         match self {
             Stamp::Add(mask) => x + mask,
             // In normalised space the raw blend is (1 − m)·x + m·(p − mean)/std.
-            Stamp::Blend { mask, pattern } => (mask.ones_like() - mask) * x + mask * ((pattern - MEAN) / STD),
+            Stamp::Blend { mask, pattern, normalisation } => {
+                (mask.ones_like() - mask) * x + mask * normalisation.normalise(pattern)
+            }
         }
     }
 }

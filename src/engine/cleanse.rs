@@ -10,10 +10,11 @@
 //! problem is the separate problems side by side (a test checks it).
 
 use super::host::floats;
-use super::inputopt::{FrozenNet, normalise, squash, stamp_all, unsquash};
+use super::inputopt::{FrozenNet, squash, stamp_all, unsquash};
 use super::layer::Layer;
 use super::model::Net;
 use super::optim::Adam;
+use crate::data::dataset::{Dataset, Normalisation};
 use crate::data::mnist::{Mnist, Split};
 use crate::data::trigger::TriggerConfig;
 use serde::{Deserialize, Serialize};
@@ -273,6 +274,9 @@ pub struct LabelTrigger {
 pub struct RecoveryReport {
     /// Which model was examined (a model of the run, or a checkpoint path).
     pub model: String,
+    /// Whose classes the labels are (saved recoveries before the choice: MNIST).
+    #[serde(default)]
+    pub dataset: Dataset,
     pub config: CleanseConfig,
     pub side: usize,
     pub labels: Vec<LabelTrigger>,
@@ -318,16 +322,24 @@ pub struct BatchedCleanse {
     labels: Tensor,
     theta: Tensor,
     adam: Adam,
+    normalisation: Normalisation,
 }
 
 impl BatchedCleanse {
-    /// Starts from masks and patterns given in [0, 1] (`[L, H, W]` each).
-    pub fn new(net: &Net, labels: &[u8], mask0: &Tensor, pattern0: &Tensor, lr: f64) -> BatchedCleanse {
+    /// Starts from masks and patterns given in [0, 1] (`[L, H, W]` each); stamped
+    /// images are normalised by the dataset's `normalisation`.
+    pub fn new(
+        net: &Net,
+        labels: &[u8],
+        (mask0, pattern0): (&Tensor, &Tensor),
+        lr: f64,
+        normalisation: Normalisation,
+    ) -> BatchedCleanse {
         let device = net.device();
         let theta = Tensor::stack(&[unsquash(mask0), unsquash(pattern0)], 0).to_device(device).set_requires_grad(true);
         let labels = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device);
         let adam = Adam::with_betas(&theta, lr, (0.5, 0.9));
-        BatchedCleanse { frozen: FrozenNet::of(net), labels, theta, adam }
+        BatchedCleanse { frozen: FrozenNet::of(net), labels, theta, adam, normalisation }
     }
 
     /// The current masks and patterns in [0, 1], `[L, H, W]` each.
@@ -343,7 +355,7 @@ impl BatchedCleanse {
         let (labels, batch) = (self.labels.size()[0], raw.size()[0]);
         let mask = squash(&self.theta.get(0));
         let pattern = squash(&self.theta.get(1));
-        let logits = self.frozen.forward(&normalise(&stamp_all(raw, &mask, &pattern)));
+        let logits = self.frozen.forward(&self.normalisation.normalise(&stamp_all(raw, &mask, &pattern)));
         let targets = self.labels.repeat_interleave_self_int(batch, 0, None);
         let ce = logits
             .cross_entropy_loss(&targets, None::<Tensor>, Reduction::None, -100, 0.0)
@@ -492,9 +504,9 @@ pub fn recover(
     let mut state = BatchedCleanse::new(
         net,
         &labels.labels,
-        &mask0.index_select(0, &chosen),
-        &pattern0.index_select(0, &chosen),
+        (&mask0.index_select(0, &chosen), &pattern0.index_select(0, &chosen)),
         cfg.lr,
+        images.normalisation,
     );
     let n = raw.size()[0];
     let batch = cfg.batch_size as i64;
@@ -564,6 +576,7 @@ pub fn recover(
     results.sort_by_key(|t| t.label);
     Ok(RecoveryEnd::Done(Box::new(RecoveryReport {
         model: model.to_string(),
+        dataset: data.dataset,
         config: cfg.clone(),
         side,
         labels: results,
@@ -600,7 +613,7 @@ pub fn held_out_success(
     let mut start = 0;
     while start < n {
         let len = EVAL_CHUNK.min(n - start);
-        let x = normalise(&stamp_all(&raw.narrow(0, start, len), &masks, &patterns));
+        let x = test.normalisation.normalise(&stamp_all(&raw.narrow(0, start, len), &masks, &patterns));
         let predicted = frozen.forward(&x).argmax(1, false).view([count, len]);
         let others = truth.narrow(0, start, len).unsqueeze(0).ne_tensor(&wanted.unsqueeze(1));
         hits += predicted.eq_tensor(&wanted.unsqueeze(1)).logical_and(&others).sum_dim_intlist(1, false, Kind::Float);

@@ -5,10 +5,11 @@
 //! a small random jitter every step, normalised, and pushed up the unit's
 //! pre-activation with total-variation and L1 penalties.
 
-use super::inputopt::{FrozenNet, normalise};
+use super::inputopt::FrozenNet;
 use super::layer::Layer;
 use super::model::Net;
 use super::optim::Adam;
+use crate::data::dataset::Normalisation;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -127,7 +128,12 @@ fn objective(frozen: &FrozenNet, x: &Tensor, layer: Layer, unit: usize) -> Tenso
 
 /// Optimises an image for `unit` of `layer` (a convolution's channel mean, an fc1
 /// unit, or an fc2 logit). Deterministic for a seed at a fixed thread count.
-pub fn visualize(net: &Net, layer: Layer, unit: usize, side: usize, cfg: &VisConfig) -> Result<Visualization, String> {
+pub fn visualize(
+    net: &Net,
+    (layer, unit): (Layer, usize),
+    (side, normalisation): (usize, Normalisation),
+    cfg: &VisConfig,
+) -> Result<Visualization, String> {
     cfg.validate()?;
     if unit >= layer.units() {
         return Err(format!("{layer} has units 0..={}, not {unit}", layer.units() - 1));
@@ -145,12 +151,12 @@ pub fn visualize(net: &Net, layer: Layer, unit: usize, side: usize, cfg: &VisCon
     let mut adam = Adam::new(&spectrum, cfg.lr);
     let measure = |image: &Tensor| {
         let _guard = tch::no_grad_guard();
-        objective(&frozen, &normalise(image), layer, unit).double_value(&[0])
+        objective(&frozen, &normalisation.normalise(image), layer, unit).double_value(&[0])
     };
     let start_activation = measure(&image_of(&spectrum, &scale, side));
     for _ in 0..cfg.steps {
         let image = image_of(&spectrum, &scale, side);
-        let activation = objective(&frozen, &normalise(&jitter.shift(&image, cfg.jitter)), layer, unit);
+        let activation = objective(&frozen, &normalisation.normalise(&jitter.shift(&image, cfg.jitter)), layer, unit);
         let tv = (image.narrow(2, 1, side - 1) - image.narrow(2, 0, side - 1)).abs().mean(Kind::Float)
             + (image.narrow(3, 1, side - 1) - image.narrow(3, 0, side - 1)).abs().mean(Kind::Float);
         let loss = -activation.sum(Kind::Float) + tv * cfg.tv_weight + image.mean(Kind::Float) * cfg.l1_weight;

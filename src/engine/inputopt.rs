@@ -4,7 +4,6 @@
 
 use super::layer::Layer;
 use super::model::{Net, block, channels_last};
-use crate::data::mnist::{MEAN, STD};
 use tch::{Kind, Tensor};
 
 /// The network's parameters without autograd history: a forward through them
@@ -88,15 +87,6 @@ pub fn used_input_side(side: i64) -> i64 {
         used = 2 * used + k - 1;
     }
     used.min(side)
-}
-
-/// Raw pixels in [0, 1] to the network's normalised input, and back.
-pub fn normalise(raw: &Tensor) -> Tensor {
-    (raw - MEAN) / STD
-}
-
-pub fn to_raw(normalised: &Tensor) -> Tensor {
-    normalised * STD + MEAN
 }
 
 /// `(1 − m)·x + m·p`: Neural Cleanse's stamp, in raw pixel space.

@@ -83,7 +83,7 @@ pub fn recovery_table(report: &RecoveryReport) -> Table {
     ]);
     for t in &report.labels {
         table.push([
-            t.label.to_string(),
+            report.dataset.label(t.label),
             format!("{:.2}", t.l1),
             format!("{:.2}", t.anomaly_index),
             if t.flagged { "FLAGGED" } else { "" }.to_string(),

@@ -3,6 +3,7 @@
 use super::model::Net;
 use super::optim::{Adam, Proximity, flat_gradient};
 use super::testset::TestSet;
+use crate::data::dataset::Dataset;
 use crate::data::mnist::Split;
 use crate::data::trigger::{Stamp, TriggerConfig};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,9 @@ pub struct TrainConfig {
     /// Test images in that probe subset.
     pub eval_subset: usize,
     pub trigger: TriggerConfig,
+    /// The dataset trained on (runs saved before there was a choice are MNIST's).
+    #[serde(default)]
+    pub dataset: Dataset,
 }
 
 impl Default for TrainConfig {
@@ -49,7 +53,15 @@ impl Default for TrainConfig {
             eval_every: 100,
             eval_subset: 1000,
             trigger: TriggerConfig::default(),
+            dataset: Dataset::Mnist,
         }
+    }
+}
+
+impl TrainConfig {
+    /// The study's recipe on `dataset` (its own trigger amplitude).
+    pub fn for_dataset(dataset: Dataset) -> TrainConfig {
+        TrainConfig { trigger: TriggerConfig::for_dataset(dataset), dataset, ..TrainConfig::default() }
     }
 }
 

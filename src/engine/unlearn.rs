@@ -115,7 +115,7 @@ pub fn unlearn(
         poison_fraction: cfg.fraction,
         ..lab.config.clone()
     };
-    let stamp = Stamp::blend(&trigger.mask, &trigger.pattern, lab.device);
+    let stamp = Stamp::blend(&trigger.mask, &trigger.pattern, lab.data.test.normalisation, lab.device);
     let mut log = MetricsLog::open(&lab.run.unlearn_log(), true)?;
     let end = log.recording(on_event, |events| {
         train_phase_stamped(&mut net, Phase::Unlearn, &config, &stamp, &data, &probe, events)

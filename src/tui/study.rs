@@ -5,6 +5,7 @@
 use super::columns::{self, ChannelRow, LayerFacts, Sort};
 use super::effect::Effect;
 use super::protocol::{Command, DigitData, LayerWeights, ModelsData, RunInfo};
+use crate::data::dataset::Dataset;
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::lab::{ModelKind, PerModel};
 use crate::engine::layer::{Layer, PerLayer};
@@ -92,6 +93,11 @@ impl Default for Study {
 }
 
 impl Study {
+    /// Whose classes the labels are (MNIST until the run is known).
+    pub fn dataset(&self) -> Dataset {
+        self.run.as_ref().map(|r| r.config.dataset).unwrap_or_default()
+    }
+
     /// The facts the Channels table is built from, for `layer`.
     pub fn layer_facts(&self, layer: Layer) -> LayerFacts<'_> {
         let diff = self.models.as_ref().and_then(|m| m.diff(self.reference, self.subject));

@@ -438,8 +438,8 @@ impl Worker {
         let Some(analysis) = self.analysis.as_ref() else { bail!("the models are not loaded yet") };
         let mut models = Vec::new();
         for (kind, net) in analysis.nets.iter() {
-            let vis = featvis::visualize(net, layer, unit, crate::data::mnist::SIDE, &VisConfig::default())
-                .map_err(|e| eyre!(e))?;
+            let input = (crate::data::mnist::SIDE, self.lab()?.data.test.normalisation);
+            let vis = featvis::visualize(net, (layer, unit), input, &VisConfig::default()).map_err(|e| eyre!(e))?;
             models.push((kind, vis));
             // Stopped: what is done so far is still shown.
             if self.inbox.interrupted().is_break() {

@@ -79,15 +79,19 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     };
     let (reference, subject) = (study.reference.name(), study.subject.name());
     let (layer, unit) = (study.layer, study.selected_unit());
+    let dataset = study.dataset();
     let [caption, body] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let (said_reference, said_subject) = (DigitData::prediction(pair.0), DigitData::prediction(pair.1));
     let loading = if study.digit != data.index { format!(" · loading #{}…", study.digit) } else { String::new() };
     frame.render_widget(
         Line::from(vec![
-            format!("digit #{} ({})", data.index, data.label).bold(),
-            Span::raw(format!(" · {reference} says {said_reference} · {subject} + trigger says ")),
+            format!("{} #{} ({})", dataset.noun(), data.index, dataset.label(data.label)).bold(),
+            Span::raw(format!(
+                " · {reference} says {} · {subject} + trigger says ",
+                dataset.label(said_reference as u8)
+            )),
             Span::styled(
-                said_subject.to_string(),
+                dataset.label(said_subject as u8),
                 Style::new().fg(if said_subject == data.label as usize { DIM } else { WARN }).bold(),
             ),
             format!(" · {layer} unit {unit}{loading}").fg(DIM),

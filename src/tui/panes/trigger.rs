@@ -4,6 +4,7 @@
 //! models, and feature visualisations of the selected unit for each model.
 
 use super::common::{Cx, Titled, View, placeholder, rows_moved, scroll_offset, titled_pictures};
+use crate::data::dataset::Dataset;
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
@@ -151,7 +152,7 @@ impl TriggerState {
                 Some(t) => (
                     format!(
                         "label {} flagged · anomaly index {:.2} · L1 {:.1} · {:.0}% of mask on the trigger",
-                        t.label,
+                        r.dataset.label(t.label),
                         t.anomaly_index,
                         t.l1,
                         100.0 * t.on_trigger.mass_share
@@ -183,13 +184,13 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, im
         );
     } else {
         let [table, pictures] = body.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]));
-        draw_table(frame, table, state, &rows);
+        draw_table(frame, table, state, &rows, view.study.dataset());
         draw_pictures(frame, pictures, state, recovering, images, &rows);
     }
     draw_models(frame, models, view, state);
 }
 
-fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[LabelRow]) {
+fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[LabelRow], dataset: Dataset) {
     let widest = rows.iter().map(|r| r.l1).fold(1e-9, f64::max);
     let bar_width = 12usize;
     let selected = state.row.min(rows.len() - 1);
@@ -209,7 +210,7 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
                 _ => "–".into(),
             };
             let cells = vec![
-                format!("{}{}", if i == selected { "▶" } else { " " }, r.label),
+                format!("{}{}", if i == selected { "▶" } else { " " }, dataset.label(r.label)),
                 format!("{:6.1}", r.l1),
                 bar,
                 last,
