@@ -76,21 +76,42 @@ pub fn dataset(common: &CommonArgs) -> Dataset {
     common.dataset.unwrap_or_else(|| run_config(&run, Dataset::Mnist).map(|c| c.dataset).unwrap_or_default())
 }
 
-pub fn load_data(common: &CommonArgs, dataset: Dataset) -> Result<Mnist> {
+/// Which splits a command reads: the test split always, the training split only
+/// when it trains or optimises over training images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Splits {
+    Test,
+    TrainAndTest,
+}
+
+pub fn load_data(common: &CommonArgs, dataset: Dataset, splits: Splits) -> Result<Mnist> {
     let dir = data_dir(common, dataset);
-    let mut data = Mnist::load_as(&dir, dataset).map_err(|e| {
-        eyre!(
-            "cannot load {dataset}: {e}\n(scripts/run.sh fetches it into {} on first use; --data-dir points elsewhere)",
-            dataset.default_dir()
-        )
-    })?;
-    if let Some(n) = common.train_limit {
-        data.train.truncate(n);
-    }
+    let mut data = Mnist::load_test(&dir, dataset).map_err(|e| data_error(dataset, e))?;
     if let Some(n) = common.test_limit {
         data.test.truncate(n);
     }
+    if splits == Splits::TrainAndTest {
+        data.load_train(common.train_limit).map_err(|e| data_error(dataset, e))?;
+    }
     Ok(data)
+}
+
+/// Reads the lab's training split if it has not been read (the explorer's worker
+/// before training or trigger recovery).
+pub fn ensure_train_split(lab: &mut Lab, common: &CommonArgs) -> Result<()> {
+    let dataset = lab.data.dataset;
+    lab.data.load_train(common.train_limit).map_err(|e| data_error(dataset, e))?;
+    if lab.data.train.is_empty() {
+        bail!("{}: the training split is empty", lab.data.dir.display());
+    }
+    Ok(())
+}
+
+fn data_error(dataset: Dataset, e: crate::data::idx::IdxError) -> color_eyre::eyre::Report {
+    eyre!(
+        "cannot load {dataset}: {e}\n(scripts/run.sh fetches it into {} on first use; --data-dir points elsewhere)",
+        dataset.default_dir()
+    )
 }
 
 /// The configuration the run's models were trained with (their sidecar), or the
@@ -115,8 +136,20 @@ fn warn_sidecar(e: &color_eyre::eyre::Report) {
 }
 
 /// A lab for the run named by the flags. `train` is the configuration asked for on
-/// the command line (training commands); other commands use the run's own.
+/// the command line (training commands, which read both splits); other commands
+/// use the run's own and read the test split only.
 pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> {
+    let splits = if train.is_some() { Splits::TrainAndTest } else { Splits::Test };
+    open_lab_reading(common, train, splits)
+}
+
+/// `open_lab` for a command that optimises over training images with the run's
+/// own configuration (trigger recovery, unlearning).
+pub fn open_lab_with_train_split(common: &CommonArgs) -> Result<Lab> {
+    open_lab_reading(common, None, Splits::TrainAndTest)
+}
+
+fn open_lab_reading(common: &CommonArgs, train: Option<TrainConfig>, splits: Splits) -> Result<Lab> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     let config = match train {
@@ -130,7 +163,7 @@ pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> 
             config.dataset
         );
     }
-    let data = load_data(common, config.dataset)?;
+    let data = load_data(common, config.dataset, splits)?;
     Lab::new(device, data, config, run)
 }
 

@@ -387,7 +387,9 @@ fn a_fashion_mnist_run_records_its_dataset_and_names_its_classes() {
 #[test]
 fn a_missing_data_folder_is_one_clear_error() {
     let o = trojanscope(&["eval", "--data-dir", "/nonexistent/mnist"]);
-    assert_clean_failure(&o, "/nonexistent/mnist/train-images-idx3-ubyte: file not found");
+    // eval reads the test split only, so that is the file it misses.
+    assert_clean_failure(&o, "/nonexistent/mnist/t10k-images-idx3-ubyte: file not found");
+    assert!(stderr(&o).contains("scripts/run.sh fetches it into data/mnist"), "{}", stderr(&o));
 }
 
 #[test]

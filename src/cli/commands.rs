@@ -289,7 +289,7 @@ pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
     let versions = crate::engine::lab::Versions::current();
     let run = RunDir::new(&common.checkpoints, &common.run);
     let dataset = crate::setup::dataset(common);
-    let data = match crate::setup::load_data(common, dataset) {
+    let data = match crate::setup::load_data(common, dataset, crate::setup::Splits::TrainAndTest) {
         Ok(d) => format!("ok: {} train, {} test images", d.train.len(), d.test.len()),
         Err(e) => format!("PROBLEM: {e}"),
     };

@@ -90,11 +90,30 @@ impl Mnist {
 
     /// Loads `dataset`'s four files (MNIST's names and format) from `dir`.
     pub fn load_as(dir: &Path, dataset: Dataset) -> Result<Mnist, IdxError> {
+        let mut data = Mnist::load_test(dir, dataset)?;
+        data.load_train(None)?;
+        Ok(data)
+    }
+
+    /// The test split only (the training split stays empty until `load_train`):
+    /// what every command but training and trigger recovery reads, a fifth of
+    /// the bytes.
+    pub fn load_test(dir: &Path, dataset: Dataset) -> Result<Mnist, IdxError> {
         let mut checksums = BTreeMap::new();
         let norm = dataset.normalisation();
-        let train = load_split(dir, TRAIN_IMAGES, TRAIN_LABELS, norm, &mut checksums)?;
         let test = load_split(dir, TEST_IMAGES, TEST_LABELS, norm, &mut checksums)?;
+        let train = Split { pixels: Vec::new(), labels: Vec::new(), normalisation: norm };
         Ok(Mnist { dataset, dir: dir.to_path_buf(), train, test, checksums })
+    }
+
+    /// Reads the training split (its first `limit` examples) unless it is read.
+    pub fn load_train(&mut self, limit: Option<usize>) -> Result<(), IdxError> {
+        if self.train.is_empty() {
+            let norm = self.dataset.normalisation();
+            self.train = load_split(&self.dir, TRAIN_IMAGES, TRAIN_LABELS, norm, &mut self.checksums)?;
+            self.train.truncate(limit.unwrap_or(usize::MAX));
+        }
+        Ok(())
     }
 }
 

@@ -256,8 +256,8 @@ pub struct Lab {
 impl Lab {
     pub fn new(device: Device, data: Mnist, config: TrainConfig, run: RunDir) -> Result<Lab> {
         config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
-        if data.train.is_empty() || data.test.is_empty() {
-            bail!("{}: the training or test split is empty", data.dir.display());
+        if data.test.is_empty() {
+            bail!("{}: the test split is empty", data.dir.display());
         }
         let test = TestSet::new(&data.test, &config.trigger, device);
         Ok(Lab { device, data, config, test, run })
@@ -275,6 +275,9 @@ impl Lab {
         phases: &[Phase],
         on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
     ) -> Result<Vec<(ModelKind, Net)>> {
+        if self.data.train.is_empty() {
+            bail!("{}: the training split is empty or was not read", self.data.dir.display());
+        }
         let _lock = RunLock::acquire(&self.run)?;
         let data = TrainData::new(&self.data.train, self.device);
         let probe = self.test.subset(self.config.eval_subset);

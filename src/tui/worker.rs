@@ -238,6 +238,13 @@ impl Worker {
         self.lab.as_ref().ok_or_else(|| eyre!("the run is not open (see the error above)"))
     }
 
+    /// The training split, read on first use: opening the explorer reads only
+    /// the test split.
+    fn read_train_split(&mut self) -> Result<()> {
+        let Some(lab) = self.lab.as_mut() else { bail!("the run is not open (see the error above)") };
+        crate::setup::ensure_train_split(lab, &self.common)
+    }
+
     fn analysis(&self) -> Result<(&Lab, &Analysis)> {
         let analysis = self.analysis.as_ref().ok_or_else(|| eyre!("the models are not loaded yet"))?;
         Ok((self.lab()?, analysis))
@@ -249,7 +256,7 @@ impl Worker {
     }
 
     fn open(&mut self) -> Result<()> {
-        self.stage(Job::Open, "reading MNIST");
+        self.stage(Job::Open, "reading the test split");
         let lab = open_lab(&self.common, None)?;
         (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
         self.lab = Some(lab);
@@ -370,6 +377,7 @@ impl Worker {
     /// Neural Cleanse on the poisoned model, snapshots throttled to the UI; the
     /// result is saved only when it finishes.
     fn recover(&mut self, config: &CleanseConfig) -> Result<()> {
+        self.read_train_split()?;
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet: recovery can start once the header says ready");
         };
@@ -403,6 +411,7 @@ impl Worker {
     }
 
     fn unlearn(&mut self) -> Result<()> {
+        self.read_train_split()?;
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet");
         };
@@ -535,6 +544,7 @@ impl Worker {
 
     fn train(&mut self, config: crate::engine::train::TrainConfig, phases: &[Phase]) -> Result<()> {
         config.validate().map_err(|e| eyre!("invalid training settings: {e}"))?;
+        self.read_train_split()?;
         let Some(lab) = self.lab.as_mut() else { bail!("the run is not open (see the error above)") };
         if lab.config != config {
             lab.config = config;
@@ -640,7 +650,8 @@ fn missing_phases(lab: &Lab) -> Vec<Phase> {
 fn saved_metrics(lab: &Lab, kind: ModelKind) -> Option<Metrics> {
     let sidecar = lab.run.sidecar(kind).ok()?;
     let same = sidecar.metrics.count == lab.test.len()
-        && sidecar.data_sha256 == lab.data.checksums
+        // The files read (the test split's, at least) are the ones measured on.
+        && lab.data.checksums.iter().all(|(file, sha)| sidecar.data_sha256.get(file) == Some(sha))
         && sidecar.config.trigger == lab.config.trigger;
     same.then_some(sidecar.metrics)
 }
