@@ -7,8 +7,9 @@ use crate::data::mnist::Split;
 use crate::data::trigger::TriggerConfig;
 use tch::{Device, Kind, Tensor};
 
-/// Images per forward chunk: large enough for throughput, small enough for memory.
-pub const CHUNK: i64 = 2500;
+/// Images per forward chunk: large enough for throughput, small enough for memory
+/// (2,500 → 1,000: `eval` 2.3 → 2.15 s whole-process and 1.41 → 0.90 GB resident).
+pub const CHUNK: i64 = 1000;
 
 pub struct TestSet {
     /// `[2N, 1, 28, 28]`: N clean images, then the same N triggered.
