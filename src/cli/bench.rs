@@ -3,6 +3,7 @@
 use super::args::CommonArgs;
 use super::output::Format;
 use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
+use crate::data::dataset::Dataset;
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
@@ -11,7 +12,7 @@ use crate::engine::patch::Direction;
 use crate::engine::train::TrainConfig;
 use crate::setup::open_lab;
 use crate::table::Table;
-use color_eyre::eyre::{Result, eyre};
+use color_eyre::eyre::{Result, bail, eyre};
 use std::path::Path;
 
 /// What `bench` is asked to measure.
@@ -25,7 +26,11 @@ pub struct BenchArgs {
 
 pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> {
     let BenchArgs { repeat, sweep_channels, no_pytorch, .. } = *args;
-    let lab = open_lab(common, Some(TrainConfig::for_dataset(crate::setup::dataset(common))))?;
+    let dataset = crate::setup::dataset(common);
+    if dataset != Dataset::Mnist && !no_pytorch {
+        bail!("the PyTorch baselines under benches/ normalise as MNIST does; bench {dataset} with --no-pytorch");
+    }
+    let lab = open_lab(common, Some(TrainConfig::for_dataset(dataset)))?;
     let data_dir = lab.data.dir.clone();
     let mut say = |what: &str| {
         if format.is_human() {
