@@ -107,7 +107,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
             frame,
             digit_area,
             images,
-            vec![Titled { title: "digit".into(), slot: "act.digit", key, make: Box::new(move || digit) }],
+            vec![Titled { title: dataset.noun().into(), slot: "act.digit", key, make: Box::new(move || digit) }],
         );
         units_table(frame, table_area, pair, layer, unit, [reference, subject]);
         return;
@@ -115,7 +115,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
     let scale = difference_scale(pair, layer);
-    let titles = ["digit".to_string(), reference.to_string(), format!("{subject} +T"), format!("Δ ±{scale:.2}")];
+    let titles = [dataset.noun().to_string(), reference.to_string(), format!("{subject} +T"), format!("Δ ±{scale:.2}")];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
     let items = channel_pictures(data, pair, layer, unit)
         .into_iter()
