@@ -26,9 +26,7 @@ Usage: python benches/fast_pytorch.py --data-dir data/mnist [--dataset mnist|fas
        [--train-limit N] [--test-limit N] [--check]
 Prints one JSON object of seconds as the last line of stdout; --check reports on stderr.
 """
-import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -176,15 +174,8 @@ def timed(repeat, fn):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", default="data/mnist")
+    ap = study_pytorch.procedure_args()
     ap.add_argument("--dataset", choices=sorted(NORMALISATION), default="mnist", help="chooses the normalisation")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--epochs-repeat", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--training-only", action="store_true")
-    ap.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
-    ap.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
     ap.add_argument("--sweep-channels", type=int, default=None, help="ignored: every unit is swept")
     ap.add_argument("--check", action="store_true", help="verify the sweep against reload-zero-evaluate")
     a = ap.parse_args()

@@ -104,7 +104,8 @@ def timed(repeat, fn):
     return statistics.median(times)
 
 
-def main():
+def procedure_args():
+    """The command line both procedure scripts (this and fast_pytorch.py) take."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default="data/mnist")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -113,6 +114,11 @@ def main():
     ap.add_argument("--training-only", action="store_true")
     ap.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
     ap.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    return ap
+
+
+def main():
+    ap = procedure_args()
     ap.add_argument("--sweep-channels", type=int, default=4)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
