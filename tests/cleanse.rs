@@ -205,7 +205,8 @@ fn a_visualisation_is_deterministic_and_raises_its_unit() {
 
 #[test]
 fn the_frozen_forward_computes_the_networks_logits() {
-    use trojanscope::engine::inputopt::{FrozenNet, used_input_side};
+    use trojanscope::engine::inputopt::FrozenNet;
+    use trojanscope::engine::lean::used_input_side;
     assert_eq!(used_input_side(28), 26);
     tch::manual_seed(11);
     let net = Net::new(Device::Cpu);

@@ -313,7 +313,7 @@ fn clean_means_average_block_outputs_over_clean_images_only() {
         normalisation: trojanscope::data::dataset::Dataset::Mnist.normalisation(),
     };
     let test = TestSet::new(&split, &TriggerConfig::default(), Device::Cpu);
-    let means = clean_means(&net, &test);
+    let means = clean_means(&net, &test.clean());
     let white = test.inputs.narrow(0, 0, 1);
     let h1 = net.block(Layer::Conv1, &white).squeeze_dim(0);
     assert!(values(&(&means[0] - h1).abs()).iter().all(|&v| v < 1e-5));

@@ -260,3 +260,32 @@ fn swaps_sharing_their_prefixes_equal_one_swap_at_a_time() {
     // The swaps differ from each other: the comparison is not between constants.
     assert!(together[0].metrics.poison_acc > 80.0 && together[15].metrics.poison_acc < 20.0);
 }
+
+/// Every evaluation's lean forward (cropped input, pooling before ReLU, triggered
+/// images recomputed only where their trigger reaches) predicts what the plain
+/// `Net::forward` predicts, for each model and wherever the trigger sits: in the
+/// corner, in the middle, over the whole image, and only where nothing kept sees it.
+#[test]
+fn the_lean_evaluation_predicts_what_the_plain_forward_predicts() {
+    use trojanscope::engine::lean;
+    let lab = &trained_lab();
+    let images = common::mnist(0, 1234).test;
+    let placements = [(6, 22, 22), (5, 10, 13), (28, 0, 0), (2, 26, 26), (6, 22, 3), (3, 0, 25)];
+    for kind in ModelKind::STUDY {
+        let net = lab.load(kind).unwrap();
+        for (size, row, col) in placements {
+            let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
+            // 1,234 images: a last chunk shorter than the others.
+            let test = TestSet::new(&images, &trigger, tch::Device::Cpu);
+            let plain = test.predict_with(|x| net.forward(x));
+            let lean = lean::predict(&net, &test);
+            let differing = lean.ne_tensor(&plain).sum(tch::Kind::Int64).int64_value(&[]);
+            assert!(differing <= 1, "{kind}, trigger {size} at ({row}, {col}): {differing} differ");
+            assert_eq!(test.evaluate(&net).count, 1234);
+        }
+    }
+    // The trigger changes what the poisoned model says: the triggered half is not
+    // a copy of the clean half.
+    let poisoned = lab.test.evaluate(&lab.load(ModelKind::Poisoned).unwrap());
+    assert!(poisoned.poison_acc > 80.0 && poisoned.rehab_acc < 30.0, "{:?}", poisoned.triple());
+}

@@ -146,13 +146,12 @@ impl FromStr for AblationSet {
     }
 }
 
-/// Per layer, each unit's mean block output over the clean half of `test`
+/// Per layer, each unit's mean block output over the clean images `clean`
 /// (`[units, …]` as `Layer::output_shape`): what "mean" ablation substitutes.
-pub fn clean_means(net: &Net, test: &TestSet) -> Vec<Tensor> {
+pub fn clean_means(net: &Net, clean: &Tensor) -> Vec<Tensor> {
     let _guard = tch::no_grad_guard();
-    let clean = test.inputs.narrow(0, 0, test.len() as i64);
     let mut sums: Vec<Tensor> =
-        Layer::ALL.iter().map(|l| Tensor::zeros(l.output_shape(), (Kind::Float, test.device()))).collect();
+        Layer::ALL.iter().map(|l| Tensor::zeros(l.output_shape(), (Kind::Float, clean.device()))).collect();
     for x in clean.split(super::testset::CHUNK, 0) {
         let mut h = x;
         for layer in Layer::ALL {
@@ -160,7 +159,7 @@ pub fn clean_means(net: &Net, test: &TestSet) -> Vec<Tensor> {
             sums[layer.position()] += h.sum_dim_intlist(0, false, Kind::Float);
         }
     }
-    sums.into_iter().map(|s| s / test.len().max(1) as f64).collect()
+    sums.into_iter().map(|s| s / clean.size()[0].max(1) as f64).collect()
 }
 
 /// What ablated units of `layer` output instead, shaped `[units.len(), …]` like

@@ -9,8 +9,10 @@ use super::host;
 use super::kernels;
 use super::lanes;
 use super::layer::Layer;
+use super::lean;
 use super::model::Net;
 use super::testset::{CHUNK, TestSet};
+use std::cell::OnceCell;
 use std::ops::Range;
 use tch::{Device, Tensor};
 
@@ -27,7 +29,11 @@ pub struct ActivationCache {
     /// A private copy of the model, so later edits to the caller's model cannot
     /// make the cache disagree with its weights.
     pub(super) net: Net,
-    means: Vec<Tensor>,
+    /// The clean test images, for `means`.
+    clean: Tensor,
+    /// Computed on first use: only the mean mode needs them, and they cost a
+    /// forward pass over the clean images (a third of building the cache).
+    means: OnceCell<Vec<Tensor>>,
     /// fc1's weight with its inputs reordered channels-last: `[16, 5·5·64]`.
     pub(super) fc1_weight: Tensor,
     /// Its transpose, `[5·5·64, 16]`, for the CPU kernel.
@@ -60,16 +66,17 @@ impl ActivationCache {
     pub fn build(net: &Net, test: &TestSet) -> ActivationCache {
         let _guard = tch::no_grad_guard();
         let net = net.duplicate();
-        let means = ablation::clean_means(&net, test);
         let (mut pre2, mut h2, mut pre3, mut logits) = (vec![], vec![], vec![], vec![]);
-        for x in test.inputs.split(CHUNK, 0) {
-            let h1 = net.block(Layer::Conv1, &x);
-            let p2 = h1
-                .conv2d(net.weight(Layer::Conv2), Some(net.bias(Layer::Conv2)), [1, 1], [0, 0], [1, 1], 1)
-                .narrow(2, 0, CONV2_POOLED)
-                .narrow(3, 0, CONV2_POOLED)
-                .permute([0, 2, 3, 1])
-                .contiguous();
+        let (weights, biases) = net.weights_and_biases();
+        let (mut clean, mut triggered) = (vec![], vec![]);
+        lean::for_each_twin_chunk(test, weights, biases, |c, t| {
+            clean.push(c);
+            triggered.push(t);
+        });
+        // Channels-last and cropped to the part the pool reads already: the
+        // permute below copies nothing.
+        for p2 in clean.into_iter().chain(triggered) {
+            let p2 = p2.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]).contiguous();
             let a2 = pool_relu_channels_last(&p2);
             let p3 = a2.flatten(1, -1).linear::<Tensor>(&channels_last_fc1(&net), None) + net.bias(Layer::Fc1);
             logits.push(net.block(Layer::Fc2, &p3.relu()));
@@ -84,7 +91,8 @@ impl ActivationCache {
             trigger_cells: trigger_cells(test),
             conv2_taps: net.weight(Layer::Conv2).detach().permute([1, 2, 3, 0]).reshape([32, 9, 64]),
             net,
-            means,
+            clean: test.clean(),
+            means: OnceCell::new(),
             pre2: Tensor::cat(&pre2, 0),
             h2: Tensor::cat(&h2, 0),
             pre3: Tensor::cat(&pre3, 0),
@@ -110,7 +118,7 @@ impl ActivationCache {
 
     /// Mean block outputs over the clean test images (the "mean" mode constants).
     pub fn means(&self) -> &[Tensor] {
-        &self.means
+        self.means.get_or_init(|| ablation::clean_means(&self.net, &self.clean))
     }
 
     /// Predicted classes `[2N]` with `set` ablated; `test` must be the set the
@@ -153,13 +161,15 @@ impl ActivationCache {
     }
 
     fn plans(&self, set: &AblationSet, mode: AblationMode) -> Vec<Option<Replacement>> {
+        // Only the mean mode reads the means: the others never pay for them.
+        let means: &[Tensor] = if mode == AblationMode::Mean { self.means() } else { &[] };
         Layer::ALL
             .iter()
             .map(|&layer| {
                 let units = set.units_in(layer);
                 (!units.is_empty()).then(|| {
                     let index = ablation::unit_index(&units, self.device());
-                    let values = ablation::replacement(&self.net, &self.means, layer, &index, mode);
+                    let values = ablation::replacement(&self.net, means, layer, &index, mode);
                     Replacement { index, values }
                 })
             })

@@ -3,7 +3,8 @@
 //! computes gradients for the input alone (no weight gradients are formed).
 
 use super::layer::Layer;
-use super::model::{Net, block, channels_last};
+use super::lean::lean_forward;
+use super::model::{Net, block};
 use tch::{Kind, Tensor};
 
 /// The network's parameters without autograd history: a forward through them
@@ -21,31 +22,10 @@ impl FrozenNet {
         }
     }
 
-    /// Logits for normalised inputs `[N, 1, H, W]`: the network's own function,
-    /// computed on only the input rows and columns the logits depend on (floor-mode
-    /// pooling drops each map's odd last row and column, so on 28×28 inputs rows
-    /// and columns 26 and 27 reach nothing), pooling before ReLU (the same value:
-    /// ReLU is monotone) on a quarter of the values, and channels-last throughout.
-    /// 2.5× faster than `Net::forward` for the forward and backward of a stamped
-    /// batch here; a test checks the logits are the same.
+    /// Logits for normalised inputs `[N, 1, H, W]`, the lean way (`lean::lean_forward`):
+    /// 2.5× faster than `Net::forward` for the forward and backward of a stamped batch.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let used = used_input_side(x.size()[2]).min(used_input_side(x.size()[3]));
-        // A one-channel image laid out channels-last makes conv1 answer channels-last,
-        // saving the copy of its 32-channel output into that layout.
-        let mut h = channels_last(&x.narrow(2, 0, used).narrow(3, 0, used));
-        for layer in Layer::ALL {
-            let (w, b) = (&self.weights[layer.position()], &self.biases[layer.position()]);
-            h = if layer.is_conv() {
-                channels_last(&h.conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1))
-                    .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-                    .relu()
-            } else if layer.next().is_some() {
-                h.flatten(1, -1).linear(w, Some(b)).relu()
-            } else {
-                h.linear(w, Some(b))
-            };
-        }
-        h
+        lean_forward(x, &self.weights, &self.biases)
     }
 
     fn block(&self, layer: Layer, input: &Tensor) -> Tensor {
@@ -67,26 +47,6 @@ impl FrozenNet {
             h.flatten(1, -1).linear(w, Some(b))
         }
     }
-}
-
-/// How many leading rows (or columns) of an input `side` wide the logits depend
-/// on: each convolution (kernel k, stride 1) needs k − 1 more than it outputs, and
-/// each 2×2 floor-mode pooling reads twice the rows it outputs.
-pub fn used_input_side(side: i64) -> i64 {
-    let convs: Vec<i64> = Layer::ALL.iter().filter(|l| l.is_conv()).map(|l| l.weight_shape()[2]).collect();
-    // Forward: the size after each conv + pool.
-    let mut sizes = Vec::new();
-    let mut n = side;
-    for &k in &convs {
-        n = (n - k + 1) / 2;
-        sizes.push(n);
-    }
-    // Back: the last pooled size needs 2n conv rows, which need 2n + k − 1 inputs.
-    let mut used = *sizes.last().unwrap_or(&side);
-    for &k in convs.iter().rev() {
-        used = 2 * used + k - 1;
-    }
-    used.min(side)
 }
 
 /// `(1 − m)·x + m·p`: Neural Cleanse's stamp, in raw pixel space.

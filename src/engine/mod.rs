@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod lab;
 pub mod lanes;
 pub mod layer;
+pub mod lean;
 pub mod metrics;
 pub mod model;
 pub mod optim;

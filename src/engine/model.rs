@@ -82,6 +82,11 @@ impl Net {
         Layer::ALL.iter().fold(x.shallow_clone(), |h, &l| self.block(l, &h))
     }
 
+    /// Every layer's weight, then every layer's bias, in `Layer::ALL` order.
+    pub fn weights_and_biases(&self) -> (&[Tensor], &[Tensor]) {
+        (&self.weights, &self.biases)
+    }
+
     /// One layer's block applied to its input.
     pub fn block(&self, layer: Layer, input: &Tensor) -> Tensor {
         block(layer, input, self.weight(layer), self.bias(layer))

@@ -34,6 +34,11 @@ impl TestSet {
         self.labels.is_empty()
     }
 
+    /// `[N, 1, 28, 28]`: the clean images.
+    pub fn clean(&self) -> Tensor {
+        self.inputs.narrow(0, 0, self.len() as i64)
+    }
+
     pub fn device(&self) -> Device {
         self.inputs.device()
     }
@@ -54,9 +59,9 @@ impl TestSet {
         Metrics::from_predictions(&self.labels, clean, triggered, self.target)
     }
 
-    /// Evaluates `net` unchanged.
+    /// Evaluates `net` unchanged (through the lean forward).
     pub fn evaluate(&self, net: &Net) -> Metrics {
-        self.metrics(&self.predict_with(|x| net.forward(x)))
+        self.metrics(&super::lean::predict(net, self))
     }
 
     /// Runs `logits_of` over the inputs in chunks and returns the `[2N]` argmax.
