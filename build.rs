@@ -12,14 +12,10 @@ fn main() {
     println!("cargo:rustc-env=TROJANSCOPE_LIBTORCH_VERSION={}", libtorch_version(Path::new(&lib)));
     println!("cargo:rustc-link-search=native={lib}");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    // Nothing references libtorch_cuda directly, so --as-needed would drop it and
-    // CUDA would be silently unavailable on a GPU machine.
-    if Path::new(&lib).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-ltorch");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
-    }
+    // libtorch_cuda is deliberately not linked: loading it and the CUDA libraries
+    // it needs costs every process a fifth of a second and 350 MB resident, so
+    // `engine::device::load_cuda_support` opens it at start-up only when the
+    // device asked for may be a GPU (found through this rpath or LD_LIBRARY_PATH).
 }
 
 /// The version of the libtorch we link: the wheel's `torch/version.py`, or a

@@ -6,6 +6,9 @@ fn main() {
     // color-eyre's panic hook gives a readable message if something does panic.
     let _ = color_eyre::config::HookBuilder::default().display_env_section(false).install();
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    // Before any tensor: libtorch asks once whether CUDA is there.
+    let doctor = matches!(cli.command, Some(cli::args::Command::Doctor));
+    trojanscope::engine::device::load_cuda_support(&cli.common.device, doctor);
     let explorer = cli.command.is_none();
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),

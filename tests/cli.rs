@@ -423,7 +423,7 @@ fn a_mismatched_checkpoint_is_one_clear_error() {
 
 #[test]
 fn impossible_requests_are_refused_clearly() {
-    if !tch::Cuda::is_available() {
+    if !doctor_json()["cuda_available"].as_bool().unwrap() {
         assert_clean_failure(&trojanscope(&["eval", "--device", "cuda"]), "CUDA is not available");
     }
     assert_clean_failure(&trojanscope(&["eval", "--device", "tpu"]), "unknown device 'tpu'");
@@ -431,6 +431,26 @@ fn impossible_requests_are_refused_clearly() {
     assert_clean_failure(&trojanscope(&["ablate", "conv1:99"]), "conv1 has units 0..31, not 99");
     let o = trojanscope(&["train", "--poison-fraction", "1.5", "--checkpoints", "/tmp/unused"]);
     assert_clean_failure(&o, "poison fraction 1.5");
+}
+
+fn doctor_json() -> serde_json::Value {
+    serde_json::from_str(&stdout(&trojanscope(&["doctor", "--json"]))).unwrap()
+}
+
+/// libtorch_cuda is opened at run time, not linked: `doctor` opens it, and then a
+/// tensor on the GPU reaches the CUDA backend (on a machine without a GPU libtorch
+/// answers that there is no driver, not that CUDA support is missing). `--device
+/// cuda` opens it too and says so when no GPU can be used.
+#[test]
+fn cuda_support_is_opened_when_a_gpu_is_asked_for() {
+    let doctor = doctor_json();
+    assert_eq!(doctor["cuda_support"], "loaded", "{doctor}");
+    let backend = doctor["cuda_backend"].as_str().unwrap();
+    assert!(backend == "ok" || backend.contains("NVIDIA driver"), "{backend}");
+    if !doctor["cuda_available"].as_bool().unwrap() {
+        let o = trojanscope(&["eval", "--device", "cuda"]);
+        assert_clean_failure(&o, "libtorch CUDA support: loaded, but no usable GPU");
+    }
 }
 
 #[test]

@@ -272,7 +272,10 @@ pub fn features(
 struct DoctorReport {
     trojanscope: String,
     libtorch: String,
-    cuda_compiled: bool,
+    /// "loaded", or why libtorch_cuda was not opened.
+    cuda_support: String,
+    /// "ok", or libtorch's answer to a tensor on the first GPU.
+    cuda_backend: String,
     cuda_available: bool,
     cudnn_available: bool,
     cuda_devices: i64,
@@ -316,7 +319,14 @@ pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
     let report = DoctorReport {
         trojanscope: versions.trojanscope,
         libtorch: versions.libtorch,
-        cuda_compiled: tch::utils::has_cuda(),
+        cuda_support: match crate::engine::device::cuda_support() {
+            Ok(()) => "loaded".into(),
+            Err(why) => why,
+        },
+        cuda_backend: match crate::engine::device::probe_cuda_backend() {
+            Ok(()) => "ok".into(),
+            Err(answer) => answer,
+        },
         cuda_available: tch::Cuda::is_available(),
         cudnn_available: tch::Cuda::cudnn_is_available(),
         cuda_devices: tch::Cuda::device_count(),
@@ -335,7 +345,8 @@ pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
     for (k, v) in [
         ("trojanscope", report.trojanscope.clone()),
         ("libtorch", report.libtorch.clone()),
-        ("CUDA compiled in", report.cuda_compiled.to_string()),
+        ("CUDA support (libtorch_cuda)", report.cuda_support.clone()),
+        ("CUDA backend", report.cuda_backend.clone()),
         ("CUDA available", report.cuda_available.to_string()),
         ("cuDNN available", report.cudnn_available.to_string()),
         ("CUDA devices", report.cuda_devices.to_string()),
