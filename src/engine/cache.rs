@@ -66,25 +66,35 @@ impl ActivationCache {
     pub fn build(net: &Net, test: &TestSet) -> ActivationCache {
         let _guard = tch::no_grad_guard();
         let net = net.duplicate();
-        let (mut pre2, mut h2, mut pre3, mut logits) = (vec![], vec![], vec![], vec![]);
-        let (weights, biases) = net.weights_and_biases();
-        let (mut clean, mut triggered) = (vec![], vec![]);
-        lean::for_each_twin_chunk(test, weights, biases, |c, t| {
-            clean.push(c);
-            triggered.push(t);
-        });
-        // Channels-last and cropped to the part the pool reads already: the
-        // permute below copies nothing.
-        for p2 in clean.into_iter().chain(triggered) {
-            let p2 = p2.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]).contiguous();
-            let a2 = pool_relu_channels_last(&p2);
-            let p3 = a2.flatten(1, -1).linear::<Tensor>(&channels_last_fc1(&net), None) + net.bias(Layer::Fc1);
-            logits.push(net.block(Layer::Fc2, &p3.relu()));
-            pre2.push(p2);
-            h2.push(a2);
-            pre3.push(p3);
-        }
+        let (n, total) = (test.len() as i64, test.inputs.size()[0]);
+        let units = Layer::Conv2.units() as i64;
+        // Written in place chunk by chunk: concatenating chunks would copy the
+        // largest tensor of the cache once more and hold it twice at the peak.
+        let options = (tch::Kind::Float, test.device());
+        let pre2 = Tensor::empty([total, CONV2_POOLED, CONV2_POOLED, units], options);
+        let h2 = Tensor::empty([total, CONV2_POOLED / 2, CONV2_POOLED / 2, units], options);
+        // Per half (clean, triggered), chunk by chunk.
+        let (mut pre3, mut logits): ([Vec<Tensor>; 2], [Vec<Tensor>; 2]) = Default::default();
         let fc1_weight = channels_last_fc1(&net);
+        let (weights, biases) = net.weights_and_biases();
+        let mut start = 0;
+        lean::for_each_twin_chunk(test, weights, biases, |clean, triggered| {
+            let len = clean.size()[0];
+            for (half, p2) in [clean, triggered].into_iter().enumerate() {
+                // Channels-last and cropped to the part the pool reads already:
+                // the permute is a view.
+                let p2 = p2.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]);
+                let a2 = pool_relu_channels_last(&p2);
+                let p3 = a2.flatten(1, -1).linear::<Tensor>(&fc1_weight, None) + &biases[Layer::Fc1.position()];
+                let at = half as i64 * n + start;
+                pre2.narrow(0, at, len).copy_(&p2);
+                h2.narrow(0, at, len).copy_(&a2);
+                logits[half].push(net.block(Layer::Fc2, &p3.relu()));
+                pre3[half].push(p3);
+            }
+            start += len;
+        });
+        let joined = |halves: [Vec<Tensor>; 2]| Tensor::cat(&halves.into_iter().flatten().collect::<Vec<_>>(), 0);
         ActivationCache {
             fc1_rows: fc1_weight.tr().contiguous(),
             fc1_weight,
@@ -93,10 +103,10 @@ impl ActivationCache {
             net,
             clean: test.clean(),
             means: OnceCell::new(),
-            pre2: Tensor::cat(&pre2, 0),
-            h2: Tensor::cat(&h2, 0),
-            pre3: Tensor::cat(&pre3, 0),
-            logits: Tensor::cat(&logits, 0),
+            pre2,
+            h2,
+            pre3: joined(pre3),
+            logits: joined(logits),
             torch_kernels: false,
         }
     }

@@ -1,8 +1,8 @@
 //! Looking inside a model: per-layer activations of one digit, and the test images
 //! that excite a unit most and least.
 
-use super::layer::Layer;
-use super::model::Net;
+use super::layer::{Layer, PerLayer};
+use super::model::{Net, channels_last};
 use super::testset::{CHUNK, TestSet};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -31,7 +31,8 @@ pub fn activation_maps(net: &Net, x: &Tensor) -> Vec<Tensor> {
     let mut h = x.shallow_clone();
     for layer in Layer::ALL {
         let map = if layer.is_conv() {
-            h.conv2d(net.weight(layer), Some(net.bias(layer)), [1, 1], [0, 0], [1, 1], 1).relu()
+            // Channels-last: libtorch's channels-first pooling is many times slower.
+            channels_last(&h.conv2d(net.weight(layer), Some(net.bias(layer)), [1, 1], [0, 0], [1, 1], 1)).relu()
         } else {
             net.block(layer, &h)
         };
@@ -110,22 +111,28 @@ pub fn features(net: &Net, test: &TestSet, layer: Layer, unit: usize, k: usize) 
     }
 }
 
-/// Per unit of `layer`, how much the trigger changes its activation: the mean over
+/// Per layer and unit, how much the trigger changes its activation: the mean over
 /// `test`'s images and positions of |map(triggered) − map(clean)|, maps as in
-/// `activation_maps`. The backdoor's channels stand out here.
-pub fn activation_change(net: &Net, test: &TestSet, layer: Layer) -> Vec<f64> {
+/// `activation_maps`. The backdoor's channels stand out here. One pass serves
+/// every layer (each layer's maps need the layers before it anyway).
+pub fn activation_changes(net: &Net, test: &TestSet) -> PerLayer<Vec<f64>> {
     let _guard = tch::no_grad_guard();
     let n = test.len() as i64;
-    let mut total = Tensor::zeros([layer.units() as i64], (Kind::Double, test.device()));
+    let mut totals = PerLayer::from_fn(|l| Tensor::zeros([l.units() as i64], (Kind::Double, test.device())));
     let mut start = 0;
     while start < n {
         let len = CHUNK.min(n - start);
-        let clean = activation_maps(net, &test.inputs.narrow(0, start, len)).swap_remove(layer.position());
-        let triggered = activation_maps(net, &test.inputs.narrow(0, n + start, len)).swap_remove(layer.position());
-        let change = (triggered - clean).abs();
-        let per_unit = if layer.is_conv() { change.mean_dim([2i64, 3].as_slice(), false, Kind::Float) } else { change };
-        total += per_unit.sum_dim_intlist(0, false, Kind::Double);
+        let clean = activation_maps(net, &test.inputs.narrow(0, start, len));
+        let triggered = activation_maps(net, &test.inputs.narrow(0, n + start, len));
+        for ((layer, clean), triggered) in Layer::ALL.into_iter().zip(clean).zip(triggered) {
+            let change = (triggered - clean).abs();
+            let per_unit =
+                if layer.is_conv() { change.mean_dim([2i64, 3].as_slice(), false, Kind::Float) } else { change };
+            totals[layer] += per_unit.sum_dim_intlist(0, false, Kind::Double);
+        }
         start += len;
     }
-    Vec::<f64>::try_from(total.to_device(Device::Cpu) / n.max(1) as f64).expect("a 1-D tensor")
+    PerLayer::from_fn(|l| {
+        Vec::<f64>::try_from(totals[l].to_device(Device::Cpu) / n.max(1) as f64).expect("a 1-D tensor")
+    })
 }

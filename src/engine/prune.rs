@@ -105,7 +105,7 @@ pub fn ranking_order(ranking: Ranking, layer: Layer, inputs: &RankingInputs) -> 
             order_by(&mean.into_iter().map(f64::from).collect::<Vec<_>>(), false)
         }
         Ranking::Clp => order_by(&largest_singular_values(inputs.net, layer), true),
-        Ranking::Tac => order_by(&probe::activation_change(inputs.net, inputs.test, layer), true),
+        Ranking::Tac => order_by(&probe::activation_changes(inputs.net, inputs.test)[layer], true),
         Ranking::WeightChange => {
             let diffs = super::diff::diff(inputs.clean, inputs.net);
             order_by(&diffs[layer.position()].units.iter().map(|u| u.l2).collect::<Vec<_>>(), true)

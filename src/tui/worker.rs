@@ -675,7 +675,7 @@ fn models_data(nets: &PerModel<Net>) -> ModelsData {
 /// The model's per-unit activation change under the trigger, every layer.
 fn activation_change(lab: &Lab, net: &Net) -> PerLayer<Vec<f64>> {
     let probe_set = lab.test.subset(ACTIVATION_CHANGE_IMAGES);
-    PerLayer::from_fn(|l| probe::activation_change(net, &probe_set, l))
+    probe::activation_changes(net, &probe_set)
 }
 
 fn digit_data(lab: &Lab, nets: &PerModel<Net>, index: usize) -> Result<DigitData> {
