@@ -26,6 +26,12 @@ pub fn lean_forward(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor
     head(&conv_preactivation(&lean_input(x), weights, biases), weights, biases)
 }
 
+/// One layer's block of `net`, the lean way, on a lean input or a lean block's
+/// output (pooling before ReLU, channels-last).
+pub fn net_block(net: &Net, layer: Layer, h: &Tensor) -> Tensor {
+    if layer.is_conv() { pool_relu(&conv2d(h, net.weight(layer), net.bias(layer))) } else { net.block(layer, h) }
+}
+
 /// `x` cropped to the rows and columns the logits depend on, channels-last: a
 /// one-channel image laid out so makes conv1 answer channels-last, saving the copy
 /// of its output into that layout.

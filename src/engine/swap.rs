@@ -1,6 +1,7 @@
 //! Layer swaps: a donor model's layers copied into a recipient.
 
 use super::layer::Layer;
+use super::lean;
 use super::metrics::Metrics;
 use super::model::Net;
 use super::testset::{CHUNK, TestSet};
@@ -24,9 +25,11 @@ pub fn swapped(recipient: &Net, donor: &Net, layers: &[Layer]) -> Net {
     net
 }
 
-/// The slow, obvious path: copy the layers, evaluate the copy.
+/// The slow, obvious path: copy the layers, evaluate the copy (every image through
+/// the lean forward, as `swap_many` computes it).
 pub fn swap(recipient: &Net, donor: &Net, layers: &[Layer], test: &TestSet) -> SwapRow {
-    SwapRow { layers: layers.to_vec(), metrics: test.evaluate(&swapped(recipient, donor, layers)) }
+    let net = swapped(recipient, donor, layers);
+    SwapRow { layers: layers.to_vec(), metrics: test.metrics(&test.predict_with(|x| net.lean_forward(x))) }
 }
 
 /// Many swaps at once, sharing what their layers have in common: the subsets are
@@ -55,7 +58,7 @@ pub fn swap_many_until(
     let mut done = 0;
     for x in test.inputs.split(CHUNK, 0) {
         let mut walk = Walk { nets: [recipient, donor], choices: &choices, predictions: &mut predictions };
-        walk.descend(&mut Vec::new(), &x);
+        walk.descend(&mut Vec::new(), &lean::lean_input(&x));
         done += x.size()[0] as usize;
         // A stop that comes with the last chunk comes too late to save anything.
         if progress(done, total).is_break() && done < total {
@@ -93,7 +96,7 @@ impl Walk<'_> {
         }
         for from_donor in [false, true] {
             if matching.iter().any(|&i| self.choices[i][depth] == from_donor) {
-                let next = self.nets[from_donor as usize].block(Layer::ALL[depth], h);
+                let next = lean::net_block(self.nets[from_donor as usize], Layer::ALL[depth], h);
                 prefix.push(from_donor);
                 self.descend(prefix, &next);
                 prefix.pop();
