@@ -1,6 +1,8 @@
 //! `trojanscope bench`: our engine's speed, side by side with the study's PyTorch
-//! procedure run from the same virtual environment in the same invocation.
+//! procedure and the same procedure coded for speed, run from the same virtual
+//! environment in the same invocation; then this executable timed whole.
 
+pub mod process;
 pub mod pytorch;
 
 use crate::engine::ablation::{AblationMode, AblationSet};
@@ -81,6 +83,8 @@ pub struct BenchReport {
     pub fast_pytorch_error: Option<String>,
     /// Which labels each side's trigger recovery flagged (and its smallest mask).
     pub recovery_verdict: Option<RecoveryVerdict>,
+    /// What a user waits for: this executable started on the saved run.
+    pub whole_process: Vec<process::ProcessFigure>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -293,7 +297,13 @@ pub fn recovery_figure_name(cfg: &CleanseConfig) -> String {
 
 /// Peak resident set size of this process, from /proc (0 where unavailable).
 pub fn peak_rss_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_bytes_of("self")
+}
+
+/// Peak resident set size of the process `pid` ("self" for this one), from /proc
+/// (0 where unavailable).
+pub fn peak_rss_bytes_of(pid: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

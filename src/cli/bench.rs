@@ -99,6 +99,9 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
             Err(e) => pytorch_error = Some(e),
         }
     }
+    say("whole-process figures: this executable started on the saved run");
+    let exe = std::env::current_exe()?;
+    let whole_process = bench::process::measure(&exe, &child_flags(common, &lab), &lab.run, repeat, &mut say);
     let report = BenchReport {
         machine: bench::machine(),
         device: crate::engine::device::describe(lab.device),
@@ -109,6 +112,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         pytorch_error,
         fast_pytorch_error: fast.error,
         recovery_verdict: Some(verdict),
+        whole_process,
     };
     format.emit(&report, &table(&report))?;
     if format.is_human() {
@@ -255,6 +259,21 @@ fn fast_sweep(layer: Layer, e: &pytorch::FastEvaluationTimes) -> Option<(f64, St
     Some((time, format!("fast: all {units} units swept, its layer cache built in its time")))
 }
 
+/// The bench's own run and data, as flags for the commands it times whole.
+fn child_flags(common: &CommonArgs, lab: &Lab) -> Vec<String> {
+    let mut flags = vec![
+        format!("--checkpoints={}", common.checkpoints.display()),
+        format!("--run={}", common.run),
+        format!("--dataset={}", lab.data.dataset),
+        format!("--data-dir={}", lab.data.dir.display()),
+        format!("--device={}", common.device),
+    ];
+    flags.extend(common.threads.map(|n| format!("--threads={n}")));
+    flags.extend(common.train_limit.map(|n| format!("--train-limit={n}")));
+    flags.extend(common.test_limit.map(|n| format!("--test-limit={n}")));
+    flags
+}
+
 /// A file of this repository (the PyTorch baselines under benches/).
 fn manifest_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -354,6 +373,17 @@ fn table(report: &BenchReport) -> Table {
             or_dash(f.versus_fast().map(ratio)),
             f.note.clone(),
         ]);
+    }
+    // What a user waits for: our wall time, with the process's peak memory as the note.
+    for p in &report.whole_process {
+        let (wall, note) = match (&p.measured, &p.not_measured) {
+            (Some(run), _) => {
+                (seconds(run.wall_s), format!("peak RSS {:.0} MiB", run.peak_rss_bytes as f64 / 1048576.0))
+            }
+            (None, why) => ("—".into(), format!("not measured: {}", why.as_deref().unwrap_or("no reason given"))),
+        };
+        let dash = || "—".to_string();
+        table.push([p.name.clone(), wall, dash(), dash(), dash(), dash(), note]);
     }
     table
 }
