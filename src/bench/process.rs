@@ -3,7 +3,7 @@
 
 use crate::engine::lab::{ModelKind, RunDir};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,9 +146,9 @@ fn time_explorer_ready(exe: &Path, flags: &[String]) -> Result<Run, String> {
 }
 
 /// A tmux server of this process's own (so no user's sessions are touched),
-/// killed when dropped.
+/// killed and its socket removed when dropped (tmux leaves the file behind).
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
@@ -156,13 +156,15 @@ impl Tmux {
 
     fn new() -> Result<Tmux, String> {
         Command::new("tmux").arg("-V").output().map_err(|e| format!("tmux is not available ({e})"))?;
-        Ok(Tmux { socket: format!("trojanscope-bench-{}", std::process::id()) })
+        Ok(Tmux { socket: std::env::temp_dir().join(format!("trojanscope-bench-{}.tmux", std::process::id())) })
     }
 
     /// `tmux args` on this server; its stdout, or its error message.
     fn run(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .map_err(|e| format!("cannot run tmux: {e}"))?;
@@ -183,6 +185,7 @@ impl Drop for Tmux {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.run(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
