@@ -522,10 +522,15 @@ fn the_explorer_off_a_terminal_says_so_and_writes_nothing_to_stdout() {
 }
 
 /// `bench` runs the study's PyTorch loop (benches/study_pytorch.py, from the same
-/// virtual environment) alternately with our epochs and reports both side by side.
+/// virtual environment) and the fast one (benches/fast_pytorch.py) alternately with
+/// our epochs and reports them side by side, then times this executable whole on
+/// the saved run.
 #[test]
 fn bench_measures_both_sides_and_reports_ratios() {
     let dir = common::scratch("cli-bench");
+    // The whole-process figures start the commands and the explorer on a saved run.
+    let trained = trojanscope(&with_run(dir.to_str().unwrap(), &["train", "--eval-every", "50"]));
+    assert!(trained.status.success(), "{}", stderr(&trained));
     let args = [
         "bench",
         "--json",
@@ -576,6 +581,33 @@ fn bench_measures_both_sides_and_reports_ratios() {
     assert!(verdict["ours_smallest"].as_u64().unwrap() < 10, "{verdict}");
     assert!(verdict["pytorch_smallest"].as_u64().unwrap() < 10, "{verdict}");
     assert!(figure("feature visualisation")["ours_s"].as_f64().unwrap() > 0.0);
+    // The fast PyTorch procedure has a figure beside our epochs, metrics and sweeps.
+    assert!(report["fast_pytorch_error"].is_null(), "{}", report["fast_pytorch_error"]);
+    for name in ["clean epoch", "poison epoch", "metrics", "conv1 sweep", "conv2 sweep", "fc1 sweep"] {
+        let fast = figure(name)["fast_pytorch_s"].as_f64().unwrap_or(f64::NAN);
+        assert!(fast.is_finite() && fast > 0.0, "{name}: {}", figure(name));
+    }
+    assert!(figure("toggle a conv1")["fast_pytorch_s"].is_null());
+    // Even batched, re-running the layers downstream per unit loses to our cached sweep.
+    let conv2 = figure("conv2 sweep");
+    assert!(conv2["fast_pytorch_s"].as_f64().unwrap() > 5.0 * conv2["ours_s"].as_f64().unwrap(), "{conv2}");
+    // Each command and the explorer, started whole on the saved run.
+    let whole = report["whole_process"].as_array().unwrap();
+    let names: Vec<&str> = whole.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "whole process: eval --model poisoned",
+            "whole process: ablate conv1:31",
+            "whole process: sweep conv1",
+            "whole process: swap",
+            "whole process: explorer → ready",
+        ]
+    );
+    for p in whole {
+        assert!(p["not_measured"].is_null(), "{p}");
+        assert!(p["wall_s"].as_f64().unwrap() > 0.0 && p["peak_rss_bytes"].as_u64().unwrap() > 0, "{p}");
+    }
     // Each model's cache: 2·300 images × (10·10·64 + 5·5·64 + 16 + 10) floats.
     let cache = report["cache_bytes_three_models"].as_u64().unwrap();
     assert_eq!(cache, 3 * 600 * (6400 + 1600 + 16 + 10) * 4);

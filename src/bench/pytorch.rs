@@ -1,20 +1,35 @@
-//! Runs benches/study_pytorch.py (the study's PyTorch procedure) and reads its
-//! timings.
+//! Runs the PyTorch baselines under benches/ (the study's procedure as the study
+//! coded it, and as an expert writing for speed codes it) and reads their timings.
 
+use crate::engine::layer::Layer;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::process::Command;
 
-/// One run of the script: its training epochs, and (unless asked for training
-/// only) its evaluation figures.
+/// One run of a procedure script: its training epochs, and (unless asked for
+/// training only) its evaluation figures `E`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PytorchTimes {
+pub struct ProcedureTimes<E> {
     pub clean_epoch_s: f64,
     pub poison_epoch_s: f64,
     #[serde(flatten)]
-    pub evaluation: Option<EvaluationTimes>,
+    pub evaluation: Option<E>,
 }
 
+/// benches/study_pytorch.py's run.
+pub type PytorchTimes = ProcedureTimes<EvaluationTimes>;
+/// benches/fast_pytorch.py's run.
+pub type FastTimes = ProcedureTimes<FastEvaluationTimes>;
+
+/// The medians of the clean and the poison epochs over `rounds` (at least one).
+pub fn median_epochs<E>(rounds: &[ProcedureTimes<E>]) -> (f64, f64) {
+    let clean = super::median(rounds.iter().map(|r| r.clean_epoch_s).collect());
+    let poison = super::median(rounds.iter().map(|r| r.poison_epoch_s).collect());
+    (clean, poison)
+}
+
+/// study_pytorch.py's evaluation: sweeps extrapolated from a few reloads per layer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EvaluationTimes {
     pub metrics_s: f64,
@@ -26,7 +41,32 @@ pub struct EvaluationTimes {
     pub fc1_per_channel_s: f64,
 }
 
-/// How the script is asked to run.
+/// fast_pytorch.py's evaluation: every unit of each layer swept (from the layer's
+/// output cached inside the timed call), and the units it swept.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FastEvaluationTimes {
+    pub metrics_s: f64,
+    pub conv1_sweep_s: f64,
+    pub conv2_sweep_s: f64,
+    pub fc1_sweep_s: f64,
+    pub conv1_units: usize,
+    pub conv2_units: usize,
+    pub fc1_units: usize,
+}
+
+impl FastEvaluationTimes {
+    /// The time to sweep every unit of `layer`, and how many units that was.
+    pub fn sweep(&self, layer: Layer) -> Option<(f64, usize)> {
+        match layer {
+            Layer::Conv1 => Some((self.conv1_sweep_s, self.conv1_units)),
+            Layer::Conv2 => Some((self.conv2_sweep_s, self.conv2_units)),
+            Layer::Fc1 => Some((self.fc1_sweep_s, self.fc1_units)),
+            Layer::Fc2 => None,
+        }
+    }
+}
+
+/// How a procedure script is asked to run.
 pub struct Invocation<'a> {
     pub script: &'a Path,
     pub data_dir: &'a Path,
@@ -128,7 +168,7 @@ pub fn run_patching(
 }
 
 /// Runs a script and parses the JSON object on the last line of its stdout.
-fn last_json_line<T: serde::de::DeserializeOwned>(script: &Path, mut command: Command) -> Result<T, String> {
+fn last_json_line<T: DeserializeOwned>(script: &Path, mut command: Command) -> Result<T, String> {
     let output = command.output().map_err(|e| format!("cannot start {}: {e}", python()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -140,7 +180,7 @@ fn last_json_line<T: serde::de::DeserializeOwned>(script: &Path, mut command: Co
 }
 
 /// One clean and one poison epoch, then the evaluation figures if `evaluate`.
-pub fn run(how: &Invocation, evaluate: bool) -> Result<PytorchTimes, String> {
+pub fn run<E: DeserializeOwned>(how: &Invocation, evaluate: bool) -> Result<ProcedureTimes<E>, String> {
     let script = how.script;
     let mut command = Command::new(python());
     command

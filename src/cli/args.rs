@@ -232,7 +232,8 @@ pub enum Command {
     /// Check libtorch, CUDA, threads, data and checkpoints.
     Doctor,
     /// Time training, metrics, sweeps and ablation toggles, side by side with the
-    /// study's PyTorch procedure (benches/study_pytorch.py) run in the same invocation.
+    /// study's PyTorch procedure (benches/study_pytorch.py) and the same procedure
+    /// coded for speed (benches/fast_pytorch.py), both run in the same invocation.
     Bench {
         /// Runs per figure (the median is reported).
         #[arg(long, default_value_t = 3)]
@@ -241,7 +242,7 @@ pub enum Command {
         /// so the full sweep is extrapolated from them).
         #[arg(long, default_value_t = 4)]
         sweep_channels: usize,
-        /// Skip the PyTorch baseline.
+        /// Skip the PyTorch baselines (both procedures, patching and Neural Cleanse).
         #[arg(long)]
         no_pytorch: bool,
         /// Training images trigger recovery optimises over (both sides).

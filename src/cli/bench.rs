@@ -13,7 +13,8 @@ use crate::engine::train::TrainConfig;
 use crate::setup::open_lab;
 use crate::table::Table;
 use color_eyre::eyre::{Result, bail, eyre};
-use std::path::Path;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
 
 /// What `bench` is asked to measure.
 pub struct BenchArgs {
@@ -37,9 +38,10 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
             eprintln!("bench: {what}");
         }
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/study_pytorch.py");
-    let baseline = pytorch::Invocation {
-        script: &script,
+    let (study_script, fast_script) =
+        (manifest_path("benches/study_pytorch.py"), manifest_path("benches/fast_pytorch.py"));
+    let study_run = pytorch::Invocation {
+        script: &study_script,
         data_dir: &data_dir,
         threads: tch::get_num_threads(),
         repeat,
@@ -47,27 +49,28 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         train_limit: common.train_limit,
         test_limit: common.test_limit,
     };
-    // PyTorch's rounds alternate with ours; the last also times its evaluation.
-    let mut rounds: Vec<pytorch::PytorchTimes> = Vec::new();
-    let mut pytorch_error = None;
+    let fast_run = pytorch::Invocation { script: &fast_script, ..study_run };
+    let announce = format.is_human();
+    let mut study = Baseline::<pytorch::EvaluationTimes>::new(study_run, "the study's PyTorch procedure", announce);
+    let mut fast = Baseline::<pytorch::FastEvaluationTimes>::new(fast_run, "the fast PyTorch procedure", announce);
+    // Both PyTorch procedures' rounds alternate with ours; the last also times their evaluation.
     let mut before_round = |round: usize| {
-        if no_pytorch || pytorch_error.is_some() {
-            return;
-        }
-        if format.is_human() {
-            eprintln!("bench: the study's PyTorch procedure (benches/study_pytorch.py), round {}", round + 1);
-        }
-        match pytorch::run(&baseline, round + 1 == repeat.max(1)) {
-            Ok(times) => rounds.push(times),
-            Err(e) => pytorch_error = Some(e),
+        if !no_pytorch {
+            let last = round + 1 == repeat.max(1);
+            study.round(round, last);
+            fast.round(round, last);
         }
     };
     let (mut figures, models) = bench::measure_training(&lab, repeat, &mut say, &mut before_round);
     let (more, cache_bytes) = bench::measure_interventions(&lab, repeat, &models, &mut say);
     figures.extend(more);
-    if pytorch_error.is_none() && !rounds.is_empty() {
-        attach(&mut figures, &rounds, sweep_channels);
+    if let Some((epochs, evaluation)) = study.times() {
+        attach(&mut figures, epochs, evaluation, sweep_channels);
     }
+    if let Some((epochs, evaluation)) = fast.times() {
+        attach_fast(&mut figures, epochs, evaluation);
+    }
+    let mut pytorch_error = study.error.clone();
     let (more, evaluated) = bench::measure_circuit(&lab, repeat, &models, &mut say);
     figures.extend(more);
     if !no_pytorch && pytorch_error.is_none() {
@@ -75,7 +78,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         if let Err(e) = attach_patching(&lab, &models[1], sweep_channels, &mut figures) {
             pytorch_error = Some(e);
         }
-        attach_circuit(&mut figures, &rounds, evaluated);
+        attach_circuit(&mut figures, study.times().and_then(|(_, evaluation)| evaluation), evaluated);
     }
     let (more, ours_flagged, ours_smallest) =
         bench::measure_recovery(&lab, &models[1], &args.cleanse, &mut say).map_err(|e| eyre!(e))?;
@@ -96,6 +99,9 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
             Err(e) => pytorch_error = Some(e),
         }
     }
+    say("whole-process figures: this executable started on the saved run");
+    let exe = std::env::current_exe()?;
+    let whole_process = bench::process::measure(&exe, &child_flags(common, &lab), &lab.run, repeat, &mut say);
     let report = BenchReport {
         machine: bench::machine(),
         device: crate::engine::device::describe(lab.device),
@@ -104,7 +110,9 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         cache_bytes_three_models: cache_bytes,
         peak_rss_bytes: bench::peak_rss_bytes(),
         pytorch_error,
+        fast_pytorch_error: fast.error,
         recovery_verdict: Some(verdict),
+        whole_process,
     };
     format.emit(&report, &table(&report))?;
     if format.is_human() {
@@ -129,36 +137,146 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         if let Some(e) = &report.pytorch_error {
             eprintln!("PyTorch baseline failed: {e}");
         }
+        if let Some(e) = &report.fast_pytorch_error {
+            eprintln!("fast PyTorch baseline failed: {e}");
+        }
     }
     Ok(())
 }
 
-/// Puts PyTorch's figure beside each of ours that the study has a counterpart for:
+/// A PyTorch procedure script (benches/study_pytorch.py or fast_pytorch.py) run
+/// once per round beside our epochs, until it fails.
+struct Baseline<'a, E> {
+    how: pytorch::Invocation<'a>,
+    what: &'static str,
+    announce: bool,
+    rounds: Vec<pytorch::ProcedureTimes<E>>,
+    error: Option<String>,
+}
+
+impl<'a, E: DeserializeOwned> Baseline<'a, E> {
+    fn new(how: pytorch::Invocation<'a>, what: &'static str, announce: bool) -> Self {
+        Baseline { how, what, announce, rounds: Vec::new(), error: None }
+    }
+
+    /// One round: the script's epochs, and on the `last` round its evaluation too.
+    fn round(&mut self, round: usize, last: bool) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.announce {
+            let script = self.how.script.file_name().unwrap_or_default().to_string_lossy();
+            eprintln!("bench: {} (benches/{script}), round {}", self.what, round + 1);
+        }
+        match pytorch::run(&self.how, last) {
+            Ok(times) => self.rounds.push(times),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// The epochs' medians over the rounds and the last round's evaluation; none
+    /// when the script failed or never ran.
+    fn times(&self) -> Option<((f64, f64), Option<&E>)> {
+        let last = self.rounds.last().filter(|_| self.error.is_none())?;
+        Some((pytorch::median_epochs(&self.rounds), last.evaluation.as_ref()))
+    }
+}
+
+/// Sets the PyTorch time `column` of each figure a procedure has a counterpart for,
+/// and adds its note: the epochs from its epoch medians (with `epoch_note`), the
+/// rest as `counterpart` finds them by our figure's name.
+fn attach_column(
+    figures: &mut [Figure],
+    column: fn(&mut Figure) -> &mut Option<f64>,
+    (epochs, epoch_note): ((f64, f64), &str),
+    counterpart: impl Fn(&str) -> Option<(f64, String)>,
+) {
+    for f in figures.iter_mut() {
+        let epoch = epoch_time(&f.name, epochs).map(|time| (time, epoch_note.to_string()));
+        if let Some((time, note)) = epoch.or_else(|| counterpart(&f.name)) {
+            *column(f) = Some(time);
+            f.add_note(&note);
+        }
+    }
+}
+
+/// The clean or the poison epoch of a procedure's two, for an epoch figure `name`.
+fn epoch_time(name: &str, (clean, poison): (f64, f64)) -> Option<f64> {
+    match name {
+        bench::CLEAN_EPOCH_FIGURE => Some(clean),
+        bench::POISON_EPOCH_FIGURE => Some(poison),
+        _ => None,
+    }
+}
+
+/// Puts the study loop's figure beside each of ours it has a counterpart for:
 /// epochs as the median over the rounds, evaluation from the last round.
-fn attach(figures: &mut [Figure], rounds: &[pytorch::PytorchTimes], sweep_channels: usize) {
-    let clean = bench::median(rounds.iter().map(|r| r.clean_epoch_s).collect());
-    let poison = bench::median(rounds.iter().map(|r| r.poison_epoch_s).collect());
-    let evaluation = rounds.last().and_then(|r| r.evaluation.as_ref());
+fn attach(
+    figures: &mut [Figure],
+    epochs: (f64, f64),
+    evaluation: Option<&pytorch::EvaluationTimes>,
+    sweep_channels: usize,
+) {
     let extrapolated = format!("PyTorch: {sweep_channels} channels timed, × units");
     let reload = || "PyTorch: reload, zero, evaluate".to_string();
-    for f in figures.iter_mut() {
-        let (time, note) = match (f.name.as_str(), evaluation) {
-            ("clean epoch", _) => (Some(clean), "rounds alternate with PyTorch's".into()),
-            ("poison epoch", _) => (Some(poison), "rounds alternate with PyTorch's".into()),
-            ("metrics on the full test set", Some(e)) => {
-                (Some(e.metrics_s), "PyTorch: three passes over test loaders".into())
-            }
-            (n, Some(e)) if n.starts_with("conv1 sweep") => (Some(e.conv1_sweep_s), extrapolated.clone()),
-            (n, Some(e)) if n.starts_with("conv2 sweep") => (Some(e.conv2_sweep_s), extrapolated.clone()),
-            (n, Some(e)) if n.starts_with("fc1 sweep") => (Some(e.fc1_sweep_s), extrapolated.clone()),
-            ("toggle a conv1 set", Some(e)) => (Some(e.conv1_per_channel_s), reload()),
-            ("toggle a conv2 set", Some(e)) => (Some(e.conv2_per_channel_s), reload()),
-            ("toggle a fc1 set", Some(e)) => (Some(e.fc1_per_channel_s), reload()),
-            _ => (None, String::new()),
-        };
-        f.pytorch_s = time;
-        f.note = note;
-    }
+    let counterpart = |name: &str| {
+        let e = evaluation?;
+        match name {
+            bench::METRICS_FIGURE => Some((e.metrics_s, "PyTorch: three passes over test loaders".into())),
+            n if n.starts_with("conv1 sweep") => Some((e.conv1_sweep_s, extrapolated.clone())),
+            n if n.starts_with("conv2 sweep") => Some((e.conv2_sweep_s, extrapolated.clone())),
+            n if n.starts_with("fc1 sweep") => Some((e.fc1_sweep_s, extrapolated.clone())),
+            "toggle a conv1 set" => Some((e.conv1_per_channel_s, reload())),
+            "toggle a conv2 set" => Some((e.conv2_per_channel_s, reload())),
+            "toggle a fc1 set" => Some((e.fc1_per_channel_s, reload())),
+            _ => None,
+        }
+    };
+    attach_column(figures, |f| &mut f.pytorch_s, (epochs, "rounds alternate with PyTorch's"), counterpart);
+}
+
+/// Puts the fast procedure's figure beside our epochs, metrics and sweeps (its
+/// rounds alternate with ours as the study loop's do).
+fn attach_fast(figures: &mut [Figure], epochs: (f64, f64), evaluation: Option<&pytorch::FastEvaluationTimes>) {
+    let counterpart = |name: &str| {
+        let e = evaluation?;
+        if name == bench::METRICS_FIGURE {
+            return Some((e.metrics_s, "fast: two inference passes".into()));
+        }
+        let layer = bench::SWEPT_LAYERS.into_iter().find(|&l| name == bench::sweep_figure_name(l))?;
+        fast_sweep(layer, e)
+    };
+    attach_column(figures, |f| &mut f.fast_pytorch_s, (epochs, "fast: tensor-sliced batches"), counterpart);
+}
+
+/// The fast procedure's sweep of every unit of `layer`, per unit × our unit count
+/// (so like is compared with like even if it swept another number), and its note.
+/// Its time includes caching the layer's output; ours starts from the cache built
+/// in its own row.
+fn fast_sweep(layer: Layer, e: &pytorch::FastEvaluationTimes) -> Option<(f64, String)> {
+    let (seconds, units) = e.sweep(layer)?;
+    let time = seconds / units.max(1) as f64 * layer.units() as f64;
+    Some((time, format!("fast: all {units} units swept, its layer cache built in its time")))
+}
+
+/// The bench's own run and data, as flags for the commands it times whole.
+fn child_flags(common: &CommonArgs, lab: &Lab) -> Vec<String> {
+    let mut flags = vec![
+        format!("--checkpoints={}", common.checkpoints.display()),
+        format!("--run={}", common.run),
+        format!("--dataset={}", lab.data.dataset),
+        format!("--data-dir={}", lab.data.dir.display()),
+        format!("--device={}", common.device),
+    ];
+    flags.extend(common.threads.map(|n| format!("--threads={n}")));
+    flags.extend(common.train_limit.map(|n| format!("--train-limit={n}")));
+    flags.extend(common.test_limit.map(|n| format!("--test-limit={n}")));
+    flags
+}
+
+/// A file of this repository (the PyTorch baselines under benches/).
+fn manifest_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 /// Runs `script` on the bench's poisoned model, passed through a temporary checkpoint.
@@ -169,8 +287,7 @@ fn with_checkpoint<T>(
 ) -> Result<T, String> {
     let file = std::env::temp_dir().join(format!("trojanscope-bench-{}.safetensors", std::process::id()));
     crate::engine::checkpoint::save_net(poisoned, &file).map_err(|e| e.to_string())?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
-    let outcome = run(&script, &file);
+    let outcome = run(&manifest_path(script), &file);
     let _ = std::fs::remove_file(&file);
     outcome
 }
@@ -214,8 +331,8 @@ fn attach_patching(lab: &Lab, poisoned: &Net, units: usize, figures: &mut [Figur
 
 /// Pairs and the circuit search have no PyTorch loop of their own: the study's way
 /// is one reload-zero-evaluate per set, so its time per set × the sets evaluated.
-fn attach_circuit(figures: &mut [Figure], rounds: &[pytorch::PytorchTimes], evaluated: usize) {
-    let Some(e) = rounds.last().and_then(|r| r.evaluation.as_ref()) else { return };
+fn attach_circuit(figures: &mut [Figure], evaluation: Option<&pytorch::EvaluationTimes>, evaluated: usize) {
+    let Some(e) = evaluation else { return };
     for f in figures.iter_mut() {
         let (per_set, sets) = if f.name == bench::pairs_figure_name(Layer::Conv1) {
             (e.conv1_per_channel_s, bench::pair_count(Layer::Conv1))
@@ -235,16 +352,82 @@ fn seconds(s: f64) -> String {
     if s < 1.0 { format!("{:.1} ms", s * 1000.0) } else { format!("{s:.2} s") }
 }
 
+/// A ratio to two significant digits (at least two decimals): 1.05×, 0.0033×.
+fn ratio(x: f64) -> String {
+    let decimals = if x > 0.0 { (1 - x.log10().floor() as i32).max(2) as usize } else { 2 };
+    format!("{x:.decimals$}×")
+}
+
 fn table(report: &BenchReport) -> Table {
-    let mut table = Table::new(["figure", "trojanscope", "PyTorch study loop", "speed-up", "note"]);
+    let headers =
+        ["figure", "trojanscope", "PyTorch study loop", "speed-up", "fast PyTorch", "ours ÷ fast PyTorch", "note"];
+    let mut table = Table::new(headers);
+    let or_dash = |cell: Option<String>| cell.unwrap_or_else(|| "—".into());
     for f in &report.figures {
         table.push([
             f.name.clone(),
             seconds(f.ours_s),
-            f.pytorch_s.map(seconds).unwrap_or_else(|| "—".into()),
-            f.speedup().map(|x| format!("{x:.1}×")).unwrap_or_else(|| "—".into()),
+            or_dash(f.pytorch_s.map(seconds)),
+            or_dash(f.speedup().map(|x| format!("{x:.1}×"))),
+            or_dash(f.fast_pytorch_s.map(seconds)),
+            or_dash(f.versus_fast().map(ratio)),
             f.note.clone(),
         ]);
     }
+    // What a user waits for: our wall time, with the process's peak memory as the note.
+    for p in &report.whole_process {
+        let (wall, note) = match (&p.measured, &p.not_measured) {
+            (Some(run), _) => {
+                (seconds(run.wall_s), format!("peak RSS {:.0} MiB", run.peak_rss_bytes as f64 / 1048576.0))
+            }
+            (None, why) => ("—".into(), format!("not measured: {}", why.as_deref().unwrap_or("no reason given"))),
+        };
+        let dash = || "—".to_string();
+        table.push([p.name.clone(), wall, dash(), dash(), dash(), dash(), note]);
+    }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(name: &str, ours_s: f64) -> Figure {
+        Figure { name: name.into(), ours_s, pytorch_s: None, fast_pytorch_s: None, note: String::new() }
+    }
+
+    #[test]
+    fn the_fast_procedure_sits_beside_epochs_metrics_and_whole_layer_sweeps_only() {
+        let mut figures = vec![
+            figure(bench::CLEAN_EPOCH_FIGURE, 3.0),
+            figure(bench::POISON_EPOCH_FIGURE, 4.0),
+            figure(bench::METRICS_FIGURE, 0.1),
+            figure(&bench::sweep_figure_name(Layer::Conv2), 0.02),
+            figure("toggle a conv2 set", 0.001),
+        ];
+        let fast = pytorch::FastEvaluationTimes {
+            metrics_s: 0.5,
+            conv1_sweep_s: 1.0,
+            conv2_sweep_s: 8.0,
+            fc1_sweep_s: 0.2,
+            conv1_units: 32,
+            conv2_units: 64,
+            fc1_units: 16,
+        };
+        attach_fast(&mut figures, (5.0, 6.0), Some(&fast));
+        let times: Vec<Option<f64>> = figures.iter().map(|f| f.fast_pytorch_s).collect();
+        assert_eq!(times, [Some(5.0), Some(6.0), Some(0.5), Some(8.0), None]);
+        assert_eq!(figures[0].versus_fast(), Some(0.6));
+        assert_eq!(figures[3].versus_fast(), Some(0.0025));
+        assert!(figures[3].note.contains("all 64 units"), "{}", figures[3].note);
+        assert!(figures[4].note.is_empty());
+    }
+
+    #[test]
+    fn ratios_keep_two_significant_digits() {
+        assert_eq!(ratio(1.0534), "1.05×");
+        assert_eq!(ratio(0.6), "0.60×");
+        assert_eq!(ratio(0.00326), "0.0033×");
+        assert_eq!(ratio(12.0), "12.00×");
+    }
 }
