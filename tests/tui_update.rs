@@ -260,6 +260,35 @@ fn a_failing_command_shows_one_clear_error_and_the_ui_goes_on() {
     assert_eq!(h.app.notice.as_deref(), Some("the models are not ready yet"));
 }
 
+/// Checkpoints deleted or replaced while the explorer runs: the models it holds
+/// keep answering, a reload names the broken file in one popup, and what was
+/// loaded still works after it.
+#[test]
+fn checkpoints_deleted_or_replaced_under_the_explorer_fail_the_reload_only() {
+    let checkpoints = copy_of_tiny("replaced");
+    let mut h = Harness::open(common(&checkpoints, "tiny"), SMALL);
+    h.wait_for("the models", |app| app.study.ready);
+    std::fs::write(checkpoints.join("tiny/clean.safetensors"), b"replaced by something else").unwrap();
+    std::fs::remove_file(checkpoints.join("tiny/rehab.safetensors")).unwrap();
+    h.type_keys("2 ");
+    h.wait_for("an ablation from the models in memory", |app| app.study.ablation.result.is_some());
+    h.send(trojanscope::tui::protocol::Command::Load { digit: 0 });
+    h.wait_for("the reload to fail", |app| app.popup.is_some());
+    let text = error_text(&h);
+    assert!(
+        text.starts_with("Loading the models failed:")
+            && text.contains("clean.safetensors")
+            && text.contains("not a readable safetensors file"),
+        "{text}"
+    );
+    h.press(KeyCode::Esc);
+    assert!(h.app.popup.is_none() && h.app.study.ready);
+    // The models read before still serve a new ablation.
+    h.type_keys("c4 ");
+    h.wait_for("an ablation after the failed reload", |app| app.study.ablation.result.is_some());
+    assert_eq!(h.app.study.ablation.set.len(), 1);
+}
+
 #[test]
 fn a_worker_panic_becomes_an_error_and_the_worker_keeps_serving() {
     let mut h = Harness::ready(SMALL);

@@ -264,7 +264,6 @@ impl Worker {
     }
 
     fn load(&mut self, digit: usize) -> Result<()> {
-        self.analysis = None;
         let subject = ModelKind::Poisoned;
         let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
         let reply = &mut self.reply;
@@ -273,6 +272,9 @@ impl Worker {
         };
         stage(reply, "loading the models");
         let nets = Analysis::load_models(lab, &Analysis::saved(lab))?;
+        // Only now is the previous analysis let go: a checkpoint deleted or broken
+        // since it was read fails the reload and leaves what was loaded working.
+        self.analysis = None;
         reply(Reply::Models(Box::new(models_data(&nets))));
         reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets, digit.min(lab.test.len().saturating_sub(1)))?;
