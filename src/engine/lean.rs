@@ -29,7 +29,12 @@ pub fn lean_forward(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor
 /// One layer's block of `net`, the lean way, on a lean input or a lean block's
 /// output (pooling before ReLU, channels-last).
 pub fn net_block(net: &Net, layer: Layer, h: &Tensor) -> Tensor {
-    if layer.is_conv() { pool_relu(&conv2d(h, net.weight(layer), net.bias(layer))) } else { net.block(layer, h) }
+    if layer.is_conv() { pool_relu(&net_preactivation(net, layer, h)) } else { net.block(layer, h) }
+}
+
+/// A convolution's pre-activation (before its pooling and ReLU), channels-last.
+pub fn net_preactivation(net: &Net, conv: Layer, h: &Tensor) -> Tensor {
+    conv2d(h, net.weight(conv), net.bias(conv))
 }
 
 /// `x` cropped to the rows and columns the logits depend on, channels-last: a
@@ -42,7 +47,7 @@ pub fn lean_input(x: &Tensor) -> Tensor {
 
 /// The last convolution's pre-activation (before its ReLU and pooling),
 /// channels-last, for a lean input.
-pub fn conv_preactivation(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+fn conv_preactivation(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
     let last = last_conv();
     let mut h = x.shallow_clone();
     for conv in convs().filter(|&l| l != last) {
@@ -95,14 +100,14 @@ pub fn for_each_twin_chunk(
 /// Where a test set's triggered images can differ from their clean twins: a
 /// rectangle of the last convolution's output, and the input rectangle that
 /// computes exactly it.
-struct TriggerWindow {
+pub struct TriggerWindow {
     output: [Range<i64>; 2],
     input: [Range<i64>; 2],
 }
 
 impl TriggerWindow {
     /// `None` when no pixel that reaches the logits differs.
-    fn of(test: &TestSet) -> Option<TriggerWindow> {
+    pub fn of(test: &TestSet) -> Option<TriggerWindow> {
         let n = test.len() as i64;
         let used = used_input_side(test.inputs.size()[2]).min(used_input_side(test.inputs.size()[3]));
         let differs = (test.inputs.narrow(0, n, n) - test.inputs.narrow(0, 0, n))
@@ -117,8 +122,9 @@ impl TriggerWindow {
         Some(TriggerWindow { output: [rows, cols], input })
     }
 
-    /// `clean`'s pre-activation with the window recomputed from `triggered` images.
-    fn recompute(&self, clean: &Tensor, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+    /// `clean`'s last-convolution pre-activation with the window recomputed from
+    /// the `triggered` images (raw, uncropped) through `weights` and `biases`.
+    pub fn recompute(&self, clean: &Tensor, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
         let [rows, cols] = &self.input;
         let x = channels_last(&triggered.narrow(2, rows.start, rows.end - rows.start).narrow(
             3,
@@ -190,7 +196,7 @@ fn convs() -> impl Iterator<Item = Layer> {
     Layer::ALL.into_iter().filter(|l| l.is_conv())
 }
 
-fn last_conv() -> Layer {
+pub fn last_conv() -> Layer {
     convs().last().expect("the network has a convolution")
 }
 
@@ -202,6 +208,6 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     channels_last(&x.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1))
 }
 
-fn pool_relu(x: &Tensor) -> Tensor {
+pub fn pool_relu(x: &Tensor) -> Tensor {
     x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu()
 }

@@ -25,18 +25,17 @@ pub fn swapped(recipient: &Net, donor: &Net, layers: &[Layer]) -> Net {
     net
 }
 
-/// The slow, obvious path: copy the layers, evaluate the copy (every image through
-/// the lean forward, as `swap_many` computes it).
+/// The slow, obvious path: copy the layers, evaluate the copy.
 pub fn swap(recipient: &Net, donor: &Net, layers: &[Layer], test: &TestSet) -> SwapRow {
-    let net = swapped(recipient, donor, layers);
-    SwapRow { layers: layers.to_vec(), metrics: test.metrics(&test.predict_with(|x| net.lean_forward(x))) }
+    SwapRow { layers: layers.to_vec(), metrics: test.evaluate(&swapped(recipient, donor, layers)) }
 }
 
 /// Many swaps at once, sharing what their layers have in common: the subsets are
 /// walked as a tree of choices (each layer from the recipient or the donor) and a
 /// prefix of layers is computed once for every subset that starts with it. All 16
-/// subsets cost conv1 twice and conv2 four times instead of sixteen times each;
-/// the values are the ones `swap` computes, op for op.
+/// subsets cost conv1 twice and conv2 four times instead of sixteen times each.
+/// Like every evaluation (`lean`), a triggered image is recomputed only where its
+/// trigger reaches; the values are the ones `swap` computes, op for op.
 pub fn swap_many(recipient: &Net, donor: &Net, subsets: &[Vec<Layer>], test: &TestSet) -> Vec<SwapRow> {
     swap_many_until(recipient, donor, subsets, test, |_, _| ControlFlow::Continue(())).unwrap_or_default()
 }
@@ -53,13 +52,22 @@ pub fn swap_many_until(
     let choices: Vec<Vec<bool>> =
         subsets.iter().map(|layers| Layer::ALL.iter().map(|l| layers.contains(l)).collect()).collect();
     let _guard = tch::no_grad_guard();
-    let mut predictions: Vec<Vec<Tensor>> = subsets.iter().map(|_| Vec::new()).collect();
-    let total = test.inputs.size()[0] as usize;
+    // Per subset, per half (clean, triggered), one prediction tensor per chunk.
+    let mut predictions: Vec<[Vec<Tensor>; 2]> = subsets.iter().map(|_| Default::default()).collect();
+    let (n, total) = (test.len() as i64, test.inputs.size()[0] as usize);
+    let window = lean::TriggerWindow::of(test);
     let mut done = 0;
-    for x in test.inputs.split(CHUNK, 0) {
-        let mut walk = Walk { nets: [recipient, donor], choices: &choices, predictions: &mut predictions };
-        walk.descend(&mut Vec::new(), &lean::lean_input(&x));
-        done += x.size()[0] as usize;
+    for start in (0..n).step_by(CHUNK as usize) {
+        let len = CHUNK.min(n - start);
+        let triggered = test.inputs.narrow(0, n + start, len);
+        let mut walk = Walk {
+            nets: [recipient, donor],
+            choices: &choices,
+            triggered: (&triggered, window.as_ref()),
+            predictions: &mut predictions,
+        };
+        walk.descend(&mut Vec::new(), &lean::lean_input(&test.inputs.narrow(0, start, len)), None);
+        done += 2 * len as usize;
         // A stop that comes with the last chunk comes too late to save anything.
         if progress(done, total).is_break() && done < total {
             return None;
@@ -68,7 +76,10 @@ pub fn swap_many_until(
     let rows = subsets
         .iter()
         .zip(predictions)
-        .map(|(layers, chunks)| SwapRow { layers: layers.clone(), metrics: test.metrics(&Tensor::cat(&chunks, 0)) })
+        .map(|(layers, halves)| {
+            let chunks: Vec<Tensor> = halves.into_iter().flatten().collect();
+            SwapRow { layers: layers.clone(), metrics: test.metrics(&Tensor::cat(&chunks, 0)) }
+        })
         .collect();
     Some(rows)
 }
@@ -79,29 +90,58 @@ struct Walk<'a> {
     nets: [&'a Net; 2],
     /// Per subset, per layer: taken from the donor.
     choices: &'a [Vec<bool>],
-    predictions: &'a mut [Vec<Tensor>],
+    /// The chunk's triggered twins (raw images) and where they differ.
+    triggered: (&'a Tensor, Option<&'a lean::TriggerWindow>),
+    predictions: &'a mut [[Vec<Tensor>; 2]],
 }
 
 impl Walk<'_> {
-    /// `prefix` holds the choices made for the layers before `h`'s.
-    fn descend(&mut self, prefix: &mut Vec<bool>, h: &Tensor) {
+    /// `prefix` holds the choices made for the layers before `h`'s; `twin` is the
+    /// triggered images' activation from the last convolution on (before it, only
+    /// the clean images are computed).
+    fn descend(&mut self, prefix: &mut Vec<bool>, h: &Tensor, twin: Option<&Tensor>) {
         let depth = prefix.len();
         let matching: Vec<usize> =
             (0..self.choices.len()).filter(|&i| self.choices[i][..depth] == prefix[..]).collect();
         if depth == Layer::ALL.len() {
+            let twin = twin.expect("the last convolution computed the triggered twins");
             for i in matching {
-                self.predictions[i].push(h.argmax(1, false));
+                self.predictions[i][0].push(h.argmax(1, false));
+                self.predictions[i][1].push(twin.argmax(1, false));
             }
             return;
         }
         for from_donor in [false, true] {
             if matching.iter().any(|&i| self.choices[i][depth] == from_donor) {
-                let next = lean::net_block(self.nets[from_donor as usize], Layer::ALL[depth], h);
                 prefix.push(from_donor);
-                self.descend(prefix, &next);
+                let (next, next_twin) = self.step(prefix, h, twin);
+                self.descend(prefix, &next, next_twin.as_ref());
                 prefix.pop();
             }
         }
+    }
+
+    /// The block chosen by the last entry of `prefix`, on the clean activation and
+    /// its twin; at the last convolution the twin is made from the clean
+    /// pre-activation with the trigger's window recomputed through the chosen convolutions.
+    fn step(&self, prefix: &[bool], h: &Tensor, twin: Option<&Tensor>) -> (Tensor, Option<Tensor>) {
+        let layer = Layer::ALL[prefix.len() - 1];
+        let net = self.nets[prefix[prefix.len() - 1] as usize];
+        if layer != lean::last_conv() {
+            return (lean::net_block(net, layer, h), twin.map(|t| lean::net_block(net, layer, t)));
+        }
+        let pre = lean::net_preactivation(net, layer, h);
+        let (triggered, window) = self.triggered;
+        let twin = match window {
+            None => pre.shallow_clone(),
+            Some(window) => {
+                let chosen = |l: Layer| self.nets[*prefix.get(l.position()).unwrap_or(&false) as usize];
+                let weights: Vec<Tensor> = Layer::ALL.iter().map(|&l| chosen(l).weight(l).shallow_clone()).collect();
+                let biases: Vec<Tensor> = Layer::ALL.iter().map(|&l| chosen(l).bias(l).shallow_clone()).collect();
+                window.recompute(&pre, triggered, &weights, &biases)
+            }
+        };
+        (lean::pool_relu(&pre), Some(lean::pool_relu(&twin)))
     }
 }
 
