@@ -7,7 +7,6 @@
 use super::ablation::{self, AblationMode, AblationSet};
 use super::host;
 use super::kernels;
-use super::lanes;
 use super::layer::Layer;
 use super::lean;
 use super::model::Net;
@@ -78,7 +77,8 @@ impl ActivationCache {
         let fc1_weight = channels_last_fc1(&net);
         let (weights, biases) = net.weights_and_biases();
         let mut start = 0;
-        lean::for_each_twin_chunk(test, weights, biases, |clean, triggered| {
+        let window = lean::TriggerWindow::of(test);
+        lean::for_each_twin_chunk(test, window.as_ref(), weights, biases, |clean, triggered| {
             let len = clean.size()[0];
             for (half, p2) in [clean, triggered].into_iter().enumerate() {
                 // Channels-last and cropped to the part the pool reads already:
@@ -98,7 +98,7 @@ impl ActivationCache {
         ActivationCache {
             fc1_rows: fc1_weight.tr().contiguous(),
             fc1_weight,
-            trigger_cells: trigger_cells(test),
+            trigger_cells: window.map(|w| w.pooled_cells()).unwrap_or([0..0, 0..0]),
             conv2_taps: net.weight(Layer::Conv2).detach().permute([1, 2, 3, 0]).reshape([32, 9, 64]),
             net,
             clean: test.clean(),
@@ -321,22 +321,6 @@ pub(super) fn pool_relu_channels_last(t: &Tensor) -> Tensor {
     let windows = t.view([s[0], s[1] / 2, 2, s[2] / 2, 2, s[3]]);
     let corner = |r: i64, c: i64| windows.select(4, c).select(2, r);
     corner(0, 0).maximum(&corner(0, 1)).maximum(&corner(1, 0)).maximum(&corner(1, 1)).relu()
-}
-
-/// The pooled conv2 cells (row range, column range) whose receptive field holds a
-/// pixel where the triggered half of `test` differs from the clean half.
-fn trigger_cells(test: &TestSet) -> [Range<usize>; 2] {
-    let n = test.len() as i64;
-    let differs = (test.inputs.narrow(0, n, n) - test.inputs.narrow(0, 0, n)).abs().amax([0, 1], false).gt(0.0); // [28, 28]
-    // A cell covers conv2 rows 2q, 2q+1, which read input rows 4q ..= 4q+9.
-    let span = |lines: Tensor| -> Range<usize> {
-        let lit: Vec<bool> = Vec::try_from(lines).expect("a bool vector");
-        match (lit.iter().position(|&b| b), lit.iter().rposition(|&b| b)) {
-            (Some(first), Some(last)) => first.saturating_sub(9).div_ceil(4)..(last / 4 + 1).min(lanes::H2),
-            _ => 0..0,
-        }
-    };
-    [span(differs.any_dim(1, false)), span(differs.any_dim(0, false))]
 }
 
 /// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.

@@ -68,7 +68,8 @@ pub fn predict(net: &Net, test: &TestSet) -> Tensor {
     let _guard = tch::no_grad_guard();
     let (weights, biases) = net.weights_and_biases();
     let (mut clean, mut triggered) = (Vec::new(), Vec::new());
-    for_each_twin_chunk(test, weights, biases, |pre_clean, pre_triggered| {
+    let window = TriggerWindow::of(test);
+    for_each_twin_chunk(test, window.as_ref(), weights, biases, |pre_clean, pre_triggered| {
         clean.push(head(&pre_clean, weights, biases).argmax(1, false));
         triggered.push(head(&pre_triggered, weights, biases).argmax(1, false));
     });
@@ -77,19 +78,20 @@ pub fn predict(net: &Net, test: &TestSet) -> Tensor {
 }
 
 /// Calls `each` with the last convolution's pre-activation of each chunk of clean
-/// test images and of their triggered twins, in order.
+/// test images and of their triggered twins, in order; `window` is
+/// `TriggerWindow::of(test)`.
 pub fn for_each_twin_chunk(
     test: &TestSet,
+    window: Option<&TriggerWindow>,
     weights: &[Tensor],
     biases: &[Tensor],
     mut each: impl FnMut(Tensor, Tensor),
 ) {
     let n = test.len() as i64;
-    let window = TriggerWindow::of(test);
     for start in (0..n).step_by(CHUNK as usize) {
         let len = CHUNK.min(n - start);
         let clean = conv_preactivation(&lean_input(&test.inputs.narrow(0, start, len)), weights, biases);
-        let triggered = match &window {
+        let triggered = match window {
             None => clean.shallow_clone(),
             Some(w) => w.recompute(&clean, &test.inputs.narrow(0, n + start, len), weights, biases),
         };
@@ -120,6 +122,13 @@ impl TriggerWindow {
         let cols = affected_outputs(&differs.any_dim(0, false), used)?;
         let input = [input_span(&rows), input_span(&cols)];
         Some(TriggerWindow { output: [rows, cols], input })
+    }
+
+    /// The last convolution's pooled 2×2 cells (row range, column range) that hold
+    /// an output the trigger reaches: where the conv1 ablation kernel recomputes
+    /// a triggered image.
+    pub fn pooled_cells(&self) -> [Range<usize>; 2] {
+        self.output.clone().map(|lines| lines.start as usize / 2..(lines.end as usize).div_ceil(2))
     }
 
     /// `clean`'s last-convolution pre-activation with the window recomputed from

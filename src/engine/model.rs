@@ -82,11 +82,6 @@ impl Net {
         Layer::ALL.iter().fold(x.shallow_clone(), |h, &l| self.block(l, &h))
     }
 
-    /// The same logits as `forward`, computed the lean way (`lean::lean_forward`).
-    pub fn lean_forward(&self, x: &Tensor) -> Tensor {
-        super::lean::lean_forward(x, &self.weights, &self.biases)
-    }
-
     /// Every layer's weight, then every layer's bias, in `Layer::ALL` order.
     pub fn weights_and_biases(&self) -> (&[Tensor], &[Tensor]) {
         (&self.weights, &self.biases)
