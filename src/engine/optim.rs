@@ -33,15 +33,17 @@ impl Adam {
     }
 
     /// One update of `params` in place from `grad` (same shape), in the order of
-    /// operations of libtorch's Adam.
+    /// operations of PyTorch's single-tensor Adam (`torch.optim.Adam` on CPU), with
+    /// the temporaries updated in place.
     pub fn step(&mut self, params: &Tensor, grad: &Tensor) {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         let bias_correction1 = 1.0 - self.beta1.powi(self.steps);
         let bias_correction2 = 1.0 - self.beta2.powi(self.steps);
-        let _ = self.exp_avg.g_mul_scalar_(self.beta1).g_add_(&(grad * (1.0 - self.beta1)));
+        let _ = self.exp_avg.lerp_(grad, 1.0 - self.beta1);
         let _ = self.exp_avg_sq.g_mul_scalar_(self.beta2).addcmul_(&(grad * (1.0 - self.beta2)), grad);
-        let denom = (self.exp_avg_sq.sqrt() / bias_correction2.sqrt()) + EPS;
+        let mut denom = self.exp_avg_sq.sqrt();
+        let _ = denom.g_div_scalar_(bias_correction2.sqrt()).g_add_scalar_(EPS);
         let _ = params.shallow_clone().addcdiv_(&(&self.exp_avg * (-self.lr / bias_correction1)), &denom);
     }
 }

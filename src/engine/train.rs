@@ -1,5 +1,6 @@
 //! The study's three training phases: clean, poison, rehab.
 
+use super::lean::lean_forward;
 use super::model::Net;
 use super::optim::{Adam, Proximity, flat_gradient};
 use super::testset::TestSet;
@@ -310,7 +311,10 @@ pub fn train_phase_stamped(
             let len = batch.min(n - s * batch);
             let index = order.narrow(0, s * batch, len);
             let (x, y) = poisoned_batch(data, &index, phase, cfg, stamp);
-            let logits = net.forward(&x);
+            let (weights, biases) = net.weights_and_biases();
+            // The lean forward's gradients are the plain forward's: the input
+            // cropped away and the pooled-away positions get none either way.
+            let logits = lean_forward(&x, weights, biases);
             let ce = logits.cross_entropy_for_logits(&y);
             let mut grad = flat_gradient(&ce, net);
             let reg = match &proximity {
