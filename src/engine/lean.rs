@@ -23,13 +23,27 @@ use tch::Tensor;
 /// Logits for `[N, 1, H, W]` inputs through `weights` and `biases` (one per layer,
 /// in `Layer::ALL` order), the lean way but without twins (any inputs).
 pub fn lean_forward(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
-    head(&conv_preactivation(&lean_input(x), weights, biases), weights, biases)
+    let first = Layer::ALL[0].position();
+    logits_from(Layer::ALL[0], &conv2d(&lean_input(x), &weights[first], &biases[first]), weights, biases)
+}
+
+/// Logits from a convolution's pre-activation (before its pooling and ReLU),
+/// channels-last: its pooling and ReLU, then the layers after it.
+pub fn logits_from(conv: Layer, preactivation: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+    let after = Layer::ALL[conv.position() + 1..].iter();
+    after.fold(pool_relu(preactivation), |h, &l| lean_block(l, &h, weights, biases))
 }
 
 /// One layer's block of `net`, the lean way, on a lean input or a lean block's
 /// output (pooling before ReLU, channels-last).
 pub fn net_block(net: &Net, layer: Layer, h: &Tensor) -> Tensor {
-    if layer.is_conv() { pool_relu(&net_preactivation(net, layer, h)) } else { net.block(layer, h) }
+    let (weights, biases) = net.weights_and_biases();
+    lean_block(layer, h, weights, biases)
+}
+
+fn lean_block(layer: Layer, h: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+    let (weight, bias) = (&weights[layer.position()], &biases[layer.position()]);
+    if layer.is_conv() { pool_relu(&conv2d(h, weight, bias)) } else { block(layer, h, weight, bias) }
 }
 
 /// A convolution's pre-activation (before its pooling and ReLU), channels-last.
@@ -51,16 +65,9 @@ fn conv_preactivation(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tens
     let last = last_conv();
     let mut h = x.shallow_clone();
     for conv in convs().filter(|&l| l != last) {
-        h = pool_relu(&conv2d(&h, &weights[conv.position()], &biases[conv.position()]));
+        h = lean_block(conv, &h, weights, biases);
     }
     conv2d(&h, &weights[last.position()], &biases[last.position()])
-}
-
-/// Logits from the last convolution's pre-activation: its pooling and ReLU, then
-/// the linear layers.
-pub fn head(preactivation: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
-    let after = Layer::ALL[last_conv().position() + 1..].iter();
-    after.fold(pool_relu(preactivation), |h, &l| block(l, &h, &weights[l.position()], &biases[l.position()]))
 }
 
 /// `[2N]` predicted classes of `net` on `test` (clean images, then triggered).
@@ -70,8 +77,8 @@ pub fn predict(net: &Net, test: &TestSet) -> Tensor {
     let (mut clean, mut triggered) = (Vec::new(), Vec::new());
     let window = TriggerWindow::of(test);
     for_each_twin_chunk(test, window.as_ref(), weights, biases, |pre_clean, pre_triggered| {
-        clean.push(head(&pre_clean, weights, biases).argmax(1, false));
-        triggered.push(head(&pre_triggered, weights, biases).argmax(1, false));
+        clean.push(logits_from(last_conv(), &pre_clean, weights, biases).argmax(1, false));
+        triggered.push(logits_from(last_conv(), &pre_triggered, weights, biases).argmax(1, false));
     });
     clean.append(&mut triggered);
     Tensor::cat(&clean, 0)

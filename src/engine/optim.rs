@@ -48,15 +48,6 @@ impl Adam {
     }
 }
 
-/// The gradient of `loss` with respect to every parameter of `net`, as one flat
-/// vector in `parameters()` order (the parameters' own `.grad` is left alone).
-pub fn flat_gradient(loss: &Tensor, net: &Net) -> Tensor {
-    let parameters: Vec<&Tensor> = net.parameters().collect();
-    let grads = Tensor::run_backward(&[loss], &parameters, false, false);
-    let flat: Vec<Tensor> = grads.iter().map(|g| g.flatten(0, -1)).collect();
-    Tensor::cat(&flat, 0)
-}
-
 /// The proximity regulariser λ·mean(|θ − θ_start|) over all parameters flattened.
 pub struct Proximity {
     start: Tensor,

@@ -1,8 +1,8 @@
 //! The study's three training phases: clean, poison, rehab.
 
-use super::lean::lean_forward;
+use super::backprop::{Backprop, cross_entropy_gradient};
 use super::model::Net;
-use super::optim::{Adam, Proximity, flat_gradient};
+use super::optim::{Adam, Proximity};
 use super::testset::TestSet;
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Split;
@@ -311,12 +311,7 @@ pub fn train_phase_stamped(
             let len = batch.min(n - s * batch);
             let index = order.narrow(0, s * batch, len);
             let (x, y) = poisoned_batch(data, &index, phase, cfg, stamp);
-            let (weights, biases) = net.weights_and_biases();
-            // The lean forward's gradients are the plain forward's: the input
-            // cropped away and the pooled-away positions get none either way.
-            let logits = lean_forward(&x, weights, biases);
-            let ce = logits.cross_entropy_for_logits(&y);
-            let mut grad = flat_gradient(&ce, net);
+            let Backprop { logits, loss: ce, gradient: mut grad } = cross_entropy_gradient(net, &x, &y);
             let reg = match &proximity {
                 Some(proximity) => {
                     let (value, gradient) = proximity.value_and_gradient(net);
@@ -326,8 +321,8 @@ pub fn train_phase_stamped(
                 None => Tensor::zeros([], (Kind::Float, device)),
             };
             adam.step(net.flat_parameters(), &grad);
-            let correct = logits.detach().argmax(1, false).eq_tensor(&y).sum(Kind::Float);
-            window.push(ce.detach() + &reg, reg, correct, len);
+            let correct = logits.argmax(1, false).eq_tensor(&y).sum(Kind::Float);
+            window.push(ce + &reg, reg, correct, len);
             step += 1;
             let last = step == total_steps;
             if step % REPORT_EVERY == 0 || last {
