@@ -84,7 +84,7 @@ impl ActivationCache {
                 // Channels-last and cropped to the part the pool reads already:
                 // the permute is a view.
                 let p2 = p2.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]);
-                let a2 = pool_relu_channels_last(&p2);
+                let a2 = lean::pool_relu_nhwc(&p2);
                 let p3 = a2.flatten(1, -1).linear::<Tensor>(&fc1_weight, None) + &biases[Layer::Fc1.position()];
                 let at = half as i64 * n + start;
                 pre2.narrow(0, at, len).copy_(&p2);
@@ -300,7 +300,7 @@ impl ActivationCache {
         let patches = patches.transpose(1, 2).reshape([len * 100, units * 9]);
         let taps = self.conv2_taps.index_select(0, &r.index).reshape([units * 9, 64]);
         let pre2 = self.pre2.narrow(0, start, len).view([len * 100, 64]);
-        pool_relu_channels_last(&pre2.addmm(&patches, &taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]))
+        lean::pool_relu_nhwc(&pre2.addmm(&patches, &taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]))
     }
 
     /// fc1 pre-activation with conv2 channels replaced: a rank-|set| correction.
@@ -312,15 +312,6 @@ impl ActivationCache {
         let w = self.fc1_weight.view([16, 25, 64]).index_select(2, &r.index).reshape([16, 25 * units]);
         self.pre3.narrow(0, start, len) + change.matmul(&w.tr())
     }
-}
-
-/// 2×2 max pooling then ReLU of a channels-last `[B, 10, 10, C]` map → `[B, 5, 5, C]`
-/// (the maximum of four strided views: libtorch's reductions are slow here).
-pub(super) fn pool_relu_channels_last(t: &Tensor) -> Tensor {
-    let s = t.size();
-    let windows = t.view([s[0], s[1] / 2, 2, s[2] / 2, 2, s[3]]);
-    let corner = |r: i64, c: i64| windows.select(4, c).select(2, r);
-    corner(0, 0).maximum(&corner(0, 1)).maximum(&corner(1, 0)).maximum(&corner(1, 1)).relu()
 }
 
 /// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.

@@ -9,7 +9,10 @@
 //! - A test set's triggered image differs from its clean twin only where the
 //!   trigger is, so the last convolution's output is recomputed only where the
 //!   trigger reaches and copied from the clean twin elsewhere (on the study's
-//!   trigger, 4 of conv2's 100 kept positions).
+//!   trigger, 4 of conv2's 100 kept positions; an evaluation copies only the
+//!   pooled cells, 1 of 25).
+//! - Without a gradient to carry, pooling skips the argmax indices libtorch's
+//!   pooling always writes.
 //!
 //! Together about 3.5× `Net::forward` on the test set here; tests check that the
 //! predictions are the same.
@@ -30,8 +33,13 @@ pub fn lean_forward(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor
 /// Logits from a convolution's pre-activation (before its pooling and ReLU),
 /// channels-last: its pooling and ReLU, then the layers after it.
 pub fn logits_from(conv: Layer, preactivation: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
-    let after = Layer::ALL[conv.position() + 1..].iter();
-    after.fold(pool_relu(preactivation), |h, &l| lean_block(l, &h, weights, biases))
+    logits_after(conv, &pool_relu(preactivation), weights, biases)
+}
+
+/// Logits from `layer`'s block output: the layers after it.
+fn logits_after(layer: Layer, output: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+    let after = Layer::ALL[layer.position() + 1..].iter();
+    after.fold(output.shallow_clone(), |h, &l| lean_block(l, &h, weights, biases))
 }
 
 /// One layer's block of `net`, the lean way, on a lean input or a lean block's
@@ -71,15 +79,23 @@ fn conv_preactivation(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tens
 }
 
 /// `[2N]` predicted classes of `net` on `test` (clean images, then triggered).
+/// A triggered twin's last-convolution block output is the clean one's with the
+/// pooled cells the trigger reaches recomputed.
 pub fn predict(net: &Net, test: &TestSet) -> Tensor {
     let _guard = tch::no_grad_guard();
     let (weights, biases) = net.weights_and_biases();
     let (mut clean, mut triggered) = (Vec::new(), Vec::new());
     let window = TriggerWindow::of(test);
-    for_each_twin_chunk(test, window.as_ref(), weights, biases, |pre_clean, pre_triggered| {
-        clean.push(logits_from(last_conv(), &pre_clean, weights, biases).argmax(1, false));
-        triggered.push(logits_from(last_conv(), &pre_triggered, weights, biases).argmax(1, false));
-    });
+    let last = last_conv();
+    for (start, len) in chunks(test) {
+        let clean_output = pool_relu(&conv_preactivation(&lean_input(&test.clean_images(start, len)), weights, biases));
+        let triggered_output = match &window {
+            None => clean_output.shallow_clone(),
+            Some(w) => w.recompute_cells(&clean_output, &test.triggered_images(start, len), weights, biases),
+        };
+        clean.push(logits_after(last, &clean_output, weights, biases).argmax(1, false));
+        triggered.push(logits_after(last, &triggered_output, weights, biases).argmax(1, false));
+    }
     clean.append(&mut triggered);
     Tensor::cat(&clean, 0)
 }
@@ -94,16 +110,20 @@ pub fn for_each_twin_chunk(
     biases: &[Tensor],
     mut each: impl FnMut(Tensor, Tensor),
 ) {
-    let n = test.len() as i64;
-    for start in (0..n).step_by(CHUNK as usize) {
-        let len = CHUNK.min(n - start);
-        let clean = conv_preactivation(&lean_input(&test.inputs.narrow(0, start, len)), weights, biases);
+    for (start, len) in chunks(test) {
+        let clean = conv_preactivation(&lean_input(&test.clean_images(start, len)), weights, biases);
         let triggered = match window {
             None => clean.shallow_clone(),
-            Some(w) => w.recompute(&clean, &test.inputs.narrow(0, n + start, len), weights, biases),
+            Some(w) => w.recompute(&clean, &test.triggered_images(start, len), weights, biases),
         };
         each(clean, triggered);
     }
+}
+
+/// `(start, len)` of each chunk of a test set's images.
+fn chunks(test: &TestSet) -> impl Iterator<Item = (i64, i64)> {
+    let n = test.len() as i64;
+    (0..n).step_by(CHUNK as usize).map(move |start| (start, CHUNK.min(n - start)))
 }
 
 /// Where a test set's triggered images can differ from their clean twins: a
@@ -151,6 +171,26 @@ impl TriggerWindow {
         let result = clean.copy();
         let [rows, cols] = &self.output;
         result.narrow(2, rows.start, rows.end - rows.start).narrow(3, cols.start, cols.end - cols.start).copy_(&window);
+        result
+    }
+}
+
+impl TriggerWindow {
+    /// `clean`'s last-convolution block output (pooled, ReLU) with the pooled
+    /// cells the trigger reaches recomputed from the `triggered` images (raw,
+    /// uncropped): a quarter of the values `recompute` copies, and no pooling of
+    /// the rest.
+    pub fn recompute_cells(&self, clean: &Tensor, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+        let [rows, cols] = self.pooled_cells().map(|c| c.start as i64..c.end as i64);
+        let [in_rows, in_cols] = [&rows, &cols].map(|c| input_span(&(2 * c.start..2 * c.end)));
+        let x = channels_last(&triggered.narrow(2, in_rows.start, in_rows.end - in_rows.start).narrow(
+            3,
+            in_cols.start,
+            in_cols.end - in_cols.start,
+        ));
+        let cells = pool_relu(&conv_preactivation(&x, weights, biases));
+        let result = clean.copy();
+        result.narrow(2, rows.start, rows.end - rows.start).narrow(3, cols.start, cols.end - cols.start).copy_(&cells);
         result
     }
 }
@@ -224,6 +264,23 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     channels_last(&x.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1))
 }
 
+/// 2×2 floor-mode max pooling of `[N, C, H, W]`, then ReLU.
 pub fn pool_relu(x: &Tensor) -> Tensor {
-    x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu()
+    let [_, c, h, w] = x.size()[..] else { unreachable!("pooling a 4-D map") };
+    let laid_out = x.stride() == [c * h * w, 1, w * c, c];
+    if x.requires_grad() || !laid_out || h % 2 == 1 || w % 2 == 1 {
+        return x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu();
+    }
+    pool_relu_nhwc(&x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
+}
+
+/// 2×2 max pooling then ReLU of a contiguous `[N, H, W, C]` map (H, W even) as two
+/// elementwise maxima, of row pairs and then of column pairs. libtorch's pooling
+/// writes argmax indices even when no gradient will read them; this is 20–35 %
+/// faster here, where no gradient is needed.
+pub fn pool_relu_nhwc(t: &Tensor) -> Tensor {
+    let [n, h, w, c] = t.size()[..] else { unreachable!("pooling a 4-D map") };
+    let row_pairs = t.view([n, h / 2, 2, w * c]);
+    let rows = row_pairs.select(2, 0).maximum(&row_pairs.select(2, 1)).view([n, h / 2, w / 2, 2 * c]);
+    rows.narrow(3, 0, c).maximum(&rows.narrow(3, c, c)).relu()
 }

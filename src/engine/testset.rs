@@ -39,6 +39,16 @@ impl TestSet {
         self.inputs.narrow(0, 0, self.len() as i64)
     }
 
+    /// `len` clean images from `start`.
+    pub fn clean_images(&self, start: i64, len: i64) -> Tensor {
+        self.inputs.narrow(0, start, len)
+    }
+
+    /// The triggered twins of `clean_images(start, len)`.
+    pub fn triggered_images(&self, start: i64, len: i64) -> Tensor {
+        self.inputs.narrow(0, self.len() as i64 + start, len)
+    }
+
     pub fn device(&self) -> Device {
         self.inputs.device()
     }
