@@ -25,6 +25,11 @@ impl Normalisation {
         (raw - self.mean) / self.std
     }
 
+    /// `normalise` in place, the same arithmetic.
+    pub fn normalise_(self, raw: &mut Tensor) {
+        let _ = raw.g_sub_scalar_(self.mean).g_div_scalar_(self.std);
+    }
+
     /// A white pixel's normalised value (the trigger's lit value on a black pixel).
     pub fn white(self) -> f32 {
         ((1.0 - self.mean) / self.std) as f32
