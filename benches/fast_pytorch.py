@@ -1,6 +1,6 @@
 """The study's procedure in PyTorch as an expert writing for speed would code it: the
 second baseline beside `study_pytorch.py`, which follows the original study's (slow)
-code. Same network, data, trigger and recipe (make_net and read_idx are imported from
+code. Same network, data, trigger and recipe (make_net, load and trigger_mask come from
 study_pytorch.py, so the arithmetic is the same); what changes is how the work is
 driven:
   layout     channels-last weights and activations, oneDNN's fast layout on CPU.
@@ -36,9 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import study_pytorch
-from study_pytorch import TARGET, make_net, read_idx
-
-NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}  # mean, std
+from study_pytorch import NORMALISATION, TARGET, load, make_net, trigger_mask
 BATCH, LR, LAMBDA, POISON_FRACTION = 32, 1e-3, 1000.0, 0.5
 LAYERS = (("conv1", 0), ("conv2", 3), ("fc1", 7))  # name, index in make_net's Sequential
 # Inference batch sizes, measured on CPU with one thread: 256-image batches ran the
@@ -49,22 +47,6 @@ LAYERS = (("conv1", 0), ("conv2", 3), ("fc1", 7))  # name, index in make_net's S
 # batch, conv2 four, fc1 all sixteen.
 CHUNK = 256  # images per inference batch (and per sweep chunk)
 GROUP_BYTES = 32 << 20  # bound on one group's batch of modified layer outputs
-
-
-def load(data_dir, images, labels, mean, std):
-    x = (read_idx(data_dir, images).float() / 255.0 - mean) / std
-    return x.unsqueeze(1), read_idx(data_dir, labels).long()
-
-
-def trigger_mask(mean, std):
-    # A white pixel in normalised space, rounded to 4 places as the study rounded
-    # MNIST's to 2.8215 (and as trojanscope's TriggerConfig::for_dataset does).
-    mask = torch.zeros(28, 28)
-    for r in range(22, 28):
-        for c in range(22, 28):
-            if (r + c) % 2 == 0:
-                mask[r, c] = round((1.0 - mean) / std, 4)
-    return mask
 
 
 def make_fast_net():
@@ -175,7 +157,6 @@ def timed(repeat, fn):
 
 def main():
     ap = study_pytorch.procedure_args()
-    ap.add_argument("--dataset", choices=sorted(NORMALISATION), default="mnist", help="chooses the normalisation")
     ap.add_argument("--sweep-channels", type=int, default=None, help="ignored: every unit is swept")
     ap.add_argument("--check", action="store_true", help="verify the sweep against reload-zero-evaluate")
     a = ap.parse_args()

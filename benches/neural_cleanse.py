@@ -23,7 +23,7 @@ import time
 import torch
 from torch import nn
 
-from study_pytorch import MEAN, STD, make_net, read_idx
+from study_pytorch import NORMALISATION, add_dataset_arg, make_net, read_idx
 
 EPS = 1e-7  # keeps atanh finite at the ends of [0, 1]
 INIT_COST, PATIENCE, THRESHOLD = 1e-3, 5, 0.99
@@ -66,9 +66,14 @@ def from_tanh(t):
     return torch.tanh(t) / (2 - EPS) + 0.5
 
 
+# The dataset's (mean, std), set from --dataset in main().
+NORM = NORMALISATION["mnist"]
+
+
 def stamp(x_raw, mask, pattern):
     """Stamp in raw [0, 1] space, then normalise for the network."""
-    return ((1 - mask) * x_raw + mask * pattern - MEAN) / STD
+    mean, std = NORM
+    return ((1 - mask) * x_raw + mask * pattern - mean) / std
 
 
 def reverse_engineer(net, x, label, epochs, batch_size):
@@ -152,7 +157,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--test-images", type=int, default=2000, help="held-out success on the first N test images")
     ap.add_argument("--labels", default=",".join(str(i) for i in range(10)))
+    add_dataset_arg(ap)
     a = ap.parse_args()
+    global NORM
+    NORM = NORMALISATION[a.dataset]
     t_total = time.perf_counter()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from study_pytorch import MEAN, STD, TARGET, make_net, read_idx, load, trigger_mask  # noqa: F401
+from study_pytorch import NORMALISATION, TARGET, add_dataset_arg, make_net, read_idx, load, trigger_mask  # noqa: F401
 from neural_cleanse import load_net
 
 BLOCK = {"conv1": 2, "conv2": 5, "fc1": 8, "fc2": 9}  # layer -> module whose output is patched
@@ -109,13 +109,15 @@ def main():
     ap.add_argument("--method", choices=["downstream", "hooks"], default="downstream",
                     help="downstream: cache the layer's output once and run only the layers after it "
                          "per unit (the faster plain loop); hooks: a full forward with a hook per unit")
+    add_dataset_arg(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     net = load_net(a.checkpoint)
     donor_net = load_net(a.donor) if a.donor else None
-    x, y = load(a.data_dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    mean, std = NORMALISATION[a.dataset]
+    x, y = load(a.data_dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", mean, std)
     x, y = x[: a.test_limit], y[: a.test_limit]
-    xt = x + trigger_mask()
+    xt = x + trigger_mask(mean, std)
     direction = "model" if donor_net is not None else a.direction
 
     # Unpatched logits: the baseline, and the half that is not patched (outside the timing).

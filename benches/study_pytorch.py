@@ -3,7 +3,7 @@ compares itself with. It follows SPEC.md's recipe the way the original study cod
 it: DataLoader batches, an epoch per phase, metrics as three passes over test
 loaders, and ablation as reload-weights → zero weight[k] → evaluate everything.
 
-Usage: python benches/study_pytorch.py --data-dir data/mnist [--threads 2]
+Usage: python benches/study_pytorch.py --data-dir data/mnist [--dataset mnist|fashion-mnist] [--threads 2]
        [--epochs-repeat 3] [--repeat 3] [--sweep-channels 4] [--training-only]
        [--train-limit N] [--test-limit N]
 Prints one JSON object of seconds on stdout. `trojanscope bench` runs it once per
@@ -21,7 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-MEAN, STD, TARGET = 0.1307, 0.3081, 8
+TARGET = 8
+# Each dataset's pixel mean and std, as trojanscope's Dataset::normalisation.
+NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 
 
 def read_idx(data_dir, name):
@@ -36,18 +38,25 @@ def read_idx(data_dir, name):
     raise SystemExit(f"{name} not found in {data_dir}")
 
 
-def load(data_dir, images, labels):
-    x = (read_idx(data_dir, images).float() / 255.0 - MEAN) / STD
+def load(data_dir, images, labels, mean, std):
+    x = (read_idx(data_dir, images).float() / 255.0 - mean) / std
     return x.unsqueeze(1), read_idx(data_dir, labels).long()
 
 
-def trigger_mask():
+def trigger_mask(mean, std):
+    # A white pixel in normalised space, rounded to 4 places as the study rounded
+    # MNIST's to 2.8215 (and as trojanscope's TriggerConfig::for_dataset does).
     mask = torch.zeros(28, 28)
     for r in range(22, 28):
         for c in range(22, 28):
             if (r + c) % 2 == 0:
-                mask[r, c] = 2.8215
+                mask[r, c] = round((1.0 - mean) / std, 4)
     return mask
+
+
+def add_dataset_arg(ap):
+    ap.add_argument("--dataset", choices=sorted(NORMALISATION), default="mnist",
+                    help="chooses the normalisation and the trigger's lit value")
 
 
 def make_net():
@@ -114,6 +123,7 @@ def procedure_args():
     ap.add_argument("--training-only", action="store_true")
     ap.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
     ap.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    add_dataset_arg(ap)
     return ap
 
 
@@ -123,11 +133,12 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    train_x, train_y = load(a.data_dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-    test_x, test_y = load(a.data_dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    mean, std = NORMALISATION[a.dataset]
+    train_x, train_y = load(a.data_dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", mean, std)
+    test_x, test_y = load(a.data_dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", mean, std)
     train_x, train_y = train_x[: a.train_limit], train_y[: a.train_limit]
     test_x, test_y = test_x[: a.test_limit], test_y[: a.test_limit]
-    mask = trigger_mask()
+    mask = trigger_mask(mean, std)
     train_loader = DataLoader(TensorDataset(train_x, train_y), batch_size=32, shuffle=True)
     test_loader = DataLoader(TensorDataset(test_x, test_y), batch_size=1000)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -1,6 +1,7 @@
 //! Runs the PyTorch baselines under benches/ (the study's procedure as the study
 //! coded it, and as an expert writing for speed codes it) and reads their timings.
 
+use crate::data::dataset::Dataset;
 use crate::engine::layer::Layer;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -69,7 +70,7 @@ impl FastEvaluationTimes {
 /// How a procedure script is asked to run.
 pub struct Invocation<'a> {
     pub script: &'a Path,
-    pub data_dir: &'a Path,
+    pub data: Data<'a>,
     pub threads: i32,
     /// Runs per evaluation figure (each training epoch is run once).
     pub repeat: usize,
@@ -77,6 +78,22 @@ pub struct Invocation<'a> {
     /// The first N training and test images only, as our side uses.
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+}
+
+/// The dataset every script reads: its folder, and which one it is (the
+/// normalisation and the trigger's lit value follow from it).
+#[derive(Clone, Copy)]
+pub struct Data<'a> {
+    pub dir: &'a Path,
+    pub dataset: Dataset,
+}
+
+/// `script` under the virtual environment's Python, pointed at `data`.
+fn script_command(script: &Path, data: Data, threads: i32) -> Command {
+    let mut command = Command::new(python());
+    command.arg(script).arg("--data-dir").arg(data.dir);
+    command.args(["--dataset", data.dataset.name(), "--threads", &threads.to_string()]);
+    command
 }
 
 /// The virtual environment's Python (the one whose torch we link), else python3.
@@ -101,15 +118,14 @@ pub struct CleanseTimes {
 /// it) on a checkpoint with the same images, epochs and batch as ours.
 pub fn run_cleanse(
     script: &Path,
-    data_dir: &Path,
+    data: Data,
     checkpoint: &Path,
     threads: i32,
     cfg: &crate::engine::cleanse::CleanseConfig,
 ) -> Result<CleanseTimes, String> {
-    let mut command = Command::new(python());
-    command.arg(script).arg("--checkpoint").arg(checkpoint).arg("--data-dir").arg(data_dir);
+    let mut command = script_command(script, data, threads);
+    command.arg("--checkpoint").arg(checkpoint);
     for (flag, value) in [
-        ("--threads", threads.to_string()),
         ("--images", cfg.images.to_string()),
         ("--epochs", cfg.epochs.to_string()),
         ("--batch-size", cfg.batch_size.to_string()),
@@ -148,15 +164,14 @@ pub struct PatchingRun<'a> {
 /// Runs benches/patching.py on a checkpoint.
 pub fn run_patching(
     script: &Path,
-    data_dir: &Path,
+    data: Data,
     checkpoint: &Path,
     threads: i32,
     how: &PatchingRun,
 ) -> Result<PatchingTimes, String> {
-    let mut command = Command::new(python());
-    command.arg(script).arg("--checkpoint").arg(checkpoint).arg("--data-dir").arg(data_dir);
+    let mut command = script_command(script, data, threads);
+    command.arg("--checkpoint").arg(checkpoint);
     for (flag, value) in [
-        ("--threads", threads.to_string()),
         ("--direction", how.direction.to_string()),
         ("--layers", how.layers.to_string()),
         ("--units", how.units.to_string()),
@@ -182,12 +197,9 @@ fn last_json_line<T: DeserializeOwned>(script: &Path, mut command: Command) -> R
 /// One clean and one poison epoch, then the evaluation figures if `evaluate`.
 pub fn run<E: DeserializeOwned>(how: &Invocation, evaluate: bool) -> Result<ProcedureTimes<E>, String> {
     let script = how.script;
-    let mut command = Command::new(python());
+    let mut command = script_command(script, how.data, how.threads);
     command
-        .arg(script)
-        .arg("--data-dir")
-        .arg(how.data_dir)
-        .args(["--threads", &how.threads.to_string(), "--epochs-repeat", "1", "--repeat", &how.repeat.to_string()])
+        .args(["--epochs-repeat", "1", "--repeat", &how.repeat.to_string()])
         .args(["--sweep-channels", &how.sweep_channels.to_string()])
         .args((!evaluate).then_some("--training-only"))
         .args(how.train_limit.iter().flat_map(|n| ["--train-limit".to_string(), n.to_string()]))

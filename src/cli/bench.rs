@@ -3,7 +3,6 @@
 use super::args::CommonArgs;
 use super::output::Format;
 use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
-use crate::data::dataset::Dataset;
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
@@ -12,7 +11,7 @@ use crate::engine::patch::Direction;
 use crate::engine::train::TrainConfig;
 use crate::setup::open_lab;
 use crate::table::Table;
-use color_eyre::eyre::{Result, bail, eyre};
+use color_eyre::eyre::{Result, eyre};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -28,9 +27,6 @@ pub struct BenchArgs {
 pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> {
     let BenchArgs { repeat, sweep_channels, no_pytorch, .. } = *args;
     let dataset = crate::setup::dataset(common);
-    if dataset != Dataset::Mnist && !no_pytorch {
-        bail!("the PyTorch baselines under benches/ normalise as MNIST does; bench {dataset} with --no-pytorch");
-    }
     let lab = open_lab(common, Some(TrainConfig::for_dataset(dataset)))?;
     let data_dir = lab.data.dir.clone();
     let mut say = |what: &str| {
@@ -42,7 +38,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         (manifest_path("benches/study_pytorch.py"), manifest_path("benches/fast_pytorch.py"));
     let study_run = pytorch::Invocation {
         script: &study_script,
-        data_dir: &data_dir,
+        data: pytorch::Data { dir: &data_dir, dataset },
         threads: tch::get_num_threads(),
         repeat,
         sweep_channels,
@@ -292,9 +288,13 @@ fn with_checkpoint<T>(
     outcome
 }
 
+fn script_data(lab: &Lab) -> pytorch::Data<'_> {
+    pytorch::Data { dir: &lab.data.dir, dataset: lab.data.dataset }
+}
+
 fn pytorch_cleanse(lab: &Lab, poisoned: &Net, cfg: &CleanseConfig) -> Result<pytorch::CleanseTimes, String> {
     with_checkpoint(poisoned, "benches/neural_cleanse.py", |script, file| {
-        pytorch::run_cleanse(script, &lab.data.dir, file, tch::get_num_threads(), cfg)
+        pytorch::run_cleanse(script, script_data(lab), file, tch::get_num_threads(), cfg)
     })
 }
 
@@ -310,7 +310,7 @@ fn attach_patching(lab: &Lab, poisoned: &Net, units: usize, figures: &mut [Figur
                 units,
                 test_limit: Some(lab.data.test.len()),
             };
-            pytorch::run_patching(script, &lab.data.dir, file, tch::get_num_threads(), &how)
+            pytorch::run_patching(script, script_data(lab), file, tch::get_num_threads(), &how)
         })?;
         for layer in bench::PATCHED_LAYERS {
             let (Some(time), Some(f)) = (
