@@ -161,38 +161,35 @@ impl TriggerWindow {
     /// `clean`'s last-convolution pre-activation with the window recomputed from
     /// the `triggered` images (raw, uncropped) through `weights` and `biases`.
     pub fn recompute(&self, clean: &Tensor, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
-        let [rows, cols] = &self.input;
-        let x = channels_last(&triggered.narrow(2, rows.start, rows.end - rows.start).narrow(
-            3,
-            cols.start,
-            cols.end - cols.start,
-        ));
-        let window = conv_preactivation(&x, weights, biases);
-        let result = clean.copy();
-        let [rows, cols] = &self.output;
-        result.narrow(2, rows.start, rows.end - rows.start).narrow(3, cols.start, cols.end - cols.start).copy_(&window);
-        result
+        patched(clean, &self.output, &cut(triggered, &self.input), |x| conv_preactivation(x, weights, biases))
     }
-}
 
-impl TriggerWindow {
     /// `clean`'s last-convolution block output (pooled, ReLU) with the pooled
     /// cells the trigger reaches recomputed from the `triggered` images (raw,
     /// uncropped): a quarter of the values `recompute` copies, and no pooling of
     /// the rest.
     pub fn recompute_cells(&self, clean: &Tensor, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
-        let [rows, cols] = self.pooled_cells().map(|c| c.start as i64..c.end as i64);
-        let [in_rows, in_cols] = [&rows, &cols].map(|c| input_span(&(2 * c.start..2 * c.end)));
-        let x = channels_last(&triggered.narrow(2, in_rows.start, in_rows.end - in_rows.start).narrow(
-            3,
-            in_cols.start,
-            in_cols.end - in_cols.start,
-        ));
-        let cells = pool_relu(&conv_preactivation(&x, weights, biases));
-        let result = clean.copy();
-        result.narrow(2, rows.start, rows.end - rows.start).narrow(3, cols.start, cols.end - cols.start).copy_(&cells);
-        result
+        let cells = self.pooled_cells().map(|c| c.start as i64..c.end as i64);
+        let input = cells.clone().map(|c| input_span(&(2 * c.start..2 * c.end)));
+        patched(clean, &cells, &cut(triggered, &input), |x| pool_relu(&conv_preactivation(x, weights, biases)))
     }
+}
+
+/// Rows `at[0]` and columns `at[1]` of `x` (`[N, C, H, W]`), a view.
+fn region(x: &Tensor, [rows, cols]: &[Range<i64>; 2]) -> Tensor {
+    x.narrow(2, rows.start, rows.end - rows.start).narrow(3, cols.start, cols.end - cols.start)
+}
+
+/// `region(x, at)`, channels-last.
+fn cut(x: &Tensor, at: &[Range<i64>; 2]) -> Tensor {
+    channels_last(&region(x, at))
+}
+
+/// A copy of `clean` whose `region(at)` holds `compute(window)`.
+fn patched(clean: &Tensor, at: &[Range<i64>; 2], window: &Tensor, compute: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
+    let result = clean.copy();
+    region(&result, at).copy_(&compute(window));
+    result
 }
 
 /// The last convolution's output lines (rows or columns) whose receptive field
