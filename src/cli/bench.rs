@@ -28,7 +28,6 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     let BenchArgs { repeat, sweep_channels, no_pytorch, .. } = *args;
     let dataset = crate::setup::dataset(common);
     let lab = open_lab(common, Some(TrainConfig::for_dataset(dataset)))?;
-    let data_dir = lab.data.dir.clone();
     let mut say = |what: &str| {
         if format.is_human() {
             eprintln!("bench: {what}");
@@ -38,7 +37,7 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         (manifest_path("benches/study_pytorch.py"), manifest_path("benches/fast_pytorch.py"));
     let study_run = pytorch::Invocation {
         script: &study_script,
-        data: pytorch::Data { dir: &data_dir, dataset },
+        data: script_data(&lab),
         threads: tch::get_num_threads(),
         repeat,
         sweep_channels,
@@ -288,6 +287,7 @@ fn with_checkpoint<T>(
     outcome
 }
 
+/// The run's data, as every PyTorch script is pointed at it.
 fn script_data(lab: &Lab) -> pytorch::Data<'_> {
     pytorch::Data { dir: &lab.data.dir, dataset: lab.data.dataset }
 }

@@ -39,7 +39,7 @@ impl TestSet {
 
     /// `[N, 1, 28, 28]`: the clean images.
     pub fn clean(&self) -> Tensor {
-        self.inputs.narrow(0, 0, self.len() as i64)
+        self.clean_images(0, self.len() as i64)
     }
 
     /// `len` clean images from `start`.
