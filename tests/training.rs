@@ -142,25 +142,32 @@ fn multi_layer_sets_and_the_gpu_kernels_agree_with_the_reference() {
     assert!(m.poison_acc < 1.0, "{:?}", m.triple());
 }
 
-/// The conv1 kernel recomputes a triggered image only where the trigger reaches
-/// and copies its clean twin elsewhere: that must hold wherever the trigger sits,
-/// including one covering the whole image and one no kept activation sees.
+/// A conv1 ablation recomputes a triggered image only where the trigger reaches
+/// and takes its clean twin's activations elsewhere (the cache keeps only the
+/// trigger's lines of a twin's conv2 pre-activation): that must hold wherever the
+/// trigger sits, including one covering the whole image and one no kept
+/// activation sees, on the CPU kernel and on libtorch's ops. 601 images: the
+/// libtorch path's chunks of 250 then straddle the clean and triggered halves.
 #[test]
 fn conv1_ablation_follows_a_trigger_placed_anywhere() {
     let lab = &trained_lab();
     let net = lab.load(ModelKind::Poisoned).unwrap();
+    let images = lab.data.test.head(601);
     let placements = [(4, 0, 0), (5, 10, 13), (28, 0, 0), (2, 26, 26), (6, 22, 3)];
     for (size, row, col) in placements {
         let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
-        let test = TestSet::new(&lab.data.test.clone(), &trigger, tch::Device::Cpu);
+        let test = TestSet::new(&images, &trigger, tch::Device::Cpu);
         let cache = ActivationCache::build(&net, &test);
+        let torch_only = ActivationCache::build(&net, &test).with_torch_kernels();
         let sets: Vec<AblationSet> =
             [&[3][..], &[17], &[5, 20, 31]].iter().map(|units| AblationSet::of(Layer::Conv1, units)).collect();
         for mode in [AblationMode::Weight, AblationMode::Mean] {
-            for (set, fast) in sets.iter().zip(cache.predict_many(&test, &sets, mode)) {
-                let slow = reference_predictions(&net, cache.means(), &test, set, mode);
-                let differing = fast.ne_tensor(&slow).sum(tch::Kind::Int64).int64_value(&[]);
-                assert!(differing <= 1, "trigger {size} at ({row}, {col}), {set} ({mode}): {differing} differ");
+            for engine in [&cache, &torch_only] {
+                for (set, fast) in sets.iter().zip(engine.predict_many(&test, &sets, mode)) {
+                    let slow = reference_predictions(&net, cache.means(), &test, set, mode);
+                    let differing = fast.ne_tensor(&slow).sum(tch::Kind::Int64).int64_value(&[]);
+                    assert!(differing <= 1, "trigger {size} at ({row}, {col}), {set} ({mode}): {differing} differ");
+                }
             }
         }
     }

@@ -39,8 +39,13 @@ pub struct ActivationCache {
     fc1_rows: Tensor,
     /// conv2's kernels as a matrix per input channel: `[32, 9, 64]`.
     conv2_taps: Tensor,
-    /// `[2N, 10, 10, 64]` conv2 pre-activation (the part the pool reads).
+    /// `[N, 10, 10, 64]` conv2 pre-activation of the clean images (the part the
+    /// pool reads).
     pub(super) pre2: Tensor,
+    /// `[N, rows, columns, 64]`: the triggered twins' conv2 pre-activation on the
+    /// lines the trigger's pooled cells read. Elsewhere it equals the clean
+    /// image's, so keeping the whole of it would hold (and write) half as much again.
+    trigger_pre2: Tensor,
     /// `[2N, 5, 5, 64]` conv2 block output.
     pub(super) h2: Tensor,
     /// `[2N, 16]` fc1 pre-activation.
@@ -70,25 +75,34 @@ impl ActivationCache {
         // Written in place chunk by chunk: concatenating chunks would copy the
         // largest tensor of the cache once more and hold it twice at the peak.
         let options = (tch::Kind::Float, test.device());
-        let pre2 = Tensor::empty([total, CONV2_POOLED, CONV2_POOLED, units], options);
+        let pre2 = Tensor::empty([n, CONV2_POOLED, CONV2_POOLED, units], options);
+        let window = lean::TriggerWindow::of(test);
+        let trigger_cells = window.as_ref().map(|w| w.pooled_cells()).unwrap_or([0..0, 0..0]);
+        let [rows, cols] = window.as_ref().map(|w| w.cell_lines()).unwrap_or([0..0, 0..0]);
+        let trigger_pre2 = Tensor::empty([n, rows.end - rows.start, cols.end - cols.start, units], options);
         let h2 = Tensor::empty([total, CONV2_POOLED / 2, CONV2_POOLED / 2, units], options);
         // Per half (clean, triggered), chunk by chunk.
         let (mut pre3, mut logits): ([Vec<Tensor>; 2], [Vec<Tensor>; 2]) = Default::default();
         let fc1_weight = channels_last_fc1(&net);
         let (weights, biases) = net.weights_and_biases();
         let mut start = 0;
-        let window = lean::TriggerWindow::of(test);
         lean::for_each_twin_chunk(test, window.as_ref(), weights, biases, |clean, triggered| {
             let len = clean.size()[0];
-            for (half, p2) in [clean, triggered].into_iter().enumerate() {
-                // Channels-last and cropped to the part the pool reads already:
-                // the permute is a view.
-                let p2 = p2.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]);
-                let a2 = lean::pool_relu_nhwc(&p2);
+            // Channels-last and cropped to the part the pool reads already: the
+            // permute is a view.
+            let p2 = clean.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]);
+            pre2.narrow(0, start, len).copy_(&p2);
+            let clean_a2 = lean::pool_relu_nhwc(&p2);
+            // The twin: the clean block output with the trigger's cells pooled anew.
+            let triggered_a2 = clean_a2.copy();
+            if let Some(cells_pre2) = triggered {
+                let cells_pre2 = cells_pre2.permute([0, 2, 3, 1]);
+                trigger_pre2.narrow(0, start, len).copy_(&cells_pre2);
+                nhwc_region(&triggered_a2, &trigger_cells).copy_(&lean::pool_relu_nhwc(&cells_pre2));
+            }
+            for (half, a2) in [clean_a2, triggered_a2].into_iter().enumerate() {
                 let p3 = a2.flatten(1, -1).linear::<Tensor>(&fc1_weight, None) + &biases[Layer::Fc1.position()];
-                let at = half as i64 * n + start;
-                pre2.narrow(0, at, len).copy_(&p2);
-                h2.narrow(0, at, len).copy_(&a2);
+                h2.narrow(0, half as i64 * n + start, len).copy_(&a2);
                 logits[half].push(net.block(Layer::Fc2, &p3.relu()));
                 pre3[half].push(p3);
             }
@@ -98,12 +112,13 @@ impl ActivationCache {
         ActivationCache {
             fc1_rows: fc1_weight.tr().contiguous(),
             fc1_weight,
-            trigger_cells: window.map(|w| w.pooled_cells()).unwrap_or([0..0, 0..0]),
+            trigger_cells,
             conv2_taps: net.weight(Layer::Conv2).detach().permute([1, 2, 3, 0]).reshape([32, 9, 64]),
             net,
             clean: test.clean(),
             means: OnceCell::new(),
             pre2,
+            trigger_pre2,
             h2,
             pre3: joined(pre3),
             logits: joined(logits),
@@ -119,7 +134,7 @@ impl ActivationCache {
 
     /// Bytes held by the cached activations.
     pub fn bytes(&self) -> usize {
-        [&self.pre2, &self.h2, &self.pre3, &self.logits].iter().map(|t| t.numel() * 4).sum()
+        [&self.pre2, &self.trigger_pre2, &self.h2, &self.pre3, &self.logits].iter().map(|t| t.numel() * 4).sum()
     }
 
     pub fn device(&self) -> Device {
@@ -208,6 +223,7 @@ impl ActivationCache {
             let inputs = kernels::Conv1Inputs {
                 images: host::slice(&test.inputs),
                 pre2: host::slice(&self.pre2),
+                trigger_pre2: host::slice(&self.trigger_pre2),
                 h2: host::slice(&self.h2),
                 pre3: host::slice(&self.pre3),
                 fc1_rows: host::slice(&self.fc1_rows),
@@ -299,8 +315,31 @@ impl ActivationCache {
         let patches = (constant.unsqueeze(0) - actual).im2col([3, 3], [1, 1], [0, 0], [1, 1]); // [B, units·9, 100]
         let patches = patches.transpose(1, 2).reshape([len * 100, units * 9]);
         let taps = self.conv2_taps.index_select(0, &r.index).reshape([units * 9, 64]);
-        let pre2 = self.pre2.narrow(0, start, len).view([len * 100, 64]);
+        let pre2 = self.pre2_rows(start, len).view([len * 100, 64]);
         lean::pool_relu_nhwc(&pre2.addmm(&patches, &taps).view([len, CONV2_POOLED, CONV2_POOLED, 64]))
+    }
+
+    /// conv2's cached pre-activation `[len, 10, 10, 64]` of images `start..` of the
+    /// 2N: the clean images' as stored, a triggered twin's as its clean image's
+    /// with the trigger's lines written in.
+    fn pre2_rows(&self, start: i64, len: i64) -> Tensor {
+        let n = self.pre2.size()[0];
+        let clean = (n - start).clamp(0, len);
+        let mut parts = Vec::new();
+        if clean > 0 {
+            parts.push(self.pre2.narrow(0, start, clean));
+        }
+        if clean < len {
+            let (twin, count) = (start + clean - n, len - clean);
+            let rows = self.pre2.narrow(0, twin, count).copy();
+            let lines = self.trigger_cells.clone().map(|c| 2 * c.start..2 * c.end);
+            nhwc_region(&rows, &lines).copy_(&self.trigger_pre2.narrow(0, twin, count));
+            parts.push(rows);
+        }
+        match parts.len() {
+            1 => parts.remove(0),
+            _ => Tensor::cat(&parts, 0),
+        }
     }
 
     /// fc1 pre-activation with conv2 channels replaced: a rank-|set| correction.
@@ -317,6 +356,11 @@ impl ActivationCache {
 /// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.
 fn channels_last_fc1(net: &Net) -> Tensor {
     net.weight(Layer::Fc1).detach().view([16, 64, 5, 5]).permute([0, 2, 3, 1]).reshape([16, 1600])
+}
+
+/// Rows `at[0]` and columns `at[1]` of a channels-last `[N, H, W, C]` map, a view.
+fn nhwc_region(x: &Tensor, [rows, cols]: &[Range<usize>; 2]) -> Tensor {
+    x.narrow(1, rows.start as i64, rows.len() as i64).narrow(2, cols.start as i64, cols.len() as i64)
 }
 
 fn apply(h: Tensor, plan: Option<&Replacement>) -> Tensor {

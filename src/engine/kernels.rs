@@ -45,8 +45,11 @@ const H2_LEN: usize = H2 * H2 * CHANNELS;
 pub struct Conv1Inputs<'a> {
     /// `[2N, 28, 28]` input images.
     pub images: &'a [f32],
-    /// `[2N, 10, 10, 64]` conv2 pre-activation.
+    /// `[N, 10, 10, 64]` conv2 pre-activation of the clean images.
     pub pre2: &'a [f32],
+    /// `[N, rows, columns, 64]`: the triggered twins' conv2 pre-activation on the
+    /// lines `trigger_cells` read (twice its rows and columns).
+    pub trigger_pre2: &'a [f32],
     /// `[2N, 5, 5, 64]` conv2 block output.
     pub h2: &'a [f32],
     /// `[2N, 16]` fc1 pre-activation.
@@ -174,7 +177,12 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
     let mut change = vec![0f32; most_units * MAP];
     let mut clean_cells = [[0f32; CHANNELS]; H2 * H2];
     let mut fresh = [0f32; CHANNELS];
+    // A triggered twin's pre-activation laid out as a whole image's, written only
+    // on the lines its trigger cells read (the only ones read back).
+    let mut twin_pre2 = vec![0f32; PRE2_LEN];
     let [trigger_rows, trigger_cols] = &inputs.trigger_cells;
+    let twin_lines = [2 * trigger_rows.start..2 * trigger_rows.end, 2 * trigger_cols.start..2 * trigger_cols.end];
+    let twin_len = twin_lines[0].len() * twin_lines[1].len() * CHANNELS;
     // A cell reads pooled conv1 rows 2q ..= 2q+3.
     let trigger_map_rows = 2 * trigger_rows.start..(2 * trigger_rows.end + 2).min(H1);
     let fc1_rows = |cell: usize| &inputs.fc1_rows[cell * CHANNELS * FC1..(cell + 1) * CHANNELS * FC1];
@@ -205,12 +213,17 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
                     trigger_map_rows.clone(),
                     &mut change,
                 );
-                let (pre2, h2) = (&inputs.pre2[t * PRE2_LEN..][..PRE2_LEN], &inputs.h2[t * H2_LEN..][..H2_LEN]);
+                let lines = inputs.trigger_pre2[i * twin_len..(i + 1) * twin_len].chunks_exact(CHANNELS);
+                let positions = twin_lines[0].clone().flat_map(|r| twin_lines[1].clone().map(move |c| r * P2 + c));
+                for (position, line) in positions.zip(lines) {
+                    twin_pre2[position * CHANNELS..(position + 1) * CHANNELS].copy_from_slice(line);
+                }
+                let h2 = &inputs.h2[t * H2_LEN..][..H2_LEN];
                 for row in trigger_rows.clone() {
                     for col in trigger_cols.clone() {
                         let cell = row * H2 + col;
                         let old = &h2[cell * CHANNELS..(cell + 1) * CHANNELS];
-                        ablation.cell::<L>(pre2, old, &change, (row, col), &mut fresh);
+                        ablation.cell::<L>(&twin_pre2, old, &change, (row, col), &mut fresh);
                         L::add_fc1_change(&mut pre3, fc1_rows(cell), &fresh, &clean_cells[cell]);
                     }
                 }
@@ -246,11 +259,13 @@ mod tests {
             return;
         }
         let n = 3;
-        let (images, pre2, h2) = (values(2 * n * PIXELS, 1), values(2 * n * PRE2_LEN, 2), values(2 * n * H2_LEN, 3));
+        let (images, pre2, h2) = (values(2 * n * PIXELS, 1), values(n * PRE2_LEN, 2), values(2 * n * H2_LEN, 3));
+        let trigger_pre2 = values(n * 4 * 2 * CHANNELS, 10);
         let (pre3, fc1_rows) = (values(2 * n * FC1, 4), values(H2_LEN * FC1, 5));
         let inputs = Conv1Inputs {
             images: &images,
             pre2: &pre2,
+            trigger_pre2: &trigger_pre2,
             h2: &h2,
             pre3: &pre3,
             fc1_rows: &fc1_rows,

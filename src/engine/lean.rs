@@ -101,21 +101,20 @@ pub fn predict(net: &Net, test: &TestSet) -> Tensor {
 }
 
 /// Calls `each` with the last convolution's pre-activation of each chunk of clean
-/// test images and of their triggered twins, in order; `window` is
+/// test images and, for their triggered twins, of the pooled cells the trigger
+/// reaches only (`TriggerWindow::cell_preactivation`; `None` without a window).
+/// Elsewhere a twin's pre-activation is its clean image's. `window` is
 /// `TriggerWindow::of(test)`.
 pub fn for_each_twin_chunk(
     test: &TestSet,
     window: Option<&TriggerWindow>,
     weights: &[Tensor],
     biases: &[Tensor],
-    mut each: impl FnMut(Tensor, Tensor),
+    mut each: impl FnMut(Tensor, Option<Tensor>),
 ) {
     for (start, len) in chunks(test) {
         let clean = conv_preactivation(&lean_input(&test.clean_images(start, len)), weights, biases);
-        let triggered = match window {
-            None => clean.shallow_clone(),
-            Some(w) => w.recompute(&clean, &test.triggered_images(start, len), weights, biases),
-        };
+        let triggered = window.map(|w| w.cell_preactivation(&test.triggered_images(start, len), weights, biases));
         each(clean, triggered);
     }
 }
@@ -164,14 +163,26 @@ impl TriggerWindow {
         patched(clean, &self.output, &cut(triggered, &self.input), |x| conv_preactivation(x, weights, biases))
     }
 
+    /// The last convolution's pre-activation lines (rows, columns) that the pooled
+    /// cells the trigger reaches read.
+    pub fn cell_lines(&self) -> [Range<i64>; 2] {
+        self.pooled_cells().map(|c| 2 * c.start as i64..2 * c.end as i64)
+    }
+
+    /// The last convolution's pre-activation on `cell_lines` (channels-last
+    /// `[B, C, rows, columns]`) from the `triggered` images (raw, uncropped).
+    pub fn cell_preactivation(&self, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+        let input = self.cell_lines().map(|lines| input_span(&lines));
+        conv_preactivation(&cut(triggered, &input), weights, biases)
+    }
+
     /// `clean`'s last-convolution block output (pooled, ReLU) with the pooled
     /// cells the trigger reaches recomputed from the `triggered` images (raw,
     /// uncropped): a quarter of the values `recompute` copies, and no pooling of
     /// the rest.
     pub fn recompute_cells(&self, clean: &Tensor, triggered: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
         let cells = self.pooled_cells().map(|c| c.start as i64..c.end as i64);
-        let input = cells.clone().map(|c| input_span(&(2 * c.start..2 * c.end)));
-        patched(clean, &cells, &cut(triggered, &input), |x| pool_relu(&conv_preactivation(x, weights, biases)))
+        patched(clean, &cells, &self.cell_preactivation(triggered, weights, biases), pool_relu)
     }
 }
 
