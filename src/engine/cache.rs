@@ -322,7 +322,7 @@ impl ActivationCache {
     /// conv2's cached pre-activation `[len, 10, 10, 64]` of images `start..` of the
     /// 2N: the clean images' as stored, a triggered twin's as its clean image's
     /// with the trigger's lines written in.
-    fn pre2_rows(&self, start: i64, len: i64) -> Tensor {
+    pub(super) fn pre2_rows(&self, start: i64, len: i64) -> Tensor {
         let n = self.pre2.size()[0];
         let clean = (n - start).clamp(0, len);
         let mut parts = Vec::new();

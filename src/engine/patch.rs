@@ -278,11 +278,11 @@ impl<'a> Patcher<'a> {
         let patches = change.contiguous().im2col([3, 3], [1, 1], [0, 0], [1, 1]).view([len, u, 9, -1]);
         let pre2_change = Tensor::einsum("bukl,ouk->buol", &[patches, taps.view([o, u, 9])], None::<i64>);
         let window = |t: &Tensor, side: i64| {
-            let t = t.narrow(0, start, len).narrow(1, side * rs, side * rl).narrow(2, side * cs, side * cl);
+            let t = t.narrow(1, side * rs, side * rl).narrow(2, side * cs, side * cl);
             self.on_path(t.permute([0, 3, 1, 2]), 1).unsqueeze(1) // [B, 1, O, rows, cols]
         };
-        let pre2 = pre2_change.view([len, u, o, 2 * rl, 2 * cl]) + window(&r.pre2, 2);
-        let h2_change = pool_relu(&pre2) - window(&r.h2, 1); // [B, U, O, rl, cl]
+        let pre2 = pre2_change.view([len, u, o, 2 * rl, 2 * cl]) + window(&r.pre2_rows(start, len), 2);
+        let h2_change = pool_relu(&pre2) - window(&r.h2.narrow(0, start, len), 1); // [B, U, O, rl, cl]
         let fc1 = r.fc1_weight.view([16, 5, 5, 64]).narrow(1, rs, rl).narrow(2, cs, cl).permute([0, 3, 1, 2]);
         let fc1 = self.on_path(fc1, 1).reshape([16, o * rl * cl]);
         let pre3 =
