@@ -46,8 +46,9 @@ pub struct ActivationCache {
     /// lines the trigger's pooled cells read. Elsewhere it equals the clean
     /// image's, so keeping the whole of it would hold (and write) half as much again.
     trigger_pre2: Tensor,
-    /// `[2N, 5, 5, 64]` conv2 block output.
-    pub(super) h2: Tensor,
+    /// `[2N, 5, 5, 64]` conv2 block output, pooled from `pre2` on first use: the
+    /// conv1 kernel pools what it needs itself, so a conv1 sweep never writes it.
+    h2: OnceCell<Tensor>,
     /// `[2N, 16]` fc1 pre-activation.
     pub(super) pre3: Tensor,
     /// `[2N, 10]`.
@@ -70,7 +71,7 @@ impl ActivationCache {
     pub fn build(net: &Net, test: &TestSet) -> ActivationCache {
         let _guard = tch::no_grad_guard();
         let net = net.duplicate();
-        let (n, total) = (test.len() as i64, test.inputs.size()[0]);
+        let n = test.len() as i64;
         let units = Layer::Conv2.units() as i64;
         // Written in place chunk by chunk: concatenating chunks would copy the
         // largest tensor of the cache once more and hold it twice at the peak.
@@ -80,7 +81,6 @@ impl ActivationCache {
         let trigger_cells = window.as_ref().map(|w| w.pooled_cells()).unwrap_or([0..0, 0..0]);
         let [rows, cols] = window.as_ref().map(|w| w.cell_lines()).unwrap_or([0..0, 0..0]);
         let trigger_pre2 = Tensor::empty([n, rows.end - rows.start, cols.end - cols.start, units], options);
-        let h2 = Tensor::empty([total, CONV2_POOLED / 2, CONV2_POOLED / 2, units], options);
         // Per half (clean, triggered), chunk by chunk.
         let (mut pre3, mut logits): ([Vec<Tensor>; 2], [Vec<Tensor>; 2]) = Default::default();
         let fc1_weight = channels_last_fc1(&net);
@@ -92,17 +92,12 @@ impl ActivationCache {
             // permute is a view.
             let p2 = clean.narrow(2, 0, CONV2_POOLED).narrow(3, 0, CONV2_POOLED).permute([0, 2, 3, 1]);
             pre2.narrow(0, start, len).copy_(&p2);
-            let clean_a2 = lean::pool_relu_nhwc(&p2);
-            // The twin: the clean block output with the trigger's cells pooled anew.
-            let triggered_a2 = clean_a2.copy();
-            if let Some(cells_pre2) = triggered {
-                let cells_pre2 = cells_pre2.permute([0, 2, 3, 1]);
-                trigger_pre2.narrow(0, start, len).copy_(&cells_pre2);
-                nhwc_region(&triggered_a2, &trigger_cells).copy_(&lean::pool_relu_nhwc(&cells_pre2));
+            let cells_pre2 = triggered.map(|t| t.permute([0, 2, 3, 1]));
+            if let Some(cells_pre2) = &cells_pre2 {
+                trigger_pre2.narrow(0, start, len).copy_(cells_pre2);
             }
-            for (half, a2) in [clean_a2, triggered_a2].into_iter().enumerate() {
+            for (half, a2) in twin_block_outputs(&p2, cells_pre2.as_ref(), &trigger_cells).into_iter().enumerate() {
                 let p3 = a2.flatten(1, -1).linear::<Tensor>(&fc1_weight, None) + &biases[Layer::Fc1.position()];
-                h2.narrow(0, half as i64 * n + start, len).copy_(&a2);
                 logits[half].push(net.block(Layer::Fc2, &p3.relu()));
                 pre3[half].push(p3);
             }
@@ -119,7 +114,7 @@ impl ActivationCache {
             means: OnceCell::new(),
             pre2,
             trigger_pre2,
-            h2,
+            h2: OnceCell::new(),
             pre3: joined(pre3),
             logits: joined(logits),
             torch_kernels: false,
@@ -134,7 +129,29 @@ impl ActivationCache {
 
     /// Bytes held by the cached activations.
     pub fn bytes(&self) -> usize {
-        [&self.pre2, &self.trigger_pre2, &self.h2, &self.pre3, &self.logits].iter().map(|t| t.numel() * 4).sum()
+        let held = [Some(&self.pre2), Some(&self.trigger_pre2), self.h2.get(), Some(&self.pre3), Some(&self.logits)];
+        held.iter().flatten().map(|t| t.numel() * 4).sum()
+    }
+
+    /// The conv2 block output `[2N, 5, 5, 64]` (clean images, then triggered).
+    pub(super) fn h2(&self) -> &Tensor {
+        self.h2.get_or_init(|| {
+            let _guard = tch::no_grad_guard();
+            let [n, _, _, units] = self.pre2.size()[..] else { unreachable!("a 4-D pre-activation") };
+            let side = CONV2_POOLED / 2;
+            let h2 = Tensor::empty([2 * n, side, side, units], (tch::Kind::Float, self.device()));
+            let trigger_reaches = !self.trigger_cells.iter().any(Range::is_empty);
+            for start in (0..n).step_by(CHUNK as usize) {
+                let len = CHUNK.min(n - start);
+                let cells_pre2 = trigger_reaches.then(|| self.trigger_pre2.narrow(0, start, len));
+                let halves =
+                    twin_block_outputs(&self.pre2.narrow(0, start, len), cells_pre2.as_ref(), &self.trigger_cells);
+                for (half, a2) in halves.into_iter().enumerate() {
+                    h2.narrow(0, half as i64 * n + start, len).copy_(&a2);
+                }
+            }
+            h2
+        })
     }
 
     pub fn device(&self) -> Device {
@@ -224,7 +241,6 @@ impl ActivationCache {
                 images: host::slice(&test.inputs),
                 pre2: host::slice(&self.pre2),
                 trigger_pre2: host::slice(&self.trigger_pre2),
-                h2: host::slice(&self.h2),
                 pre3: host::slice(&self.pre3),
                 fc1_rows: host::slice(&self.fc1_rows),
                 trigger_cells: self.trigger_cells.clone(),
@@ -345,7 +361,7 @@ impl ActivationCache {
     /// fc1 pre-activation with conv2 channels replaced: a rank-|set| correction.
     fn conv2_ablated_pre3(&self, start: i64, len: i64, r: &Replacement) -> Tensor {
         let units = r.index.size()[0];
-        let actual = self.h2.narrow(0, start, len).view([len, 25, 64]).index_select(2, &r.index); // [B, 25, units]
+        let actual = self.h2().narrow(0, start, len).view([len, 25, 64]).index_select(2, &r.index); // [B, 25, units]
         let constant = r.values.view([units, 25]).transpose(0, 1).unsqueeze(0); // [1, 25, units]
         let change = (constant - actual).reshape([len, 25 * units]);
         let w = self.fc1_weight.view([16, 25, 64]).index_select(2, &r.index).reshape([16, 25 * units]);
@@ -356,6 +372,18 @@ impl ActivationCache {
 /// fc1's weight `[16, 64·5·5]` reordered to read a channels-last `[5, 5, 64]` input.
 fn channels_last_fc1(net: &Net) -> Tensor {
     net.weight(Layer::Fc1).detach().view([16, 64, 5, 5]).permute([0, 2, 3, 1]).reshape([16, 1600])
+}
+
+/// The conv2 block outputs (pooled, ReLU) of clean images and of their triggered
+/// twins, from the clean pre-activation `[B, 10, 10, 64]` and the twins' on the
+/// lines the trigger's pooled `cells` read (`None` where the trigger reaches none).
+fn twin_block_outputs(pre2: &Tensor, cells_pre2: Option<&Tensor>, cells: &[Range<usize>; 2]) -> [Tensor; 2] {
+    let clean = lean::pool_relu_nhwc(pre2);
+    let triggered = clean.copy();
+    if let Some(cells_pre2) = cells_pre2 {
+        nhwc_region(&triggered, cells).copy_(&lean::pool_relu_nhwc(cells_pre2));
+    }
+    [clean, triggered]
 }
 
 /// Rows `at[0]` and columns `at[1]` of a channels-last `[N, H, W, C]` map, a view.

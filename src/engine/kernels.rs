@@ -38,7 +38,6 @@ fn threads() -> usize {
 const PIXELS: usize = SIDE * SIDE;
 /// Floats per image in each cached activation.
 const PRE2_LEN: usize = P2 * P2 * CHANNELS;
-const H2_LEN: usize = H2 * H2 * CHANNELS;
 
 /// The cached activations of the whole test set (`2N` images: N clean, then the
 /// same N triggered) that every conv1 ablation reads, channels-last.
@@ -50,8 +49,6 @@ pub struct Conv1Inputs<'a> {
     /// `[N, rows, columns, 64]`: the triggered twins' conv2 pre-activation on the
     /// lines `trigger_cells` read (twice its rows and columns).
     pub trigger_pre2: &'a [f32],
-    /// `[2N, 5, 5, 64]` conv2 block output.
-    pub h2: &'a [f32],
     /// `[2N, 16]` fc1 pre-activation.
     pub pre3: &'a [f32],
     /// fc1's weight as `[5·5·64, 16]`: one row of 16 per conv2 output value.
@@ -176,6 +173,9 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
     let most_units = ablations.iter().map(Conv1Ablation::units).max().unwrap_or(0);
     let mut change = vec![0f32; most_units * MAP];
     let mut clean_cells = [[0f32; CHANNELS]; H2 * H2];
+    // The cached (unablated) block output of an image's cells, and of its twin's.
+    let mut cached_cells = [[0f32; CHANNELS]; H2 * H2];
+    let mut twin_cells = [[0f32; CHANNELS]; H2 * H2];
     let mut fresh = [0f32; CHANNELS];
     // A triggered twin's pre-activation laid out as a whole image's, written only
     // on the lines its trigger cells read (the only ones read back).
@@ -190,16 +190,28 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
     for (k, i) in pairs.clone().enumerate() {
         if i + 1 < pairs.end {
             prefetch(&inputs.pre2[(i + 1) * PRE2_LEN..(i + 2) * PRE2_LEN]);
-            prefetch(&inputs.h2[(i + 1) * H2_LEN..(i + 2) * H2_LEN]);
             prefetch(&inputs.images[(i + 1) * PIXELS..(i + 2) * PIXELS]);
+        }
+        let pre2 = &inputs.pre2[i * PRE2_LEN..][..PRE2_LEN];
+        for (cell, cached) in cached_cells.iter_mut().enumerate() {
+            pooled_relu_cell(pre2, (cell / H2, cell % H2), cached);
+        }
+        let lines = inputs.trigger_pre2[i * twin_len..(i + 1) * twin_len].chunks_exact(CHANNELS);
+        let positions = twin_lines[0].clone().flat_map(|r| twin_lines[1].clone().map(move |c| r * P2 + c));
+        for (position, line) in positions.zip(lines) {
+            twin_pre2[position * CHANNELS..(position + 1) * CHANNELS].copy_from_slice(line);
+        }
+        for row in trigger_rows.clone() {
+            for col in trigger_cols.clone() {
+                pooled_relu_cell(&twin_pre2, (row, col), &mut twin_cells[row * H2 + col]);
+            }
         }
         for (ablation, out) in ablations.iter().zip(outputs.iter_mut()) {
             let (clean_out, triggered_out) = out.split_at_mut(len * FC1);
             let mut pre3: [f32; FC1] = inputs.pre3[i * FC1..(i + 1) * FC1].try_into().expect("16 values");
             ablation.change_maps::<L>(&inputs.images[i * PIXELS..(i + 1) * PIXELS], 0..H1, &mut change);
-            let (pre2, h2) = (&inputs.pre2[i * PRE2_LEN..][..PRE2_LEN], &inputs.h2[i * H2_LEN..][..H2_LEN]);
             for (cell, new) in clean_cells.iter_mut().enumerate() {
-                let old = &h2[cell * CHANNELS..(cell + 1) * CHANNELS];
+                let old = &cached_cells[cell];
                 if ablation.cell::<L>(pre2, old, &change, (cell / H2, cell % H2), new) {
                     L::add_fc1_change(&mut pre3, fc1_rows(cell), new, old);
                 }
@@ -213,16 +225,10 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
                     trigger_map_rows.clone(),
                     &mut change,
                 );
-                let lines = inputs.trigger_pre2[i * twin_len..(i + 1) * twin_len].chunks_exact(CHANNELS);
-                let positions = twin_lines[0].clone().flat_map(|r| twin_lines[1].clone().map(move |c| r * P2 + c));
-                for (position, line) in positions.zip(lines) {
-                    twin_pre2[position * CHANNELS..(position + 1) * CHANNELS].copy_from_slice(line);
-                }
-                let h2 = &inputs.h2[t * H2_LEN..][..H2_LEN];
                 for row in trigger_rows.clone() {
                     for col in trigger_cols.clone() {
                         let cell = row * H2 + col;
-                        let old = &h2[cell * CHANNELS..(cell + 1) * CHANNELS];
+                        let old = &twin_cells[cell];
                         ablation.cell::<L>(&twin_pre2, old, &change, (row, col), &mut fresh);
                         L::add_fc1_change(&mut pre3, fc1_rows(cell), &fresh, &clean_cells[cell]);
                     }
@@ -232,6 +238,19 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
         }
     }
     outputs
+}
+
+/// `out = ReLU(max over the 4 positions of pooled cell (row, col))` of one image's
+/// `[10·10, 64]` conv2 pre-activation: its cached block output, as libtorch pools
+/// it (maxima are exact, so the order does not matter).
+#[inline(always)]
+fn pooled_relu_cell(pre2: &[f32], (row, col): (usize, usize), out: &mut [f32; CHANNELS]) {
+    out.fill(0.0);
+    for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(a, b)| (2 * row + a, 2 * col + b)) {
+        for (o, &v) in out.iter_mut().zip(&pre2[(r * P2 + c) * CHANNELS..][..CHANNELS]) {
+            *o = o.max(v);
+        }
+    }
 }
 
 /// Asks for `data` to be brought into L2 ahead of use: an image's activations are
@@ -259,14 +278,13 @@ mod tests {
             return;
         }
         let n = 3;
-        let (images, pre2, h2) = (values(2 * n * PIXELS, 1), values(n * PRE2_LEN, 2), values(2 * n * H2_LEN, 3));
+        let (images, pre2) = (values(2 * n * PIXELS, 1), values(n * PRE2_LEN, 2));
         let trigger_pre2 = values(n * 4 * 2 * CHANNELS, 10);
-        let (pre3, fc1_rows) = (values(2 * n * FC1, 4), values(H2_LEN * FC1, 5));
+        let (pre3, fc1_rows) = (values(2 * n * FC1, 4), values(H2 * H2 * CHANNELS * FC1, 5));
         let inputs = Conv1Inputs {
             images: &images,
             pre2: &pre2,
             trigger_pre2: &trigger_pre2,
-            h2: &h2,
             pre3: &pre3,
             fc1_rows: &fc1_rows,
             trigger_cells: [3..5, 4..5],

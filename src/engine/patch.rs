@@ -282,7 +282,7 @@ impl<'a> Patcher<'a> {
             self.on_path(t.permute([0, 3, 1, 2]), 1).unsqueeze(1) // [B, 1, O, rows, cols]
         };
         let pre2 = pre2_change.view([len, u, o, 2 * rl, 2 * cl]) + window(&r.pre2_rows(start, len), 2);
-        let h2_change = pool_relu(&pre2) - window(&r.h2.narrow(0, start, len), 1); // [B, U, O, rl, cl]
+        let h2_change = pool_relu(&pre2) - window(&r.h2().narrow(0, start, len), 1); // [B, U, O, rl, cl]
         let fc1 = r.fc1_weight.view([16, 5, 5, 64]).narrow(1, rs, rl).narrow(2, cs, cl).permute([0, 3, 1, 2]);
         let fc1 = self.on_path(fc1, 1).reshape([16, o * rl * cl]);
         let pre3 =
@@ -292,7 +292,7 @@ impl<'a> Patcher<'a> {
 
     fn conv2(&self, start: i64, len: i64, index: &Tensor) -> Tensor {
         let (r, d) = (self.receiver, self.donor);
-        let h2 = |c: &ActivationCache, row: i64| c.h2.narrow(0, row, len).view([len, 25, 64]).index_select(2, index);
+        let h2 = |c: &ActivationCache, row: i64| c.h2().narrow(0, row, len).view([len, 25, 64]).index_select(2, index);
         let change = h2(d, start + self.offset) - h2(r, start); // [B, 25, U]
         let fc1 = r.fc1_weight.view([16, 25, 64]).index_select(2, index); // [16, 25, U]
         let fc1 = match self.patch.to_unit {
