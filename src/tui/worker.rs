@@ -308,8 +308,10 @@ impl Worker {
             reply(Reply::BaseMetrics(metrics));
         }
         self.recovery = saved_recovery(lab, reply)?;
-        self.analysis = Some(analysis);
         (self.reply)(Reply::Ready { model: subject, job: Job::Load });
+        // After "ready": the first screen does not wait for what only conv2 toggles read.
+        analysis.cache.pool_block_outputs();
+        self.analysis = Some(analysis);
         Ok(())
     }
 
@@ -322,6 +324,7 @@ impl Worker {
         reply(Reply::ActivationChange(activation_change(lab, analysis.net(model)?)));
         analysis.study(lab, model)?;
         reply(Reply::Ready { model, job: Job::Study });
+        analysis.cache.pool_block_outputs();
         Ok(())
     }
 
