@@ -17,6 +17,7 @@
 //! Together about 3.5× `Net::forward` on the test set here; tests check that the
 //! predictions are the same.
 
+use super::conv_pool;
 use super::layer::Layer;
 use super::model::{Net, block, channels_last};
 use super::testset::{CHUNK, TestSet};
@@ -51,7 +52,10 @@ pub fn net_block(net: &Net, layer: Layer, h: &Tensor) -> Tensor {
 
 fn lean_block(layer: Layer, h: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
     let (weight, bias) = (&weights[layer.position()], &biases[layer.position()]);
-    if layer.is_conv() { pool_relu(&conv2d(h, weight, bias)) } else { block(layer, h, weight, bias) }
+    if !layer.is_conv() {
+        return block(layer, h, weight, bias);
+    }
+    conv_pool::conv_pool_relu(h, weight, bias).unwrap_or_else(|| pool_relu(&conv2d(h, weight, bias)))
 }
 
 /// A convolution's pre-activation (before its pooling and ReLU), channels-last.

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod circuit;
 pub mod cleanse;
+pub mod conv_pool;
 pub mod device;
 pub mod diff;
 pub mod featvis;
