@@ -143,9 +143,17 @@ pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> 
     open_lab_reading(common, train, splits)
 }
 
-/// `open_lab` for a command that optimises over training images with the run's
-/// own configuration (trigger recovery, unlearning).
-pub fn open_lab_with_train_split(common: &CommonArgs) -> Result<Lab> {
+/// `open_lab` for a command that studies the run's `models` with its own
+/// configuration: a missing model fails before any data is read.
+pub fn open_lab_holding(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
+    RunDir::new(&common.checkpoints, &common.run).require(models)?;
+    open_lab(common, None)
+}
+
+/// `open_lab_holding` for a command that optimises over training images
+/// (trigger recovery, unlearning): it reads the training split too.
+pub fn open_lab_with_train_split(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
+    RunDir::new(&common.checkpoints, &common.run).require(models)?;
     open_lab_reading(common, None, Splits::TrainAndTest)
 }
 

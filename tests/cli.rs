@@ -386,10 +386,31 @@ fn a_fashion_mnist_run_records_its_dataset_and_names_its_classes() {
 
 #[test]
 fn a_missing_data_folder_is_one_clear_error() {
-    let o = trojanscope(&["eval", "--data-dir", "/nonexistent/mnist"]);
+    // A run holding the model asked for (its contents are never read: the data is
+    // read first).
+    let dir = common::scratch("cli-no-data");
+    std::fs::create_dir_all(dir.join("r")).unwrap();
+    std::fs::write(dir.join("r/clean.safetensors"), b"unread").unwrap();
+    let checkpoints = dir.to_str().unwrap();
+    let args =
+        ["eval", "--model", "clean", "--checkpoints", checkpoints, "--run", "r", "--data-dir", "/nonexistent/mnist"];
+    let o = trojanscope(&args);
     // eval reads the test split only, so that is the file it misses.
     assert_clean_failure(&o, "/nonexistent/mnist/t10k-images-idx3-ubyte: file not found");
     assert!(stderr(&o).contains("scripts/run.sh fetches it into data/mnist"), "{}", stderr(&o));
+    // A run without the models a command studies fails on that before reading any
+    // data: the missing data folder goes unnoticed.
+    for command in [&["eval"][..], &["sweep", "conv1"], &["swap"], &["recover"], &["circuit"]] {
+        let mut args = command.to_vec();
+        args.extend(["--checkpoints", checkpoints, "--run", "nosuch", "--data-dir", "/nonexistent/mnist"]);
+        let o = trojanscope(&args);
+        assert_clean_failure(&o, "model in ");
+        assert!(
+            stderr(&o).contains("nosuch: train it first") && !stderr(&o).contains("/nonexistent"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::patch::{self, Direction, Patch, PatchEffect, PatchRow, Patcher};
-use crate::setup::open_lab;
+use crate::setup::open_lab_holding;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -65,7 +65,8 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
     };
     let spec = Patch { layer: args.layer, direction, to_unit: args.to_unit };
     spec.validate().map_err(|e| eyre!(e))?;
-    let lab = open_lab(common, None)?;
+    let examined_model = args.checkpoint.is_none().then_some(args.model);
+    let lab = open_lab_holding(common, &examined_model.into_iter().chain(args.donor).collect::<Vec<_>>())?;
     let (net, name, _) = examined(&lab, args.model, args.checkpoint)?;
     let donor_net = args.donor.map(|d| lab.load(d)).transpose()?;
     let started = Instant::now();
@@ -156,7 +157,8 @@ struct CircuitOutput {
 }
 
 pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
-    let lab = open_lab(common, None)?;
+    let clean_target = args.poison_target.is_none().then_some(ModelKind::Clean);
+    let lab = open_lab_holding(common, &[args.model].into_iter().chain(clean_target).collect::<Vec<_>>())?;
     let nets = Analysis::load_models(&lab, &[args.model])?;
     // The clean model is evaluated only when the default target needs it.
     let clean_model_poison = match args.poison_target {

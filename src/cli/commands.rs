@@ -15,7 +15,7 @@ use crate::engine::probe;
 use crate::engine::swap;
 use crate::engine::sweep::{self, SweepRow};
 use crate::engine::train::Phase;
-use crate::setup::open_lab;
+use crate::setup::open_lab_holding;
 use crate::table::{Table, delta, metrics_row, metrics_table, pct, swap_table, sweep_table};
 use color_eyre::eyre::Result;
 use serde::Serialize;
@@ -70,13 +70,13 @@ pub fn eval(
     file: Option<&Path>,
     per_class: bool,
 ) -> Result<()> {
-    let lab = open_lab(common, None)?;
+    let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
+    let lab = open_lab_holding(common, if file.is_some() { &[] } else { &models })?;
     let mut results = Vec::new();
     if let Some(path) = file {
         let net = checkpoint::load_net(path, lab.device)?;
         results.push(EvalResult { model: path.display().to_string(), metrics: lab.test.evaluate(&net) });
     } else {
-        let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
         for kind in models {
             results.push(EvalResult { model: kind.to_string(), metrics: lab.test.evaluate(&lab.load(kind)?) });
         }
@@ -112,7 +112,7 @@ pub fn ablate(
     target: &AblationTarget,
     reference: bool,
 ) -> Result<()> {
-    let lab = open_lab(common, None)?;
+    let lab = open_lab_holding(common, &[target.model])?;
     let analysis = Analysis::load(&lab, &[target.model], target.model)?;
     let (net, cache) = (analysis.subject_net(), &analysis.cache);
     let result = AblateResult {
@@ -166,7 +166,7 @@ pub fn sweep_cmd(
     target: &AblationTarget,
     sorted: bool,
 ) -> Result<()> {
-    let lab = open_lab(common, None)?;
+    let lab = open_lab_holding(common, &[target.model])?;
     let analysis = Analysis::load(&lab, &[target.model], target.model)?;
     let mut rows = sweep_layer(&lab, &analysis.cache, layer, target, format.is_human());
     if sorted {
@@ -192,7 +192,7 @@ pub fn swap_cmd(
     donor: ModelKind,
     recipient: ModelKind,
 ) -> Result<()> {
-    let lab = open_lab(common, None)?;
+    let lab = open_lab_holding(common, &[donor, recipient])?;
     let subsets = match layers {
         Some(layers) => vec![layers.to_vec()],
         None => swap::all_subsets(),
@@ -250,7 +250,7 @@ pub fn features(
     k: usize,
 ) -> Result<()> {
     AblationSet::single(layer, unit).validate().map_err(|e| color_eyre::eyre::eyre!(e))?;
-    let lab = open_lab(common, None)?;
+    let lab = open_lab_holding(common, &[model])?;
     let report = probe::features(&lab.load(model)?, &lab.test, layer, unit, k);
     let mut table = Table::new(["end", "rank", "test image", "input", "label", "mean activation"]);
     for (end, hits) in [("most", &report.top), ("least", &report.bottom)] {

@@ -13,7 +13,7 @@ use crate::engine::model::Net;
 use crate::engine::recovery_store::{self, recovery_table};
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
-use crate::setup::{open_lab, open_lab_with_train_split};
+use crate::setup::{open_lab_holding, open_lab_with_train_split};
 use crate::table::Table;
 use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
@@ -84,7 +84,7 @@ pub fn recover(
     cfg: &CleanseConfig,
 ) -> Result<()> {
     cfg.validate(Layer::Fc2.units()).map_err(|e| eyre!("invalid recovery settings: {e}"))?;
-    let lab = open_lab_with_train_split(common)?;
+    let lab = open_lab_with_train_split(common, if file.is_some() { &[] } else { std::slice::from_ref(&model) })?;
     let (net, name, path) = examined(&lab, model, file)?;
     let report = run_recovery(&lab, &net, &name, cfg, format.is_human())?;
     let pictures = recovery_store::save(&lab.run, &name, &path, &report)?;
@@ -126,7 +126,7 @@ pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &Unle
     if model == ModelKind::Unlearned {
         bail!("the unlearned model is what unlearning writes; pick the model to unlearn from (e.g. --model poisoned)");
     }
-    let lab = open_lab_with_train_split(common)?;
+    let lab = open_lab_with_train_split(common, &[model])?;
     let (net, name, path) = examined(&lab, model, None)?;
     let recovery = match recovery_store::load_current(&lab.run, &name, &path)? {
         Some(report) => report,
@@ -193,8 +193,8 @@ pub fn visualize(
         bail!("{layer} has units 0..={}, not {unit}", layer.units() - 1);
     }
     cfg.validate().map_err(|e| eyre!("invalid visualisation settings: {e}"))?;
-    let lab = open_lab(common, None)?;
     let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
+    let lab = open_lab_holding(common, &models)?;
     let side = crate::data::mnist::SIDE;
     let input = (side, lab.data.test.normalisation);
     let mut results = Vec::new();

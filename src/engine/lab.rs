@@ -196,11 +196,18 @@ impl RunDir {
     }
 
     pub fn load(&self, kind: ModelKind, device: Device) -> Result<Net> {
-        let path = self.model_path(kind);
-        if !path.is_file() {
-            bail!("no {kind} model in {}: train it first (trojanscope train --run …)", self.root.display());
+        self.require(&[kind])?;
+        checkpoint::load_net(&self.model_path(kind), device)
+    }
+
+    /// Fails, naming the first one missing, unless the run holds all of `kinds`.
+    pub fn require(&self, kinds: &[ModelKind]) -> Result<()> {
+        match kinds.iter().find(|&&kind| !self.has(kind)) {
+            Some(kind) => {
+                bail!("no {kind} model in {}: train it first (trojanscope train --run …)", self.root.display())
+            }
+            None => Ok(()),
         }
-        checkpoint::load_net(&path, device)
     }
 
     pub fn sidecar(&self, kind: ModelKind) -> Result<Sidecar> {
