@@ -70,7 +70,8 @@ struct Shape {
 impl Shape {
     /// Sides of the pooled output (floor mode).
     fn pooled(&self) -> (usize, usize) {
-        ((self.height - self.k + 1) / 2, (self.width - self.k + 1) / 2)
+        let conv_side = |side: usize| side + 1 - self.k;
+        (conv_side(self.height) / 2, conv_side(self.width) / 2)
     }
 
     fn image_len(&self) -> usize {
@@ -86,7 +87,7 @@ impl Shape {
     /// `[Cout]` → `out` `[H', W', Cout]`, pooled and ReLU'd.
     fn image(&self, input: &[f32], taps: &[f32], bias: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if self.cout % avx2::BLOCK == 0 && super::lanes::Avx2Fma::available() {
+        if self.cout.is_multiple_of(avx2::BLOCK) && super::lanes::Avx2Fma::available() {
             assert!(input.len() >= self.image_len() && out.len() >= self.pooled_len(), "one image in, one out");
             assert!(taps.len() >= self.k * self.k * self.cin * self.cout && bias.len() >= self.cout);
             // SAFETY: the CPU has AVX2 and FMA (checked above), and every index the
@@ -166,9 +167,11 @@ mod avx2 {
                         }
                     }
                     let cell = unsafe { out.as_mut_ptr().add((pr * pooled_w + pc) * cout + block) };
-                    for half in 0..2 {
-                        let top = _mm256_max_ps(acc[0][half], acc[1][half]);
-                        let bottom = _mm256_max_ps(acc[2][half], acc[3][half]);
+                    for (half, [top_left, top_right, bottom_left, bottom_right]) in
+                        [acc.map(|a| a[0]), acc.map(|a| a[1])].into_iter().enumerate()
+                    {
+                        let top = _mm256_max_ps(top_left, top_right);
+                        let bottom = _mm256_max_ps(bottom_left, bottom_right);
                         let pooled = _mm256_max_ps(_mm256_max_ps(top, bottom), _mm256_setzero_ps());
                         unsafe { _mm256_storeu_ps(cell.add(half * W), pooled) };
                     }
