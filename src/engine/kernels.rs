@@ -13,7 +13,7 @@
 //! `cache.rs`); both are checked against the study's reference path.
 
 #[cfg(target_arch = "x86_64")]
-use super::lanes::Avx2Fma;
+use super::lanes::{Avx2Fma, Avx512};
 use super::lanes::{CHANNELS, FC1, H1, H2, Lanes, MAP, P2, Portable, SIDE};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,6 +152,11 @@ pub fn conv1_ablated_pre3(inputs: &Conv1Inputs, ablations: &[Conv1Ablation]) -> 
 /// ablation, `pairs.len()` clean rows then as many triggered rows.
 fn image_pairs(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<usize>) -> Vec<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
+    if Avx512::available() {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA, checked just above.
+        return unsafe { image_pairs_avx512(inputs, ablations, pairs) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if Avx2Fma::available() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         return unsafe { image_pairs_avx2(inputs, ablations, pairs) };
@@ -164,6 +169,13 @@ fn image_pairs(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<u
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_pairs_avx2(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<usize>) -> Vec<Vec<f32>> {
     image_pairs_with::<Avx2Fma>(inputs, ablations, pairs)
+}
+
+/// The loop with AVX-512's `pooled_cell`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn image_pairs_avx512(inputs: &Conv1Inputs, ablations: &[Conv1Ablation], pairs: Range<usize>) -> Vec<Vec<f32>> {
+    image_pairs_with::<Avx512>(inputs, ablations, pairs)
 }
 
 #[inline(always)]
@@ -271,7 +283,7 @@ mod tests {
 
     /// The whole loop, generic over its inner loops, gives the same fc1
     /// pre-activations with the portable ones as with the intrinsics (the machine
-    /// that runs the tests only ever takes the AVX2 path otherwise).
+    /// that runs the tests only ever takes its widest path otherwise).
     #[test]
     fn the_portable_loop_agrees_with_the_avx2_loop() {
         if !Avx2Fma::available() {
@@ -302,6 +314,11 @@ mod tests {
         // SAFETY: the CPU has AVX2 and FMA, checked above.
         let simd = unsafe { image_pairs_avx2(&inputs, &ablations, 0..n) };
         assert_close(&portable[0], &simd[0], 1e-4);
+        if Avx512::available() {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            let wide = unsafe { image_pairs_avx512(&inputs, &ablations, 0..n) };
+            assert_close(&portable[0], &wide[0], 1e-4);
+        }
         // Clean rows first, then triggered rows, each moved off the cached values.
         assert_eq!(portable[0].len(), 2 * n * FC1);
         let moved = portable[0][..n * FC1].iter().zip(&pre3[..n * FC1]).filter(|(a, b)| (*a - *b).abs() > 1e-3);
