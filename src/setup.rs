@@ -140,26 +140,32 @@ fn warn_sidecar(e: &color_eyre::eyre::Report) {
 /// use the run's own and read the test split only.
 pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> {
     let splits = if train.is_some() { Splits::TrainAndTest } else { Splits::Test };
-    open_lab_reading(common, train, splits)
+    open_lab_reading(common, train, splits, &[])
 }
 
 /// `open_lab` for a command that studies the run's `models` with its own
 /// configuration: a missing model fails before any data is read.
 pub fn open_lab_holding(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
-    RunDir::new(&common.checkpoints, &common.run).require(models)?;
-    open_lab(common, None)
+    open_lab_reading(common, None, Splits::Test, models)
 }
 
 /// `open_lab_holding` for a command that optimises over training images
 /// (trigger recovery, unlearning): it reads the training split too.
 pub fn open_lab_with_train_split(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
-    RunDir::new(&common.checkpoints, &common.run).require(models)?;
-    open_lab_reading(common, None, Splits::TrainAndTest)
+    open_lab_reading(common, None, Splits::TrainAndTest, models)
 }
 
-fn open_lab_reading(common: &CommonArgs, train: Option<TrainConfig>, splits: Splits) -> Result<Lab> {
+/// The flags checked in the order a user fixes them: the device, the run's
+/// `models`, then the data (the slowest to read).
+fn open_lab_reading(
+    common: &CommonArgs,
+    train: Option<TrainConfig>,
+    splits: Splits,
+    models: &[ModelKind],
+) -> Result<Lab> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
+    run.require(models)?;
     let config = match train {
         Some(config) => config,
         None => run_config(&run, common.dataset.unwrap_or_default())?,

@@ -384,13 +384,19 @@ fn a_fashion_mnist_run_records_its_dataset_and_names_its_classes() {
     last_error(&o, "holds fashion-mnist models; --dataset mnist needs another run");
 }
 
-#[test]
-fn a_missing_data_folder_is_one_clear_error() {
-    // A run holding the model asked for (its contents are never read: the data is
-    // read first).
-    let dir = common::scratch("cli-no-data");
+/// A scratch folder of runs whose run `r` holds a clean model file (never read by
+/// the data errors below: the data is read before the model), for commands that
+/// must get as far as reading data.
+fn runs_holding_clean(name: &str) -> std::path::PathBuf {
+    let dir = common::scratch(name);
     std::fs::create_dir_all(dir.join("r")).unwrap();
     std::fs::write(dir.join("r/clean.safetensors"), b"unread").unwrap();
+    dir
+}
+
+#[test]
+fn a_missing_data_folder_is_one_clear_error() {
+    let dir = runs_holding_clean("cli-no-data");
     let checkpoints = dir.to_str().unwrap();
     let args =
         ["eval", "--model", "clean", "--checkpoints", checkpoints, "--run", "r", "--data-dir", "/nonexistent/mnist"];
@@ -424,7 +430,9 @@ fn a_corrupt_data_file_is_one_clear_error() {
     let labels = dir.join("t10k-labels-idx1-ubyte");
     let bytes = std::fs::read(&labels).unwrap();
     std::fs::write(&labels, &bytes[..bytes.len() - 100]).unwrap();
-    let o = trojanscope(&["eval", "--data-dir", dir.to_str().unwrap()]);
+    let runs = runs_holding_clean("cli-corrupt-runs");
+    let run = ["--checkpoints", runs.to_str().unwrap(), "--run", "r"];
+    let o = trojanscope(&[&["eval", "--model", "clean", "--data-dir", dir.to_str().unwrap()][..], &run].concat());
     assert_clean_failure(&o, "truncated");
     assert!(stderr(&o).contains("t10k-labels-idx1-ubyte"));
 }
