@@ -11,7 +11,7 @@ use trojanscope::engine::ablation::{AblationMode, AblationSet, reference_predict
 use trojanscope::engine::cache::ActivationCache;
 use trojanscope::engine::lab::ModelKind;
 use trojanscope::engine::layer::Layer;
-use trojanscope::engine::sweep::{most_backdoor_relevant, sweep};
+use trojanscope::engine::sweep::{most_backdoor_relevant, sweep, sweep_streamed};
 use trojanscope::engine::testset::TestSet;
 use trojanscope::engine::train::{EvalPoint, LogLine, Phase};
 
@@ -85,6 +85,46 @@ fn a_sweep_finds_channels_that_remove_the_backdoor() {
     // A cancelled sweep stops after its first batch.
     let partial = sweep(&cache, &lab.test, Layer::Conv2, AblationMode::Weight, |_, _| ControlFlow::Break(()));
     assert!(!partial.is_empty() && partial.len() < 64);
+}
+
+/// The sweep of a one-off command, which streams the test set in slices instead of
+/// holding the whole cache, gives the whole cache's rows (every layer it can start
+/// from, the mean mode's constants from the whole set) on a test set that is not a
+/// whole number of slices.
+#[test]
+fn a_streamed_sweep_gives_the_cached_sweeps_rows() {
+    let lab = &trained_lab();
+    let net = lab.load(ModelKind::Poisoned).unwrap();
+    let test = TestSet::new(&common::mnist(0, 5_432).test, &lab.config.trigger, tch::Device::Cpu);
+    let cache = ActivationCache::build(&net, &test);
+    for (layer, mode) in
+        [(Layer::Conv1, AblationMode::Weight), (Layer::Conv2, AblationMode::Mean), (Layer::Fc1, AblationMode::Zero)]
+    {
+        let mut reported = Vec::new();
+        let streamed = sweep_streamed(&net, &test, layer, mode, |done, total| {
+            reported.push((done, total));
+            ControlFlow::Continue(())
+        });
+        let cached = sweep(&cache, &test, layer, mode, |_, _| ControlFlow::Continue(()));
+        assert_eq!(streamed.len(), layer.units());
+        for (s, c) in streamed.iter().zip(&cached) {
+            assert_eq!((s.layer, s.unit), (c.layer, c.unit));
+            for (a, b) in s.metrics.triple().iter().zip(c.metrics.triple()) {
+                // One image of 5,432 is 0.018 points.
+                assert!(
+                    (a - b).abs() < 0.01,
+                    "{layer} {mode} unit {}: {:?} vs {:?}",
+                    s.unit,
+                    s.metrics.triple(),
+                    c.metrics.triple()
+                );
+            }
+        }
+        assert_eq!(reported.len(), 3, "three slices: 2,500 + 2,500 + 432");
+        assert_eq!(reported.last(), Some(&(layer.units(), layer.units())));
+    }
+    // Stopped, it returns no rows (a unit's metrics need every slice).
+    assert!(sweep_streamed(&net, &test, Layer::Fc1, AblationMode::Weight, |_, _| ControlFlow::Break(())).is_empty());
 }
 
 /// The fast engine must reproduce the study's reload-zero-evaluate procedure

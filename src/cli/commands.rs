@@ -150,8 +150,17 @@ pub fn sweep_layer(
     target: &AblationTarget,
     visible: bool,
 ) -> Vec<SweepRow> {
+    with_sweep_bar(layer, visible, |progress| sweep::sweep(cache, &lab.test, layer, target.mode, progress))
+}
+
+/// Runs one of the engine's sweeps of `layer` under a progress bar of its units.
+fn with_sweep_bar(
+    layer: Layer,
+    visible: bool,
+    sweep: impl FnOnce(&mut dyn FnMut(usize, usize) -> ControlFlow<()>) -> Vec<SweepRow>,
+) -> Vec<SweepRow> {
     let bar = counter(&format!("sweep {layer}"), layer.units(), visible);
-    let rows = sweep::sweep(cache, &lab.test, layer, target.mode, |done, _| {
+    let rows = sweep(&mut |done, _| {
         bar.set_position(done as u64);
         ControlFlow::Continue(())
     });
@@ -167,8 +176,11 @@ pub fn sweep_cmd(
     sorted: bool,
 ) -> Result<()> {
     let lab = open_lab_holding(common, &[target.model])?;
-    let analysis = Analysis::load(&lab, &[target.model], target.model)?;
-    let mut rows = sweep_layer(&lab, &analysis.cache, layer, target, format.is_human());
+    let net = lab.load(target.model)?;
+    // Nothing else reads the model's cache: the sweep streams the test set.
+    let mut rows = with_sweep_bar(layer, format.is_human(), |progress| {
+        sweep::sweep_streamed(&net, &lab.test, layer, target.mode, progress)
+    });
     if sorted {
         rows.sort_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc));
     }

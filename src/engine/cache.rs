@@ -121,6 +121,15 @@ impl ActivationCache {
         }
     }
 
+    /// This cache with the mean mode's constants given (computed on a larger test
+    /// set than this cache's), when `means` is `Some`.
+    pub fn with_means(self, means: Option<&[Tensor]>) -> ActivationCache {
+        if let Some(means) = means {
+            let _ = self.means.set(means.iter().map(Tensor::shallow_clone).collect());
+        }
+        self
+    }
+
     /// This cache, computing with libtorch's ops only (as on a GPU).
     pub fn with_torch_kernels(mut self) -> ActivationCache {
         self.torch_kernels = true;

@@ -58,10 +58,14 @@ impl TestSet {
 
     /// The first `n` images of each condition, as a smaller test set.
     pub fn subset(&self, n: usize) -> TestSet {
-        let n = n.min(self.len());
-        let len = self.len() as i64;
-        let inputs = Tensor::cat(&[self.inputs.narrow(0, 0, n as i64), self.inputs.narrow(0, len, n as i64)], 0);
-        TestSet { inputs, labels: self.labels[..n].to_vec(), target: self.target }
+        self.slice(0, n.min(self.len()))
+    }
+
+    /// Images `start..start + len` of each condition, as a smaller test set.
+    pub fn slice(&self, start: usize, len: usize) -> TestSet {
+        let (n, from, count) = (self.len() as i64, start as i64, len as i64);
+        let inputs = Tensor::cat(&[self.inputs.narrow(0, from, count), self.inputs.narrow(0, n + from, count)], 0);
+        TestSet { inputs, labels: self.labels[start..start + len].to_vec(), target: self.target }
     }
 
     /// Metrics from `[2N]` predicted classes (any device).
