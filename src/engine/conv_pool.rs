@@ -183,19 +183,8 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lanes::testing::values;
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// libtorch's convolution, ReLU and pooling, the obvious way.
     fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {

@@ -100,6 +100,18 @@ impl Lanes for Portable {
     }
 }
 
+/// The bounds the intrinsic forms of `pooled_cell` read within: one image's conv2
+/// pre-activation, a change map per unit, a cell of the 5×5 grid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn check_cell_inputs(pre2: &[f32], change: &[f32], taps: &[f32], (row, col): (usize, usize)) {
+    let units = taps.len() / (9 * CHANNELS);
+    assert!(
+        pre2.len() >= P2 * P2 * CHANNELS && change.len() >= units * MAP && row < H2 && col < H2,
+        "one image's conv2 pre-activation and a change map per unit"
+    );
+}
+
 /// AVX2 and FMA intrinsics. Only used after `available()` said yes.
 #[cfg(target_arch = "x86_64")]
 pub struct Avx2Fma;
@@ -129,14 +141,10 @@ impl Lanes for Avx2Fma {
     }
 
     #[inline(always)]
-    fn pooled_cell(pre2: &[f32], change: &[f32], taps: &[f32], (row, col): (usize, usize), out: &mut [f32; CHANNELS]) {
-        let units = taps.len() / (9 * CHANNELS);
-        assert!(
-            pre2.len() >= P2 * P2 * CHANNELS && change.len() >= units * MAP && row < H2 && col < H2,
-            "one image's conv2 pre-activation and a change map per unit"
-        );
+    fn pooled_cell(pre2: &[f32], change: &[f32], taps: &[f32], cell: (usize, usize), out: &mut [f32; CHANNELS]) {
+        check_cell_inputs(pre2, change, taps, cell);
         // SAFETY: as above.
-        unsafe { avx2::pooled_cell(pre2, change, taps, (row, col), out) }
+        unsafe { avx2::pooled_cell(pre2, change, taps, cell, out) }
     }
 
     #[inline(always)]
@@ -172,15 +180,11 @@ impl Lanes for Avx512 {
     }
 
     #[inline(always)]
-    fn pooled_cell(pre2: &[f32], change: &[f32], taps: &[f32], (row, col): (usize, usize), out: &mut [f32; CHANNELS]) {
-        let units = taps.len() / (9 * CHANNELS);
-        assert!(
-            pre2.len() >= P2 * P2 * CHANNELS && change.len() >= units * MAP && row < H2 && col < H2,
-            "one image's conv2 pre-activation and a change map per unit"
-        );
+    fn pooled_cell(pre2: &[f32], change: &[f32], taps: &[f32], cell: (usize, usize), out: &mut [f32; CHANNELS]) {
+        check_cell_inputs(pre2, change, taps, cell);
         // SAFETY: this type is only used where the CPU has AVX-512F; every pointer
-        // read stays inside the slices, whose lengths are checked above.
-        unsafe { avx512::pooled_cell(pre2, change, taps, (row, col), out) }
+        // read stays inside the slices, whose lengths `check_cell_inputs` checked.
+        unsafe { avx512::pooled_cell(pre2, change, taps, cell, out) }
     }
 
     #[inline(always)]
@@ -357,8 +361,8 @@ mod avx2 {
     }
 }
 
-/// Inputs and comparisons for the tests of the portable and AVX2 forms.
-#[cfg(all(test, target_arch = "x86_64"))]
+/// Inputs and comparisons for the tests of the portable and SIMD forms.
+#[cfg(test)]
 pub(super) mod testing {
     /// Deterministic values in [-1, 1).
     pub fn values(n: usize, seed: u32) -> Vec<f32> {
