@@ -10,6 +10,7 @@
 //! near the machine's peak.
 
 use super::host;
+use super::lanes::POOL_WINDOW;
 use tch::{Device, Kind, Tensor};
 
 /// The longest reduction (input channels × kernel taps) the fused loop takes.
@@ -104,7 +105,7 @@ impl Shape {
         for (cell, best) in out.chunks_exact_mut(self.cout).take(pooled_h * pooled_w).enumerate() {
             let (pr, pc) = (cell / pooled_w, cell % pooled_w);
             best.fill(f32::NEG_INFINITY);
-            for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            for (a, b) in POOL_WINDOW {
                 acc.copy_from_slice(bias);
                 let (r, c) = (2 * pr + a, 2 * pc + b);
                 for (tap, weights) in taps.chunks_exact(self.cout).enumerate() {
@@ -139,11 +140,10 @@ mod avx2 {
     pub unsafe fn image(shape: &Shape, input: &[f32], taps: &[f32], bias: &[f32], out: &mut [f32]) {
         let Shape { width, cin, cout, k, .. } = *shape;
         let (pooled_h, pooled_w) = shape.pooled();
-        let positions = [(0, 0), (0, 1), (1, 0), (1, 1)];
         for pr in 0..pooled_h {
             for pc in 0..pooled_w {
                 // The input offset of each position's top-left tap.
-                let corner = positions.map(|(a, b)| ((2 * pr + a) * width + 2 * pc + b) * cin);
+                let corner = super::POOL_WINDOW.map(|(a, b)| ((2 * pr + a) * width + 2 * pc + b) * cin);
                 for block in (0..cout).step_by(BLOCK) {
                     let start = unsafe { [_mm256_loadu_ps(&bias[block]), _mm256_loadu_ps(&bias[block + W])] };
                     let mut acc = [start; 4];

@@ -14,7 +14,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{Avx2Fma, Avx512};
-use super::lanes::{CHANNELS, FC1, H1, H2, Lanes, MAP, P2, Portable, SIDE};
+use super::lanes::{CHANNELS, FC1, H1, H2, Lanes, MAP, P2, Portable, SIDE, cell_positions};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -258,7 +258,7 @@ fn image_pairs_with<L: Lanes>(inputs: &Conv1Inputs, ablations: &[Conv1Ablation],
 #[inline(always)]
 fn pooled_relu_cell(pre2: &[f32], (row, col): (usize, usize), out: &mut [f32; CHANNELS]) {
     out.fill(0.0);
-    for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(a, b)| (2 * row + a, 2 * col + b)) {
+    for (r, c) in cell_positions(row, col) {
         for (o, &v) in out.iter_mut().zip(&pre2[(r * P2 + c) * CHANNELS..][..CHANNELS]) {
             *o = o.max(v);
         }

@@ -22,6 +22,15 @@ pub const CHANNELS: usize = 64;
 /// Outputs of fc1.
 pub const FC1: usize = 16;
 
+/// The offsets of a 2×2 pooling window's four positions, row-major.
+pub const POOL_WINDOW: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+
+/// The four conv2 positions (row, column) that pooled cell (`row`, `col`) reads.
+#[inline(always)]
+pub fn cell_positions(row: usize, col: usize) -> [(usize, usize); 4] {
+    POOL_WINDOW.map(|(a, b)| (2 * row + a, 2 * col + b))
+}
+
 pub trait Lanes {
     /// One conv1 unit (3×3 `kernel`, `bias`) on a 28×28 `image`, ReLU'd and
     /// pooled: `out[r·12 + c] = constant[r·12 + c] − that output`, for pooled rows
@@ -71,7 +80,7 @@ impl Lanes for Portable {
     fn pooled_cell(pre2: &[f32], change: &[f32], taps: &[f32], (row, col): (usize, usize), out: &mut [f32; CHANNELS]) {
         let units = taps.len() / (9 * CHANNELS);
         let mut best = [f32::NEG_INFINITY; CHANNELS];
-        for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(a, b)| (2 * row + a, 2 * col + b)) {
+        for (r, c) in cell_positions(row, col) {
             let mut acc: [f32; CHANNELS] = pre2[(r * P2 + c) * CHANNELS..][..CHANNELS].try_into().expect("64 channels");
             for (tap, k) in taps.chunks_exact(CHANNELS).zip(0..units * 9) {
                 let (u, dr, dc) = (k / 9, k % 9 / 3, k % 3);
@@ -211,7 +220,7 @@ mod avx512 {
         out: &mut [f32; CHANNELS],
     ) {
         let units = taps.len() / (9 * CHANNELS);
-        let positions = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(a, b)| (2 * row + a, 2 * col + b));
+        let positions = super::cell_positions(row, col);
         let mut acc: [[__m512; VECTORS]; 4] = positions.map(|(r, c)| {
             let position = unsafe { pre2.as_ptr().add((r * P2 + c) * CHANNELS) };
             std::array::from_fn(|j| unsafe { _mm512_loadu_ps(position.add(j * Z)) })
@@ -305,7 +314,7 @@ mod avx2 {
     ) {
         let units = taps.len() / (9 * CHANNELS);
         let mut best = [_mm256_set1_ps(f32::NEG_INFINITY); VECTORS];
-        for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(a, b)| (2 * row + a, 2 * col + b)) {
+        for (r, c) in super::cell_positions(row, col) {
             let position = unsafe { pre2.as_ptr().add((r * P2 + c) * CHANNELS) };
             let mut acc: [__m256; VECTORS] = std::array::from_fn(|j| unsafe { _mm256_loadu_ps(position.add(j * W)) });
             for u in 0..units {
