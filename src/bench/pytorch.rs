@@ -8,12 +8,15 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::process::Command;
 
-/// One run of a procedure script: its training epochs, and (unless asked for
-/// training only) its evaluation figures `E`.
+/// One run of a procedure script: its training epochs, its metrics (the fast
+/// script times them every round, the study's with its evaluation only), and
+/// (unless asked for training only) its evaluation figures `E`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProcedureTimes<E> {
     pub clean_epoch_s: f64,
     pub poison_epoch_s: f64,
+    #[serde(default)]
+    pub metrics_s: Option<f64>,
     #[serde(flatten)]
     pub evaluation: Option<E>,
 }
@@ -23,17 +26,30 @@ pub type PytorchTimes = ProcedureTimes<EvaluationTimes>;
 /// benches/fast_pytorch.py's run.
 pub type FastTimes = ProcedureTimes<FastEvaluationTimes>;
 
-/// The medians of the clean and the poison epochs over `rounds` (at least one).
-pub fn median_epochs<E>(rounds: &[ProcedureTimes<E>]) -> (f64, f64) {
-    let clean = super::median(rounds.iter().map(|r| r.clean_epoch_s).collect());
-    let poison = super::median(rounds.iter().map(|r| r.poison_epoch_s).collect());
-    (clean, poison)
+/// What a procedure's rounds add up to: the medians of its clean and poison
+/// epochs, and of its metrics over the rounds that timed them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundMedians {
+    pub clean_epoch_s: f64,
+    pub poison_epoch_s: f64,
+    pub metrics_s: Option<f64>,
+}
+
+impl RoundMedians {
+    /// Over `rounds` (at least one).
+    pub fn of<E>(rounds: &[ProcedureTimes<E>]) -> RoundMedians {
+        let metrics: Vec<f64> = rounds.iter().filter_map(|r| r.metrics_s).collect();
+        RoundMedians {
+            clean_epoch_s: super::median(rounds.iter().map(|r| r.clean_epoch_s).collect()),
+            poison_epoch_s: super::median(rounds.iter().map(|r| r.poison_epoch_s).collect()),
+            metrics_s: (!metrics.is_empty()).then(|| super::median(metrics)),
+        }
+    }
 }
 
 /// study_pytorch.py's evaluation: sweeps extrapolated from a few reloads per layer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EvaluationTimes {
-    pub metrics_s: f64,
     pub conv1_sweep_s: f64,
     pub conv2_sweep_s: f64,
     pub fc1_sweep_s: f64,
@@ -46,7 +62,6 @@ pub struct EvaluationTimes {
 /// output cached inside the timed call), and the units it swept.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FastEvaluationTimes {
-    pub metrics_s: f64,
     pub conv1_sweep_s: f64,
     pub conv2_sweep_s: f64,
     pub fc1_sweep_s: f64,
@@ -205,4 +220,41 @@ pub fn run<E: DeserializeOwned>(how: &Invocation, evaluate: bool) -> Result<Proc
         .args(how.train_limit.iter().flat_map(|n| ["--train-limit".to_string(), n.to_string()]))
         .args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]));
     last_json_line(script, command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round<E: DeserializeOwned>(json: &str) -> ProcedureTimes<E> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn metrics_take_the_median_of_the_rounds_that_timed_them() {
+        // The fast script times its metrics every round, its sweeps in the last only.
+        let fast: Vec<FastTimes> = vec![
+            round(r#"{"clean_epoch_s": 9.0, "poison_epoch_s": 10.0, "metrics_s": 1.3}"#),
+            round(r#"{"clean_epoch_s": 7.0, "poison_epoch_s": 12.0, "metrics_s": 0.9}"#),
+            round(
+                r#"{"clean_epoch_s": 8.0, "poison_epoch_s": 11.0, "metrics_s": 1.1, "conv1_sweep_s": 30.0,
+                "conv2_sweep_s": 12.0, "fc1_sweep_s": 1.0, "conv1_units": 32, "conv2_units": 64, "fc1_units": 128}"#,
+            ),
+        ];
+        assert!(fast[0].evaluation.is_none() && fast[2].evaluation.as_ref().unwrap().conv2_units == 64);
+        let medians = RoundMedians::of(&fast);
+        assert_eq!(medians, RoundMedians { clean_epoch_s: 8.0, poison_epoch_s: 11.0, metrics_s: Some(1.1) });
+        // The study's script times its metrics with its evaluation, in the last round.
+        let study: Vec<PytorchTimes> = vec![
+            round(r#"{"clean_epoch_s": 15.0, "poison_epoch_s": 16.0}"#),
+            round(
+                r#"{"clean_epoch_s": 14.0, "poison_epoch_s": 17.0, "metrics_s": 6.3, "conv1_sweep_s": 200.0,
+                "conv2_sweep_s": 400.0, "fc1_sweep_s": 100.0, "conv1_per_channel_s": 6.2,
+                "conv2_per_channel_s": 6.1, "fc1_per_channel_s": 6.0}"#,
+            ),
+        ];
+        assert_eq!(RoundMedians::of(&study).metrics_s, Some(6.3));
+        assert!(study[1].evaluation.is_some());
+        assert_eq!(RoundMedians::of(&study[..1]).metrics_s, None);
+    }
 }

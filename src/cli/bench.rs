@@ -2,7 +2,8 @@
 
 use super::args::CommonArgs;
 use super::output::Format;
-use crate::bench::{self, BenchReport, Figure, RecoveryVerdict, pytorch};
+use crate::bench::pytorch::{self, RoundMedians};
+use crate::bench::{self, BenchReport, Figure, RecoveryVerdict};
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
@@ -59,11 +60,11 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     let (mut figures, models) = bench::measure_training(&lab, repeat, &mut say, &mut before_round);
     let (more, cache_bytes) = bench::measure_interventions(&lab, repeat, &models, &mut say);
     figures.extend(more);
-    if let Some((epochs, evaluation)) = study.times() {
-        attach(&mut figures, epochs, evaluation, sweep_channels);
+    if let Some((rounds, evaluation)) = study.times() {
+        attach(&mut figures, rounds, evaluation, sweep_channels);
     }
-    if let Some((epochs, evaluation)) = fast.times() {
-        attach_fast(&mut figures, epochs, evaluation);
+    if let Some((rounds, evaluation)) = fast.times() {
+        attach_fast(&mut figures, rounds, evaluation);
     }
     let mut pytorch_error = study.error.clone();
     let (more, evaluated) = bench::measure_circuit(&lab, repeat, &models, &mut say);
@@ -169,25 +170,25 @@ impl<'a, E: DeserializeOwned> Baseline<'a, E> {
         }
     }
 
-    /// The epochs' medians over the rounds and the last round's evaluation; none
-    /// when the script failed or never ran.
-    fn times(&self) -> Option<((f64, f64), Option<&E>)> {
+    /// The medians over the rounds and the last round's evaluation; none when the
+    /// script failed or never ran.
+    fn times(&self) -> Option<(RoundMedians, Option<&E>)> {
         let last = self.rounds.last().filter(|_| self.error.is_none())?;
-        Some((pytorch::median_epochs(&self.rounds), last.evaluation.as_ref()))
+        Some((RoundMedians::of(&self.rounds), last.evaluation.as_ref()))
     }
 }
 
 /// Sets the PyTorch time `column` of each figure a procedure has a counterpart for,
-/// and adds its note: the epochs from its epoch medians (with `epoch_note`), the
+/// and adds its note: the epochs from its rounds' medians (with `epoch_note`), the
 /// rest as `counterpart` finds them by our figure's name.
 fn attach_column(
     figures: &mut [Figure],
     column: fn(&mut Figure) -> &mut Option<f64>,
-    (epochs, epoch_note): ((f64, f64), &str),
+    (rounds, epoch_note): (RoundMedians, &str),
     counterpart: impl Fn(&str) -> Option<(f64, String)>,
 ) {
     for f in figures.iter_mut() {
-        let epoch = epoch_time(&f.name, epochs).map(|time| (time, epoch_note.to_string()));
+        let epoch = epoch_time(&f.name, rounds).map(|time| (time, epoch_note.to_string()));
         if let Some((time, note)) = epoch.or_else(|| counterpart(&f.name)) {
             *column(f) = Some(time);
             f.add_note(&note);
@@ -196,28 +197,30 @@ fn attach_column(
 }
 
 /// The clean or the poison epoch of a procedure's two, for an epoch figure `name`.
-fn epoch_time(name: &str, (clean, poison): (f64, f64)) -> Option<f64> {
+fn epoch_time(name: &str, rounds: RoundMedians) -> Option<f64> {
     match name {
-        bench::CLEAN_EPOCH_FIGURE => Some(clean),
-        bench::POISON_EPOCH_FIGURE => Some(poison),
+        bench::CLEAN_EPOCH_FIGURE => Some(rounds.clean_epoch_s),
+        bench::POISON_EPOCH_FIGURE => Some(rounds.poison_epoch_s),
         _ => None,
     }
 }
 
 /// Puts the study loop's figure beside each of ours it has a counterpart for:
-/// epochs as the median over the rounds, evaluation from the last round.
+/// epochs as the median over the rounds, metrics and evaluation from the last round.
 fn attach(
     figures: &mut [Figure],
-    epochs: (f64, f64),
+    rounds: RoundMedians,
     evaluation: Option<&pytorch::EvaluationTimes>,
     sweep_channels: usize,
 ) {
     let extrapolated = format!("PyTorch: {sweep_channels} channels timed, × units");
     let reload = || "PyTorch: reload, zero, evaluate".to_string();
     let counterpart = |name: &str| {
+        if name == bench::METRICS_FIGURE {
+            return rounds.metrics_s.map(|t| (t, "PyTorch: three passes over test loaders".into()));
+        }
         let e = evaluation?;
         match name {
-            bench::METRICS_FIGURE => Some((e.metrics_s, "PyTorch: three passes over test loaders".into())),
             n if n.starts_with("conv1 sweep") => Some((e.conv1_sweep_s, extrapolated.clone())),
             n if n.starts_with("conv2 sweep") => Some((e.conv2_sweep_s, extrapolated.clone())),
             n if n.starts_with("fc1 sweep") => Some((e.fc1_sweep_s, extrapolated.clone())),
@@ -227,21 +230,21 @@ fn attach(
             _ => None,
         }
     };
-    attach_column(figures, |f| &mut f.pytorch_s, (epochs, "rounds alternate with PyTorch's"), counterpart);
+    attach_column(figures, |f| &mut f.pytorch_s, (rounds, "rounds alternate with PyTorch's"), counterpart);
 }
 
-/// Puts the fast procedure's figure beside our epochs, metrics and sweeps (its
-/// rounds alternate with ours as the study loop's do).
-fn attach_fast(figures: &mut [Figure], epochs: (f64, f64), evaluation: Option<&pytorch::FastEvaluationTimes>) {
+/// Puts the fast procedure's figure beside our epochs, metrics and sweeps: its
+/// rounds (epochs and metrics) alternate with ours as the study loop's epochs do.
+fn attach_fast(figures: &mut [Figure], rounds: RoundMedians, evaluation: Option<&pytorch::FastEvaluationTimes>) {
     let counterpart = |name: &str| {
-        let e = evaluation?;
         if name == bench::METRICS_FIGURE {
-            return Some((e.metrics_s, "fast: two inference passes".into()));
+            return rounds.metrics_s.map(|t| (t, "fast: two inference passes, rounds alternate".into()));
         }
+        let e = evaluation?;
         let layer = bench::SWEPT_LAYERS.into_iter().find(|&l| name == bench::sweep_figure_name(l))?;
         fast_sweep(layer, e)
     };
-    attach_column(figures, |f| &mut f.fast_pytorch_s, (epochs, "fast: tensor-sliced batches"), counterpart);
+    attach_column(figures, |f| &mut f.fast_pytorch_s, (rounds, "fast: tensor-sliced batches"), counterpart);
 }
 
 /// The fast procedure's sweep of every unit of `layer`, per unit × our unit count
@@ -406,7 +409,6 @@ mod tests {
             figure("toggle a conv2 set", 0.001),
         ];
         let fast = pytorch::FastEvaluationTimes {
-            metrics_s: 0.5,
             conv1_sweep_s: 1.0,
             conv2_sweep_s: 8.0,
             fc1_sweep_s: 0.2,
@@ -414,7 +416,8 @@ mod tests {
             conv2_units: 64,
             fc1_units: 16,
         };
-        attach_fast(&mut figures, (5.0, 6.0), Some(&fast));
+        let rounds = RoundMedians { clean_epoch_s: 5.0, poison_epoch_s: 6.0, metrics_s: Some(0.5) };
+        attach_fast(&mut figures, rounds, Some(&fast));
         let times: Vec<Option<f64>> = figures.iter().map(|f| f.fast_pytorch_s).collect();
         assert_eq!(times, [Some(5.0), Some(6.0), Some(0.5), Some(8.0), None]);
         assert_eq!(figures[0].versus_fast(), Some(0.6));
