@@ -5,6 +5,7 @@ mod common;
 
 use common::scratch;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 use trojanscope::engine::ablation::{AblatedModel, AblationMode, AblationSet, clean_means};
@@ -18,9 +19,28 @@ use trojanscope::engine::model::Net;
 use trojanscope::engine::optim::{Adam, Proximity};
 use trojanscope::engine::swap::{all_subsets, swapped};
 
-fn seeded_net(seed: i64) -> Net {
+/// libtorch has one random generator per process, and this file's tests run in
+/// parallel: a test holds this lock from its seed to its last draw, so it draws the
+/// same values on every run (a gradient test near a ReLU kink would flicker).
+static GENERATOR: Mutex<()> = Mutex::new(());
+
+fn seeded<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
+    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
     tch::manual_seed(seed);
-    Net::new(Device::Cpu)
+    draw()
+}
+
+fn seeded_net(seed: i64) -> Net {
+    seeded(seed, || Net::new(Device::Cpu))
+}
+
+/// Random batches of images `[n, 1, 28, 28]` and labels, one per size in `batches`.
+fn seeded_batches(seed: i64, batches: &[i64]) -> Vec<(Tensor, Tensor)> {
+    let draw = |&batch: &i64| {
+        let x = Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu));
+        (x, Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)))
+    };
+    seeded(seed, || batches.iter().map(draw).collect())
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -124,25 +144,21 @@ fn autograd_loss(net: &Net, start: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
 /// the weights as libtorch's Adam does on the autograd loss, step for step.
 #[test]
 fn flat_adam_and_the_closed_form_regulariser_match_libtorch() {
-    // A copy, not a second seeded net: tests share libtorch's generator.
     let ours = seeded_net(5);
     let theirs = ours.duplicate();
     let start = theirs.flat_parameters().copy();
     let proximity = Proximity::new(&ours, 1000.0);
     let mut adam = Adam::new(ours.flat_parameters(), 1e-3);
     let mut reference = tch::nn::Adam::default().build(theirs.var_store(), 1e-3).unwrap();
-    tch::manual_seed(9);
-    for step in 0..6 {
-        let x = Tensor::randn([8, 1, 28, 28], (Kind::Float, Device::Cpu));
-        let y = Tensor::randint(10, [8], (Kind::Int64, Device::Cpu));
+    for (step, (x, y)) in seeded_batches(9, &[8; 6]).iter().enumerate() {
         let (value, gradient) = proximity.value_and_gradient(&ours);
-        let step_pass = cross_entropy_gradient(&ours, &x, &y);
+        let step_pass = cross_entropy_gradient(&ours, x, y);
         let ce = step_pass.loss;
         // The loss we report is the study's formula on the same parameters.
-        let formula = autograd_loss(&ours, &start, &x, &y).double_value(&[]);
+        let formula = autograd_loss(&ours, &start, x, y).double_value(&[]);
         assert!((ce.double_value(&[]) + value.double_value(&[]) - formula).abs() < 1e-5, "step {step}");
         adam.step(ours.flat_parameters(), &(step_pass.gradient + gradient));
-        reference.backward_step(&autograd_loss(&theirs, &start, &x, &y));
+        reference.backward_step(&autograd_loss(&theirs, &start, x, y));
         let moved = (ours.flat_parameters() - &start).abs().max().double_value(&[]);
         let apart = (ours.flat_parameters() - theirs.flat_parameters()).abs().max().double_value(&[]);
         // Adam's first step moves every weight with a gradient by lr: the comparison
@@ -182,10 +198,8 @@ fn f64_reference_gradient(net: &Net, x: &Tensor, y: &Tensor) -> Vec<Tensor> {
 #[test]
 fn the_training_gradient_is_the_f64_gradient_of_the_study_loss() {
     let net = seeded_net(11);
-    tch::manual_seed(12);
-    for batch in [32, 7] {
-        let x = Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu));
-        let y = Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu));
+    for (x, y) in seeded_batches(12, &[32, 7]) {
+        let batch = x.size()[0];
         let ours = cross_entropy_gradient(&net, &x, &y);
         let mut offset = 0;
         for (p, reference) in net.parameters().zip(f64_reference_gradient(&net, &x, &y)) {
