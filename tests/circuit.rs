@@ -29,11 +29,9 @@ fn set(t: &Tensor, index: &[i64], value: f64) {
 /// fc1:0 reads conv2:0's bottom-right cell, and logit 8 is 10 × fc1:0. Every
 /// other weight is zero; logit 3 has bias 1.
 fn chain_net() -> Net {
-    let net = Net::new(Device::Cpu);
-    {
-        let _guard = tch::no_grad_guard();
-        let _ = net.flat_parameters().shallow_clone().zero_();
-    }
+    // Blank (zeros): a random one would draw from libtorch's one generator while
+    // the shared run trains in another test's thread, and change that run.
+    let net = Net::blank(Device::Cpu);
     set(net.weight(Layer::Conv1), &[0, 0, 1, 1], 1.0);
     set(net.weight(Layer::Conv2), &[0, 0, 1, 1], 1.0);
     set(net.weight(Layer::Fc1), &[0, 24], 1.0); // channel 0, cell (4, 4) in PyTorch's flatten order
