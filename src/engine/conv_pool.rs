@@ -11,6 +11,7 @@
 
 use super::host;
 use super::lanes::POOL_WINDOW;
+use super::omp;
 use tch::{Device, Kind, Tensor};
 
 /// The longest reduction (input channels × kernel taps) the fused loop takes.
@@ -38,14 +39,36 @@ pub fn conv_pool_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tens
     // SAFETY: `out` is a fresh contiguous f32 CPU tensor that nothing else refers
     // to until this function returns it; the slice covers exactly its elements.
     let out_values = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, out.numel()) };
-    // On the calling thread alone: libtorch's OpenMP workers spin on the other
-    // cores for a while after each of its parallel ops (the next layer's), so
+    // On libtorch's own OpenMP threads (`omp`): they spin between its ops, so
     // threads of our own would only take turns with them.
-    let per_image = (shape.image_len(), shape.pooled_len());
-    for (image, pooled) in input.chunks_exact(per_image.0).zip(out_values.chunks_exact_mut(per_image.1)) {
-        shape.image(image, taps, bias, pooled);
-    }
+    let (image_len, pooled_len) = (shape.image_len(), shape.pooled_len());
+    let out_values = SharedOut(out_values.as_mut_ptr());
+    omp::for_each_range(n as usize, &|images| {
+        for i in images {
+            // SAFETY: the ranges are disjoint, so each thread writes its own images'
+            // outputs only, inside `out` (n × pooled_len values).
+            let pooled = unsafe { out_values.part(i * pooled_len, pooled_len) };
+            shape.image(&input[i * image_len..(i + 1) * image_len], taps, bias, pooled);
+        }
+    });
     Some(out.permute([0, 3, 1, 2]))
+}
+
+/// The output's values, written by several threads at disjoint offsets.
+struct SharedOut(*mut f32);
+// SAFETY: each thread writes only its own images' part (see `conv_pool_relu`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// `len` values from `offset`.
+    ///
+    /// # Safety
+    /// Inside the buffer, and no other thread touches these values meanwhile.
+    #[allow(clippy::mut_from_ref)] // disjoint parts, one per thread
+    unsafe fn part(&self, offset: usize, len: usize) -> &mut [f32] {
+        // SAFETY: as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
 }
 
 /// Whether libtorch records operations for a gradient on this thread.
@@ -213,6 +236,19 @@ mod tests {
             let zeros = fused.eq(0.0).sum(Kind::Int64).int64_value(&[]);
             assert!(zeros > 0 && zeros < fused.numel() as i64 / 2, "ReLU clips some outputs and passes most");
         }
+    }
+
+    #[test]
+    fn libtorchs_threads_compute_what_one_thread_computes() {
+        let _guard = tch::no_grad_guard();
+        let x = tensor(&[37, 1, 26, 26], 7);
+        let (weight, bias) = (tensor(&[32, 1, 3, 3], 8), tensor(&[32], 9));
+        let on = |threads| {
+            tch::set_num_threads(threads);
+            conv_pool_relu(&x, &weight, &bias).unwrap()
+        };
+        let (one, two) = (on(1), on(2));
+        assert!(one.equal(&two), "an odd batch split over two threads, every value the same");
     }
 
     #[test]

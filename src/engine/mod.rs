@@ -20,6 +20,7 @@ pub mod layer;
 pub mod lean;
 pub mod metrics;
 pub mod model;
+pub mod omp;
 pub mod optim;
 pub mod patch;
 pub mod probe;
