@@ -106,14 +106,20 @@ fn network_has_the_study_shape_and_pytorch_init() {
 fn regulariser_is_lambda_times_mean_absolute_change() {
     let net = seeded_net(1);
     let proximity = Proximity::new(&net, 1000.0);
-    assert_eq!(proximity.value_and_gradient(&net).0.double_value(&[]), 0.0);
-    // Move exactly one parameter by 0.5: mean |Δ| = 0.5 / 44602.
+    let mut grad = net.flat_parameters().zeros_like();
+    assert_eq!(proximity.add_gradient(&net, &mut grad).double_value(&[]), 0.0);
+    assert_eq!(grad.abs().max().double_value(&[]), 0.0);
+    // Move exactly one parameter by 0.5: mean |Δ| = 0.5 / 44602, and only that
+    // parameter's gradient is λ / 44602.
     {
         let _g = tch::no_grad_guard();
         let _ = net.bias(Layer::Fc2).get(3).g_add_scalar_(0.5);
     }
-    let reg = proximity.value_and_gradient(&net).0.double_value(&[]);
+    let reg = proximity.add_gradient(&net, &mut grad).double_value(&[]);
     assert!((reg - 1000.0 * 0.5 / 44_602.0).abs() < 1e-6, "{reg}");
+    let moved = grad.nonzero().flatten(0, -1);
+    assert_eq!(Vec::<i64>::try_from(&moved).unwrap(), [44_602 - 10 + 3]);
+    assert!((grad.double_value(&[44_602 - 10 + 3]) - 1000.0 / 44_602.0).abs() < 1e-7);
 }
 
 /// The parameters are windows onto the flat vector: writing one shows in the other.
@@ -151,13 +157,13 @@ fn flat_adam_and_the_closed_form_regulariser_match_libtorch() {
     let mut adam = Adam::new(ours.flat_parameters(), 1e-3);
     let mut reference = tch::nn::Adam::default().build(theirs.var_store(), 1e-3).unwrap();
     for (step, (x, y)) in seeded_batches(9, &[8; 6]).iter().enumerate() {
-        let (value, gradient) = proximity.value_and_gradient(&ours);
-        let step_pass = cross_entropy_gradient(&ours, x, y);
+        let mut step_pass = cross_entropy_gradient(&ours, x, y);
+        let value = proximity.add_gradient(&ours, &mut step_pass.gradient);
         let ce = step_pass.loss;
         // The loss we report is the study's formula on the same parameters.
         let formula = autograd_loss(&ours, &start, x, y).double_value(&[]);
         assert!((ce.double_value(&[]) + value.double_value(&[]) - formula).abs() < 1e-5, "step {step}");
-        adam.step(ours.flat_parameters(), &(step_pass.gradient + gradient));
+        adam.step(ours.flat_parameters(), &step_pass.gradient);
         reference.backward_step(&autograd_loss(&theirs, &start, x, y));
         let moved = (ours.flat_parameters() - &start).abs().max().double_value(&[]);
         let apart = (ours.flat_parameters() - theirs.flat_parameters()).abs().max().double_value(&[]);

@@ -42,33 +42,16 @@ pub fn conv_pool_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tens
     // On libtorch's own OpenMP threads (`omp`): they spin between its ops, so
     // threads of our own would only take turns with them.
     let (image_len, pooled_len) = (shape.image_len(), shape.pooled_len());
-    let out_values = SharedOut(out_values.as_mut_ptr());
+    let out_values = omp::Disjoint::new(out_values);
     omp::for_each_range(n as usize, &|images| {
         for i in images {
             // SAFETY: the ranges are disjoint, so each thread writes its own images'
-            // outputs only, inside `out` (n × pooled_len values).
-            let pooled = unsafe { out_values.part(i * pooled_len, pooled_len) };
+            // outputs only.
+            let pooled = unsafe { out_values.range(i * pooled_len..(i + 1) * pooled_len) };
             shape.image(&input[i * image_len..(i + 1) * image_len], taps, bias, pooled);
         }
     });
     Some(out.permute([0, 3, 1, 2]))
-}
-
-/// The output's values, written by several threads at disjoint offsets.
-struct SharedOut(*mut f32);
-// SAFETY: each thread writes only its own images' part (see `conv_pool_relu`).
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// `len` values from `offset`.
-    ///
-    /// # Safety
-    /// Inside the buffer, and no other thread touches these values meanwhile.
-    #[allow(clippy::mut_from_ref)] // disjoint parts, one per thread
-    unsafe fn part(&self, offset: usize, len: usize) -> &mut [f32] {
-        // SAFETY: as the caller promises.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-    }
 }
 
 /// Whether libtorch records operations for a gradient on this thread.

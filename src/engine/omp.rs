@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::ffi::{CStr, c_void};
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -80,6 +81,34 @@ pub fn for_each_range(len: usize, body: &(dyn Fn(Range<usize>) + Sync)) {
     unsafe { (runtime.parallel)(each_thread, &job as *const Job as *mut c_void, 0, 0) };
     if let Some(panic) = job.panic.into_inner().unwrap_or_else(PoisonError::into_inner) {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// A slice that the threads of `for_each_range` write at disjoint ranges.
+pub struct Disjoint<'a> {
+    start: *mut f32,
+    len: usize,
+    _slice: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: handed to the threads of one `for_each_range`, each of which takes only
+// its own range (see `range`).
+unsafe impl Sync for Disjoint<'_> {}
+
+impl<'a> Disjoint<'a> {
+    pub fn new(slice: &'a mut [f32]) -> Disjoint<'a> {
+        Disjoint { start: slice.as_mut_ptr(), len: slice.len(), _slice: PhantomData }
+    }
+
+    /// The values at `range`.
+    ///
+    /// # Safety
+    /// No other thread uses any of these values while the result lives.
+    #[allow(clippy::mut_from_ref)] // disjoint ranges, one per thread
+    pub unsafe fn range(&self, range: Range<usize>) -> &mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.len, "a range inside the slice");
+        // SAFETY: inside the slice (checked), and exclusive as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(range.start), range.len()) }
     }
 }
 

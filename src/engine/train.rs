@@ -313,11 +313,7 @@ pub fn train_phase_stamped(
             let (x, y) = poisoned_batch(data, &index, phase, cfg, stamp);
             let Backprop { logits, loss: ce, gradient: mut grad } = cross_entropy_gradient(net, &x, &y);
             let reg = match &proximity {
-                Some(proximity) => {
-                    let (value, gradient) = proximity.value_and_gradient(net);
-                    grad += gradient;
-                    value
-                }
+                Some(proximity) => proximity.add_gradient(net, &mut grad),
                 None => Tensor::zeros([], (Kind::Float, device)),
             };
             adam.step(net.flat_parameters(), &grad);
