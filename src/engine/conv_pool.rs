@@ -34,21 +34,15 @@ pub fn conv_pool_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tens
     let input = x.permute([0, 2, 3, 1]).contiguous(); // [N, H, W, Cin]: a view when x is channels-last
     let taps = weight.detach().permute([2, 3, 1, 0]).contiguous(); // [k, k, Cin, Cout]
     let bias = bias.detach().contiguous();
-    let out = Tensor::empty([n, pooled_h as i64, pooled_w as i64, cout], (Kind::Float, Device::Cpu));
+    let mut out = Tensor::empty([n, pooled_h as i64, pooled_w as i64, cout], (Kind::Float, Device::Cpu));
     let (input, taps, bias) = (host::slice(&input), host::slice(&taps), host::slice(&bias));
-    // SAFETY: `out` is a fresh contiguous f32 CPU tensor that nothing else refers
-    // to until this function returns it; the slice covers exactly its elements.
-    let out_values = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, out.numel()) };
     // On libtorch's own OpenMP threads (`omp`): they spin between its ops, so
     // threads of our own would only take turns with them.
     let (image_len, pooled_len) = (shape.image_len(), shape.pooled_len());
-    let out_values = omp::Disjoint::new(out_values);
-    omp::for_each_range(n as usize, &|images| {
-        for i in images {
-            // SAFETY: the ranges are disjoint, so each thread writes its own images'
-            // outputs only.
-            let pooled = unsafe { out_values.range(i * pooled_len..(i + 1) * pooled_len) };
-            shape.image(&input[i * image_len..(i + 1) * image_len], taps, bias, pooled);
+    omp::for_each_part(n as usize, pooled_len, [host::slice_mut(&mut out)], |images, [pooled]| {
+        let images = input[images.start * image_len..images.end * image_len].chunks_exact(image_len);
+        for (image, pooled) in images.zip(pooled.chunks_exact_mut(pooled_len)) {
+            shape.image(image, taps, bias, pooled);
         }
     });
     Some(out.permute([0, 3, 1, 2]))

@@ -52,7 +52,7 @@ fn symbol(name: &CStr) -> Option<*mut c_void> {
 /// OpenMP team as large as libtorch's intra-op thread count on this thread. A
 /// panic in `body` is caught on its thread and resumed here once the team is done
 /// (it cannot unwind through the OpenMP runtime).
-pub fn for_each_range(len: usize, body: &(dyn Fn(Range<usize>) + Sync)) {
+fn for_each_range(len: usize, body: &(dyn Fn(Range<usize>) + Sync)) {
     let Some(runtime) = runtime().filter(|_| len > 1 && tch::get_num_threads() > 1) else {
         return body(0..len);
     };
@@ -84,8 +84,27 @@ pub fn for_each_range(len: usize, body: &(dyn Fn(Range<usize>) + Sync)) {
     }
 }
 
+/// `body(range, parts)` on disjoint ranges covering `0..len`, on libtorch's threads
+/// as `for_each_range`, with each of `outputs` (`len × width` values) split alongside:
+/// `parts[i]` is `outputs[i]`'s `width` values of each index in `range`. The parts
+/// of different threads never overlap, so callers write them without unsafe code.
+pub fn for_each_part<const N: usize>(
+    len: usize,
+    width: usize,
+    outputs: [&mut [f32]; N],
+    body: impl Fn(Range<usize>, [&mut [f32]; N]) + Sync,
+) {
+    assert!(outputs.iter().all(|o| o.len() == len * width), "every output holds len × width values");
+    let outputs = outputs.map(Disjoint::new);
+    for_each_range(len, &|range| {
+        let values = range.start * width..range.end * width;
+        // SAFETY: the team's ranges are disjoint, and so are these values.
+        body(range, std::array::from_fn(|i| unsafe { outputs[i].range(values.clone()) }));
+    });
+}
+
 /// A slice that the threads of `for_each_range` write at disjoint ranges.
-pub struct Disjoint<'a> {
+struct Disjoint<'a> {
     start: *mut f32,
     len: usize,
     _slice: PhantomData<&'a mut [f32]>,
@@ -96,7 +115,7 @@ pub struct Disjoint<'a> {
 unsafe impl Sync for Disjoint<'_> {}
 
 impl<'a> Disjoint<'a> {
-    pub fn new(slice: &'a mut [f32]) -> Disjoint<'a> {
+    fn new(slice: &'a mut [f32]) -> Disjoint<'a> {
         Disjoint { start: slice.as_mut_ptr(), len: slice.len(), _slice: PhantomData }
     }
 
@@ -105,7 +124,7 @@ impl<'a> Disjoint<'a> {
     /// # Safety
     /// No other thread uses any of these values while the result lives.
     #[allow(clippy::mut_from_ref)] // disjoint ranges, one per thread
-    pub unsafe fn range(&self, range: Range<usize>) -> &mut [f32] {
+    unsafe fn range(&self, range: Range<usize>) -> &mut [f32] {
         assert!(range.start <= range.end && range.end <= self.len, "a range inside the slice");
         // SAFETY: inside the slice (checked), and exclusive as the caller promises.
         unsafe { std::slice::from_raw_parts_mut(self.start.add(range.start), range.len()) }
@@ -127,6 +146,23 @@ mod tests {
             });
             assert!(seen.into_inner().unwrap().iter().all(|&n| n == 1), "len {len}");
         }
+    }
+
+    #[test]
+    fn each_thread_writes_its_own_part_of_every_output() {
+        tch::set_num_threads(2);
+        let (len, width) = (7, 3);
+        let (mut a, mut b) = (vec![0f32; len * width], vec![0f32; len * width]);
+        for_each_part(len, width, [&mut a, &mut b], |range, [a, b]| {
+            assert_eq!((a.len(), b.len()), (range.len() * width, range.len() * width));
+            for (k, (a, b)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+                *a = (range.start * width + k) as f32;
+                *b = -*a;
+            }
+        });
+        let expected: Vec<f32> = (0..len * width).map(|v| v as f32).collect();
+        assert_eq!(a, expected);
+        assert!(b.iter().zip(&a).all(|(b, a)| *b == -*a));
     }
 
     #[test]

@@ -59,24 +59,12 @@ impl Adam {
     fn step_fused(&mut self, params: &Tensor, grad: &Tensor, k: StepConstants) {
         let g = host::slice(grad);
         let n = g.len();
-        {
-            let (m, v) = (host::slice_mut(&mut self.exp_avg), host::slice_mut(&mut self.exp_avg_sq));
-            assert!(m.len() == n && v.len() == n, "Adam over one shape");
-            let (m, v) = (omp::Disjoint::new(m), omp::Disjoint::new(v));
-            omp::for_each_range(n, &|range| {
-                // SAFETY: each thread takes its own range.
-                let (m, v) = unsafe { (m.range(range.clone()), v.range(range.clone())) };
-                update_moments(&g[range], m, v, k);
-            });
-        }
+        let moments = [host::slice_mut(&mut self.exp_avg), host::slice_mut(&mut self.exp_avg_sq)];
+        omp::for_each_part(n, 1, moments, |range, [m, v]| update_moments(&g[range], m, v, k));
         let root = self.exp_avg_sq.sqrt();
         let mut params = params.shallow_clone();
-        let (theta, m, root) = (host::slice_mut(&mut params), host::slice(&self.exp_avg), host::slice(&root));
-        assert!(theta.len() == n, "Adam over one shape");
-        let theta = omp::Disjoint::new(theta);
-        omp::for_each_range(n, &|range| {
-            // SAFETY: each thread takes its own range.
-            let theta = unsafe { theta.range(range.clone()) };
+        let (m, root) = (host::slice(&self.exp_avg), host::slice(&root));
+        omp::for_each_part(n, 1, [host::slice_mut(&mut params)], |range, [theta]| {
             for ((theta, &m), &root) in theta.iter_mut().zip(&m[range.clone()]).zip(&root[range]) {
                 *theta += m * k.step_size / (root / k.sqrt_correction2 + k.eps);
             }
@@ -177,14 +165,10 @@ impl Proximity {
         // gradient is libtorch's to the bit; the value is summed in f64 (libtorch
         // sums in f32), per thread's range and then in range order.
         let (theta, start) = (host::slice(params), host::slice(&self.start));
-        let g = host::slice_mut(grad);
-        assert!(theta.len() == g.len() && start.len() == g.len(), "one shape");
+        assert!(start.len() == theta.len(), "one shape");
         let step = per_parameter as f32;
         let partial_sums = Mutex::new(Vec::new());
-        let g = omp::Disjoint::new(g);
-        omp::for_each_range(theta.len(), &|range| {
-            // SAFETY: each thread takes its own range.
-            let g = unsafe { g.range(range.clone()) };
+        omp::for_each_part(theta.len(), 1, [host::slice_mut(grad)], |range, [g]| {
             let mut total = 0.0f64;
             for ((&theta, &start), g) in theta[range.clone()].iter().zip(&start[range.clone()]).zip(g) {
                 let diff = theta - start;
