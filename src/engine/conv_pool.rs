@@ -6,16 +6,16 @@
 //! floats an image) and the pooling reads it back: two passes over memory that
 //! cost ten times the arithmetic. Here the four positions of each pooled cell are
 //! summed in registers and only the pooled, ReLU'd map (a quarter of the values) is
-//! written. Deep reductions (conv2: 32 × 3×3) stay with libtorch, whose GEMM is
-//! near the machine's peak.
+//! written. Deep reductions (conv2: 32 × 3×3) are `winograd`'s.
 
 use super::host;
 use super::lanes::POOL_WINDOW;
 use super::omp;
 use tch::{Device, Kind, Tensor};
 
-/// The longest reduction (input channels × kernel taps) the fused loop takes.
-const SHALLOW: i64 = 27;
+/// The longest reduction (input channels × kernel taps) the fused loop takes;
+/// deeper 3×3 ones go to `winograd`.
+pub const SHALLOW: i64 = 27;
 
 /// `pool_relu(conv2d(x, weight, bias))` (stride 1, no padding, 2×2 floor-mode
 /// pooling), channels-last, computed by the fused loop; `None` where it does not
@@ -24,9 +24,13 @@ const SHALLOW: i64 = 27;
 pub fn conv_pool_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tensor> {
     let [n, cin, h, w] = x.size()[..] else { return None };
     let [cout, wcin, k, k2] = weight.size()[..] else { return None };
-    let cpu_floats = [x, weight, bias].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float);
-    let carries_gradient = grad_enabled() && [x, weight, bias].iter().any(|t| t.requires_grad());
-    if !cpu_floats || carries_gradient || wcin != cin || k != k2 || cin * k * k > SHALLOW || h < k + 1 || w < k + 1 {
+    if !host::for_our_loops(&[x, weight, bias])
+        || wcin != cin
+        || k != k2
+        || cin * k * k > SHALLOW
+        || h < k + 1
+        || w < k + 1
+    {
         return None;
     }
     let shape = Shape { height: h as usize, width: w as usize, cin: cin as usize, cout: cout as usize, k: k as usize };
@@ -46,16 +50,6 @@ pub fn conv_pool_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tens
         }
     });
     Some(out.permute([0, 3, 1, 2]))
-}
-
-/// Whether libtorch records operations for a gradient on this thread.
-fn grad_enabled() -> bool {
-    // SAFETY: sets libtorch's thread-local grad mode and restores it at once.
-    unsafe {
-        let was = torch_sys::at_grad_set_enabled(0);
-        torch_sys::at_grad_set_enabled(was);
-        was != 0
-    }
 }
 
 /// One convolution's sizes: its input map, channels and square kernel.
@@ -183,17 +177,12 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::lanes::testing::values;
+    use super::super::lanes::testing::{assert_same_on_one_and_two_threads, tensor};
     use super::*;
 
     /// libtorch's convolution, ReLU and pooling, the obvious way.
     fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
         x.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-    }
-
-    fn tensor(shape: &[i64], seed: u32) -> Tensor {
-        let n = shape.iter().product::<i64>() as usize;
-        Tensor::from_slice(&values(n, seed)).view(shape)
     }
 
     #[test]
@@ -218,14 +207,9 @@ mod tests {
     #[test]
     fn libtorchs_threads_compute_what_one_thread_computes() {
         let _guard = tch::no_grad_guard();
-        let x = tensor(&[37, 1, 26, 26], 7);
+        let x = tensor(&[37, 1, 26, 26], 7); // an odd batch
         let (weight, bias) = (tensor(&[32, 1, 3, 3], 8), tensor(&[32], 9));
-        let on = |threads| {
-            tch::set_num_threads(threads);
-            conv_pool_relu(&x, &weight, &bias).unwrap()
-        };
-        let (one, two) = (on(1), on(2));
-        assert!(one.equal(&two), "an odd batch split over two threads, every value the same");
+        assert_same_on_one_and_two_threads(|| conv_pool_relu(&x, &weight, &bias).unwrap());
     }
 
     #[test]

@@ -14,6 +14,23 @@ pub fn is_plain(t: &Tensor) -> bool {
     t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()
 }
 
+/// Whether our own CPU loops can stand in for libtorch's ops on `tensors`: all
+/// f32 on the CPU, and no gradient to record (the loops are not differentiable).
+pub fn for_our_loops(tensors: &[&Tensor]) -> bool {
+    let cpu_floats = tensors.iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float);
+    cpu_floats && !(grad_enabled() && tensors.iter().any(|t| t.requires_grad()))
+}
+
+/// Whether libtorch records operations for a gradient on this thread.
+fn grad_enabled() -> bool {
+    // SAFETY: sets libtorch's thread-local grad mode and restores it at once.
+    unsafe {
+        let was = torch_sys::at_grad_set_enabled(0);
+        torch_sys::at_grad_set_enabled(was);
+        was != 0
+    }
+}
+
 /// A contiguous CPU f32 tensor's data, borrowed without a copy.
 pub fn slice(t: &Tensor) -> &[f32] {
     assert!(is_plain(t), "a contiguous CPU f32 tensor");

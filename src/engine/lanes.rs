@@ -373,6 +373,25 @@ mod avx2 {
 /// Inputs and comparisons for the tests of the portable and SIMD forms.
 #[cfg(test)]
 pub(super) mod testing {
+    use tch::Tensor;
+
+    /// A tensor of `shape` holding `values(…, seed)`.
+    pub fn tensor(shape: &[i64], seed: u32) -> Tensor {
+        let n = shape.iter().product::<i64>() as usize;
+        Tensor::from_slice(&values(n, seed)).view(shape)
+    }
+
+    /// Asserts that `compute` gives every value the same on libtorch's two
+    /// threads (our loops run on its OpenMP team) as on one.
+    pub fn assert_same_on_one_and_two_threads(compute: impl Fn() -> Tensor) {
+        let on = |threads| {
+            tch::set_num_threads(threads);
+            compute()
+        };
+        let (one, two) = (on(1), on(2));
+        assert!(one.equal(&two), "split over two threads, every value the same");
+    }
+
     /// Deterministic values in [-1, 1).
     pub fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).max(1);

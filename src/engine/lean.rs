@@ -21,6 +21,7 @@ use super::conv_pool;
 use super::layer::Layer;
 use super::model::{Net, block, channels_last};
 use super::testset::{CHUNK, TestSet};
+use super::winograd::{self, Output};
 use std::ops::Range;
 use tch::Tensor;
 
@@ -55,7 +56,9 @@ fn lean_block(layer: Layer, h: &Tensor, weights: &[Tensor], biases: &[Tensor]) -
     if !layer.is_conv() {
         return block(layer, h, weight, bias);
     }
-    conv_pool::conv_pool_relu(h, weight, bias).unwrap_or_else(|| pool_relu(&conv2d(h, weight, bias)))
+    conv_pool::conv_pool_relu(h, weight, bias)
+        .or_else(|| winograd::conv3x3(h, weight, bias, Output::PooledRelu))
+        .unwrap_or_else(|| pool_relu(&conv2d(h, weight, bias)))
 }
 
 /// A convolution's pre-activation (before its pooling and ReLU), channels-last.
@@ -82,6 +85,12 @@ fn conv_preactivation(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tens
     conv2d(&h, &weights[last.position()], &biases[last.position()])
 }
 
+/// The last convolution's block output (pooled, ReLU), channels-last, for a lean
+/// input.
+fn conv_output(x: &Tensor, weights: &[Tensor], biases: &[Tensor]) -> Tensor {
+    convs().fold(x.shallow_clone(), |h, conv| lean_block(conv, &h, weights, biases))
+}
+
 /// `[2N]` predicted classes of `net` on `test` (clean images, then triggered).
 /// A triggered twin's last-convolution block output is the clean one's with the
 /// pooled cells the trigger reaches recomputed.
@@ -92,7 +101,7 @@ pub fn predict(net: &Net, test: &TestSet) -> Tensor {
     let window = TriggerWindow::of(test);
     let last = last_conv();
     for (start, len) in chunks(test) {
-        let clean_output = pool_relu(&conv_preactivation(&lean_input(&test.clean_images(start, len)), weights, biases));
+        let clean_output = conv_output(&lean_input(&test.clean_images(start, len)), weights, biases);
         let triggered_output = match &window {
             None => clean_output.shallow_clone(),
             Some(w) => w.recompute_cells(&clean_output, &test.triggered_images(start, len), weights, biases),
@@ -273,7 +282,8 @@ fn kernel(conv: Layer) -> i64 {
 }
 
 fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
-    channels_last(&x.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1))
+    winograd::conv3x3(x, weight, bias, Output::PreActivation)
+        .unwrap_or_else(|| channels_last(&x.conv2d(weight, Some(bias), [1, 1], [0, 0], [1, 1], 1)))
 }
 
 /// 2×2 floor-mode max pooling of `[N, C, H, W]`, then ReLU.

@@ -31,3 +31,4 @@ pub mod sweep;
 pub mod testset;
 pub mod train;
 pub mod unlearn;
+pub mod winograd;
