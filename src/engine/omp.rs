@@ -94,13 +94,51 @@ pub fn for_each_part<const N: usize>(
     outputs: [&mut [f32]; N],
     body: impl Fn(Range<usize>, [&mut [f32]; N]) + Sync,
 ) {
-    assert!(outputs.iter().all(|o| o.len() == len * width), "every output holds len × width values");
+    for_each_parts(len, [width; N], outputs, body)
+}
+
+/// `for_each_part` with a width of its own for each output (`outputs[i]` holds
+/// `len × widths[i]` values).
+pub fn for_each_parts<const N: usize>(
+    len: usize,
+    widths: [usize; N],
+    outputs: [&mut [f32]; N],
+    body: impl Fn(Range<usize>, [&mut [f32]; N]) + Sync,
+) {
+    assert!(outputs.iter().zip(widths).all(|(o, w)| o.len() == len * w), "every output holds len × width values");
     let outputs = outputs.map(Disjoint::new);
     for_each_range(len, &|range| {
-        let values = range.start * width..range.end * width;
         // SAFETY: the team's ranges are disjoint, and so are these values.
-        body(range, std::array::from_fn(|i| unsafe { outputs[i].range(values.clone()) }));
+        body(
+            range.clone(),
+            std::array::from_fn(|i| unsafe { outputs[i].range(range.start * widths[i]..range.end * widths[i]) }),
+        );
     });
+}
+
+/// `for_each_parts`, where each thread also adds into a zeroed buffer of
+/// `sum_len` values of its own; returns the threads' buffers added up in the
+/// order of their ranges (the same every run for a given team size).
+pub fn for_each_parts_summed<const N: usize>(
+    len: usize,
+    widths: [usize; N],
+    outputs: [&mut [f32]; N],
+    sum_len: usize,
+    body: impl Fn(Range<usize>, [&mut [f32]; N], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let partials = Mutex::new(Vec::new());
+    for_each_parts(len, widths, outputs, |range, parts| {
+        let mut sum = vec![0f32; sum_len];
+        body(range.clone(), parts, &mut sum);
+        partials.lock().unwrap_or_else(PoisonError::into_inner).push((range.start, sum));
+    });
+    let mut partials = partials.into_inner().unwrap_or_else(PoisonError::into_inner);
+    partials.sort_by_key(|(start, _)| *start);
+    let add = |mut total: Vec<f32>, (_, sum): (usize, Vec<f32>)| {
+        total.iter_mut().zip(&sum).for_each(|(t, s)| *t += s);
+        total
+    };
+    partials.into_iter().fold(vec![0f32; sum_len], add)
 }
 
 /// A slice that the threads of `for_each_range` write at disjoint ranges.

@@ -8,6 +8,8 @@
 //! summed in registers and only the pooled, ReLU'd map (a quarter of the values) is
 //! written. Deep reductions (conv2: 32 × 3×3) are `winograd`'s.
 
+pub mod training;
+
 use super::host;
 use super::lanes::POOL_WINDOW;
 use super::omp;
