@@ -17,8 +17,12 @@ pub fn is_plain(t: &Tensor) -> bool {
 /// Whether our own CPU loops can stand in for libtorch's ops on `tensors`: all
 /// f32 on the CPU, and no gradient to record (the loops are not differentiable).
 pub fn for_our_loops(tensors: &[&Tensor]) -> bool {
-    let cpu_floats = tensors.iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float);
-    cpu_floats && !(grad_enabled() && tensors.iter().any(|t| t.requires_grad()))
+    cpu_floats(tensors) && !(grad_enabled() && tensors.iter().any(|t| t.requires_grad()))
+}
+
+/// Whether every tensor is f32 on the CPU.
+pub fn cpu_floats(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float)
 }
 
 /// Whether libtorch records operations for a gradient on this thread.

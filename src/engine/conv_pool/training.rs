@@ -38,8 +38,7 @@ pub struct Saved {
 pub fn forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<(Tensor, Saved)> {
     let [n, cin, h, w] = x.size()[..] else { return None };
     let [cout, weight_cin, k, k2] = weight.size()[..] else { return None };
-    let cpu_floats = [x, weight, bias].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float);
-    if !cpu_floats
+    if !host::cpu_floats(&[x, weight, bias])
         || !available()
         || (weight_cin, k2) != (cin, k)
         || cin * k * k > SHALLOW

@@ -36,8 +36,7 @@ pub struct Saved {
 /// needs; `None` where the loops do not apply (see `conv3x3`). Records nothing
 /// for autograd: `backward` gives the gradients.
 pub fn forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<(Tensor, Saved)> {
-    let cpu_floats = [x, weight, bias].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float);
-    let shape = Shape::of(x, weight, Output::PooledRelu).filter(|_| cpu_floats)?;
+    let shape = Shape::of(x, weight, Output::PooledRelu).filter(|_| host::cpu_floats(&[x, weight, bias]))?;
     let n = x.size()[0];
     let (blocks, cin, cout) = (shape.blocks_per_image(), shape.cin, shape.cout);
     let input = x.detach().permute([0, 2, 3, 1]).contiguous();
