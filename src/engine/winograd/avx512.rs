@@ -178,6 +178,34 @@ pub unsafe fn product(
     }
 }
 
+/// For each of the 16 transformed values, rows `first..first + count` of `a`
+/// (`[16, rows, depth]`) times `b` (`[16, depth, columns]`) into `out` (`[16,
+/// ROWS, columns]`): the forward's products (blocks × input channels times the
+/// kernel) and the input gradient's (blocks × output channels times the
+/// transposed kernel).
+///
+/// # Safety
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // the products' sizes, spelled out
+pub unsafe fn value_products(
+    a: &[f32],
+    rows: usize,
+    first: usize,
+    count: usize,
+    depth: usize,
+    b: &[f32],
+    columns: usize,
+    out: &mut [f32],
+) {
+    for value in 0..VALUES {
+        let a = Broadcast { data: &a[(value * rows + first) * depth..], row_stride: depth, k_stride: 1 };
+        let b = Dense { data: &b[value * depth * columns..], stride: columns };
+        // SAFETY: AVX-512F, the caller's promise; `product` checks the bounds.
+        unsafe { product(count, depth, columns, &a, &b, &mut out[value * ROWS * columns..], columns, false) };
+    }
+}
+
 /// One register tile of `product`: its operands' first row and column.
 struct Tile {
     a: *const f32,
@@ -315,7 +343,7 @@ pub unsafe fn outputs(products: &[f32], slot: usize, bias: &[f32], to: Destinati
 /// The gradient at a pooled block's 16 products (`[16, blocks, Cout]`, block
 /// `block`) from the gradient at its pooled, ReLU'd output (`upstream`), which
 /// flows through the ReLU where `output` > 0 and to the window position in
-/// `argmax`.
+/// `argmax`; that gradient is also the bias's, added to `bias_sum`.
 ///
 /// # Safety
 /// AVX-512F; Cout is a multiple of 16.
@@ -327,9 +355,10 @@ pub unsafe fn pooled_gradient(
     gradient: &mut [f32],
     blocks: usize,
     block: usize,
+    bias_sum: &mut [f32],
 ) {
     let cout = upstream.len();
-    assert!(output.len() == cout && argmax.len() == cout && cout.is_multiple_of(LANES));
+    assert!(output.len() == cout && argmax.len() == cout && bias_sum.len() == cout && cout.is_multiple_of(LANES));
     assert!(block < blocks && gradient.len() >= VALUES * blocks * cout);
     let zero = _mm512_setzero_ps();
     for lane in (0..cout).step_by(LANES) {
@@ -339,6 +368,8 @@ pub unsafe fn pooled_gradient(
         };
         let passed = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(out, zero);
         let g = _mm512_maskz_mov_ps(passed, up);
+        let bias = unsafe { bias_sum.as_mut_ptr().add(lane) };
+        unsafe { _mm512_storeu_ps(bias, _mm512_add_ps(_mm512_loadu_ps(bias), g)) };
         let mut window = [zero; 4]; // row-major: y[row][column]
         for (position, y) in window.iter_mut().enumerate() {
             let here = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(index, _mm512_set1_ps(position as f32));

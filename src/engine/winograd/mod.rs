@@ -200,17 +200,8 @@ impl Shape {
         kernel: &[f32],
         products: &mut [f32],
     ) {
-        let (cin, cout) = (self.cin, self.cout);
-        for value in 0..VALUES {
-            let a = avx512::Broadcast {
-                data: &transformed[(value * blocks + first) * cin..],
-                row_stride: cin,
-                k_stride: 1,
-            };
-            let b = avx512::Dense { data: &kernel[value * cin * cout..], stride: cout };
-            // SAFETY: AVX-512F, the caller's promise; `product` checks the bounds.
-            unsafe { avx512::product(count, cin, cout, &a, &b, &mut products[value * ROWS * cout..], cout, false) };
-        }
+        // SAFETY: AVX-512F, the caller's promise.
+        unsafe { avx512::value_products(transformed, blocks, first, count, self.cin, kernel, self.cout, products) };
     }
 }
 

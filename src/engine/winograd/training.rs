@@ -126,10 +126,17 @@ pub fn backward(saved: &Saved, upstream: &Tensor) -> [Tensor; 3] {
     let transformed = host::slice(&saved.transformed);
     let image_len = shape.image_len();
     let kernel_len = VALUES * cin * cout;
+    // Each thread adds its images' gradients at the transformed kernel (`[16, Cin,
+    // Cout]`) and at the bias (`[Cout]`) into a buffer of its own.
     let gradients = [host::slice_mut(&mut input_gradient)];
-    let kernel_gradient =
-        omp::for_each_parts_summed(n as usize, [image_len], gradients, kernel_len, |images, [gradients], sum| {
+    let sums = omp::for_each_parts_summed(
+        n as usize,
+        [image_len],
+        gradients,
+        kernel_len + cout,
+        |images, [gradients], sum| {
             let mut work = BackwardWork::new(shape);
+            let (kernel_sum, bias_sum) = sum.split_at_mut(kernel_len);
             for (image, gradient) in images.zip(gradients.chunks_exact_mut(image_len)) {
                 let per_image = image * blocks * cout..(image + 1) * blocks * cout;
                 let blocks_of = [upstream_values, output, argmax].map(|values| &values[per_image.clone()]);
@@ -137,18 +144,14 @@ pub fn backward(saved: &Saved, upstream: &Tensor) -> [Tensor; 3] {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: a `Saved` exists only where `Shape::of` said the CPU has AVX-512F.
                 unsafe {
-                    work.image(shape, blocks_of, &kernel_t, gradient);
-                    work.add_kernel_gradient(shape, transformed, sum);
+                    work.image(shape, blocks_of, &kernel_t, gradient, bias_sum);
+                    work.add_kernel_gradient(shape, transformed, kernel_sum);
                 }
             }
-        });
-    let weight_gradient = taps_gradient(&kernel_gradient, cin, cout);
-    let passed = saved.output.gt(0.0).to_kind(Kind::Float);
-    let bias_gradient = (upstream.view([n, blocks as i64, cout as i64]) * passed).sum_dim_intlist(
-        [0i64, 1].as_slice(),
-        false,
-        Kind::Float,
+        },
     );
+    let weight_gradient = taps_gradient(&sums[..kernel_len], cin, cout);
+    let bias_gradient = Tensor::from_slice(&sums[kernel_len..]);
     [input_gradient.permute([0, 3, 1, 2]), weight_gradient, bias_gradient]
 }
 
@@ -170,7 +173,7 @@ impl BackwardWork {
 
     /// One image: the gradient at its products from `[upstream, output, argmax]`
     /// (`[blocks, Cout]` each), then at its input (added to `gradient`, `[H, W,
-    /// Cin]`, zero before).
+    /// Cin]`, zero before); the bias's added to `bias_sum`.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
@@ -181,6 +184,7 @@ impl BackwardWork {
         [upstream, output, argmax]: [&[f32]; 3],
         kernel_t: &[f32],
         gradient: &mut [f32],
+        bias_sum: &mut [f32],
     ) {
         use super::avx512;
         let (blocks, cin, cout) = (shape.blocks_per_image(), shape.cin, shape.cout);
@@ -195,22 +199,17 @@ impl BackwardWork {
                     &mut self.at_products,
                     blocks,
                     block,
+                    bias_sum,
                 )
             };
         }
         for first in (0..blocks).step_by(ROWS) {
             let count = ROWS.min(blocks - first);
-            for value in 0..VALUES {
-                let a = avx512::Broadcast {
-                    data: &self.at_products[(value * blocks + first) * cout..],
-                    row_stride: cout,
-                    k_stride: 1,
-                };
-                let b = avx512::Dense { data: &kernel_t[value * cout * cin..], stride: cin };
-                let out = &mut self.at_transformed[value * ROWS * cin..];
-                // SAFETY: AVX-512F; `product` checks the bounds.
-                unsafe { avx512::product(count, cout, cin, &a, &b, out, cin, false) };
-            }
+            let (products, transposed) = (&self.at_products, kernel_t);
+            // SAFETY: AVX-512F.
+            unsafe {
+                avx512::value_products(products, blocks, first, count, cout, transposed, cin, &mut self.at_transformed)
+            };
             for slot in 0..count {
                 let window = &mut gradient[shape.corner(shape.block(first + slot))..];
                 // SAFETY: AVX-512F; the window lies inside the image, as in the forward.
