@@ -215,7 +215,7 @@ impl ActivationCache {
     }
 
     fn uses_cpu_kernel(&self) -> bool {
-        self.device() == Device::Cpu && !self.torch_kernels
+        self.device() == Device::Cpu && !self.torch_kernels && super::host::our_loops_run()
     }
 
     fn plans(&self, set: &AblationSet, mode: AblationMode) -> Vec<Option<Replacement>> {

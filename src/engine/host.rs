@@ -20,9 +20,16 @@ pub fn for_our_loops(tensors: &[&Tensor]) -> bool {
     cpu_floats(tensors) && !(grad_enabled() && tensors.iter().any(|t| t.requires_grad()))
 }
 
-/// Whether every tensor is f32 on the CPU.
+/// Whether every tensor is f32 on the CPU and our loops run at all (not lowered
+/// to libtorch's ops by `cpu::VARIABLE`).
 pub fn cpu_floats(tensors: &[&Tensor]) -> bool {
-    tensors.iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float)
+    our_loops_run() && tensors.iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float)
+}
+
+/// Whether our own CPU loops run in this process (`cpu::CpuPath::Portable` or
+/// above), rather than libtorch's ops alone as on a GPU.
+pub fn our_loops_run() -> bool {
+    super::cpu::has(super::cpu::CpuPath::Portable)
 }
 
 /// Whether libtorch records operations for a gradient on this thread.

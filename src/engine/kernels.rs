@@ -286,7 +286,10 @@ mod tests {
     /// that runs the tests only ever takes its widest path otherwise).
     #[test]
     fn the_portable_loop_agrees_with_the_avx2_loop() {
-        if !Avx2Fma::available() {
+        if !crate::engine::cpu::testing::runs(
+            crate::engine::cpu::CpuPath::Avx2,
+            "kernels: the AVX2 ablation loop against the portable one",
+        ) {
             return;
         }
         let n = 3;
@@ -314,7 +317,10 @@ mod tests {
         // SAFETY: the CPU has AVX2 and FMA, checked above.
         let simd = unsafe { image_pairs_avx2(&inputs, &ablations, 0..n) };
         assert_close(&portable[0], &simd[0], 1e-4);
-        if Avx512::available() {
+        if crate::engine::cpu::testing::runs(
+            crate::engine::cpu::CpuPath::Avx512,
+            "kernels: the AVX-512 ablation loop against the portable one",
+        ) {
             // SAFETY: the CPU has AVX-512F, checked just above.
             let wide = unsafe { image_pairs_avx512(&inputs, &ablations, 0..n) };
             assert_close(&portable[0], &wide[0], 1e-4);

@@ -128,7 +128,7 @@ pub struct Avx2Fma;
 #[cfg(target_arch = "x86_64")]
 impl Avx2Fma {
     pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        super::cpu::has(super::cpu::CpuPath::Avx2)
     }
 }
 
@@ -177,7 +177,7 @@ pub struct Avx512;
 #[cfg(target_arch = "x86_64")]
 impl Avx512 {
     pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f") && Avx2Fma::available()
+        super::cpu::has(super::cpu::CpuPath::Avx512)
     }
 }
 
@@ -420,7 +420,10 @@ mod tests {
 
     #[test]
     fn intrinsics_agree_with_the_portable_loops() {
-        if !Avx2Fma::available() {
+        if !crate::engine::cpu::testing::runs(
+            crate::engine::cpu::CpuPath::Avx2,
+            "lanes: the AVX2 loops against the portable ones",
+        ) {
             return;
         }
         let (image, kernel, constant) = (values(SIDE * SIDE, 1), values(9, 2), values(MAP, 3));
@@ -434,12 +437,16 @@ mod tests {
 
         let (pre2, change, taps) = (values(P2 * P2 * CHANNELS, 4), values(2 * MAP, 5), values(2 * 9 * CHANNELS, 6));
         let (mut portable, mut simd) = ([0f32; CHANNELS], [0f32; CHANNELS]);
+        let wide_runs = crate::engine::cpu::testing::runs(
+            crate::engine::cpu::CpuPath::Avx512,
+            "lanes: the AVX-512 pooled cell against the portable one",
+        );
         for cell in [(0, 0), (2, 3), (4, 4)] {
             Portable::pooled_cell(&pre2, &change, &taps, cell, &mut portable);
             Avx2Fma::pooled_cell(&pre2, &change, &taps, cell, &mut simd);
             assert!(portable.iter().any(|&v| v > 0.5) && portable.contains(&0.0), "ReLU both clips and passes");
             assert_close(&portable, &simd, 1e-5);
-            if Avx512::available() {
+            if wide_runs {
                 let mut wide = [0f32; CHANNELS];
                 Avx512::pooled_cell(&pre2, &change, &taps, cell, &mut wide);
                 assert_close(&portable, &wide, 1e-5);

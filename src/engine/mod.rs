@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod circuit;
 pub mod cleanse;
 pub mod conv_pool;
+pub mod cpu;
 pub mod device;
 pub mod diff;
 pub mod featvis;

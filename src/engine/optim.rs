@@ -43,7 +43,7 @@ impl Adam {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         let step = StepConstants::of(self);
-        if [params, grad, &self.exp_avg, &self.exp_avg_sq].into_iter().all(host::is_plain) {
+        if host::our_loops_run() && [params, grad, &self.exp_avg, &self.exp_avg_sq].into_iter().all(host::is_plain) {
             self.step_fused(params, grad, step);
         } else {
             self.step_with_tensor_ops(params, grad, step);
@@ -156,7 +156,7 @@ impl Proximity {
         let _guard = tch::no_grad_guard();
         let params = net.flat_parameters();
         let per_parameter = self.lambda / params.numel().max(1) as f64;
-        if ![params, &self.start, grad].into_iter().all(host::is_plain) {
+        if !host::our_loops_run() || ![params, &self.start, grad].into_iter().all(host::is_plain) {
             let diff = params - &self.start;
             *grad += diff.sign() * per_parameter;
             return diff.abs().mean(Kind::Float) * self.lambda;

@@ -179,6 +179,7 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::{CpuPath, testing::runs};
     use super::super::lanes::testing::{assert_same_on_one_and_two_threads, tensor};
     use super::*;
 
@@ -189,6 +190,9 @@ mod tests {
 
     #[test]
     fn the_fused_loop_computes_libtorchs_convolution_relu_and_pooling() {
+        if !runs(CpuPath::Portable, "conv_pool: the fused loop against libtorch's three ops") {
+            return;
+        }
         let _guard = tch::no_grad_guard();
         // conv1's shape on a lean input (even side), an odd side that floor-mode
         // pooling trims, three input channels, and 24 output channels (not a
@@ -208,6 +212,9 @@ mod tests {
 
     #[test]
     fn libtorchs_threads_compute_what_one_thread_computes() {
+        if !runs(CpuPath::Portable, "conv_pool: one thread against two") {
+            return;
+        }
         let _guard = tch::no_grad_guard();
         let x = tensor(&[37, 1, 26, 26], 7); // an odd batch
         let (weight, bias) = (tensor(&[32, 1, 3, 3], 8), tensor(&[32], 9));
@@ -220,7 +227,8 @@ mod tests {
         let (weight, bias) = (tensor(&[16, 1, 3, 3], 2).set_requires_grad(true), tensor(&[16], 3));
         assert!(conv_pool_relu(&x, &weight, &bias).is_none(), "the weight's gradient is wanted");
         let _guard = tch::no_grad_guard();
-        assert!(conv_pool_relu(&x, &weight, &bias).is_some(), "no gradient under no_grad");
+        let taken = conv_pool_relu(&x, &weight, &bias).is_some();
+        assert_eq!(taken, host::our_loops_run(), "under no_grad, taken exactly where our loops run");
         let deep = (tensor(&[2, 32, 12, 12], 4), tensor(&[64, 32, 3, 3], 5), tensor(&[64], 6));
         assert!(conv_pool_relu(&deep.0, &deep.1, &deep.2).is_none());
     }

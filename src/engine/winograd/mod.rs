@@ -80,12 +80,9 @@ pub fn conv3x3(x: &Tensor, weight: &Tensor, bias: &Tensor, output: Output) -> Op
     Some(out.permute([0, 3, 1, 2]))
 }
 
-/// Whether the CPU runs these loops (AVX-512F).
+/// Whether these loops run here (AVX-512F, not lowered by `cpu::VARIABLE`).
 fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::engine::cpu::has(crate::engine::cpu::CpuPath::Avx512)
 }
 
 /// The kernel in the transformed domain, `G g Gᵀ` for each output and input
@@ -277,6 +274,7 @@ impl Work {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::{CpuPath, testing::runs};
     use super::super::lanes::testing::{assert_same_on_one_and_two_threads, tensor};
     use super::*;
 
@@ -288,7 +286,7 @@ mod tests {
     #[test]
     fn winograd_computes_libtorchs_convolution_and_its_pooled_relu() {
         let _guard = tch::no_grad_guard();
-        assert!(available(), "this machine has AVX-512; without it every call is None and this test is void");
+        let runs = runs(CpuPath::Avx512, "winograd: conv2 by Winograd against libtorch's convolution");
         // conv2's shape on a lean input, an odd batch and sides whose pooling
         // drops a row and column, and 80 output channels (a 64-wide pass and a
         // 16-wide one).
@@ -297,7 +295,11 @@ mod tests {
             let (weight, bias) = (tensor(&[cout, cin, 3, 3], 2), tensor(&[cout], 3));
             let direct = x.conv2d(&weight, Some(&bias), [1, 1], [0, 0], [1, 1], 1);
             let reference = direct.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu();
-            let pooled = conv3x3(&x, &weight, &bias, Output::PooledRelu).expect("a deep 3×3 convolution");
+            let Some(pooled) = conv3x3(&x, &weight, &bias, Output::PooledRelu) else {
+                // Evaluation then takes libtorch's convolution, the reference itself.
+                assert!(!runs, "a deep 3×3 convolution, {n}×{cin}×{side}²");
+                continue;
+            };
             // Sums of 288 products of values in [−1, 1]: magnitudes up to ~15.
             assert!(largest_gap(&pooled, &reference) < 2e-5, "pooled, {n}×{cin}×{side}², {cout} out");
             let zeros = pooled.eq(0.0).sum(Kind::Int64).int64_value(&[]);
@@ -315,6 +317,9 @@ mod tests {
 
     #[test]
     fn libtorchs_threads_compute_what_one_thread_computes() {
+        if !runs(CpuPath::Avx512, "winograd: one thread against two") {
+            return;
+        }
         let _guard = tch::no_grad_guard();
         let x = tensor(&[37, 32, 12, 12], 7); // an odd batch, groups of 6 images
         let (weight, bias) = (tensor(&[64, 32, 3, 3], 8), tensor(&[64], 9));
@@ -327,7 +332,8 @@ mod tests {
         let (weight, bias) = (tensor(&[64, 32, 3, 3], 2).set_requires_grad(true), tensor(&[64], 3));
         assert!(conv3x3(&x, &weight, &bias, Output::PooledRelu).is_none(), "the weight's gradient is wanted");
         let _guard = tch::no_grad_guard();
-        assert!(conv3x3(&x, &weight, &bias, Output::PooledRelu).is_some(), "no gradient under no_grad");
+        let taken = conv3x3(&x, &weight, &bias, Output::PooledRelu).is_some();
+        assert_eq!(taken, available(), "under no_grad, taken exactly where the loops run here");
         let shallow = (tensor(&[2, 1, 12, 12], 4), tensor(&[32, 1, 3, 3], 5), tensor(&[32], 6));
         assert!(conv3x3(&shallow.0, &shallow.1, &shallow.2, Output::PooledRelu).is_none(), "conv_pool's");
         let five = tensor(&[64, 32, 5, 5], 7);
