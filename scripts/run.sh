@@ -6,5 +6,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-cargo build --release --quiet
-exec target/release/trojanscope "$@"
+binary=target/release/trojanscope
+# A build that has work to do says so and shows cargo's progress; an up-to-date
+# one stays quiet, so the explorer opens on a clean terminal.
+if [ ! -x "$binary" ]; then
+    printf '[setup] building trojanscope (first build about 5 minutes on 2 cores)\n' >&2
+    cargo build --release
+elif [ -n "$(find src build.rs Cargo.toml Cargo.lock -newer "$binary" -print -quit 2>/dev/null)" ]; then
+    printf '[setup] rebuilding trojanscope (its sources changed since the last build)\n' >&2
+    cargo build --release
+else
+    cargo build --release --quiet
+fi
+exec "$binary" "$@"
