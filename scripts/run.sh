@@ -7,15 +7,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
 binary=target/release/trojanscope
-# A build that has work to do says so and shows cargo's progress; an up-to-date
-# one stays quiet, so the explorer opens on a clean terminal.
+# cargo shows its own progress whenever it has work to do (and a one-line
+# "Finished" otherwise); a note first says why the wait, when we can tell.
 if [ ! -x "$binary" ]; then
     printf '[setup] building trojanscope (first build about 5 minutes on 2 cores)\n' >&2
-    cargo build --release
 elif [ -n "$(find src build.rs Cargo.toml Cargo.lock -newer "$binary" -print -quit 2>/dev/null)" ]; then
     printf '[setup] rebuilding trojanscope (its sources changed since the last build)\n' >&2
-    cargo build --release
-else
-    cargo build --release --quiet
 fi
+cargo build --release
 exec "$binary" "$@"
