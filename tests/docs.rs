@@ -121,6 +121,10 @@ fn every_relative_link_in_the_readme_and_docs_resolves() {
     let mut checked = 0;
     for doc in documents() {
         let text = fs::read_to_string(&doc).expect("a Markdown file");
+        let fences = text.lines().filter(|l| l.trim_start().starts_with("```")).count();
+        if fences % 2 == 1 {
+            problems.push(format!("{}: an unclosed ``` block hides the links after it", doc.display()));
+        }
         for target in links(&text) {
             checked += 1;
             if let Some(why) = broken(&doc, &target) {
