@@ -6,5 +6,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-cargo build --release --quiet
-exec target/release/trojanscope "$@"
+binary=target/release/trojanscope
+# cargo shows its own progress whenever it has work to do (and a one-line
+# "Finished" otherwise); a note first says why the wait, when we can tell.
+if [ ! -x "$binary" ]; then
+    printf '[setup] building trojanscope (first build about 5 minutes on 2 cores)\n' >&2
+elif [ -n "$(find src build.rs Cargo.toml Cargo.lock -newer "$binary" -print -quit 2>/dev/null)" ]; then
+    printf '[setup] rebuilding trojanscope (its sources changed since the last build)\n' >&2
+fi
+cargo build --release
+exec "$binary" "$@"

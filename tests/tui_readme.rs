@@ -1,5 +1,5 @@
-//! The README's key table is the key table: regenerate it from `BINDINGS` and
-//! compare, so the documentation cannot drift from what the keys do.
+//! The key table in docs/explorer.md is the key table: regenerate it from
+//! `BINDINGS` and compare, so the documentation cannot drift from what the keys do.
 
 use trojanscope::tui::keymap;
 
@@ -13,9 +13,9 @@ fn key_table() -> String {
 }
 
 #[test]
-fn the_readme_key_table_matches_the_bindings() {
+fn the_explorer_docs_key_table_matches_the_bindings() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let doc = std::fs::read_to_string(root.join("docs/explorer.md")).expect("docs/explorer.md");
     let table = key_table();
-    assert!(readme.contains(&table), "the README's key table is out of date; it should read:\n\n{table}");
+    assert!(doc.contains(&table), "the key table in docs/explorer.md is out of date; it should read:\n\n{table}");
 }
