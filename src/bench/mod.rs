@@ -315,7 +315,7 @@ pub fn peak_rss_bytes_of(pid: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// The CPU model and core count, for the README's table.
+/// The CPU model and core count, for the speed table (docs/speed.md).
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

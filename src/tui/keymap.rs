@@ -1,6 +1,6 @@
 //! The one key table: the explorer's own bindings (`keys::GLOBAL`) and every
 //! pane's (`panes::bindings`). Key dispatch, the help overlay, the footer and the
-//! README's key table are all read from it.
+//! key table in docs/explorer.md are all read from it.
 
 use super::keys::{self, Action, Binding, Context, Scope};
 use super::panes::{self, Pane};

@@ -1,6 +1,6 @@
 //! What a key table is made of: actions, scopes, bindings, and the explorer's own
 //! bindings. `keymap` joins them with the panes' into the one table that drives key
-//! dispatch, the help overlay, the footer hints and the README.
+//! dispatch, the help overlay, the footer hints and the key table in docs/explorer.md.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
