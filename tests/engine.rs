@@ -367,6 +367,33 @@ fn wrong_shapes_and_garbage_are_rejected_clearly() {
     assert!(load_net(&dir.join("none.safetensors"), Device::Cpu).err().unwrap().to_string().contains("not found"));
 }
 
+#[test]
+fn weights_that_are_not_finite_are_refused_naming_the_tensor() {
+    // The probe's finding: a NaN made every prediction class 0 and the checkpoint
+    // loaded as a model with "no backdoor" (poison accuracy 0.00).
+    let dir = scratch("non-finite");
+    let path = dir.join("broken.safetensors");
+    let mut tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(fixture("pytorch_net.safetensors")).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        let flat = t.view([-1]);
+        match name.as_str() {
+            "net.7.weight" => {
+                for (i, v) in [(0, f64::NAN), (5, f64::NAN), (9, f64::NAN), (11, f64::INFINITY)] {
+                    let _ = flat.get(i).fill_(v);
+                }
+            }
+            // Finite in f64, Inf once held as the network's f32.
+            "net.9.bias" => *t = Tensor::full([10], 1e300, (Kind::Double, Device::Cpu)),
+            _ => {}
+        }
+    }
+    Tensor::write_safetensors(&tensors, &path).unwrap();
+    let msg = load_net(&path, Device::Cpu).err().unwrap().to_string();
+    assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("net.7.weight: 3 NaN, 1 Inf; net.9.bias: 10 Inf"), "{msg}");
+    assert!(!msg.contains("net.0.weight"), "finite tensors are not named: {msg}");
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
