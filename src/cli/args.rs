@@ -29,6 +29,11 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Let a GPU's float32 convolutions and matrix products use TF32 (faster on
+    /// Ampere and later, about three decimal digits); off by default, so a GPU's
+    /// numbers match the CPU's.
+    #[arg(long, global = true)]
+    pub allow_tf32: bool,
 }
 
 #[derive(Debug, Subcommand)]
