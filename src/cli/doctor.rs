@@ -182,7 +182,7 @@ fn check_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Devi
     }
     check.verdict = match sidecar {
         None => format!("no {sidecar_name}: nothing recorded to compare"),
-        Some(Err(e)) => format!("PROBLEM: {sidecar_name}: {e}"),
+        Some(Err(e)) => format!("PROBLEM: {e}"),
         Some(Ok(s)) => {
             let verdict = compare(&s.metrics, check.measured.as_ref());
             check.recorded = Some(s.metrics);
