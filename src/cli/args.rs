@@ -234,7 +234,8 @@ pub enum Command {
         #[arg(long)]
         no_verify: bool,
     },
-    /// Check libtorch, CUDA, threads, data and checkpoints.
+    /// Check libtorch, CUDA, the CPU path, TF32, threads and data; each model's
+    /// metrics measured now beside those its sidecar recorded.
     Doctor,
     /// Time training, metrics, sweeps and ablation toggles, side by side with the
     /// study's PyTorch procedure (benches/study_pytorch.py) and the same procedure
