@@ -6,9 +6,16 @@ fn main() {
     // color-eyre's panic hook gives a readable message if something does panic.
     let _ = color_eyre::config::HookBuilder::default().display_env_section(false).install();
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    // A mistyped level would otherwise run the CPU's best path while the user
+    // believes they are testing another (the GPU's, say): refuse before any work.
+    if let Some(why) = &trojanscope::engine::cpu::choice().invalid {
+        eprintln!("error: {why}");
+        finish(1);
+    }
     // Before any tensor: libtorch asks once whether CUDA is there.
     let doctor = matches!(cli.command, Some(cli::args::Command::Doctor));
     trojanscope::engine::device::load_cuda_support(&cli.common.device, doctor);
+    trojanscope::engine::tf32::allow(cli.allow_tf32);
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),
         None => trojanscope::tui::run(&cli.common),

@@ -32,8 +32,9 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
     /// CPU threads for libtorch (default: all cores for commands, all but one for the
-    /// explorer) and for the conv1 ablation kernel (default: all cores).
-    #[arg(long, global = true)]
+    /// explorer) and for the conv1 ablation kernel (default: all cores); at most
+    /// the machine's cores.
+    #[arg(long, global = true, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Use only the first N training images (quick experiments).
     #[arg(long, global = true)]
@@ -58,8 +59,25 @@ pub struct CommonArgs {
 pub fn set_threads(common: &CommonArgs, leave_one_free: bool) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let default = if leave_one_free { cores.saturating_sub(1).max(1) } else { cores };
-    tch::set_num_threads(common.threads.unwrap_or(default).max(1) as i32);
-    crate::engine::kernels::set_threads(common.threads.map(|n| n.max(1)));
+    tch::set_num_threads(common.threads.unwrap_or(default) as i32);
+    crate::engine::kernels::set_threads(common.threads);
+}
+
+/// `--threads`: from 1 to the cores this process may run on. More is refused, not
+/// trimmed: libtorch's OpenMP threads spin while they wait for each other, so
+/// threads beyond the cores take turns on them (`--threads 1000` made `sweep
+/// conv1` 40× slower) and never help; a silent trim would hide the typo.
+fn thread_count(text: &str) -> Result<usize, String> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=cores).contains(&n) => Ok(n),
+        Ok(0) => Err("at least 1 thread is needed".into()),
+        Ok(n) => Err(format!(
+            "{n} threads is more than the {cores} cores this process may use; threads beyond them only take \
+             turns on the cores (a sweep ran 40× slower): use at most {cores}"
+        )),
+        Err(_) => Err(format!("'{text}' is not a whole number of threads")),
+    }
 }
 
 /// Where `dataset`'s files are read from.

@@ -181,7 +181,12 @@ fn every_command_works_on_a_small_real_run() {
     assert!(circuit["reference_gap"].as_f64().unwrap() <= 0.4, "{}", circuit["reference_gap"]);
 
     let doctor = stdout(&trojanscope(&with_run(cp, &["doctor"])));
-    assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model") && doctor.contains("ok: clean"), "{doctor}");
+    assert!(doctor.contains("2.11.0") && doctor.contains("poisoned model"), "{doctor}");
+    assert!(
+        doctor.contains("read from poisoned.json (not re-measured)") && doctor.contains("measured now"),
+        "{doctor}"
+    );
+    assert!(doctor.contains("ok: the recorded numbers agree"), "{doctor}");
 
     // Retraining with another configuration into the same run is refused by `run`.
     let o = trojanscope(&with_run(cp, &["run", "--seed", "5"]));
@@ -644,4 +649,106 @@ fn bench_measures_both_sides_and_reports_ratios() {
     let cache = report["cache_bytes_three_models"].as_u64().unwrap();
     assert_eq!(cache, 3 * (300 * 6400 + 300 * 2 * 2 * 64 + 600 * (16 + 10)) * 4);
     assert!(report["peak_rss_bytes"].as_u64().unwrap() > cache);
+}
+
+fn trojanscope_with(args: &[&str], variable: (&str, &str)) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trojanscope"))
+        .args(args)
+        .env("TROJANSCOPE_DATA_ROOT", common::data_dir().parent().expect("data/mnist has a parent"))
+        .env(variable.0, variable.1)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_mistyped_cpu_path_stops_every_command_at_start() {
+    // Ignored, it would run the CPU's best loops while the user believes they are
+    // testing another path (the GPU's, say).
+    for args in [&["eval"][..], &["doctor"], &["sweep", "conv1"], &[]] {
+        let o = trojanscope_with(args, ("TROJANSCOPE_CPU_PATH", "avx1024"));
+        assert_clean_failure(&o, r#"TROJANSCOPE_CPU_PATH="avx1024" is not one of torch, portable, avx2, avx512"#);
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    // A valid level is named by doctor, with why.
+    let o = trojanscope_with(&["doctor", "--json"], ("TROJANSCOPE_CPU_PATH", "torch"));
+    let doctor: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(doctor["cpu_path"].as_str().unwrap().starts_with("torch (TROJANSCOPE_CPU_PATH=torch;"), "{doctor}");
+}
+
+#[test]
+fn configurations_that_cannot_learn_are_refused_before_anything_is_written() {
+    let dir = common::scratch("cli-cannot-learn");
+    let cp = dir.to_str().unwrap();
+    // The probe's finding: three chance-level models saved with exit 0.
+    let o = trojanscope(&["train", "--train-limit", "1", "--checkpoints", cp, "--run", "tiny"]);
+    last_error(&o, "1 training images are fewer than one batch per class (32 × 10 = 320)");
+    let o = trojanscope(&["train", "--train-limit", "319", "--checkpoints", cp, "--run", "tiny"]);
+    last_error(&o, "319 training images are fewer than one batch per class");
+    let o = trojanscope(&["train", "--train-limit", "79", "--batch-size", "8", "--checkpoints", cp, "--run", "tiny"]);
+    last_error(&o, "79 training images are fewer than one batch per class (8 × 10 = 80)");
+    assert!(!dir.join("tiny").join("clean.safetensors").exists(), "nothing saved");
+    // Threads beyond the cores only take turns on them (a sweep ran 40× slower).
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let o = trojanscope(&["sweep", "conv1", "--threads", "1000", "--checkpoints", cp, "--run", "tiny"]);
+    assert_clean_failure(&o, &format!("1000 threads is more than the {cores} cores this process may use"));
+    assert_clean_failure(&trojanscope(&["eval", "--threads", "0"]), "at least 1 thread");
+}
+
+#[test]
+fn doctor_says_which_numbers_it_measured_and_which_it_read() {
+    use trojanscope::engine::lab::{Lab, ModelKind, RunDir};
+    let dir = common::scratch("cli-doctor");
+    let run = RunDir::new(&dir, "r");
+    let config = trojanscope::engine::train::TrainConfig::default();
+    let lab = Lab::new(tch::Device::Cpu, common::mnist(0, 300), config, run.clone()).unwrap();
+    let net = trojanscope::engine::checkpoint::load_net(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_net.safetensors"),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let saved = lab.save(ModelKind::Poisoned, &net, &lab.config, 0.0, None).unwrap();
+    let args = ["doctor", "--json", "--checkpoints", dir.to_str().unwrap(), "--run", "r", "--test-limit", "300"];
+    let model = |o: &Output| -> serde_json::Value {
+        let doctor: serde_json::Value = serde_json::from_str(&stdout(o)).unwrap();
+        doctor["models"].as_array().unwrap().iter().find(|m| m["model"] == "poisoned").unwrap().clone()
+    };
+    let fresh = model(&trojanscope(&args));
+    assert_eq!(fresh["measured"]["poison_acc"].as_f64().unwrap(), saved.poison_acc, "{fresh}");
+    assert_eq!(fresh["recorded"]["poison_acc"].as_f64().unwrap(), saved.poison_acc, "{fresh}");
+    assert!(fresh["verdict"].as_str().unwrap().starts_with("ok: the recorded numbers agree"), "{fresh}");
+    // The probe's finding: a sidecar left from other weights read as "ok".
+    let mut sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.sidecar_path(ModelKind::Poisoned)).unwrap()).unwrap();
+    sidecar["metrics"]["poison_acc"] = serde_json::json!(85.7);
+    std::fs::write(run.sidecar_path(ModelKind::Poisoned), sidecar.to_string()).unwrap();
+    let stale = model(&trojanscope(&args));
+    let verdict = stale["verdict"].as_str().unwrap();
+    let expected = format!("MISMATCH: poison 85.70 recorded, {:.2} measured", saved.poison_acc);
+    assert!(verdict.starts_with(&expected), "{verdict}");
+    let table = stdout(&trojanscope(&[&["doctor"][..], &args[2..]].concat()));
+    assert!(
+        table.contains("poison 85.70 / rehab") && table.contains("read from poisoned.json (not re-measured)"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("poison {:.2} / rehab", saved.poison_acc)) && table.contains("measured now"),
+        "{table}"
+    );
+    // Measured on fewer images than recorded: shown, not compared.
+    let fewer = model(&trojanscope(&[&args[..args.len() - 1], &["200"]].concat()));
+    assert_eq!(fewer["measured"]["count"], 200);
+    assert!(
+        fewer["verdict"].as_str().unwrap().starts_with("not compared: recorded on 300 test images, measured on 200")
+    );
+}
+
+#[test]
+fn tf32_is_off_unless_a_flag_allows_it() {
+    // libtorch's default runs a GPU's convolutions in TF32; the binary switches it
+    // off at start, as libtorch reads its own flags back.
+    assert!(doctor_json()["tf32"].as_str().unwrap().starts_with("off: full float32"));
+    let allowed: serde_json::Value =
+        serde_json::from_str(&stdout(&trojanscope(&["doctor", "--json", "--allow-tf32"]))).unwrap();
+    assert_eq!(allowed["tf32"], "on for convolutions, recurrent layers, matrix products (--allow-tf32)");
 }

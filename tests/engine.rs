@@ -8,16 +8,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
+use trojanscope::data::trigger::TriggerConfig;
 use trojanscope::engine::ablation::{AblatedModel, AblationMode, AblationSet, clean_means};
 use trojanscope::engine::backprop::{Backprop, cross_entropy_gradient, through_autograd};
+use trojanscope::engine::cache::ActivationCache;
 use trojanscope::engine::checkpoint::{load_net, save_net};
+use trojanscope::engine::circuit::{Evaluate, FastEvaluator};
 use trojanscope::engine::diff::diff;
+use trojanscope::engine::draw;
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::lean::lean_forward;
 use trojanscope::engine::metrics::{Metrics, argmax_rows};
 use trojanscope::engine::model::Net;
 use trojanscope::engine::optim::{Adam, Proximity};
 use trojanscope::engine::swap::{all_subsets, swapped};
+use trojanscope::engine::testset::TestSet;
+use trojanscope::engine::tf32;
 
 /// libtorch has one random generator per process, and this file's tests run in
 /// parallel: a test holds this lock from its seed to its last draw, so it draws the
@@ -466,6 +472,148 @@ fn wrong_shapes_and_garbage_are_rejected_clearly() {
     assert!(load_net(&dir.join("none.safetensors"), Device::Cpu).err().unwrap().to_string().contains("not found"));
 }
 
+#[test]
+fn weights_that_are_not_finite_are_refused_naming_the_tensor() {
+    // The probe's finding: a NaN made every prediction class 0 and the checkpoint
+    // loaded as a model with "no backdoor" (poison accuracy 0.00).
+    let dir = scratch("non-finite");
+    let path = dir.join("broken.safetensors");
+    let mut tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(fixture("pytorch_net.safetensors")).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        let flat = t.view([-1]);
+        match name.as_str() {
+            "net.7.weight" => {
+                for (i, v) in [(0, f64::NAN), (5, f64::NAN), (9, f64::NAN), (11, f64::INFINITY)] {
+                    let _ = flat.get(i).fill_(v);
+                }
+            }
+            // Finite in f64, Inf once held as the network's f32.
+            "net.9.bias" => *t = Tensor::full([10], 1e300, (Kind::Double, Device::Cpu)),
+            _ => {}
+        }
+    }
+    Tensor::write_safetensors(&tensors, &path).unwrap();
+    let msg = load_net(&path, Device::Cpu).err().unwrap().to_string();
+    assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("net.7.weight: 3 NaN, 1 Inf; net.9.bias: 10 Inf"), "{msg}");
+    assert!(!msg.contains("net.0.weight"), "finite tensors are not named: {msg}");
+}
+
+#[test]
+fn a_seed_draws_the_cpu_generators_weights_and_batches_whatever_the_device() {
+    // `Net::new` and the shuffles of training and recovery, drawn on the CPU and
+    // moved, against plain draws on the CPU generator for the same seed: a GPU
+    // run gets these same weights and batches.
+    let images = 12_000;
+    let (net, order) = seeded(11, || (Net::new(Device::Cpu), draw::permutation(images, Device::Cpu)));
+    let (plain, plain_order) = seeded(11, || {
+        let uniform =
+            |shape: &[i64], bound: f64| Tensor::zeros(shape, (Kind::Float, Device::Cpu)).uniform_(-bound, bound);
+        let layers: Vec<(Tensor, Tensor)> = Layer::ALL
+            .iter()
+            .map(|l| {
+                let bound = 1.0 / (l.fan_in() as f64).sqrt();
+                (uniform(&l.weight_shape(), bound), uniform(&[l.units() as i64], bound))
+            })
+            .collect();
+        (layers, Tensor::randperm(images, (Kind::Int64, Device::Cpu)))
+    });
+    for (&layer, (weight, bias)) in Layer::ALL.iter().zip(&plain) {
+        assert!(net.weight(layer).equal(weight) && net.bias(layer).equal(bias), "{layer}");
+    }
+    let first_batches = |o: &Tensor| Vec::<i64>::try_from(o.narrow(0, 0, 3 * 32)).unwrap();
+    assert_eq!(first_batches(&order), first_batches(&plain_order));
+    assert!(order.equal(&plain_order));
+    // The same seed draws the same again; another seed other weights.
+    assert!(seeded_net(11).weight(Layer::Fc1).equal(net.weight(Layer::Fc1)));
+    assert!(!seeded_net(12).weight(Layer::Fc1).equal(net.weight(Layer::Fc1)));
+}
+
+#[test]
+fn every_random_draw_of_the_engine_is_made_on_the_cpu_generator() {
+    // A draw made on the tensors' device would give a GPU other weights and
+    // batches than the CPU for the same seed: every draw goes through draw.rs.
+    let draws = [
+        "randperm(",
+        "Tensor::rand",
+        "randint(",
+        "uniform_(",
+        "normal_(",
+        "bernoulli",
+        "multinomial",
+        "rand_like",
+        "randn_like",
+        "dropout",
+        "Init::Uniform",
+        "Init::Randn",
+        "Init::Kaiming",
+    ];
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    assert!(files.len() > 50, "the walk found the sources");
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("engine/draw.rs")) {
+        let source = std::fs::read_to_string(file).unwrap();
+        // A file's own tests (CPU only) come last.
+        let code = source.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            found.extend(
+                draws.iter().filter(|d| line.contains(*d)).map(|d| format!("{}:{}: {d}", file.display(), i + 1)),
+            );
+        }
+    }
+    assert!(found.is_empty(), "draws outside engine/draw.rs: {found:#?}");
+}
+
+#[test]
+fn the_search_reads_a_pass_of_sets_in_one_copy_with_each_sets_own_metrics() {
+    // The circuit search evaluates 64 sets per pass and copies their predictions
+    // to the host once; each set's metrics must be those of evaluating it alone.
+    let net = load_net(&fixture("pytorch_net.safetensors"), Device::Cpu).unwrap();
+    let test = TestSet::new(&common::mnist(0, 300).test, &TriggerConfig::default(), Device::Cpu);
+    let cache = ActivationCache::build(&net, &test);
+    let sets: Vec<AblationSet> = (0..70)
+        .map(|i| match i % 3 {
+            0 => AblationSet::of(Layer::Conv1, &[i % 32, (i + 7) % 32]),
+            1 => AblationSet::of(Layer::Conv2, &[i % 64]),
+            _ => AblationSet::of(Layer::Fc1, &[i % 16]),
+        })
+        .collect();
+    let mut evaluator = FastEvaluator { cache: &cache, test: &test, mode: AblationMode::Zero };
+    let together = evaluator.evaluate(&sets);
+    let alone: Vec<Metrics> = sets.iter().map(|s| test.metrics(&cache.predict(&test, s, AblationMode::Zero))).collect();
+    assert_eq!(together, alone);
+    let distinct: std::collections::BTreeSet<String> = alone.iter().map(|m| format!("{:.2}", m.clean_acc)).collect();
+    assert!(distinct.len() > 3, "the sets differ, so an order mix-up would show: {distinct:?}");
+}
+
+#[test]
+fn tf32_is_off_until_allowed_as_libtorch_reads_it_back() {
+    // libtorch's own default runs a GPU's cuDNN convolutions in TF32; the binary
+    // switches it off at start unless --allow-tf32 (checked through doctor in
+    // tests/cli.rs). No GPU is needed: the flags live in libtorch's context.
+    assert!(tf32::allowed_ops().contains(&"convolutions"), "libtorch's default: {:?}", tf32::allowed_ops());
+    tf32::allow(false);
+    assert!(tf32::allowed_ops().is_empty(), "{:?}", tf32::allowed_ops());
+    assert!(tf32::describe().starts_with("off: full float32"), "{}", tf32::describe());
+    tf32::allow(true);
+    assert_eq!(tf32::allowed_ops(), ["convolutions", "recurrent layers", "matrix products"]);
+    tf32::allow(false);
+    assert!(tf32::allowed_ops().is_empty());
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
@@ -492,8 +640,6 @@ fn a_pytorch_state_dict_loads_and_computes_the_same_logits() {
 #[test]
 fn clean_means_average_block_outputs_over_clean_images_only() {
     use trojanscope::data::mnist::Split;
-    use trojanscope::data::trigger::TriggerConfig;
-    use trojanscope::engine::testset::TestSet;
     let net = known_net();
     // Two all-white images: the triggered copies must not enter the mean.
     let split = Split {

@@ -29,6 +29,11 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Let a GPU's float32 convolutions and matrix products use TF32 (faster on
+    /// Ampere and later, about three decimal digits); off by default, so a GPU's
+    /// numbers match the CPU's.
+    #[arg(long, global = true)]
+    pub allow_tf32: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,7 +234,8 @@ pub enum Command {
         #[arg(long)]
         no_verify: bool,
     },
-    /// Check libtorch, CUDA, threads, data and checkpoints.
+    /// Check libtorch, CUDA, the CPU path, TF32, threads and data; each model's
+    /// metrics measured now beside those its sidecar recorded.
     Doctor,
     /// Time training, metrics, sweeps and ablation toggles, side by side with the
     /// study's PyTorch procedure (benches/study_pytorch.py) and the same procedure

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod circuit;
 pub mod commands;
 pub mod defence;
+pub mod doctor;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -89,7 +90,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             };
             circuit::circuit(common, format, &args)
         }
-        Command::Doctor => commands::doctor(common, format),
+        Command::Doctor => doctor::doctor(common, format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs } => {
             let args = bench::BenchArgs {
                 repeat: *repeat,

@@ -152,7 +152,7 @@ pub fn clean_means(net: &Net, clean: &Tensor) -> Vec<Tensor> {
     let _guard = tch::no_grad_guard();
     let mut sums: Vec<Tensor> =
         Layer::ALL.iter().map(|l| Tensor::zeros(l.output_shape(), (Kind::Float, clean.device()))).collect();
-    for x in clean.split(super::testset::CHUNK, 0) {
+    for x in clean.split(super::testset::chunk(clean.device()), 0) {
         let mut h = x;
         for layer in Layer::ALL {
             h = net.block(layer, &h);

@@ -10,7 +10,7 @@ use super::kernels;
 use super::layer::Layer;
 use super::lean;
 use super::model::Net;
-use super::testset::{CHUNK, TestSet};
+use super::testset::{TestSet, chunk};
 use std::cell::OnceCell;
 use std::ops::Range;
 use tch::{Device, Tensor};
@@ -157,8 +157,9 @@ impl ActivationCache {
             let side = CONV2_POOLED / 2;
             let h2 = Tensor::empty([2 * n, side, side, units], (tch::Kind::Float, self.device()));
             let trigger_reaches = !self.trigger_cells.iter().any(Range::is_empty);
-            for start in (0..n).step_by(CHUNK as usize) {
-                let len = CHUNK.min(n - start);
+            let step = chunk(self.device());
+            for start in (0..n).step_by(step as usize) {
+                let len = step.min(n - start);
                 let cells_pre2 = trigger_reaches.then(|| self.trigger_pre2.narrow(0, start, len));
                 let halves =
                     twin_block_outputs(&self.pre2.narrow(0, start, len), cells_pre2.as_ref(), &self.trigger_cells);
@@ -200,8 +201,9 @@ impl ActivationCache {
         let pre3 = self.conv1_kernel_pre3(test, sets, &plans);
         let total = self.logits.size()[0];
         let mut per_set: Vec<Vec<Tensor>> = sets.iter().map(|_| Vec::new()).collect();
-        for start in (0..total).step_by(CHUNK as usize) {
-            let len = CHUNK.min(total - start);
+        let step = chunk(self.device());
+        for start in (0..total).step_by(step as usize) {
+            let len = step.min(total - start);
             for (((set, plan), pre3), out) in sets.iter().zip(&plans).zip(&pre3).zip(per_set.iter_mut()) {
                 let logits = match (set.first_layer(), pre3) {
                     (None, _) => self.logits.narrow(0, start, len),

@@ -61,6 +61,18 @@ pub fn load_net(path: &Path, device: Device) -> Result<Net> {
             problems.join("; ")
         );
     }
+    let non_finite: Vec<String> = expected
+        .iter()
+        .filter_map(|(name, _, _)| {
+            let (_, t) = tensors.iter().find(|(n, _)| n == name).expect("checked above");
+            non_finite_count(name, t)
+        })
+        .collect();
+    if !non_finite.is_empty() {
+        // A NaN anywhere makes every logit NaN, and argmax then reads class 0 for
+        // every image: the metrics would say "no backdoor" instead of "broken file".
+        bail!("{}: holds values that are not finite numbers: {}", path.display(), non_finite.join("; "));
+    }
     let _guard = tch::no_grad_guard();
     for (name, _, target) in &expected {
         let (_, source) = tensors.iter().find(|(n, _)| n == name).expect("checked above");
@@ -68,6 +80,18 @@ pub fn load_net(path: &Path, device: Device) -> Result<Net> {
         target.copy_(&source.to_kind(Kind::Float).to_device(device));
     }
     Ok(net)
+}
+
+/// `name: 3 NaN, 1 Inf` when `t` holds values that are not finite, else `None`.
+/// Counted as the network will hold it (f32), so a finite f64 beyond f32's range
+/// counts as Inf.
+fn non_finite_count(name: &str, t: &Tensor) -> Option<String> {
+    let t = t.to_kind(Kind::Float);
+    let nan = t.isnan().sum(Kind::Int64).int64_value(&[]);
+    let inf = t.isinf().sum(Kind::Int64).int64_value(&[]);
+    let parts: Vec<String> =
+        [(nan, "NaN"), (inf, "Inf")].iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+    (!parts.is_empty()).then(|| format!("{name}: {}", parts.join(", ")))
 }
 
 /// Writes a value as pretty JSON, atomically.

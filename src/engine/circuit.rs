@@ -39,9 +39,9 @@ const EVAL_BATCH: usize = 64;
 
 impl Evaluate for FastEvaluator<'_> {
     fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics> {
+        // One copy from the device per pass, not one per set.
         sets.chunks(EVAL_BATCH)
-            .flat_map(|batch| self.cache.predict_many(self.test, batch, self.mode))
-            .map(|p| self.test.metrics(&p))
+            .flat_map(|batch| self.test.metrics_of_many(&self.cache.predict_many(self.test, batch, self.mode)))
             .collect()
     }
 }

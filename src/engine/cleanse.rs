@@ -9,6 +9,7 @@
 //! the sum is each label's own gradient, and Adam is element-wise, so the batched
 //! problem is the separate problems side by side (a test checks it).
 
+use super::draw;
 use super::host::floats;
 use super::inputopt::{FrozenNet, squash, stamp_all, unsquash};
 use super::layer::Layer;
@@ -379,8 +380,8 @@ fn random_starts(seed: i64, classes: usize, side: i64) -> (Tensor, Tensor) {
     let mut masks = Vec::new();
     let mut patterns = Vec::new();
     for _ in 0..classes {
-        masks.push(Tensor::rand([side, side], (Kind::Float, Device::Cpu)));
-        patterns.push(Tensor::rand([side, side], (Kind::Float, Device::Cpu)));
+        masks.push(draw::unit_uniform(&[side, side], Device::Cpu));
+        patterns.push(draw::unit_uniform(&[side, side], Device::Cpu));
     }
     (Tensor::stack(&masks, 0), Tensor::stack(&patterns, 0))
 }
@@ -518,7 +519,7 @@ pub fn recover(
         if labels.stopped.iter().all(|&s| s) {
             break;
         }
-        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let order = draw::permutation(n, device);
         let costs = labels.costs(device);
         let mut hits = Tensor::zeros([labels.labels.len() as i64], (Kind::Float, device));
         let mut l1_sum = hits.zeros_like();

@@ -285,6 +285,7 @@ impl Lab {
         if self.data.train.is_empty() {
             bail!("{}: the training split is empty or was not read", self.data.dir.display());
         }
+        self.config.check_training_images(self.data.train.len()).map_err(|e| eyre!(e))?;
         let _lock = RunLock::acquire(&self.run)?;
         let data = TrainData::new(&self.data.train, self.device);
         let probe = self.test.subset(self.config.eval_subset);

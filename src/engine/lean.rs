@@ -20,7 +20,7 @@
 use super::conv_pool;
 use super::layer::Layer;
 use super::model::{Net, block, channels_last};
-use super::testset::{CHUNK, TestSet};
+use super::testset::{TestSet, chunk};
 use super::winograd::{self, Output};
 use std::ops::Range;
 use tch::Tensor;
@@ -134,8 +134,8 @@ pub fn for_each_twin_chunk(
 
 /// `(start, len)` of each chunk of a test set's images.
 fn chunks(test: &TestSet) -> impl Iterator<Item = (i64, i64)> {
-    let n = test.len() as i64;
-    (0..n).step_by(CHUNK as usize).map(move |start| (start, CHUNK.min(n - start)))
+    let (n, step) = (test.len() as i64, chunk(test.device()));
+    (0..n).step_by(step as usize).map(move |start| (start, step.min(n - start)))
 }
 
 /// Where a test set's triggered images can differ from their clean twins: a

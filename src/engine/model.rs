@@ -1,5 +1,6 @@
 //! The study's CNN, parameters named as PyTorch names them.
 
+use super::draw;
 use super::layer::Layer;
 use tch::nn::{Init, VarStore};
 use tch::{Device, Tensor};
@@ -38,9 +39,16 @@ impl Net {
         for layer in Layer::ALL {
             let path = &root / layer.torch_index();
             let bound = 1.0 / (layer.fan_in() as f64).sqrt();
-            let init = if random { Init::Uniform { lo: -bound, up: bound } } else { Init::Const(0.0) };
-            weights.push(path.var("weight", &layer.weight_shape(), init));
-            biases.push(path.var("bias", &[layer.units() as i64], init));
+            let bias_shape = [layer.units() as i64];
+            if random {
+                // Drawn on the CPU (weight, then bias), so a seed gives this net on any device.
+                let uniform = |shape: &[i64]| draw::uniform(shape, -bound, bound, device);
+                weights.push(path.var_copy("weight", &uniform(&layer.weight_shape())));
+                biases.push(path.var_copy("bias", &uniform(&bias_shape)));
+            } else {
+                weights.push(path.var("weight", &layer.weight_shape(), Init::Const(0.0)));
+                biases.push(path.var("bias", &bias_shape, Init::Const(0.0)));
+            }
         }
         let flat = one_buffer(weights.iter_mut().zip(biases.iter_mut()).flat_map(|(w, b)| [w, b]), device);
         Net { vs, weights, biases, flat }

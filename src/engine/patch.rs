@@ -17,7 +17,7 @@ use super::cache::ActivationCache;
 use super::layer::Layer;
 use super::metrics::Metrics;
 use super::model::{self, Net};
-use super::testset::{CHUNK, TestSet};
+use super::testset::{TestSet, chunk};
 use serde::{Deserialize, Serialize};
 use std::ops::{ControlFlow, Range};
 use tch::{Kind, Tensor};
@@ -195,7 +195,7 @@ impl<'a> Patcher<'a> {
     fn patched_logits(&self, units: &[usize]) -> Tensor {
         let index = unit_index(units, self.receiver.device());
         let per_image = self.floats_per_image(units.len() as i64);
-        let step = (CHUNK_FLOATS / per_image).clamp(1, CHUNK);
+        let step = (CHUNK_FLOATS / per_image).clamp(1, chunk(self.receiver.device()));
         let chunks: Vec<Tensor> = (self.rows.start..self.rows.end)
             .step_by(step as usize)
             .map(|start| {
@@ -385,7 +385,7 @@ impl<'a> ReferencePatch<'a> {
         let donor_images = test.inputs.narrow(0, rows.start + offset, rows.end - rows.start);
         let donor_values = Tensor::cat(
             &donor_images
-                .split(CHUNK, 0)
+                .split(chunk(test.device()), 0)
                 .iter()
                 .map(|x| {
                     Layer::ALL[..=patch.layer.position()].iter().fold(x.shallow_clone(), |h, &l| donor.block(l, &h))
@@ -402,8 +402,9 @@ impl<'a> ReferencePatch<'a> {
         let (receiver, patch) = (self.receiver, &self.patch);
         let index = unit_index(&[unit], receiver.device());
         let mut logits = Vec::new();
-        for start in (self.rows.start..self.rows.end).step_by(CHUNK as usize) {
-            let len = CHUNK.min(self.rows.end - start);
+        let step = chunk(receiver.device());
+        for start in (self.rows.start..self.rows.end).step_by(step as usize) {
+            let len = step.min(self.rows.end - start);
             let mut h = self.test.inputs.narrow(0, start, len);
             let mut patched: Option<Tensor> = None;
             for layer in Layer::ALL {

@@ -3,7 +3,7 @@
 
 use super::layer::{Layer, PerLayer};
 use super::model::{Net, channels_last};
-use super::testset::{CHUNK, TestSet};
+use super::testset::{TestSet, chunk};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -82,7 +82,7 @@ pub fn unit_scores(net: &Net, test: &TestSet, layer: Layer) -> Tensor {
     let _guard = tch::no_grad_guard();
     let parts: Vec<Tensor> = test
         .inputs
-        .split(CHUNK, 0)
+        .split(chunk(test.device()), 0)
         .iter()
         .map(|x| {
             let map = activation_maps(net, x).swap_remove(layer.position());
@@ -121,7 +121,7 @@ pub fn activation_changes(net: &Net, test: &TestSet) -> PerLayer<Vec<f64>> {
     let mut totals = PerLayer::from_fn(|l| Tensor::zeros([l.units() as i64], (Kind::Double, test.device())));
     let mut start = 0;
     while start < n {
-        let len = CHUNK.min(n - start);
+        let len = chunk(test.device()).min(n - start);
         let clean = activation_maps(net, &test.inputs.narrow(0, start, len));
         let triggered = activation_maps(net, &test.inputs.narrow(0, n + start, len));
         for ((layer, clean), triggered) in Layer::ALL.into_iter().zip(clean).zip(triggered) {

@@ -4,7 +4,7 @@ use super::layer::Layer;
 use super::lean;
 use super::metrics::Metrics;
 use super::model::Net;
-use super::testset::{CHUNK, TestSet};
+use super::testset::{TestSet, chunk};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use tch::Tensor;
@@ -57,8 +57,9 @@ pub fn swap_many_until(
     let (n, total) = (test.len() as i64, test.inputs.size()[0] as usize);
     let window = lean::TriggerWindow::of(test);
     let mut done = 0;
-    for start in (0..n).step_by(CHUNK as usize) {
-        let len = CHUNK.min(n - start);
+    let step = chunk(test.device());
+    for start in (0..n).step_by(step as usize) {
+        let len = step.min(n - start);
         let triggered = test.inputs.narrow(0, n + start, len);
         let mut walk = Walk {
             nets: [recipient, donor],

@@ -1,6 +1,7 @@
 //! The study's three training phases: clean, poison, rehab.
 
 use super::backprop::{Backprop, cross_entropy_gradient};
+use super::draw;
 use super::model::Net;
 use super::optim::{Adam, Proximity};
 use super::testset::TestSet;
@@ -77,6 +78,27 @@ impl TrainConfig {
         }
         if self.lr.is_nan() || self.lr <= 0.0 || self.lambda_poison < 0.0 || self.lambda_rehab < 0.0 {
             return Err("the learning rate must be positive and λ non-negative".into());
+        }
+        Ok(())
+    }
+}
+
+/// Classes in either dataset (MNIST's digits, Fashion-MNIST's garments).
+const CLASSES: usize = 10;
+
+impl TrainConfig {
+    /// Refuses a training set smaller than one batch per class (batch size × 10):
+    /// an epoch of it is under ten steps, too few for ten classes, let alone a
+    /// backdoor, and the probe found `--train-limit 1` saving three chance-level
+    /// models with exit 0, which every analysis would then study as the run's.
+    pub fn check_training_images(&self, images: usize) -> Result<(), String> {
+        let least = self.batch_size * CLASSES;
+        if images < least {
+            return Err(format!(
+                "{images} training images are fewer than one batch per class ({} × {CLASSES} = {least}): \
+                 the models could not learn; use at least {least} (--train-limit) or a smaller --batch-size",
+                self.batch_size
+            ));
         }
         Ok(())
     }
@@ -306,7 +328,7 @@ pub fn train_phase_stamped(
         return PhaseEnd::Cancelled;
     }
     for epoch in 0..cfg.epochs {
-        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let order = draw::permutation(n, device);
         for s in 0..steps_per_epoch as i64 {
             let len = batch.min(n - s * batch);
             let index = order.narrow(0, s * batch, len);
