@@ -4,7 +4,7 @@
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
 use crate::engine::device::parse_device;
-use crate::engine::lab::{Lab, ModelKind, RunDir};
+use crate::engine::lab::{Lab, ModelKind, RunDir, RunLock};
 use crate::engine::train::TrainConfig;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};
@@ -26,7 +26,7 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
     /// Name of the run (a subfolder of --checkpoints).
-    #[arg(long, global = true, default_value = "default")]
+    #[arg(long, global = true, default_value = "default", value_parser = RunDir::check_name)]
     pub run: String,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
@@ -140,32 +140,40 @@ fn warn_sidecar(e: &color_eyre::eyre::Report) {
 /// use the run's own and read the test split only.
 pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> {
     let splits = if train.is_some() { Splits::TrainAndTest } else { Splits::Test };
-    open_lab_reading(common, train, splits, &[])
+    open_lab_reading(common, train, splits, &[], false)
 }
 
 /// `open_lab` for a command that studies the run's `models` with its own
 /// configuration: a missing model fails before any data is read.
 pub fn open_lab_holding(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
-    open_lab_reading(common, None, Splits::Test, models)
+    open_lab_reading(common, None, Splits::Test, models, false)
 }
 
-/// `open_lab_holding` for a command that optimises over training images
-/// (trigger recovery, unlearning): it reads the training split too.
-pub fn open_lab_with_train_split(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
-    open_lab_reading(common, None, Splits::TrainAndTest, models)
-}
-
-/// The flags checked in the order a user fixes them: the device, the run's
-/// `models`, then the data (the slowest to read).
-fn open_lab_reading(
+/// A lab for a command that writes into the run (training, recovery, unlearning,
+/// saved pictures): it holds the run's lock from before its first read of the run
+/// to its last write, and a run that cannot be written fails here, before any work.
+pub fn open_lab_writing(
     common: &CommonArgs,
     train: Option<TrainConfig>,
     splits: Splits,
     models: &[ModelKind],
 ) -> Result<Lab> {
+    open_lab_reading(common, train, splits, models, true)
+}
+
+/// The flags checked in the order a user fixes them: the device, the run's
+/// `models`, the run's lock (when `write`), then the data (the slowest to read).
+fn open_lab_reading(
+    common: &CommonArgs,
+    train: Option<TrainConfig>,
+    splits: Splits,
+    models: &[ModelKind],
+    write: bool,
+) -> Result<Lab> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;
+    let lock = if write { Some(RunLock::acquire(&run)?) } else { None };
     let config = match train {
         Some(config) => config,
         None => run_config(&run, common.dataset.unwrap_or_default())?,
@@ -178,7 +186,11 @@ fn open_lab_reading(
         );
     }
     let data = load_data(common, config.dataset, splits)?;
-    Lab::new(device, data, config, run)
+    let lab = Lab::new(device, data, config, run)?;
+    Ok(match lock {
+        Some(lock) => lab.locked(lock),
+        None => lab,
+    })
 }
 
 /// Refuses to mix models trained with another configuration into this one.

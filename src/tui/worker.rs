@@ -22,6 +22,7 @@ use crate::engine::patch::{Direction, Patch, Patcher};
 use crate::engine::probe::{self, FeatureHit};
 use crate::engine::prune::{self, Ranking, RankingInputs};
 use crate::engine::recovery_store;
+use crate::engine::run::key::FileKey;
 use crate::engine::swap;
 use crate::engine::sweep;
 use crate::engine::train::{LogLine, Phase, TrainEvent};
@@ -386,6 +387,8 @@ impl Worker {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet: recovery can start once the header says ready");
         };
+        // The model file as the job starts: a file retrained meanwhile refuses the save.
+        let examined = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
         let end = cleanse::recover(
@@ -409,7 +412,8 @@ impl Worker {
             (self.reply)(Reply::RecoveryStopped);
             return Ok(());
         };
-        recovery_store::save(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned), &report)?;
+        let _lock = lab.writing()?;
+        recovery_store::save(&lab.run, POISONED, &examined, &report)?;
         self.recovery = Some((*report).clone());
         (self.reply)(Reply::Recovered(report));
         Ok(())
@@ -423,11 +427,13 @@ impl Worker {
         let Some(recovery) = self.recovery.as_ref() else {
             bail!("recover the trigger first (R): unlearning uses the recovered trigger");
         };
+        let from_key = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
         let outcome = unlearn::unlearn(
             lab,
             analysis.net(ModelKind::Poisoned)?,
+            &from_key,
             recovery,
             &UnlearnConfig::default(),
             &mut |event| {
@@ -617,7 +623,8 @@ const POISONED: &str = "poisoned";
 /// A saved recovery of the poisoned model as it is now, and the unlearned model's
 /// metrics when it was made from this poisoned model, both sent to the UI.
 fn saved_recovery(lab: &Lab, reply: &mut ReplySink) -> Result<Option<RecoveryReport>> {
-    let recovery = recovery_store::load_current(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned))?;
+    let poisoned = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
+    let recovery = recovery_store::load_current(&lab.run, POISONED, &poisoned)?;
     if let Some(report) = &recovery {
         reply(Reply::Recovered(Box::new(report.clone())));
     }
