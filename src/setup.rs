@@ -5,6 +5,7 @@ use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
 use crate::engine::device::parse_device;
 use crate::engine::lab::{Lab, ModelKind, RunDir, RunLock};
+use crate::engine::run::settings::RunSettings;
 use crate::engine::train::TrainConfig;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};
@@ -174,6 +175,7 @@ fn open_lab_reading(
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;
     let lock = if write { Some(RunLock::acquire(&run)?) } else { None };
+    let training = train.is_some();
     let config = match train {
         Some(config) => config,
         None => run_config(&run, common.dataset.unwrap_or_default())?,
@@ -186,6 +188,12 @@ fn open_lab_reading(
         );
     }
     let data = load_data(common, config.dataset, splits)?;
+    // Training commands check their data when they know which phases they retrain.
+    if !training
+        && let Some(record) = RunSettings::load(&run)?
+    {
+        record.check_data(&data)?;
+    }
     let lab = Lab::new(device, data, config, run)?;
     Ok(match lock {
         Some(lock) => lab.locked(lock),
@@ -193,8 +201,14 @@ fn open_lab_reading(
     })
 }
 
-/// Refuses to mix models trained with another configuration into this one.
+/// Refuses to mix models trained with another configuration, or on other data,
+/// into this one.
 pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
+    if !kinds.is_empty()
+        && let Some(record) = RunSettings::load(&lab.run)?
+    {
+        record.check_data(&lab.data)?;
+    }
     for &kind in kinds {
         if lab.run.sidecar_path(kind).is_file() {
             let saved = match lab.run.sidecar(kind) {

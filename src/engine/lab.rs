@@ -5,6 +5,7 @@ use super::checkpoint;
 use super::metrics::Metrics;
 use super::model::Net;
 use super::run::log::MetricsLog;
+use super::run::settings::RunSettings;
 use super::testset::TestSet;
 use super::train::{self, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
 use crate::data::mnist::Mnist;
@@ -206,6 +207,7 @@ impl Lab {
             bail!("{}: the training split is empty or was not read", self.data.dir.display());
         }
         let _lock = self.writing()?;
+        self.check_settings(phases)?;
         let data = TrainData::new(&self.data.train, self.device);
         let probe = self.test.subset(self.config.eval_subset);
         let mut log = MetricsLog::open(&self.run.metrics_log())?;
@@ -234,10 +236,32 @@ impl Lab {
                 return Ok(trained);
             }
             self.save(kind, &net, &self.config, clock.elapsed().as_secs_f64(), None)?;
+            RunSettings::of(&self.config, &self.data).save(&self.run)?;
             log.commit(phase)?;
             trained.push((kind, net));
         }
         Ok(trained)
+    }
+
+    /// Refuses to train `phases` with settings or data other than the run's record,
+    /// naming each difference, unless they retrain every model the run holds from
+    /// the first phase (a new start: the record is replaced as they save).
+    fn check_settings(&self, phases: &[Phase]) -> Result<()> {
+        let held: Vec<ModelKind> = ModelKind::STUDY.into_iter().filter(|&k| self.run.has(k)).collect();
+        let fresh = phases.contains(&Phase::Clean) && held.iter().all(|k| phases.contains(&k.phase()));
+        let Some(record) = RunSettings::load(&self.run)?.filter(|_| !held.is_empty() && !fresh) else {
+            return Ok(());
+        };
+        let differences = record.differences(&self.config);
+        if !differences.is_empty() {
+            bail!(
+                "the models in {} were trained with other settings ({}); train every phase from clean to \
+                 change them (--phases clean,poison,rehab), or use a new --run",
+                self.run.root.display(),
+                differences.join(", ")
+            );
+        }
+        record.check_data(&self.data)
     }
 
     /// Writes a trained model and its sidecar (measuring it on the full test set).

@@ -387,7 +387,9 @@ impl Worker {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet: recovery can start once the header says ready");
         };
-        // The model file as the job starts: a file retrained meanwhile refuses the save.
+        // Held from the start, so that a run that cannot be written says so before
+        // the recovery computes; the file's checksum then keys the result.
+        let _lock = lab.writing()?;
         let examined = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
@@ -412,7 +414,6 @@ impl Worker {
             (self.reply)(Reply::RecoveryStopped);
             return Ok(());
         };
-        let _lock = lab.writing()?;
         recovery_store::save(&lab.run, POISONED, &examined, &report)?;
         self.recovery = Some((*report).clone());
         (self.reply)(Reply::Recovered(report));
@@ -646,6 +647,7 @@ fn run_info(lab: &Lab) -> RunInfo {
         train_images: lab.data.train.len(),
         test_images: lab.data.test.len(),
         missing: missing_phases(lab),
+        read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
     }
 }
 

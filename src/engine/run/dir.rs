@@ -41,6 +41,11 @@ impl RunDir {
         self.root.join(format!("{kind}.json"))
     }
 
+    /// The record of the run's settings (`run/settings.rs`).
+    pub fn settings_path(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+
     pub fn metrics_log(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }

@@ -7,6 +7,7 @@ pub mod files;
 pub mod key;
 pub mod lock;
 pub mod log;
+pub mod settings;
 
 pub use dir::RunDir;
 pub use lock::RunLock;
