@@ -189,9 +189,7 @@ fn open_lab_reading(
     }
     let data = load_data(common, config.dataset, splits)?;
     // Training commands check their data when they know which phases they retrain.
-    if !training
-        && let Some(record) = RunSettings::load(&run)?
-    {
+    if !training && let Some(record) = RunSettings::load(&run)? {
         record.check_data(&data)?;
     }
     let lab = Lab::new(device, data, config, run)?;

@@ -45,3 +45,32 @@ impl FileKey {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probe's race: a recovery read the poisoned model, then a `train` beside
+    /// it replaced the file; the result must not be saved as the new file's.
+    #[test]
+    fn a_file_replaced_after_reading_is_named_with_both_checksums() {
+        let dir = std::env::temp_dir().join(format!("trojanscope-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("poisoned.safetensors");
+        checkpoint::save_net(&Net::new(Device::Cpu), &path).unwrap();
+        let (net, key) = FileKey::read_model(&path, Device::Cpu).unwrap();
+        assert_eq!(key.sha256, file_sha256(&path).unwrap());
+        assert_eq!(key.sha256.len(), 64);
+        key.unchanged("poisoned model").unwrap();
+        // Rewritten with the same weights: the same bytes, still the same model.
+        checkpoint::save_net(&net, &path).unwrap();
+        key.unchanged("poisoned model").unwrap();
+        checkpoint::save_net(&Net::new(Device::Cpu), &path).unwrap();
+        let now = file_sha256(&path).unwrap();
+        assert_ne!(now, key.sha256);
+        let error = key.unchanged("poisoned model").unwrap_err().to_string();
+        assert!(error.starts_with("the poisoned model ("), "{error}");
+        assert!(error.contains(&format!("SHA-256 {} when read, {now} now; nothing was saved", key.sha256)), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
