@@ -174,6 +174,10 @@ fn open_lab_reading(
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;
+    // Before the lock, which creates the run folder: a bad flag leaves nothing behind.
+    if let Some(config) = &train {
+        config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
+    }
     let lock = if write { Some(RunLock::acquire(&run)?) } else { None };
     let training = train.is_some();
     let config = match train {

@@ -122,6 +122,7 @@ fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Res
     }
     let report = report::build(&lab, format.is_human())?;
     let markdown = report.to_markdown(&lab);
+    report.unchanged(&lab)?;
     checkpoint::save_json(&report, &lab.run.root.join("report.json"))?;
     // The pictures first, so that the report never links a missing one.
     report_pictures::write(&report.pictures, &lab.run.root)?;
