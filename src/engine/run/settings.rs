@@ -8,7 +8,7 @@ use crate::data::mnist::Mnist;
 use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
 use crate::engine::train::TrainConfig;
-use color_eyre::eyre::{Result, bail};
+use color_eyre::eyre::{Result, WrapErr, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -68,20 +68,43 @@ impl RunSettings {
     }
 
     /// Fails, naming the file and both checksums, when a data file read now is
-    /// not the one the run's models were trained on.
+    /// not the one the run's models were trained on. A gzip file read where the
+    /// run recorded the raw file is compared by its decompressed bytes (the raw
+    /// file's checksum); a raw file where the run recorded a gzip one cannot be
+    /// compared and passes.
     pub fn check_data(&self, data: &Mnist) -> Result<()> {
         for (file, sha) in &data.checksums {
-            if let Some(recorded) = self.data_sha256.get(file).filter(|&r| r != sha) {
+            let path = data.dir.join(file);
+            let raw_name = file.strip_suffix(".gz");
+            let (recorded, now) = match (self.data_sha256.get(file), raw_name.and_then(|r| self.data_sha256.get(r))) {
+                (Some(recorded), _) => (recorded, sha.clone()),
+                (None, Some(recorded)) => (recorded, gunzipped_sha256(&path)?),
+                (None, None) => continue,
+            };
+            if *recorded != now {
                 bail!(
-                    "{}: SHA-256 {sha}, but this run's models were trained on a file with SHA-256 {recorded}; \
+                    "{}: SHA-256 {now}{}, but this run's models were trained on a file with SHA-256 {recorded}; \
                      point --data-dir at the {} data the run was trained on, or train a new --run on this data",
-                    data.dir.join(file).display(),
+                    path.display(),
+                    if now == *sha { "" } else { " (decompressed)" },
                     self.config.dataset
                 );
             }
         }
         Ok(())
     }
+}
+
+/// The SHA-256 of a gzip file's decompressed bytes.
+fn gunzipped_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let file = std::fs::File::open(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut bytes)
+        .wrap_err_with(|| format!("{}: not a readable gzip file", path.display()))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `trigger.row` → "trigger-row", `trigger.target` → "target", `batch_size` → "batch-size".
