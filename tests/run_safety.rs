@@ -281,6 +281,15 @@ fn wait_for_screen(socket: &str, what: &str, poke: impl Fn(), done: impl Fn(&str
     }
 }
 
+/// A private tmux server, ended when the test ends (passed or not).
+struct TmuxServer(String);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.0, "kill-server"]).output();
+    }
+}
+
 #[test]
 fn a_read_only_run_opens_read_only_in_the_explorer() {
     let dir = copy_of_trained_run("safety-explorer");
@@ -290,6 +299,7 @@ fn a_read_only_run_opens_read_only_in_the_explorer() {
         return;
     };
     let socket = format!("trojanscope-safety-{}", std::process::id());
+    let _server = TmuxServer(socket.clone());
     let args = on_run(&dir, "r", &[]).join(" ");
     let script = format!("'{}' {args}; echo \"exited with $?\"; sleep 600", env!("CARGO_BIN_EXE_trojanscope"));
     let tmux = |args: &[&str]| Command::new("tmux").args(["-L", &socket]).args(args).output().unwrap();
@@ -319,7 +329,6 @@ fn a_read_only_run_opens_read_only_in_the_explorer() {
     tmux(&["send-keys", "Escape"]);
     tmux(&["send-keys", "q"]);
     let screen = wait_for_screen(&socket, "the explorer to exit", || (), |s| s.contains("exited with"));
-    let _ = tmux(&["kill-server"]);
     assert!(screen.contains("exited with 0"), "{screen}");
     assert!(!run.join("explorer.log").exists() && !run.join("recovery-poisoned.json").exists());
 }
