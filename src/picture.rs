@@ -210,12 +210,13 @@ pub fn save_grey_png(values: &[f32], side: usize, factor: u32, path: &Path) -> R
     save_png(&picture.enlarged(factor), path)
 }
 
-/// Writes a PNG, creating its folder.
+/// Writes a PNG, creating its folder; atomically and never through a link (most
+/// pictures land in a run folder).
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    image.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::engine::checkpoint::write_atomically(path, |tmp| {
+        image.save(tmp).map_err(|e| color_eyre::eyre::eyre!("cannot write {}: {e}", path.display()))
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Clean, poison and rehab accuracy in every chart: green, red, blue.

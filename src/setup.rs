@@ -4,7 +4,8 @@
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
 use crate::engine::device::parse_device;
-use crate::engine::lab::{Lab, ModelKind, RunDir};
+use crate::engine::lab::{Lab, ModelKind, RunDir, RunLock};
+use crate::engine::run::settings::RunSettings;
 use crate::engine::train::TrainConfig;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};
@@ -26,7 +27,7 @@ pub struct CommonArgs {
     #[arg(long, global = true, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
     /// Name of the run (a subfolder of --checkpoints).
-    #[arg(long, global = true, default_value = "default")]
+    #[arg(long, global = true, default_value = "default", value_parser = RunDir::check_name)]
     pub run: String,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
@@ -158,32 +159,45 @@ fn warn_sidecar(e: &color_eyre::eyre::Report) {
 /// use the run's own and read the test split only.
 pub fn open_lab(common: &CommonArgs, train: Option<TrainConfig>) -> Result<Lab> {
     let splits = if train.is_some() { Splits::TrainAndTest } else { Splits::Test };
-    open_lab_reading(common, train, splits, &[])
+    open_lab_reading(common, train, splits, &[], false)
 }
 
 /// `open_lab` for a command that studies the run's `models` with its own
 /// configuration: a missing model fails before any data is read.
 pub fn open_lab_holding(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
-    open_lab_reading(common, None, Splits::Test, models)
+    open_lab_reading(common, None, Splits::Test, models, false)
 }
 
-/// `open_lab_holding` for a command that optimises over training images
-/// (trigger recovery, unlearning): it reads the training split too.
-pub fn open_lab_with_train_split(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
-    open_lab_reading(common, None, Splits::TrainAndTest, models)
-}
-
-/// The flags checked in the order a user fixes them: the device, the run's
-/// `models`, then the data (the slowest to read).
-fn open_lab_reading(
+/// A lab for a command that writes into the run (training, recovery, unlearning,
+/// saved pictures): it holds the run's lock from before its first read of the run
+/// to its last write, and a run that cannot be written fails here, before any work.
+pub fn open_lab_writing(
     common: &CommonArgs,
     train: Option<TrainConfig>,
     splits: Splits,
     models: &[ModelKind],
 ) -> Result<Lab> {
+    open_lab_reading(common, train, splits, models, true)
+}
+
+/// The flags checked in the order a user fixes them: the device, the run's
+/// `models`, the run's lock (when `write`), then the data (the slowest to read).
+fn open_lab_reading(
+    common: &CommonArgs,
+    train: Option<TrainConfig>,
+    splits: Splits,
+    models: &[ModelKind],
+    write: bool,
+) -> Result<Lab> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;
+    // Before the lock, which creates the run folder: a bad flag leaves nothing behind.
+    if let Some(config) = &train {
+        config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
+    }
+    let lock = if write { Some(RunLock::acquire(&run)?) } else { None };
+    let training = train.is_some();
     let config = match train {
         Some(config) => config,
         None => run_config(&run, common.dataset.unwrap_or_default())?,
@@ -196,11 +210,25 @@ fn open_lab_reading(
         );
     }
     let data = load_data(common, config.dataset, splits)?;
-    Lab::new(device, data, config, run)
+    // Training commands check their data when they know which phases they retrain.
+    if !training && let Some(record) = RunSettings::load(&run)? {
+        record.check_data(&data)?;
+    }
+    let lab = Lab::new(device, data, config, run)?;
+    Ok(match lock {
+        Some(lock) => lab.locked(lock),
+        None => lab,
+    })
 }
 
-/// Refuses to mix models trained with another configuration into this one.
+/// Refuses to mix models trained with another configuration, or on other data,
+/// into this one.
 pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
+    if !kinds.is_empty()
+        && let Some(record) = RunSettings::load(&lab.run)?
+    {
+        record.check_data(&lab.data)?;
+    }
     for &kind in kinds {
         if lab.run.sidecar_path(kind).is_file() {
             let saved = match lab.run.sidecar(kind) {

@@ -260,6 +260,10 @@ fn run_draws_the_report_pictures_and_links_each_one() {
     }
     let bar = BAR_HEIGHT / 2 + BAR_HEIGHT;
 
+    // The report is keyed by the weights it read.
+    let poisoned = trojanscope::engine::run::files::file_sha256(&run.join("poisoned.safetensors")).unwrap();
+    assert_eq!(report["models_sha256"][1], serde_json::json!(["poisoned", poisoned]));
+
     // The sweeps: two rows of one cell per unit, each unit coloured by its drop on
     // the row's ±scale.
     let baseline = &report["models"][1][1];

@@ -251,9 +251,11 @@ fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
     assert!(matches!(stopped, RecoveryEnd::Cancelled));
 
     let before = lab.test.evaluate(&poisoned);
-    let outcome = unlearn(lab, &poisoned, &report, &UnlearnConfig::default(), &mut |_| ControlFlow::Continue(()))
-        .unwrap()
-        .expect("not stopped");
+    let from = trojanscope::engine::run::key::FileKey::of(&lab.run.model_path(ModelKind::Poisoned)).unwrap();
+    let outcome =
+        unlearn(lab, &poisoned, &from, &report, &UnlearnConfig::default(), &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+            .expect("not stopped");
     assert_eq!(outcome.record.label, target);
     assert!(outcome.after.poison_acc < 20.0, "{:?} → {:?}", before.triple(), outcome.after.triple());
     assert!(outcome.after.clean_acc > before.clean_acc - 3.0, "{:?} → {:?}", before.triple(), outcome.after.triple());

@@ -8,7 +8,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
 use crate::picture::save_png;
-use crate::setup::open_lab_holding;
+use crate::setup::{Splits, open_lab_writing};
 use color_eyre::eyre::{Result, eyre};
 
 pub fn prune(
@@ -19,7 +19,8 @@ pub fn prune(
     target: &AblationTarget,
     seed: u64,
 ) -> Result<()> {
-    let lab = open_lab_holding(common, &[target.model, ModelKind::Clean])?;
+    // It saves its charts into the run.
+    let lab = open_lab_writing(common, None, Splits::Test, &[target.model, ModelKind::Clean])?;
     let analysis = Analysis::load(&lab, &[target.model, ModelKind::Clean], target.model)?;
     let (net, clean, cache) = (analysis.subject_net(), analysis.net(ModelKind::Clean)?, &analysis.cache);
     let inputs = RankingInputs { net, clean, test: &lab.test, seed };

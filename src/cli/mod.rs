@@ -17,7 +17,7 @@ use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
 use crate::engine::unlearn::UnlearnConfig;
-use crate::setup::{check_same_config, open_lab};
+use crate::setup::{Splits, check_same_config, open_lab_writing};
 use args::{Cli, Command};
 use color_eyre::eyre::Result;
 use output::Format;
@@ -30,7 +30,8 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
         Command::Train { train, phases } => {
-            let lab = open_lab(common, Some(train.config(crate::setup::dataset(common))))?;
+            let config = train.config(crate::setup::dataset(common));
+            let lab = open_lab_writing(common, Some(config), Splits::TrainAndTest, &[])?;
             commands::train(&lab, format, phases)
         }
         Command::Eval { model, checkpoint, per_class } => {
@@ -105,7 +106,8 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
 
 /// The main job: train what is missing, then analyse all three models.
 fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Result<()> {
-    let lab = open_lab(&cli.common, Some(train.config(crate::setup::dataset(&cli.common))))?;
+    let config = train.config(crate::setup::dataset(&cli.common));
+    let lab = open_lab_writing(&cli.common, Some(config), Splits::TrainAndTest, &[])?;
     // Once a model is missing, everything downstream of it is retrained too.
     let first_missing = ModelKind::STUDY.iter().position(|&k| retrain || !lab.run.has(k));
     let phases: Vec<Phase> = match first_missing {
@@ -121,6 +123,7 @@ fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Res
     }
     let report = report::build(&lab, format.is_human())?;
     let markdown = report.to_markdown(&lab);
+    report.unchanged(&lab)?;
     checkpoint::save_json(&report, &lab.run.root.join("report.json"))?;
     // The pictures first, so that the report never links a missing one.
     report_pictures::write(&report.pictures, &lab.run.root)?;

@@ -9,6 +9,7 @@ use crate::engine::diff::{self, LayerDiff};
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
+use crate::engine::run::key::FileKey;
 use crate::engine::swap::{self, SwapRow};
 use crate::engine::sweep::{SweepRow, most_backdoor_relevant};
 use crate::table::Table;
@@ -24,6 +25,9 @@ const SWEPT: [Layer; 3] = [Layer::Conv1, Layer::Conv2, Layer::Fc1];
 #[derive(Serialize)]
 pub struct Report {
     pub models: Vec<(ModelKind, Metrics)>,
+    /// SHA-256 of each model's file as read: the report is saved only if they
+    /// still hold (`unchanged`).
+    pub models_sha256: Vec<(ModelKind, String)>,
     pub sweeps: Vec<Vec<SweepRow>>,
     /// Per swept layer: the two units whose lone ablation lowers poison accuracy
     /// most, ablated together.
@@ -37,6 +41,8 @@ pub struct Report {
 
 pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
     let clock = Instant::now();
+    let keys = ModelKind::STUDY.iter().map(|&k| Ok((k, FileKey::of(&lab.run.model_path(k))?.sha256)));
+    let models_sha256 = keys.collect::<Result<Vec<_>>>()?;
     let analysis = Analysis::load(lab, &ModelKind::STUDY, ModelKind::Poisoned)?;
     let (cache, net) = (&analysis.cache, |kind| analysis.net(kind));
     let (clean, poisoned, rehab) = (net(ModelKind::Clean)?, net(ModelKind::Poisoned)?, net(ModelKind::Rehab)?);
@@ -61,10 +67,21 @@ pub fn build(lab: &Lab, visible: bool) -> Result<Report> {
     let inputs =
         report_pictures::Inputs { clean, poisoned, sweeps: &sweeps, baseline: &models[1].1, mode: target.mode };
     let pictures = report_pictures::build(lab, &inputs)?;
-    Ok(Report { models, sweeps, top_pairs, swaps, diffs, pictures, seconds: clock.elapsed().as_secs_f64() })
+    let seconds = clock.elapsed().as_secs_f64();
+    Ok(Report { models, models_sha256, sweeps, top_pairs, swaps, diffs, pictures, seconds })
 }
 
 impl Report {
+    /// Fails, naming the model and both checksums, when a model file changed
+    /// since the report read it.
+    pub fn unchanged(&self, lab: &Lab) -> Result<()> {
+        for (kind, sha256) in &self.models_sha256 {
+            let key = FileKey { path: lab.run.model_path(*kind), sha256: sha256.clone() };
+            key.unchanged(&format!("{kind} model"))?;
+        }
+        Ok(())
+    }
+
     pub fn to_markdown(&self, lab: &Lab) -> String {
         let cfg = &lab.config;
         let mut out = format!(

@@ -4,7 +4,6 @@
 //! the values at the colour bar's ends.
 
 use crate::engine::ablation::AblationMode;
-use crate::engine::checkpoint::write_atomically;
 use crate::engine::host::floats;
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
@@ -272,7 +271,7 @@ fn activation_figures(lab: &Lab, clean_net: &Net, poisoned_net: &Net) -> Result<
 pub fn write(figures: &[Figure], root: &Path) -> Result<()> {
     for figure in figures {
         let path = root.join(&figure.file);
-        write_atomically(&path, |tmp| save_png(&figure.image, tmp).map_err(|e| eyre!(e)))?;
+        save_png(&figure.image, &path).map_err(|e| eyre!(e))?;
     }
     let dir = root.join(DIR);
     let drawn: BTreeSet<&Path> = figures.iter().map(|f| Path::new(&f.file)).collect();

@@ -4,33 +4,38 @@
 use super::args::CommonArgs;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
-use crate::engine::checkpoint;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::featvis::{self, VisConfig, Visualization};
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
 use crate::engine::recovery_store::{self, recovery_table};
+use crate::engine::run::key::FileKey;
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
-use crate::setup::{open_lab_holding, open_lab_with_train_split};
+use crate::setup::{Splits, open_lab_writing};
 use crate::table::Table;
 use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The model examined: a run's, or a checkpoint file; its name and file.
-pub(super) fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Result<(Net, String, PathBuf)> {
-    match file {
-        Some(path) => {
-            let name =
-                path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-            Ok((checkpoint::load_net(path, lab.device)?, name, path.to_path_buf()))
+/// The model examined: a run's, or a checkpoint file; its name, and its file with
+/// the checksum it was read with (what results are keyed by).
+pub(super) fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Result<(Net, String, FileKey)> {
+    let (name, path) = match file {
+        Some(path) => (
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into()),
+            path.to_path_buf(),
+        ),
+        None => {
+            lab.run.require(&[model])?;
+            (model.to_string(), lab.run.model_path(model))
         }
-        None => Ok((lab.load(model)?, model.to_string(), lab.run.model_path(model))),
-    }
+    };
+    let (net, key) = FileKey::read_model(&path, lab.device)?;
+    Ok((net, name, key))
 }
 
 /// Runs Neural Cleanse with a progress bar (labels × epochs).
@@ -84,10 +89,11 @@ pub fn recover(
     cfg: &CleanseConfig,
 ) -> Result<()> {
     cfg.validate(Layer::Fc2.units()).map_err(|e| eyre!("invalid recovery settings: {e}"))?;
-    let lab = open_lab_with_train_split(common, if file.is_some() { &[] } else { std::slice::from_ref(&model) })?;
-    let (net, name, path) = examined(&lab, model, file)?;
+    let models = if file.is_some() { &[][..] } else { std::slice::from_ref(&model) };
+    let lab = open_lab_writing(common, None, Splits::TrainAndTest, models)?;
+    let (net, name, key) = examined(&lab, model, file)?;
     let report = run_recovery(&lab, &net, &name, cfg, format.is_human())?;
-    let pictures = recovery_store::save(&lab.run, &name, &path, &report)?;
+    let pictures = recovery_store::save(&lab.run, &name, &key, &report)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report.labels)?),
         _ => {
@@ -126,16 +132,16 @@ pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &Unle
     if model == ModelKind::Unlearned {
         bail!("the unlearned model is what unlearning writes; pick the model to unlearn from (e.g. --model poisoned)");
     }
-    let lab = open_lab_with_train_split(common, &[model])?;
-    let (net, name, path) = examined(&lab, model, None)?;
-    let recovery = match recovery_store::load_current(&lab.run, &name, &path)? {
+    let lab = open_lab_writing(common, None, Splits::TrainAndTest, &[model])?;
+    let (net, name, key) = examined(&lab, model, None)?;
+    let recovery = match recovery_store::load_current(&lab.run, &name, &key)? {
         Some(report) => report,
         None => {
             if format.is_human() {
                 eprintln!("no current trigger recovery of the {name} model: running `trojanscope recover` first");
             }
             let report = run_recovery(&lab, &net, &name, &CleanseConfig::default(), format.is_human())?;
-            recovery_store::save(&lab.run, &name, &path, &report)?;
+            recovery_store::save(&lab.run, &name, &key, &report)?;
             report
         }
     };
@@ -147,7 +153,7 @@ pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &Unle
         );
     }
     let mut bars = TrainingBars::new(format.is_human());
-    let Some(outcome) = unlearn::unlearn(&lab, &net, &recovery, cfg, &mut |e| bars.on_event(e))? else {
+    let Some(outcome) = unlearn::unlearn(&lab, &net, &key, &recovery, cfg, &mut |e| bars.on_event(e))? else {
         bail!("unlearning stopped; nothing saved");
     };
     let rehab = lab.run.sidecar(ModelKind::Rehab).ok().map(|s| s.metrics);
@@ -194,7 +200,8 @@ pub fn visualize(
     }
     cfg.validate().map_err(|e| eyre!("invalid visualisation settings: {e}"))?;
     let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
-    let lab = open_lab_holding(common, &models)?;
+    // It saves its pictures into the run.
+    let lab = open_lab_writing(common, None, Splits::Test, &models)?;
     let side = crate::data::mnist::SIDE;
     let input = (side, lab.data.test.normalisation);
     let mut results = Vec::new();

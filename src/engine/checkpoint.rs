@@ -3,6 +3,7 @@
 
 use super::layer::Layer;
 use super::model::Net;
+use super::run::files::refuse_link;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
@@ -107,11 +108,15 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Runs `write` on a temporary sibling of `path`, flushes it to the disk, renames it
 /// into place and flushes the folder, so that neither a crash nor a power cut can
-/// leave a torn or vanished file.
+/// leave a torn or vanished file. Refuses a `path`, folder or temporary name that
+/// is a symbolic link: nothing is written through one.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    refuse_link(dir)?;
     std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
     let tmp = temp_sibling(path);
+    refuse_link(path)?;
+    refuse_link(&tmp)?;
     let sync = |p: &Path| {
         std::fs::File::open(p).and_then(|f| f.sync_all()).wrap_err_with(|| format!("cannot sync {}", p.display()))
     };

@@ -4,17 +4,19 @@
 use super::checkpoint;
 use super::metrics::Metrics;
 use super::model::Net;
+use super::run::log::MetricsLog;
+use super::run::settings::RunSettings;
 use super::testset::TestSet;
-use super::train::{self, LogLine, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
+use super::train::{self, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
 use crate::data::mnist::Mnist;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
+
+pub use super::run::{RunDir, RunLock};
 
 /// The three models of the study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -152,105 +154,6 @@ pub struct Sidecar {
     pub unlearning: Option<super::unlearn::UnlearnRecord>,
 }
 
-/// `checkpoints/<run>/`: one safetensors file and one sidecar per model, and the
-/// training log.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    pub root: PathBuf,
-}
-
-impl RunDir {
-    pub fn new(checkpoints: &Path, run: &str) -> RunDir {
-        RunDir { root: checkpoints.join(run) }
-    }
-
-    pub fn model_path(&self, kind: ModelKind) -> PathBuf {
-        self.root.join(format!("{kind}.safetensors"))
-    }
-
-    pub fn sidecar_path(&self, kind: ModelKind) -> PathBuf {
-        self.root.join(format!("{kind}.json"))
-    }
-
-    pub fn metrics_log(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
-    }
-
-    /// The training log of unlearning (kept apart from the study's timeline).
-    pub fn unlearn_log(&self) -> PathBuf {
-        self.root.join("unlearn.jsonl")
-    }
-
-    /// Where trigger recovery on a model (a run's, or a checkpoint file's stem)
-    /// keeps its result, and the folder of its pictures.
-    pub fn recovery_path(&self, model: &str) -> PathBuf {
-        self.root.join(format!("recovery-{model}.json"))
-    }
-
-    pub fn recovery_pictures(&self, model: &str) -> PathBuf {
-        self.root.join(format!("recovery-{model}"))
-    }
-
-    pub fn has(&self, kind: ModelKind) -> bool {
-        self.model_path(kind).is_file()
-    }
-
-    pub fn load(&self, kind: ModelKind, device: Device) -> Result<Net> {
-        self.require(&[kind])?;
-        checkpoint::load_net(&self.model_path(kind), device)
-    }
-
-    /// Fails, naming the first one missing, unless the run holds all of `kinds`.
-    pub fn require(&self, kinds: &[ModelKind]) -> Result<()> {
-        match kinds.iter().find(|&&kind| !self.has(kind)) {
-            Some(kind) => {
-                bail!("no {kind} model in {}: train it first (trojanscope train --run …)", self.root.display())
-            }
-            None => Ok(()),
-        }
-    }
-
-    pub fn sidecar(&self, kind: ModelKind) -> Result<Sidecar> {
-        checkpoint::load_json(&self.sidecar_path(kind))
-    }
-}
-
-/// A run folder's single-writer lock: `<run>/.lock`, locked (flock) while a process
-/// trains into the folder and holding that process's id. The kernel drops the lock
-/// when the process ends, however it ends.
-pub struct RunLock {
-    _file: std::fs::File,
-}
-
-impl RunLock {
-    pub fn acquire(run: &RunDir) -> Result<RunLock> {
-        use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(&run.root).wrap_err_with(|| format!("cannot create {}", run.root.display()))?;
-        let path = run.root.join(".lock");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .wrap_err_with(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-            let who = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
-            bail!(
-                "{} is being written by another process{who}; wait for it to finish or use another --run (lock: {})",
-                run.root.display(),
-                path.display()
-            );
-        }
-        file.set_len(0)
-            .and_then(|()| write!(file, "{}", std::process::id()))
-            .wrap_err_with(|| format!("cannot write {}", path.display()))?;
-        Ok(RunLock { _file: file })
-    }
-}
-
 /// Everything an engine command needs: device, data, configuration, run folder.
 pub struct Lab {
     pub device: Device,
@@ -258,6 +161,8 @@ pub struct Lab {
     pub config: TrainConfig,
     pub test: TestSet,
     pub run: RunDir,
+    /// The run's lock, when this lab was opened to write (`Lab::locked`).
+    held: Option<RunLock>,
 }
 
 impl Lab {
@@ -267,7 +172,23 @@ impl Lab {
             bail!("{}: the test split is empty", data.dir.display());
         }
         let test = TestSet::new(&data.test, &config.trigger, device);
-        Ok(Lab { device, data, config, test, run })
+        Ok(Lab { device, data, config, test, run, held: None })
+    }
+
+    /// This lab holding its run's lock until it is dropped: a command that writes
+    /// into the run takes it before its first read and keeps it past its last write.
+    pub fn locked(mut self, lock: RunLock) -> Lab {
+        self.held = Some(lock);
+        self
+    }
+
+    /// The lock to hold while writing: none when the lab holds it already, else
+    /// taken now (the explorer's lab, the engine's tests).
+    pub fn writing(&self) -> Result<Option<RunLock>> {
+        match self.held {
+            Some(_) => Ok(None),
+            None => RunLock::acquire(&self.run).map(Some),
+        }
     }
 
     pub fn load(&self, kind: ModelKind) -> Result<Net> {
@@ -286,10 +207,11 @@ impl Lab {
             bail!("{}: the training split is empty or was not read", self.data.dir.display());
         }
         self.config.check_training_images(self.data.train.len()).map_err(|e| eyre!(e))?;
-        let _lock = RunLock::acquire(&self.run)?;
+        let _lock = self.writing()?;
+        self.check_settings(phases)?;
         let data = TrainData::new(&self.data.train, self.device);
         let probe = self.test.subset(self.config.eval_subset);
-        let mut log = MetricsLog::open(&self.run.metrics_log(), phases.contains(&Phase::Clean))?;
+        let mut log = MetricsLog::open(&self.run.metrics_log())?;
         let mut trained: Vec<(ModelKind, Net)> = Vec::new();
         for &phase in phases {
             let kind = ModelKind::of_phase(phase);
@@ -306,9 +228,8 @@ impl Lab {
                 },
             };
             let clock = Instant::now();
-            let end = log.recording(on_event, |events| {
-                train::train_phase(&mut net, phase, &self.config, &data, &probe, events)
-            })?;
+            let end = log
+                .recording(on_event, |events| train::train_phase(&mut net, phase, &self.config, &data, &probe, events));
             if let Some(message) = end.divergence(phase, self.config.lr) {
                 bail!(message);
             }
@@ -316,9 +237,32 @@ impl Lab {
                 return Ok(trained);
             }
             self.save(kind, &net, &self.config, clock.elapsed().as_secs_f64(), None)?;
+            RunSettings::of(&self.config, &self.data).save(&self.run)?;
+            log.commit(phase)?;
             trained.push((kind, net));
         }
         Ok(trained)
+    }
+
+    /// Refuses to train `phases` with settings or data other than the run's record,
+    /// naming each difference, unless they retrain every model the run holds from
+    /// the first phase (a new start: the record is replaced as they save).
+    fn check_settings(&self, phases: &[Phase]) -> Result<()> {
+        let held: Vec<ModelKind> = ModelKind::STUDY.into_iter().filter(|&k| self.run.has(k)).collect();
+        let fresh = phases.contains(&Phase::Clean) && held.iter().all(|k| phases.contains(&k.phase()));
+        let Some(record) = RunSettings::load(&self.run)?.filter(|_| !held.is_empty() && !fresh) else {
+            return Ok(());
+        };
+        let differences = record.differences(&self.config);
+        if !differences.is_empty() {
+            bail!(
+                "the models in {} were trained with other settings ({}); train every phase from clean to \
+                 change them (--phases clean,poison,rehab), or use a new --run",
+                self.run.root.display(),
+                differences.join(", ")
+            );
+        }
+        record.check_data(&self.data)
     }
 
     /// Writes a trained model and its sidecar (measuring it on the full test set).
@@ -350,53 +294,5 @@ impl Lab {
         };
         checkpoint::save_json(&sidecar, &self.run.sidecar_path(kind))?;
         Ok(metrics)
-    }
-}
-
-/// `metrics.jsonl`: one line per training step (its loss) and one per probe evaluation.
-pub(crate) struct MetricsLog {
-    file: std::io::BufWriter<std::fs::File>,
-    path: PathBuf,
-}
-
-impl MetricsLog {
-    pub(crate) fn open(path: &Path, fresh: bool) -> Result<MetricsLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(!fresh)
-            .truncate(fresh)
-            .open(path)
-            .wrap_err_with(|| format!("cannot open {}", path.display()))?;
-        Ok(MetricsLog { file: std::io::BufWriter::new(file), path: path.to_path_buf() })
-    }
-
-    /// Runs `train` with every event written here before `on_event` sees it; a
-    /// failed write stops the training and is the result.
-    pub(crate) fn recording<T>(
-        &mut self,
-        on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
-        train: impl FnOnce(&mut dyn FnMut(TrainEvent) -> ControlFlow<()>) -> T,
-    ) -> Result<T> {
-        let mut failure = None;
-        let outcome = train(&mut |event| {
-            if let Err(e) = self.write(&event) {
-                failure = Some(e);
-                return ControlFlow::Break(());
-            }
-            on_event(event)
-        });
-        failure.map_or(Ok(outcome), Err)
-    }
-
-    fn write(&mut self, event: &TrainEvent) -> Result<()> {
-        let lines = LogLine::of(event).iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>()?;
-        for line in lines {
-            writeln!(self.file, "{line}").wrap_err_with(|| format!("cannot write {}", self.path.display()))?;
-        }
-        self.file.flush().wrap_err_with(|| format!("cannot write {}", self.path.display()))
     }
 }

@@ -28,6 +28,7 @@ pub mod patch;
 pub mod probe;
 pub mod prune;
 pub mod recovery_store;
+pub mod run;
 pub mod swap;
 pub mod sweep;
 pub mod testset;

@@ -5,11 +5,11 @@
 use super::checkpoint;
 use super::cleanse::RecoveryReport;
 use super::lab::RunDir;
+use super::run::key::FileKey;
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
 use crate::table::{Table, pct};
-use color_eyre::eyre::{Result, WrapErr, eyre};
+use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,28 +19,26 @@ pub struct SavedRecovery {
     pub report: RecoveryReport,
 }
 
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Writes the report (atomically) and its pictures; returns the picture folder.
-pub fn save(run: &RunDir, name: &str, checkpoint_file: &Path, report: &RecoveryReport) -> Result<PathBuf> {
-    let saved = SavedRecovery { checkpoint_sha256: file_sha256(checkpoint_file)?, report: report.clone() };
+/// The report is keyed by the checksum of the checkpoint as the recovery read it
+/// (`examined`), and refused when the file has changed since.
+pub fn save(run: &RunDir, name: &str, examined: &FileKey, report: &RecoveryReport) -> Result<PathBuf> {
+    examined.unchanged(&format!("{name} model"))?;
+    let saved = SavedRecovery { checkpoint_sha256: examined.sha256.clone(), report: report.clone() };
     checkpoint::save_json(&saved, &run.recovery_path(name))?;
     let dir = run.recovery_pictures(name);
     write_pictures(&dir, report).map_err(|e| eyre!(e))?;
     Ok(dir)
 }
 
-/// The saved recovery of `name` if it examined the checkpoint as it is now.
-pub fn load_current(run: &RunDir, name: &str, checkpoint_file: &Path) -> Result<Option<RecoveryReport>> {
+/// The saved recovery of `name` if it examined the checkpoint as it was read (`model`).
+pub fn load_current(run: &RunDir, name: &str, model: &FileKey) -> Result<Option<RecoveryReport>> {
     let path = run.recovery_path(name);
     if !path.is_file() {
         return Ok(None);
     }
     let saved: SavedRecovery = checkpoint::load_json(&path)?;
-    Ok((saved.checkpoint_sha256 == file_sha256(checkpoint_file)?).then_some(saved.report))
+    Ok((saved.checkpoint_sha256 == model.sha256).then_some(saved.report))
 }
 
 /// Per label `mask-L.png` and `pattern-L.png` (grey, 8× size) and `trigger-L.png`

@@ -217,6 +217,13 @@ pub enum LogLine {
 }
 
 impl LogLine {
+    pub fn phase(&self) -> Phase {
+        match self {
+            LogLine::Step { phase, .. } => *phase,
+            LogLine::Eval(point) => point.phase,
+        }
+    }
+
     /// A training event as its lines (a step report holds many steps' losses).
     pub fn of(event: &TrainEvent) -> Vec<LogLine> {
         match event {

@@ -5,9 +5,11 @@
 //! we planted it, so we can say whether unlearning the recovered one removed it.
 
 use super::cleanse::{LabelTrigger, RecoveryReport};
-use super::lab::{Lab, MetricsLog, ModelKind};
+use super::lab::{Lab, ModelKind};
 use super::metrics::Metrics;
 use super::model::Net;
+use super::run::key::FileKey;
+use super::run::log::MetricsLog;
 use super::train::{Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent, train_phase_stamped};
 use crate::data::trigger::Stamp;
 use color_eyre::eyre::{Result, bail};
@@ -42,6 +44,10 @@ impl Default for UnlearnConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnlearnRecord {
     pub from_model: String,
+    /// SHA-256 of the starting model's file as it was read (absent in runs saved
+    /// before it was recorded).
+    #[serde(default)]
+    pub from_sha256: String,
     pub label: u8,
     pub mask_l1: f64,
     pub anomaly_index: f64,
@@ -83,12 +89,14 @@ pub fn chosen_trigger(recovery: &RecoveryReport, label: Option<u8>) -> Result<&L
     }
 }
 
-/// Fine-tunes a copy of `from` (the run's model the recovery examined) and saves it
-/// as the run's `unlearned` model. `on_event` gets the training progress and may
+/// Fine-tunes a copy of `from` (the run's model the recovery examined, read from
+/// the file `from_key` names) and saves it as the run's `unlearned` model, refused
+/// if that file changed meanwhile. `on_event` gets the training progress and may
 /// stop it (then nothing is saved and `None` is returned).
 pub fn unlearn(
     lab: &Lab,
     from: &Net,
+    from_key: &FileKey,
     recovery: &RecoveryReport,
     cfg: &UnlearnConfig,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
@@ -100,7 +108,7 @@ pub fn unlearn(
         bail!("the stamped fraction must be within 0..=1, λ non-negative and the learning rate positive");
     }
     let trigger = chosen_trigger(recovery, cfg.label)?;
-    let _lock = super::lab::RunLock::acquire(&lab.run)?;
+    let _lock = lab.writing()?;
     let clock = Instant::now();
     let before = lab.test.evaluate(from);
     let mut net = from.duplicate();
@@ -116,10 +124,10 @@ pub fn unlearn(
         ..lab.config.clone()
     };
     let stamp = Stamp::blend(&trigger.mask, &trigger.pattern, lab.data.test.normalisation, lab.device);
-    let mut log = MetricsLog::open(&lab.run.unlearn_log(), true)?;
+    let mut log = MetricsLog::open(&lab.run.unlearn_log())?;
     let end = log.recording(on_event, |events| {
         train_phase_stamped(&mut net, Phase::Unlearn, &config, &stamp, &data, &probe, events)
-    })?;
+    });
     if let Some(message) = end.divergence(Phase::Unlearn, cfg.lr) {
         bail!(message);
     }
@@ -128,6 +136,7 @@ pub fn unlearn(
     }
     let record = UnlearnRecord {
         from_model: recovery.model.clone(),
+        from_sha256: from_key.sha256.clone(),
         label: trigger.label,
         mask_l1: trigger.l1,
         anomaly_index: trigger.anomaly_index,
@@ -135,6 +144,8 @@ pub fn unlearn(
         before,
     };
     let seconds = clock.elapsed().as_secs_f64();
+    from_key.unchanged(&format!("{} model", recovery.model))?;
     let after = lab.save(ModelKind::Unlearned, &net, &config, seconds, Some(record.clone()))?;
+    log.commit(Phase::Unlearn)?;
     Ok(Some(UnlearnOutcome { record, after, seconds }))
 }

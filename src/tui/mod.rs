@@ -58,7 +58,7 @@ pub fn run(common: &CommonArgs) -> Result<()> {
             "the explorer needs an interactive terminal (stdin and stdout are not both a TTY); see --help for the commands"
         ));
     }
-    let log = RunDir::new(&common.checkpoints, &common.run).root.join("explorer.log");
+    let log = log_path(&RunDir::new(&common.checkpoints, &common.run))?;
     terminal::install_panic_hook();
     terminal::redirect_stderr(&log).wrap_err_with(|| format!("cannot open the log {}", log.display()))?;
     let outcome = terminal::enter(choice)
@@ -73,6 +73,18 @@ pub fn run(common: &CommonArgs) -> Result<()> {
     outcome.map_err(|e| {
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eyre!("{} (the explorer's log: {})", causes.join(": "), log.display())
+    })
+}
+
+/// The explorer's log: `explorer.log` in the run, or, when the run cannot be
+/// written (the explorer then only reads it), a file in the temporary folder.
+fn log_path(run: &RunDir) -> Result<PathBuf> {
+    use crate::engine::run::files::{ensure_writable, refuse_link};
+    let log = run.root.join("explorer.log");
+    refuse_link(&log)?;
+    Ok(match ensure_writable(&run.root) {
+        Ok(()) => log,
+        Err(_) => std::env::temp_dir().join(format!("trojanscope-explorer-{}.log", std::process::id())),
     })
 }
 

@@ -189,6 +189,8 @@ pub struct RunInfo {
     pub test_images: usize,
     /// Phases whose model is not saved (everything after the first missing one).
     pub missing: Vec<Phase>,
+    /// The run folder cannot be written: the explorer only reads it.
+    pub read_only: bool,
 }
 
 /// One layer's parameters, row-major in `Layer::weight_shape` order.

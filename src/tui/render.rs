@@ -82,6 +82,9 @@ fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
         Span::raw(format!(" vs {} ", study.reference)),
     ];
     if let Some(run) = &study.run {
+        if run.read_only {
+            spans.push(Span::styled("read-only ", Style::new().fg(WARN).bold()));
+        }
         spans.push(Span::styled(format!("· {} · {} · {protocol}", run.root, run.device), Style::new().fg(DIM)));
     }
     frame.render_widget(Line::from(spans), area);

@@ -22,6 +22,7 @@ use crate::engine::patch::{Direction, Patch, Patcher};
 use crate::engine::probe::{self, FeatureHit};
 use crate::engine::prune::{self, Ranking, RankingInputs};
 use crate::engine::recovery_store;
+use crate::engine::run::key::FileKey;
 use crate::engine::swap;
 use crate::engine::sweep;
 use crate::engine::train::{LogLine, Phase, TrainEvent};
@@ -386,6 +387,10 @@ impl Worker {
         let (Some(lab), Some(analysis)) = (self.lab.as_ref(), self.analysis.as_ref()) else {
             bail!("the models are not loaded yet: recovery can start once the header says ready");
         };
+        // Held from the start, so that a run that cannot be written says so before
+        // the recovery computes; the file's checksum then keys the result.
+        let _lock = lab.writing()?;
+        let examined = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
         let end = cleanse::recover(
@@ -409,7 +414,7 @@ impl Worker {
             (self.reply)(Reply::RecoveryStopped);
             return Ok(());
         };
-        recovery_store::save(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned), &report)?;
+        recovery_store::save(&lab.run, POISONED, &examined, &report)?;
         self.recovery = Some((*report).clone());
         (self.reply)(Reply::Recovered(report));
         Ok(())
@@ -423,11 +428,13 @@ impl Worker {
         let Some(recovery) = self.recovery.as_ref() else {
             bail!("recover the trigger first (R): unlearning uses the recovered trigger");
         };
+        let from_key = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
         let outcome = unlearn::unlearn(
             lab,
             analysis.net(ModelKind::Poisoned)?,
+            &from_key,
             recovery,
             &UnlearnConfig::default(),
             &mut |event| {
@@ -617,7 +624,8 @@ const POISONED: &str = "poisoned";
 /// A saved recovery of the poisoned model as it is now, and the unlearned model's
 /// metrics when it was made from this poisoned model, both sent to the UI.
 fn saved_recovery(lab: &Lab, reply: &mut ReplySink) -> Result<Option<RecoveryReport>> {
-    let recovery = recovery_store::load_current(&lab.run, POISONED, &lab.run.model_path(ModelKind::Poisoned))?;
+    let poisoned = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
+    let recovery = recovery_store::load_current(&lab.run, POISONED, &poisoned)?;
     if let Some(report) = &recovery {
         reply(Reply::Recovered(Box::new(report.clone())));
     }
@@ -639,6 +647,7 @@ fn run_info(lab: &Lab) -> RunInfo {
         train_images: lab.data.train.len(),
         test_images: lab.data.test.len(),
         missing: missing_phases(lab),
+        read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
     }
 }
 

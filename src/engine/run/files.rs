@@ -1,0 +1,49 @@
+//! Writing inside a run folder: never through a symbolic link (writing to one
+//! writes wherever it points: as root, any file), and a folder that cannot be
+//! written is found by trying, before a long job computes.
+
+use color_eyre::eyre::{Result, WrapErr, bail};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Fails naming `path` when it is a symbolic link.
+pub fn refuse_link(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => bail!(
+            "{} is a symbolic link: trojanscope never writes through a link in a run folder; \
+             remove it (or use another --run)",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `dir` if needed and proves it writable by creating and removing a file
+/// in it. Only trying tells: root ignores permission bits, and `access(W_OK)`
+/// says yes to root on a folder it cannot write (an immutable one, a read-only mount).
+pub fn ensure_writable(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    refuse_link(dir)?;
+    let read_only = |e: std::io::Error| {
+        color_eyre::eyre::eyre!(
+            "{} cannot be written ({e}): nothing could be saved there, so nothing was started; \
+             copy the run to a writable --checkpoints folder, or use another --run",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(read_only)?;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&probe)
+        .map_err(read_only)?;
+    std::fs::remove_file(&probe).wrap_err_with(|| format!("cannot remove {}", probe.display()))
+}
+
+/// The SHA-256 of a file's bytes, in hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
