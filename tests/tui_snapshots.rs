@@ -80,7 +80,7 @@ fn the_trigger_pane_after_a_recovery_and_a_visualisation() {
     let mut h = explored();
     h.app.panes.trigger.config =
         trojanscope::engine::cleanse::CleanseConfig { images: 320, test_images: 300, ..Default::default() };
-    h.press(KeyCode::Char('R'));
+    h.type_keys("Ry");
     h.wait_for("the recovery", |app| app.panes.trigger.report.is_some());
     h.press(KeyCode::Char('v'));
     h.wait_for("the visualisations", |app| app.panes.trigger.visuals.is_some());

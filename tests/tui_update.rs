@@ -14,22 +14,10 @@ use trojanscope::tui::columns::Column;
 use trojanscope::tui::effect::{Popup, Question};
 use trojanscope::tui::panes::Pane;
 use trojanscope::tui::protocol::{Command, Job};
-use tui_support::{Harness, common, scratch, tiny_run};
+use tui_support::{Harness, common, copy_of_tiny, scratch, tiny_run};
 
 const SMALL: (u16, u16) = (80, 24);
 const WIDE: (u16, u16) = (160, 48);
-
-/// A private copy of the tiny run (for tests that change or break it).
-fn copy_of_tiny(name: &str) -> PathBuf {
-    let checkpoints = scratch(name);
-    let (from, to) = (tiny_run().join("tiny"), checkpoints.join("tiny"));
-    std::fs::create_dir_all(&to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-    checkpoints
-}
 
 fn error_text(h: &Harness) -> String {
     match &h.app.popup {
@@ -393,7 +381,13 @@ fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
     h.press(KeyCode::Char('u'));
     assert_eq!(h.app.notice.as_deref(), Some("recover the trigger first (R)"));
     h.app.panes.trigger.config = CleanseConfig { images: 320, test_images: 300, ..CleanseConfig::default() };
+    // A recovery is saved into the run: R asks first, and no declines.
+    let sent = h.sent.len();
     h.press(KeyCode::Char('R'));
+    assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Recover)));
+    h.press(KeyCode::Char('n'));
+    assert!(h.app.popup.is_none() && h.sent.len() == sent && !h.app.jobs.is_running(Job::Recover));
+    h.type_keys("Ry");
     assert!(h.app.jobs.is_running(Job::Recover) && h.app.focus == Pane::Trigger);
     assert!(h.sent.last().unwrap().starts_with("Recover"));
     h.wait_for("a live snapshot", |app| app.panes.trigger.progress.is_some() || app.panes.trigger.report.is_some());
@@ -414,7 +408,7 @@ fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
     // A second, long recovery is stopped by x: nothing replaces the first.
     let before = std::fs::read(&saved).unwrap();
     h.app.panes.trigger.config.epochs = 500;
-    h.type_keys("Rx");
+    h.type_keys("Ryx");
     h.wait_for("the stopped recovery", |app| !app.jobs.is_running(Job::Recover));
     assert_eq!(h.app.notice.as_deref(), Some("recovery stopped; nothing saved"));
     assert_eq!(h.app.panes.trigger.report.as_ref().unwrap().labels, report.labels);

@@ -10,7 +10,7 @@ use super::jobs::Jobs;
 use super::keymap;
 use super::keys::{Action, Context};
 use super::layout::Screen;
-use super::panes::{Cx, Pane, Panes, training};
+use super::panes::{Cx, Pane, Panes, training, trigger};
 use super::protocol::{Command, Job, Reply};
 use super::study::{Evaluation, Study};
 use crate::engine::ablation::AblationSet;
@@ -202,7 +202,15 @@ impl App {
             Action::Yes => match self.popup.take() {
                 Some(Popup::Confirm(Question::QuitWhileTraining)) => self.quit(),
                 Some(Popup::Confirm(Question::Retrain)) => {
-                    training::start(&mut self.panes.training, Phase::ALL.to_vec())
+                    owned_by(Pane::Training, training::start(&mut self.panes.training, Phase::ALL.to_vec()))
+                }
+                Some(Popup::Confirm(Question::Recover)) => {
+                    let cx = Cx { study: &mut self.study, jobs: &self.jobs, focused: focus == Pane::Trigger };
+                    owned_by(Pane::Trigger, trigger::recover(&mut self.panes.trigger, cx))
+                }
+                Some(Popup::Confirm(Question::Unlearn)) => {
+                    let cx = Cx { study: &mut self.study, jobs: &self.jobs, focused: focus == Pane::Trigger };
+                    owned_by(Pane::Trigger, trigger::unlearn(&self.panes.trigger, cx))
                 }
                 _ => Vec::new(),
             },
