@@ -124,6 +124,29 @@ fn mode_changes_reevaluate_and_clear_empties_the_set() {
     assert_eq!(h.app.study.ablation.mode, AblationMode::Weight);
 }
 
+/// Found by the monkey: a set evaluated, then changed back to one already evaluated
+/// before the answer came, left "evaluating" in the ledger for ever.
+#[test]
+fn an_answer_for_a_set_left_behind_ends_the_evaluation() {
+    let mut h = Harness::ready(SMALL);
+    h.type_keys("2 ");
+    h.wait_for("conv1:0's metrics", |app| app.study.ablation.result.is_some());
+    // conv1:0,1 is asked for; conv1:0 again is answered from the history at once.
+    h.type_keys("j ");
+    assert!(h.app.jobs.is_running(Job::Evaluate));
+    h.type_keys(" ");
+    assert_eq!(h.app.study.ablation.set.to_string(), "conv1:0");
+    assert!(h.app.study.ablation.result.is_some());
+    h.wait_for("conv1:0,1's metrics", |app| app.study.ablation.history.len() == 2);
+    assert_eq!(h.app.study.ablation.history[1].set.to_string(), "conv1:0,1");
+    assert!(!h.app.jobs.is_running(Job::Evaluate), "{:?}", h.app.jobs.headline());
+    // Two sets in a row: the entry ends with the last one's answer.
+    h.type_keys("j j ");
+    assert_eq!(h.app.study.ablation.set.to_string(), "conv1:0,2,3");
+    h.wait_for("conv1:0,2,3's metrics", |app| app.study.ablation.result.is_some());
+    assert!(!h.app.jobs.is_running(Job::Evaluate));
+}
+
 #[test]
 fn a_sweep_fills_the_channel_columns_and_x_stops_one() {
     let mut h = Harness::ready(SMALL);

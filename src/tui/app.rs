@@ -363,11 +363,14 @@ impl App {
                 if current {
                     study.ablation.result = Some(evaluation.clone());
                 }
+                let answered =
+                    study.ablation.awaited.as_ref().is_some_and(|(s, m)| *s == evaluation.set && *m == evaluation.mode);
                 study.ablation.history.push(evaluation);
-                // An older set's result: the current set's evaluation is still on its way.
-                if !current && !study.ablation.set.is_empty() {
-                    let command = Command::Evaluate { set: study.ablation.set.clone(), mode: study.ablation.mode };
-                    self.jobs.sent(&command);
+                match study.ablation.awaited.clone() {
+                    Some(_) if answered => study.ablation.awaited = None,
+                    // An older set's result: the last one asked for is still on its way.
+                    Some((set, mode)) => self.jobs.sent(&Command::Evaluate { set, mode }),
+                    None => {}
                 }
                 Vec::new()
             }
@@ -378,6 +381,9 @@ impl App {
                 Vec::new()
             }
             Reply::Failed { job, message } => {
+                if job == Job::Evaluate {
+                    study.ablation.awaited = None;
+                }
                 // The worker keeps the previous model under study when switching fails.
                 study.ready |= job == Job::Study && study.models.is_some();
                 vec![Effect::Popup(Popup::Error(format!("{} failed: {message}", capitalised(job.describe()))))]
