@@ -25,7 +25,7 @@ use tui_support::{Harness, common, copy_of_tiny};
 const SEED: u64 = 0x22;
 const EVENTS: usize = 6_000;
 /// A burst of one long job's keys every this many events.
-const BURST_EVERY: usize = 120;
+const BURST_EVERY: usize = 200;
 /// The keys that start each long job (`y` answers the question of those that write
 /// into the run; `4` focuses the pane whose key `i` is).
 const JOB_KEYS: &[(Job, &str)] = &[
@@ -175,6 +175,11 @@ struct Seen {
     stopped: Tally,
     quits: usize,
     errors: BTreeMap<String, usize>,
+    /// Time spent drawing frames, and waiting for jobs in the bursts.
+    drawing: Duration,
+    waiting: Duration,
+    /// The first recovery, run to its end.
+    recovery: Duration,
 }
 
 impl Seen {
@@ -211,7 +216,9 @@ fn send(h: &mut Harness, seen: &mut Seen, msg: Msg) {
     seen.look(&h.app, &before);
     seen.events += 1;
     // A frame that fails to draw panics (the test backend has no other error).
+    let clock = Instant::now();
     assert_eq!(h.draw(), h.app.area, "the frame covers the terminal");
+    seen.drawing += clock.elapsed();
     seen.frames += 1;
 }
 
@@ -246,6 +253,7 @@ fn thousands_of_random_events_never_break_the_explorer_and_every_job_ends() {
         if seen.events % BURST_EVERY == BURST_EVERY - 1 {
             // Back to the main view with nothing running, then the next job's keys.
             close_everything(&mut h, &mut seen);
+            let clock = Instant::now();
             if h.app.jobs.stoppable().is_some() {
                 keys(&mut h, &mut seen, "x");
                 h.wait_within(Duration::from_secs(5), |app| app.jobs.stoppable().is_none());
@@ -253,8 +261,13 @@ fn thousands_of_random_events_never_break_the_explorer_and_every_job_ends() {
             let (job, start) = *bursts.next().unwrap();
             keys(&mut h, &mut seen, start);
             // The first recovery runs to its end, so that unlearning has a flagged label.
-            let patience = if job == Job::Recover && h.app.panes.trigger.report.is_none() { 30_000 } else { 300 };
+            let patience = if job == Job::Recover && h.app.panes.trigger.report.is_none() { 30_000 } else { 150 };
+            let run = Instant::now();
             h.wait_within(Duration::from_millis(patience), |app| app.jobs.stoppable().is_none());
+            if patience > 150 {
+                seen.recovery = run.elapsed();
+            }
+            seen.waiting += clock.elapsed();
         }
         let msg = random_event(&mut rng, &table, (h.app.area.width, h.app.area.height));
         send(&mut h, &mut seen, msg);
@@ -273,12 +286,16 @@ fn thousands_of_random_events_never_break_the_explorer_and_every_job_ends() {
     keys(&mut h, &mut seen, "q");
     assert_eq!(seen.quits, quits + 1, "q did not quit; popup {:?}", h.app.popup);
     let report = format!(
-        "monkey: {} events (seed {SEED:#x}), {} frames drawn, in {:.1} s ({:.1} s the stream); jobs started {:?}, \
+        "monkey: {} events (seed {SEED:#x}), {} frames drawn, in {:.1} s ({:.1} s the stream: {:.1} s drawing, \
+         {:.1} s waiting for jobs, {:.1} s of it the first recovery); jobs started {:?}, \
          stopped by x {:?}; {} quits by Ctrl-C or q on the way; error popups {:?}; no job left pending\n",
         seen.events,
         seen.frames,
         clock.elapsed().as_secs_f64(),
         stream.as_secs_f64(),
+        seen.drawing.as_secs_f64(),
+        seen.waiting.as_secs_f64(),
+        seen.recovery.as_secs_f64(),
         seen.started.0,
         seen.stopped.0,
         seen.quits,
