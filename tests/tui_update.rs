@@ -228,10 +228,13 @@ fn retrain_asks_then_trains_with_the_edited_settings() {
     // Field 0 is the seed; → raises it.
     h.press(KeyCode::Right);
     assert_eq!(h.app.panes.training.config.seed, 1);
+    // r works from any pane; yes brings the Training pane to the front.
+    h.press(KeyCode::Char('1'));
     h.press(KeyCode::Char('r'));
     assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Retrain)));
     h.press(KeyCode::Char('y'));
     assert!(h.app.jobs.is_running(Job::Train) && h.app.panes.training.losses.is_empty());
+    assert_eq!(h.app.focus, Pane::Training);
     assert!(h.sent.last().unwrap().contains("seed: 1"));
     h.wait_for("the retrained models", |app| !app.jobs.is_running(Job::Train) && app.study.ready);
     let sidecar = std::fs::read_to_string(checkpoints.join("tiny/rehab.json")).unwrap();
@@ -436,6 +439,12 @@ fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
     assert_eq!(h.app.notice.as_deref(), Some("recovery stopped; nothing saved"));
     assert_eq!(h.app.panes.trigger.report.as_ref().unwrap().labels, report.labels);
     assert_eq!(std::fs::read(&saved).unwrap(), before);
+    // Unlearning writes a model into the run: u asks first, and no declines.
+    let sent = h.sent.len();
+    h.press(KeyCode::Char('u'));
+    assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Unlearn)));
+    h.press(KeyCode::Esc);
+    assert!(h.app.popup.is_none() && h.sent.len() == sent);
     // v visualises the selected unit for the three models.
     h.press(KeyCode::Char('v'));
     h.wait_for("the visualisations", |app| app.panes.trigger.visuals.is_some());
