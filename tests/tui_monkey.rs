@@ -308,7 +308,11 @@ fn thousands_of_random_events_never_break_the_explorer_and_every_job_ends() {
     }
     let ended = h.wait_within(END_PATIENCE, |app| app.jobs.headline().is_none());
     let pending: Vec<String> = h.app.jobs.running().map(|j| format!("{j:?}")).collect();
-    assert!(ended, "jobs still pending {END_PATIENCE:?} after the stream: {pending:?}");
+    let last_sent = &h.sent[h.sent.len().saturating_sub(12)..];
+    assert!(
+        ended,
+        "jobs still pending {END_PATIENCE:?} after the stream: {pending:?}; the last commands: {last_sent:#?}"
+    );
     // Quitting works: q (and yes, should training be asking).
     let quits = seen.quits;
     keys(&mut h, &mut seen, "q");
