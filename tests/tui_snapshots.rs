@@ -1,7 +1,8 @@
 //! Every pane at 80×24 (one tab each) and the whole screen at 160×48 and 200×60,
 //! plus the overlays and the too-small message, as text snapshots (insta). The
-//! state comes from a tiny real run; numbers that depend on the CPU's floating
-//! point are masked (see `tui_support::masked`).
+//! state comes from the committed tiny run (fixed weights), so the numbers are
+//! exact on any CPU path; only a recovery's and a visualisation's results, which
+//! an optimisation computes, are masked (see `tui_support::masked_numbers_in`).
 
 mod tui_support;
 
@@ -12,7 +13,7 @@ use trojanscope::tui::effect::Popup;
 use trojanscope::tui::images::{ImageStore, Renderer};
 use trojanscope::tui::panes::Pane;
 use trojanscope::tui::protocol::Job;
-use tui_support::{Harness, masked};
+use tui_support::{Harness, masked, masked_numbers_in};
 
 /// The tiny run with conv1 unit 0 ablated and conv1 swept.
 fn explored() -> Harness {
@@ -75,17 +76,40 @@ fn overlays_and_a_terminal_too_small() {
     assert_snapshot!("10x3_too_small", h.screen(10, 3));
 }
 
+/// A recovery's masks and patterns and a visualisation's images come out of
+/// hundreds of optimisation steps, whose rounding differs between CPUs (a pixel
+/// moved with libtorch's AVX2 kernels): they are replaced by one fixed picture, a
+/// top-to-bottom ramp with the planted trigger's square, so the snapshot checks
+/// where and how big they are drawn.
+fn with_a_fixed_picture_for_what_was_optimised(h: &mut Harness) {
+    let square: Vec<f32> =
+        (0..28 * 28).map(|i| if i / 28 >= 22 && i % 28 >= 22 { 1.0 } else { (i / 28) as f32 / 40.0 }).collect();
+    let trigger = &mut h.app.panes.trigger;
+    for label in &mut trigger.report.as_mut().unwrap().labels {
+        (label.mask, label.pattern) = (square.clone(), square.clone());
+    }
+    for (_, visual) in &mut trigger.visuals.as_mut().unwrap().models {
+        visual.image = square.clone();
+    }
+}
+
 #[test]
 fn the_trigger_pane_after_a_recovery_and_a_visualisation() {
     let mut h = explored();
     h.app.panes.trigger.config =
         trojanscope::engine::cleanse::CleanseConfig { images: 320, test_images: 300, ..Default::default() };
-    h.press(KeyCode::Char('R'));
+    h.type_keys("Ry");
     h.wait_for("the recovery", |app| app.panes.trigger.report.is_some());
     h.press(KeyCode::Char('v'));
     h.wait_for("the visualisations", |app| app.panes.trigger.visuals.is_some());
-    assert_snapshot!("80x24_trigger_recovered", masked(&h.screen(80, 24)));
-    assert_snapshot!("160x48_trigger_recovered", masked(&h.screen(160, 48)));
+    with_a_fixed_picture_for_what_was_optimised(&mut h);
+    for (width, height) in [(80, 24), (160, 48)] {
+        let screen = h.screen(width, height);
+        let trigger = h.app.screen().unwrap().area_of(Pane::Trigger).unwrap();
+        // The saved models' metrics under the table are exact.
+        let exact = ["clean ", "poisoned ", "rehab "];
+        assert_snapshot!(format!("{width}x{height}_trigger_recovered"), masked_numbers_in(&screen, trigger, &exact));
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod tui_support;
 
+use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -307,4 +308,96 @@ fn swaps_top_images_the_rehab_model_and_legends_at_80x24() {
 #[test]
 fn swaps_top_images_the_rehab_model_and_legends_at_160x48() {
     views_reachable_from_the_help((160, 48));
+}
+
+/// The name tmux's send-keys gives a key (`None`: a key tmux cannot name here, and
+/// Ctrl-C and q, which would end the session before the `q` this test is about).
+fn tmux_name(code: KeyCode, modifiers: KeyModifiers) -> Option<String> {
+    if modifiers.contains(KeyModifiers::CONTROL) || code == KeyCode::Char('q') {
+        return None;
+    }
+    Some(match code {
+        KeyCode::Char(' ') => "Space".into(),
+        KeyCode::Char(';') => "\\;".into(),
+        KeyCode::Char(c) => c.to_string(),
+        KeyCode::Enter => "Enter".into(),
+        KeyCode::Esc => "Escape".into(),
+        KeyCode::Tab => "Tab".into(),
+        KeyCode::BackTab => "BTab".into(),
+        KeyCode::Up => "Up".into(),
+        KeyCode::Down => "Down".into(),
+        KeyCode::Left => "Left".into(),
+        KeyCode::Right => "Right".into(),
+        KeyCode::PageUp => "PPage".into(),
+        KeyCode::PageDown => "NPage".into(),
+        KeyCode::Home => "Home".into(),
+        KeyCode::End => "End".into(),
+        _ => return None,
+    })
+}
+
+/// A few hundred seeded random keys (the key table's and random characters, but
+/// not q or Ctrl-C) into
+/// the real binary on a copy of the tiny run, then `q`: it quits (answering a
+/// question if one is open) and the terminal is restored.
+#[test]
+fn random_keys_then_q_quit_and_restore_the_terminal() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A private copy: random keys may retrain or recover into it.
+    let checkpoints = tui_support::copy_of_tiny("tmux-monkey");
+    let mut args = explorer_args(&checkpoints, TRAIN_LIMIT, Some(TEST_LIMIT));
+    args.push("--run=tiny".into());
+    let tmux = Tmux::start("monkey", (100, 30), &args);
+    tmux.wait("the models to be ready", Duration::from_secs(60), |s| s.contains("● ready"));
+    let table: Vec<String> = trojanscope::tui::keymap::table()
+        .iter()
+        .flat_map(|e| e.binding.keys.iter().filter_map(|&(code, modifiers)| tmux_name(code, modifiers)))
+        .collect();
+    // A fixed linear congruential stream: the same keys on every machine.
+    let mut state: u64 = 0x22;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as usize
+    };
+    let mut sent = 0;
+    while sent < 300 {
+        let batch: Vec<String> = (0..20)
+            .filter_map(|_| match next(4) {
+                0 => tmux_name(KeyCode::Char(char::from(b'!' + next(94) as u8)), KeyModifiers::NONE),
+                _ => Some(table[next(table.len())].clone()),
+            })
+            .collect();
+        let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+        tmux.keys(&batch);
+        sent += batch.len();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    // Still running and drawing after them.
+    tmux.wait("the explorer after the keys", Duration::from_secs(10), |s| s.contains("trojanscope"));
+    // Close a popup or the help (Escape answers a question with no), then q; a
+    // question about quitting while training gets yes.
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["q"]);
+    let clock = Instant::now();
+    let after = loop {
+        let screen = tmux.screen();
+        if screen.contains("Quit anyway?") {
+            tmux.keys(&["y"]);
+        }
+        if screen.lines().skip_while(|l| !l.contains("exited with")).nth(1).is_some_and(|l| l.contains("icanon")) {
+            break screen;
+        }
+        assert!(clock.elapsed() < Duration::from_secs(15), "q did not quit after {sent} random keys:\n{screen}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(after.contains("exited with 0"), "{after}");
+    assert!(after.contains("icanon echo"), "the tty is back in cooked mode with echo: {after}");
+    for flag in ["alternate_on", "mouse_any_flag", "mouse_button_flag", "mouse_standard_flag", "mouse_sgr_flag"] {
+        assert_eq!(tmux.flag(flag), "0", "{flag} is still set after quitting");
+    }
+    assert_eq!(tmux.flag("cursor_flag"), "1", "the cursor is visible again");
+    println!("{sent} random keys through tmux, then q: exited, terminal restored");
 }

@@ -14,22 +14,10 @@ use trojanscope::tui::columns::Column;
 use trojanscope::tui::effect::{Popup, Question};
 use trojanscope::tui::panes::Pane;
 use trojanscope::tui::protocol::{Command, Job};
-use tui_support::{Harness, common, scratch, tiny_run};
+use tui_support::{Harness, common, copy_of_tiny, scratch, tiny_run};
 
 const SMALL: (u16, u16) = (80, 24);
 const WIDE: (u16, u16) = (160, 48);
-
-/// A private copy of the tiny run (for tests that change or break it).
-fn copy_of_tiny(name: &str) -> PathBuf {
-    let checkpoints = scratch(name);
-    let (from, to) = (tiny_run().join("tiny"), checkpoints.join("tiny"));
-    std::fs::create_dir_all(&to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-    checkpoints
-}
 
 fn error_text(h: &Harness) -> String {
     match &h.app.popup {
@@ -136,6 +124,29 @@ fn mode_changes_reevaluate_and_clear_empties_the_set() {
     assert_eq!(h.app.study.ablation.mode, AblationMode::Weight);
 }
 
+/// Found by the monkey: a set evaluated, then changed back to one already evaluated
+/// before the answer came, left "evaluating" in the ledger for ever.
+#[test]
+fn an_answer_for_a_set_left_behind_ends_the_evaluation() {
+    let mut h = Harness::ready(SMALL);
+    h.type_keys("2 ");
+    h.wait_for("conv1:0's metrics", |app| app.study.ablation.result.is_some());
+    // conv1:0,1 is asked for; conv1:0 again is answered from the history at once.
+    h.type_keys("j ");
+    assert!(h.app.jobs.is_running(Job::Evaluate));
+    h.type_keys(" ");
+    assert_eq!(h.app.study.ablation.set.to_string(), "conv1:0");
+    assert!(h.app.study.ablation.result.is_some());
+    h.wait_for("conv1:0,1's metrics", |app| app.study.ablation.history.len() == 2);
+    assert_eq!(h.app.study.ablation.history[1].set.to_string(), "conv1:0,1");
+    assert!(!h.app.jobs.is_running(Job::Evaluate), "{:?}", h.app.jobs.headline());
+    // Two sets in a row: the entry ends with the last one's answer.
+    h.type_keys("j j ");
+    assert_eq!(h.app.study.ablation.set.to_string(), "conv1:0,2,3");
+    h.wait_for("conv1:0,2,3's metrics", |app| app.study.ablation.result.is_some());
+    assert!(!h.app.jobs.is_running(Job::Evaluate));
+}
+
 #[test]
 fn a_sweep_fills_the_channel_columns_and_x_stops_one() {
     let mut h = Harness::ready(SMALL);
@@ -217,10 +228,13 @@ fn retrain_asks_then_trains_with_the_edited_settings() {
     // Field 0 is the seed; → raises it.
     h.press(KeyCode::Right);
     assert_eq!(h.app.panes.training.config.seed, 1);
+    // r works from any pane; yes brings the Training pane to the front.
+    h.press(KeyCode::Char('1'));
     h.press(KeyCode::Char('r'));
     assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Retrain)));
     h.press(KeyCode::Char('y'));
     assert!(h.app.jobs.is_running(Job::Train) && h.app.panes.training.losses.is_empty());
+    assert_eq!(h.app.focus, Pane::Training);
     assert!(h.sent.last().unwrap().contains("seed: 1"));
     h.wait_for("the retrained models", |app| !app.jobs.is_running(Job::Train) && app.study.ready);
     let sidecar = std::fs::read_to_string(checkpoints.join("tiny/rehab.json")).unwrap();
@@ -393,7 +407,13 @@ fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
     h.press(KeyCode::Char('u'));
     assert_eq!(h.app.notice.as_deref(), Some("recover the trigger first (R)"));
     h.app.panes.trigger.config = CleanseConfig { images: 320, test_images: 300, ..CleanseConfig::default() };
+    // A recovery is saved into the run: R asks first, and no declines.
+    let sent = h.sent.len();
     h.press(KeyCode::Char('R'));
+    assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Recover)));
+    h.press(KeyCode::Char('n'));
+    assert!(h.app.popup.is_none() && h.sent.len() == sent && !h.app.jobs.is_running(Job::Recover));
+    h.type_keys("Ry");
     assert!(h.app.jobs.is_running(Job::Recover) && h.app.focus == Pane::Trigger);
     assert!(h.sent.last().unwrap().starts_with("Recover"));
     h.wait_for("a live snapshot", |app| app.panes.trigger.progress.is_some() || app.panes.trigger.report.is_some());
@@ -414,11 +434,17 @@ fn trigger_recovery_forms_live_flags_the_target_and_x_stops_a_second_one() {
     // A second, long recovery is stopped by x: nothing replaces the first.
     let before = std::fs::read(&saved).unwrap();
     h.app.panes.trigger.config.epochs = 500;
-    h.type_keys("Rx");
+    h.type_keys("Ryx");
     h.wait_for("the stopped recovery", |app| !app.jobs.is_running(Job::Recover));
     assert_eq!(h.app.notice.as_deref(), Some("recovery stopped; nothing saved"));
     assert_eq!(h.app.panes.trigger.report.as_ref().unwrap().labels, report.labels);
     assert_eq!(std::fs::read(&saved).unwrap(), before);
+    // Unlearning writes a model into the run: u asks first, and no declines.
+    let sent = h.sent.len();
+    h.press(KeyCode::Char('u'));
+    assert_eq!(h.app.popup, Some(Popup::Confirm(Question::Unlearn)));
+    h.press(KeyCode::Esc);
+    assert!(h.app.popup.is_none() && h.sent.len() == sent);
     // v visualises the selected unit for the three models.
     h.press(KeyCode::Char('v'));
     h.wait_for("the visualisations", |app| app.panes.trigger.visuals.is_some());

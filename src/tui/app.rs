@@ -10,7 +10,7 @@ use super::jobs::Jobs;
 use super::keymap;
 use super::keys::{Action, Context};
 use super::layout::Screen;
-use super::panes::{Cx, Pane, Panes, training};
+use super::panes::{Cx, Pane, Panes, training, trigger};
 use super::protocol::{Command, Job, Reply};
 use super::study::{Evaluation, Study};
 use crate::engine::ablation::AblationSet;
@@ -202,7 +202,15 @@ impl App {
             Action::Yes => match self.popup.take() {
                 Some(Popup::Confirm(Question::QuitWhileTraining)) => self.quit(),
                 Some(Popup::Confirm(Question::Retrain)) => {
-                    training::start(&mut self.panes.training, Phase::ALL.to_vec())
+                    owned_by(Pane::Training, training::start(&mut self.panes.training, Phase::ALL.to_vec()))
+                }
+                Some(Popup::Confirm(Question::Recover)) => {
+                    let cx = Cx { study: &mut self.study, jobs: &self.jobs, focused: focus == Pane::Trigger };
+                    owned_by(Pane::Trigger, trigger::recover(&mut self.panes.trigger, cx))
+                }
+                Some(Popup::Confirm(Question::Unlearn)) => {
+                    let cx = Cx { study: &mut self.study, jobs: &self.jobs, focused: focus == Pane::Trigger };
+                    owned_by(Pane::Trigger, trigger::unlearn(&self.panes.trigger, cx))
                 }
                 _ => Vec::new(),
             },
@@ -355,11 +363,14 @@ impl App {
                 if current {
                     study.ablation.result = Some(evaluation.clone());
                 }
+                let answered =
+                    study.ablation.awaited.as_ref().is_some_and(|(s, m)| *s == evaluation.set && *m == evaluation.mode);
                 study.ablation.history.push(evaluation);
-                // An older set's result: the current set's evaluation is still on its way.
-                if !current && !study.ablation.set.is_empty() {
-                    let command = Command::Evaluate { set: study.ablation.set.clone(), mode: study.ablation.mode };
-                    self.jobs.sent(&command);
+                match study.ablation.awaited.clone() {
+                    Some(_) if answered => study.ablation.awaited = None,
+                    // An older set's result: the last one asked for is still on its way.
+                    Some((set, mode)) => self.jobs.sent(&Command::Evaluate { set, mode }),
+                    None => {}
                 }
                 Vec::new()
             }
@@ -370,6 +381,9 @@ impl App {
                 Vec::new()
             }
             Reply::Failed { job, message } => {
+                if job == Job::Evaluate {
+                    study.ablation.awaited = None;
+                }
                 // The worker keeps the previous model under study when switching fails.
                 study.ready |= job == Job::Study && study.models.is_some();
                 vec![Effect::Popup(Popup::Error(format!("{} failed: {message}", capitalised(job.describe()))))]

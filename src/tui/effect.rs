@@ -27,6 +27,9 @@ pub enum Effect {
 pub enum Question {
     QuitWhileTraining,
     Retrain,
+    /// Every key that writes into the run asks first.
+    Recover,
+    Unlearn,
 }
 
 impl Question {
@@ -34,6 +37,12 @@ impl Question {
         match self {
             Question::QuitWhileTraining => "Training is running. Quit anyway? Finished phases stay saved.",
             Question::Retrain => "Retrain all three models with these settings? The saved checkpoints are replaced.",
+            Question::Recover => {
+                "Recover the trigger? The result is saved into the run, replacing a saved recovery of the poisoned model."
+            }
+            Question::Unlearn => {
+                "Unlearn the flagged trigger? The unlearned model is saved into the run, replacing a saved one."
+            }
         }
     }
 }

@@ -70,6 +70,11 @@ impl Jobs {
         self.running.iter().find(|r| r.job == job)
     }
 
+    /// The jobs running, oldest first.
+    pub fn running(&self) -> impl Iterator<Item = Job> + '_ {
+        self.running.iter().map(|r| r.job)
+    }
+
     pub fn is_running(&self, job: Job) -> bool {
         self.get(job).is_some()
     }

@@ -43,6 +43,10 @@ pub struct AblationState {
     /// Cursor in the history, counted from the newest.
     pub history_row: usize,
     pub sweeps: BTreeMap<Layer, SweepResult>,
+    /// The last set and mode sent to the worker and not answered yet: the worker
+    /// always answers the last one (it may skip older ones), so the ledger's
+    /// evaluation ends with its answer and no other.
+    pub awaited: Option<(AblationSet, AblationMode)>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +165,7 @@ impl Study {
         if set.is_empty() || self.ablation.result.is_some() || !self.ready {
             return Vec::new();
         }
+        self.ablation.awaited = Some((set.clone(), mode));
         vec![Effect::Send(Command::Evaluate { set, mode })]
     }
 

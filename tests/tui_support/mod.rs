@@ -1,5 +1,6 @@
-//! Shared by the explorer's tests: a tiny real run trained by the engine (once per
-//! test binary), the explorer driven with a real worker, and screens as text.
+//! Shared by the explorer's tests: a tiny real run (committed fixed weights, copied
+//! into a temporary folder once per test binary), the explorer driven with a real
+//! worker, and screens as text.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use ratatui::Terminal;
@@ -29,19 +30,56 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 mod shared;
 pub use shared::{data_dir, scratch};
 
-/// The study's recipe on the first 3000 training and 500 test images, checkpoints
-/// in `<folder>/tiny`: trained once per test binary, on one thread (reproducible).
+/// The committed tiny run: the study's recipe trained by the engine on the first
+/// 3000 training and 500 test images. Fixed weights, so that what the explorer shows
+/// does not depend on how this CPU rounds a training run. `train_tiny_run`
+/// regenerates it (`tests/tui_fixture.rs`).
+pub fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-run")
+}
+
+/// The files of the fixture: the three models, their sidecars and the training log.
+pub const FIXTURE_FILES: [&str; 7] = [
+    "clean.safetensors",
+    "clean.json",
+    "poisoned.safetensors",
+    "poisoned.json",
+    "rehab.safetensors",
+    "rehab.json",
+    "metrics.jsonl",
+];
+
+/// A copy of the committed tiny run in `<folder>/tiny` (once per test binary; tests
+/// that change or break it take their own copy).
 pub fn tiny_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let checkpoints = scratch("fixture");
-        let data = shared::mnist(TRAIN_LIMIT, TEST_LIMIT);
-        let config = TrainConfig { eval_every: 25, eval_subset: 200, ..TrainConfig::default() };
-        tch::set_num_threads(1);
-        let lab = Lab::new(tch::Device::Cpu, data, config, RunDir::new(&checkpoints, "tiny")).unwrap();
-        lab.train(&Phase::ALL, &mut |_| ControlFlow::Continue(())).unwrap();
-        checkpoints
-    })
+    RUN.get_or_init(|| copy_of_tiny("fixture"))
+}
+
+/// A private copy of the committed tiny run in `<scratch folder name>/tiny`.
+pub fn copy_of_tiny(name: &str) -> PathBuf {
+    let checkpoints = scratch(name);
+    let run = checkpoints.join("tiny");
+    std::fs::create_dir_all(&run).unwrap();
+    for file in FIXTURE_FILES {
+        let from = fixture().join(file);
+        std::fs::copy(&from, run.join(file)).unwrap_or_else(|e| panic!("cannot copy {}: {e}", from.display()));
+    }
+    checkpoints
+}
+
+/// The tiny run's data: the first 3000 training and 500 test images of MNIST.
+pub fn mnist_subset() -> trojanscope::data::mnist::Mnist {
+    shared::mnist(TRAIN_LIMIT, TEST_LIMIT)
+}
+
+/// Trains the tiny run into `run`, on one thread (the fixture's regeneration path).
+pub fn train_tiny_run(run: RunDir) {
+    let data = mnist_subset();
+    let config = TrainConfig { eval_every: 25, eval_subset: 200, ..TrainConfig::default() };
+    tch::set_num_threads(1);
+    let lab = Lab::new(tch::Device::Cpu, data, config, run).unwrap();
+    lab.train(&Phase::ALL, &mut |_| ControlFlow::Continue(())).unwrap();
 }
 
 /// The explorer's flags for a run in `checkpoints` (small data, CPU, one thread).
@@ -75,10 +113,6 @@ pub struct Harness {
 
 impl Harness {
     pub fn open(common: CommonArgs, size: (u16, u16)) -> Harness {
-        // libtorch has one random generator per process: a worker that trains or
-        // recovers a trigger while the tiny run trains would reorder its batches and
-        // change its numbers. So the tiny run is trained before any worker starts.
-        tiny_run();
         let (tx, rx) = channel();
         let worker = WorkerHandle::spawn(common, Box::new(move |r| drop(tx.send(r)))).unwrap();
         let exports = scratch("exports");
@@ -156,16 +190,42 @@ impl Harness {
 
     /// Feeds worker replies into `update` until `done` holds.
     pub fn wait_for(&mut self, what: &str, done: impl Fn(&App) -> bool) {
+        assert!(self.wait_within(PATIENCE, done), "timed out waiting for {what}; popup: {:?}", self.app.popup);
+    }
+
+    /// Feeds worker replies into `update` until `done` holds or `limit` passes;
+    /// whether it held.
+    pub fn wait_within(&mut self, limit: Duration, done: impl Fn(&App) -> bool) -> bool {
         let clock = Instant::now();
         while !done(&self.app) {
-            let left = PATIENCE.saturating_sub(clock.elapsed());
-            assert!(!left.is_zero(), "timed out waiting for {what}; popup: {:?}", self.app.popup);
+            let left = limit.saturating_sub(clock.elapsed());
+            if left.is_zero() {
+                return false;
+            }
             match self.replies.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(reply) => self.update(Msg::Worker(reply)),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.update(Msg::WorkerGone),
             }
         }
+        true
+    }
+
+    /// Feeds the worker replies already waiting into `update`, without waiting.
+    pub fn take_replies(&mut self) {
+        while let Ok(reply) = self.replies.try_recv() {
+            self.update(Msg::Worker(reply));
+        }
+    }
+
+    /// Draws a frame at the app's size, as the event loop does after every event;
+    /// the area the frame covered (the test backend cannot fail, only panic).
+    pub fn draw(&mut self) -> ratatui::layout::Rect {
+        let (width, height) = (self.app.area.width, self.app.area.height);
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap_or_else(|never| match never {});
+        let frame =
+            terminal.draw(|f| render::draw(f, &self.app, &mut self.images)).unwrap_or_else(|never| match never {});
+        frame.area
     }
 
     /// The screen at `width`×`height` as text.
@@ -189,38 +249,62 @@ impl Drop for Harness {
     }
 }
 
-/// A screen with what differs between machines hidden: digits of decimal numbers
-/// (floating-point results vary with the CPU's kernels), chart dots and half-block
-/// orientation.
+/// A screen with chart dots and half-block orientation made uniform. Numbers are
+/// kept: the panes render from the committed tiny run, and every figure they show
+/// was checked the same on the AVX-512, AVX2 and libtorch-only paths (only the
+/// optimisations' results move: see `masked_numbers_in`).
 pub fn masked(screen: &str) -> String {
-    let chars: Vec<char> = screen.chars().collect();
-    let mut out = chars.clone();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_ascii_digit() {
-            let start = i;
-            while i < chars.len() && chars[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
-                i += 1;
-                while i < chars.len() && chars[i].is_ascii_digit() {
-                    i += 1;
-                }
-                for c in &mut out[start..i] {
-                    if c.is_ascii_digit() {
-                        *c = '#';
-                    }
-                }
-            }
-            continue;
-        }
-        out[i] = match chars[i] {
+    screen
+        .chars()
+        .map(|c| match c {
             '\u{2801}'..='\u{28ff}' => '•',
             '▄' => '▀',
             c => c,
-        };
-        i += 1;
-    }
-    out.into_iter().collect()
+        })
+        .collect()
+}
+
+/// `masked`, and inside `area` the digits of every decimal number and percentage
+/// hidden (`#`), except on rows whose text in `area` starts with one of `exact`:
+/// for what an optimisation computed, whose last digit moves with the CPU's
+/// rounding (a recovered L1 read 318.4 with libtorch's AVX-512 kernels and 318.3
+/// with its AVX2 ones).
+pub fn masked_numbers_in(screen: &str, area: ratatui::layout::Rect, exact: &[&str]) -> String {
+    let columns = area.x as usize + 1..(area.x + area.width) as usize;
+    let rows = area.y as usize..(area.y + area.height) as usize;
+    let exact_row = |line: &[char]| {
+        let text: String = line.iter().skip(columns.start).take(columns.len()).collect();
+        exact.iter().any(|e| text.starts_with(e))
+    };
+    let inside = |x: usize, y: usize, line: &[char]| columns.contains(&x) && rows.contains(&y) && !exact_row(line);
+    let lines: Vec<String> = masked(screen)
+        .lines()
+        .enumerate()
+        .map(|(y, line)| {
+            let chars: Vec<char> = line.chars().collect();
+            let mut out = chars.clone();
+            let mut x = 0;
+            while x < chars.len() {
+                if !chars[x].is_ascii_digit() {
+                    x += 1;
+                    continue;
+                }
+                let start = x;
+                while x < chars.len()
+                    && (chars[x].is_ascii_digit()
+                        || (chars[x] == '.' && x + 1 < chars.len() && chars[x + 1].is_ascii_digit()))
+                {
+                    x += 1;
+                }
+                let number = &chars[start..x];
+                if number.contains(&'.') || chars.get(x) == Some(&'%') {
+                    for i in (start..x).filter(|&i| chars[i].is_ascii_digit() && inside(i, y, &chars)) {
+                        out[i] = '#';
+                    }
+                }
+            }
+            out.into_iter().collect()
+        })
+        .collect();
+    lines.join("\n")
 }

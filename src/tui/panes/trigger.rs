@@ -9,7 +9,7 @@ use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::picture::{Heatmap, Palette, Picture};
-use crate::tui::effect::Effect;
+use crate::tui::effect::{Effect, Popup, Question};
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
 use crate::tui::protocol::{Command, Job, Visualizations};
@@ -60,30 +60,59 @@ pub const KEYS: &[Binding] = &[
 ];
 
 pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Effect>> {
-    let long = |command: Command, focus: bool| {
-        if let Some(why) = cx.jobs.refuse_long_job(cx.study.ready) {
-            return vec![Effect::Notice(why)];
-        }
-        let focus = focus.then_some(Effect::FocusOwner);
-        focus.into_iter().chain([Effect::Send(command)]).collect()
-    };
     let recovering = cx.jobs.is_running(Job::Recover);
     Some(match action {
-        Action::Pane(RECOVER) => {
-            state.progress = None;
-            long(Command::Recover { config: state.config.clone() }, true)
-        }
-        Action::Pane(UNLEARN) => match &state.report {
-            None => vec![Effect::Notice("recover the trigger first (R)".into())],
-            Some(r) if r.flagged.is_empty() => vec![Effect::Notice("no label is flagged: nothing to unlearn".into())],
-            Some(_) => long(Command::Unlearn, true),
+        // Both write into the run: they ask first (`recover`, `unlearn` on yes).
+        Action::Pane(RECOVER) => ask(Question::Recover, &cx),
+        Action::Pane(UNLEARN) => match unlearnable(state) {
+            Some(why) => vec![Effect::Notice(why)],
+            None => ask(Question::Unlearn, &cx),
         },
         Action::Pane(VISUALIZE) => {
             let (layer, unit) = (cx.study.layer, cx.study.selected_unit());
-            long(Command::Visualize { layer, unit }, false)
+            long(Command::Visualize { layer, unit }, false, &cx)
         }
         other => state.step(rows_moved(other)?, recovering),
     })
+}
+
+/// A long job's command, or why it cannot start now.
+fn long(command: Command, focus: bool, cx: &Cx) -> Vec<Effect> {
+    if let Some(why) = cx.jobs.refuse_long_job(cx.study.ready) {
+        return vec![Effect::Notice(why)];
+    }
+    let focus = focus.then_some(Effect::FocusOwner);
+    focus.into_iter().chain([Effect::Send(command)]).collect()
+}
+
+/// The question, unless the job could not start anyway (then why not).
+fn ask(question: Question, cx: &Cx) -> Vec<Effect> {
+    match cx.jobs.refuse_long_job(cx.study.ready) {
+        Some(why) => vec![Effect::Notice(why)],
+        None => vec![Effect::Popup(Popup::Confirm(question))],
+    }
+}
+
+fn unlearnable(state: &TriggerState) -> Option<String> {
+    match &state.report {
+        None => Some("recover the trigger first (R)".into()),
+        Some(r) if r.flagged.is_empty() => Some("no label is flagged: nothing to unlearn".into()),
+        Some(_) => None,
+    }
+}
+
+/// The recovery, once the user said yes.
+pub fn recover(state: &mut TriggerState, cx: Cx) -> Vec<Effect> {
+    state.progress = None;
+    long(Command::Recover { config: state.config.clone() }, true, &cx)
+}
+
+/// Unlearning, once the user said yes.
+pub fn unlearn(state: &TriggerState, cx: Cx) -> Vec<Effect> {
+    match unlearnable(state) {
+        Some(why) => vec![Effect::Notice(why)],
+        None => long(Command::Unlearn, true, &cx),
+    }
 }
 
 impl TriggerState {
