@@ -8,5 +8,6 @@ pub mod engine;
 pub mod named;
 pub mod picture;
 pub mod setup;
+pub mod splitmix;
 pub mod table;
 pub mod tui;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use trojanscope::data::idx::{IdxArray, decode_idx, encode_idx};
 use trojanscope::engine::checkpoint::load_net;
 use trojanscope::engine::train::{EvalPoint, LogLine, Phase};
+use trojanscope::splitmix::SplitMix64;
 
 /// Counts live heap bytes and their peak, so a loader's allocations can be bounded.
 struct Counting;
@@ -36,19 +37,15 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// SplitMix64: the same mutations on every run.
-struct Mutator(u64);
+struct Mutator(SplitMix64);
 
 impl Mutator {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.below(n)
     }
 
     /// One to four edits of `original`, biased to the first bytes (the headers).
@@ -99,7 +96,7 @@ fn scratch_file(name: &str) -> PathBuf {
 
 #[test]
 fn ten_thousand_mutated_files_and_lines_are_each_one_clear_error() {
-    let mut mutator = Mutator(0x7407_5C09E);
+    let mut mutator = Mutator(SplitMix64(0x7407_5C09E));
     let mut counts = [0usize; 4];
     // IDX: ten 28×28 images, raw and gzipped (the decoder inflates first).
     let images = IdxArray { dims: vec![10, 28, 28], data: (0..7840).map(|i| (i % 251) as u8).collect() };

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use trojanscope::engine::cleanse::CleanseConfig;
+use trojanscope::splitmix::SplitMix64;
 use trojanscope::tui::app::{App, Msg};
 use trojanscope::tui::effect::Popup;
 use trojanscope::tui::keymap;
@@ -45,28 +46,6 @@ const JOB_KEYS: &[(Job, &str)] = &[
 ];
 /// How long the ledger may take to empty once the stream is over (after `x`).
 const END_PATIENCE: Duration = Duration::from_secs(30);
-
-/// splitmix64: a small, fixed generator, so the stream is the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 const SPECIAL: &[KeyCode] = &[
     KeyCode::Esc,
@@ -104,7 +83,7 @@ fn key(code: KeyCode, modifiers: KeyModifiers, kind: KeyEventKind) -> Msg {
 }
 
 /// One random event for a terminal of `size`.
-fn random_event(rng: &mut Rng, table: &[(KeyCode, KeyModifiers)], size: (u16, u16)) -> Msg {
+fn random_event(rng: &mut SplitMix64, table: &[(KeyCode, KeyModifiers)], size: (u16, u16)) -> Msg {
     let kind = match rng.below(20) {
         0 => KeyEventKind::Release,
         1 => KeyEventKind::Repeat,
@@ -286,7 +265,7 @@ fn thousands_of_random_events_never_break_the_explorer_and_every_job_ends() {
     let table: Vec<(KeyCode, KeyModifiers)> =
         keymap::table().iter().flat_map(|e| e.binding.keys.iter().copied()).collect();
     let seed = std::env::var("TROJANSCOPE_MONKEY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED);
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let mut seen = Seen::default();
     let mut bursts = 0;
     for i in 1.. {

@@ -90,16 +90,11 @@ fn image_of(spectrum: &Tensor, scale: &Tensor, side: i64) -> Tensor {
 }
 
 /// A small seeded generator for the jitter (libtorch's own is seeded separately).
-struct Jitter(u64);
+struct Jitter(crate::splitmix::SplitMix64);
 
 impl Jitter {
     fn next(&mut self, span: i64) -> i64 {
-        // SplitMix64: enough for shifts, deterministic for a seed.
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % span.max(1) as u64) as i64
+        self.0.below(span.max(1) as usize) as i64
     }
 
     /// A standard normal value (Box–Muller).
@@ -143,7 +138,7 @@ pub fn visualize(
     let frozen = FrozenNet::of(net);
     // The start and the jitter come from our own seeded generator, not libtorch's
     // global one, so the result depends on the seed alone.
-    let mut jitter = Jitter(cfg.seed);
+    let mut jitter = Jitter(crate::splitmix::SplitMix64(cfg.seed));
     let shape = spectrum_shape(side);
     let start: Vec<f32> = (0..shape.iter().product::<i64>()).map(|_| 0.01 * jitter.normal()).collect();
     let spectrum = Tensor::from_slice(&start).view(shape).to_device(device).set_requires_grad(true);

@@ -70,17 +70,10 @@ pub fn largest_singular_values(net: &Net, layer: Layer) -> Vec<f64> {
 
 /// A seeded permutation of `n` units (SplitMix64-driven Fisher–Yates).
 pub fn random_order(n: usize, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::splitmix::SplitMix64(seed);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        order.swap(i, (next() % (i as u64 + 1)) as usize);
+        order.swap(i, rng.below(i + 1));
     }
     order
 }
