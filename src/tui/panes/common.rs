@@ -27,6 +27,15 @@ pub struct Cx<'a> {
     pub focused: bool,
 }
 
+impl Cx<'_> {
+    /// Why a key that writes into the run cannot, on a run the explorer only
+    /// reads: said at once, not after a question or a job's start.
+    pub fn refuse_write(&self) -> Option<String> {
+        let run = self.study.run.as_ref().filter(|run| run.read_only)?;
+        Some(format!("{} cannot be written: the explorer opened it read-only", run.root))
+    }
+}
+
 /// How many rows a movement key moves a cursor (each pane clamps it), or `None`
 /// for any other action.
 pub fn rows_moved(action: Action) -> Option<i64> {

@@ -60,6 +60,9 @@ fn retrain(state: &mut TrainState, cx: Cx) -> Vec<Effect> {
     if cx.jobs.is_running(Job::Train) {
         return vec![Effect::Notice("training is already running (x stops it)".into())];
     }
+    if let Some(why) = cx.refuse_write() {
+        return vec![Effect::Notice(why)];
+    }
     let Some(run) = cx.study.run.as_ref() else { return vec![Effect::Notice("the run is not open".into())] };
     if run.missing.len() < Phase::ALL.len() {
         return vec![Effect::Popup(Popup::Confirm(Question::Retrain))];

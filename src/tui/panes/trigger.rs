@@ -87,7 +87,7 @@ fn long(command: Command, focus: bool, cx: &Cx) -> Vec<Effect> {
 
 /// The question, unless the job could not start anyway (then why not).
 fn ask(question: Question, cx: &Cx) -> Vec<Effect> {
-    match cx.jobs.refuse_long_job(cx.study.ready) {
+    match cx.refuse_write().or_else(|| cx.jobs.refuse_long_job(cx.study.ready)) {
         Some(why) => vec![Effect::Notice(why)],
         None => vec![Effect::Popup(Popup::Confirm(question))],
     }
