@@ -32,7 +32,11 @@ pub fn ensure_writable(dir: &Path) -> Result<()> {
         )
     };
     std::fs::create_dir_all(dir).map_err(read_only)?;
-    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    // A name of this call's own: two threads of one process (the explorer's
+    // worker and a command, or tests in parallel) may probe the same folder at once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".write-check-{}-{nth}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -46,4 +50,25 @@ pub fn ensure_writable(dir: &Path) -> Result<()> {
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_writable;
+
+    /// The snapshot tests' workers opened one run at once and one of them found it
+    /// "read-only": both probed with the same file name.
+    #[test]
+    fn threads_probing_one_folder_at_once_all_find_it_writable() {
+        let dir = std::env::temp_dir().join(format!("trojanscope-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let answers: Vec<bool> = std::thread::scope(|s| {
+            let probes: Vec<_> = (0..8).map(|_| s.spawn(|| (0..50).all(|_| ensure_writable(&dir).is_ok()))).collect();
+            probes.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(answers.iter().all(|&ok| ok), "every probe found the folder writable");
+        assert_eq!(left, 0, "every probe file removed");
+    }
 }
