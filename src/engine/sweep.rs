@@ -39,9 +39,9 @@ pub fn sweep(
     // Batches of units share one pass over the cached activations.
     for batch in (0..layer.units()).collect::<Vec<_>>().chunks(SWEEP_BATCH) {
         let sets: Vec<AblationSet> = batch.iter().map(|&u| AblationSet::single(layer, u)).collect();
-        for (&unit, predictions) in batch.iter().zip(cache.predict_many(test, &sets, mode)) {
-            rows.push(SweepRow { layer, unit, metrics: test.metrics(&predictions) });
-        }
+        // One device → host copy per pass, not per unit.
+        let metrics = test.metrics_of_many(&cache.predict_many(test, &sets, mode));
+        rows.extend(batch.iter().zip(metrics).map(|(&unit, metrics)| SweepRow { layer, unit, metrics }));
         if progress(rows.len(), layer.units()).is_break() {
             break;
         }
@@ -81,14 +81,16 @@ pub fn sweep_streamed(
             return Vec::new();
         }
     }
-    halves
+    let predictions: Vec<Tensor> = halves
         .into_iter()
-        .enumerate()
-        .map(|(unit, [mut predictions, triggered])| {
+        .map(|[mut predictions, triggered]| {
             predictions.extend(triggered);
-            SweepRow { layer, unit, metrics: test.metrics(&Tensor::cat(&predictions, 0)) }
+            Tensor::cat(&predictions, 0)
         })
-        .collect()
+        .collect();
+    // One device → host copy for the whole layer.
+    let metrics = test.metrics_of_many(&predictions);
+    metrics.into_iter().enumerate().map(|(unit, metrics)| SweepRow { layer, unit, metrics }).collect()
 }
 
 /// The `n` units whose lone ablation leaves the lowest poison accuracy.
