@@ -4,8 +4,9 @@
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
 use crate::engine::device::parse_device;
-use crate::engine::lab::{Lab, ModelKind, RunDir, RunLock};
+use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::run::settings::RunSettings;
+use crate::engine::run::{RunDir, RunLock};
 use crate::engine::train::TrainConfig;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};

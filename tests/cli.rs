@@ -225,8 +225,9 @@ fn cell(image: &image::RgbImage, (x, y): (usize, usize), factor: u32) -> image::
 #[test]
 fn run_draws_the_report_pictures_and_links_each_one() {
     use trojanscope::cli::report_pictures::{BAR_HEIGHT, GRID_ASPECT, SWEEP_CELL, TARGET_WIDTH};
-    use trojanscope::engine::lab::{Lab, ModelKind, RunDir};
+    use trojanscope::engine::lab::{Lab, ModelKind};
     use trojanscope::engine::layer::Layer;
+    use trojanscope::engine::run::RunDir;
     use trojanscope::picture::{Heatmap, diverging, grid_columns};
 
     let dir = common::scratch("cli-report");
@@ -356,8 +357,8 @@ fn a_diverging_run_and_a_second_writer_are_refused_clearly() {
     assert!(last.contains("learning rate 1000"), "{last}");
     assert!(!dir.join("cli/clean.safetensors").exists() && !dir.join("cli/poisoned.safetensors").exists());
     // While this process holds the run's lock, a training command names it and stops.
-    let run = trojanscope::engine::lab::RunDir::new(&dir, "cli");
-    let lock = trojanscope::engine::lab::RunLock::acquire(&run).unwrap();
+    let run = trojanscope::engine::run::RunDir::new(&dir, "cli");
+    let lock = trojanscope::engine::run::RunLock::acquire(&run).unwrap();
     let o = trojanscope(&with_run(cp, &["train"]));
     last_error(&o, &format!("is being written by another process (process {})", std::process::id()));
     drop(lock);
@@ -701,7 +702,8 @@ fn configurations_that_cannot_learn_are_refused_before_anything_is_written() {
 
 #[test]
 fn doctor_says_which_numbers_it_measured_and_which_it_read() {
-    use trojanscope::engine::lab::{Lab, ModelKind, RunDir};
+    use trojanscope::engine::lab::{Lab, ModelKind};
+    use trojanscope::engine::run::RunDir;
     let dir = common::scratch("cli-doctor");
     let run = RunDir::new(&dir, "r");
     let config = trojanscope::engine::train::TrainConfig::default();

@@ -205,8 +205,8 @@ fn run_names_stay_inside_the_checkpoints_folder() {
 #[test]
 fn a_command_that_writes_waits_for_no_one_and_overwrites_nothing_while_another_writes() {
     let dir = copy_of_trained_run("safety-lock");
-    let run = trojanscope::engine::lab::RunDir::new(&dir, "r");
-    let lock = trojanscope::engine::lab::RunLock::acquire(&run).unwrap();
+    let run = trojanscope::engine::run::RunDir::new(&dir, "r");
+    let lock = trojanscope::engine::run::RunLock::acquire(&run).unwrap();
     let holder = format!("is being written by another process (process {})", std::process::id());
     for args in [&["recover"][..], &["unlearn"], &["visualize", "fc2", "8"], &["prune", "fc1"], &["train"], &["run"]] {
         let start = Instant::now();

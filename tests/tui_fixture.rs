@@ -6,7 +6,9 @@
 
 mod tui_support;
 
-use trojanscope::engine::lab::{Lab, ModelKind, RunDir};
+use trojanscope::engine::lab::{Lab, ModelKind};
+
+use trojanscope::engine::run::RunDir;
 use trojanscope::engine::train::TrainConfig;
 use tui_support::{FIXTURE_FILES, TEST_LIMIT, TRAIN_LIMIT, fixture, scratch, train_tiny_run};
 

@@ -1,7 +1,9 @@
 //! Whole-process figures: what a user waits for, from starting this executable on
 //! a saved run to its answer (libtorch's start, loading data and models included).
 
-use crate::engine::lab::{ModelKind, RunDir};
+use crate::engine::lab::ModelKind;
+
+use crate::engine::run::RunDir;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

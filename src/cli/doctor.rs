@@ -6,8 +6,9 @@
 use super::output::Format;
 use crate::data::mnist::Mnist;
 use crate::engine::checkpoint;
-use crate::engine::lab::{ModelKind, RunDir};
+use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
+use crate::engine::run::RunDir;
 use crate::engine::testset::TestSet;
 use crate::setup::CommonArgs;
 use crate::table::Table;

@@ -2,7 +2,6 @@
 
 use super::dataset::{Dataset, Normalisation};
 use super::idx::{self, IdxArray, IdxError};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -160,8 +159,7 @@ fn load_split(
 
 fn read_checked(path: &Path, checksums: &mut BTreeMap<String, String>) -> Result<IdxArray, IdxError> {
     let bytes = std::fs::read(path).map_err(|e| IdxError::Io(path.to_path_buf(), e))?;
-    let digest = Sha256::digest(&bytes);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    checksums.insert(name, digest.iter().map(|b| format!("{b:02x}")).collect());
+    checksums.insert(name, super::checksum::sha256_hex(&bytes));
     idx::decode_idx(path, &bytes)
 }

@@ -1,4 +1,5 @@
 //! Data: the IDX reader, the datasets (MNIST, Fashion-MNIST) and the trigger.
+pub mod checksum;
 pub mod dataset;
 pub mod idx;
 pub mod mnist;

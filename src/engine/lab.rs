@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 use tch::Device;
 
-pub use super::run::{RunDir, RunLock};
+use super::run::{RunDir, RunLock};
 
 /// The three models of the study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 use super::checkpoint;
 use super::cleanse::RecoveryReport;
-use super::lab::RunDir;
+use super::run::RunDir;
 use super::run::key::FileKey;
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
 use crate::table::{Table, pct};

@@ -25,7 +25,7 @@ pub mod theme;
 pub mod train_state;
 pub mod worker;
 
-use crate::engine::lab::RunDir;
+use crate::engine::run::RunDir;
 use crate::setup::CommonArgs;
 use app::{App, Msg};
 use color_eyre::eyre::{Result, WrapErr, eyre};

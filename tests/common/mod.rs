@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use tch::Device;
 use trojanscope::data::mnist::Mnist;
-use trojanscope::engine::lab::{Lab, RunDir};
+use trojanscope::engine::lab::Lab;
+use trojanscope::engine::run::RunDir;
 use trojanscope::engine::train::{Phase, TrainConfig};
 
 /// Training images for the shared run: enough for the backdoor to take (poison

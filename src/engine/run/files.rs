@@ -3,7 +3,6 @@
 //! written is found by trying, before a long job computes.
 
 use color_eyre::eyre::{Result, WrapErr, bail};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Fails naming `path` when it is a symbolic link.
@@ -49,7 +48,7 @@ pub fn ensure_writable(dir: &Path) -> Result<()> {
 /// The SHA-256 of a file's bytes, in hex.
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::data::checksum::sha256_hex(&bytes))
 }
 
 #[cfg(test)]

@@ -97,14 +97,13 @@ impl RunSettings {
 
 /// The SHA-256 of a gzip file's decompressed bytes.
 fn gunzipped_sha256(path: &std::path::Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
     use std::io::Read;
     let file = std::fs::File::open(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(file)
         .read_to_end(&mut bytes)
         .wrap_err_with(|| format!("{}: not a readable gzip file", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::data::checksum::sha256_hex(&bytes))
 }
 
 /// `trigger.row` → "trigger-row", `trigger.target` → "target", `batch_size` → "batch-size".
