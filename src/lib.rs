@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod graph;
 pub mod named;
 pub mod picture;
 pub mod setup;

@@ -2,7 +2,7 @@
 
 use crate::data::dataset::Dataset;
 use crate::data::trigger::TriggerConfig;
-use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::ablation::AblationMode;
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
@@ -68,8 +68,9 @@ pub enum Command {
     },
     /// Ablate a set of units together and compare with the unablated model.
     Ablate {
-        /// Units to ablate, e.g. "conv1:9,15 conv2:37".
-        units: AblationSet,
+        /// Units to ablate, e.g. "conv1:9,15 conv2:37"; on an imported graph, by
+        /// PyTorch's module names: "layer2.1.conv2:1,2 features.2:7".
+        units: String,
         #[command(flatten)]
         target: AblationTarget,
         /// Also compute the study's slow reload-zero-evaluate path and show both.
@@ -96,6 +97,30 @@ pub enum Command {
         donor: ModelKind,
         #[arg(long, default_value = "poisoned")]
         recipient: ModelKind,
+    },
+    /// Bring your own CNN: trace a PyTorch module (FILE.py:NAME, a class with a
+    /// no-argument constructor or a function returning the module) with torch.fx,
+    /// read its checkpoint, check it computes PyTorch's logits, and write the graph
+    /// and weights into the run as one of its models (docs/graph.md).
+    Import {
+        /// FILE.py:NAME.
+        source: String,
+        /// A .pt/.pth/.safetensors state dict, or a checkpoint dict holding one.
+        weights: PathBuf,
+        /// Which of the run's models this is.
+        #[arg(long)]
+        model: ModelKind,
+        /// The checkpoint's key holding the state dict (default: the state dict
+        /// itself, else the first of model, state_dict, net).
+        #[arg(long)]
+        state_key: Option<String>,
+        /// dataset (the dataset's mean/std put first), none (the model normalises
+        /// inside) or MEAN/STD (e.g. 0.1307/0.3081; per channel 0.5,0.5,0.5/0.2,0.2,0.2).
+        #[arg(long, default_value = "dataset")]
+        input_norm: String,
+        /// Load a .pt that needs more than weights (pickle can run code when loaded).
+        #[arg(long)]
+        trust_pickle: bool,
     },
     /// Weight differences B − A per layer, or per unit of one layer.
     Diff {

@@ -5,6 +5,7 @@ pub mod circuit;
 pub mod commands;
 pub mod defence;
 pub mod doctor;
+pub mod graph;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -15,6 +16,7 @@ use crate::engine::checkpoint;
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
+use crate::engine::run::RunDir;
 use crate::engine::train::Phase;
 use crate::engine::unlearn::UnlearnConfig;
 use crate::setup::{Splits, check_same_config, open_lab_writing};
@@ -27,6 +29,9 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     let common = &cli.common;
     let format = Format::from_flags(common.json, common.csv);
     crate::setup::set_threads(common, false);
+    if let Some(name) = study_only(command) {
+        graph::refuse_unsupported(common, name)?;
+    }
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
         Command::Train { train, phases } => {
@@ -35,9 +40,33 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             commands::train(&lab, format, phases)
         }
         Command::Eval { model, checkpoint, per_class } => {
-            commands::eval(common, format, model, checkpoint.as_deref(), *per_class)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) && checkpoint.is_none() {
+                graph::eval(common, format, model, *per_class)
+            } else {
+                commands::eval(common, format, model, checkpoint.as_deref(), *per_class)
+            }
         }
-        Command::Ablate { units, target, reference } => commands::ablate(common, format, units, target, *reference),
+        Command::Ablate { units, target, reference } => {
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph::ablate(common, format, units, target, *reference)
+            } else {
+                let set = units.parse().map_err(|e: String| color_eyre::eyre::eyre!(e))?;
+                commands::ablate(common, format, &set, target, *reference)
+            }
+        }
+        Command::Import { source, weights, model, state_key, input_norm, trust_pickle } => {
+            let request = crate::graph::import::ImportRequest {
+                source: source.clone(),
+                weights: weights.clone(),
+                model: *model,
+                state_key: state_key.clone(),
+                input_norm: input_norm.clone(),
+                trust_pickle: *trust_pickle,
+                dataset: crate::graph::run::dataset_of(&RunDir::new(&common.checkpoints, &common.run))
+                    .map_or_else(|| common.dataset.unwrap_or_default(), |d| common.dataset.unwrap_or(d)),
+            };
+            graph::import(common, format, &request)
+        }
         Command::Sweep { layer, target, sorted } => commands::sweep_cmd(common, format, *layer, target, *sorted),
         Command::Swap { layers, donor, recipient } => {
             commands::swap_cmd(common, format, layers.as_deref(), *donor, *recipient)
@@ -102,6 +131,27 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             bench::run(common, format, &args)
         }
     }
+}
+
+/// The command's name when it runs on the study's CNN only (not yet on an
+/// imported graph).
+pub fn study_only(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Eval { .. } | Command::Ablate { .. } | Command::Import { .. } | Command::Doctor => return None,
+        Command::Run { .. } => "run",
+        Command::Train { .. } => "train",
+        Command::Sweep { .. } => "sweep",
+        Command::Swap { .. } => "swap",
+        Command::Diff { .. } => "diff",
+        Command::Features { .. } => "features",
+        Command::Recover { .. } => "recover",
+        Command::Unlearn { .. } => "unlearn",
+        Command::Visualize { .. } => "visualize",
+        Command::Prune { .. } => "prune",
+        Command::Patch { .. } => "patch",
+        Command::Circuit { .. } => "circuit",
+        Command::Bench { .. } => "bench",
+    })
 }
 
 /// The main job: train what is missing, then analyse all three models.

@@ -58,6 +58,11 @@ impl Dataset {
         }
     }
 
+    /// One image: `[channels, height, width]`.
+    pub fn image_shape(self) -> [i64; 3] {
+        [1, 28, 28]
+    }
+
     pub fn normalisation(self) -> Normalisation {
         match self {
             Dataset::Mnist => Normalisation { mean: 0.1307, std: 0.3081 },

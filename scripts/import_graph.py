@@ -1,0 +1,1 @@
+raise SystemExit("error: the importer is not in this build yet")

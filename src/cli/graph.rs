@@ -1,0 +1,233 @@
+//! The commands on an imported graph: `import` itself, and `eval` and `ablate`
+//! through the generic executor.
+
+use super::args::{AblationTarget, CommonArgs};
+use super::output::Format;
+use crate::data::trigger::TriggerConfig;
+use crate::engine::ablation::AblationMode;
+use crate::engine::device::parse_device;
+use crate::engine::lab::ModelKind;
+use crate::engine::metrics::Metrics;
+use crate::engine::run::RunDir;
+use crate::engine::testset::{self, TestSet};
+use crate::graph::eval::{evaluate, raw_test_set};
+use crate::graph::exec::Executor;
+use crate::graph::import::{self, ImportRequest};
+use crate::graph::run::{self as graph_run, ImportRecord};
+use crate::graph::units::{UnitSet, nodes_named};
+use crate::setup::{Splits, load_data};
+use crate::table::{delta, metrics_row, metrics_table, pct};
+use color_eyre::eyre::{Result, bail, eyre};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Which commands run on an imported graph today.
+const ON_GRAPHS: &str = "import, eval, ablate and doctor";
+
+/// Refuses, in one line, a command that does not run on an imported graph yet,
+/// rather than reading the graph's weights as the study's CNN.
+pub fn refuse_unsupported(common: &CommonArgs, command: &str) -> Result<()> {
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    if graph_run::is_graph_run(&run) {
+        bail!(
+            "{} holds imported models (graph.json); `{command}` does not run on an imported graph yet \
+             ({ON_GRAPHS} do)",
+            run.root.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ImportResult {
+    model: ModelKind,
+    run: String,
+    replaced: bool,
+    record: ImportRecord,
+    metrics: Metrics,
+}
+
+pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> Result<()> {
+    let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    if format.is_human() {
+        eprintln!("tracing {} with torch.fx and reading {} …", request.source, request.weights.display());
+    }
+    let imported = import::prepare(request, device)?;
+    for warning in &imported.warnings {
+        eprintln!("{warning}");
+    }
+    // The test set before writing: a dataset that cannot be read leaves the run untouched.
+    let raw = raw_test(common, request.dataset, device)?;
+    let metrics = evaluate(&imported.exec, &raw, &[]);
+    let replaced = import::write(&imported, request.model, &run)?;
+    let r = &imported.record;
+    let result = ImportResult {
+        model: request.model,
+        run: run.root.display().to_string(),
+        replaced,
+        record: r.clone(),
+        metrics,
+    };
+    if format.is_human() {
+        let key = match (&r.state_key, &r.stripped_prefix) {
+            (Some(k), _) => format!("the state dict under '{k}'"),
+            (None, _) => "a plain state dict".to_string(),
+        };
+        let prefix = r.stripped_prefix.as_ref().map(|p| format!(", '{p}' removed from every key")).unwrap_or_default();
+        eprintln!(
+            "{} {}: {} nodes, {} parameters, from {key}{prefix}",
+            if replaced { "replaced" } else { "imported" },
+            request.model,
+            r.nodes,
+            r.parameters
+        );
+        eprintln!(
+            "probe: {} random inputs, logits within {:.1e} of PyTorch's (at most {:.0e} allowed)",
+            r.probe_images,
+            r.probe_max_diff,
+            import::PROBE_TOLERANCE
+        );
+        eprintln!(
+            "{}: clean {:.2} % on {} {} test images → {}",
+            request.model,
+            result.metrics.clean_acc,
+            result.metrics.count,
+            request.dataset,
+            run.model_path(request.model).display()
+        );
+    }
+    let mut table = metrics_table("model");
+    table.rows.push(metrics_row(&request.model.to_string(), &result.metrics));
+    format.emit(&result, &table)
+}
+
+/// The dataset's test split in raw pixels, with the study's trigger for `dataset`.
+fn raw_test(common: &CommonArgs, dataset: crate::data::dataset::Dataset, device: tch::Device) -> Result<TestSet> {
+    let data = load_data(common, dataset, Splits::Test)?;
+    let test = TestSet::new(&data.test, &TriggerConfig::for_dataset(dataset), device);
+    Ok(raw_test_set(&test, dataset.normalisation()))
+}
+
+/// An imported run's models and test set.
+struct GraphLab {
+    device: tch::Device,
+    run: RunDir,
+    dataset: crate::data::dataset::Dataset,
+    raw: TestSet,
+}
+
+fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
+    let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    run.require(models)?;
+    let dataset = graph_run::dataset_of(&run).unwrap_or_default();
+    if let Some(asked) = common.dataset.filter(|&d| d != dataset) {
+        bail!(
+            "the run {} holds models imported for {dataset}; --dataset {asked} needs another run",
+            run.root.display()
+        );
+    }
+    let raw = raw_test(common, dataset, device)?;
+    Ok(GraphLab { device, run, dataset, raw })
+}
+
+#[derive(Serialize)]
+struct EvalResult {
+    model: String,
+    metrics: Metrics,
+}
+
+pub fn eval(common: &CommonArgs, format: Format, models: &[ModelKind], per_class: bool) -> Result<()> {
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    let models: Vec<ModelKind> = if models.is_empty() {
+        ModelKind::ALL.iter().copied().filter(|&k| run.has(k)).collect()
+    } else {
+        models.to_vec()
+    };
+    let lab = open(common, &models)?;
+    let mut results = Vec::new();
+    for kind in models {
+        let exec = graph_run::load(&lab.run, kind, lab.device)?;
+        results.push(EvalResult { model: kind.to_string(), metrics: evaluate(&exec, &lab.raw, &[]) });
+    }
+    let mut table = metrics_table("model");
+    if per_class {
+        table.headers.extend((0..10).map(|d| lab.dataset.heading(d)));
+    }
+    for r in &results {
+        let mut row = metrics_row(&r.model, &r.metrics);
+        if per_class {
+            row.extend(r.metrics.per_class_clean.iter().map(|&a| pct(a)));
+        }
+        table.rows.push(row);
+    }
+    format.emit(&results, &table)
+}
+
+#[derive(Serialize)]
+struct AblateResult {
+    model: ModelKind,
+    mode: String,
+    set: String,
+    baseline: Metrics,
+    ablated: Metrics,
+}
+
+pub fn ablate(
+    common: &CommonArgs,
+    format: Format,
+    units: &str,
+    target: &AblationTarget,
+    reference: bool,
+) -> Result<()> {
+    if reference {
+        bail!("--reference is the study's slow path for its own CNN; an imported graph has PyTorch as its reference");
+    }
+    let lab = open(common, &[target.model])?;
+    let exec = graph_run::load(&lab.run, target.model, lab.device)?;
+    let set = UnitSet::parse(units, &exec).map_err(|e| eyre!(e))?;
+    let means = mean_outputs(&exec, &lab.raw, &set, target.mode)?;
+    let interventions =
+        set.interventions(&exec, target.mode, |node| means[&node].shallow_clone()).map_err(|e| eyre!(e))?;
+    let result = AblateResult {
+        model: target.model,
+        mode: target.mode.to_string(),
+        set: set.to_string(),
+        baseline: evaluate(&exec, &lab.raw, &[]),
+        ablated: evaluate(&exec, &lab.raw, &interventions),
+    };
+    let mut table = metrics_table("");
+    table.rows.push(metrics_row(&format!("{} model", target.model), &result.baseline));
+    table.rows.push(metrics_row(&format!("ablated {set} ({})", target.mode), &result.ablated));
+    let (b, a) = (&result.baseline, &result.ablated);
+    table.push([
+        "change".to_string(),
+        delta(a.clean_acc - b.clean_acc),
+        delta(a.poison_acc - b.poison_acc),
+        delta(a.asr_non_target - b.asr_non_target),
+        delta(a.rehab_acc - b.rehab_acc),
+    ]);
+    format.emit(&result, &table)
+}
+
+/// In mean mode, each ablated node's mean output over the clean test images (one
+/// pass for all of them); nothing otherwise.
+fn mean_outputs(
+    exec: &Executor,
+    raw: &TestSet,
+    set: &UnitSet,
+    mode: AblationMode,
+) -> Result<HashMap<usize, tch::Tensor>> {
+    if mode != AblationMode::Mean {
+        return Ok(HashMap::new());
+    }
+    let mut nodes = Vec::new();
+    for site in set.sites.keys() {
+        nodes.extend(nodes_named(site, exec).map_err(|e| eyre!(e))?);
+    }
+    nodes.sort_unstable();
+    nodes.dedup();
+    let means = exec.mean_outputs(&raw.clean(), testset::chunk(exec.device), &nodes);
+    Ok(nodes.into_iter().zip(means).collect())
+}

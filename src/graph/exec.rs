@@ -1,0 +1,272 @@
+//! The generic executor: runs a graph with libtorch ops on any device (it is
+//! the GPU path), with interventions as data (a node, its units, what replaces
+//! them) and a node's values cached so that only the nodes after it rerun.
+
+use super::shape::{self, Shape};
+use super::spec::{GraphSpec, INPUT, Op};
+use super::weights::Weights;
+use std::ops::Range;
+use tch::{Device, Kind, Tensor};
+
+/// Where a node reads one of its inputs from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Input,
+    Node(usize),
+}
+
+/// A node's weights, looked up once.
+#[derive(Default)]
+struct Params {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running_mean: Option<Tensor>,
+    running_var: Option<Tensor>,
+    /// `input_norm`'s mean and std shaped `[C or 1, 1, 1]`.
+    norm: Option<(Tensor, Tensor)>,
+}
+
+/// What ablated units output instead of their activation.
+pub enum Replacement {
+    Zero,
+    /// One value map per ablated unit, `[units, …]` like the node's output without
+    /// the batch (a mean map, or a bias broadcast).
+    Values(Tensor),
+}
+
+/// Units of one node replaced during a forward pass (a PyTorch forward hook on it).
+pub struct Intervention {
+    pub node: usize,
+    pub units: Vec<i64>,
+    pub replace: Replacement,
+}
+
+/// A graph ready to run: its weights on one device.
+pub struct Executor {
+    pub spec: GraphSpec,
+    pub shapes: Vec<Shape>,
+    sources: Vec<Vec<Source>>,
+    /// The last node reading each node's output (its value is freed after it).
+    last_use: Vec<usize>,
+    params: Vec<Params>,
+    output: usize,
+    pub device: Device,
+    pub weights: Weights,
+}
+
+/// The values of a pass stopped after one node: the node's output and every
+/// earlier value a later node reads (a residual's shortcut), for the images it ran on.
+pub struct Checkpoint {
+    pub at: usize,
+    values: Vec<Option<Tensor>>,
+}
+
+impl Checkpoint {
+    /// The output of the node the pass stopped at.
+    pub fn output(&self) -> &Tensor {
+        self.values[self.at].as_ref().expect("a checkpoint keeps its node's output")
+    }
+}
+
+impl Executor {
+    /// Checks `spec`'s shapes and binds `weights` (already checked against it).
+    pub fn new(spec: GraphSpec, weights: Weights, device: Device) -> Result<Executor, String> {
+        let shapes = shape::infer(&spec)?;
+        let index = |name: &str| if name == INPUT { Source::Input } else { Source::Node(spec.index_of(name).unwrap()) };
+        let sources: Vec<Vec<Source>> =
+            spec.nodes.iter().map(|n| n.inputs.iter().map(|i| index(i)).collect()).collect();
+        let output = spec.index_of(&spec.output).expect("checked at parse");
+        let mut last_use = vec![0; spec.nodes.len()];
+        for (i, inputs) in sources.iter().enumerate() {
+            for source in inputs {
+                if let Source::Node(j) = source {
+                    last_use[*j] = i;
+                }
+            }
+        }
+        last_use[output] = usize::MAX;
+        let params = spec.nodes.iter().map(|node| bind(node, &weights, device)).collect();
+        Ok(Executor { spec, shapes, sources, last_use, params, output, device, weights })
+    }
+
+    /// `[N, classes]` logits of raw images `[N, C, H, W]`, with `interventions`.
+    pub fn logits(&self, x: &Tensor, interventions: &[Intervention]) -> Tensor {
+        let mut values = self.empty();
+        self.run(&mut values, x, 0..self.spec.nodes.len(), interventions, &[]);
+        values[self.output].take().expect("the output is computed")
+    }
+
+    /// The logits and the outputs of `nodes` (after any intervention on them).
+    pub fn logits_and(&self, x: &Tensor, interventions: &[Intervention], nodes: &[usize]) -> (Tensor, Vec<Tensor>) {
+        let mut values = self.empty();
+        self.run(&mut values, x, 0..self.spec.nodes.len(), interventions, nodes);
+        let kept = nodes.iter().map(|&n| values[n].as_ref().expect("kept").shallow_clone()).collect();
+        (values[self.output].take().expect("the output is computed"), kept)
+    }
+
+    /// Runs `x` up to node `at` (inclusive), keeping what the rest needs.
+    pub fn checkpoint(&self, x: &Tensor, at: usize) -> Checkpoint {
+        let mut values = self.empty();
+        self.run(&mut values, x, 0..at + 1, &[], &[at]);
+        // Values after `at` are never read by nodes up to `at`, so the ones left
+        // are exactly the node's output and what later nodes read.
+        for (j, value) in values.iter_mut().enumerate() {
+            if j != at && self.last_use[j] <= at {
+                *value = None;
+            }
+        }
+        Checkpoint { at, values }
+    }
+
+    /// The logits from a checkpoint, with `interventions` at its node or later.
+    /// `x` is only read when a later node reads the graph's input.
+    pub fn resume(&self, checkpoint: &Checkpoint, x: &Tensor, interventions: &[Intervention]) -> Tensor {
+        let at = checkpoint.at;
+        let mut values: Vec<Option<Tensor>> =
+            checkpoint.values.iter().map(|v| v.as_ref().map(Tensor::shallow_clone)).collect();
+        if let Some(out) = values[at].take() {
+            values[at] = Some(self.intervene(at, out, interventions));
+        }
+        self.run(&mut values, x, at + 1..self.spec.nodes.len(), interventions, &[]);
+        values[self.output].take().expect("the output is computed")
+    }
+
+    /// Each of `nodes`' mean output over `images` (per unit and position): what
+    /// mean ablation substitutes.
+    pub fn mean_outputs(&self, images: &Tensor, chunk: i64, nodes: &[usize]) -> Vec<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let mut sums: Vec<Tensor> =
+            nodes.iter().map(|&n| Tensor::zeros(self.shapes[n].as_slice(), (Kind::Double, self.device))).collect();
+        for x in images.split(chunk, 0) {
+            let (_, outs) = self.logits_and(&x, &[], nodes);
+            for (sum, out) in sums.iter_mut().zip(outs) {
+                *sum += out.sum_dim_intlist(0, false, Kind::Double);
+            }
+        }
+        let n = images.size()[0].max(1) as f64;
+        sums.into_iter().map(|s| (s / n).to_kind(Kind::Float)).collect()
+    }
+
+    /// What a unit of `node` outputs with its weights zeroed: its bias, everywhere.
+    pub fn bias_outputs(&self, node: usize) -> Option<Tensor> {
+        if !self.spec.nodes[node].op.has_unit_weights() {
+            return None;
+        }
+        let shape = &self.shapes[node];
+        let bias = match &self.params[node].bias {
+            Some(b) => b.shallow_clone(),
+            None => Tensor::zeros([shape[0]], (Kind::Float, self.device)),
+        };
+        let mut view = vec![shape[0]];
+        view.extend(std::iter::repeat_n(1, shape.len() - 1));
+        Some(bias.view(view.as_slice()).expand(shape.as_slice(), false).contiguous())
+    }
+
+    fn empty(&self) -> Vec<Option<Tensor>> {
+        (0..self.spec.nodes.len()).map(|_| None).collect()
+    }
+
+    fn run(
+        &self,
+        values: &mut [Option<Tensor>],
+        x: &Tensor,
+        range: Range<usize>,
+        interventions: &[Intervention],
+        keep: &[usize],
+    ) {
+        for i in range {
+            let args: Vec<&Tensor> = self.sources[i]
+                .iter()
+                .map(|s| match s {
+                    Source::Input => x,
+                    Source::Node(j) => values[*j].as_ref().expect("inputs come before their use"),
+                })
+                .collect();
+            let out = self.compute(i, &args);
+            values[i] = Some(self.intervene(i, out, interventions));
+            for source in &self.sources[i] {
+                if let Source::Node(j) = *source
+                    && self.last_use[j] == i
+                    && !keep.contains(&j)
+                {
+                    values[j] = None;
+                }
+            }
+        }
+    }
+
+    fn intervene(&self, node: usize, mut out: Tensor, interventions: &[Intervention]) -> Tensor {
+        for iv in interventions.iter().filter(|iv| iv.node == node) {
+            let index = Tensor::from_slice(&iv.units).to_device(out.device());
+            out = match &iv.replace {
+                Replacement::Zero => out.index_fill(1, &index, 0.0),
+                Replacement::Values(values) => {
+                    let mut shape = out.size();
+                    shape[1] = iv.units.len() as i64;
+                    out.index_copy(1, &index, &values.unsqueeze(0).expand(shape.as_slice(), false))
+                }
+            };
+        }
+        out
+    }
+
+    fn compute(&self, i: usize, args: &[&Tensor]) -> Tensor {
+        let p = &self.params[i];
+        let x = args[0];
+        match &self.spec.nodes[i].op {
+            Op::Conv2d { stride, padding, dilation, groups, .. } => {
+                x.conv2d(p.weight.as_ref().unwrap(), p.bias.as_ref(), stride, padding, dilation, *groups)
+            }
+            Op::BatchNorm2d { eps, momentum, .. } => x.batch_norm(
+                p.weight.as_ref(),
+                p.bias.as_ref(),
+                p.running_mean.as_ref(),
+                p.running_var.as_ref(),
+                false,
+                *momentum,
+                *eps,
+                true,
+            ),
+            Op::Relu => x.relu(),
+            Op::LeakyRelu { negative_slope } => x.where_self(&x.gt(0.0), &(x * *negative_slope)),
+            Op::MaxPool2d { kernel, stride, padding, dilation, ceil_mode } => {
+                x.max_pool2d(kernel, stride, padding, dilation, *ceil_mode)
+            }
+            Op::AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad } => {
+                x.avg_pool2d(kernel, stride, padding, *ceil_mode, *count_include_pad, None::<i64>)
+            }
+            Op::AdaptiveAvgPool2d { output } => x.adaptive_avg_pool2d(output),
+            Op::Flatten => x.flatten(1, -1),
+            Op::Linear { .. } => x.linear(p.weight.as_ref().unwrap(), p.bias.as_ref()),
+            Op::Dropout { .. } => x.shallow_clone(),
+            Op::Add => x + args[1],
+            Op::InputNorm { .. } => {
+                let (mean, std) = p.norm.as_ref().unwrap();
+                (x - mean) / std
+            }
+        }
+    }
+}
+
+fn bind(node: &super::spec::Node, weights: &Weights, device: Device) -> Params {
+    let get = |suffix: &str| {
+        node.op
+            .weight_names()
+            .contains(&suffix)
+            .then(|| weights.get(&format!("{}.{suffix}", node.module())).shallow_clone())
+    };
+    let norm = match &node.op {
+        Op::InputNorm { mean, std } => {
+            let column = |v: &[f64]| Tensor::from_slice(v).to_kind(Kind::Float).view([-1, 1, 1]).to_device(device);
+            Some((column(mean), column(std)))
+        }
+        _ => None,
+    };
+    Params {
+        weight: get("weight"),
+        bias: get("bias"),
+        running_mean: get("running_mean"),
+        running_var: get("running_var"),
+        norm,
+    }
+}

@@ -1,0 +1,14 @@
+//! Bring your own CNN: the network as data (`docs/graph.md`). A graph file is
+//! read and its shapes checked (`spec`, `shape`), its weights bound by PyTorch's
+//! names (`weights`), and one generic libtorch executor runs it with
+//! interventions and cached prefixes (`exec`); `import` brings a PyTorch module
+//! in, `run` is where an imported run keeps its files.
+pub mod eval;
+pub mod exec;
+pub mod import;
+pub mod preset;
+pub mod run;
+pub mod shape;
+pub mod spec;
+pub mod units;
+pub mod weights;

@@ -1,0 +1,80 @@
+//! A run holding imported models: `graph.json` (one architecture for the run),
+//! `<model>.safetensors` (PyTorch's names) and `<model>.import.json` (where each
+//! came from and how well the probe agreed).
+
+use super::exec::Executor;
+use super::spec::GraphSpec;
+use super::weights::Weights;
+use crate::data::dataset::Dataset;
+use crate::engine::checkpoint;
+use crate::engine::lab::ModelKind;
+use crate::engine::run::RunDir;
+use color_eyre::eyre::{Result, eyre};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tch::Device;
+
+/// What `import` recorded about one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportRecord {
+    /// `FILE.py:NAME` as given.
+    pub source: String,
+    pub weights: String,
+    pub weights_sha256: String,
+    /// The key of the checkpoint's dict that held the state dict, if any.
+    pub state_key: Option<String>,
+    pub stripped_prefix: Option<String>,
+    pub trust_pickle: bool,
+    pub dataset: Dataset,
+    /// `dataset`, `none` or `MEAN/STD`, as asked.
+    pub input_norm: String,
+    pub probe_images: i64,
+    /// Largest |logit difference| between PyTorch and trojanscope on the probe.
+    pub probe_max_diff: f64,
+    pub nodes: usize,
+    pub parameters: i64,
+    pub imported_unix: u64,
+}
+
+pub fn graph_path(run: &RunDir) -> PathBuf {
+    run.root.join("graph.json")
+}
+
+pub fn record_path(run: &RunDir, kind: ModelKind) -> PathBuf {
+    run.root.join(format!("{kind}.import.json"))
+}
+
+/// Whether the run holds imported models (a graph) rather than the study's CNN.
+pub fn is_graph_run(run: &RunDir) -> bool {
+    graph_path(run).is_file()
+}
+
+/// The dataset the run's imported models were checked on.
+pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
+    ModelKind::ALL
+        .iter()
+        .filter(|&&k| record_path(run, k).is_file())
+        .find_map(|&k| checkpoint::load_json::<ImportRecord>(&record_path(run, k)).ok())
+        .map(|r| r.dataset)
+}
+
+/// The run's graph with one model's weights, ready to run on `device`.
+pub fn load(run: &RunDir, kind: ModelKind, device: Device) -> Result<Executor> {
+    run.require(&[kind])?;
+    let spec = GraphSpec::load(&graph_path(run)).map_err(|e| eyre!(e))?;
+    let weights = Weights::load(&run.model_path(kind), &spec, device).map_err(|e| eyre!(e))?;
+    Executor::new(spec, weights, device).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))
+}
+
+/// Fails unless `dataset`'s images have the graph's input shape.
+pub fn check_input(spec: &GraphSpec, dataset: Dataset) -> Result<(), String> {
+    let have = dataset.image_shape();
+    if spec.input != have {
+        return Err(format!(
+            "the graph takes {} inputs; {dataset} images are {}: import it with a dataset of that shape",
+            super::shape::show(&spec.input),
+            super::shape::show(&have)
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! A graph's weights: read from safetensors by PyTorch's state-dict names and
+//! checked against the graph — every key it needs present with its shape, none
+//! left over, every value finite — before any is used.
+
+use super::spec::{GraphSpec, Op};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// Weights by state-dict name (`layer1.0.conv1.weight`), float32 on one device.
+pub struct Weights(BTreeMap<String, Tensor>);
+
+impl Weights {
+    /// Reads `path` and checks it against `spec`.
+    pub fn load(path: &Path, spec: &GraphSpec, device: Device) -> Result<Weights, String> {
+        let read =
+            Tensor::read_safetensors(path).map_err(|e| format!("cannot read the weights {}: {e}", path.display()))?;
+        let weights = Weights(read.into_iter().collect());
+        weights.check(spec).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(weights.to(device))
+    }
+
+    /// From tensors already in memory (tests, copies), checked like `load`.
+    pub fn from_tensors(tensors: Vec<(String, Tensor)>, spec: &GraphSpec) -> Result<Weights, String> {
+        let weights = Weights(tensors.into_iter().collect());
+        weights.check(spec)?;
+        Ok(weights)
+    }
+
+    fn to(self, device: Device) -> Weights {
+        Weights(self.0.into_iter().map(|(k, t)| (k, t.to_kind(Kind::Float).to_device(device))).collect())
+    }
+
+    pub fn get(&self, key: &str) -> &Tensor {
+        &self.0[key]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
+        self.0.iter()
+    }
+
+    pub fn parameter_count(&self) -> i64 {
+        self.0.values().map(Tensor::numel).sum::<usize>() as i64
+    }
+
+    /// Writes the weights as safetensors (what a run keeps).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let list: Vec<(&str, Tensor)> =
+            self.0.iter().map(|(k, t)| (k.as_str(), t.to_device(Device::Cpu).contiguous())).collect();
+        Tensor::write_safetensors(&list, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn check(&self, spec: &GraphSpec) -> Result<(), String> {
+        let expected = expected_shapes(spec);
+        let missing: Vec<&String> = expected.keys().filter(|k| !self.0.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            return Err(format!("missing weights the graph needs: {}", list(&missing)));
+        }
+        let unused: Vec<&String> = self.0.keys().filter(|k| !expected.contains_key(*k)).collect();
+        if !unused.is_empty() {
+            return Err(format!("weights no node of the graph uses: {}", list(&unused)));
+        }
+        for (key, shape) in &expected {
+            let tensor = &self.0[key];
+            if tensor.size() != *shape {
+                return Err(format!("{key} is {:?}; the graph needs {shape:?}", tensor.size()));
+            }
+            if !tensor.is_floating_point() {
+                return Err(format!("{key} holds {:?} values, not floating point", tensor.kind()));
+            }
+            let finite = tensor.isfinite().all().int64_value(&[]) == 1;
+            if !finite {
+                let bad = tensor.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+                return Err(format!("{key} holds {bad} NaN or infinite values"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most ten names, then how many more.
+fn list(names: &[&String]) -> String {
+    let shown: Vec<&str> = names.iter().take(10).map(|s| s.as_str()).collect();
+    let more = names.len().saturating_sub(10);
+    if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+}
+
+/// Every weight the graph reads, with the shape its node needs.
+pub fn expected_shapes(spec: &GraphSpec) -> BTreeMap<String, Vec<i64>> {
+    let mut seen = BTreeSet::new();
+    let mut shapes = BTreeMap::new();
+    for node in &spec.nodes {
+        if !seen.insert(node.module().to_string()) {
+            continue;
+        }
+        let of = |suffix: &str| format!("{}.{suffix}", node.module());
+        match &node.op {
+            Op::Conv2d { in_channels, out_channels, kernel, groups, bias, .. } => {
+                shapes.insert(of("weight"), vec![*out_channels, in_channels / groups.max(&1), kernel[0], kernel[1]]);
+                if *bias {
+                    shapes.insert(of("bias"), vec![*out_channels]);
+                }
+            }
+            Op::Linear { in_features, out_features, bias } => {
+                shapes.insert(of("weight"), vec![*out_features, *in_features]);
+                if *bias {
+                    shapes.insert(of("bias"), vec![*out_features]);
+                }
+            }
+            Op::BatchNorm2d { channels, .. } => {
+                for suffix in node.op.weight_names() {
+                    shapes.insert(of(suffix), vec![*channels]);
+                }
+            }
+            _ => {}
+        }
+    }
+    shapes
+}
