@@ -157,3 +157,34 @@ fn weights_that_do_not_fit_the_graph_are_refused_naming_the_key() {
     assert_eq!(nan, "net.9.bias holds 1 NaN or infinite values");
     assert!(Weights::from_tensors(good, &spec).is_ok());
 }
+
+#[test]
+fn a_graph_sweep_is_the_study_sweep_unit_for_unit() {
+    let test = test_set(400);
+    let net = checkpoint::load_net(&tiny_run_model("poisoned"), Device::Cpu).unwrap();
+    let cache = ActivationCache::build(&net, &test);
+    let exec = study_executor("poisoned");
+    let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
+    let study = trojanscope::engine::sweep::sweep(&cache, &test, Layer::Conv2, AblationMode::Zero, |_, _| {
+        std::ops::ControlFlow::Continue(())
+    });
+    let no_means = |_: usize| -> Tensor { unreachable!("zero mode reads no means") };
+    let ours = trojanscope::graph::sweep::sweep(&exec, &raw, "net.5", AblationMode::Zero, &no_means, |_, _| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(ours.len(), 64);
+    for (a, b) in ours.iter().zip(&study) {
+        assert_eq!(a.unit as usize, b.unit);
+        assert!((a.metrics.poison_acc - b.metrics.poison_acc).abs() <= 0.25 + 1e-9, "unit {}", a.unit);
+        assert!((a.metrics.clean_acc - b.metrics.clean_acc).abs() <= 0.25 + 1e-9, "unit {}", a.unit);
+    }
+    // Stopped after 10 of 64 units in the first chunk: no unit saw every chunk.
+    let mut calls = 0;
+    let stopped = trojanscope::graph::sweep::sweep(&exec, &raw, "net.5", AblationMode::Zero, &no_means, |_, _| {
+        calls += 1;
+        if calls == 10 { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+    })
+    .unwrap();
+    assert!(stopped.is_empty(), "{} rows", stopped.len());
+}

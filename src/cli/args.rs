@@ -79,8 +79,9 @@ pub enum Command {
     },
     /// Ablate every unit of a layer alone: a units × metrics table.
     Sweep {
-        /// conv1, conv2, fc1 or fc2.
-        layer: Layer,
+        /// conv1, conv2, fc1 or fc2; on an imported graph, a node by PyTorch's
+        /// module name (layer3.0.conv2).
+        layer: String,
         #[command(flatten)]
         target: AblationTarget,
         /// Order rows by poison accuracy, lowest first.

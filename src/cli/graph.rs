@@ -3,6 +3,7 @@
 
 use super::args::{AblationTarget, CommonArgs};
 use super::output::Format;
+use super::progress::counter;
 use crate::data::trigger::TriggerConfig;
 use crate::engine::ablation::AblationMode;
 use crate::engine::device::parse_device;
@@ -22,7 +23,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// Which commands run on an imported graph today.
-const ON_GRAPHS: &str = "import, eval, ablate and doctor";
+const ON_GRAPHS: &str = "import, eval, ablate, sweep and doctor";
 
 /// Refuses, in one line, a command that does not run on an imported graph yet,
 /// rather than reading the graph's weights as the study's CNN.
@@ -230,4 +231,35 @@ fn mean_outputs(
     nodes.dedup();
     let means = exec.mean_outputs(&raw.clean(), testset::chunk(exec.device), &nodes);
     Ok(nodes.into_iter().zip(means).collect())
+}
+
+pub fn sweep(common: &CommonArgs, format: Format, site: &str, target: &AblationTarget, sorted: bool) -> Result<()> {
+    let lab = open(common, &[target.model])?;
+    let exec = graph_run::load(&lab.run, target.model, lab.device)?;
+    let nodes = nodes_named(site, &exec).map_err(|e| eyre!(e))?;
+    let set = UnitSet { sites: [(site.to_string(), [0].into())].into() };
+    let means = mean_outputs(&exec, &lab.raw, &set, target.mode)?;
+    let bar = counter(&format!("sweep {site}"), exec.shapes[nodes[0]][0] as usize, format.is_human());
+    let units = exec.shapes[nodes[0]][0] as u64;
+    let mut rows = crate::graph::sweep::sweep(
+        &exec,
+        &lab.raw,
+        site,
+        target.mode,
+        &|node| means[&node].shallow_clone(),
+        |done, total| {
+            bar.set_position(done as u64 * units / total.max(1) as u64);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .map_err(|e| eyre!(e))?;
+    bar.finish_and_clear();
+    if sorted {
+        rows.sort_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc));
+    }
+    let mut table = metrics_table("unit");
+    for r in &rows {
+        table.rows.push(metrics_row(&format!("{}:{}", r.node, r.unit), &r.metrics));
+    }
+    format.emit(&rows, &table)
 }

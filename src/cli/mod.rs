@@ -67,7 +67,14 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             };
             graph::import(common, format, &request)
         }
-        Command::Sweep { layer, target, sorted } => commands::sweep_cmd(common, format, *layer, target, *sorted),
+        Command::Sweep { layer, target, sorted } => {
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph::sweep(common, format, layer, target, *sorted)
+            } else {
+                let layer = layer.parse().map_err(|e: String| color_eyre::eyre::eyre!(e))?;
+                commands::sweep_cmd(common, format, layer, target, *sorted)
+            }
+        }
         Command::Swap { layers, donor, recipient } => {
             commands::swap_cmd(common, format, layers.as_deref(), *donor, *recipient)
         }
@@ -137,10 +144,13 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
 /// imported graph).
 pub fn study_only(command: &Command) -> Option<&'static str> {
     Some(match command {
-        Command::Eval { .. } | Command::Ablate { .. } | Command::Import { .. } | Command::Doctor => return None,
+        Command::Eval { .. }
+        | Command::Ablate { .. }
+        | Command::Sweep { .. }
+        | Command::Import { .. }
+        | Command::Doctor => return None,
         Command::Run { .. } => "run",
         Command::Train { .. } => "train",
-        Command::Sweep { .. } => "sweep",
         Command::Swap { .. } => "swap",
         Command::Diff { .. } => "diff",
         Command::Features { .. } => "features",

@@ -10,5 +10,6 @@ pub mod preset;
 pub mod run;
 pub mod shape;
 pub mod spec;
+pub mod sweep;
 pub mod units;
 pub mod weights;
