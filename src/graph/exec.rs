@@ -96,6 +96,41 @@ impl Executor {
         values[self.output].take().expect("the output is computed")
     }
 
+    /// Logits in training mode: batch norms normalise with the batch's statistics
+    /// and update their running ones (PyTorch's `train()`), dropout drops. Gradients
+    /// flow to every weight made trainable (`Weights::trainable`).
+    pub fn logits_training(&self, x: &Tensor) -> Tensor {
+        let mut values = self.empty();
+        for i in 0..self.spec.nodes.len() {
+            let args: Vec<&Tensor> = self.sources[i]
+                .iter()
+                .map(|s| match s {
+                    Source::Input => x,
+                    Source::Node(j) => values[*j].as_ref().expect("inputs come before their use"),
+                })
+                .collect();
+            let out = match &self.spec.nodes[i].op {
+                Op::BatchNorm2d { eps, momentum, .. } => {
+                    let p = &self.params[i];
+                    args[0].batch_norm(
+                        p.weight.as_ref(),
+                        p.bias.as_ref(),
+                        p.running_mean.as_ref(),
+                        p.running_var.as_ref(),
+                        true,
+                        *momentum,
+                        *eps,
+                        true,
+                    )
+                }
+                Op::Dropout { p } => args[0].dropout(*p, true),
+                _ => self.compute(i, &args),
+            };
+            values[i] = Some(out);
+        }
+        values[self.output].take().expect("the output is computed")
+    }
+
     /// The logits and the outputs of `nodes` (after any intervention on them).
     pub fn logits_and(&self, x: &Tensor, interventions: &[Intervention], nodes: &[usize]) -> (Tensor, Vec<Tensor>) {
         let mut values = self.empty();

@@ -31,6 +31,14 @@ impl Weights {
         Weights(self.0.into_iter().map(|(k, t)| (k, t.to_kind(Kind::Float).to_device(device))).collect())
     }
 
+    /// Makes every learned weight (not a batch norm's running statistics) collect
+    /// gradients, in place (an executor already built on these weights sees it);
+    /// returns them by name, for an optimiser.
+    pub fn trainable(&self) -> Vec<(String, Tensor)> {
+        let learned = self.0.iter().filter(|(key, _)| key.ends_with(".weight") || key.ends_with(".bias"));
+        learned.map(|(key, tensor)| (key.clone(), tensor.set_requires_grad(true))).collect()
+    }
+
     pub fn get(&self, key: &str) -> &Tensor {
         &self.0[key]
     }
