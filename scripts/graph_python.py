@@ -197,8 +197,12 @@ def read_checkpoint(path, trust_pickle):
         first = str(e).strip().splitlines()
         reason = ""
         for line in first:
-            if "Unsupported global" in line or "unsupported global" in line.lower():
-                reason = " (" + line.strip().rstrip(".") + ")"
+            if "unsupported global" in line.lower():
+                line = line.strip()
+                cut = line.find(" was not an allowed global")
+                line = line[:cut] if cut > 0 else line
+                line = line[line.lower().find("unsupported global"):]
+                reason = " (" + line.rstrip(".") + ")"
                 break
         fail(f"{path} holds more than tensors, and loading it needs pickle, which can run code"
              f"{reason}; if you trust this file, pass --trust-pickle")

@@ -12,6 +12,8 @@ everything succeeded, then prints one line of JSON. Errors: `error: ...` on stde
 exit status 2.
 """
 import argparse
+import contextlib
+import io
 import json
 import operator
 import os
@@ -54,6 +56,16 @@ class LeafTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
+class RecordingShapeProp(ShapeProp):
+    """ShapeProp that remembers the node it is running (to name it in an error)."""
+
+    current = None
+
+    def run_node(self, n):
+        self.current = n
+        return super().run_node(n)
+
+
 def target_name(node):
     t = node.target
     if isinstance(t, str):
@@ -75,9 +87,23 @@ def pair(v, what, node_name):
     fail(f"node {node_name!r}: {what} {v!r} is not an int or a pair of ints")
 
 
+def short_f32(x):
+    """The shortest decimal that reads back as the same float32 (0.1307, not 0.13070000708)."""
+    import struct
+    want = struct.pack("<f", x)
+    for digits in range(1, 10):
+        y = float(f"{x:.{digits}g}")
+        if struct.pack("<f", y) == want:
+            return y
+    return x
+
+
 def floats(v):
     if isinstance(v, torch.Tensor):
-        return [float(x) for x in v.detach().to(torch.float64).flatten().tolist()]
+        vals = v.detach().to(torch.float64).flatten().tolist()
+        if v.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return [short_f32(float(x)) for x in vals]
+        return [float(x) for x in vals]
     if isinstance(v, (int, float)):
         return [float(v)]
     return [float(x) for x in torch.as_tensor(v, dtype=torch.float64).flatten().tolist()]
@@ -112,7 +138,8 @@ class Translator:
     def __init__(self, gm, start_name, reserved):
         self.gm = gm
         self.nodes = []          # graph.json's nodes
-        self.used = set(reserved)  # names taken
+        self.used = set()        # names of the nodes written
+        self.reserved = set(reserved)  # module paths and "input": not for function nodes
         self.ref = {}            # fx node -> graph node name of its tensor
         self.const = {}          # get_attr fx node -> tensor
         self.pending_norm = {}   # sub fx node -> (input name, mean list)
@@ -149,7 +176,7 @@ class Translator:
     def fn_name(self, node):
         name = node.name
         k = 1
-        while name in self.used:
+        while name in self.used or name in self.reserved:
             name = f"{node.name}_{k}"
             k += 1
         return name
@@ -268,7 +295,7 @@ class Translator:
         self.calls[path] = k
         name = path if k == 1 else f"{path}@{k}"
         if name in self.used:
-            name = f"{path}@{k}_"
+            fail(f"node {name!r}: two nodes would have this name; rename the module {path!r}")
         if len(node.args) != 1 or node.kwargs:
             fail(f"node {name!r}: module {path!r} ({type(m).__name__}) is called with "
                  f"{len(node.args)} arguments; trojanscope supports one input")
@@ -657,11 +684,19 @@ def main():
     gm.eval()
 
     x0 = normalise(torch.zeros(1, c, h, w), norm)
+    prop = RecordingShapeProp(gm)
     try:
-        ShapeProp(gm).propagate(x0)
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback
+            prop.propagate(x0)
     except Exception as e:
+        while e.__cause__ is not None:
+            e = e.__cause__
         msg = " ".join(str(e).split())
-        fail(f"the module does not accept {c}x{h}x{w} inputs (the dataset's shape): "
+        at = ""
+        if prop.current is not None:
+            n = prop.current
+            at = f" at node {n.target if n.op == 'call_module' else n.name!r}"
+        fail(f"the module does not accept {c}x{h}x{w} inputs (the dataset's shape){at}: "
              f"{type(e).__name__}: {msg}")
 
     module_paths = {n.target for n in graph.nodes if n.op == "call_module"}
