@@ -16,8 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{Device, Tensor};
 
-/// The importer, carried in the binary so it matches the executor it feeds.
-const IMPORTER: &str = include_str!("../../scripts/import_graph.py");
+/// The importer and the loading code it shares with benches/graph_reference.py,
+/// carried in the binary so that they match the executor they feed.
+const IMPORTER: [(&str, &str); 2] = [
+    ("import_graph.py", include_str!("../../scripts/import_graph.py")),
+    ("graph_python.py", include_str!("../../scripts/graph_python.py")),
+];
 
 /// How far PyTorch's and trojanscope's probe logits may be apart.
 pub const PROBE_TOLERANCE: f64 = 1e-4;
@@ -61,8 +65,10 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     }
     let norm = norm_argument(&request.input_norm, request.dataset)?;
     let work = TempDir::new()?;
+    for (name, text) in IMPORTER {
+        std::fs::write(work.0.join(name), text).wrap_err("cannot write the importer into a temporary folder")?;
+    }
     let script = work.0.join("import_graph.py");
-    std::fs::write(&script, IMPORTER).wrap_err("cannot write the importer into a temporary folder")?;
     let shape = request.dataset.image_shape().map(|d| d.to_string()).join(",");
     let mut command = Command::new(python()?);
     command
@@ -83,7 +89,10 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings: Vec<String> = stderr.lines().filter(|l| l.starts_with("warning:")).map(str::to_string).collect();
     if !output.status.success() {
-        let errors: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("warning:")).collect();
+        // The importer's error, without its notes (what this side says itself)
+        // and warnings (passed on above the error by the caller on success only).
+        let errors: Vec<&str> =
+            stderr.lines().filter(|l| !l.starts_with("warning:") && !l.starts_with("note:")).collect();
         let message = errors.join("\n");
         let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim());
         bail!("{message}");

@@ -47,8 +47,10 @@ impl Weights {
         self.0.iter()
     }
 
+    /// Learned values (weights and biases; not a batch norm's running statistics).
     pub fn parameter_count(&self) -> i64 {
-        self.0.values().map(Tensor::numel).sum::<usize>() as i64
+        let learned = self.0.iter().filter(|(key, _)| key.ends_with(".weight") || key.ends_with(".bias"));
+        learned.map(|(_, t)| t.numel()).sum::<usize>() as i64
     }
 
     /// Writes the weights as safetensors (what a run keeps).
