@@ -4,15 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use trojanscope::data::idx::{IdxArray, encode_idx};
 
 fn trojanscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trojanscope"))
-        .args(args)
-        .env("TROJANSCOPE_DATA_ROOT", common::data_dir().parent().expect("data/mnist has a parent"))
-        .output()
-        .expect("the binary runs")
+    common::binary().args(args).output().expect("the binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -657,12 +653,7 @@ fn bench_measures_both_sides_and_reports_ratios() {
 }
 
 fn trojanscope_with(args: &[&str], variable: (&str, &str)) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trojanscope"))
-        .args(args)
-        .env("TROJANSCOPE_DATA_ROOT", common::data_dir().parent().expect("data/mnist has a parent"))
-        .env(variable.0, variable.1)
-        .output()
-        .expect("the binary runs")
+    common::binary().args(args).env(variable.0, variable.1).output().expect("the binary runs")
 }
 
 #[test]

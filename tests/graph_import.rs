@@ -27,11 +27,7 @@ fn python() -> PathBuf {
 }
 
 fn trojanscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trojanscope"))
-        .args(args)
-        .env("TROJANSCOPE_DATA_ROOT", common::data_dir().parent().expect("data/mnist has a parent"))
-        .output()
-        .expect("the binary runs")
+    common::binary().args(args).output().expect("the binary runs")
 }
 
 fn json(o: &Output) -> Value {
@@ -165,33 +161,14 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
         }
     }
     // A sweep's row is that unit's ablation.
-    let sweep = json(&trojanscope(&[
-        "sweep",
-        "layer2.0.conv2",
-        "--mode",
-        "zero",
-        "--json",
-        "--checkpoints",
-        &dir,
-        "--run",
-        "preact",
-        "--test-limit",
-        "500",
-    ]));
+    let on_preact = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--mode", "zero", "--json", "--checkpoints", &dir, "--run", "preact", "--test-limit", "500"]);
+        json(&trojanscope(&all))
+    };
+    let sweep = on_preact(&["sweep", "layer2.0.conv2"]);
     assert_eq!(sweep.as_array().unwrap().len(), 16);
-    let one = json(&trojanscope(&[
-        "ablate",
-        "layer2.0.conv2:5",
-        "--mode",
-        "zero",
-        "--json",
-        "--checkpoints",
-        &dir,
-        "--run",
-        "preact",
-        "--test-limit",
-        "500",
-    ]));
+    let one = on_preact(&["ablate", "layer2.0.conv2:5"]);
     assert_eq!(sweep[5]["metrics"], one["ablated"]);
     // Commands that do not run on a graph yet say so.
     assert_clean_failure(

@@ -9,14 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_trojanscope"));
-    command.env("TROJANSCOPE_DATA_ROOT", common::data_dir().parent().expect("data/mnist has a parent"));
-    command
-}
-
 fn trojanscope(args: &[&str]) -> Output {
-    binary().args(args).output().expect("the binary runs")
+    common::binary().args(args).output().expect("the binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -88,7 +82,7 @@ fn an_interrupted_or_diverged_train_keeps_the_history_of_finished_phases() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before, "a diverged phase changed the log");
 
     // Ctrl-C in the middle of a long poison phase (it truncated the log to 225 lines).
-    let mut child = binary()
+    let mut child = common::binary()
         .args(on_run(&dir, "r", &["train", "--phases", "poison", "--epochs", "100"]))
         .stderr(Stdio::null())
         .spawn()

@@ -21,6 +21,13 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))
 }
 
+/// The binary, reading the data setup installed.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_trojanscope"));
+    command.env("TROJANSCOPE_DATA_ROOT", data_dir().parent().expect("data/mnist has a parent"));
+    command
+}
+
 pub fn mnist(train: usize, test: usize) -> Mnist {
     let mut data = Mnist::load(&data_dir()).expect("MNIST (scripts/setup.sh fetches it)");
     data.train.truncate(train);
