@@ -351,8 +351,13 @@ def normalise(x, norm):
 
 def _read_idx(path):
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        if not os.path.exists(path) and os.path.exists(path + ".gz"):
+            import gzip
+            with gzip.open(path + ".gz", "rb") as f:
+                data = f.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
     except OSError as e:
         fail(f"cannot read {path}: {e.strerror}")
     if len(data) < 4:

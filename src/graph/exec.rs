@@ -5,6 +5,7 @@
 use super::shape::{self, Shape};
 use super::spec::{GraphSpec, INPUT, Op};
 use super::weights::Weights;
+use crate::engine::model::channels_last;
 use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
@@ -15,7 +16,8 @@ enum Source {
     Node(usize),
 }
 
-/// A node's weights, looked up once.
+/// A node's weights, looked up once: the very tensors of `Weights`, so that
+/// training them trains the executor.
 #[derive(Default)]
 struct Params {
     weight: Option<Tensor>,
@@ -24,6 +26,9 @@ struct Params {
     running_var: Option<Tensor>,
     /// `input_norm`'s mean and std shaped `[C or 1, 1, 1]`.
     norm: Option<(Tensor, Tensor)>,
+    /// For a convolution read only by a batch norm: that node. Evaluation runs
+    /// the two as one convolution with the batch norm folded into its weights.
+    folds_into: Option<usize>,
 }
 
 /// What ablated units output instead of their activation.
@@ -85,7 +90,16 @@ impl Executor {
             }
         }
         last_use[output] = usize::MAX;
-        let params = spec.nodes.iter().map(|node| bind(node, &weights, device)).collect();
+        let mut params: Vec<Params> = spec.nodes.iter().map(|node| bind(node, &weights, device)).collect();
+        for (i, node) in spec.nodes.iter().enumerate() {
+            let readers: Vec<usize> = (0..spec.nodes.len())
+                .filter(|&j| sources[j].iter().any(|s| matches!(s, Source::Node(k) if *k == i)))
+                .collect();
+            let into_norm = matches!(readers[..], [j] if matches!(spec.nodes[j].op, Op::BatchNorm2d { .. }));
+            if matches!(node.op, Op::Conv2d { .. }) && into_norm && i != output {
+                params[i].folds_into = Some(readers[0]);
+            }
+        }
         Ok(Executor { spec, shapes, sources, last_use, params, output, device, weights })
     }
 
@@ -209,16 +223,33 @@ impl Executor {
         interventions: &[Intervention],
         keep: &[usize],
     ) {
+        // Channels-last throughout (weights too, per call: they are small), the
+        // layout libtorch's CPU convolutions run fastest on at these widths.
+        let x = channels_last(x);
         for i in range {
-            let args: Vec<&Tensor> = self.sources[i]
-                .iter()
-                .map(|s| match s {
-                    Source::Input => x,
-                    Source::Node(j) => values[*j].as_ref().expect("inputs come before their use"),
-                })
-                .collect();
-            let out = self.compute(i, &args);
-            values[i] = Some(self.intervene(i, out, interventions));
+            // A batch norm computed with the convolution before it (folded) is done.
+            if values[i].is_none() {
+                let fold = self.params[i]
+                    .folds_into
+                    .filter(|_| !keep.contains(&i) && !interventions.iter().any(|iv| iv.node == i));
+                let args: Vec<&Tensor> = self.sources[i]
+                    .iter()
+                    .map(|s| match s {
+                        Source::Input => &x,
+                        Source::Node(j) => values[*j].as_ref().expect("inputs come before their use"),
+                    })
+                    .collect();
+                match fold {
+                    Some(norm) => {
+                        let out = self.folded_conv(i, norm, args[0]);
+                        values[norm] = Some(self.intervene(norm, out, interventions));
+                    }
+                    None => {
+                        let out = self.compute(i, &args);
+                        values[i] = Some(self.intervene(i, out, interventions));
+                    }
+                }
+            }
             for source in &self.sources[i] {
                 if let Source::Node(j) = *source
                     && self.last_use[j] == i
@@ -228,6 +259,33 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Convolution `conv` followed by batch norm `norm` in evaluation, as one
+    /// convolution: w·s and (b − μ)·s + β with s = γ/√(σ² + ε). Folded on each
+    /// call (a few small ops) so that weights changed by training are used.
+    fn folded_conv(&self, conv: usize, norm: usize, x: &Tensor) -> Tensor {
+        let (Op::Conv2d { stride, padding, dilation, groups, .. }, Op::BatchNorm2d { eps, .. }) =
+            (&self.spec.nodes[conv].op, &self.spec.nodes[norm].op)
+        else {
+            unreachable!("only a convolution folds, and only into a batch norm")
+        };
+        let (c, n) = (&self.params[conv], &self.params[norm]);
+        let mean = n.running_mean.as_ref().expect("a batch norm has running statistics");
+        let mut scale = (n.running_var.as_ref().expect("a batch norm has running statistics") + *eps).rsqrt();
+        if let Some(gamma) = &n.weight {
+            scale = scale * gamma;
+        }
+        let weight =
+            channels_last(&(c.weight.as_ref().expect("a convolution has weights") * scale.view([-1, 1, 1, 1])));
+        let mut bias = match &c.bias {
+            Some(b) => (b - mean) * &scale,
+            None => -mean * &scale,
+        };
+        if let Some(beta) = &n.bias {
+            bias += beta;
+        }
+        x.conv2d(&weight, Some(&bias), stride, padding, dilation, *groups)
     }
 
     fn intervene(&self, node: usize, mut out: Tensor, interventions: &[Intervention]) -> Tensor {
@@ -250,7 +308,8 @@ impl Executor {
         let x = args[0];
         match &self.spec.nodes[i].op {
             Op::Conv2d { stride, padding, dilation, groups, .. } => {
-                x.conv2d(p.weight.as_ref().unwrap(), p.bias.as_ref(), stride, padding, dilation, *groups)
+                let weight = channels_last(p.weight.as_ref().expect("a convolution has weights"));
+                x.conv2d(&weight, p.bias.as_ref(), stride, padding, dilation, *groups)
             }
             Op::BatchNorm2d { eps, momentum, .. } => x.batch_norm(
                 p.weight.as_ref(),
@@ -303,5 +362,6 @@ fn bind(node: &super::spec::Node, weights: &Weights, device: Device) -> Params {
         running_mean: get("running_mean"),
         running_var: get("running_var"),
         norm,
+        folds_into: None,
     }
 }
