@@ -89,11 +89,18 @@ pub enum Command {
         sorted: bool,
     },
     /// Copy layers from one model into another and evaluate (default: all 16 subsets
-    /// of {conv1, conv2, fc1, fc2}, clean into poisoned).
+    /// of {conv1, conv2, fc1, fc2}, clean into poisoned; on an imported graph, each
+    /// module with weights alone).
     Swap {
-        /// Layers to copy, comma-separated; omit for all 16 subsets.
+        /// Layers to copy, comma-separated; omit for all 16 subsets. On an imported
+        /// graph, module paths (a prefix selects every module under it: layer1,
+        /// layer3.0.conv2), each a group: every subset of up to four groups.
         #[arg(long, value_delimiter = ',')]
-        layers: Option<Vec<Layer>>,
+        layers: Option<Vec<String>>,
+        /// On an imported graph: swap each stage (the module path's first
+        /// component: layer1, features, classifier).
+        #[arg(long, conflicts_with = "layers")]
+        stages: bool,
         #[arg(long, default_value = "clean")]
         donor: ModelKind,
         #[arg(long, default_value = "poisoned")]
@@ -129,13 +136,15 @@ pub enum Command {
         a: ModelKind,
         #[arg(long, default_value = "poisoned")]
         b: ModelKind,
-        /// Show every unit of this layer instead of the per-layer summary.
+        /// Show every unit of this layer (on an imported graph, a node or module
+        /// path with weights) instead of the per-layer summary.
         #[arg(long)]
-        layer: Option<Layer>,
+        layer: Option<String>,
     },
     /// The test images (clean and triggered pooled) that excite a unit most and least.
     Features {
-        layer: Layer,
+        /// conv1, conv2, fc1 or fc2; on an imported graph, any node (layer2.0.conv2).
+        layer: String,
         unit: usize,
         #[arg(long, default_value = "poisoned")]
         model: ModelKind,

@@ -3,6 +3,7 @@
 use super::args::{AblationTarget, CommonArgs};
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
+use crate::data::dataset::Dataset;
 use crate::engine::ablation::{self, AblationSet};
 use crate::engine::analysis::Analysis;
 use crate::engine::cache::ActivationCache;
@@ -240,18 +241,18 @@ pub fn diff_cmd(common: &CommonArgs, format: Format, a: ModelKind, b: ModelKind,
         None => format.emit(&diffs, &diff_summary_table(&[(name, diffs.clone())])),
         Some(layer) => {
             let d = &diffs[layer.position()];
-            let mut table = Table::new(["unit", "L1", "L2", "max |Δ|"]);
-            for (unit, n) in d.units.iter().enumerate() {
-                table.push([
-                    format!("{layer}:{unit}"),
-                    format!("{:.4}", n.l1),
-                    format!("{:.4}", n.l2),
-                    format!("{:.5}", n.max),
-                ]);
-            }
-            format.emit(d, &table)
+            format.emit(d, &diff_units_table(&layer.to_string(), &d.units))
         }
     }
+}
+
+/// One row per unit of `name`: the norms of its difference.
+pub fn diff_units_table(name: &str, units: &[diff::DiffNorms]) -> Table {
+    let mut table = Table::new(["unit", "L1", "L2", "max |Δ|"]);
+    for (unit, n) in units.iter().enumerate() {
+        table.push([format!("{name}:{unit}"), format!("{:.4}", n.l1), format!("{:.4}", n.l2), format!("{:.5}", n.max)]);
+    }
+    table
 }
 
 pub fn features(
@@ -265,18 +266,23 @@ pub fn features(
     AblationSet::single(layer, unit).validate().map_err(|e| color_eyre::eyre::eyre!(e))?;
     let lab = open_lab_holding(common, &[model])?;
     let report = probe::features(&lab.load(model)?, &lab.test, layer, unit, k);
+    format.emit(&report, &features_table(&report.top, &report.bottom, lab.config.dataset))
+}
+
+/// The images that excite a unit most and least, one row each.
+pub fn features_table(top: &[probe::FeatureHit], bottom: &[probe::FeatureHit], dataset: Dataset) -> Table {
     let mut table = Table::new(["end", "rank", "test image", "input", "label", "mean activation"]);
-    for (end, hits) in [("most", &report.top), ("least", &report.bottom)] {
+    for (end, hits) in [("most", top), ("least", bottom)] {
         for (rank, h) in hits.iter().enumerate() {
             table.push([
                 end.to_string(),
                 (rank + 1).to_string(),
                 h.image.to_string(),
                 if h.triggered { "triggered" } else { "clean" }.to_string(),
-                lab.config.dataset.label(h.label),
+                dataset.label(h.label),
                 format!("{:.4}", h.score),
             ]);
         }
     }
-    format.emit(&report, &table)
+    table
 }

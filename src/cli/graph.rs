@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// Which commands run on an imported graph today.
-const ON_GRAPHS: &str = "import, eval, ablate, sweep and doctor";
+const ON_GRAPHS: &str = "import, eval, ablate, sweep, swap, diff, features and doctor";
 
 /// Refuses, in one line, a command that does not run on an imported graph yet,
 /// rather than reading the graph's weights as the study's CNN.
@@ -111,14 +111,14 @@ fn raw_test(common: &CommonArgs, dataset: crate::data::dataset::Dataset, device:
 }
 
 /// An imported run's models and test set.
-struct GraphLab {
-    device: tch::Device,
-    run: RunDir,
-    dataset: crate::data::dataset::Dataset,
-    raw: TestSet,
+pub(super) struct GraphLab {
+    pub(super) device: tch::Device,
+    pub(super) run: RunDir,
+    pub(super) dataset: crate::data::dataset::Dataset,
+    pub(super) raw: TestSet,
 }
 
-fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
+pub(super) fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod defence;
 pub mod doctor;
 pub mod graph;
+pub mod graph_analyses;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -75,11 +76,34 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 commands::sweep_cmd(common, format, layer, target, *sorted)
             }
         }
-        Command::Swap { layers, donor, recipient } => {
-            commands::swap_cmd(common, format, layers.as_deref(), *donor, *recipient)
+        Command::Swap { layers, stages, donor, recipient } => {
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_analyses::swap(common, format, layers.as_deref(), *stages, *donor, *recipient)
+            } else {
+                if *stages {
+                    color_eyre::eyre::bail!(
+                        "--stages groups an imported graph's modules; the study's CNN has one layer per stage (use --layers)"
+                    );
+                }
+                let layers = layers.as_deref().map(parse_layers).transpose()?;
+                commands::swap_cmd(common, format, layers.as_deref(), *donor, *recipient)
+            }
         }
-        Command::Diff { a, b, layer } => commands::diff_cmd(common, format, *a, *b, *layer),
-        Command::Features { layer, unit, model, k } => commands::features(common, format, *layer, *unit, *model, *k),
+        Command::Diff { a, b, layer } => {
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_analyses::diff(common, format, *a, *b, layer.as_deref())
+            } else {
+                let layer = layer.as_deref().map(parse_layer).transpose()?;
+                commands::diff_cmd(common, format, *a, *b, layer)
+            }
+        }
+        Command::Features { layer, unit, model, k } => {
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_analyses::features(common, format, layer, *unit, *model, *k)
+            } else {
+                commands::features(common, format, parse_layer(layer)?, *unit, *model, *k)
+            }
+        }
         Command::Recover { model, checkpoint, cleanse } => {
             trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
         }
@@ -140,6 +164,15 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     }
 }
 
+/// One of the study's layers (conv1, conv2, fc1, fc2).
+fn parse_layer(text: &str) -> Result<crate::engine::layer::Layer> {
+    text.parse().map_err(|e: String| color_eyre::eyre::eyre!(e))
+}
+
+fn parse_layers(texts: &[String]) -> Result<Vec<crate::engine::layer::Layer>> {
+    texts.iter().map(|t| parse_layer(t.trim())).collect()
+}
+
 /// The command's name when it runs on the study's CNN only (not yet on an
 /// imported graph).
 pub fn study_only(command: &Command) -> Option<&'static str> {
@@ -148,12 +181,12 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         | Command::Ablate { .. }
         | Command::Sweep { .. }
         | Command::Import { .. }
+        | Command::Swap { .. }
+        | Command::Diff { .. }
+        | Command::Features { .. }
         | Command::Doctor => return None,
         Command::Run { .. } => "run",
         Command::Train { .. } => "train",
-        Command::Swap { .. } => "swap",
-        Command::Diff { .. } => "diff",
-        Command::Features { .. } => "features",
         Command::Recover { .. } => "recover",
         Command::Unlearn { .. } => "unlearn",
         Command::Visualize { .. } => "visualize",

@@ -35,12 +35,19 @@ pub fn diff(a: &Net, b: &Net) -> Vec<LayerDiff> {
             let units = layer.units() as i64;
             let dw = (b.weight(layer) - a.weight(layer)).reshape([units, -1]);
             let db = (b.bias(layer) - a.bias(layer)).reshape([units, 1]);
-            let per_unit = Tensor::cat(&[dw, db], 1).to_device(Device::Cpu).to_kind(Kind::Double);
-            let rows: Vec<Vec<f64>> = Vec::try_from(&per_unit).expect("a 2-D tensor");
-            let all: Vec<f64> = rows.iter().flatten().copied().collect();
-            LayerDiff { layer, total: norms(&all), units: rows.iter().map(|r| norms(r)).collect() }
+            let (total, units) = unit_norms(&Tensor::cat(&[dw, db], 1));
+            LayerDiff { layer, total, units }
         })
         .collect()
+}
+
+/// The norms of a difference laid out `[units, values per unit]`: over all of it,
+/// and per unit (row).
+pub fn unit_norms(per_unit: &Tensor) -> (DiffNorms, Vec<DiffNorms>) {
+    let per_unit = per_unit.to_device(Device::Cpu).to_kind(Kind::Double);
+    let rows: Vec<Vec<f64>> = Vec::try_from(&per_unit).expect("a 2-D tensor");
+    let all: Vec<f64> = rows.iter().flatten().copied().collect();
+    (norms(&all), rows.iter().map(|r| norms(r)).collect())
 }
 
 pub fn norms(values: &[f64]) -> DiffNorms {

@@ -95,20 +95,20 @@ pub fn unit_scores(net: &Net, test: &TestSet, layer: Layer) -> Tensor {
 
 /// The `k` images that excite `unit` most and the `k` that excite it least.
 pub fn features(net: &Net, test: &TestSet, layer: Layer, unit: usize, k: usize) -> FeatureReport {
-    let scores = unit_scores(net, test, layer).select(1, unit as i64);
-    let scores = Vec::<f32>::try_from(scores.contiguous()).expect("a float tensor");
-    let n = test.len();
+    let (top, bottom) = extremes(&unit_scores(net, test, layer).select(1, unit as i64), &test.labels, k);
+    FeatureReport { layer, unit, top, bottom }
+}
+
+/// The `k` highest and the `k` lowest of `scores` (`[2N]`: N clean images, then
+/// their triggered twins), highest and lowest first, ties by index.
+pub fn extremes(scores: &Tensor, labels: &[u8], k: usize) -> (Vec<FeatureHit>, Vec<FeatureHit>) {
+    let scores = Vec::<f32>::try_from(scores.to_device(Device::Cpu).contiguous()).expect("a float tensor");
+    let n = labels.len();
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let hit =
-        |i: usize| FeatureHit { image: i % n, triggered: i >= n, label: test.labels[i % n], score: scores[i] as f64 };
+    let hit = |i: usize| FeatureHit { image: i % n, triggered: i >= n, label: labels[i % n], score: scores[i] as f64 };
     let k = k.min(order.len());
-    FeatureReport {
-        layer,
-        unit,
-        top: order[..k].iter().map(|&i| hit(i)).collect(),
-        bottom: order[order.len() - k..].iter().rev().map(|&i| hit(i)).collect(),
-    }
+    (order[..k].iter().map(|&i| hit(i)).collect(), order[order.len() - k..].iter().rev().map(|&i| hit(i)).collect())
 }
 
 /// Per layer and unit, how much the trigger changes its activation: the mean over

@@ -3,13 +3,16 @@
 //! names (`weights`), and one generic libtorch executor runs it with
 //! interventions and cached prefixes (`exec`); `import` brings a PyTorch module
 //! in, `run` is where an imported run keeps its files.
+pub mod diff;
 pub mod eval;
 pub mod exec;
+pub mod features;
 pub mod import;
 pub mod preset;
 pub mod run;
 pub mod shape;
 pub mod spec;
+pub mod swap;
 pub mod sweep;
 pub mod units;
 pub mod weights;

@@ -53,6 +53,31 @@ impl Weights {
         learned.map(|(_, t)| t.numel()).sum::<usize>() as i64
     }
 
+    /// A copy whose keys for which `take` holds come from `donor`, the rest from
+    /// these weights (tensors shared, not copied: neither is changed). Both must
+    /// hold the same keys with the same shapes.
+    pub fn with_replaced(&self, donor: &Weights, take: impl Fn(&str) -> bool) -> Result<Weights, String> {
+        let mut out = BTreeMap::new();
+        for (key, tensor) in &self.0 {
+            let tensor = if take(key) {
+                let theirs = donor.0.get(key).ok_or_else(|| format!("the donor has no weight {key}"))?;
+                if theirs.size() != tensor.size() {
+                    return Err(format!("{key} is {:?} in the donor and {:?} here", theirs.size(), tensor.size()));
+                }
+                theirs.to_device(tensor.device())
+            } else {
+                tensor.shallow_clone()
+            };
+            out.insert(key.clone(), tensor);
+        }
+        Ok(Weights(out))
+    }
+
+    /// Whether `key` is one of the weights.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
     /// Writes the weights as safetensors (what a run keeps).
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let list: Vec<(&str, Tensor)> =
@@ -126,4 +151,16 @@ pub fn expected_shapes(spec: &GraphSpec) -> BTreeMap<String, Vec<i64>> {
         }
     }
     shapes
+}
+
+/// The modules that hold weights (conv, linear, batch norm), once each, in the
+/// order of their first node.
+pub fn parametrised_modules(spec: &GraphSpec) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    spec.nodes
+        .iter()
+        .filter(|n| !n.op.weight_names().is_empty())
+        .map(|n| n.module().to_string())
+        .filter(|m| seen.insert(m.clone()))
+        .collect()
 }
