@@ -274,7 +274,7 @@ impl Executor {
         let mean = n.running_mean.as_ref().expect("a batch norm has running statistics");
         let mut scale = (n.running_var.as_ref().expect("a batch norm has running statistics") + *eps).rsqrt();
         if let Some(gamma) = &n.weight {
-            scale = scale * gamma;
+            scale *= gamma;
         }
         let weight =
             channels_last(&(c.weight.as_ref().expect("a convolution has weights") * scale.view([-1, 1, 1, 1])));
