@@ -112,7 +112,7 @@ fn script_command(script: &Path, data: Data, threads: i32) -> Command {
 }
 
 /// The virtual environment's Python (the one whose torch we link), else python3.
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("VIRTUAL_ENV")
         .ok()
         .map(|v| format!("{v}/bin/python"))
@@ -198,7 +198,7 @@ pub fn run_patching(
 }
 
 /// Runs a script and parses the JSON object on the last line of its stdout.
-fn last_json_line<T: DeserializeOwned>(script: &Path, mut command: Command) -> Result<T, String> {
+pub fn last_json_line<T: DeserializeOwned>(script: &Path, mut command: Command) -> Result<T, String> {
     let output = command.output().map_err(|e| format!("cannot start {}: {e}", python()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -292,6 +292,10 @@ pub enum Command {
         /// Epochs of trigger recovery (both sides).
         #[arg(long, default_value_t = 10)]
         recover_epochs: usize,
+        /// On an imported graph: the node whose sweep is timed (default:
+        /// layer3.0.conv2 where the graph has it, else its middle convolution).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 

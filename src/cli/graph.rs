@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// Which commands run on an imported graph today.
-const ON_GRAPHS: &str = "import, eval, ablate, sweep, swap, diff, features and doctor";
+const ON_GRAPHS: &str = "import, eval, ablate, sweep, swap, diff, features, bench and doctor";
 
 /// Refuses, in one line, a command that does not run on an imported graph yet,
 /// rather than reading the graph's weights as the study's CNN.
@@ -262,4 +262,73 @@ pub fn sweep(common: &CommonArgs, format: Format, site: &str, target: &AblationT
         table.rows.push(metrics_row(&format!("{}:{}", r.node, r.unit), &r.metrics));
     }
     format.emit(&rows, &table)
+}
+
+/// `bench` on an imported graph: eval and a sweep, ours beside an expert's
+/// PyTorch loops (benches/graph_pytorch.py) in both memory layouts.
+pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: bool, node: Option<&str>) -> Result<()> {
+    let lab = open(common, &[])?;
+    let kind = ModelKind::ALL.into_iter().find(|&k| lab.run.has(k)).ok_or_else(|| eyre!("the run holds no model"))?;
+    let exec = graph_run::load(&lab.run, kind, lab.device)?;
+    let node = node.map_or_else(|| crate::bench::graph::default_node(&exec), str::to_string);
+    nodes_named(&node, &exec).map_err(|e| eyre!(e))?;
+    let record: Option<ImportRecord> =
+        crate::engine::checkpoint::load_json(&graph_run::record_path(&lab.run, kind)).ok();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/graph_pytorch.py");
+    let data_dir = crate::setup::data_dir(common, lab.dataset);
+    let expert = record.as_ref().filter(|_| !no_pytorch).map(|record| crate::bench::graph::Expert {
+        script: &script,
+        python: crate::bench::pytorch::python(),
+        record,
+        data_dir: &data_dir,
+        dataset: lab.dataset,
+        test_limit: common.test_limit,
+        threads: tch::get_num_threads(),
+    });
+    let mut say = |what: &str| {
+        if format.is_human() {
+            eprintln!("bench: {what}");
+        }
+    };
+    if record.is_none() && !no_pytorch {
+        say("the run's model was not imported from a Python file: no PyTorch side to time");
+    }
+    let (figures, error) = crate::bench::graph::measure(&exec, &lab.raw, &node, repeat, expert.as_ref(), &mut say)
+        .map_err(|e| eyre!(e))?;
+    let ratio = |theirs: Option<f64>, ours: f64| theirs.map_or("—".to_string(), |t| format!("{:.2}×", t / ours));
+    let secs = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.2} s"));
+    let mut table = crate::table::Table::new([
+        "figure",
+        "ours",
+        "PyTorch (NCHW)",
+        "speed-up",
+        "PyTorch (channels-last)",
+        "speed-up",
+        "equal numbers",
+    ]);
+    for f in &figures {
+        table.push([
+            f.name.clone(),
+            format!("{:.2} s", f.ours_s),
+            secs(f.pytorch_nchw_s),
+            ratio(f.pytorch_nchw_s, f.ours_s),
+            secs(f.pytorch_channels_last_s),
+            ratio(f.pytorch_channels_last_s, f.ours_s),
+            f.equal.map_or("—".into(), |e| if e { "yes" } else { "NO" }.to_string()),
+        ]);
+    }
+    format.emit(&figures, &table)?;
+    if format.is_human() {
+        eprintln!(
+            "{} model of {} on {}, {} threads; medians of {repeat} runs here, one run per PyTorch layout",
+            kind,
+            lab.run.root.display(),
+            crate::bench::machine(),
+            tch::get_num_threads()
+        );
+    }
+    if let Some(e) = error {
+        eprintln!("PyTorch side failed: {e}");
+    }
+    Ok(())
 }

@@ -152,7 +152,10 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             circuit::circuit(common, format, &args)
         }
         Command::Doctor => doctor::doctor(common, format),
-        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs } => {
+        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, node } => {
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                return graph::bench(common, format, *repeat, *no_pytorch, node.as_deref());
+            }
             let args = bench::BenchArgs {
                 repeat: *repeat,
                 sweep_channels: *sweep_channels,
@@ -184,6 +187,7 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         | Command::Swap { .. }
         | Command::Diff { .. }
         | Command::Features { .. }
+        | Command::Bench { .. }
         | Command::Doctor => return None,
         Command::Run { .. } => "run",
         Command::Train { .. } => "train",
@@ -193,7 +197,6 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         Command::Prune { .. } => "prune",
         Command::Patch { .. } => "patch",
         Command::Circuit { .. } => "circuit",
-        Command::Bench { .. } => "bench",
     })
 }
 

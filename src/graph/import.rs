@@ -52,7 +52,7 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     if request.model == ModelKind::Unlearned {
         bail!("--model takes clean, poisoned or rehab: the unlearned model is what `unlearn` makes");
     }
-    let (file, _name) = request
+    let (file, name) = request
         .source
         .rsplit_once(':')
         .filter(|(f, n)| !f.is_empty() && !n.is_empty())
@@ -112,9 +112,11 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
         );
     }
     let text = |key: &str| summary.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    // Absolute, so that the bench's PyTorch side finds them from anywhere.
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
     let record = ImportRecord {
-        source: request.source.clone(),
-        weights: request.weights.display().to_string(),
+        source: format!("{}:{}", absolute(Path::new(file)), name),
+        weights: absolute(&request.weights),
         weights_sha256: crate::engine::run::files::file_sha256(&request.weights)?,
         state_key: text("state_key"),
         stripped_prefix: text("stripped_prefix"),
