@@ -1,7 +1,7 @@
 //! Ablating each unit of one node alone: the node's input is computed once per
 //! chunk of images (a checkpoint), and only the nodes after it rerun per unit.
 
-use super::exec::Executor;
+use super::exec::{Executor, Replacement};
 use super::units::{UnitSet, nodes_named};
 use crate::engine::ablation::AblationMode;
 use crate::engine::metrics::Metrics;
@@ -41,10 +41,33 @@ pub fn sweep(
     let mut predictions: Vec<Vec<Tensor>> = (0..units).map(|_| Vec::new()).collect();
     let chunks = raw.inputs.split(testset::chunk(exec.device), 0);
     let total = chunks.len() * units as usize;
+    // One node: each unit as a change to the unablated pass (exec/delta.rs).
+    // A module called more than once: the calls' nodes rerun from the first.
+    let replacements: Option<Vec<Tensor>> = (nodes.len() == 1).then(|| {
+        let shape = &exec.shapes[first][1..];
+        let zeros = || Tensor::zeros(shape, (tch::Kind::Float, exec.device));
+        interventions
+            .iter()
+            .map(|ivs| match &ivs[0].replace {
+                Replacement::Zero => zeros(),
+                Replacement::Values(v) => v.get(0),
+            })
+            .collect()
+    });
+    let interventions = &interventions;
     'chunks: for (c, x) in chunks.iter().enumerate() {
-        let checkpoint = exec.checkpoint(x, first);
-        for (u, ivs) in interventions.iter().enumerate() {
-            predictions[u].push(exec.resume(&checkpoint, x, ivs).argmax(1, false));
+        let mut logits_of: Box<dyn FnMut(usize) -> Tensor> = match &replacements {
+            Some(replacements) => {
+                let base = exec.base_pass(x);
+                Box::new(move |u| exec.logits_with_unit(&base, first, u as i64, &replacements[u]))
+            }
+            None => {
+                let checkpoint = exec.checkpoint(x, first);
+                Box::new(move |u| exec.resume(&checkpoint, x, &interventions[u]))
+            }
+        };
+        for u in 0..units as usize {
+            predictions[u].push(logits_of(u).argmax(1, false));
             if progress(c * units as usize + u + 1, total).is_break() {
                 break 'chunks;
             }

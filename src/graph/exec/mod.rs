@@ -2,6 +2,10 @@
 //! the GPU path), with interventions as data (a node, its units, what replaces
 //! them) and a node's values cached so that only the nodes after it rerun.
 
+mod delta;
+
+pub use delta::BasePass;
+
 use super::shape::{self, Shape};
 use super::spec::{GraphSpec, INPUT, Op};
 use super::weights::Weights;
