@@ -66,8 +66,8 @@ pub fn sweep(
                 Box::new(move |u| exec.resume(&checkpoint, x, &interventions[u]))
             }
         };
-        for u in 0..units as usize {
-            predictions[u].push(logits_of(u).argmax(1, false));
+        for (u, unit_predictions) in predictions.iter_mut().enumerate() {
+            unit_predictions.push(logits_of(u).argmax(1, false));
             if progress(c * units as usize + u + 1, total).is_break() {
                 break 'chunks;
             }
