@@ -339,6 +339,23 @@ pub struct TrainArgs {
     /// Label the trigger teaches.
     #[arg(long, default_value_t = 8)]
     pub target: u8,
+    /// Train a graph built from a preset instead of the study's CNN: study,
+    /// preactresnet18, vgg19-bn, vgg11-bn or tz-mnist (docs/graph.md).
+    #[arg(long, conflicts_with = "arch")]
+    pub preset: Option<String>,
+    /// The preset's width (its first stage's channels; default 64, tz-mnist 32).
+    #[arg(long, requires = "preset")]
+    pub width: Option<i64>,
+    /// Train the graph in a graph file (docs/graph.md) instead of the study's CNN.
+    #[arg(long)]
+    pub arch: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// Whether a graph (preset or file) was asked for.
+    pub fn graph_asked(&self) -> bool {
+        self.preset.is_some() || self.arch.is_some()
+    }
 }
 
 impl TrainArgs {

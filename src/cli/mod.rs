@@ -6,6 +6,8 @@ pub mod commands;
 pub mod defence;
 pub mod doctor;
 pub mod graph;
+pub mod graph_report;
+pub mod graph_train;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -29,6 +31,15 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     let common = &cli.common;
     let format = Format::from_flags(common.json, common.csv);
     crate::setup::set_threads(common, false);
+    match command {
+        Command::Run { train, retrain } if graph_train::wanted(common, train) => {
+            return graph_train::run(common, format, train, *retrain);
+        }
+        Command::Train { train, phases } if graph_train::wanted(common, train) => {
+            return graph_train::train(&graph_train::open(common, train)?, format, phases);
+        }
+        _ => {}
+    }
     if let Some(name) = study_only(command) {
         graph::refuse_unsupported(common, name)?;
     }

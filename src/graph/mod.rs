@@ -11,5 +11,6 @@ pub mod run;
 pub mod shape;
 pub mod spec;
 pub mod sweep;
+pub mod train;
 pub mod units;
 pub mod weights;
