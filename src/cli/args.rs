@@ -104,10 +104,17 @@ pub enum Command {
     /// read its checkpoint, check it computes PyTorch's logits, and write the graph
     /// and weights into the run as one of its models (docs/graph.md).
     Import {
-        /// FILE.py:NAME.
+        /// FILE.py:NAME (omitted with --preset: then the weights come first).
         source: String,
         /// A .pt/.pth/.safetensors state dict, or a checkpoint dict holding one.
-        weights: PathBuf,
+        weights: Option<PathBuf>,
+        /// Build the graph from a preset (preactresnet18, vgg19-bn, vgg11-bn,
+        /// tz-mnist, study) instead of tracing a Python file: only the weights are read.
+        #[arg(long)]
+        preset: Option<String>,
+        /// The preset's width (default 64, tz-mnist 32).
+        #[arg(long, requires = "preset")]
+        width: Option<i64>,
         /// Which of the run's models this is.
         #[arg(long)]
         model: ModelKind,

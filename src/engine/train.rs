@@ -422,7 +422,14 @@ impl Window {
         self.images_total += images;
     }
 
-    pub(crate) fn drain(&mut self, phase: Phase, epoch: usize, step: usize, total_steps: usize, elapsed_s: f64) -> StepReport {
+    pub(crate) fn drain(
+        &mut self,
+        phase: Phase,
+        epoch: usize,
+        step: usize,
+        total_steps: usize,
+        elapsed_s: f64,
+    ) -> StepReport {
         let losses = Vec::<f32>::try_from(Tensor::stack(&self.losses, 0).to_device(Device::Cpu)).unwrap_or_default();
         let correct = Tensor::stack(&self.correct, 0).sum(Kind::Float).double_value(&[]);
         let last_regulariser = self.last_reg.take().map(|r| r.double_value(&[]) as f32).unwrap_or(0.0);

@@ -111,7 +111,9 @@ pub fn preactresnet18(dataset: Dataset, width: i64) -> GraphSpec {
     let channels = dataset.image_shape()[0];
     let mut x = b.push("conv1", conv(channels, width, 3, 1, 1, false), &["input_norm"]);
     let mut in_planes = width;
-    for (stage, (planes, stride)) in [(width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)].into_iter().enumerate() {
+    for (stage, (planes, stride)) in
+        [(width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)].into_iter().enumerate()
+    {
         for block in 0..2 {
             let stride = if block == 0 { stride } else { 1 };
             let p = format!("layer{}.{block}", stage + 1);
@@ -138,8 +140,7 @@ pub fn preactresnet18(dataset: Dataset, width: i64) -> GraphSpec {
 
 /// torchvision's VGG configurations: a channel count (at width 64), or 0 for a max pool.
 const VGG11: [i64; 13] = [64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0];
-const VGG19: [i64; 21] =
-    [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
+const VGG19: [i64; 21] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
 
 /// torchvision's `vgg*_bn` (`features.N`, `avgpool` to 7×7, `classifier.0/3/6`
 /// with ReLU and Dropout between), every width (classifier's too) scaled by width/64.

@@ -99,7 +99,8 @@ pub fn train_phase(
             let logits = exec.logits_training(&raw);
             let ce = logits.cross_entropy_for_logits(&y);
             let reg = if lambda > 0.0 {
-                let distance: Vec<Tensor> = params.iter().zip(&start).map(|(p, s)| (p - s).abs().sum(Kind::Float)).collect();
+                let distance: Vec<Tensor> =
+                    params.iter().zip(&start).map(|(p, s)| (p - s).abs().sum(Kind::Float)).collect();
                 Tensor::stack(&distance, 0).sum(Kind::Float) * (lambda / count)
             } else {
                 Tensor::zeros([], (Kind::Float, device))
