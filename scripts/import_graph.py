@@ -10,6 +10,13 @@ DIR/weights.safetensors (float32, the weights the nodes use) and DIR/probe.safet
 (`inputs` raw pixels in [0, 1], `logits` of PyTorch's module on them), only once
 everything succeeded, then prints one line of JSON. Errors: `error: ...` on stderr,
 exit status 2.
+
+    python scripts/import_graph.py --weights-only --weights WEIGHTS --out DIR \
+        [--state-key KEY] [--trust-pickle]
+
+only reads the state dict (the same key finding, `module.` stripping and pickle
+rules) and writes DIR/weights.safetensors (every floating-point tensor as float32),
+for a graph trojanscope builds itself (`import --preset`), which checks the keys.
 """
 import argparse
 import contextlib
@@ -22,6 +29,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from graph_python import (  # noqa: E402
+    find_state_dict, read_checkpoint,
     GraphError, check_norm_channels, fail, list_some, load_model, normalise, parse_norm,
     run_main, write_safetensors,
 )
@@ -651,16 +659,22 @@ def write_outputs(out_dir, files):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", required=True, help="FILE.py:NAME")
+    p.add_argument("--source", help="FILE.py:NAME")
+    p.add_argument("--weights-only", action="store_true",
+                   help="only read the state dict into DIR/weights.safetensors")
     p.add_argument("--weights", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--input-shape", required=True, help="C,H,W")
+    p.add_argument("--input-shape", help="C,H,W")
     p.add_argument("--state-key")
     p.add_argument("--norm", default="none", help="MEAN/STD or none")
     p.add_argument("--trust-pickle", action="store_true")
     p.add_argument("--probe-count", type=int, default=16)
     p.add_argument("--probe-seed", type=int, default=0)
     args = p.parse_args()
+    if args.weights_only:
+        return weights_only(args)
+    if args.source is None or args.input_shape is None:
+        fail("--source and --input-shape are needed (or --weights-only)")
 
     torch.set_grad_enabled(False)
     c, h, w = parse_shape(args.input_shape)
@@ -763,6 +777,23 @@ def main():
     print(json.dumps({"state_key": info["state_key"], "stripped_prefix": info["stripped_prefix"],
                       "trust_pickle": bool(args.trust_pickle), "nodes": len(nodes),
                       "parameters": parameters, "classes": tr.classes, "unsupported": []}))
+
+
+def weights_only(args):
+    obj = read_checkpoint(args.weights, args.trust_pickle)
+    sd, key_used, prefix, notes = find_state_dict(obj, args.state_key, args.weights)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    weights = {}
+    for k, v in sd.items():
+        if not v.is_floating_point():
+            fail(f"the weights in {args.weights} hold {k!r} as {v.dtype}, not floating point")
+        if not bool(torch.isfinite(v).all()):
+            fail(f"the weights in {args.weights} hold a non-finite value (NaN or infinity) in {k!r}")
+        weights[k] = v.detach().to(torch.float32).contiguous()
+    write_outputs(args.out, [("weights.safetensors", lambda path: write_safetensors(weights, path))])
+    print(json.dumps({"state_key": key_used, "stripped_prefix": prefix,
+                      "trust_pickle": bool(args.trust_pickle)}))
 
 
 if __name__ == "__main__":

@@ -111,10 +111,17 @@ pub enum Command {
     /// read its checkpoint, check it computes PyTorch's logits, and write the graph
     /// and weights into the run as one of its models (docs/graph.md).
     Import {
-        /// FILE.py:NAME.
+        /// FILE.py:NAME (omitted with --preset: then the weights come first).
         source: String,
         /// A .pt/.pth/.safetensors state dict, or a checkpoint dict holding one.
-        weights: PathBuf,
+        weights: Option<PathBuf>,
+        /// Build the graph from a preset (preactresnet18, vgg19-bn, vgg11-bn,
+        /// tz-mnist, study) instead of tracing a Python file: only the weights are read.
+        #[arg(long)]
+        preset: Option<String>,
+        /// The preset's width (default 64, tz-mnist 32).
+        #[arg(long, requires = "preset")]
+        width: Option<i64>,
         /// Which of the run's models this is.
         #[arg(long)]
         model: ModelKind,
@@ -352,6 +359,23 @@ pub struct TrainArgs {
     /// Label the trigger teaches.
     #[arg(long, default_value_t = 8)]
     pub target: u8,
+    /// Train a graph built from a preset instead of the study's CNN: study,
+    /// preactresnet18, vgg19-bn, vgg11-bn or tz-mnist (docs/graph.md).
+    #[arg(long, conflicts_with = "arch")]
+    pub preset: Option<String>,
+    /// The preset's width (its first stage's channels; default 64, tz-mnist 32).
+    #[arg(long, requires = "preset")]
+    pub width: Option<i64>,
+    /// Train the graph in a graph file (docs/graph.md) instead of the study's CNN.
+    #[arg(long)]
+    pub arch: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// Whether a graph (preset or file) was asked for.
+    pub fn graph_asked(&self) -> bool {
+        self.preset.is_some() || self.arch.is_some()
+    }
 }
 
 impl TrainArgs {

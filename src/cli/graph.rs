@@ -52,7 +52,10 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> R
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     if format.is_human() {
-        eprintln!("tracing {} with torch.fx and reading {} …", request.source, request.weights.display());
+        match &request.preset {
+            Some((name, _)) => eprintln!("building the preset {name} and reading {} …", request.weights.display()),
+            None => eprintln!("tracing {} with torch.fx and reading {} …", request.source, request.weights.display()),
+        }
     }
     let imported = import::prepare(request, device)?;
     for warning in &imported.warnings {
@@ -83,12 +86,14 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> R
             r.nodes,
             r.parameters
         );
-        eprintln!(
-            "probe: {} random inputs, logits within {:.1e} of PyTorch's (at most {:.0e} allowed)",
-            r.probe_images,
-            r.probe_max_diff,
-            import::PROBE_TOLERANCE
-        );
+        if r.probe_images > 0 {
+            eprintln!(
+                "probe: {} random inputs, logits within {:.1e} of PyTorch's (at most {:.0e} allowed)",
+                r.probe_images,
+                r.probe_max_diff,
+                import::PROBE_TOLERANCE
+            );
+        }
         eprintln!(
             "{}: clean {:.2} % on {} {} test images → {}",
             request.model,

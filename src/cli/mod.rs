@@ -7,6 +7,8 @@ pub mod defence;
 pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
+pub mod graph_report;
+pub mod graph_train;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -30,6 +32,15 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     let common = &cli.common;
     let format = Format::from_flags(common.json, common.csv);
     crate::setup::set_threads(common, false);
+    match command {
+        Command::Run { train, retrain } if graph_train::wanted(common, train) => {
+            return graph_train::run(common, format, train, *retrain);
+        }
+        Command::Train { train, phases } if graph_train::wanted(common, train) => {
+            return graph_train::train(&graph_train::open(common, train)?, format, phases);
+        }
+        _ => {}
+    }
     if let Some(name) = study_only(command) {
         graph::refuse_unsupported(common, name)?;
     }
@@ -55,10 +66,19 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 commands::ablate(common, format, &set, target, *reference)
             }
         }
-        Command::Import { source, weights, model, state_key, input_norm, trust_pickle } => {
+        Command::Import { source, weights, preset, width, model, state_key, input_norm, trust_pickle } => {
+            let (source, weights) = match (preset, weights) {
+                (Some(_), None) => (String::new(), std::path::PathBuf::from(source)),
+                (None, Some(weights)) => (source.clone(), weights.clone()),
+                (Some(name), Some(_)) => color_eyre::eyre::bail!(
+                    "with --preset {name} give only WEIGHTS (the graph comes from the preset, not from {source})"
+                ),
+                (None, None) => color_eyre::eyre::bail!("import needs FILE.py:NAME WEIGHTS, or --preset NAME WEIGHTS"),
+            };
             let request = crate::graph::import::ImportRequest {
-                source: source.clone(),
-                weights: weights.clone(),
+                preset: preset.as_ref().map(|p| (p.clone(), *width)),
+                source,
+                weights,
                 model: *model,
                 state_key: state_key.clone(),
                 input_norm: input_norm.clone(),

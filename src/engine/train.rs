@@ -14,7 +14,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// Steps between progress reports (losses are read back from the device in batches).
-const REPORT_EVERY: usize = 25;
+pub(crate) const REPORT_EVERY: usize = 25;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -139,7 +139,7 @@ impl Phase {
     }
 
     /// Each phase seeds its own shuffling, so a phase can be rerun alone.
-    fn seed(self, cfg: &TrainConfig) -> i64 {
+    pub(crate) fn seed(self, cfg: &TrainConfig) -> i64 {
         cfg.seed.wrapping_mul(3).wrapping_add(self as i64)
     }
 }
@@ -275,13 +275,13 @@ const DIVERGED_FACTOR: f32 = 100.0;
 /// Watches the reported losses for divergence: a non-finite loss, or one far above
 /// the running mean of the losses reported before it.
 #[derive(Default)]
-struct Divergence {
+pub(crate) struct Divergence {
     level: Option<f32>,
 }
 
 impl Divergence {
     /// The first diverging loss of a report, if any; otherwise updates the level.
-    fn check(&mut self, losses: &[f32]) -> Option<f32> {
+    pub(crate) fn check(&mut self, losses: &[f32]) -> Option<f32> {
         let ceiling = DIVERGED_FACTOR * self.level.unwrap_or(0.0).max(std::f32::consts::LN_10);
         if let Some(&bad) = losses.iter().find(|l| !l.is_finite() || **l > ceiling) {
             return Some(bad);
@@ -373,7 +373,7 @@ pub fn train_phase_stamped(
 
 /// The batch at `index`, its first ⌊f·len⌋ examples triggered (and relabelled to the
 /// target in the poison phase; rehab keeps the true labels).
-fn poisoned_batch(
+pub(crate) fn poisoned_batch(
     data: &TrainData,
     index: &Tensor,
     phase: Phase,
@@ -405,7 +405,7 @@ fn probe_point(net: &Net, probe: &TestSet, phase: Phase, step: usize) -> EvalPoi
 
 /// Per-step values kept on the device until a report reads them in one go.
 #[derive(Default)]
-struct Window {
+pub(crate) struct Window {
     losses: Vec<Tensor>,
     last_reg: Option<Tensor>,
     correct: Vec<Tensor>,
@@ -414,7 +414,7 @@ struct Window {
 }
 
 impl Window {
-    fn push(&mut self, loss: Tensor, reg: Tensor, correct: Tensor, images: i64) {
+    pub(crate) fn push(&mut self, loss: Tensor, reg: Tensor, correct: Tensor, images: i64) {
         self.losses.push(loss);
         self.last_reg = Some(reg);
         self.correct.push(correct);
@@ -422,7 +422,14 @@ impl Window {
         self.images_total += images;
     }
 
-    fn drain(&mut self, phase: Phase, epoch: usize, step: usize, total_steps: usize, elapsed_s: f64) -> StepReport {
+    pub(crate) fn drain(
+        &mut self,
+        phase: Phase,
+        epoch: usize,
+        step: usize,
+        total_steps: usize,
+        elapsed_s: f64,
+    ) -> StepReport {
         let losses = Vec::<f32>::try_from(Tensor::stack(&self.losses, 0).to_device(Device::Cpu)).unwrap_or_default();
         let correct = Tensor::stack(&self.correct, 0).sum(Kind::Float).double_value(&[]);
         let last_regulariser = self.last_reg.take().map(|r| r.double_value(&[]) as f32).unwrap_or(0.0);

@@ -27,6 +27,7 @@ const IMPORTER: [(&str, &str); 2] = [
 pub const PROBE_TOLERANCE: f64 = 1e-4;
 
 /// What to import, as the command line gave it.
+#[derive(Clone)]
 pub struct ImportRequest {
     /// `FILE.py:NAME`.
     pub source: String,
@@ -37,6 +38,9 @@ pub struct ImportRequest {
     pub input_norm: String,
     pub trust_pickle: bool,
     pub dataset: Dataset,
+    /// A preset's name and width: the graph is built here, and only the weights
+    /// are read (`source` is then unused).
+    pub preset: Option<(String, Option<i64>)>,
 }
 
 /// A checked import, not yet written.
@@ -52,7 +56,10 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     if request.model == ModelKind::Unlearned {
         bail!("--model takes clean, poisoned or rehab: the unlearned model is what `unlearn` makes");
     }
-    let (file, name) = request
+    if let Some((name, width)) = &request.preset {
+        return prepare_preset(request, name, *width, device);
+    }
+    let (file, _name) = request
         .source
         .rsplit_once(':')
         .filter(|(f, n)| !f.is_empty() && !n.is_empty())
@@ -64,10 +71,7 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
         bail!("{}: no such weights file", request.weights.display());
     }
     let norm = norm_argument(&request.input_norm, request.dataset)?;
-    let work = TempDir::new()?;
-    for (name, text) in IMPORTER {
-        std::fs::write(work.0.join(name), text).wrap_err("cannot write the importer into a temporary folder")?;
-    }
+    let work = importer_dir()?;
     let script = work.0.join("import_graph.py");
     let shape = request.dataset.image_shape().map(|d| d.to_string()).join(",");
     let mut command = Command::new(python()?);
@@ -85,6 +89,60 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     if request.trust_pickle {
         command.arg("--trust-pickle");
     }
+    let (summary, warnings) = run_importer(&mut command)?;
+    let spec = GraphSpec::load(&work.0.join("graph.json")).map_err(|e| eyre!(e))?;
+    run::check_input(&spec, request.dataset).map_err(|e| eyre!(e))?;
+    let weights = Weights::load(&work.0.join("weights.safetensors"), &spec, device).map_err(|e| eyre!(e))?;
+    let exec = Executor::new(spec, weights, device).map_err(|e| eyre!(e))?;
+    let (probe_images, probe_max_diff) = probe(&exec, &work.0.join("probe.safetensors"))?;
+    if probe_max_diff.is_nan() || probe_max_diff > PROBE_TOLERANCE {
+        bail!(
+            "the graph read from {} computes other logits than PyTorch: {probe_max_diff:.3e} apart on {probe_images} \
+             random inputs (at most {PROBE_TOLERANCE:e} allowed); nothing was written",
+            request.source
+        );
+    }
+    let record = record(request, &summary, &exec, probe_images, probe_max_diff)?;
+    Ok(Imported { exec, record, warnings })
+}
+
+/// `import --preset`: the graph from the preset, the weights read from a
+/// safetensors file here, or from a `.pt` by the importer's `--weights-only`.
+fn prepare_preset(request: &ImportRequest, name: &str, width: Option<i64>, device: Device) -> Result<Imported> {
+    let spec = super::preset::by_name(name, request.dataset, width).map_err(|e| eyre!(e))?;
+    if !request.weights.is_file() {
+        bail!("{}: no such weights file", request.weights.display());
+    }
+    let is_safetensors = request.weights.extension().is_some_and(|e| e == "safetensors");
+    let (weights, summary, warnings) = if is_safetensors && request.state_key.is_none() {
+        let weights = Weights::load_state_dict(&request.weights, &spec, device).map_err(|e| eyre!(e))?;
+        (weights, serde_json::Value::Null, Vec::new())
+    } else {
+        let work = importer_dir()?;
+        let mut command = Command::new(python()?);
+        command.arg(work.0.join("import_graph.py")).arg("--weights-only").arg("--weights").arg(&request.weights);
+        command.arg("--out").arg(&work.0);
+        if let Some(key) = &request.state_key {
+            command.args(["--state-key", key]);
+        }
+        if request.trust_pickle {
+            command.arg("--trust-pickle");
+        }
+        let (summary, warnings) = run_importer(&mut command)?;
+        let path = work.0.join("weights.safetensors");
+        let weights = Weights::load_state_dict(&path, &spec, device)
+            .map_err(|e| eyre!("{}", e.replace(&path.display().to_string(), &request.weights.display().to_string())))?;
+        (weights, summary, warnings)
+    };
+    let exec = Executor::new(spec, weights, device).map_err(|e| eyre!(e))?;
+    let width = width.map(|w| format!(" width {w}")).unwrap_or_default();
+    let request = ImportRequest { source: format!("preset {name}{width}"), ..request.clone() };
+    let record = record(&request, &summary, &exec, 0, 0.0)?;
+    Ok(Imported { exec, record, warnings })
+}
+
+/// Runs the importer: its summary (stdout's JSON) and warnings, or its error.
+fn run_importer(command: &mut Command) -> Result<(serde_json::Value, Vec<String>)> {
     let output = command.output().wrap_err("cannot run the project's Python")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings: Vec<String> = stderr.lines().filter(|l| l.starts_with("warning:")).map(str::to_string).collect();
@@ -99,23 +157,25 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     }
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
         .wrap_err_with(|| format!("the importer printed no summary: {}", String::from_utf8_lossy(&output.stdout)))?;
-    let spec = GraphSpec::load(&work.0.join("graph.json")).map_err(|e| eyre!(e))?;
-    run::check_input(&spec, request.dataset).map_err(|e| eyre!(e))?;
-    let weights = Weights::load(&work.0.join("weights.safetensors"), &spec, device).map_err(|e| eyre!(e))?;
-    let exec = Executor::new(spec, weights, device).map_err(|e| eyre!(e))?;
-    let (probe_images, probe_max_diff) = probe(&exec, &work.0.join("probe.safetensors"))?;
-    if probe_max_diff.is_nan() || probe_max_diff > PROBE_TOLERANCE {
-        bail!(
-            "the graph read from {} computes other logits than PyTorch: {probe_max_diff:.3e} apart on {probe_images} \
-             random inputs (at most {PROBE_TOLERANCE:e} allowed); nothing was written",
-            request.source
-        );
-    }
+    Ok((summary, warnings))
+}
+
+fn record(
+    request: &ImportRequest,
+    summary: &serde_json::Value,
+    exec: &Executor,
+    probe_images: i64,
+    probe_max_diff: f64,
+) -> Result<ImportRecord> {
     let text = |key: &str| summary.get(key).and_then(|v| v.as_str()).map(str::to_string);
     // Absolute, so that the bench's PyTorch side finds them from anywhere.
     let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
-    let record = ImportRecord {
-        source: format!("{}:{}", absolute(Path::new(file)), name),
+    let source = match request.source.rsplit_once(':') {
+        Some((file, name)) if Path::new(file).is_file() => format!("{}:{name}", absolute(Path::new(file))),
+        _ => request.source.clone(),
+    };
+    Ok(ImportRecord {
+        source,
         weights: absolute(&request.weights),
         weights_sha256: crate::engine::run::files::file_sha256(&request.weights)?,
         state_key: text("state_key"),
@@ -131,8 +191,7 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-    };
-    Ok(Imported { exec, record, warnings })
+    })
 }
 
 /// Writes a checked import into `run`: the graph (new, or the same as the run's),
@@ -230,6 +289,15 @@ fn python() -> Result<PathBuf> {
              (or set TROJANSCOPE_PYTHON to a python that has torch)"
         )
     })
+}
+
+/// A temporary folder holding the importer.
+fn importer_dir() -> Result<TempDir> {
+    let work = TempDir::new()?;
+    for (name, text) in IMPORTER {
+        std::fs::write(work.0.join(name), text).wrap_err("cannot write the importer into a temporary folder")?;
+    }
+    Ok(work)
 }
 
 /// A temporary folder removed when dropped.

@@ -14,5 +14,6 @@ pub mod shape;
 pub mod spec;
 pub mod swap;
 pub mod sweep;
+pub mod train;
 pub mod units;
 pub mod weights;

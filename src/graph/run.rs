@@ -8,7 +8,9 @@ use super::weights::Weights;
 use crate::data::dataset::Dataset;
 use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
+use crate::engine::metrics::Metrics;
 use crate::engine::run::RunDir;
+use crate::engine::train::TrainConfig;
 use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -49,13 +51,38 @@ pub fn is_graph_run(run: &RunDir) -> bool {
     graph_path(run).is_file()
 }
 
-/// The dataset the run's imported models were checked on.
+/// What training a graph recorded about one model (`<model>.trained.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainedRecord {
+    /// `preset NAME (width W)` or the graph file trained.
+    pub source: String,
+    pub config: TrainConfig,
+    pub dataset: Dataset,
+    /// On the test set (clean and triggered), evaluation mode.
+    pub metrics: Metrics,
+    pub seconds: f64,
+    pub parameters: i64,
+    pub trained_unix: u64,
+}
+
+pub fn trained_path(run: &RunDir, kind: ModelKind) -> PathBuf {
+    run.root.join(format!("{kind}.trained.json"))
+}
+
+/// The dataset the run's models were imported for or trained on.
 pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
-    ModelKind::ALL
+    let imported = ModelKind::ALL
         .iter()
         .filter(|&&k| record_path(run, k).is_file())
         .find_map(|&k| checkpoint::load_json::<ImportRecord>(&record_path(run, k)).ok())
-        .map(|r| r.dataset)
+        .map(|r| r.dataset);
+    imported.or_else(|| {
+        ModelKind::ALL
+            .iter()
+            .filter(|&&k| trained_path(run, k).is_file())
+            .find_map(|&k| checkpoint::load_json::<TrainedRecord>(&trained_path(run, k)).ok())
+            .map(|r| r.dataset)
+    })
 }
 
 /// The run's graph with one model's weights, ready to run on `device`.

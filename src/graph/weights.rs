@@ -20,6 +20,20 @@ impl Weights {
         Ok(weights.to(device))
     }
 
+    /// A state dict as PyTorch saved it (safetensors): batch norms'
+    /// `num_batches_tracked` dropped, a `module.` prefix on every key removed, the
+    /// rest checked like `load`.
+    pub fn load_state_dict(path: &Path, spec: &GraphSpec, device: Device) -> Result<Weights, String> {
+        let read =
+            Tensor::read_safetensors(path).map_err(|e| format!("cannot read the weights {}: {e}", path.display()))?;
+        let prefixed = !read.is_empty() && read.iter().all(|(k, _)| k.starts_with("module."));
+        let kept = read.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked"));
+        let named = kept.map(|(k, t)| (if prefixed { k["module.".len()..].to_string() } else { k }, t));
+        let weights = Weights(named.collect());
+        weights.check(spec).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(weights.to(device))
+    }
+
     /// From tensors already in memory (tests, copies), checked like `load`.
     pub fn from_tensors(tensors: Vec<(String, Tensor)>, spec: &GraphSpec) -> Result<Weights, String> {
         let weights = Weights(tensors.into_iter().collect());
