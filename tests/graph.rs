@@ -188,3 +188,44 @@ fn a_graph_sweep_is_the_study_sweep_unit_for_unit() {
     .unwrap();
     assert!(stopped.is_empty(), "{} rows", stopped.len());
 }
+
+/// A sweep computes each unit as a change to the unablated pass
+/// (exec/delta.rs); it must give the logits of the full pass with that unit
+/// replaced, at every kind of node of a pre-activation ResNet.
+#[test]
+fn a_unit_changed_from_the_unablated_pass_gives_the_full_passs_logits() {
+    tch::set_num_threads(1);
+    let spec = preset::by_name("preactresnet18", Dataset::Mnist, Some(4)).unwrap();
+    let weights = trojanscope::graph::train::init(&spec, 3, Device::Cpu).unwrap();
+    // Batch norms with statistics of their own, so that folding them matters.
+    for (key, tensor) in weights.iter() {
+        let _guard = tch::no_grad_guard();
+        if key.ends_with("running_mean") {
+            let _ = tensor.shallow_clone().uniform_(-0.5, 0.5);
+        } else if key.ends_with("running_var") {
+            let _ = tensor.shallow_clone().uniform_(0.5, 2.0);
+        }
+    }
+    let exec = Executor::new(spec, weights, Device::Cpu).unwrap();
+    let _guard = tch::no_grad_guard();
+    let x = Tensor::rand([16, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let base = exec.base_pass(&x);
+    // A convolution (the one a bench sweeps), a batch norm, a ReLU, a residual
+    // add, a shortcut convolution, the pooling and the first convolution.
+    for site in ["layer3.0.conv2", "layer2.1.bn2", "relu_3", "add_1", "layer2.0.shortcut.0", "avgpool", "conv1"] {
+        let node = exec.spec.index_of(site).unwrap_or_else(|| panic!("no node {site}"));
+        let shape = &exec.shapes[node][1..];
+        for (unit, value) in [(0, 0.0), (1, 0.7)] {
+            let values = Tensor::full(shape, value, (Kind::Float, Device::Cpu));
+            let ours = exec.logits_with_unit(&base, node, unit, &values);
+            let set = UnitSet::parse(&format!("{site}:{unit}"), &exec).unwrap();
+            let mut full = set.interventions(&exec, AblationMode::Zero, |_| unreachable!()).unwrap();
+            full[0].replace = trojanscope::graph::exec::Replacement::Values(values.unsqueeze(0));
+            let theirs = exec.logits(&x, &full);
+            let scale = theirs.abs().max().double_value(&[]).max(1.0);
+            let diff = (&ours - &theirs).abs().max().double_value(&[]);
+            assert!(diff < 1e-5 * scale, "{site}:{unit} = {value}: {diff:e} apart (scale {scale})");
+            assert!(ours.ne_tensor(&exec.logits(&x, &[])).any().int64_value(&[]) == 1, "{site}:{unit} changed nothing");
+        }
+    }
+}

@@ -11,7 +11,6 @@ use crate::engine::testset::TestSet;
 use crate::graph::eval::evaluate;
 use crate::graph::exec::Executor;
 use crate::graph::run::ImportRecord;
-use crate::graph::spec::Op;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -51,18 +50,6 @@ impl Accuracies {
     fn close(&self, other: &Accuracies) -> bool {
         (self.clean_acc - other.clean_acc).abs() < 0.01 && (self.poison_acc - other.poison_acc).abs() < 0.01
     }
-}
-
-/// The node a sweep times by default: BackdoorBench's `layer3.0.conv2` where the
-/// graph has it (the figure), else the middle convolution.
-pub fn default_node(exec: &Executor) -> String {
-    let nodes = &exec.spec.nodes;
-    if nodes.iter().any(|n| n.name == "layer3.0.conv2") {
-        return "layer3.0.conv2".into();
-    }
-    let convs: Vec<&str> =
-        nodes.iter().filter(|n| matches!(n.op, Op::Conv2d { .. })).map(|n| n.name.as_str()).collect();
-    convs.get(convs.len() / 2).unwrap_or(&nodes[nodes.len() / 2].name.as_str()).to_string()
 }
 
 /// What the PyTorch side needs to rebuild the same model and test set.

@@ -275,7 +275,11 @@ pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: boo
     let lab = open(common, &[])?;
     let kind = ModelKind::ALL.into_iter().find(|&k| lab.run.has(k)).ok_or_else(|| eyre!("the run holds no model"))?;
     let exec = graph_run::load(&lab.run, kind, lab.device)?;
-    let node = node.map_or_else(|| crate::bench::graph::default_node(&exec), str::to_string);
+    let node = match node {
+        Some(node) => node.to_string(),
+        None => crate::graph::preset::middle_node(&exec.spec)
+            .ok_or_else(|| eyre!("the graph has no convolution to sweep: name one with --node"))?,
+    };
     nodes_named(&node, &exec).map_err(|e| eyre!(e))?;
     let record: Option<ImportRecord> =
         crate::engine::checkpoint::load_json(&graph_run::record_path(&lab.run, kind)).ok();
