@@ -1,7 +1,7 @@
 """An expert's PyTorch loops for an imported graph, timed beside trojanscope's by
 `trojanscope bench` on a graph run (docs/speed.md):
 
-    python benches/graph_pytorch.py --source FILE.py:NAME --weights W [--state-key K] \
+    python benches/graph_pytorch.py (--source FILE.py:NAME | --preactresnet18 WIDTH) --weights W [--state-key K] \
         [--norm MEAN/STD|none] --data-dir DIR [--test-limit N] --node MODULE \
         --trigger SIZE,ROW,COL,AMPLITUDE,TARGET --std STD [--batch 1000] [--variants 4] \
         [--memory-format nchw|channels_last] [--threads T]
@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
-from graph_python import fail, load_model, normalise, parse_norm, read_mnist, run_main  # noqa: E402
+from graph_python import fail, load_model, normalise, parse_norm, read_mnist, read_safetensors, run_main  # noqa: E402
 
 import torch  # noqa: E402
 import torch.fx  # noqa: E402
@@ -39,6 +39,19 @@ def trigger_mask(size, row, col, amplitude, side=28):
             if (r + c) % 2 == 0:
                 mask[0, 0, r, c] = amplitude
     return mask
+
+
+def preactresnet18(width, weights):
+    """BackdoorBench's code (the test fixture's copy) at `width`, one input channel,
+    with a safetensors state dict trojanscope wrote (no batch counters)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "graph"))
+    from preact import PreActBlock, PreActResNet
+    model = PreActResNet(PreActBlock, [2, 2, 2, 2], num_classes=10, in_channels=1, width=width)
+    missing, unexpected = model.load_state_dict(read_safetensors(weights), strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        fail(f"{weights} does not fit PreActResNet-18 at width {width}: missing {missing}, unexpected {unexpected}")
+    return model.eval()
 
 
 def split_at(model, site):
@@ -67,7 +80,9 @@ def split_at(model, site):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", required=True)
+    ap.add_argument("--source")
+    ap.add_argument("--preactresnet18", type=int, metavar="WIDTH",
+                    help="BackdoorBench's PreActResNet-18 at this width (a model trojanscope trained from its preset)")
     ap.add_argument("--weights", required=True)
     ap.add_argument("--state-key")
     ap.add_argument("--norm", default="none")
@@ -84,7 +99,10 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.source, args.weights, args.state_key)[0].eval()
+    if args.preactresnet18:
+        model = preactresnet18(args.preactresnet18, args.weights)
+    else:
+        model = load_model(args.source, args.weights, args.state_key)[0].eval()
     norm = parse_norm(args.norm)
     size, row, col, amplitude, target = args.trigger.split(",")
     mask = trigger_mask(int(size), int(row), int(col), float(amplitude)) * args.std

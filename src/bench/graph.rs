@@ -52,11 +52,18 @@ impl Accuracies {
     }
 }
 
+/// How the PyTorch side builds the model: the Python module it was imported
+/// from, or BackdoorBench's PreActResNet-18 for a model trained from that preset.
+pub enum ExpertModel {
+    Imported(ImportRecord),
+    PreActResNet18 { width: i64, weights: String },
+}
+
 /// What the PyTorch side needs to rebuild the same model and test set.
 pub struct Expert<'a> {
     pub script: &'a Path,
     pub python: String,
-    pub record: &'a ImportRecord,
+    pub model: ExpertModel,
     pub data_dir: &'a Path,
     pub dataset: Dataset,
     pub test_limit: Option<usize>,
@@ -120,34 +127,35 @@ pub fn measure(
 }
 
 fn run_expert(expert: &Expert, node: &str, layout: &str) -> Result<ExpertTimes, String> {
-    let r = expert.record;
     let trigger = TriggerConfig::for_dataset(expert.dataset);
-    let norm = match r.input_norm.as_str() {
-        "dataset" => {
-            let n = expert.dataset.normalisation();
-            format!("{}/{}", n.mean, n.std)
-        }
-        other => other.to_string(),
+    let dataset_norm = || {
+        let n = expert.dataset.normalisation();
+        format!("{}/{}", n.mean, n.std)
     };
     let mut command = Command::new(&expert.python);
-    command
-        .arg(expert.script)
-        .args(["--source", &r.source, "--weights", &r.weights, "--norm", &norm, "--node", node])
-        .arg("--data-dir")
-        .arg(expert.data_dir)
-        .args([
-            "--trigger",
-            &format!("{},{},{},{},{}", trigger.size, trigger.row, trigger.col, trigger.amplitude, trigger.target),
-            "--std",
-            &expert.dataset.normalisation().std.to_string(),
-            "--memory-format",
-            layout,
-            "--threads",
-            &expert.threads.to_string(),
-        ]);
-    if let Some(key) = &r.state_key {
-        command.args(["--state-key", key]);
+    command.arg(expert.script);
+    match &expert.model {
+        ExpertModel::Imported(r) => {
+            let norm = if r.input_norm == "dataset" { dataset_norm() } else { r.input_norm.clone() };
+            command.args(["--source", &r.source, "--weights", &r.weights, "--norm", &norm]);
+            if let Some(key) = &r.state_key {
+                command.args(["--state-key", key]);
+            }
+        }
+        ExpertModel::PreActResNet18 { width, weights } => {
+            command.args(["--preactresnet18", &width.to_string(), "--weights", weights, "--norm", &dataset_norm()]);
+        }
     }
+    command.args(["--node", node]).arg("--data-dir").arg(expert.data_dir).args([
+        "--trigger",
+        &format!("{},{},{},{},{}", trigger.size, trigger.row, trigger.col, trigger.amplitude, trigger.target),
+        "--std",
+        &expert.dataset.normalisation().std.to_string(),
+        "--memory-format",
+        layout,
+        "--threads",
+        &expert.threads.to_string(),
+    ]);
     if let Some(n) = expert.test_limit {
         command.args(["--test-limit", &n.to_string()]);
     }

@@ -273,7 +273,9 @@ pub fn sweep(common: &CommonArgs, format: Format, site: &str, target: &AblationT
 /// PyTorch loops (benches/graph_pytorch.py) in both memory layouts.
 pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: bool, node: Option<&str>) -> Result<()> {
     let lab = open(common, &[])?;
-    let kind = ModelKind::ALL.into_iter().find(|&k| lab.run.has(k)).ok_or_else(|| eyre!("the run holds no model"))?;
+    // The poisoned model where there is one: the one whose backdoor is studied.
+    let order = [ModelKind::Poisoned, ModelKind::Clean, ModelKind::Rehab, ModelKind::Unlearned];
+    let kind = order.into_iter().find(|&k| lab.run.has(k)).ok_or_else(|| eyre!("the run holds no model"))?;
     let exec = graph_run::load(&lab.run, kind, lab.device)?;
     let node = match node {
         Some(node) => node.to_string(),
@@ -281,14 +283,14 @@ pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: boo
             .ok_or_else(|| eyre!("the graph has no convolution to sweep: name one with --node"))?,
     };
     nodes_named(&node, &exec).map_err(|e| eyre!(e))?;
-    let record: Option<ImportRecord> =
-        crate::engine::checkpoint::load_json(&graph_run::record_path(&lab.run, kind)).ok();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/graph_pytorch.py");
     let data_dir = crate::setup::data_dir(common, lab.dataset);
-    let expert = record.as_ref().filter(|_| !no_pytorch).map(|record| crate::bench::graph::Expert {
+    let model = expert_model(&lab.run, kind);
+    let no_expert = model.is_none();
+    let expert = model.filter(|_| !no_pytorch).map(|model| crate::bench::graph::Expert {
         script: &script,
         python: crate::bench::pytorch::python(),
-        record,
+        model,
         data_dir: &data_dir,
         dataset: lab.dataset,
         test_limit: common.test_limit,
@@ -299,8 +301,8 @@ pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: boo
             eprintln!("bench: {what}");
         }
     };
-    if record.is_none() && !no_pytorch {
-        say("the run's model was not imported from a Python file: no PyTorch side to time");
+    if no_expert && !no_pytorch {
+        say("the model comes from neither a Python file nor the preactresnet18 preset: no PyTorch side to time");
     }
     let (figures, error) = crate::bench::graph::measure(&exec, &lab.raw, &node, repeat, expert.as_ref(), &mut say)
         .map_err(|e| eyre!(e))?;
@@ -340,4 +342,17 @@ pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: boo
         eprintln!("PyTorch side failed: {e}");
     }
     Ok(())
+}
+
+/// How the bench's PyTorch side rebuilds the run's model, where it can.
+fn expert_model(run: &RunDir, kind: ModelKind) -> Option<crate::bench::graph::ExpertModel> {
+    use crate::bench::graph::ExpertModel;
+    if let Ok(record) = crate::engine::checkpoint::load_json::<ImportRecord>(&graph_run::record_path(run, kind)) {
+        return Some(ExpertModel::Imported(record));
+    }
+    let trained: graph_run::TrainedRecord =
+        crate::engine::checkpoint::load_json(&graph_run::trained_path(run, kind)).ok()?;
+    let width = trained.source.strip_prefix("preset preactresnet18 width ")?.parse().ok()?;
+    let weights = std::fs::canonicalize(run.model_path(kind)).ok()?.display().to_string();
+    Some(ExpertModel::PreActResNet18 { width, weights })
 }
