@@ -539,6 +539,24 @@ class Translator:
         else:
             self.unsupported(node)
 
+    def containers(self):
+        """Each container module (a block, a Sequential stage) whose output is one
+        node: its path -> that node's name, so `layer2.1:5` addresses the block's
+        output as a forward hook on `layer2.1` would."""
+        leaves = {n.target for n in self.gm.graph.nodes if n.op == "call_module"}
+        members = {}
+        for n in self.gm.graph.nodes:
+            if n in self.ref and n.op != "placeholder":
+                for path in (n.meta.get("nn_module_stack") or {}):
+                    if path and path not in leaves:
+                        members.setdefault(path, set()).add(n)
+        out = {}
+        for path, inside in members.items():
+            exits = {self.ref[n] for n in inside if any(u not in inside for u in n.users)}
+            if len(exits) == 1 and path not in self.used and path not in self.reserved:
+                out[path] = exits.pop()
+        return dict(sorted(out.items()))
+
     def run(self):
         placeholders = 0
         for node in self.gm.graph.nodes:
@@ -730,6 +748,9 @@ def main():
         nodes.insert(0, {"name": norm_name, "op": "input_norm", "inputs": ["input"],
                          "mean": norm[0], "std": norm[1]})
     out_graph = {"format": FORMAT, "input": [c, h, w], "nodes": nodes, "output": tr.output}
+    containers = tr.containers()
+    if containers:
+        out_graph["containers"] = containers
 
     state = model.state_dict()
     weights = {}

@@ -60,7 +60,8 @@ const FIXTURES: [Fixture; 3] = [
         source: "preact.py:PreActResNetTiny",
         weights: "preact.pt",
         norm: "0.1307/0.3081",
-        ablations: [("layer2.0.conv2", "1,2"), ("layer1.0.bn2", "3"), ("layer3.0.shortcut.0", "5,6")],
+        // A convolution, a batch norm, and a whole block (its output: the residual add).
+        ablations: [("layer2.0.conv2", "1,2"), ("layer1.0.bn2", "3"), ("layer3.0", "5,6")],
     },
     Fixture {
         name: "vgg_bn",

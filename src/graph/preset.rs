@@ -45,6 +45,8 @@ pub fn by_name(name: &str, dataset: Dataset, width: Option<i64>) -> Result<Graph
 struct Builder {
     nodes: Vec<Node>,
     calls: HashMap<&'static str, usize>,
+    /// Container modules and their output node, as `import` records them.
+    containers: std::collections::BTreeMap<String, String>,
 }
 
 impl Builder {
@@ -73,7 +75,13 @@ impl Builder {
 
     fn finish(self, dataset: Dataset) -> GraphSpec {
         let output = self.nodes.last().map(|n| n.name.clone()).unwrap_or_default();
-        GraphSpec { format: FORMAT.into(), input: dataset.image_shape(), nodes: self.nodes, output }
+        GraphSpec {
+            format: FORMAT.into(),
+            input: dataset.image_shape(),
+            nodes: self.nodes,
+            output,
+            containers: self.containers,
+        }
     }
 }
 
@@ -120,7 +128,9 @@ pub fn preactresnet18(dataset: Dataset, width: i64) -> GraphSpec {
             let bn1 = b.push(&format!("{p}.bn1"), batch_norm(in_planes), &[&x]);
             let out = b.call("relu", Op::Relu, &[&bn1]);
             let shortcut = if stride != 1 || in_planes != planes {
-                b.push(&format!("{p}.shortcut.0"), conv(in_planes, planes, 1, stride, 0, false), &[&out])
+                let conv = b.push(&format!("{p}.shortcut.0"), conv(in_planes, planes, 1, stride, 0, false), &[&out]);
+                b.containers.insert(format!("{p}.shortcut"), conv.clone());
+                conv
             } else {
                 x.clone()
             };
@@ -129,8 +139,10 @@ pub fn preactresnet18(dataset: Dataset, width: i64) -> GraphSpec {
             let relu = b.call("relu", Op::Relu, &[&bn2]);
             let conv2 = b.push(&format!("{p}.conv2"), conv(planes, planes, 3, 1, 1, false), &[&relu]);
             x = b.call("add", Op::Add, &[&conv2, &shortcut]);
+            b.containers.insert(p, x.clone());
             in_planes = planes;
         }
+        b.containers.insert(format!("layer{}", stage + 1), x.clone());
     }
     let pool = b.push("avgpool", Op::AdaptiveAvgPool2d { output: [1, 1] }, &[&x]);
     let flat = b.call("view", Op::Flatten, &[&pool]);
@@ -245,7 +257,8 @@ pub fn study(dataset: Dataset) -> GraphSpec {
             push(&mut nodes, 8, Op::Relu);
         }
     }
-    GraphSpec { format: FORMAT.into(), input: dataset.image_shape(), nodes, output: "net.9".into() }
+    let containers = [("net".to_string(), "net.9".to_string())].into();
+    GraphSpec { format: FORMAT.into(), input: dataset.image_shape(), nodes, output: "net.9".into(), containers }
 }
 
 /// The node whose output is a study layer's block output (after its ReLU and

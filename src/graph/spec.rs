@@ -147,6 +147,11 @@ pub struct GraphSpec {
     pub input: [i64; 3],
     pub nodes: Vec<Node>,
     pub output: String,
+    /// Container modules (a block, a stage) by path, each with the node that is
+    /// its output: `layer2.1` → `add_3`. Written by `import` from torch.fx's module
+    /// stack; a unit of a container is a channel of that node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub containers: std::collections::BTreeMap<String, String>,
 }
 
 impl GraphSpec {
@@ -212,6 +217,9 @@ impl GraphSpec {
         }
         if !self.nodes.iter().any(|n| n.name == self.output) {
             return Err(format!("the output '{}' is not a node", self.output));
+        }
+        if let Some((path, node)) = self.containers.iter().find(|(_, node)| !defined.contains(node.as_str())) {
+            return Err(format!("the container '{path}' names '{node}' as its output, which is not a node"));
         }
         Ok(())
     }

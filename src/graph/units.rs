@@ -85,6 +85,10 @@ pub fn nodes_named(site: &str, exec: &Executor) -> Result<Vec<usize>, String> {
         return Ok(vec![i]);
     }
     let calls: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].module() == site).collect();
+    let container = exec.spec.containers.get(site).and_then(|node| exec.spec.index_of(node));
+    if let (true, Some(i)) = (calls.is_empty(), container) {
+        return Ok(vec![i]);
+    }
     if calls.is_empty() {
         let close: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).filter(|n| n.contains(site)).take(5).collect();
         let hint = if close.is_empty() {
