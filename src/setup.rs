@@ -90,10 +90,14 @@ pub fn data_dir(common: &CommonArgs, dataset: Dataset) -> PathBuf {
     })
 }
 
-/// The dataset a command works on: the flag, else the run's (its sidecar), else MNIST.
+/// The dataset a command works on: the flag, else the run's (its sidecar, or an
+/// imported or trained graph's record), else MNIST.
 pub fn dataset(common: &CommonArgs) -> Dataset {
     let run = RunDir::new(&common.checkpoints, &common.run);
-    common.dataset.unwrap_or_else(|| run_config(&run, Dataset::Mnist).map(|c| c.dataset).unwrap_or_default())
+    common
+        .dataset
+        .or_else(|| crate::graph::run::dataset_of(&run))
+        .unwrap_or_else(|| run_config(&run, Dataset::Mnist).map(|c| c.dataset).unwrap_or_default())
 }
 
 /// Which splits a command reads: the test split always, the training split only

@@ -172,6 +172,15 @@ fn a_tiny_preactresnet_trains_with_a_backdoor_and_every_analysis_runs_on_it() {
     let ablated = json(&trojanscope(&checkpoints, "tiny", &ablate));
     assert_eq!(ablated["baseline"]["poison_acc"].as_f64().unwrap(), poison(1));
 
+    // doctor reads the graph, measures each model and agrees with training's record.
+    let mut doctor = vec!["doctor", "--json"];
+    doctor.extend(limits);
+    let report = json(&trojanscope(&checkpoints, "tiny", &doctor));
+    for model in report["models"].as_array().unwrap() {
+        let verdict = model["verdict"].as_str().unwrap();
+        assert!(verdict.starts_with("ok: the recorded numbers agree"), "{model}");
+    }
+
     // Batch norms learned running statistics, and evaluation uses them.
     let clean = graph_run::load(&run, ModelKind::Clean, Device::Cpu).unwrap();
     let mean = clean.weights.get("layer1.0.bn1.running_mean");

@@ -75,7 +75,14 @@ pub fn doctor(common: &CommonArgs, format: Format) -> Result<()> {
     let device = crate::engine::device::parse_device(&common.device);
     // Measured where the commands would run, or on the CPU when that device is unusable.
     let measure_on = device.clone().unwrap_or(Device::Cpu);
-    let models = ModelKind::STUDY.iter().map(|&k| check_model(&run, k, loaded.as_ref().ok(), measure_on)).collect();
+    let graph = crate::graph::run::is_graph_run(&run);
+    let models = ModelKind::STUDY
+        .iter()
+        .map(|&k| match graph {
+            true => check_graph_model(&run, k, loaded.as_ref().ok(), measure_on),
+            false => check_model(&run, k, loaded.as_ref().ok(), measure_on),
+        })
+        .collect();
     let report = DoctorReport {
         trojanscope: versions.trojanscope,
         libtorch: versions.libtorch,
@@ -189,6 +196,56 @@ fn check_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Devi
             check.recorded = Some(s.metrics);
             verdict
         }
+    };
+    check
+}
+
+/// `check_model` for a model of an imported or trained graph: the graph and its
+/// weights read now and run by the executor; what training recorded, if it was
+/// trained here (an import records where it came from, not metrics).
+fn check_graph_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Device) -> ModelCheck {
+    use crate::graph::run as graph_run;
+    let trained_path = graph_run::trained_path(run, kind);
+    let record_name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut check = ModelCheck {
+        model: kind,
+        weights: "missing".into(),
+        measured: None,
+        sidecar: record_name(&trained_path),
+        recorded: None,
+        verdict: String::new(),
+    };
+    if !run.has(kind) {
+        return check;
+    }
+    let exec = match graph_run::load(run, kind, device) {
+        Ok(exec) => exec,
+        Err(e) => {
+            check.weights = format!("PROBLEM: {e}");
+            return check;
+        }
+    };
+    check.weights = format!(
+        "ok (graph.json, {} nodes, and {} parameters read now)",
+        exec.spec.nodes.len(),
+        exec.weights.parameter_count()
+    );
+    if let Some(data) = data.filter(|d| !d.test.is_empty()) {
+        let test = TestSet::new(&data.test, &crate::data::trigger::TriggerConfig::for_dataset(data.dataset), device);
+        let raw = crate::graph::eval::raw_test_set(&test, data.dataset.normalisation());
+        check.measured = Some(crate::graph::eval::evaluate(&exec, &raw, &[]));
+    }
+    check.verdict = match checkpoint::load_json::<graph_run::TrainedRecord>(&trained_path) {
+        Ok(record) => {
+            let verdict = compare(&record.metrics, check.measured.as_ref());
+            check.recorded = Some(record.metrics);
+            verdict
+        }
+        Err(_) if graph_run::record_path(run, kind).is_file() => {
+            check.sidecar = record_name(&graph_run::record_path(run, kind));
+            "imported: its record holds the probe, not metrics (the import printed them)".into()
+        }
+        Err(e) => format!("PROBLEM: {e}"),
     };
     check
 }

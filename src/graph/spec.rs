@@ -249,7 +249,16 @@ fn parse_node(i: usize, node: &serde_json::Value) -> Result<Node, String> {
     if !SUPPORTED.contains(&op) {
         return Err(format!("node '{label}': op '{op}' is not supported (supported: {})", SUPPORTED.join(", ")));
     }
-    serde_json::from_value(node.clone()).map_err(|e| format!("node '{label}' ({op}): {e}"))
+    let parsed: Node = serde_json::from_value(node.clone()).map_err(|e| format!("node '{label}' ({op}): {e}"))?;
+    // serde cannot deny unknown fields through a flattened enum: a field the op
+    // does not have (a typo, a setting trojanscope ignores) is found here.
+    let known = serde_json::to_value(&parsed).expect("a node serialises");
+    if let (Some(given), Some(known)) = (node.as_object(), known.as_object())
+        && let Some(extra) = given.keys().find(|k| !known.contains_key(*k))
+    {
+        return Err(format!("node '{label}' ({op}): unknown field `{extra}`"));
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]
