@@ -154,3 +154,65 @@ fn ten_thousand_mutated_files_and_lines_are_each_one_clear_error() {
     );
     assert!(total >= 10_000);
 }
+
+/// A graph file and its weights, mutated: each is refused with an error naming the
+/// node, key or file, or (a harmless change, like a number still in range) read,
+/// its shapes checked, and run on one image — never a panic.
+#[test]
+fn mutated_graph_files_and_weights_are_each_refused_or_run() {
+    use trojanscope::data::dataset::Dataset;
+    use trojanscope::graph::{exec::Executor, preset, shape, spec::GraphSpec, weights::Weights};
+    tch::set_num_threads(1);
+    let mut mutator = Mutator(SplitMix64(0x6EA9_4F11));
+    let spec = preset::by_name("preactresnet18", Dataset::Mnist, Some(2)).unwrap();
+    let text = spec.to_json();
+    let image = tch::Tensor::rand([1, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+    let (mut refused, mut ran) = (0, 0);
+    for _ in 0..1500 {
+        let bytes = mutator.mutate(text.as_bytes());
+        let Ok(parsed) = GraphSpec::parse(&String::from_utf8_lossy(&bytes)) else {
+            refused += 1;
+            continue;
+        };
+        // A graph that reads must have checkable shapes, and weights made for it
+        // must run on the dataset's image when its input is the dataset's.
+        match shape::infer(&parsed) {
+            Err(_) => refused += 1,
+            Ok(_) if parsed.input != Dataset::Mnist.image_shape() => refused += 1,
+            Ok(_) => {
+                let Ok(weights) = trojanscope::graph::train::init(&parsed, 0, tch::Device::Cpu) else {
+                    refused += 1;
+                    continue;
+                };
+                let exec = Executor::new(parsed, weights, tch::Device::Cpu).unwrap();
+                let _guard = tch::no_grad_guard();
+                assert_eq!(exec.logits(&image, &[]).size()[0], 1);
+                ran += 1;
+            }
+        }
+    }
+    // The weights of the graph, mutated.
+    let weights = trojanscope::graph::train::init(&spec, 0, tch::Device::Cpu).unwrap();
+    let path = scratch_file("mutated-graph.safetensors");
+    weights.save(&path).unwrap();
+    let original = std::fs::read(&path).unwrap();
+    for _ in 0..1000 {
+        let bytes = mutator.mutate(&original);
+        std::fs::write(&path, &bytes).unwrap();
+        match Weights::load(&path, &spec, tch::Device::Cpu) {
+            Err(e) => {
+                assert!(e.contains("mutated-graph.safetensors"), "{e}");
+                refused += 1;
+            }
+            Ok(w) => {
+                let exec = Executor::new(spec.clone(), w, tch::Device::Cpu).unwrap();
+                let _guard = tch::no_grad_guard();
+                assert_eq!(exec.logits(&image, &[]).size(), [1, 10]);
+                ran += 1;
+            }
+        }
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "mutated graphs and weights: {refused} refused, {ran} read and run");
+    assert!(refused > 1000 && ran > 0, "{refused} refused, {ran} ran");
+}

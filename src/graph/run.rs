@@ -89,6 +89,10 @@ pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
 pub fn load(run: &RunDir, kind: ModelKind, device: Device) -> Result<Executor> {
     run.require(&[kind])?;
     let spec = GraphSpec::load(&graph_path(run)).map_err(|e| eyre!(e))?;
+    // An edited graph file must still take the run's images.
+    if let Some(dataset) = dataset_of(run) {
+        check_input(&spec, dataset).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))?;
+    }
     let weights = Weights::load(&run.model_path(kind), &spec, device).map_err(|e| eyre!(e))?;
     Executor::new(spec, weights, device).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))
 }
