@@ -141,7 +141,7 @@ impl Executor {
                         true,
                     )
                 }
-                Op::Dropout { p } => args[0].dropout(*p, true),
+                Op::Dropout { p } => crate::engine::draw::dropped(args[0], *p),
                 _ => self.compute(i, &args),
             };
             values[i] = Some(out);
