@@ -185,7 +185,10 @@ fn run_names_stay_inside_the_checkpoints_folder() {
     let dir = common::scratch("safety-names");
     let outside = common::scratch("safety-names-outside");
     let absolute = outside.join("abs");
-    for name in ["../x", absolute.to_str().unwrap(), "", "a/b", "..", ".", "a\\b"] {
+    // A sibling of the checkpoints folder of this process's own (a `/tmp/x` left by
+    // anything else on the machine would fail the check below).
+    let escape = format!("../escape-{}", std::process::id());
+    for name in [escape.as_str(), absolute.to_str().unwrap(), "", "a/b", "..", ".", "a\\b"] {
         let o = trojanscope(&on_run(&dir, name, &["train", "--phases", "clean"]));
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{name:?}: {err}");
@@ -193,7 +196,7 @@ fn run_names_stay_inside_the_checkpoints_folder() {
         assert!(!err.contains("panicked"), "{err}");
     }
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing created in the checkpoints folder");
-    assert!(!dir.parent().unwrap().join("x").exists() && !absolute.exists());
+    assert!(!dir.join(&escape).exists() && !absolute.exists());
 }
 
 #[test]
