@@ -174,7 +174,7 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
     // Commands that do not run on a graph yet say so.
     assert_clean_failure(
         &trojanscope(&["recover", "--checkpoints", &dir, "--run", "preact"]),
-        "`recover` does not run on an imported graph yet",
+        "`recover` does not run on a graph yet",
     );
     // Weight mode on a node without weights per unit.
     assert_clean_failure(
