@@ -32,11 +32,6 @@ fn trojanscope(args: &[&str]) -> Output {
     common::binary().args(args).output().expect("the binary runs")
 }
 
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
-}
-
 /// Exit code 1, one `error:` line containing `needle`, no panic.
 fn assert_clean_failure(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -94,7 +89,7 @@ torch.save({{"model": sd}}, {perturbed:?})
             "--test-limit",
             LIMIT,
         ]);
-        json(&o);
+        common::json(&o);
     }
     let run = checkpoints.join("pair");
     let on_pair = |args: &[&str]| {
@@ -103,10 +98,11 @@ torch.save({{"model": sd}}, {perturbed:?})
         all.extend(["--json", "--checkpoints", &dir, "--run", "pair", "--test-limit", LIMIT, "--threads", "1"]);
         trojanscope(&all)
     };
-    let eval = |model: &str| json(&on_pair(&["eval", "--model", model]))[0]["metrics"].clone();
+    let eval = |model: &str| common::json(&on_pair(&["eval", "--model", model]))[0]["metrics"].clone();
 
     // swap: two groups, all four subsets.
-    let rows = json(&on_pair(&["swap", "--donor", "clean", "--recipient", "poisoned", "--layers", "layer2,linear"]));
+    let rows =
+        common::json(&on_pair(&["swap", "--donor", "clean", "--recipient", "poisoned", "--layers", "layer2,linear"]));
     let names: Vec<String> = rows.as_array().unwrap().iter().map(|r| r["groups"].to_string()).collect();
     assert_eq!(names, [r#"[]"#, r#"["layer2"]"#, r#"["linear"]"#, r#"["layer2","linear"]"#]);
     assert_eq!(rows[0]["metrics"], eval("poisoned"));
@@ -127,19 +123,19 @@ torch.save({{"model": sd}}, {perturbed:?})
         assert_eq!(rows[row]["metrics"], eval("rehab"), "row {row}");
     }
     // Each module alone: none, 21 modules, all of them (the donor itself).
-    let each = json(&on_pair(&["swap"]));
+    let each = common::json(&on_pair(&["swap"]));
     let each = each.as_array().unwrap();
     assert_eq!(each.len(), 23);
     assert_eq!(each[1]["groups"][0], "conv1");
     assert_eq!(each[22]["metrics"], eval("clean"));
     // Stages: conv1, layer1..4, linear (six > 4: each alone and all).
-    let stages = json(&on_pair(&["swap", "--stages"]));
+    let stages = common::json(&on_pair(&["swap", "--stages"]));
     let firsts: Vec<&str> = stages.as_array().unwrap()[1..7].iter().map(|r| r["groups"][0].as_str().unwrap()).collect();
     assert_eq!(firsts, ["conv1", "layer1", "layer2", "layer3", "layer4", "linear"]);
     assert_eq!(stages[7]["metrics"], eval("clean"));
 
     // diff, against the two safetensors files.
-    let diffs = json(&on_pair(&["diff"]));
+    let diffs = common::json(&on_pair(&["diff"]));
     let diffs = diffs.as_array().unwrap();
     assert_eq!(diffs.len(), 21);
     for d in diffs {
@@ -166,7 +162,7 @@ torch.save({{"model": sd}}, {perturbed:?})
     let bn = diffs.iter().find(|d| d["module"] == "layer1.0.bn2").unwrap();
     close(&bn["statistics"]["max"], 0.3, "running mean");
     // Per unit of one node: unit u's kernel.
-    let units = json(&on_pair(&["diff", "--layer", "layer2.0.conv2"]));
+    let units = common::json(&on_pair(&["diff", "--layer", "layer2.0.conv2"]));
     let key = "layer2.0.conv2.weight";
     let dw = &poisoned[key] - &clean[key];
     assert_eq!(units["units"].as_array().unwrap().len(), 16);
@@ -178,7 +174,8 @@ torch.save({{"model": sd}}, {perturbed:?})
 
     // features, against a forward hook in PyTorch on the same images.
     let (k, unit) = (6usize, 3usize);
-    let ours = json(&on_pair(&["features", "layer2.0.conv2", &unit.to_string(), "--model", "poisoned", "-k", "6"]));
+    let ours =
+        common::json(&on_pair(&["features", "layer2.0.conv2", &unit.to_string(), "--model", "poisoned", "-k", "6"]));
     let reference = python(&format!(
         r#"
 import sys, json, torch
@@ -227,7 +224,7 @@ print(json.dumps(seen[0].tolist()))
     assert_clean_failure(&on_pair(&["swap", "--stages", "--layers", "layer1"]), "cannot be used with");
     // A model of another graph in the run: its weights do not fit the graph.
     let vgg = checkpoints.join("vgg");
-    json(&trojanscope(&[
+    common::json(&trojanscope(&[
         "import",
         &fixture("vgg_bn.py:vgg_tiny_bn"),
         &fixture("vgg_bn.pt"),

@@ -30,11 +30,6 @@ fn trojanscope(args: &[&str]) -> Output {
     common::binary().args(args).output().expect("the binary runs")
 }
 
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
-}
-
 /// Exit code 1, one `error:` line containing `needle`, no panic.
 fn assert_clean_failure(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -105,7 +100,7 @@ fn pytorch_reference(f: &Fixture, mode: &str) -> Value {
         command.args(["--ablate", &format!("{module}:{units}:{mode}")]);
     }
     let out = command.output().expect("the project's python runs");
-    json(&out)
+    common::json(&out)
 }
 
 #[test]
@@ -115,7 +110,7 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
     let dir = checkpoints.display().to_string();
     for f in &FIXTURES {
         let norm = if f.norm == "none" { "none" } else { "dataset" };
-        let imported = json(&import(
+        let imported = common::json(&import(
             &checkpoints,
             f.name,
             &fixture(f.source),
@@ -128,14 +123,14 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
         // The full test set: PyTorch's accuracy (expected.json) to 0.01 points.
         let theirs = expected[f.name]["clean_acc"].as_f64().unwrap();
         assert!((imported["metrics"]["clean_acc"].as_f64().unwrap() - theirs).abs() < 0.01, "{}: {imported}", f.name);
-        let eval = json(&trojanscope(&["eval", "--json", "--checkpoints", &dir, "--run", f.name]));
+        let eval = common::json(&trojanscope(&["eval", "--json", "--checkpoints", &dir, "--run", f.name]));
         assert_eq!(eval[0]["model"], "poisoned");
         assert!((eval[0]["metrics"]["clean_acc"].as_f64().unwrap() - theirs).abs() < 0.01, "{}: {eval}", f.name);
         for mode in ["zero", "mean"] {
             let reference = pytorch_reference(f, mode);
             for (i, (module, units)) in f.ablations.iter().enumerate() {
                 let set = format!("{module}:{units}");
-                let ours = json(&trojanscope(&[
+                let ours = common::json(&trojanscope(&[
                     "ablate",
                     &set,
                     "--mode",
@@ -165,7 +160,7 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
     let on_preact = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--mode", "zero", "--json", "--checkpoints", &dir, "--run", "preact", "--test-limit", "500"]);
-        json(&trojanscope(&all))
+        common::json(&trojanscope(&all))
     };
     let sweep = on_preact(&["sweep", "layer2.0.conv2"]);
     assert_eq!(sweep.as_array().unwrap().len(), 16);

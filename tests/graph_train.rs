@@ -26,11 +26,6 @@ fn trojanscope(checkpoints: &Path, run: &str, args: &[&str]) -> Output {
     command.args(args).output().expect("the binary runs")
 }
 
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
-}
-
 #[test]
 fn the_preactresnet18_preset_is_the_graph_the_importer_traces() {
     let work = common::scratch("preset-import");
@@ -66,7 +61,7 @@ fn the_preactresnet18_preset_is_the_graph_the_importer_traces() {
     // computes what the traced import computes.
     let checkpoints = work.join("runs");
     let w = weights.display().to_string();
-    let a = json(&trojanscope(
+    let a = common::json(&trojanscope(
         &checkpoints,
         "preset",
         &[
@@ -84,7 +79,7 @@ fn the_preactresnet18_preset_is_the_graph_the_importer_traces() {
         ],
     ));
     let source = fixtures.join("preact18.py:preact18_w8").display().to_string();
-    let b = json(&trojanscope(
+    let b = common::json(&trojanscope(
         &checkpoints,
         "traced",
         &["import", &source, &w, "--model", "clean", "--json", "--test-limit", "500"],
@@ -93,7 +88,7 @@ fn the_preactresnet18_preset_is_the_graph_the_importer_traces() {
     assert_eq!(a["record"]["source"], "preset preactresnet18 width 8");
     // The safetensors it wrote imports with no Python at all.
     let written = checkpoints.join("preset/clean.safetensors").display().to_string();
-    let c = json(&trojanscope(
+    let c = common::json(&trojanscope(
         &checkpoints,
         "again",
         &[
@@ -163,19 +158,19 @@ fn a_tiny_preactresnet_trains_with_a_backdoor_and_every_analysis_runs_on_it() {
 
     let mut eval = vec!["eval", "--json"];
     eval.extend(limits);
-    let metrics = json(&trojanscope(&checkpoints, "tiny", &eval));
+    let metrics = common::json(&trojanscope(&checkpoints, "tiny", &eval));
     let poison = |i: usize| metrics[i]["metrics"]["poison_acc"].as_f64().unwrap();
     assert_eq!(metrics[1]["model"], "poisoned");
     assert!(poison(1) > poison(0) + 30.0, "poisoned {} vs clean {}", poison(1), poison(0));
     let mut ablate = vec!["ablate", "layer3.0.conv2:1,2", "--mode", "zero", "--json"];
     ablate.extend(limits);
-    let ablated = json(&trojanscope(&checkpoints, "tiny", &ablate));
+    let ablated = common::json(&trojanscope(&checkpoints, "tiny", &ablate));
     assert_eq!(ablated["baseline"]["poison_acc"].as_f64().unwrap(), poison(1));
 
     // doctor reads the graph, measures each model and agrees with training's record.
     let mut doctor = vec!["doctor", "--json"];
     doctor.extend(limits);
-    let report = json(&trojanscope(&checkpoints, "tiny", &doctor));
+    let report = common::json(&trojanscope(&checkpoints, "tiny", &doctor));
     for model in report["models"].as_array().unwrap() {
         let verdict = model["verdict"].as_str().unwrap();
         assert!(verdict.starts_with("ok: the recorded numbers agree"), "{model}");

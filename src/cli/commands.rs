@@ -60,9 +60,51 @@ pub fn train(lab: &Lab, format: Format, phases: &[Phase]) -> Result<()> {
 }
 
 #[derive(Serialize)]
-struct EvalResult {
-    model: String,
-    metrics: Metrics,
+pub struct EvalResult {
+    pub model: String,
+    pub metrics: Metrics,
+}
+
+/// `eval`'s table, study or graph: a row per model, per-class columns if asked.
+pub fn eval_table(results: &[EvalResult], dataset: crate::data::dataset::Dataset, per_class: bool) -> Table {
+    let mut table = metrics_table("model");
+    if per_class {
+        table.headers.extend((0..10).map(|d| dataset.heading(d)));
+    }
+    for r in results {
+        let mut row = metrics_row(&r.model, &r.metrics);
+        if per_class {
+            row.extend(r.metrics.per_class_clean.iter().map(|&a| pct(a)));
+        }
+        table.rows.push(row);
+    }
+    table
+}
+
+/// `ablate`'s table, study or graph: the model, the ablated model, any reference,
+/// and the change.
+pub fn ablate_table(
+    model: ModelKind,
+    set: &str,
+    mode: &str,
+    b: &Metrics,
+    a: &Metrics,
+    reference: Option<&Metrics>,
+) -> Table {
+    let mut table = metrics_table("");
+    table.rows.push(metrics_row(&format!("{model} model"), b));
+    table.rows.push(metrics_row(&format!("ablated {set} ({mode})"), a));
+    if let Some(r) = reference {
+        table.rows.push(metrics_row("same, study's slow path", r));
+    }
+    table.push([
+        "change".to_string(),
+        delta(a.clean_acc - b.clean_acc),
+        delta(a.poison_acc - b.poison_acc),
+        delta(a.asr_non_target - b.asr_non_target),
+        delta(a.rehab_acc - b.rehab_acc),
+    ]);
+    table
 }
 
 pub fn eval(
@@ -83,17 +125,7 @@ pub fn eval(
             results.push(EvalResult { model: kind.to_string(), metrics: lab.test.evaluate(&lab.load(kind)?) });
         }
     }
-    let mut table = metrics_table("model");
-    if per_class {
-        table.headers.extend((0..10).map(|d| lab.config.dataset.heading(d)));
-    }
-    for r in &results {
-        let mut row = metrics_row(&r.model, &r.metrics);
-        if per_class {
-            row.extend(r.metrics.per_class_clean.iter().map(|&a| pct(a)));
-        }
-        table.rows.push(row);
-    }
+    let table = eval_table(&results, lab.config.dataset, per_class);
     format.emit(&results, &table)
 }
 
@@ -127,20 +159,8 @@ pub fn ablate(
             lab.test.metrics(&ablation::reference_predictions(net, cache.means(), &lab.test, set, target.mode))
         }),
     };
-    let mut table = metrics_table("");
-    table.rows.push(metrics_row(&format!("{} model", target.model), &result.baseline));
-    table.rows.push(metrics_row(&format!("ablated {set} ({})", target.mode), &result.ablated));
-    if let Some(r) = &result.reference {
-        table.rows.push(metrics_row("same, study's slow path", r));
-    }
-    let (b, a) = (&result.baseline, &result.ablated);
-    table.push([
-        "change".to_string(),
-        delta(a.clean_acc - b.clean_acc),
-        delta(a.poison_acc - b.poison_acc),
-        delta(a.asr_non_target - b.asr_non_target),
-        delta(a.rehab_acc - b.rehab_acc),
-    ]);
+    let (set, mode) = (result.set.as_str(), result.mode.as_str());
+    let table = ablate_table(target.model, set, mode, &result.baseline, &result.ablated, result.reference.as_ref());
     format.emit(&result, &table)
 }
 

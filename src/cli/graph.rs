@@ -2,6 +2,7 @@
 //! through the generic executor.
 
 use super::args::{AblationTarget, CommonArgs};
+use super::commands::{EvalResult, ablate_table, eval_table};
 use super::output::Format;
 use super::progress::counter;
 use crate::data::trigger::TriggerConfig;
@@ -17,7 +18,7 @@ use crate::graph::import::{self, ImportRequest};
 use crate::graph::run::{self as graph_run, ImportRecord};
 use crate::graph::units::{UnitSet, nodes_named};
 use crate::setup::{Splits, load_data};
-use crate::table::{delta, metrics_row, metrics_table, pct};
+use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -140,12 +141,6 @@ pub(super) fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab
     Ok(GraphLab { device, run, dataset, raw })
 }
 
-#[derive(Serialize)]
-struct EvalResult {
-    model: String,
-    metrics: Metrics,
-}
-
 pub fn eval(common: &CommonArgs, format: Format, models: &[ModelKind], per_class: bool) -> Result<()> {
     let run = RunDir::new(&common.checkpoints, &common.run);
     let models: Vec<ModelKind> = if models.is_empty() {
@@ -159,17 +154,7 @@ pub fn eval(common: &CommonArgs, format: Format, models: &[ModelKind], per_class
         let exec = graph_run::load(&lab.run, kind, lab.device)?;
         results.push(EvalResult { model: kind.to_string(), metrics: evaluate(&exec, &lab.raw, &[]) });
     }
-    let mut table = metrics_table("model");
-    if per_class {
-        table.headers.extend((0..10).map(|d| lab.dataset.heading(d)));
-    }
-    for r in &results {
-        let mut row = metrics_row(&r.model, &r.metrics);
-        if per_class {
-            row.extend(r.metrics.per_class_clean.iter().map(|&a| pct(a)));
-        }
-        table.rows.push(row);
-    }
+    let table = eval_table(&results, lab.dataset, per_class);
     format.emit(&results, &table)
 }
 
@@ -205,17 +190,8 @@ pub fn ablate(
         baseline: evaluate(&exec, &lab.raw, &[]),
         ablated: evaluate(&exec, &lab.raw, &interventions),
     };
-    let mut table = metrics_table("");
-    table.rows.push(metrics_row(&format!("{} model", target.model), &result.baseline));
-    table.rows.push(metrics_row(&format!("ablated {set} ({})", target.mode), &result.ablated));
-    let (b, a) = (&result.baseline, &result.ablated);
-    table.push([
-        "change".to_string(),
-        delta(a.clean_acc - b.clean_acc),
-        delta(a.poison_acc - b.poison_acc),
-        delta(a.asr_non_target - b.asr_non_target),
-        delta(a.rehab_acc - b.rehab_acc),
-    ]);
+    let (set, mode) = (result.set.as_str(), result.mode.as_str());
+    let table = ablate_table(target.model, set, mode, &result.baseline, &result.ablated, None);
     format.emit(&result, &table)
 }
 

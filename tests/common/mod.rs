@@ -66,3 +66,9 @@ pub fn trained_lab() -> Lab {
     let run = trained_run().clone();
     Lab::new(Device::Cpu, mnist(TRAIN_IMAGES, TEST_IMAGES), config(), run).unwrap()
 }
+
+/// The binary's stdout as JSON, after checking it succeeded.
+pub fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
