@@ -4,7 +4,6 @@
 
 mod common;
 
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use tch::{Device, Tensor};
