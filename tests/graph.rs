@@ -229,3 +229,36 @@ fn a_unit_changed_from_the_unablated_pass_gives_the_full_passs_logits() {
         }
     }
 }
+
+/// An evaluation and a sweep split between two threads (`exec::lanes`, chunks
+/// dealt round-robin) give every image and unit what one thread gives.
+#[test]
+fn passes_split_between_threads_equal_one_thread() {
+    let test = test_set(300);
+    let exec = study_executor("poisoned");
+    let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
+    let no_means = |_: usize| -> Tensor { unreachable!("zero mode reads no means") };
+    let on = |threads| {
+        tch::set_num_threads(threads);
+        let lanes = trojanscope::graph::exec::lanes::count(Device::Cpu);
+        let predictions = exec.predictions(&raw.inputs, &[]);
+        let sweep = trojanscope::graph::sweep::sweep(&exec, &raw, "net.5", AblationMode::Zero, &no_means, |_, _| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        (lanes, predictions, sweep)
+    };
+    let (one, two) = (on(1), on(2));
+    assert_eq!((one.0, two.0), (1, 2), "the second pass is split between two threads");
+    assert_eq!(one.1.size(), [600]);
+    assert!(one.1.equal(&two.1), "every image's prediction the same");
+    assert_eq!(one.2.len(), 64);
+    for (a, b) in one.2.iter().zip(&two.2) {
+        assert_eq!(
+            (a.unit, a.metrics.clean_acc, a.metrics.poison_acc),
+            (b.unit, b.metrics.clean_acc, b.metrics.poison_acc)
+        );
+    }
+    // Some unit's ablation changes the numbers (the sweep is not vacuous).
+    assert!(one.2.iter().any(|r| r.metrics.poison_acc != one.2[0].metrics.poison_acc));
+}

@@ -14,5 +14,5 @@ pub fn raw_test_set(test: &TestSet, norm: Normalisation) -> TestSet {
 
 /// The metrics of the graph on `raw` with `interventions`.
 pub fn evaluate(exec: &Executor, raw: &TestSet, interventions: &[Intervention]) -> Metrics {
-    raw.metrics(&raw.predict_with(|x| exec.logits(x, interventions)))
+    raw.metrics(&exec.predictions(&raw.inputs, interventions))
 }

@@ -87,6 +87,11 @@ impl Weights {
         Ok(Weights(out))
     }
 
+    /// Handles on the same tensors (for another thread).
+    pub fn shallow(&self) -> Weights {
+        Weights(self.0.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect())
+    }
+
     /// Whether `key` is one of the weights.
     pub fn contains(&self, key: &str) -> bool {
         self.0.contains_key(key)

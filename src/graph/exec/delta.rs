@@ -41,18 +41,60 @@ impl Executor {
         shape[1] = 1;
         let mut changes: Vec<Change> = (0..self.spec.nodes.len()).map(|_| Change::None).collect();
         changes[node] = Change::Channel(values.unsqueeze(0).expand(shape.as_slice(), false).contiguous());
-        for i in node + 1..self.spec.nodes.len() {
-            changes[i] = self.changed(i, base, &changes, unit);
+        let mut i = node + 1;
+        while i < self.spec.nodes.len() {
+            let (at, change) = self.changed(i, base, &changes, unit);
+            changes[at] = change;
+            // From the first node whose whole output changed on, the pass is an
+            // ordinary one (batch norms folded, values freed after their last use).
+            if matches!(changes[at], Change::Dense(_)) {
+                return self.finish(at, base, changes, unit);
+            }
+            i = at + 1;
         }
         match &changes[self.output] {
             Change::None => base.values[self.output].shallow_clone(),
-            Change::Channel(_) => self.whole(self.output, base, &changes, unit),
-            Change::Dense(t) => t.shallow_clone(),
+            _ => unreachable!("a changed output is dense, and the pass finished there"),
         }
     }
 
-    /// How node `i`'s output changes, given how its inputs changed.
-    fn changed(&self, i: usize, base: &BasePass, changes: &[Change], unit: i64) -> Change {
+    /// The rest of the pass after node `at`, from the changed values up to it.
+    fn finish(&self, at: usize, base: &BasePass, changes: Vec<Change>, unit: i64) -> Tensor {
+        let mut values: Vec<Option<Tensor>> = (0..self.spec.nodes.len()).map(|_| None).collect();
+        for (j, change) in changes.into_iter().enumerate().take(at + 1) {
+            if j != at && self.last_use[j] <= at {
+                continue;
+            }
+            values[j] = Some(match change {
+                Change::None => base.values[j].shallow_clone(),
+                Change::Dense(t) => t,
+                Change::Channel(t) => {
+                    let index = Tensor::from_slice(&[unit]).to_device(t.device());
+                    base.values[j].index_copy(1, &index, &t)
+                }
+            });
+        }
+        self.run(&mut values, &base.input, at + 1..self.spec.nodes.len(), &[], &[]);
+        values[self.output].take().expect("the output is computed")
+    }
+
+    /// How node `i`'s output changes, given how its inputs changed: the node
+    /// whose change it is (a convolution's batch norm when the two fold) and the change.
+    fn changed(&self, i: usize, base: &BasePass, changes: &[Change], unit: i64) -> (usize, Change) {
+        let input = match self.sources[i][..] {
+            [Source::Node(j)] => Some(&changes[j]),
+            _ => None,
+        };
+        let ungrouped = matches!(self.spec.nodes[i].op, Op::Conv2d { groups: 1, .. });
+        match (self.params[i].folds_into, input) {
+            (Some(norm), Some(Change::Channel(t))) if ungrouped => {
+                (norm, Change::Dense(self.conv_change(i, base, t, unit, Some(norm))))
+            }
+            _ => (i, self.change_of(i, base, changes, unit)),
+        }
+    }
+
+    fn change_of(&self, i: usize, base: &BasePass, changes: &[Change], unit: i64) -> Change {
         let inputs: Vec<Option<&Change>> = self.sources[i]
             .iter()
             .map(|s| match s {
@@ -103,14 +145,29 @@ impl Executor {
                     _ => Change::Dense(self.whole(i, base, changes, unit)),
                 }
             }
-            (Op::Conv2d { stride, padding, dilation, groups: 1, .. }, Some(t)) => {
-                let before = self.input_of(i, 0, base).narrow(1, unit, 1);
-                let weight = self.params[i].weight.as_ref().expect("a convolution has weights").narrow(1, unit, 1);
-                let change = (t - before).conv2d::<Tensor>(&weight, None, stride, padding, dilation, 1);
-                Change::Dense(&base.values[i] + change)
-            }
+            (Op::Conv2d { groups: 1, .. }, Some(t)) => Change::Dense(self.conv_change(i, base, t, unit, None)),
             _ => Change::Dense(self.whole(i, base, changes, unit)),
         }
+    }
+
+    /// Convolution `i`'s output when only channel `unit` of its input changed to
+    /// `t`: the unablated output plus the convolution of that channel's change
+    /// (linearity). With `norm`, the batch norm it folds into: its output, the
+    /// change scaled by the norm's per-channel scale.
+    fn conv_change(&self, i: usize, base: &BasePass, t: &Tensor, unit: i64, norm: Option<usize>) -> Tensor {
+        let Op::Conv2d { stride, padding, dilation, .. } = &self.spec.nodes[i].op else {
+            unreachable!("only a convolution's change is computed by linearity")
+        };
+        let before = self.input_of(i, 0, base).narrow(1, unit, 1);
+        let slice = self.params[i].weight.as_ref().expect("a convolution has weights").narrow(1, unit, 1);
+        // A new tensor, not `*=`: the slice is a view of the model's weights.
+        let weight = match norm {
+            Some(norm) => slice * self.norm_scale(norm).view([-1, 1, 1, 1]),
+            None => slice,
+        };
+        let mut out = (t - before).conv2d::<Tensor>(&weight, None, stride, padding, dilation, 1);
+        out += &base.values[norm.unwrap_or(i)];
+        out
     }
 
     /// Node `i` computed in full from its inputs as changed.

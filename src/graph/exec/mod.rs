@@ -3,6 +3,7 @@
 //! them) and a node's values cached so that only the nodes after it rerun.
 
 mod delta;
+pub mod lanes;
 
 pub use delta::BasePass;
 
@@ -33,6 +34,20 @@ struct Params {
     /// For a convolution read only by a batch norm: that node. Evaluation runs
     /// the two as one convolution with the batch norm folded into its weights.
     folds_into: Option<usize>,
+}
+
+impl Params {
+    fn shallow(&self) -> Params {
+        let copy = |t: &Option<Tensor>| t.as_ref().map(Tensor::shallow_clone);
+        Params {
+            weight: copy(&self.weight),
+            bias: copy(&self.bias),
+            running_mean: copy(&self.running_mean),
+            running_var: copy(&self.running_var),
+            norm: self.norm.as_ref().map(|(m, s)| (m.shallow_clone(), s.shallow_clone())),
+            folds_into: self.folds_into,
+        }
+    }
 }
 
 /// What ablated units output instead of their activation.
@@ -269,17 +284,14 @@ impl Executor {
     /// convolution: w·s and (b − μ)·s + β with s = γ/√(σ² + ε). Folded on each
     /// call (a few small ops) so that weights changed by training are used.
     fn folded_conv(&self, conv: usize, norm: usize, x: &Tensor) -> Tensor {
-        let (Op::Conv2d { stride, padding, dilation, groups, .. }, Op::BatchNorm2d { eps, .. }) =
+        let (Op::Conv2d { stride, padding, dilation, groups, .. }, Op::BatchNorm2d { .. }) =
             (&self.spec.nodes[conv].op, &self.spec.nodes[norm].op)
         else {
             unreachable!("only a convolution folds, and only into a batch norm")
         };
         let (c, n) = (&self.params[conv], &self.params[norm]);
         let mean = n.running_mean.as_ref().expect("a batch norm has running statistics");
-        let mut scale = (n.running_var.as_ref().expect("a batch norm has running statistics") + *eps).rsqrt();
-        if let Some(gamma) = &n.weight {
-            scale *= gamma;
-        }
+        let scale = self.norm_scale(norm);
         let weight =
             channels_last(&(c.weight.as_ref().expect("a convolution has weights") * scale.view([-1, 1, 1, 1])));
         let mut bias = match &c.bias {
@@ -290,6 +302,17 @@ impl Executor {
             bias += beta;
         }
         x.conv2d(&weight, Some(&bias), stride, padding, dilation, *groups)
+    }
+
+    /// A batch norm's per-channel scale in evaluation, s = γ/√(σ² + ε).
+    fn norm_scale(&self, norm: usize) -> Tensor {
+        let Op::BatchNorm2d { eps, .. } = &self.spec.nodes[norm].op else { unreachable!("a batch norm") };
+        let n = &self.params[norm];
+        let scale = (n.running_var.as_ref().expect("a batch norm has running statistics") + *eps).rsqrt();
+        match &n.weight {
+            Some(gamma) => scale * gamma,
+            None => scale,
+        }
     }
 
     fn intervene(&self, node: usize, mut out: Tensor, interventions: &[Intervention]) -> Tensor {
