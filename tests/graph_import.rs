@@ -252,6 +252,8 @@ class Rgb(nn.Module):
     // A second graph into a run that holds one, and an import into a study run.
     let other = import(&checkpoints, "r", &fixture("vgg_bn.py:vgg_tiny_bn"), &fixture("vgg_bn.pt"), &[]);
     assert_clean_failure(&other, "holds models of another graph");
+    let fashion = ["--input-norm", "none", "--dataset", "fashion-mnist"];
+    assert_clean_failure(&import(&checkpoints, "r", &tz, &fixture("tz_mnist.pt"), &fashion), "holds models for mnist");
     let study = checkpoints.join("study");
     std::fs::create_dir_all(&study).unwrap();
     std::fs::write(study.join("clean.json"), "{}").unwrap();

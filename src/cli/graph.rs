@@ -54,6 +54,7 @@ struct ImportResult {
 pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> Result<()> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
+    graph_run::check_same_dataset(&run, request.dataset)?;
     if format.is_human() {
         match &request.preset {
             Some((name, _)) => eprintln!("building the preset {name} and reading {} …", request.weights.display()),

@@ -203,6 +203,7 @@ pub fn write(imported: &Imported, kind: ModelKind, run: &RunDir) -> Result<bool>
             run.root.display()
         );
     }
+    run::check_same_dataset(run, imported.record.dataset)?;
     let graph = run::graph_path(run);
     if graph.is_file() {
         let theirs = GraphSpec::load(&graph).map_err(|e| eyre!(e))?;

@@ -85,6 +85,19 @@ pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
     })
 }
 
+/// Fails when the run's models are for another dataset than `dataset`: a run's
+/// metrics, sweeps and swaps compare its models on one test set.
+pub fn check_same_dataset(run: &RunDir, dataset: Dataset) -> Result<()> {
+    match dataset_of(run) {
+        Some(theirs) if theirs != dataset => Err(eyre!(
+            "{} holds models for {theirs}; a run's models share one dataset: import {dataset} models into another \
+             run (--run NAME)",
+            run.root.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The run's graph with one model's weights, ready to run on `device`.
 pub fn load(run: &RunDir, kind: ModelKind, device: Device) -> Result<Executor> {
     run.require(&[kind])?;
