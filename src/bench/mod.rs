@@ -9,6 +9,7 @@ pub mod pytorch;
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
 use crate::engine::circuit::{self, Evaluate, FastEvaluator, SearchConfig};
+use crate::engine::classifier::FrozenStudy;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd};
 use crate::engine::featvis::{self, VisConfig};
 use crate::engine::lab::Lab;
@@ -270,7 +271,7 @@ pub fn measure_recovery(
     progress("trigger recovery (Neural Cleanse, all labels)");
     let end =
         cleanse::recover(
-            poisoned,
+            &FrozenStudy::of(poisoned, lab.data.dataset.normalisation()),
             "poisoned",
             &lab.data,
             &lab.config.trigger,

@@ -4,6 +4,9 @@
 use super::args::CommonArgs;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
+use crate::data::mnist::Mnist;
+use crate::data::trigger::TriggerConfig;
+use crate::engine::classifier::{Classifier, FrozenStudy};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::featvis::{self, VisConfig, Visualization};
 use crate::engine::lab::{Lab, ModelKind};
@@ -39,9 +42,15 @@ pub(super) fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Resu
 }
 
 /// Runs Neural Cleanse with a progress bar (labels × epochs).
-fn run_recovery(lab: &Lab, net: &Net, name: &str, cfg: &CleanseConfig, visible: bool) -> Result<RecoveryReport> {
+pub(super) fn run_recovery(
+    net: &dyn Classifier,
+    name: &str,
+    (data, trigger): (&Mnist, &TriggerConfig),
+    cfg: &CleanseConfig,
+    visible: bool,
+) -> Result<RecoveryReport> {
     let bar = counter(&format!("recover {name}"), 1, visible);
-    let end = cleanse::recover(net, name, &lab.data, &lab.config.trigger, cfg, &mut |p| {
+    let end = cleanse::recover(net, name, data, trigger, cfg, &mut |p| {
         bar.set_length(p.total_steps as u64);
         bar.set_position(p.step as u64);
         ControlFlow::Continue(())
@@ -92,7 +101,8 @@ pub fn recover(
     let models = if file.is_some() { &[][..] } else { std::slice::from_ref(&model) };
     let lab = open_lab_writing(common, None, Splits::TrainAndTest, models)?;
     let (net, name, key) = examined(&lab, model, file)?;
-    let report = run_recovery(&lab, &net, &name, cfg, format.is_human())?;
+    let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());
+    let report = run_recovery(&study, &name, (&lab.data, &lab.config.trigger), cfg, format.is_human())?;
     let pictures = recovery_store::save(&lab.run, &name, &key, &report)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report.labels)?),
@@ -140,7 +150,9 @@ pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &Unle
             if format.is_human() {
                 eprintln!("no current trigger recovery of the {name} model: running `trojanscope recover` first");
             }
-            let report = run_recovery(&lab, &net, &name, &CleanseConfig::default(), format.is_human())?;
+            let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());
+            let data = (&lab.data, &lab.config.trigger);
+            let report = run_recovery(&study, &name, data, &CleanseConfig::default(), format.is_human())?;
             recovery_store::save(&lab.run, &name, &key, &report)?;
             report
         }

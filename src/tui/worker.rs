@@ -10,6 +10,7 @@ use super::protocol::{
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
 use crate::engine::circuit::{self, FastEvaluator, SearchConfig};
+use crate::engine::classifier::FrozenStudy;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::diff;
 use crate::engine::featvis::{self, VisConfig};
@@ -393,8 +394,9 @@ impl Worker {
         let examined = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
+        let study = FrozenStudy::of(analysis.net(ModelKind::Poisoned)?, lab.data.dataset.normalisation());
         let end = cleanse::recover(
-            analysis.net(ModelKind::Poisoned)?,
+            &study,
             POISONED,
             &lab.data,
             &lab.config.trigger,
