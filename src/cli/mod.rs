@@ -9,6 +9,7 @@ pub mod graph;
 pub mod graph_analyses;
 pub mod graph_report;
 pub mod graph_train;
+pub mod graph_trigger;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -125,7 +126,11 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             }
         }
         Command::Recover { model, checkpoint, cleanse } => {
-            trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
+            } else {
+                trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
+            }
         }
         Command::Unlearn { model, label, images, epochs, fraction, lambda, lr } => {
             let config = UnlearnConfig {
@@ -137,7 +142,11 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 label: *label,
                 ..UnlearnConfig::default()
             };
-            trigger::unlearn(common, format, *model, &config)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_trigger::unlearn(common, format, *model, &config)
+            } else {
+                trigger::unlearn(common, format, *model, &config)
+            }
         }
         Command::Visualize { layer, unit, model, steps, seed } => {
             let config = VisConfig { steps: *steps, seed: *seed, ..VisConfig::default() };
@@ -208,11 +217,11 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         | Command::Diff { .. }
         | Command::Features { .. }
         | Command::Bench { .. }
+        | Command::Recover { .. }
+        | Command::Unlearn { .. }
         | Command::Doctor => return None,
         Command::Run { .. } => "run",
         Command::Train { .. } => "train",
-        Command::Recover { .. } => "recover",
-        Command::Unlearn { .. } => "unlearn",
         Command::Visualize { .. } => "visualize",
         Command::Prune { .. } => "prune",
         Command::Patch { .. } => "patch",

@@ -395,22 +395,15 @@ impl Worker {
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
         let study = FrozenStudy::of(analysis.net(ModelKind::Poisoned)?, lab.data.dataset.normalisation());
-        let end = cleanse::recover(
-            &study,
-            POISONED,
-            &lab.data,
-            &lab.config.trigger,
-            config,
-            &mut |p| {
-                if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
-                    last = Some(Instant::now());
-                    let (job, label) = (Job::Recover, None);
-                    reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
-                    reply(Reply::RecoveryProgress(Box::new(p.clone())));
-                }
-                inbox.interrupted()
-            },
-        )
+        let end = cleanse::recover(&study, POISONED, &lab.data, &lab.config.trigger, config, &mut |p| {
+            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+                last = Some(Instant::now());
+                let (job, label) = (Job::Recover, None);
+                reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
+                reply(Reply::RecoveryProgress(Box::new(p.clone())));
+            }
+            inbox.interrupted()
+        })
         .map_err(|e| eyre!(e))?;
         let RecoveryEnd::Done(report) = end else {
             (self.reply)(Reply::RecoveryStopped);

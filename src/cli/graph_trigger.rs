@@ -1,0 +1,105 @@
+//! `recover` and `unlearn` on a graph run: Neural Cleanse through the generic
+//! executor (the study's loop, `engine::cleanse`, on a `Classifier`), and
+//! unlearning its recovered trigger through the executor's training mode
+//! (`graph::unlearn`). Results are saved where the study saves them.
+
+use super::args::CommonArgs;
+use super::graph::{GraphLab, open};
+use super::output::Format;
+use super::progress::TrainingBars;
+use super::trigger::{
+    announce_unlearning, check_unlearnable, current_recovery, run_recovery, show_recovery, show_unlearned,
+};
+use crate::data::mnist::Mnist;
+use crate::data::trigger::TriggerConfig;
+use crate::engine::checkpoint;
+use crate::engine::classifier::Classifier;
+use crate::engine::cleanse::CleanseConfig;
+use crate::engine::lab::ModelKind;
+use crate::engine::recovery_store;
+use crate::engine::run::RunLock;
+use crate::engine::run::key::FileKey;
+use crate::engine::train::TrainConfig;
+use crate::engine::unlearn::UnlearnConfig;
+use crate::graph::exec::Executor;
+use crate::graph::run::{self as graph_run, TrainedRecord};
+use crate::graph::unlearn::{Unlearning, unlearn as unlearn_graph};
+use crate::setup::{Splits, load_data};
+use color_eyre::eyre::{Result, bail, eyre};
+use std::path::Path;
+
+/// A graph run opened for writing a result: its lock, both splits and the
+/// examined model with the checksum of the file it was read from.
+struct Examined {
+    lab: GraphLab,
+    _lock: RunLock,
+    data: Mnist,
+    exec: Executor,
+    name: String,
+    key: FileKey,
+}
+
+fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>) -> Result<Examined> {
+    let lab = open(common, if file.is_some() { &[] } else { std::slice::from_ref(&model) })?;
+    let lock = RunLock::acquire(&lab.run)?;
+    let (name, path) = match file {
+        Some(path) => (
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into()),
+            path.to_path_buf(),
+        ),
+        None => (model.to_string(), lab.run.model_path(model)),
+    };
+    let key = FileKey::of(&path)?;
+    let exec = graph_run::load_weights(&lab.run, &path, lab.device)?;
+    key.unchanged(&path.display().to_string())?;
+    let data = load_data(common, lab.dataset, Splits::TrainAndTest)?;
+    Ok(Examined { lab, _lock: lock, data, exec, name, key })
+}
+
+/// The run's training settings for `model` (what training recorded), else the
+/// study's recipe on the run's dataset (an imported model).
+fn settings(e: &Examined, model: ModelKind) -> TrainConfig {
+    checkpoint::load_json::<TrainedRecord>(&graph_run::trained_path(&e.lab.run, model))
+        .map(|r| r.config)
+        .unwrap_or_else(|_| TrainConfig::for_dataset(e.lab.dataset))
+}
+
+/// The trigger eval measures poison accuracy with: the recovered masks' overlap
+/// is measured against it.
+fn planted(e: &Examined) -> TriggerConfig {
+    TriggerConfig::for_dataset(e.lab.dataset)
+}
+
+pub fn recover(
+    common: &CommonArgs,
+    format: Format,
+    model: ModelKind,
+    file: Option<&Path>,
+    cfg: &CleanseConfig,
+) -> Result<()> {
+    let e = examine(common, model, file)?;
+    cfg.validate(e.exec.classes()).map_err(|err| eyre!("invalid recovery settings: {err}"))?;
+    let report = run_recovery(&e.exec, &e.name, (&e.data, &planted(&e)), cfg, format.is_human())?;
+    let pictures = recovery_store::save(&e.lab.run, &e.name, &e.key, &report)?;
+    show_recovery(format, &report, &e.lab.run, &pictures)
+}
+
+pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
+    check_unlearnable(model)?;
+    cfg.validate()?;
+    let e = examine(common, model, None)?;
+    let trigger = planted(&e);
+    let recovery = current_recovery(&e.lab.run, (&e.name, &e.key), &e.exec, (&e.data, &trigger), format.is_human())?;
+    announce_unlearning(format, &recovery, cfg)?;
+    let settings = settings(&e, model);
+    let at =
+        Unlearning { run: &e.lab.run, from_key: &e.key, train: &e.data.train, raw: &e.lab.raw, settings: &settings };
+    let mut bars = TrainingBars::new(format.is_human());
+    let Some(outcome) = unlearn_graph(&e.exec, &at, &recovery, cfg, &mut |event| bars.on_event(event))? else {
+        bail!("unlearning stopped; nothing saved");
+    };
+    let rehab = checkpoint::load_json::<TrainedRecord>(&graph_run::trained_path(&e.lab.run, ModelKind::Rehab))
+        .ok()
+        .map(|r| r.metrics);
+    show_unlearned(format, model, &outcome, rehab, &e.lab.run.model_path(ModelKind::Unlearned))
+}
