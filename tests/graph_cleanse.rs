@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::{Mutex, PoisonError};
 use tch::{Device, Kind, Tensor};
 use trojanscope::data::dataset::Dataset;
 use trojanscope::data::trigger::TriggerConfig;
@@ -21,6 +22,10 @@ use trojanscope::engine::inputopt::{squash, unsquash};
 use trojanscope::graph::exec::Executor;
 use trojanscope::graph::preset;
 use trojanscope::graph::weights::Weights;
+
+/// libtorch's one generator: a test that draws holds it, or another test's draws
+/// interleave with its own (docs/testing.md).
+static GENERATOR: Mutex<()> = Mutex::new(());
 
 fn tiny_run() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-run")
@@ -37,6 +42,7 @@ fn recovered(net: &dyn Classifier, cfg: &CleanseConfig) -> RecoveryReport {
 
 #[test]
 fn the_study_graph_recovers_the_study_networks_masks() {
+    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
     tch::set_num_threads(1);
     let path = tiny_run().join("poisoned.safetensors");
     let net = checkpoint::load_net(&path, Device::Cpu).unwrap();
@@ -73,6 +79,7 @@ fn preact_graph() -> Executor {
 
 #[test]
 fn the_cleanse_gradient_on_a_graph_is_per_image_autograd_and_finite_differences() {
+    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
     tch::set_num_threads(1);
     tch::manual_seed(2);
     let exec = preact_graph();

@@ -7,9 +7,7 @@ use super::args::CommonArgs;
 use super::graph::{GraphLab, open};
 use super::output::Format;
 use super::progress::TrainingBars;
-use super::trigger::{
-    announce_unlearning, check_unlearnable, current_recovery, run_recovery, show_recovery, show_unlearned,
-};
+use super::trigger::{announce_unlearning, current_recovery, run_recovery, show_recovery, show_unlearned};
 use crate::data::mnist::Mnist;
 use crate::data::trigger::TriggerConfig;
 use crate::engine::checkpoint;
@@ -30,7 +28,7 @@ use std::path::Path;
 
 /// A graph run opened for writing a result: its lock, both splits and the
 /// examined model with the checksum of the file it was read from.
-struct Examined {
+pub(super) struct Examined {
     lab: GraphLab,
     _lock: RunLock,
     data: Mnist,
@@ -39,7 +37,7 @@ struct Examined {
     key: FileKey,
 }
 
-fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>) -> Result<Examined> {
+pub(super) fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>) -> Result<Examined> {
     let lab = open(common, if file.is_some() { &[] } else { std::slice::from_ref(&model) })?;
     let lock = RunLock::acquire(&lab.run)?;
     let (name, path) = match file {
@@ -70,28 +68,18 @@ fn planted(e: &Examined) -> TriggerConfig {
     TriggerConfig::for_dataset(e.lab.dataset)
 }
 
-pub fn recover(
-    common: &CommonArgs,
-    format: Format,
-    model: ModelKind,
-    file: Option<&Path>,
-    cfg: &CleanseConfig,
-) -> Result<()> {
-    let e = examine(common, model, file)?;
+pub(super) fn recover(format: Format, e: &Examined, cfg: &CleanseConfig) -> Result<()> {
     cfg.validate(e.exec.classes()).map_err(|err| eyre!("invalid recovery settings: {err}"))?;
-    let report = run_recovery(&e.exec, &e.name, (&e.data, &planted(&e)), cfg, format.is_human())?;
+    let report = run_recovery(&e.exec, &e.name, (&e.data, &planted(e)), cfg, format.is_human())?;
     let pictures = recovery_store::save(&e.lab.run, &e.name, &e.key, &report)?;
     show_recovery(format, &report, &e.lab.run, &pictures)
 }
 
-pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
-    check_unlearnable(model)?;
-    cfg.validate()?;
-    let e = examine(common, model, None)?;
-    let trigger = planted(&e);
+pub(super) fn unlearn(format: Format, e: &Examined, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
+    let trigger = planted(e);
     let recovery = current_recovery(&e.lab.run, (&e.name, &e.key), &e.exec, (&e.data, &trigger), format.is_human())?;
     announce_unlearning(format, &recovery, cfg)?;
-    let settings = settings(&e, model);
+    let settings = settings(e, model);
     let at =
         Unlearning { run: &e.lab.run, from_key: &e.key, train: &e.data.train, raw: &e.lab.raw, settings: &settings };
     let mut bars = TrainingBars::new(format.is_human());

@@ -126,11 +126,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             }
         }
         Command::Recover { model, checkpoint, cleanse } => {
-            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
-                graph_trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
-            } else {
-                trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
-            }
+            trigger::recover(common, format, *model, checkpoint.as_deref(), &cleanse.config())
         }
         Command::Unlearn { model, label, images, epochs, fraction, lambda, lr } => {
             let config = UnlearnConfig {
@@ -142,11 +138,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 label: *label,
                 ..UnlearnConfig::default()
             };
-            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
-                graph_trigger::unlearn(common, format, *model, &config)
-            } else {
-                trigger::unlearn(common, format, *model, &config)
-            }
+            trigger::unlearn(common, format, *model, &config)
         }
         Command::Visualize { layer, unit, model, steps, seed } => {
             let config = VisConfig { steps: *steps, seed: *seed, ..VisConfig::default() };

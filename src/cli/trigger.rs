@@ -2,6 +2,7 @@
 //! removing it, and looking at what units respond to.
 
 use super::args::CommonArgs;
+use super::graph_trigger;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
 use crate::data::mnist::Mnist;
@@ -17,6 +18,7 @@ use crate::engine::recovery_store::{self, recovery_table};
 use crate::engine::run::RunDir;
 use crate::engine::run::key::FileKey;
 use crate::engine::unlearn::{self, UnlearnConfig, UnlearnOutcome};
+use crate::graph::run::is_graph_run;
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
 use crate::setup::{Splits, open_lab_writing};
 use crate::table::Table;
@@ -99,6 +101,9 @@ pub fn recover(
     file: Option<&Path>,
     cfg: &CleanseConfig,
 ) -> Result<()> {
+    if is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+        return graph_trigger::recover(format, &graph_trigger::examine(common, model, file)?, cfg);
+    }
     cfg.validate(Layer::Fc2.units()).map_err(|e| eyre!("invalid recovery settings: {e}"))?;
     let models = if file.is_some() { &[][..] } else { std::slice::from_ref(&model) };
     let lab = open_lab_writing(common, None, Splits::TrainAndTest, models)?;
@@ -166,7 +171,7 @@ struct UnlearnResult {
 }
 
 /// Refuses unlearning the unlearned model itself.
-pub(super) fn check_unlearnable(model: ModelKind) -> Result<()> {
+fn check_unlearnable(model: ModelKind) -> Result<()> {
     if model == ModelKind::Unlearned {
         bail!("the unlearned model is what unlearning writes; pick the model to unlearn from (e.g. --model poisoned)");
     }
@@ -219,6 +224,10 @@ pub(super) fn show_unlearned(
 
 pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
     check_unlearnable(model)?;
+    cfg.validate()?;
+    if is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+        return graph_trigger::unlearn(format, &graph_trigger::examine(common, model, None)?, model, cfg);
+    }
     let lab = open_lab_writing(common, None, Splits::TrainAndTest, &[model])?;
     let (net, name, key) = examined(&lab, model, None)?;
     let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());

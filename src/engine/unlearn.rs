@@ -52,6 +52,12 @@ impl UnlearnConfig {
         Ok(())
     }
 
+    /// The settings checked, and the recovered trigger in `recovery` they unlearn.
+    pub fn trigger_in<'r>(&self, recovery: &'r RecoveryReport) -> Result<&'r LabelTrigger> {
+        self.validate()?;
+        chosen_trigger(recovery, self.label)
+    }
+
     /// The run's training settings with unlearning's own: its share of stamped
     /// examples, and rehab's λ (an unlearning phase takes rehab's).
     pub fn train_config(&self, run: &TrainConfig) -> TrainConfig {
@@ -147,8 +153,7 @@ pub fn unlearn(
     cfg: &UnlearnConfig,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> Result<Option<UnlearnOutcome>> {
-    cfg.validate()?;
-    let trigger = chosen_trigger(recovery, cfg.label)?;
+    let trigger = cfg.trigger_in(recovery)?;
     let _lock = lab.writing()?;
     let clock = Instant::now();
     let before = lab.test.evaluate(from);

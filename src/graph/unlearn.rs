@@ -16,7 +16,7 @@ use crate::engine::run::RunDir;
 use crate::engine::run::key::FileKey;
 use crate::engine::testset::TestSet;
 use crate::engine::train::{Phase, TrainConfig, TrainData, TrainEvent};
-use crate::engine::unlearn::{UnlearnConfig, UnlearnOutcome, UnlearnRecord, chosen_trigger, logged_phase};
+use crate::engine::unlearn::{UnlearnConfig, UnlearnOutcome, UnlearnRecord, logged_phase};
 use color_eyre::eyre::{Result, eyre};
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -46,8 +46,7 @@ pub fn unlearn(
     cfg: &UnlearnConfig,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> Result<Option<UnlearnOutcome>> {
-    cfg.validate()?;
-    let trigger = chosen_trigger(recovery, cfg.label)?;
+    let trigger = cfg.trigger_in(recovery)?;
     let clock = Instant::now();
     let measure = || {
         let _guard = tch::no_grad_guard();
