@@ -129,6 +129,50 @@ fn the_cleanse_gradient_on_a_graph_is_per_image_autograd_and_finite_differences(
     }
 }
 
+#[test]
+fn one_cleanse_step_on_a_graph_is_pytorchs() {
+    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
+    tch::set_num_threads(1);
+    tch::manual_seed(4);
+    let exec = preact_graph();
+    let work = common::scratch("graph-cleanse-step");
+    let weights = work.join("weights.safetensors");
+    exec.weights.save(&weights).unwrap();
+    let mask0 = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
+    let pattern0 = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
+    let raw = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let (labels, costs) = ([2u8, 5, 8], Tensor::from_slice(&[0.0f32, 1e-3, 1e-2]));
+    let given = [
+        ("mask", mask0.shallow_clone()),
+        ("pattern", pattern0.shallow_clone()),
+        ("images", raw.shallow_clone()),
+        ("labels", Tensor::from_slice(&[2.0f32, 5.0, 8.0])),
+        ("costs", costs.shallow_clone()),
+    ];
+    Tensor::write_safetensors(&given, work.join("in.safetensors")).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("benches/graph_cleanse.py"))
+        .args(["--preactresnet18", "4", "--norm", "0.1307/0.3081", "--threads", "1", "--weights"])
+        .arg(&weights)
+        .arg("--step")
+        .args([work.join("in.safetensors"), work.join("out.safetensors")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(work.join("out.safetensors")).unwrap().into_iter().collect();
+    let mut ours = BatchedCleanse::new(&exec, &labels, (&mask0, &pattern0), 0.1);
+    let _ = ours.step(&raw, &costs);
+    let (mask, pattern) = ours.mask_and_pattern();
+    // Adam's first step is ±lr wherever the gradient is not ~0: every value moved.
+    assert!((&mask - &mask0).abs().min().double_value(&[]) > 1e-3);
+    for (a, b, what) in [(&mask, &theirs["mask"], "mask"), (&pattern, &theirs["pattern"], "pattern")] {
+        let apart = (a - b).abs().max().double_value(&[]);
+        assert!(apart < 1e-5, "{what}s {apart:e} apart after one step");
+    }
+}
+
 fn trojanscope(checkpoints: &Path, run: &str, args: &[&str]) -> Output {
     let mut command = common::binary();
     let dir = checkpoints.display().to_string();
