@@ -208,6 +208,11 @@ fn recover_and_unlearn_run_on_a_graph_run_and_unlearn_as_the_study_does() {
         saved
     );
     fails_with(&on_graph(&["unlearn", "--model", "unlearned"]), "the unlearned model is what unlearning writes");
+    let lock =
+        trojanscope::engine::run::RunLock::acquire(&trojanscope::engine::run::RunDir::new(&checkpoints, "graph"))
+            .unwrap();
+    fails_with(&on_graph(&["recover", "--json"]), "is being written by another process");
+    drop(lock);
 
     let unlearn = ["unlearn", "--label", "8", "--images", "640", "--json"];
     let ours = common::json(&on_graph(&unlearn));

@@ -7,7 +7,7 @@ use super::args::CommonArgs;
 use super::graph::{GraphLab, open};
 use super::output::Format;
 use super::progress::TrainingBars;
-use super::trigger::{announce_unlearning, current_recovery, run_recovery, show_recovery, show_unlearned};
+use super::trigger::{announce_unlearning, current_recovery, model_file, run_recovery, show_recovery, show_unlearned};
 use crate::data::mnist::Mnist;
 use crate::data::trigger::TriggerConfig;
 use crate::engine::checkpoint;
@@ -15,8 +15,8 @@ use crate::engine::classifier::Classifier;
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::recovery_store;
-use crate::engine::run::RunLock;
 use crate::engine::run::key::FileKey;
+use crate::engine::run::{RunDir, RunLock};
 use crate::engine::train::TrainConfig;
 use crate::engine::unlearn::UnlearnConfig;
 use crate::graph::exec::Executor;
@@ -38,15 +38,13 @@ pub(super) struct Examined {
 }
 
 pub(super) fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>) -> Result<Examined> {
-    let lab = open(common, if file.is_some() { &[] } else { std::slice::from_ref(&model) })?;
-    let lock = RunLock::acquire(&lab.run)?;
-    let (name, path) = match file {
-        Some(path) => (
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into()),
-            path.to_path_buf(),
-        ),
-        None => (model.to_string(), lab.run.model_path(model)),
-    };
+    let models = if file.is_some() { &[][..] } else { std::slice::from_ref(&model) };
+    // The models, then the lock, before any data is read (as the study's commands).
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    run.require(models)?;
+    let lock = RunLock::acquire(&run)?;
+    let lab = open(common, models)?;
+    let (name, path) = model_file(&lab.run, model, file);
     let key = FileKey::of(&path)?;
     let exec = graph_run::load_weights(&lab.run, &path, lab.device)?;
     key.unchanged(&path.display().to_string())?;

@@ -26,23 +26,29 @@ use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The model examined: a run's, or a checkpoint file; its name, and its file with
 /// the checksum it was read with (what results are keyed by).
 pub(super) fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Result<(Net, String, FileKey)> {
-    let (name, path) = match file {
+    if file.is_none() {
+        lab.run.require(&[model])?;
+    }
+    let (name, path) = model_file(&lab.run, model, file);
+    let (net, key) = FileKey::read_model(&path, lab.device)?;
+    Ok((net, name, key))
+}
+
+/// The examined model's name and file: a checkpoint file's stem and the file, or
+/// the run's model.
+pub(super) fn model_file(run: &RunDir, model: ModelKind, file: Option<&Path>) -> (String, PathBuf) {
+    match file {
         Some(path) => (
             path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into()),
             path.to_path_buf(),
         ),
-        None => {
-            lab.run.require(&[model])?;
-            (model.to_string(), lab.run.model_path(model))
-        }
-    };
-    let (net, key) = FileKey::read_model(&path, lab.device)?;
-    Ok((net, name, key))
+        None => (model.to_string(), run.model_path(model)),
+    }
 }
 
 /// Runs Neural Cleanse with a progress bar (labels × epochs).
