@@ -23,8 +23,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
-from graph_pytorch import preactresnet18  # noqa: E402
-from graph_python import load_model, normalise, parse_norm, read_mnist, read_safetensors, run_main, write_safetensors  # noqa: E402,E501
+from graph_pytorch import add_model_args, model_of  # noqa: E402
+from graph_python import normalise, parse_norm, read_mnist, read_safetensors, run_main, write_safetensors  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -65,24 +65,14 @@ class Cleanse:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source")
-    ap.add_argument("--preactresnet18", type=int, metavar="WIDTH")
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--state-key")
-    ap.add_argument("--norm", default="none")
-    ap.add_argument("--threads", type=int)
+    add_model_args(ap)
     ap.add_argument("--step", nargs=2, metavar=("IN", "OUT"))
     ap.add_argument("--time", action="store_true")
     ap.add_argument("--data-dir")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.preactresnet18:
-        model = preactresnet18(args.preactresnet18, args.weights)
-    else:
-        model = load_model(args.source, args.weights, args.state_key)[0].eval()
+    model = model_of(args)
     for w in model.parameters():
         w.requires_grad_(False)
     norm = parse_norm(args.norm)
