@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use tch::{Device, Kind, Tensor};
 use trojanscope::data::dataset::Dataset;
 use trojanscope::data::trigger::TriggerConfig;
@@ -26,6 +26,13 @@ use trojanscope::graph::weights::Weights;
 /// libtorch's one generator: a test that draws holds it, or another test's draws
 /// interleave with its own (docs/testing.md).
 static GENERATOR: Mutex<()> = Mutex::new(());
+
+/// The generator held, and one libtorch thread (cargo runs tests side by side).
+fn turn() -> MutexGuard<'static, ()> {
+    let turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
+    tch::set_num_threads(1);
+    turn
+}
 
 fn tiny_run() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-run")
@@ -42,8 +49,7 @@ fn recovered(net: &dyn Classifier, cfg: &CleanseConfig) -> RecoveryReport {
 
 #[test]
 fn the_study_graph_recovers_the_study_networks_masks() {
-    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
-    tch::set_num_threads(1);
+    let _turn = turn();
     let path = tiny_run().join("poisoned.safetensors");
     let net = checkpoint::load_net(&path, Device::Cpu).unwrap();
     let spec = preset::study(Dataset::Mnist);
@@ -79,10 +85,9 @@ fn preact_graph() -> Executor {
 
 #[test]
 fn the_cleanse_gradient_on_a_graph_is_per_image_autograd_and_finite_differences() {
-    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
-    tch::set_num_threads(1);
-    tch::manual_seed(2);
+    let _turn = turn();
     let exec = preact_graph();
+    tch::manual_seed(2);
     let labels = [2u8, 5, 8];
     let costs = [0.0f32, 1e-3, 1e-2];
     let mask0 = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
@@ -131,10 +136,9 @@ fn the_cleanse_gradient_on_a_graph_is_per_image_autograd_and_finite_differences(
 
 #[test]
 fn one_cleanse_step_on_a_graph_is_pytorchs() {
-    let _turn = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
-    tch::set_num_threads(1);
-    tch::manual_seed(4);
+    let _turn = turn();
     let exec = preact_graph();
+    tch::manual_seed(4);
     let work = common::scratch("graph-cleanse-step");
     let weights = work.join("weights.safetensors");
     exec.weights.save(&weights).unwrap();
