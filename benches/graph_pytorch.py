@@ -54,6 +54,26 @@ def preactresnet18(width, weights):
     return model.eval()
 
 
+def add_model_args(ap):
+    """The flags that say how to rebuild the model (shared with graph_cleanse.py)."""
+    ap.add_argument("--source")
+    ap.add_argument("--preactresnet18", type=int, metavar="WIDTH",
+                    help="BackdoorBench's PreActResNet-18 at this width (a model trojanscope trained from its preset)")
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--state-key")
+    ap.add_argument("--norm", default="none")
+    ap.add_argument("--threads", type=int)
+
+
+def model_of(args):
+    """The model the flags of `add_model_args` name, in eval mode, on `--threads` threads."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.preactresnet18:
+        return preactresnet18(args.preactresnet18, args.weights)
+    return load_model(args.source, args.weights, args.state_key)[0].eval()
+
+
 def split_at(model, site):
     """Two GraphModules: input → the values live after `site`, and those → logits."""
     gm = torch.fx.symbolic_trace(model)
@@ -80,12 +100,7 @@ def split_at(model, site):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source")
-    ap.add_argument("--preactresnet18", type=int, metavar="WIDTH",
-                    help="BackdoorBench's PreActResNet-18 at this width (a model trojanscope trained from its preset)")
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--state-key")
-    ap.add_argument("--norm", default="none")
+    add_model_args(ap)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--test-limit", type=int)
     ap.add_argument("--node", required=True)
@@ -94,15 +109,9 @@ def main():
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--variants", type=int, default=4)
     ap.add_argument("--memory-format", choices=["nchw", "channels_last"], default="nchw")
-    ap.add_argument("--threads", type=int)
     ap.add_argument("--skip-sweep", action="store_true")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.preactresnet18:
-        model = preactresnet18(args.preactresnet18, args.weights)
-    else:
-        model = load_model(args.source, args.weights, args.state_key)[0].eval()
+    model = model_of(args)
     norm = parse_norm(args.norm)
     size, row, col, amplitude, target = args.trigger.split(",")
     mask = trigger_mask(int(size), int(row), int(col), float(amplitude)) * args.std

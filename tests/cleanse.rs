@@ -5,6 +5,7 @@
 use tch::{Device, Kind, Tensor};
 use trojanscope::data::dataset::Dataset;
 use trojanscope::data::trigger::{Stamp, TriggerConfig};
+use trojanscope::engine::classifier::FrozenStudy;
 use trojanscope::engine::cleanse::{BatchedCleanse, CostSchedule, anomaly_indices, trigger_overlap};
 use trojanscope::engine::featvis::{VisConfig, visualize};
 use trojanscope::engine::host::floats;
@@ -19,9 +20,9 @@ fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
 #[test]
 fn the_stamp_blends_in_raw_pixels_and_then_normalises() {
     // Two 2×2 images, two labels' masks and patterns.
-    let raw = Tensor::from_slice(&[0.0f32, 0.5, 1.0, 0.2, 0.9, 0.1, 0.4, 0.6]).view([2, 2, 2]);
-    let mask = Tensor::from_slice(&[1.0f32, 0.0, 0.5, 0.25, 0.0, 0.0, 0.0, 1.0]).view([2, 2, 2]);
-    let pattern = Tensor::from_slice(&[0.8f32, 0.3, 0.0, 1.0, 0.5, 0.5, 0.5, 0.0]).view([2, 2, 2]);
+    let raw = Tensor::from_slice(&[0.0f32, 0.5, 1.0, 0.2, 0.9, 0.1, 0.4, 0.6]).view([2, 1, 2, 2]);
+    let mask = Tensor::from_slice(&[1.0f32, 0.0, 0.5, 0.25, 0.0, 0.0, 0.0, 1.0]).view([2, 1, 2, 2]);
+    let pattern = Tensor::from_slice(&[0.8f32, 0.3, 0.0, 1.0, 0.5, 0.5, 0.5, 0.0]).view([2, 1, 2, 2]);
     let stamped = floats(&stamp_all(&raw, &mask, &pattern));
     // Label-major: label 0 on image 0, label 0 on image 1, label 1 on image 0, …
     let expected = [
@@ -32,16 +33,23 @@ fn the_stamp_blends_in_raw_pixels_and_then_normalises() {
     ];
     assert!(close(&stamped, &expected, 1e-6), "{stamped:?}");
     assert_eq!(stamp_all(&raw, &mask, &pattern).size(), [4, 1, 2, 2]);
+    // Two channels: one mask for both, a pattern per channel (Neural Cleanse's shapes).
+    let rgb = Tensor::cat(&[&raw, &(1.0 - &raw)], 1);
+    let two = Tensor::from_slice(&[0.8f32, 0.3, 0.0, 1.0, 0.1, 0.2, 0.3, 0.4]).view([1, 2, 2, 2]);
+    let stamped = floats(&stamp_all(&rgb, &mask.narrow(0, 0, 1), &two));
+    assert_eq!(stamp_all(&rgb, &mask.narrow(0, 0, 1), &two).size(), [2, 2, 2, 2]);
+    // Image 0: channel 0 as above, channel 1 (1 − x) blended with the second pattern.
+    assert!(close(&stamped[..8], &[0.8, 0.5, 0.5, 0.4, 0.1, 0.5, 0.15, 0.7], 1e-6), "{stamped:?}");
     let norm = Dataset::Mnist.normalisation();
     let n = floats(&norm.normalise(&Tensor::from_slice(&[0.0f32, 1.0])));
     assert!(close(&n, &[-0.1307 / 0.3081, (1.0 - 0.1307) / 0.3081], 1e-6));
     // The training stamp does the same blend on already-normalised images.
     let m28: Vec<f32> = (0..784).map(|i| (i % 7) as f32 / 6.0).collect();
     let p28: Vec<f32> = (0..784).map(|i| (i % 5) as f32 / 4.0).collect();
-    let x_raw = Tensor::rand([3, 28, 28], (Kind::Float, Device::Cpu));
-    let blended = Stamp::blend(&m28, &p28, norm, Device::Cpu).apply(&norm.normalise(&x_raw).unsqueeze(1));
-    let m = Tensor::from_slice(&m28).view([1, 28, 28]);
-    let p = Tensor::from_slice(&p28).view([1, 28, 28]);
+    let x_raw = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let blended = Stamp::blend(&m28, &p28, norm, Device::Cpu).apply(&norm.normalise(&x_raw));
+    let m = Tensor::from_slice(&m28).view([1, 1, 28, 28]);
+    let p = Tensor::from_slice(&p28).view([1, 1, 28, 28]);
     let by_hand = norm.normalise(&stamp_all(&x_raw, &m, &p));
     assert!(close(&floats(&blended), &floats(&by_hand), 1e-5));
 }
@@ -153,24 +161,20 @@ fn ten_labels_batched_step_as_ten_separate_problems() {
     tch::manual_seed(7);
     let net = Net::new(Device::Cpu);
     let labels: Vec<u8> = (0..10).collect();
-    let mask0 = Tensor::rand([10, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
-    let pattern0 = Tensor::rand([10, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
+    let study = FrozenStudy::of(&net, Dataset::Mnist.normalisation());
+    let mask0 = Tensor::rand([10, 1, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
+    let pattern0 = Tensor::rand([10, 1, 28, 28], (Kind::Float, Device::Cpu)) * 0.9 + 0.05;
     let costs: Vec<f32> = (0..10).map(|i| if i % 3 == 0 { 0.0 } else { 1e-3 * i as f32 }).collect();
-    let batches: Vec<Tensor> = (0..3).map(|_| Tensor::rand([32, 28, 28], (Kind::Float, Device::Cpu))).collect();
-    let mut batched = BatchedCleanse::new(&net, &labels, (&mask0, &pattern0), 0.1, Dataset::Mnist.normalisation());
+    let batches: Vec<Tensor> = (0..3).map(|_| Tensor::rand([32, 1, 28, 28], (Kind::Float, Device::Cpu))).collect();
+    let mut batched = BatchedCleanse::new(&study, &labels, (&mask0, &pattern0), 0.1);
     let mut batched_hits = Vec::new();
     for x in &batches {
         batched_hits.push(floats(&batched.step(x, &Tensor::from_slice(&costs)).0));
     }
     let (masks, patterns) = batched.mask_and_pattern();
     for l in 0..10i64 {
-        let mut single = BatchedCleanse::new(
-            &net,
-            &[l as u8],
-            (&mask0.narrow(0, l, 1), &pattern0.narrow(0, l, 1)),
-            0.1,
-            Dataset::Mnist.normalisation(),
-        );
+        let mut single =
+            BatchedCleanse::new(&study, &[l as u8], (&mask0.narrow(0, l, 1), &pattern0.narrow(0, l, 1)), 0.1);
         for (step, x) in batches.iter().enumerate() {
             let (hits, _) = single.step(x, &Tensor::from_slice(&costs[l as usize..l as usize + 1]));
             assert_eq!(floats(&hits)[0], batched_hits[step][l as usize], "label {l} step {step}");

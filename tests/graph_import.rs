@@ -168,8 +168,8 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
     assert_eq!(sweep[5]["metrics"], one["ablated"]);
     // Commands that do not run on a graph yet say so.
     assert_clean_failure(
-        &trojanscope(&["recover", "--checkpoints", &dir, "--run", "preact"]),
-        "`recover` does not run on a graph yet",
+        &trojanscope(&["circuit", "--checkpoints", &dir, "--run", "preact"]),
+        "`circuit` does not run on a graph yet",
     );
     // Weight mode on a node without weights per unit.
     assert_clean_failure(

@@ -222,8 +222,9 @@ fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
     let lab = &trained_lab();
     let poisoned = lab.load(ModelKind::Poisoned).unwrap();
     let cfg = CleanseConfig { images: 500, test_images: 500, ..CleanseConfig::default() };
+    let study = trojanscope::engine::classifier::FrozenStudy::of(&poisoned, lab.data.dataset.normalisation());
     let mut snapshots = 0;
-    let end = recover(&poisoned, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |p| {
+    let end = recover(&study, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |p| {
         snapshots += 1;
         assert_eq!((p.masks.len(), p.masks[0].len()), (10, 784));
         ControlFlow::Continue(())
@@ -243,7 +244,7 @@ fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
     assert!(flagged.success > 90.0, "held-out success {}", flagged.success);
     // A recovery stopped half-way returns nothing.
     let mut calls = 0;
-    let stopped = recover(&poisoned, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |_| {
+    let stopped = recover(&study, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |_| {
         calls += 1;
         if calls == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     })

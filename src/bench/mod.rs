@@ -9,6 +9,7 @@ pub mod pytorch;
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::cache::ActivationCache;
 use crate::engine::circuit::{self, Evaluate, FastEvaluator, SearchConfig};
+use crate::engine::classifier::FrozenStudy;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd};
 use crate::engine::featvis::{self, VisConfig};
 use crate::engine::lab::Lab;
@@ -268,15 +269,14 @@ pub fn measure_recovery(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Vec<Figure>, Vec<u8>, u8), String> {
     progress("trigger recovery (Neural Cleanse, all labels)");
-    let end =
-        cleanse::recover(
-            poisoned,
-            "poisoned",
-            &lab.data,
-            &lab.config.trigger,
-            cfg,
-            &mut |_| ControlFlow::Continue(()),
-        )?;
+    let end = cleanse::recover(
+        &FrozenStudy::of(poisoned, lab.data.dataset.normalisation()),
+        "poisoned",
+        &lab.data,
+        &lab.config.trigger,
+        cfg,
+        &mut |_| ControlFlow::Continue(()),
+    )?;
     let RecoveryEnd::Done(report) = end else { return Err("recovery stopped".into()) };
     let smallest = report.labels.iter().min_by(|a, b| a.l1.total_cmp(&b.l1)).map(|t| t.label).unwrap_or(0);
     progress("feature visualisation");

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod graph_analyses;
 pub mod graph_report;
 pub mod graph_train;
+pub mod graph_trigger;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -208,11 +209,11 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         | Command::Diff { .. }
         | Command::Features { .. }
         | Command::Bench { .. }
+        | Command::Recover { .. }
+        | Command::Unlearn { .. }
         | Command::Doctor => return None,
         Command::Run { .. } => "run",
         Command::Train { .. } => "train",
-        Command::Recover { .. } => "recover",
-        Command::Unlearn { .. } => "unlearn",
         Command::Visualize { .. } => "visualize",
         Command::Prune { .. } => "prune",
         Command::Patch { .. } => "patch",

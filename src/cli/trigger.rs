@@ -2,16 +2,23 @@
 //! removing it, and looking at what units respond to.
 
 use super::args::CommonArgs;
+use super::graph_trigger;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
+use crate::data::mnist::Mnist;
+use crate::data::trigger::TriggerConfig;
+use crate::engine::classifier::{Classifier, FrozenStudy};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::featvis::{self, VisConfig, Visualization};
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::layer::Layer;
+use crate::engine::metrics::Metrics;
 use crate::engine::model::Net;
 use crate::engine::recovery_store::{self, recovery_table};
+use crate::engine::run::RunDir;
 use crate::engine::run::key::FileKey;
-use crate::engine::unlearn::{self, UnlearnConfig};
+use crate::engine::unlearn::{self, UnlearnConfig, UnlearnOutcome};
+use crate::graph::run::is_graph_run;
 use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
 use crate::setup::{Splits, open_lab_writing};
 use crate::table::Table;
@@ -19,29 +26,41 @@ use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The model examined: a run's, or a checkpoint file; its name, and its file with
 /// the checksum it was read with (what results are keyed by).
 pub(super) fn examined(lab: &Lab, model: ModelKind, file: Option<&Path>) -> Result<(Net, String, FileKey)> {
-    let (name, path) = match file {
-        Some(path) => (
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into()),
-            path.to_path_buf(),
-        ),
-        None => {
-            lab.run.require(&[model])?;
-            (model.to_string(), lab.run.model_path(model))
-        }
-    };
+    if file.is_none() {
+        lab.run.require(&[model])?;
+    }
+    let (name, path) = model_file(&lab.run, model, file);
     let (net, key) = FileKey::read_model(&path, lab.device)?;
     Ok((net, name, key))
 }
 
+/// The examined model's name and file: a checkpoint file's stem and the file, or
+/// the run's model.
+pub(super) fn model_file(run: &RunDir, model: ModelKind, file: Option<&Path>) -> (String, PathBuf) {
+    match file {
+        Some(path) => (
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into()),
+            path.to_path_buf(),
+        ),
+        None => (model.to_string(), run.model_path(model)),
+    }
+}
+
 /// Runs Neural Cleanse with a progress bar (labels × epochs).
-fn run_recovery(lab: &Lab, net: &Net, name: &str, cfg: &CleanseConfig, visible: bool) -> Result<RecoveryReport> {
+pub(super) fn run_recovery(
+    net: &dyn Classifier,
+    name: &str,
+    (data, trigger): (&Mnist, &TriggerConfig),
+    cfg: &CleanseConfig,
+    visible: bool,
+) -> Result<RecoveryReport> {
     let bar = counter(&format!("recover {name}"), 1, visible);
-    let end = cleanse::recover(net, name, &lab.data, &lab.config.trigger, cfg, &mut |p| {
+    let end = cleanse::recover(net, name, data, trigger, cfg, &mut |p| {
         bar.set_length(p.total_steps as u64);
         bar.set_position(p.step as u64);
         ControlFlow::Continue(())
@@ -88,26 +107,35 @@ pub fn recover(
     file: Option<&Path>,
     cfg: &CleanseConfig,
 ) -> Result<()> {
+    if is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+        return graph_trigger::recover(format, &graph_trigger::examine(common, model, file)?, cfg);
+    }
     cfg.validate(Layer::Fc2.units()).map_err(|e| eyre!("invalid recovery settings: {e}"))?;
     let models = if file.is_some() { &[][..] } else { std::slice::from_ref(&model) };
     let lab = open_lab_writing(common, None, Splits::TrainAndTest, models)?;
     let (net, name, key) = examined(&lab, model, file)?;
-    let report = run_recovery(&lab, &net, &name, cfg, format.is_human())?;
+    let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());
+    let report = run_recovery(&study, &name, (&lab.data, &lab.config.trigger), cfg, format.is_human())?;
     let pictures = recovery_store::save(&lab.run, &name, &key, &report)?;
+    show_recovery(format, &report, &lab.run, &pictures)
+}
+
+/// Prints a saved recovery: its table, verdict and where it was saved.
+pub(super) fn show_recovery(format: Format, report: &RecoveryReport, run: &RunDir, pictures: &Path) -> Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report.labels)?),
         _ => {
-            format.emit(&report.labels, &recovery_table(&report))?;
+            format.emit(&report.labels, &recovery_table(report))?;
             if format.is_human() {
-                println!("{}", verdict(&report));
+                println!("{}", verdict(report));
                 eprintln!(
                     "{:.1} s optimising ({} images × {} epochs, all labels batched), {:.1} s in all; \
                      saved {} and pictures in {}",
                     report.optimise_s,
-                    cfg.images,
-                    cfg.epochs,
+                    report.config.images,
+                    report.config.epochs,
                     report.total_s,
-                    lab.run.recovery_path(&name).display(),
+                    run.recovery_path(&report.model).display(),
                     pictures.display()
                 );
             }
@@ -116,47 +144,67 @@ pub fn recover(
     Ok(())
 }
 
+/// The saved recovery of the model `key` names if it is current, else a fresh
+/// one with the default settings (saved).
+pub(super) fn current_recovery(
+    run: &RunDir,
+    (name, key): (&str, &FileKey),
+    net: &dyn Classifier,
+    data: (&Mnist, &TriggerConfig),
+    human: bool,
+) -> Result<RecoveryReport> {
+    if let Some(report) = recovery_store::load_current(run, name, key)? {
+        return Ok(report);
+    }
+    if human {
+        eprintln!("no current trigger recovery of the {name} model: running `trojanscope recover` first");
+    }
+    let report = run_recovery(net, name, data, &CleanseConfig::default(), human)?;
+    recovery_store::save(run, name, key, &report)?;
+    Ok(report)
+}
+
 #[derive(Serialize)]
 struct UnlearnResult {
     model: ModelKind,
     label: u8,
     mask_l1: f64,
     anomaly_index: f64,
-    before: crate::engine::metrics::Metrics,
-    after: crate::engine::metrics::Metrics,
-    rehab_model: Option<crate::engine::metrics::Metrics>,
+    before: Metrics,
+    after: Metrics,
+    rehab_model: Option<Metrics>,
     seconds: f64,
 }
 
-pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
+/// Refuses unlearning the unlearned model itself.
+fn check_unlearnable(model: ModelKind) -> Result<()> {
     if model == ModelKind::Unlearned {
         bail!("the unlearned model is what unlearning writes; pick the model to unlearn from (e.g. --model poisoned)");
     }
-    let lab = open_lab_writing(common, None, Splits::TrainAndTest, &[model])?;
-    let (net, name, key) = examined(&lab, model, None)?;
-    let recovery = match recovery_store::load_current(&lab.run, &name, &key)? {
-        Some(report) => report,
-        None => {
-            if format.is_human() {
-                eprintln!("no current trigger recovery of the {name} model: running `trojanscope recover` first");
-            }
-            let report = run_recovery(&lab, &net, &name, &CleanseConfig::default(), format.is_human())?;
-            recovery_store::save(&lab.run, &name, &key, &report)?;
-            report
-        }
-    };
-    let chosen = unlearn::chosen_trigger(&recovery, cfg.label)?;
+    Ok(())
+}
+
+/// Says which recovered trigger is unlearned from the `name` model.
+pub(super) fn announce_unlearning(format: Format, recovery: &RecoveryReport, cfg: &UnlearnConfig) -> Result<()> {
+    let chosen = unlearn::chosen_trigger(recovery, cfg.label)?;
     if format.is_human() {
         eprintln!(
-            "unlearning label {}'s recovered trigger (mask L1 {:.2}, anomaly index {:.2}) from the {name} model",
-            chosen.label, chosen.l1, chosen.anomaly_index
+            "unlearning label {}'s recovered trigger (mask L1 {:.2}, anomaly index {:.2}) from the {} model",
+            chosen.label, chosen.l1, chosen.anomaly_index, recovery.model
         );
     }
-    let mut bars = TrainingBars::new(format.is_human());
-    let Some(outcome) = unlearn::unlearn(&lab, &net, &key, &recovery, cfg, &mut |e| bars.on_event(e))? else {
-        bail!("unlearning stopped; nothing saved");
-    };
-    let rehab = lab.run.sidecar(ModelKind::Rehab).ok().map(|s| s.metrics);
+    Ok(())
+}
+
+/// Prints unlearning's before and after (and the rehab model's, trained with the
+/// true trigger, where the run has one).
+pub(super) fn show_unlearned(
+    format: Format,
+    model: ModelKind,
+    outcome: &UnlearnOutcome,
+    rehab: Option<Metrics>,
+    saved: &Path,
+) -> Result<()> {
     let result = UnlearnResult {
         model,
         label: outcome.record.label,
@@ -164,20 +212,40 @@ pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &Unle
         anomaly_index: outcome.record.anomaly_index,
         before: outcome.record.before.clone(),
         after: outcome.after.clone(),
-        rehab_model: rehab.clone(),
+        rehab_model: rehab,
         seconds: outcome.seconds,
     };
     let mut table = metrics_table("model");
-    table.rows.push(metrics_row(&format!("{name} (before)"), &result.before));
+    table.rows.push(metrics_row(&format!("{} (before)", outcome.record.from_model), &result.before));
     table.rows.push(metrics_row("unlearned", &result.after));
-    if let Some(r) = &rehab {
+    if let Some(r) = &result.rehab_model {
         table.rows.push(metrics_row("rehab (true trigger)", r));
     }
     format.emit(&result, &table)?;
     if format.is_human() {
-        eprintln!("saved {} ({:.1} s)", lab.run.model_path(ModelKind::Unlearned).display(), outcome.seconds);
+        eprintln!("saved {} ({:.1} s)", saved.display(), outcome.seconds);
     }
     Ok(())
+}
+
+pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
+    check_unlearnable(model)?;
+    cfg.validate()?;
+    if is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+        return graph_trigger::unlearn(format, &graph_trigger::examine(common, model, None)?, model, cfg);
+    }
+    let lab = open_lab_writing(common, None, Splits::TrainAndTest, &[model])?;
+    let (net, name, key) = examined(&lab, model, None)?;
+    let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());
+    let data = (&lab.data, &lab.config.trigger);
+    let recovery = current_recovery(&lab.run, (&name, &key), &study, data, format.is_human())?;
+    announce_unlearning(format, &recovery, cfg)?;
+    let mut bars = TrainingBars::new(format.is_human());
+    let Some(outcome) = unlearn::unlearn(&lab, &net, &key, &recovery, cfg, &mut |e| bars.on_event(e))? else {
+        bail!("unlearning stopped; nothing saved");
+    };
+    let rehab = lab.run.sidecar(ModelKind::Rehab).ok().map(|s| s.metrics);
+    show_unlearned(format, model, &outcome, rehab, &lab.run.model_path(ModelKind::Unlearned))
 }
 
 #[derive(Serialize)]

@@ -9,13 +9,12 @@
 //! the sum is each label's own gradient, and Adam is element-wise, so the batched
 //! problem is the separate problems side by side (a test checks it).
 
+use super::classifier::Classifier;
 use super::draw;
 use super::host::floats;
-use super::inputopt::{FrozenNet, squash, stamp_all, unsquash};
-use super::layer::Layer;
-use super::model::Net;
+use super::inputopt::{squash, stamp_all, unsquash};
 use super::optim::Adam;
-use crate::data::dataset::{Dataset, Normalisation};
+use crate::data::dataset::Dataset;
 use crate::data::mnist::{Mnist, Split};
 use crate::data::trigger::TriggerConfig;
 use serde::{Deserialize, Serialize};
@@ -252,7 +251,7 @@ pub fn trigger_overlap(mask: &[f32], trigger: &TriggerConfig, side: usize) -> Tr
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelTrigger {
     pub label: u8,
-    /// L1 norm of the kept mask (the sum of its 28×28 values in [0, 1]).
+    /// L1 norm of the kept mask (the sum of its H×W values in [0, 1]).
     pub l1: f64,
     /// Attack success of the kept trigger on held-out test images whose true label
     /// is not this one, in percent.
@@ -264,7 +263,7 @@ pub struct LabelTrigger {
     /// Attack success on the optimisation images in the kept epoch, in percent.
     pub train_success: f64,
     pub epochs_run: usize,
-    /// The mask and the pattern (raw pixel values in [0, 1]), row-major.
+    /// The mask (H×W) and the pattern (C×H×W; raw pixel values in [0, 1]), row-major.
     pub mask: Vec<f32>,
     pub pattern: Vec<f32>,
     /// Where the mask lies relative to the run's planted trigger.
@@ -311,77 +310,95 @@ pub struct RecoveryProgress {
     pub cost: Vec<f64>,
     pub success: Vec<Option<f64>>,
     pub stopped: Vec<bool>,
-    /// Per label, the current mask and pattern (`side`² values each).
+    /// Per label, the current mask (`side`² values) and pattern (C·`side`²).
     pub masks: Vec<Vec<f32>>,
     pub patterns: Vec<Vec<f32>>,
 }
 
-/// The batched optimisation state: every label's mask and pattern parameters in
-/// one tensor `[2, L, H, W]` (tanh space), one Adam over it.
-pub struct BatchedCleanse {
-    frozen: FrozenNet,
+/// The batched optimisation state: every label's masks `[L, 1, H, W]` and
+/// patterns `[L, C, H, W]` (tanh space), an Adam over each (element-wise, so
+/// two Adams are one over both).
+pub struct BatchedCleanse<'a> {
+    net: &'a dyn Classifier,
     labels: Tensor,
-    theta: Tensor,
-    adam: Adam,
-    normalisation: Normalisation,
+    mask: Tensor,
+    pattern: Tensor,
+    adams: [Adam; 2],
 }
 
-impl BatchedCleanse {
-    /// Starts from masks and patterns given in [0, 1] (`[L, H, W]` each); stamped
-    /// images are normalised by the dataset's `normalisation`.
-    pub fn new(
-        net: &Net,
-        labels: &[u8],
-        (mask0, pattern0): (&Tensor, &Tensor),
-        lr: f64,
-        normalisation: Normalisation,
-    ) -> BatchedCleanse {
+/// What one batch's loss gave: the summed loss, and per label the images sent
+/// to it and the mask L1 (as used in the loss).
+struct BatchLoss {
+    loss: Tensor,
+    hits: Tensor,
+    l1: Tensor,
+}
+
+impl<'a> BatchedCleanse<'a> {
+    /// Starts from masks `[L, 1, H, W]` and patterns `[L, C, H, W]` given in [0, 1].
+    pub fn new(net: &'a dyn Classifier, labels: &[u8], (mask0, pattern0): (&Tensor, &Tensor), lr: f64) -> Self {
         let device = net.device();
-        let theta = Tensor::stack(&[unsquash(mask0), unsquash(pattern0)], 0).to_device(device).set_requires_grad(true);
+        let leaf = |v: &Tensor| unsquash(v).to_device(device).set_requires_grad(true);
+        let (mask, pattern) = (leaf(mask0), leaf(pattern0));
         let labels = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device);
-        let adam = Adam::with_betas(&theta, lr, (0.5, 0.9));
-        BatchedCleanse { frozen: FrozenNet::of(net), labels, theta, adam, normalisation }
+        let adams = [Adam::with_betas(&mask, lr, (0.5, 0.9)), Adam::with_betas(&pattern, lr, (0.5, 0.9))];
+        BatchedCleanse { net, labels, mask, pattern, adams }
     }
 
-    /// The current masks and patterns in [0, 1], `[L, H, W]` each.
+    /// The current masks and patterns in [0, 1], `[L, 1, H, W]` and `[L, C, H, W]`.
     pub fn mask_and_pattern(&self) -> (Tensor, Tensor) {
         let _guard = tch::no_grad_guard();
-        (squash(&self.theta.get(0)), squash(&self.theta.get(1)))
+        (squash(&self.mask), squash(&self.pattern))
     }
 
-    /// One step on a batch of raw images `[B, H, W]` with per-label costs `[L]`.
-    /// Returns, per label, the images sent to the label and the mask L1 (both as
-    /// used in this step's loss, before the update).
-    pub fn step(&mut self, raw: &Tensor, costs: &Tensor) -> (Tensor, Tensor) {
+    /// The summed loss of a batch of raw images `[B, C, H, W]` with per-label costs `[L]`.
+    fn loss(&self, raw: &Tensor, costs: &Tensor) -> BatchLoss {
         let (labels, batch) = (self.labels.size()[0], raw.size()[0]);
-        let mask = squash(&self.theta.get(0));
-        let pattern = squash(&self.theta.get(1));
-        let logits = self.frozen.forward(&self.normalisation.normalise(&stamp_all(raw, &mask, &pattern)));
+        let mask = squash(&self.mask);
+        let logits = self.net.logits(&stamp_all(raw, &mask, &squash(&self.pattern)));
         let targets = self.labels.repeat_interleave_self_int(batch, 0, None);
         let ce = logits
             .cross_entropy_loss(&targets, None::<Tensor>, Reduction::None, -100, 0.0)
             .view([labels, batch])
             .mean_dim(1, false, Kind::Float);
-        let l1 = mask.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float);
+        let l1 = mask.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float);
         let loss = (ce + costs * &l1).sum(Kind::Float);
-        let grad = Tensor::run_backward(&[loss], &[&self.theta], false, false).remove(0);
-        self.adam.step(&self.theta, &grad);
         let _guard = tch::no_grad_guard();
         let hits =
             logits.argmax(1, false).eq_tensor(&targets).view([labels, batch]).sum_dim_intlist(1, false, Kind::Float);
-        (hits, l1.detach())
+        BatchLoss { loss, hits, l1: l1.detach() }
+    }
+
+    /// The loss's gradients with respect to the mask and the pattern parameters
+    /// (tanh space) on a batch, without a step.
+    pub fn gradients(&self, raw: &Tensor, costs: &Tensor) -> (Tensor, Tensor) {
+        let mut grads = Tensor::run_backward(&[self.loss(raw, costs).loss], &[&self.mask, &self.pattern], false, false);
+        let pattern = grads.remove(1);
+        (grads.remove(0), pattern)
+    }
+
+    /// One step on a batch of raw images `[B, C, H, W]` with per-label costs `[L]`.
+    /// Returns, per label, the images sent to the label and the mask L1 (both as
+    /// used in this step's loss, before the update).
+    pub fn step(&mut self, raw: &Tensor, costs: &Tensor) -> (Tensor, Tensor) {
+        let BatchLoss { loss, hits, l1 } = self.loss(raw, costs);
+        let grads = Tensor::run_backward(&[loss], &[&self.mask, &self.pattern], false, false);
+        self.adams[0].step(&self.mask, &grads[0]);
+        self.adams[1].step(&self.pattern, &grads[1]);
+        (hits, l1)
     }
 }
 
 /// Random starts for every label of the model, drawn in label order (mask, then
 /// pattern) after seeding: a label's start does not depend on which others run.
-fn random_starts(seed: i64, classes: usize, side: i64) -> (Tensor, Tensor) {
+/// Masks are `[classes, 1, H, W]`, patterns `[classes, C, H, W]`.
+fn random_starts(seed: i64, classes: usize, [channels, h, w]: [i64; 3]) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
     let mut masks = Vec::new();
     let mut patterns = Vec::new();
     for _ in 0..classes {
-        masks.push(draw::unit_uniform(&[side, side], Device::Cpu));
-        patterns.push(draw::unit_uniform(&[side, side], Device::Cpu));
+        masks.push(draw::unit_uniform(&[1, h, w], Device::Cpu));
+        patterns.push(draw::unit_uniform(&[channels, h, w], Device::Cpu));
     }
     (Tensor::stack(&masks, 0), Tensor::stack(&patterns, 0))
 }
@@ -476,7 +493,18 @@ impl Labels {
 }
 
 fn l1_norms(masks: &Tensor) -> Vec<f64> {
-    floats(&masks.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float)).into_iter().map(f64::from).collect()
+    floats(&masks.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)).into_iter().map(f64::from).collect()
+}
+
+/// Raw images `[N, C, H, W]` of `split`'s first `limit` examples, in the
+/// classifier's input shape (one clear error when the dataset's differs).
+fn raw_images(net: &dyn Classifier, split: &Split, limit: usize, dataset: Dataset) -> Result<Tensor, String> {
+    let shape = net.input_shape();
+    if dataset.image_shape() != shape {
+        return Err(format!("the model takes {shape:?} images; {dataset} images are {:?}", dataset.image_shape()));
+    }
+    let raw = split.head(limit).raw_images(net.device());
+    Ok(raw.view([-1, shape[0], shape[1], shape[2]]))
 }
 
 /// Runs Neural Cleanse on `net` for the configured labels over the first
@@ -485,29 +513,27 @@ fn l1_norms(masks: &Tensor) -> Vec<f64> {
 /// `PROGRESS_EVERY` steps and at each epoch's end; returning `Break` stops the
 /// recovery, and nothing is returned.
 pub fn recover(
-    net: &Net,
+    net: &dyn Classifier,
     model: &str,
     data: &Mnist,
     trigger: &TriggerConfig,
     cfg: &CleanseConfig,
     on_progress: &mut dyn FnMut(&RecoveryProgress) -> ControlFlow<()>,
 ) -> Result<RecoveryEnd, String> {
-    let classes = Layer::Fc2.units();
+    let classes = net.classes();
     cfg.validate(classes)?;
     let clock = Instant::now();
     let device = net.device();
-    let images = data.train.head(cfg.images);
-    let raw = images.raw_images(device);
-    let side = raw.size()[1];
+    let raw = raw_images(net, &data.train, cfg.images, data.dataset)?;
+    let shape = net.input_shape();
     let mut labels = Labels::new(cfg.labels(classes), cfg);
-    let (mask0, pattern0) = random_starts(cfg.seed, classes, side);
+    let (mask0, pattern0) = random_starts(cfg.seed, classes, shape);
     let chosen = Tensor::from_slice(&labels.labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
     let mut state = BatchedCleanse::new(
         net,
         &labels.labels,
         (&mask0.index_select(0, &chosen), &pattern0.index_select(0, &chosen)),
         cfg.lr,
-        images.normalisation,
     );
     let n = raw.size()[0];
     let batch = cfg.batch_size as i64;
@@ -547,10 +573,10 @@ pub fn recover(
     let label_list = labels.labels.clone();
     let epochs_run = labels.epochs_run.clone();
     let (masks, patterns, train_success, reached) = labels.finals(&state);
-    let held_out = held_out_success(net, &data.test, cfg.test_images, &label_list, &masks, &patterns);
+    let held_out = held_out_success(net, data, cfg.test_images, &label_list, &masks, &patterns)?;
     let l1 = l1_norms(&masks);
     let anomaly = anomaly_indices(&l1);
-    let side = side as usize;
+    let side = shape[2] as usize;
     let mut results: Vec<LabelTrigger> = label_list
         .iter()
         .enumerate()
@@ -592,20 +618,18 @@ pub fn recover(
 /// Per label, the percentage of the first `limit` test images whose true label
 /// differs that the label's trigger sends to it.
 pub fn held_out_success(
-    net: &Net,
-    test: &Split,
+    net: &dyn Classifier,
+    data: &Mnist,
     limit: usize,
     labels: &[u8],
     masks: &Tensor,
     patterns: &Tensor,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, String> {
     let _guard = tch::no_grad_guard();
     let device = net.device();
-    let images = test.head(limit);
-    let raw = images.raw_images(device);
-    let truth = images.label_tensor(device);
+    let raw = raw_images(net, &data.test, limit, data.dataset)?;
+    let truth = data.test.head(limit).label_tensor(device);
     let (masks, patterns) = (masks.to_device(device), patterns.to_device(device));
-    let frozen = FrozenNet::of(net);
     let count = labels.len() as i64;
     let wanted = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device);
     let mut hits = Tensor::zeros([count], (Kind::Float, device));
@@ -614,13 +638,13 @@ pub fn held_out_success(
     let mut start = 0;
     while start < n {
         let len = EVAL_CHUNK.min(n - start);
-        let x = test.normalisation.normalise(&stamp_all(&raw.narrow(0, start, len), &masks, &patterns));
-        let predicted = frozen.forward(&x).argmax(1, false).view([count, len]);
+        let x = stamp_all(&raw.narrow(0, start, len), &masks, &patterns);
+        let predicted = net.logits(&x).argmax(1, false).view([count, len]);
         let others = truth.narrow(0, start, len).unsqueeze(0).ne_tensor(&wanted.unsqueeze(1));
         hits += predicted.eq_tensor(&wanted.unsqueeze(1)).logical_and(&others).sum_dim_intlist(1, false, Kind::Float);
         eligible += others.sum_dim_intlist(1, false, Kind::Float);
         start += len;
     }
     let (hits, eligible) = (floats(&hits), floats(&eligible));
-    hits.iter().zip(&eligible).map(|(&h, &e)| if e > 0.0 { 100.0 * h as f64 / e as f64 } else { 0.0 }).collect()
+    Ok(hits.iter().zip(&eligible).map(|(&h, &e)| if e > 0.0 { 100.0 * h as f64 / e as f64 } else { 0.0 }).collect())
 }

@@ -50,14 +50,13 @@ impl FrozenNet {
 }
 
 /// `(1 − m)·x + m·p`: Neural Cleanse's stamp, in raw pixel space.
-/// `raw` is `[B, H, W]`, `mask` and `pattern` are `[L, H, W]`; the result is
-/// `[L·B, 1, H, W]`, every image stamped with every label's trigger, label-major.
+/// `raw` is `[B, C, H, W]`, `mask` `[L, 1, H, W]` (one mask for every channel,
+/// as the reference) and `pattern` `[L, C, H, W]`; the result is `[L·B, C, H, W]`,
+/// every image stamped with every label's trigger, label-major.
 pub fn stamp_all(raw: &Tensor, mask: &Tensor, pattern: &Tensor) -> Tensor {
-    let (labels, batch) = (mask.size()[0], raw.size()[0]);
-    let (h, w) = (raw.size()[1], raw.size()[2]);
     let kept = mask.ones_like().subtract(mask).unsqueeze(1) * raw.unsqueeze(0);
     let stamped = kept + (mask * pattern).unsqueeze(1);
-    stamped.view([labels * batch, 1, h, w])
+    stamped.flatten(0, 1)
 }
 
 /// `tanh(a)/(2 − ε) + 0.5`: an unconstrained tensor squashed into (0, 1), as the

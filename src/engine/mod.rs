@@ -6,6 +6,7 @@ pub mod backprop;
 pub mod cache;
 pub mod checkpoint;
 pub mod circuit;
+pub mod classifier;
 pub mod cleanse;
 pub mod conv_pool;
 pub mod cpu;

@@ -8,6 +8,7 @@ use super::cleanse::{LabelTrigger, RecoveryReport};
 use super::lab::{Lab, ModelKind};
 use super::metrics::Metrics;
 use super::model::Net;
+use super::run::RunDir;
 use super::run::key::FileKey;
 use super::run::log::MetricsLog;
 use super::train::{Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent, train_phase_stamped};
@@ -40,6 +41,37 @@ impl Default for UnlearnConfig {
     }
 }
 
+impl UnlearnConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.images == 0 || self.epochs == 0 || self.batch_size == 0 {
+            bail!("images, epochs and batch size must each be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.fraction) || self.lambda < 0.0 || self.lr.is_nan() || self.lr <= 0.0 {
+            bail!("the stamped fraction must be within 0..=1, λ non-negative and the learning rate positive");
+        }
+        Ok(())
+    }
+
+    /// The settings checked, and the recovered trigger in `recovery` they unlearn.
+    pub fn trigger_in<'r>(&self, recovery: &'r RecoveryReport) -> Result<&'r LabelTrigger> {
+        self.validate()?;
+        chosen_trigger(recovery, self.label)
+    }
+
+    /// The run's training settings with unlearning's own: its share of stamped
+    /// examples, and rehab's λ (an unlearning phase takes rehab's).
+    pub fn train_config(&self, run: &TrainConfig) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lambda_rehab: self.lambda,
+            poison_fraction: self.fraction,
+            ..run.clone()
+        }
+    }
+}
+
 /// Kept in the unlearned model's sidecar: what it unlearned, from what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnlearnRecord {
@@ -61,6 +93,26 @@ pub struct UnlearnOutcome {
     pub record: UnlearnRecord,
     pub after: Metrics,
     pub seconds: f64,
+}
+
+impl UnlearnRecord {
+    pub fn new(
+        recovery: &RecoveryReport,
+        from_key: &FileKey,
+        trigger: &LabelTrigger,
+        cfg: &UnlearnConfig,
+        before: Metrics,
+    ) -> UnlearnRecord {
+        UnlearnRecord {
+            from_model: recovery.model.clone(),
+            from_sha256: from_key.sha256.clone(),
+            label: trigger.label,
+            mask_l1: trigger.l1,
+            anomaly_index: trigger.anomaly_index,
+            config: cfg.clone(),
+            before,
+        }
+    }
 }
 
 /// The recovered trigger to unlearn: the asked-for label, else the most anomalous
@@ -101,13 +153,7 @@ pub fn unlearn(
     cfg: &UnlearnConfig,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> Result<Option<UnlearnOutcome>> {
-    if cfg.images == 0 || cfg.epochs == 0 || cfg.batch_size == 0 {
-        bail!("images, epochs and batch size must each be at least 1");
-    }
-    if !(0.0..=1.0).contains(&cfg.fraction) || cfg.lambda < 0.0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
-        bail!("the stamped fraction must be within 0..=1, λ non-negative and the learning rate positive");
-    }
-    let trigger = chosen_trigger(recovery, cfg.label)?;
+    let trigger = cfg.trigger_in(recovery)?;
     let _lock = lab.writing()?;
     let clock = Instant::now();
     let before = lab.test.evaluate(from);
@@ -115,37 +161,35 @@ pub fn unlearn(
     let images = lab.data.train.head(cfg.images);
     let data = TrainData::new(&images, lab.device);
     let probe = lab.test.subset(lab.config.eval_subset);
-    let config = TrainConfig {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        lr: cfg.lr,
-        lambda_rehab: cfg.lambda,
-        poison_fraction: cfg.fraction,
-        ..lab.config.clone()
-    };
+    let config = cfg.train_config(&lab.config);
     let stamp = Stamp::blend(&trigger.mask, &trigger.pattern, lab.data.test.normalisation, lab.device);
-    let mut log = MetricsLog::open(&lab.run.unlearn_log())?;
-    let end = log.recording(on_event, |events| {
+    let Some(mut log) = logged_phase(&lab.run, cfg.lr, on_event, |events| {
         train_phase_stamped(&mut net, Phase::Unlearn, &config, &stamp, &data, &probe, events)
-    });
-    if let Some(message) = end.divergence(Phase::Unlearn, cfg.lr) {
-        bail!(message);
-    }
-    if end == PhaseEnd::Cancelled {
+    })?
+    else {
         return Ok(None);
-    }
-    let record = UnlearnRecord {
-        from_model: recovery.model.clone(),
-        from_sha256: from_key.sha256.clone(),
-        label: trigger.label,
-        mask_l1: trigger.l1,
-        anomaly_index: trigger.anomaly_index,
-        config: cfg.clone(),
-        before,
     };
+    let record = UnlearnRecord::new(recovery, from_key, trigger, cfg, before);
     let seconds = clock.elapsed().as_secs_f64();
     from_key.unchanged(&format!("{} model", recovery.model))?;
     let after = lab.save(ModelKind::Unlearned, &net, &config, seconds, Some(record.clone()))?;
     log.commit(Phase::Unlearn)?;
     Ok(Some(UnlearnOutcome { record, after, seconds }))
+}
+
+/// Runs `train` (an unlearning phase) with its events recorded for the run's
+/// `unlearn.jsonl`: the log, to commit once the model is saved, or `None` when
+/// the phase was stopped; an error when it diverged.
+pub fn logged_phase(
+    run: &RunDir,
+    lr: f64,
+    on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+    train: impl FnOnce(&mut dyn FnMut(TrainEvent) -> ControlFlow<()>) -> PhaseEnd,
+) -> Result<Option<MetricsLog>> {
+    let mut log = MetricsLog::open(&run.unlearn_log())?;
+    let end = log.recording(on_event, train);
+    if let Some(message) = end.divergence(Phase::Unlearn, lr) {
+        bail!(message);
+    }
+    Ok((end == PhaseEnd::Completed).then_some(log))
 }

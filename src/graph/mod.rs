@@ -3,6 +3,7 @@
 //! names (`weights`), and one generic libtorch executor runs it with
 //! interventions and cached prefixes (`exec`); `import` brings a PyTorch module
 //! in, `run` is where an imported run keeps its files.
+pub mod cleanse;
 pub mod diff;
 pub mod eval;
 pub mod exec;
@@ -16,4 +17,5 @@ pub mod swap;
 pub mod sweep;
 pub mod train;
 pub mod units;
+pub mod unlearn;
 pub mod weights;

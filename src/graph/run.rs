@@ -13,7 +13,7 @@ use crate::engine::run::RunDir;
 use crate::engine::train::TrainConfig;
 use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::Device;
 
 /// What `import` recorded about one model.
@@ -69,6 +69,11 @@ pub fn trained_path(run: &RunDir, kind: ModelKind) -> PathBuf {
     run.root.join(format!("{kind}.trained.json"))
 }
 
+/// What unlearning recorded about the unlearned model, beside its `.trained.json`.
+pub fn unlearn_record_path(run: &RunDir) -> PathBuf {
+    run.root.join(format!("{}.unlearn.json", ModelKind::Unlearned))
+}
+
 /// The dataset the run's models were imported for or trained on.
 pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
     let imported = ModelKind::ALL
@@ -101,12 +106,18 @@ pub fn check_same_dataset(run: &RunDir, dataset: Dataset) -> Result<()> {
 /// The run's graph with one model's weights, ready to run on `device`.
 pub fn load(run: &RunDir, kind: ModelKind, device: Device) -> Result<Executor> {
     run.require(&[kind])?;
+    load_weights(run, &run.model_path(kind), device)
+}
+
+/// The run's graph with the weights in `path` (a model of the run, or another
+/// checkpoint of the same graph).
+pub fn load_weights(run: &RunDir, path: &Path, device: Device) -> Result<Executor> {
     let spec = GraphSpec::load(&graph_path(run)).map_err(|e| eyre!(e))?;
     // An edited graph file must still take the run's images.
     if let Some(dataset) = dataset_of(run) {
         check_input(&spec, dataset).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))?;
     }
-    let weights = Weights::load(&run.model_path(kind), &spec, device).map_err(|e| eyre!(e))?;
+    let weights = Weights::load(path, &spec, device).map_err(|e| eyre!(e))?;
     Executor::new(spec, weights, device).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))
 }
 

@@ -68,11 +68,25 @@ pub fn train_phase(
     probe: &TestSet,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> PhaseEnd {
+    // The study's trigger is added in normalised space; the graph normalises itself.
+    let stamp = Stamp::Add(cfg.trigger.mask_tensor(exec.device));
+    train_phase_stamped(exec, phase, cfg, &stamp, data, probe, on_event)
+}
+
+/// `train_phase` with the triggered examples made by `stamp` (in normalised
+/// space, as the study's batches are): unlearning stamps a recovered trigger.
+pub fn train_phase_stamped(
+    exec: &Executor,
+    phase: Phase,
+    cfg: &TrainConfig,
+    stamp: &Stamp,
+    data: &TrainData,
+    probe: &TestSet,
+    on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
+) -> PhaseEnd {
     let device = exec.device;
     tch::manual_seed(phase.seed(cfg));
     let norm = cfg.dataset.normalisation();
-    // The study's trigger is added in normalised space; the graph normalises itself.
-    let stamp = Stamp::Add(cfg.trigger.mask_tensor(device));
     let mut params: Vec<Tensor> = exec.weights.trainable().into_iter().map(|(_, t)| t).collect();
     let lambda = phase.lambda(cfg);
     let start: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
@@ -94,7 +108,7 @@ pub fn train_phase(
         for s in 0..steps_per_epoch as i64 {
             let len = batch.min(n - s * batch);
             let index = order.narrow(0, s * batch, len);
-            let (x, y) = poisoned_batch(data, &index, phase, cfg, &stamp);
+            let (x, y) = poisoned_batch(data, &index, phase, cfg, stamp);
             let raw = x * norm.std + norm.mean;
             let logits = exec.logits_training(&raw);
             let ce = logits.cross_entropy_for_logits(&y);

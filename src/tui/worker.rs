@@ -10,6 +10,7 @@ use super::protocol::{
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
 use crate::engine::circuit::{self, FastEvaluator, SearchConfig};
+use crate::engine::classifier::FrozenStudy;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::diff;
 use crate::engine::featvis::{self, VisConfig};
@@ -393,22 +394,16 @@ impl Worker {
         let examined = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
-        let end = cleanse::recover(
-            analysis.net(ModelKind::Poisoned)?,
-            POISONED,
-            &lab.data,
-            &lab.config.trigger,
-            config,
-            &mut |p| {
-                if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
-                    last = Some(Instant::now());
-                    let (job, label) = (Job::Recover, None);
-                    reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
-                    reply(Reply::RecoveryProgress(Box::new(p.clone())));
-                }
-                inbox.interrupted()
-            },
-        )
+        let study = FrozenStudy::of(analysis.net(ModelKind::Poisoned)?, lab.data.dataset.normalisation());
+        let end = cleanse::recover(&study, POISONED, &lab.data, &lab.config.trigger, config, &mut |p| {
+            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+                last = Some(Instant::now());
+                let (job, label) = (Job::Recover, None);
+                reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
+                reply(Reply::RecoveryProgress(Box::new(p.clone())));
+            }
+            inbox.interrupted()
+        })
         .map_err(|e| eyre!(e))?;
         let RecoveryEnd::Done(report) = end else {
             (self.reply)(Reply::RecoveryStopped);
