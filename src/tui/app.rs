@@ -5,11 +5,11 @@
 //! pane keys and pane replies to the panes.
 
 use super::effect::{Effect, Popup, Question};
+use super::export;
 use super::graph::{
     self,
     state::{GraphState, GraphSweep},
 };
-use super::export;
 use super::jobs::Jobs;
 use super::keymap;
 use super::keys::{Action, Context};

@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(signed(-1.0), image::Rgb([30, 100, 255]));
         let activation = |values: Vec<f32>| LayerActivation { layer: Layer::Conv1, shape: vec![2, 1, 1], values };
         let (reference, subject) = (vec![activation(vec![1.0, 0.0])], vec![activation(vec![1.5, -2.0])]);
-        assert_eq!(difference_scale((&reference, &subject), Layer::Conv1), 2.0);
+        assert_eq!(layer_difference_scale((&reference, &subject), Layer::Conv1), 2.0);
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     let data = g.activations.as_deref().filter(|a| a.site == site.name);
     let pair = data.and_then(|a| Some((a.of(study.reference)?, a.of(study.subject)?)));
     let (Some(data), Some(((reference, said_reference), (subject, said_subject)))) = (data, pair) else {
-        placeholder(frame, area, &format!("Computing {} on test image #{}… (n / p step through the images)", site.name, study.digit));
+        placeholder(
+            frame,
+            area,
+            &format!("Computing {} on test image #{}… (n / p step through the images)", site.name, study.digit),
+        );
         return;
     };
     let dataset = study.dataset();
@@ -58,8 +62,19 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
             body.layout(&Layout::horizontal([Constraint::Percentage(30), Constraint::Fill(1)]));
         let [picture, ..] = unit_pictures(&image, maps, unit);
         let title = dataset.noun().to_string();
-        titled_pictures(frame, image_area, images, vec![Titled { title, slot: "act.digit", key, make: Box::new(move || picture) }]);
-        units_table(frame, table_area, (&reference[0], &subject[1]), unit, [study.reference.name(), study.subject.name()]);
+        titled_pictures(
+            frame,
+            image_area,
+            images,
+            vec![Titled { title, slot: "act.digit", key, make: Box::new(move || picture) }],
+        );
+        units_table(
+            frame,
+            table_area,
+            (&reference[0], &subject[1]),
+            unit,
+            [study.reference.name(), study.subject.name()],
+        );
         return;
     }
     let [singles, grid_area] =

@@ -71,11 +71,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let selected = g.input.map_or(0, row_of);
     let Some(chosen) = norms.get(selected) else { return };
     let (kh, kw) = (w.shape[2], w.shape[3]);
-    let [caption, slice, table] = area.layout(&Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(kh as u16 + 1),
-        Constraint::Fill(1),
-    ]));
+    let [caption, slice, table] =
+        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(kh as u16 + 1), Constraint::Fill(1)]));
     let kind = if site.op == "linear" { "inputs".to_string() } else { format!("inputs of {kh}×{kw}") };
     frame.render_widget(
         Line::from(vec![
@@ -103,8 +100,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
         )
     });
     let names = [format!("‖{}‖", study.reference), format!("‖{}‖", study.subject)];
-    let header = row(["input".to_string(), names[0].clone(), names[1].clone(), "‖Δ‖↓".into()], 0)
-        .style(Style::new().bold());
+    let header =
+        row(["input".to_string(), names[0].clone(), names[1].clone(), "‖Δ‖↓".into()], 0).style(Style::new().bold());
     let visible = table.height.saturating_sub(1) as usize;
     let mut state =
         TableState::new().with_offset(scroll_offset(selected, norms.len(), visible)).with_selected(Some(selected));

@@ -15,8 +15,7 @@ use crate::tui::study::Study;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
 /// What a key does on a graph run; `None` leaves it to the app.
-pub fn apply(
-    study: &mut Study, jobs: &Jobs, focus: Pane, owner: Option<Pane>, action: Action) -> Option<Vec<Effect>> {
+pub fn apply(study: &mut Study, jobs: &Jobs, focus: Pane, owner: Option<Pane>, action: Action) -> Option<Vec<Effect>> {
     let (ready, subject, images) = (study.ready, study.subject, study.run.as_ref().map_or(0, |r| r.test_images));
     let digit = study.digit;
     let g = study.graph.as_deref_mut()?;

@@ -9,9 +9,9 @@ use super::state::{GraphState, LayerRow, interval95};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::tui::images::ImageStore;
+use crate::tui::panes::Pane;
 use crate::tui::panes::ablation::{history_rows, metrics_rows, sweep_heat, sweep_progress};
 use crate::tui::panes::common::{View, number, placeholder, row, scroll_offset};
-use crate::tui::panes::Pane;
 use crate::tui::protocol::Job;
 use crate::tui::theme::{ACCENT, DIM, WARN};
 use ratatui::Frame;
@@ -59,7 +59,8 @@ fn layers(frame: &mut Frame, area: Rect, g: &GraphState) {
                 let inside = g.info.sites.iter().filter(|s| s.containers.contains(path));
                 let ablated: usize = inside.map(|s| g.ablated(&s.name)).sum();
                 let count = if ablated > 0 { ablated.to_string() } else { String::new() };
-                row([format!("{}{mark} {path}", "  ".repeat(*depth)), String::new(), count], 1).style(Style::new().fg(DIM))
+                row([format!("{}{mark} {path}", "  ".repeat(*depth)), String::new(), count], 1)
+                    .style(Style::new().fg(DIM))
             }
             LayerRow::Site { index, depth } => {
                 let site = &g.info.sites[*index];
@@ -81,7 +82,9 @@ fn channels(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let [caption, table_area] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let sweep = g.sweeps.get(&site.name);
     let note = match (&view.study.find, sweep) {
-        (Some(typed), _) => Span::styled(format!("find unit: {typed}▏ Enter jumps, Esc cancels"), Style::new().fg(WARN)),
+        (Some(typed), _) => {
+            Span::styled(format!("find unit: {typed}▏ Enter jumps, Esc cancels"), Style::new().fg(WARN))
+        }
         (None, Some(s)) => {
             let order = if g.by_effect { "poison↑" } else { "unit" };
             format!("swept ({}) · s sorts ({order}) · / finds", s.mode).fg(DIM)
@@ -179,9 +182,9 @@ fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
                 format!(" · {:.0} ms · full test set next…", r.seconds * 1e3).fg(DIM),
             ])
         }
-        Some(r) => Line::from(
-            format!("full test set ({} images) · {:.0} ms", r.metrics.count, r.seconds * 1e3).fg(DIM),
-        ),
+        Some(r) => {
+            Line::from(format!("full test set ({} images) · {:.0} ms", r.metrics.count, r.seconds * 1e3).fg(DIM))
+        }
         None => Line::from(
             format!("Space ablates the selected unit: a sample of {} images answers first", g.info.sample).fg(DIM),
         ),
@@ -190,7 +193,9 @@ fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let site = &g.selected().name;
     match (view.jobs.get(Job::Sweep), g.sweeps.get(site)) {
         (Some(running), _) => sweep_progress(frame, sweep, running, g.mode),
-        (None, Some(s)) => sweep_heat(frame, sweep, format!("sweep {site} ({})", s.mode), &s.rows.iter().collect::<Vec<_>>()),
+        (None, Some(s)) => {
+            sweep_heat(frame, sweep, format!("sweep {site} ({})", s.mode), &s.rows.iter().collect::<Vec<_>>())
+        }
         (None, None) => placeholder(frame, sweep, &format!("No sweep of {site} yet: w ablates each unit alone.")),
     }
     let rows = g.history.iter().rev().map(|e| (e.set.to_string(), e.mode, &e.metrics)).collect();

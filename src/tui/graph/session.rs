@@ -25,8 +25,13 @@ use tch::Tensor;
 
 /// Test images per condition the first answer to an ablation is measured on: a
 /// toggle in preact8's first stage (nearly a full forward) answers in well under
-/// a second on two cores.
+/// a second on two cores. A smaller test set is sampled by its first fifth.
 pub const SAMPLE: usize = 1000;
+
+/// The sample's size for a test set of `n` images.
+pub fn sample_size(n: usize) -> usize {
+    SAMPLE.min(n / 5).max(1)
+}
 
 pub struct GraphSession {
     pub(crate) lab: GraphLab,
@@ -47,16 +52,20 @@ impl GraphSession {
         }
         let (first, exec) =
             models.first().ok_or_else(|| eyre!("{} holds a graph but no model", lab.run.root.display()))?;
-        let info = GraphInfo { sites: sites(&exec.spec, &exec.shapes), sample: SAMPLE.min(lab.raw.len()) };
+        let info = GraphInfo { sites: sites(&exec.spec, &exec.shapes), sample: sample_size(lab.raw.len()) };
         // The poisoned model is the one whose backdoor is studied, where there is one.
         let subject = if lab.run.has(ModelKind::Poisoned) { ModelKind::Poisoned } else { *first };
-        let sample = lab.raw.subset(SAMPLE);
+        let sample = lab.raw.subset(info.sample);
         let session = GraphSession { lab, sample, models, subject, means: HashMap::new() };
         Ok((session, info))
     }
 
     pub fn exec(&self, model: ModelKind) -> Result<&Executor> {
-        self.models.iter().find(|(k, _)| *k == model).map(|(_, e)| e).ok_or_else(|| eyre!("the run has no {model} model"))
+        self.models
+            .iter()
+            .find(|(k, _)| *k == model)
+            .map(|(_, e)| e)
+            .ok_or_else(|| eyre!("the run has no {model} model"))
     }
 
     pub fn kinds(&self) -> Vec<ModelKind> {
@@ -146,8 +155,9 @@ impl GraphSession {
         let set = UnitSet { sites: [(site.to_string(), [0].into())].into() };
         let means = self.means_for(&set, mode)?;
         let exec = self.exec(self.subject)?;
-        let rows = crate::graph::sweep::sweep(exec, &self.lab.raw, site, mode, &|n| means[&n].shallow_clone(), progress)
-            .map_err(|e| eyre!(e))?;
+        let rows =
+            crate::graph::sweep::sweep(exec, &self.lab.raw, site, mode, &|n| means[&n].shallow_clone(), progress)
+                .map_err(|e| eyre!(e))?;
         Ok(rows.into_iter().map(|r| r.metrics).collect())
     }
 

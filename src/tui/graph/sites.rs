@@ -14,7 +14,8 @@ pub fn sites(spec: &GraphSpec, shapes: &[Shape]) -> Vec<Site> {
     let mut previous: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for (node, shape) in spec.nodes.iter().zip(shapes) {
-        let containers = if is_function_call(&node.name, &node.op) { previous.clone() } else { prefixes(node.module()) };
+        let containers =
+            if is_function_call(&node.name, &node.op) { previous.clone() } else { prefixes(node.module()) };
         previous = containers.clone();
         if matches!(node.op, Op::InputNorm { .. } | Op::Flatten | Op::Dropout { .. }) {
             continue;
@@ -23,8 +24,7 @@ pub fn sites(spec: &GraphSpec, shapes: &[Shape]) -> Vec<Site> {
     }
     // A container holding one site (`layer2.0.shortcut` around `.0`) is noise.
     let count = |c: &str| out.iter().filter(|s| s.containers.iter().any(|x| x == c)).count();
-    let lonely: Vec<String> =
-        out.iter().flat_map(|s| s.containers.iter().cloned()).filter(|c| count(c) < 2).collect();
+    let lonely: Vec<String> = out.iter().flat_map(|s| s.containers.iter().cloned()).filter(|c| count(c) < 2).collect();
     for site in &mut out {
         site.containers.retain(|c| !lonely.contains(c));
     }

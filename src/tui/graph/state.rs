@@ -135,7 +135,8 @@ impl GraphState {
             self.folded.remove(c);
         }
         let rows = self.layer_rows();
-        self.layer_row = rows.iter().position(|r| matches!(r, LayerRow::Site { index, .. } if *index == site)).unwrap_or(0);
+        self.layer_row =
+            rows.iter().position(|r| matches!(r, LayerRow::Site { index, .. } if *index == site)).unwrap_or(0);
     }
 
     /// Folds or unfolds the container under the Layers cursor; `false` when the

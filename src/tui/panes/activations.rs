@@ -210,7 +210,6 @@ pub fn units_table(frame: &mut Frame, area: Rect, (clean, poisoned): (&[f32], &[
         .header(header)
         .row_highlight_style(Style::new().reversed());
     let visible = area.height.saturating_sub(1) as usize;
-    let mut state =
-        TableState::new().with_offset(scroll_offset(unit, clean.len(), visible)).with_selected(Some(unit));
+    let mut state = TableState::new().with_offset(scroll_offset(unit, clean.len(), visible)).with_selected(Some(unit));
     frame.render_stateful_widget(table, area, &mut state);
 }
