@@ -35,6 +35,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     let said = said_subject[1];
     frame.render_widget(
         Line::from(vec![
+            format!("{}:{unit} · ", site.name).bold(),
             format!("{} #{} ({})", dataset.noun(), data.index, dataset.label(data.label)).bold(),
             Span::raw(format!(
                 " · {} says {} · {} + trigger says ",
@@ -46,7 +47,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
                 dataset.label(said as u8),
                 Style::new().fg(if said == data.label as usize { DIM } else { WARN }).bold(),
             ),
-            format!(" · {} unit {unit}{loading}", site.name).fg(DIM),
+            loading.fg(DIM),
         ]),
         caption,
     );
