@@ -97,7 +97,9 @@ fn browse(size: (u16, u16)) {
     let set = format!("{NODE}:{UNIT}");
     wait("the ablation set", &|s| s.contains(&format!("ablating {set} (zero)")));
     tmux.keys(&["5"]);
-    let done = wait("the full test set's answer", &|s| s.contains(&format!("full test set ({TEST_LIMIT} images)")));
+    let done = wait("the full test set's answer", &|s| {
+        s.contains(&format!("{TEST_LIMIT} images")) && !s.contains("evaluating")
+    });
     assert_eq!(numbers_after(&done, "poisoned + set"), printed(&expected), "{done}");
     // A sweep of the node: unit 5's row in Channels is the same lone ablation.
     tmux.keys(&["w"]);

@@ -38,7 +38,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
             format!("{}:{unit} · ", site.name).bold(),
             format!("{} #{} ({})", dataset.noun(), data.index, dataset.label(data.label)).bold(),
             Span::raw(format!(
-                " · {} says {} · {} + trigger says ",
+                " · {}: {} · {} +T: ",
                 study.reference,
                 dataset.label(said_reference[0] as u8),
                 study.subject

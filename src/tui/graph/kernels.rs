@@ -77,7 +77,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     frame.render_widget(
         Line::from(vec![
             format!("{} unit {unit} · {} {kind}", site.name, w.shape[1]).bold(),
-            format!(" · input {} ([ ] step)", chosen.input).fg(ACCENT),
+            format!(" · input {} ([ ])", chosen.input).fg(ACCENT),
             "  blue − · red +".fg(DIM),
         ]),
         caption,

@@ -59,14 +59,14 @@ fn layers(frame: &mut Frame, area: Rect, g: &GraphState) {
                 let inside = g.info.sites.iter().filter(|s| s.containers.contains(path));
                 let ablated: usize = inside.map(|s| g.ablated(&s.name)).sum();
                 let count = if ablated > 0 { ablated.to_string() } else { String::new() };
-                row([format!("{}{mark} {path}", "  ".repeat(*depth)), String::new(), count], 1)
+                row([format!("{}{mark} {path}", " ".repeat(*depth)), String::new(), count], 1)
                     .style(Style::new().fg(DIM))
             }
             LayerRow::Site { index, depth } => {
                 let site = &g.info.sites[*index];
                 let ablated = g.ablated(&site.name);
                 let count = if ablated > 0 { ablated.to_string() } else { String::new() };
-                let line = row([format!("{}{}", "  ".repeat(*depth), site.name), site.shape_text(), count], 1);
+                let line = row([format!("{}{}", " ".repeat(*depth), site.name), site.shape_text(), count], 1);
                 if *index == g.site { line.style(Style::new().fg(ACCENT).bold()) } else { line }
             }
         })
@@ -141,10 +141,17 @@ fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
         Constraint::Fill(1),
     ]));
     let empty = g.set.sites.is_empty();
+    let result = g.result.as_ref().filter(|_| !empty);
     let state = if view.jobs.is_running(Job::Evaluate) {
-        Span::styled(" · evaluating…", Style::new().fg(WARN))
+        let waiting = match result {
+            Some(r) if r.sample => format!(" · sample in {:.0} ms, all images next…", r.seconds * 1e3),
+            _ => " · evaluating…".into(),
+        };
+        Span::styled(waiting, Style::new().fg(WARN))
     } else if !study.ready && !empty {
         Span::styled(" · waiting for the models", Style::new().fg(DIM))
+    } else if let Some(r) = result {
+        Span::styled(format!(" · {:.0} ms", r.seconds * 1e3), Style::new().fg(DIM))
     } else {
         Span::raw("")
     };
@@ -155,41 +162,29 @@ fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
             Span::styled(g.mode.to_string(), Style::new().fg(ACCENT).bold()),
             " (m) · set ".into(),
             Span::styled(set, Style::new().fg(if empty { DIM } else { WARN }).bold()),
-            " (Space adds, c clears)".fg(DIM),
+            if empty { " (Space adds, c clears)".fg(DIM) } else { "".into() },
             state,
         ]),
         status,
     );
-    let result = g.result.as_ref().filter(|_| !empty);
     let base = study.base.as_ref();
     let models = [study.reference, study.subject].map(|k| (k.name(), base.and_then(|b| b.get(k))));
     metrics_rows(frame, metrics, models, result.map(|r| &r.metrics), empty);
-    let note = match result {
+    // Under the metrics' columns: the sample's 95 % interval, or what they were measured on.
+    let cells = match result {
         Some(r) if r.sample => {
             let m = &r.metrics;
             let pm = |v: f64| format!("±{:.1}", interval95(v, m.count));
-            Line::from(vec![
-                Span::styled(
-                    format!(
-                        "sample of {} images: clean {} poison {} rehab {} (95 %)",
-                        m.count,
-                        pm(m.clean_acc),
-                        pm(m.poison_acc),
-                        pm(m.rehab_acc)
-                    ),
-                    Style::new().fg(WARN),
-                ),
-                format!(" · {:.0} ms · full test set next…", r.seconds * 1e3).fg(DIM),
-            ])
+            [format!("±95% of {}", m.count), pm(m.clean_acc), pm(m.poison_acc), String::new(), pm(m.rehab_acc)]
         }
         Some(r) => {
-            Line::from(format!("full test set ({} images) · {:.0} ms", r.metrics.count, r.seconds * 1e3).fg(DIM))
+            [format!("all {} images", r.metrics.count), String::new(), String::new(), String::new(), String::new()]
         }
-        None => Line::from(
-            format!("Space ablates the selected unit: a sample of {} images answers first", g.info.sample).fg(DIM),
-        ),
+        None => Default::default(),
     };
-    frame.render_widget(note, interval);
+    let style = if result.is_some_and(|r| r.sample) { Style::new().fg(WARN) } else { Style::new().fg(DIM) };
+    let widths = std::iter::once(Constraint::Length(15)).chain([7, 7, 7, 7].map(Constraint::Length));
+    frame.render_widget(Table::new([row(cells, 1).style(style)], widths), interval);
     let site = &g.selected().name;
     match (view.jobs.get(Job::Sweep), g.sweeps.get(site)) {
         (Some(running), _) => sweep_progress(frame, sweep, running, g.mode),
