@@ -114,7 +114,7 @@ fn browse(size: (u16, u16)) {
     tmux.keys(&["3"]);
     wait("the kernels", &|s| s.contains(&format!("{NODE} unit {UNIT} · 8 inputs of 3×3")));
     tmux.keys(&["4"]);
-    wait("the activations", &|s| s.contains(&format!("{NODE}:{UNIT} · digit #0")));
+    wait("the activations", &|s| s.contains(&format!("{NODE}:{UNIT} · #0 (")));
     tmux.keys(&["7"]);
     wait("the study-only pane", &|s| s.contains("runs on the study's CNN only"));
     tmux.quit_leaves_the_terminal_restored();

@@ -36,7 +36,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     frame.render_widget(
         Line::from(vec![
             format!("{}:{unit} · ", site.name).bold(),
-            format!("{} #{} ({})", dataset.noun(), data.index, dataset.label(data.label)).bold(),
+            format!("#{} ({})", data.index, dataset.label(data.label)).bold(),
             Span::raw(format!(
                 " · {}: {} · {} +T: ",
                 study.reference,
@@ -97,7 +97,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     let aspect = grid_area.width as f64 / (2.0 * grid_area.height.saturating_sub(1).max(1) as f64);
     let columns = grid_columns(shape[0], (shape[2], shape[1]), aspect);
     let grid = Titled {
-        title: format!("Δ all {} · blue − grey 0 red +", shape[0]),
+        title: format!("Δ all {} · − blue + red", shape[0]),
         slot: "act.grid",
         key: key_of((key, columns)),
         make: Box::new(move || difference_grid(maps, unit, columns)),

@@ -177,9 +177,7 @@ fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
             let pm = |v: f64| format!("±{:.1}", interval95(v, m.count));
             [format!("±95% of {}", m.count), pm(m.clean_acc), pm(m.poison_acc), String::new(), pm(m.rehab_acc)]
         }
-        Some(r) => {
-            [format!("all {} images", r.metrics.count), String::new(), String::new(), String::new(), String::new()]
-        }
+        Some(r) => [format!("{} images", r.metrics.count), String::new(), String::new(), String::new(), String::new()],
         None => Default::default(),
     };
     let style = if result.is_some_and(|r| r.sample) { Style::new().fg(WARN) } else { Style::new().fg(DIM) };
