@@ -178,7 +178,8 @@ fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
             [format!("±95% of {}", m.count), pm(m.clean_acc), pm(m.poison_acc), String::new(), pm(m.rehab_acc)]
         }
         Some(r) => [format!("{} images", r.metrics.count), String::new(), String::new(), String::new(), String::new()],
-        None => Default::default(),
+        // What a toggle is answered on first.
+        None => [format!("sample {}", g.info.sample), String::new(), String::new(), String::new(), String::new()],
     };
     let style = if result.is_some_and(|r| r.sample) { Style::new().fg(WARN) } else { Style::new().fg(DIM) };
     let widths = std::iter::once(Constraint::Length(15)).chain([7, 7, 7, 7].map(Constraint::Length));

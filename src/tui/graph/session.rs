@@ -68,10 +68,6 @@ impl GraphSession {
             .ok_or_else(|| eyre!("the run has no {model} model"))
     }
 
-    pub fn kinds(&self) -> Vec<ModelKind> {
-        self.models.iter().map(|(k, _)| *k).collect()
-    }
-
     /// Every model's metrics on the full test set: what training saved when it
     /// was measured on these very images, else measured now.
     pub fn base_metrics(&self) -> PerModel<Metrics> {
