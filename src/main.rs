@@ -18,8 +18,7 @@ fn main() {
     trojanscope::engine::tf32::allow(cli.allow_tf32);
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),
-        None => cli::graph::refuse_unsupported(&cli.common, "the explorer")
-            .and_then(|()| trojanscope::tui::run(&cli.common)),
+        None => trojanscope::tui::run(&cli.common),
     };
     if let Err(e) = outcome {
         // One clear line per cause, no backtrace: these are the user's errors to fix.

@@ -7,91 +7,13 @@ mod tui_support;
 
 use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tui_support::tmux::Tmux;
 use tui_support::{TEST_LIMIT, TRAIN_LIMIT, data_dir, scratch};
 
 /// One tmux test at a time: they share two cores with the training they watch.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A private tmux server running the explorer in a shell that reports how it ended.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(name: &str, size: (u16, u16), args: &[String]) -> Tmux {
-        let socket = format!("trojanscope-test-{name}-{}", std::process::id());
-        let binary = env!("CARGO_BIN_EXE_trojanscope");
-        // After the explorer: its exit status and whether the tty is back in
-        // cooked mode with echo (stty prints "-icanon"/"-echo" when not).
-        let script = format!(
-            "'{binary}' {}; echo \"exited with $?\"; stty -a | tr ' ' '\\n' | grep -E '^-?(icanon|echo)$' | tr '\\n' ' '; echo; sleep 600",
-            args.join(" ")
-        );
-        let tmux = Tmux { socket };
-        tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-x",
-            &size.0.to_string(),
-            "-y",
-            &size.1.to_string(),
-            "sh",
-            "-c",
-            &script,
-        ]);
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux is installed");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p"])
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            self.run(&["send-keys", key]);
-        }
-    }
-
-    fn flag(&self, name: &str) -> String {
-        self.run(&["display-message", "-p", &format!("#{{{name}}}")]).trim().to_string()
-    }
-
-    /// Waits for the explorer to end and the shell after it to report the tty modes.
-    fn wait_for_exit(&self) -> String {
-        self.wait("the explorer to exit", Duration::from_secs(15), |s| {
-            s.lines().skip_while(|l| !l.contains("exited with")).nth(1).is_some_and(|l| l.contains("icanon"))
-        })
-    }
-
-    /// Polls the screen until `done` holds; panics with the last screen after `limit`.
-    fn wait(&self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
-        let clock = Instant::now();
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(clock.elapsed() < limit, "timed out waiting for {what}; the screen:\n{screen}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.run(&["kill-server"]);
-    }
-}
 
 fn explorer_args(checkpoints: &Path, train_limit: usize, test_limit: Option<usize>) -> Vec<String> {
     let mut args = vec![
@@ -152,15 +74,7 @@ fn the_researcher_flow(size: (u16, u16)) {
     assert!(ablation.contains(&format!("set {set}")), "{ablation}");
     assert!(ablation.lines().any(|l| l.contains(&set) && l.contains("weight")), "the history row: {ablation}");
     // Quit: nothing runs, so no question; the terminal comes back intact.
-    tmux.keys(&["q"]);
-    let after = tmux.wait_for_exit();
-    assert!(after.contains("exited with 0"), "{after}");
-    assert!(after.contains("icanon echo"), "the tty is back in cooked mode with echo: {after}");
-    assert!(!after.contains("trojanscope  ●"), "the alternate screen is gone: {after}");
-    for flag in ["alternate_on", "mouse_any_flag", "mouse_button_flag", "mouse_standard_flag", "mouse_sgr_flag"] {
-        assert_eq!(tmux.flag(flag), "0", "{flag} is still set after quitting");
-    }
-    assert_eq!(tmux.flag("cursor_flag"), "1", "the cursor is visible again");
+    tmux.quit_leaves_the_terminal_restored();
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 /// Which commands run on a graph today.
 const ON_GRAPHS: &str =
-    "import, eval, ablate, sweep, swap, diff, features, recover, unlearn, train, run, bench and doctor";
+    "import, eval, ablate, sweep, swap, diff, features, recover, unlearn, train, run, bench, doctor and the explorer";
 
 /// Refuses, in one line, a command that does not run on a graph yet, rather than
 /// reading the graph's weights as the study's CNN. `command` is a subcommand's
@@ -121,14 +121,14 @@ fn raw_test(common: &CommonArgs, dataset: crate::data::dataset::Dataset, device:
 }
 
 /// An imported run's models and test set.
-pub(super) struct GraphLab {
-    pub(super) device: tch::Device,
-    pub(super) run: RunDir,
-    pub(super) dataset: crate::data::dataset::Dataset,
-    pub(super) raw: TestSet,
+pub(crate) struct GraphLab {
+    pub(crate) device: tch::Device,
+    pub(crate) run: RunDir,
+    pub(crate) dataset: crate::data::dataset::Dataset,
+    pub(crate) raw: TestSet,
 }
 
-pub(super) fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
+pub(crate) fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;

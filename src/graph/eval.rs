@@ -4,6 +4,7 @@ use super::exec::{Executor, Intervention};
 use crate::data::dataset::Normalisation;
 use crate::engine::metrics::Metrics;
 use crate::engine::testset::TestSet;
+use std::ops::ControlFlow;
 
 /// The test set in raw pixels, which a graph takes (its first node normalises):
 /// the study's test set holds normalised images with the trigger added there.
@@ -15,4 +16,15 @@ pub fn raw_test_set(test: &TestSet, norm: Normalisation) -> TestSet {
 /// The metrics of the graph on `raw` with `interventions`.
 pub fn evaluate(exec: &Executor, raw: &TestSet, interventions: &[Intervention]) -> Metrics {
     raw.metrics(&exec.predictions(&raw.inputs, interventions))
+}
+
+/// `evaluate`, asking `go_on` before and between chunks of images (the explorer
+/// drops an answer nobody waits for any more); `None` when it said stop.
+pub fn evaluate_until(
+    exec: &Executor,
+    raw: &TestSet,
+    interventions: &[Intervention],
+    go_on: impl FnMut() -> ControlFlow<()>,
+) -> Option<Metrics> {
+    exec.predictions_until(&raw.inputs, interventions, go_on).map(|p| raw.metrics(&p))
 }

@@ -6,6 +6,10 @@
 
 use super::effect::{Effect, Popup, Question};
 use super::export;
+use super::graph::{
+    self,
+    state::{GraphState, GraphSweep},
+};
 use super::jobs::Jobs;
 use super::keymap;
 use super::keys::{Action, Context};
@@ -75,6 +79,9 @@ impl App {
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         let effects = match msg {
+            Msg::Key(key) if key.kind != KeyEventKind::Release && self.study.find.is_some() => {
+                graph::keys::find_key(&mut self.study, key)
+            }
             Msg::Key(key) if key.kind != KeyEventKind::Release => {
                 match keymap::action_for(&key, self.context(), self.focus) {
                     Some((owner, action)) => self.apply(owner, action),
@@ -110,7 +117,10 @@ impl App {
             }
         };
         let mut effects = self.settle(effects);
-        let follow = self.panes.follow(&self.study, &self.jobs);
+        let follow = match self.study.graph {
+            Some(_) => graph::keys::follow(&self.study, &self.jobs),
+            None => self.panes.follow(&self.study, &self.jobs),
+        };
         effects.extend(self.settle(follow));
         effects
     }
@@ -160,6 +170,10 @@ impl App {
     /// A key's action: a pane's own goes to that pane; a movement or Space goes to
     /// the focused pane first; the rest is the app's.
     fn apply(&mut self, owner: Option<Pane>, action: Action) -> Vec<Effect> {
+        if self.study.graph.is_some() && !is_the_apps(action) {
+            let graph = graph::keys::apply(&mut self.study, &self.jobs, self.focus, owner, action);
+            return owned_by(owner.unwrap_or(self.focus), graph.unwrap_or_default());
+        }
         if let Some(pane) = owner {
             return self.pane_handle(pane, action).unwrap_or_default();
         }
@@ -329,6 +343,42 @@ impl App {
                     std::iter::once(notice).chain(owned_by(Pane::Training, start)).collect()
                 }
             }
+            Reply::GraphOpened(run, info) => {
+                study.run = Some(*run);
+                study.graph = Some(Box::new(GraphState::new(*info)));
+                Vec::new()
+            }
+            Reply::GraphEvaluated(evaluation) => {
+                let Some(g) = study.graph.as_deref_mut() else { return Vec::new() };
+                g.evaluated(*evaluation);
+                // An older set's full answer: the last one asked for is still on its way.
+                if let Some((set, mode)) = g.awaited.clone() {
+                    self.jobs.sent(&Command::GraphAblate { set, mode });
+                }
+                Vec::new()
+            }
+            Reply::GraphSwept { site, mode, rows } => {
+                let Some(g) = study.graph.as_deref_mut() else { return Vec::new() };
+                let units = g.info.sites.iter().find(|s| s.name == site).map_or(0, |s| s.units());
+                let stopped = (rows.len() < units)
+                    .then(|| Effect::Notice(format!("sweep of {site} stopped after {} of {units} units", rows.len())));
+                g.sweeps.insert(site, GraphSweep { mode, rows });
+                stopped.into_iter().collect()
+            }
+            Reply::GraphActivations(activations) => {
+                if let Some(g) = study.graph.as_deref_mut() {
+                    g.activations = Some(activations);
+                    study.generation += 1;
+                }
+                Vec::new()
+            }
+            Reply::GraphWeights(site, weights) => {
+                if let Some(g) = study.graph.as_deref_mut() {
+                    g.weights = Some((site, weights));
+                    study.generation += 1;
+                }
+                Vec::new()
+            }
             Reply::Progress(progress) => {
                 self.jobs.progress(progress);
                 Vec::new()
@@ -355,7 +405,13 @@ impl App {
                 // Sweeps and patching of the previous model no longer apply; the
                 // ablation history keeps each result's model.
                 study.ablation.sweeps.clear();
-                study.evaluate_current()
+                match study.graph.as_deref_mut() {
+                    Some(g) => {
+                        g.sweeps.clear();
+                        g.evaluate_current(model, true)
+                    }
+                    None => study.evaluate_current(),
+                }
             }
             Reply::Evaluated { set, mode, metrics, seconds } => {
                 let evaluation = Evaluation { set, mode, model: study.subject, metrics, seconds };
@@ -383,6 +439,9 @@ impl App {
             Reply::Failed { job, message } => {
                 if job == Job::Evaluate {
                     study.ablation.awaited = None;
+                    if let Some(g) = study.graph.as_deref_mut() {
+                        g.awaited = None;
+                    }
                 }
                 // The worker keeps the previous model under study when switching fails.
                 study.ready |= job == Job::Study && study.models.is_some();
@@ -413,6 +472,27 @@ impl App {
             _ => Vec::new(),
         }
     }
+}
+
+/// The app's own actions, the same on every run (the rest act on a graph's
+/// state on a graph run).
+fn is_the_apps(action: Action) -> bool {
+    matches!(
+        action,
+        Action::Quit
+            | Action::QuitNow
+            | Action::Help
+            | Action::Zoom
+            | Action::Close
+            | Action::Yes
+            | Action::No
+            | Action::NextPane
+            | Action::PrevPane
+            | Action::Focus(_)
+            | Action::Stop
+            | Action::NextSubject
+            | Action::NextReference
+    )
 }
 
 /// Effects of `pane`'s code with its relative focus requests made absolute.

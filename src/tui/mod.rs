@@ -9,6 +9,7 @@ pub mod app;
 pub mod columns;
 pub mod effect;
 pub mod export;
+pub mod graph;
 pub mod images;
 pub mod jobs;
 pub mod keymap;

@@ -79,12 +79,30 @@ pub fn kernel_pictures(layer: Layer, weights: &[Vec<f32>; 3]) -> ([Picture; 3], 
     )
 }
 
-/// One channel's map (or a linear layer's single value as a 1×1 map).
-fn map(activation: &LayerActivation, unit: usize) -> Heatmap {
-    let values = activation.channel(unit).to_vec();
-    match activation.shape.as_slice() {
-        [_, h, w] => Heatmap::new(*w, *h, values),
-        _ => Heatmap::new(1, 1, values),
+/// One node's output on one image: `[channels, height, width]` or `[units]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Maps<'a> {
+    pub shape: &'a [usize],
+    pub values: &'a [f32],
+}
+
+impl<'a> Maps<'a> {
+    fn of(activation: &'a LayerActivation) -> Maps<'a> {
+        Maps { shape: &activation.shape, values: &activation.values }
+    }
+
+    pub fn units(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// One channel's map (or a flat output's single value as a 1×1 map).
+    pub fn map(&self, unit: usize) -> Heatmap {
+        let per = self.values.len() / self.shape[0];
+        let values = self.values[unit * per..(unit + 1) * per].to_vec();
+        match self.shape {
+            [_, h, w] => Heatmap::new(*w, *h, values),
+            _ => Heatmap::new(1, 1, values),
+        }
     }
 }
 
@@ -98,22 +116,43 @@ pub fn compared(
     Some((data.on_clean.get(reference)?.as_slice(), data.on_triggered.get(subject)?.as_slice()))
 }
 
-/// Subject-on-triggered minus reference-on-clean, per channel of `layer`.
-pub fn difference_maps(pair: (&[LayerActivation], &[LayerActivation]), layer: Layer) -> Vec<Heatmap> {
-    let (reference, subject) = (&pair.0[layer.position()], &pair.1[layer.position()]);
-    (0..layer.units())
+fn layer_maps<'a>(pair: (&'a [LayerActivation], &'a [LayerActivation]), layer: Layer) -> (Maps<'a>, Maps<'a>) {
+    (Maps::of(&pair.0[layer.position()]), Maps::of(&pair.1[layer.position()]))
+}
+
+/// Subject-on-triggered minus reference-on-clean, per channel.
+pub fn difference_maps((reference, subject): (Maps, Maps)) -> Vec<Heatmap> {
+    (0..reference.units())
         .map(|u| {
-            let (r, s) = (map(reference, u), map(subject, u));
+            let (r, s) = (reference.map(u), subject.map(u));
             Heatmap::new(r.width, r.height, r.values.iter().zip(&s.values).map(|(a, b)| b - a).collect())
         })
         .collect()
 }
 
-/// The scale every difference map of `layer` is drawn at (the largest change of
-/// any channel), so the single Δ and the grid read the same.
-pub fn difference_scale(pair: (&[LayerActivation], &[LayerActivation]), layer: Layer) -> f32 {
-    let (reference, subject) = (&pair.0[layer.position()].values, &pair.1[layer.position()].values);
-    reference.iter().zip(subject).map(|(a, b)| (b - a).abs()).fold(1e-12, f32::max)
+/// The scale every difference map is drawn at (the largest change of any
+/// channel), so the single Δ and the grid read the same.
+pub fn difference_scale((reference, subject): (Maps, Maps)) -> f32 {
+    reference.values.iter().zip(subject.values).map(|(a, b)| (b - a).abs()).fold(1e-12, f32::max)
+}
+
+/// The study's `difference_scale` for one layer.
+pub fn layer_difference_scale(pair: (&[LayerActivation], &[LayerActivation]), layer: Layer) -> f32 {
+    difference_scale(layer_maps(pair, layer))
+}
+
+/// An image (grey), the two activation maps of `unit` and their difference at
+/// the node's difference scale.
+pub fn unit_pictures(image: &Heatmap, pair: (Maps, Maps), unit: usize) -> [Picture; 4] {
+    let (reference, subject) = (pair.0.map(unit), pair.1.map(unit));
+    let scale = reference.max_abs().max(subject.max_abs());
+    let diff = difference_maps(pair).swap_remove(unit);
+    [
+        Picture::of(image, Palette::Grey, 1.0),
+        Picture::of(&reference, Palette::Heat, scale),
+        Picture::of(&subject, Palette::Heat, scale),
+        Picture::of(&diff, Palette::Signed, difference_scale(pair)),
+    ]
 }
 
 /// The digit with the trigger, the two activation maps, and their difference at
@@ -126,32 +165,28 @@ pub fn channel_pictures(
 ) -> [Picture; 4] {
     let side = (data.triggered_pixels.len() as f64).sqrt() as usize;
     let digit = Heatmap::new(side, side, data.triggered_pixels.clone());
-    let (reference, subject) = (map(&pair.0[layer.position()], unit), map(&pair.1[layer.position()], unit));
-    let scale = reference.max_abs().max(subject.max_abs());
-    let diff_scale = difference_scale(pair, layer);
-    let diff = difference_maps(pair, layer).swap_remove(unit);
-    [
-        Picture::of(&digit, Palette::Grey, 1.0),
-        Picture::of(&reference, Palette::Heat, scale),
-        Picture::of(&subject, Palette::Heat, scale),
-        Picture::of(&diff, Palette::Signed, diff_scale),
-    ]
+    unit_pictures(&digit, layer_maps(pair, layer), unit)
 }
 
 /// Every channel's difference map in a grid at one scale (zero grey, so a quiet
 /// channel is neither the terminal's background nor a glare), the selected one framed.
+pub fn difference_grid(pair: (Maps, Maps), unit: usize, columns: usize) -> Picture {
+    let maps = difference_maps(pair);
+    let tile = (maps[0].width, maps[0].height);
+    let grid = Heatmap::tiled(&maps, columns);
+    let mut picture = Picture::of(&grid, Palette::Signed, difference_scale(pair));
+    picture.outline(Heatmap::tile_frame(unit, columns, tile));
+    picture
+}
+
+/// The study's `difference_grid` for one layer.
 pub fn grid_picture(
     pair: (&[LayerActivation], &[LayerActivation]),
     layer: Layer,
     unit: usize,
     columns: usize,
 ) -> Picture {
-    let maps = difference_maps(pair, layer);
-    let tile = (maps[0].width, maps[0].height);
-    let grid = Heatmap::tiled(&maps, columns);
-    let mut picture = Picture::of(&grid, Palette::Signed, difference_scale(pair, layer));
-    picture.outline(Heatmap::tile_frame(unit, columns, tile));
-    picture
+    difference_grid(layer_maps(pair, layer), unit, columns)
 }
 
 /// A ranked test image as a grey picture.
@@ -211,7 +246,7 @@ mod tests {
         assert_eq!(signed(-1.0), image::Rgb([30, 100, 255]));
         let activation = |values: Vec<f32>| LayerActivation { layer: Layer::Conv1, shape: vec![2, 1, 1], values };
         let (reference, subject) = (vec![activation(vec![1.0, 0.0])], vec![activation(vec![1.5, -2.0])]);
-        assert_eq!(difference_scale((&reference, &subject), Layer::Conv1), 2.0);
+        assert_eq!(layer_difference_scale((&reference, &subject), Layer::Conv1), 2.0);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::engine::prune::PruneCurve;
 use crate::engine::swap::SwapRow;
 use crate::engine::sweep::SweepRow;
 use crate::engine::train::{EvalPoint, Phase, TrainConfig};
+use crate::graph::units::UnitSet;
+use crate::tui::graph::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
 
 /// A request from the UI. The worker serves them in order, one at a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +56,15 @@ pub enum Command {
     /// The test images (clean and triggered pooled) on which one unit of the model
     /// under study is most and least active.
     TopImages { layer: Layer, unit: usize },
+    /// A graph run: `set` ablated in the model under study, on a sample of the
+    /// test set first, then on all of it.
+    GraphAblate { set: UnitSet, mode: AblationMode },
+    /// A graph run: every unit of the node `site` ablated alone.
+    GraphSweep { site: String, mode: AblationMode },
+    /// A graph run: one test image and the node `site`'s output on it.
+    GraphActivations { index: usize, site: String },
+    /// A graph run: the incoming weights of the node `site`'s units.
+    GraphWeights { site: String },
     /// Panics inside the worker (tests check that it becomes a UI error).
     #[doc(hidden)]
     Panic,
@@ -79,6 +90,7 @@ pub enum Job {
     Study,
     Swap,
     TopImages,
+    Weights,
     Panic,
     Control,
 }
@@ -124,6 +136,7 @@ impl Job {
             Job::Study => "switching the model under study",
             Job::Swap => "swapping layers",
             Job::TopImages => "ranking the test images",
+            Job::Weights => "reading the node's weights",
             Job::Panic => "the test panic",
             Job::Control => "a control command",
         }
@@ -148,6 +161,10 @@ impl Command {
             Command::Study { .. } => Job::Study,
             Command::Swap { .. } => Job::Swap,
             Command::TopImages { .. } => Job::TopImages,
+            Command::GraphAblate { .. } => Job::Evaluate,
+            Command::GraphSweep { .. } => Job::Sweep,
+            Command::GraphActivations { .. } => Job::Digit,
+            Command::GraphWeights { .. } => Job::Weights,
             Command::Panic => Job::Panic,
             Command::Cancel | Command::Shutdown => Job::Control,
         }
@@ -164,6 +181,9 @@ impl Command {
             Command::Study { model } => format!("caching the {model} model for ablation"),
             Command::Swap { donor, recipient } => format!("swapping {donor} layers into {recipient}"),
             Command::TopImages { layer, unit } => format!("ranking test images by {layer}:{unit}"),
+            Command::GraphAblate { set, .. } => format!("evaluating {set}"),
+            Command::GraphSweep { site, .. } => format!("sweeping {site}"),
+            Command::GraphActivations { index, site } => format!("computing {site} on image #{index}"),
             other => other.job().describe().to_string(),
         }
     }
@@ -331,6 +351,19 @@ pub enum Reply {
     },
     Swapped(Box<Swaps>),
     TopImages(Box<TopImages>),
+    /// The run holds a graph: its nodes, opened (replaces `Opened`).
+    GraphOpened(Box<RunInfo>, Box<GraphInfo>),
+    /// An ablation on a graph run: first on the sample, then on the full test set.
+    GraphEvaluated(Box<GraphEvaluation>),
+    GraphSwept {
+        site: String,
+        mode: AblationMode,
+        /// Each unit's metrics, in unit order (fewer when stopped).
+        rows: Vec<Metrics>,
+    },
+    GraphActivations(Box<SiteActivations>),
+    /// `None`: the node has no weights per unit.
+    GraphWeights(String, Option<Box<SiteWeights>>),
     Failed {
         job: Job,
         message: String,
@@ -357,6 +390,13 @@ impl Reply {
             Reply::PruneCurves { .. } => Job::Prune,
             Reply::Swapped(_) => Job::Swap,
             Reply::TopImages(_) => Job::TopImages,
+            Reply::GraphOpened(..) => Job::Open,
+            // The sample's answer leaves the full test set's running.
+            Reply::GraphEvaluated(e) if e.sample => return None,
+            Reply::GraphEvaluated(_) => Job::Evaluate,
+            Reply::GraphSwept { .. } => Job::Sweep,
+            Reply::GraphActivations(_) => Job::Digit,
+            Reply::GraphWeights(..) => Job::Weights,
             Reply::Failed { job, .. } => *job,
             Reply::Progress(_)
             | Reply::Models(_)

@@ -68,15 +68,16 @@ pub fn status(app: &App) -> (String, Color) {
 fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
     let (text, colour) = status(app);
     let study = &app.study;
-    let set = &study.ablation.set;
+    let (set, mode, empty) = match study.graph.as_deref() {
+        Some(g) if !g.set.sites.is_empty() => (g.set.to_string(), g.mode, false),
+        Some(g) => ("none".to_string(), g.mode, true),
+        None => (study.ablation.set.to_string(), study.ablation.mode, study.ablation.set.is_empty()),
+    };
     let mut spans = vec![
         Span::styled(" trojanscope ", Style::new().bg(ACCENT).fg(Color::Black).bold()),
         Span::styled(format!(" ● {text} "), Style::new().fg(colour).bold()),
         Span::raw("· ablating "),
-        Span::styled(
-            format!("{set} ({}) ", study.ablation.mode),
-            Style::new().fg(if set.is_empty() { DIM } else { WARN }),
-        ),
+        Span::styled(format!("{set} ({mode}) "), Style::new().fg(if empty { DIM } else { WARN })),
         Span::raw("· "),
         Span::styled(study.subject.name(), Style::new().fg(ACCENT).bold()),
         Span::raw(format!(" vs {} ", study.reference)),

@@ -11,6 +11,7 @@ use crate::engine::lab::{ModelKind, PerModel};
 use crate::engine::layer::{Layer, PerLayer};
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
+use crate::tui::graph::state::GraphState;
 use std::collections::BTreeMap;
 
 /// One evaluated ablation.
@@ -73,6 +74,10 @@ pub struct Study {
     /// Bumped whenever models, the digit or the compared pair change, so cached
     /// pictures are rebuilt.
     pub generation: u64,
+    /// The unit number being typed after `/` in the Channels pane.
+    pub find: Option<String>,
+    /// A graph run's state: the panes draw from it instead of the study's layers.
+    pub graph: Option<Box<GraphState>>,
 }
 
 impl Default for Study {
@@ -92,6 +97,8 @@ impl Default for Study {
             digit_data: None,
             ablation: AblationState::default(),
             generation: 0,
+            find: None,
+            graph: None,
         }
     }
 }
@@ -144,9 +151,24 @@ impl Study {
         self.models.as_ref()?.weights.get(kind)
     }
 
-    /// The saved models, in order.
+    /// The saved models, in order (on a graph run, those with metrics).
     pub fn saved_models(&self) -> Vec<ModelKind> {
-        self.models.as_ref().map(|m| m.weights.kinds().collect()).unwrap_or_default()
+        match (&self.models, &self.base) {
+            (Some(m), _) => m.weights.kinds().collect(),
+            (None, Some(base)) if self.graph.is_some() => base.kinds().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Puts the Channels cursor on `unit` of the selected layer (or graph node).
+    pub fn jump_to_unit(&mut self, unit: usize) -> Result<(), String> {
+        if let Some(graph) = self.graph.as_deref_mut() {
+            return graph.jump_to_unit(unit);
+        }
+        let row = self.channel_rows().iter().position(|r| r.unit == unit);
+        let layer = self.layer;
+        self.rows[layer] = row.ok_or_else(|| format!("{layer} has units 0..{}, not {unit}", layer.units() - 1))?;
+        Ok(())
     }
 
     /// The saved model after `current` (wrapping), skipping `skip`.

@@ -30,6 +30,7 @@ use crate::engine::train::{LogLine, Phase, TrainEvent};
 use crate::engine::unlearn::{self, UnlearnConfig};
 use crate::setup::CommonArgs;
 use crate::setup::{open_lab, set_threads};
+use crate::tui::graph::session::GraphSession;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -146,11 +147,22 @@ impl Inbox {
     /// Whether a newer command of the same kind is waiting, so this one can be
     /// skipped (rapid ablation toggles or digit steps only compute the last).
     fn superseded(&mut self, command: &Command) -> bool {
-        if !matches!(command, Command::Evaluate { .. } | Command::Digit { .. }) {
-            return false;
-        }
+        let skippable = matches!(
+            command,
+            Command::Evaluate { .. }
+                | Command::Digit { .. }
+                | Command::GraphAblate { .. }
+                | Command::GraphActivations { .. }
+                | Command::GraphWeights { .. }
+        );
+        skippable && self.newer(command.job())
+    }
+
+    /// Whether a command of `job` (or the end) waits: the answer being computed
+    /// for an older one is stale.
+    fn newer(&mut self, job: Job) -> bool {
         self.drain();
-        self.queue.iter().any(|c| c.job() == command.job())
+        self.shutdown || self.queue.iter().any(|c| c.job() == job || *c == Command::Shutdown)
     }
 }
 
@@ -162,6 +174,8 @@ struct Worker {
     analysis: Option<Analysis>,
     /// The latest trigger recovery on the poisoned model (unlearning uses it).
     recovery: Option<RecoveryReport>,
+    /// A graph run's models and test set (instead of the lab and its analysis).
+    graph: Option<GraphSession>,
 }
 
 impl Worker {
@@ -173,6 +187,7 @@ impl Worker {
             lab: None,
             analysis: None,
             recovery: None,
+            graph: None,
         }
     }
 
@@ -199,6 +214,9 @@ impl Worker {
     }
 
     fn handle(&mut self, command: Command) -> Result<()> {
+        if self.graph.is_some() {
+            return self.handle_graph(command);
+        }
         match command {
             Command::Open => self.open(),
             Command::Load { digit } => self.load(digit),
@@ -227,6 +245,10 @@ impl Worker {
             Command::Study { model } => self.study(model),
             Command::Swap { donor, recipient } => self.swap(donor, recipient),
             Command::TopImages { layer, unit } => self.top_images(layer, unit),
+            Command::GraphAblate { .. }
+            | Command::GraphSweep { .. }
+            | Command::GraphActivations { .. }
+            | Command::GraphWeights { .. } => bail!("the run holds the study's CNN, not a graph"),
             Command::Panic => panic!("deliberate panic requested by a test"),
             Command::Cancel => Ok(()),
             Command::Shutdown => {
@@ -258,6 +280,10 @@ impl Worker {
     }
 
     fn open(&mut self) -> Result<()> {
+        let run = crate::engine::run::RunDir::new(&self.common.checkpoints, &self.common.run);
+        if crate::graph::run::is_graph_run(&run) {
+            return self.open_graph();
+        }
         self.stage(Job::Open, "reading the test split");
         let lab = open_lab(&self.common, None)?;
         (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
@@ -610,6 +636,77 @@ impl Worker {
         }
         let (lab, analysis) = self.analysis()?;
         digit_data(lab, &analysis.nets, index)
+    }
+}
+
+/// A graph run: the same worker, serving the panes through the generic executor.
+impl Worker {
+    fn open_graph(&mut self) -> Result<()> {
+        self.stage(Job::Open, "reading the graph, its models and the test split");
+        let (session, info) = GraphSession::open(&self.common)?;
+        let lab = &session.lab;
+        let run = RunInfo {
+            root: lab.run.root.display().to_string(),
+            device: crate::engine::device::describe(lab.device),
+            config: crate::engine::train::TrainConfig { dataset: lab.dataset, ..Default::default() },
+            train_images: 0,
+            test_images: lab.raw.len(),
+            missing: Vec::new(),
+            read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
+        };
+        (self.reply)(Reply::GraphOpened(Box::new(run), Box::new(info)));
+        (self.reply)(Reply::BaseMetrics(session.base_metrics()));
+        (self.reply)(Reply::Ready { model: session.subject, job: Job::Load });
+        self.graph = Some(session);
+        Ok(())
+    }
+
+    fn handle_graph(&mut self, command: Command) -> Result<()> {
+        let (Some(session), inbox, reply) = (self.graph.as_mut(), &mut self.inbox, &mut self.reply) else {
+            unreachable!("called on a graph run")
+        };
+        match command {
+            Command::GraphAblate { set, mode } => session.ablate(
+                &set,
+                mode,
+                |evaluation| reply(Reply::GraphEvaluated(Box::new(evaluation))),
+                || inbox.newer(Job::Evaluate),
+            ),
+            Command::GraphSweep { site, mode } => {
+                let mut last = Instant::now();
+                let rows = session.sweep(&site, mode, |done, total| {
+                    if last.elapsed() >= REPORT_PERIOD || done == total {
+                        last = Instant::now();
+                        reply(Reply::Progress(JobProgress { job: Job::Sweep, label: None, done, total }));
+                    }
+                    inbox.interrupted()
+                })?;
+                reply(Reply::GraphSwept { site, mode, rows });
+                Ok(())
+            }
+            Command::GraphActivations { index, site } => {
+                reply(Reply::GraphActivations(Box::new(session.activations(index, &site)?)));
+                Ok(())
+            }
+            Command::GraphWeights { site } => {
+                let weights = session.weights(&site)?;
+                reply(Reply::GraphWeights(site, weights.map(Box::new)));
+                Ok(())
+            }
+            Command::Study { model } => {
+                session.exec(model)?;
+                session.subject = model;
+                reply(Reply::Ready { model, job: Job::Study });
+                Ok(())
+            }
+            Command::Cancel => Ok(()),
+            Command::Shutdown => {
+                inbox.shutdown = true;
+                Ok(())
+            }
+            Command::Panic => panic!("deliberate panic requested by a test"),
+            other => bail!("{} {}", other.job().describe(), crate::tui::graph::STUDY_ONLY),
+        }
     }
 }
 

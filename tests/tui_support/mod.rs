@@ -27,8 +27,10 @@ pub const TEST_LIMIT: usize = 500;
 /// Generous: the engine is slow on two busy cores.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
+pub mod tmux;
+
 #[path = "../common/mod.rs"]
-mod shared;
+pub mod shared;
 pub use shared::{data_dir, scratch};
 
 /// The committed tiny run: the study's recipe trained by the engine on the first

@@ -5,6 +5,8 @@
 //! their chunks never wait for one another. On a GPU the work stays on one thread.
 
 use super::{Executor, Intervention, Replacement};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use tch::{Device, Tensor};
 
@@ -68,20 +70,47 @@ impl Executor {
     /// The predicted class of each of `images` with `interventions`, in chunks
     /// spread over the CPU's threads.
     pub fn predictions(&self, images: &Tensor, interventions: &[Intervention]) -> Tensor {
+        self.predictions_until(images, interventions, || ControlFlow::Continue(())).expect("never stopped")
+    }
+
+    /// `predictions`, asking `go_on` first and after each chunk (the explorer
+    /// drops an answer nobody waits for any more); `None` when it said stop.
+    pub fn predictions_until(
+        &self,
+        images: &Tensor,
+        interventions: &[Intervention],
+        mut go_on: impl FnMut() -> ControlFlow<()>,
+    ) -> Option<Tensor> {
+        if go_on().is_break() {
+            return None;
+        }
         let chunks = images.split(crate::engine::testset::chunk(self.device), 0);
         let lane_count = count(self.device).min(chunks.len().max(1));
         let jobs: Vec<_> = deal(chunks, lane_count)
             .into_iter()
             .map(|mine| (self.lane_copy(), interventions.iter().map(Intervention::lane_copy).collect::<Vec<_>>(), mine))
             .collect();
+        let stop = AtomicBool::new(false);
         let dealt = spread(
             jobs,
-            |(exec, interventions, mine), _: &Sender<()>| {
-                mine.into_iter().map(|(i, x)| (i, exec.logits(&x, &interventions).argmax(1, false))).collect()
+            |(exec, interventions, mine), tx| {
+                let mut out = Vec::with_capacity(mine.len());
+                for (i, x) in mine {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    out.push((i, exec.logits(&x, &interventions).argmax(1, false)));
+                    tx.send(()).unwrap_or(());
+                }
+                out
             },
-            |()| {},
+            |()| {
+                if go_on().is_break() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            },
         );
-        Tensor::cat(&gather(dealt), 0)
+        (!stop.load(Ordering::Relaxed)).then(|| Tensor::cat(&gather(dealt), 0))
     }
 
     /// Another handle on the same graph and weight storage, for another thread

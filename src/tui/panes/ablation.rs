@@ -12,6 +12,7 @@ use crate::engine::sweep::SweepRow;
 use crate::picture::heat;
 use crate::table::swap_table;
 use crate::tui::effect::Effect;
+use crate::tui::jobs::Running;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::protocol::{Command, Job, Swaps};
 use crate::tui::study::{Study, SweepResult};
@@ -23,8 +24,8 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph, Table, TableState};
 
-const RESTORE: PaneKey = PaneKey("ablation.restore");
-const SWEEP: PaneKey = PaneKey("ablation.sweep");
+pub const RESTORE: PaneKey = PaneKey("ablation.restore");
+pub const SWEEP: PaneKey = PaneKey("ablation.sweep");
 const SWAP: PaneKey = PaneKey("ablation.swap");
 const VIEW: PaneKey = PaneKey("ablation.view");
 
@@ -162,21 +163,29 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
 fn metrics_table(frame: &mut Frame, area: Rect, study: &Study) {
     let base = study.base.as_ref();
     let ablated = study.ablation.result.as_ref().map(|e| &e.metrics);
-    let poisoned = base.and_then(|b| b.get(study.subject));
-    let (reference, subject) = (study.reference.name(), study.subject.name());
+    let models = [study.reference, study.subject].map(|k| (k.name(), base.and_then(|b| b.get(k))));
+    metrics_rows(frame, area, models, ablated, study.ablation.set.is_empty());
+}
+
+/// The compared model's and the studied model's metrics, the studied model's
+/// with the set ablated (`None` while unknown) and the change.
+pub fn metrics_rows(
+    frame: &mut Frame,
+    area: Rect,
+    [(reference, reference_metrics), (subject, poisoned)]: [(&str, Option<&Metrics>); 2],
+    ablated: Option<&Metrics>,
+    empty_set: bool,
+) {
     let delta = |f: fn(&Metrics) -> f64| match (ablated, poisoned) {
         (Some(a), Some(p)) => format!("{:+.2}", f(a) - f(p)),
         _ => "–".into(),
     };
     let line = |name: &str, cells: [String; 4]| row(std::iter::once(name.to_string()).chain(cells), 1);
     let rows = vec![
-        line(&format!("{reference} model"), metric_cells(base.and_then(|b| b.get(study.reference)))),
+        line(&format!("{reference} model"), metric_cells(reference_metrics)),
         line(&format!("{subject} model"), metric_cells(poisoned)),
-        line(
-            &format!("{subject} + set"),
-            metric_cells(ablated.or(if study.ablation.set.is_empty() { poisoned } else { None })),
-        )
-        .style(Style::new().fg(WARN)),
+        line(&format!("{subject} + set"), metric_cells(ablated.or(if empty_set { poisoned } else { None })))
+            .style(Style::new().fg(WARN)),
         line(
             "  change",
             [delta(|m| m.clean_acc), delta(|m| m.poison_acc), delta(|m| m.asr_non_target), delta(|m| m.rehab_acc)],
@@ -195,15 +204,7 @@ fn sweep_strip(frame: &mut Frame, area: Rect, view: &View) {
     let study = view.study;
     let layer = study.layer;
     if let Some(running) = view.jobs.get(Job::Sweep) {
-        let [label, gauge] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(1)]));
-        frame.render_widget(Line::from(format!("{} ({}) — x stops", running.label, study.ablation.mode)), label);
-        let (done, total) = (running.done, running.total);
-        let ratio = done as f64 / total.max(1) as f64;
-        frame.render_widget(
-            Gauge::default().ratio(ratio).label(format!("{done}/{total}")).gauge_style(Style::new().fg(ACCENT)),
-            gauge,
-        );
-        return;
+        return sweep_progress(frame, area, running, study.ablation.mode);
     }
     let Some(sweep) = study.ablation.sweeps.get(&layer) else {
         let text = if study.ready {
@@ -214,31 +215,52 @@ fn sweep_strip(frame: &mut Frame, area: Rect, view: &View) {
         placeholder(frame, area, &text);
         return;
     };
+    let note = if sweep.complete { String::new() } else { " (stopped early)".into() };
+    let rows: Vec<&Metrics> = sweep.rows.iter().map(|r| &r.metrics).collect();
+    sweep_heat(frame, area, format!("sweep {layer} ({}){note}", sweep.mode), &rows);
+}
+
+/// A running sweep's label and gauge.
+pub fn sweep_progress(frame: &mut Frame, area: Rect, running: &Running, mode: AblationMode) {
+    let [label, gauge] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(1)]));
+    frame.render_widget(Line::from(format!("{} ({mode}) — x stops", running.label)), label);
+    let (done, total) = (running.done, running.total);
+    let ratio = done as f64 / total.max(1) as f64;
+    frame.render_widget(
+        Gauge::default().ratio(ratio).label(format!("{done}/{total}")).gauge_style(Style::new().fg(ACCENT)),
+        gauge,
+    );
+}
+
+/// A sweep's units as three strips of colour, one per headline accuracy.
+pub fn sweep_heat(frame: &mut Frame, area: Rect, title: String, rows: &[&Metrics]) {
     let label_width = 7u16;
     let room = area.width.saturating_sub(label_width) as usize;
-    let per_cell = if sweep.rows.len() <= room { 1 } else { 2 };
-    let note = if sweep.complete { String::new() } else { " (stopped early)".into() };
-    let mut lines = vec![Line::from(format!("sweep {layer} ({}){note}, black 0 % → yellow 100 %", sweep.mode)).fg(DIM)];
+    let per_cell = if rows.len() <= room { 1 } else { rows.len().div_ceil(room.max(1)).max(2) };
+    let mut lines = vec![Line::from(format!("{title}, black 0 % → yellow 100 %")).fg(DIM)];
     for (name, accuracy) in Metrics::HEADLINE {
-        let values: Vec<f64> = sweep.rows.iter().map(|r| accuracy(&r.metrics)).collect();
+        let values: Vec<f64> = rows.iter().map(|r| accuracy(r)).collect();
         let mut spans = vec![Span::raw(format!("{name:<7}"))];
+        let colour = |v: f64| {
+            let c = heat((v / 100.0) as f32);
+            Color::Rgb(c[0], c[1], c[2])
+        };
         for chunk in values.chunks(per_cell) {
-            let colour = |v: f64| {
-                let c = heat((v / 100.0) as f32);
-                Color::Rgb(c[0], c[1], c[2])
-            };
+            // Two units per cell share it (left, right); more take their lowest.
+            let low = |c: &[f64]| c.iter().copied().fold(f64::INFINITY, f64::min);
             spans.push(match chunk {
+                [a] => Span::styled("█", Style::new().fg(colour(*a))),
                 [a, b] => Span::styled("▌", Style::new().fg(colour(*a)).bg(colour(*b))),
-                [a, ..] => Span::styled("█", Style::new().fg(colour(*a))),
-                [] => Span::raw(""),
+                many => Span::styled("█", Style::new().fg(colour(low(many)))),
             });
         }
         lines.push(Line::from(spans));
     }
-    let ticks: String = (0..sweep.rows.len().div_ceil(per_cell))
-        .map(|cell| if (cell * per_cell) % 8 == 0 { '╵' } else { ' ' })
+    let tick_every = if per_cell <= 2 { 8 } else { 8 * per_cell };
+    let ticks: String = (0..rows.len().div_ceil(per_cell))
+        .map(|cell| if (cell * per_cell) % tick_every == 0 { '╵' } else { ' ' })
         .collect();
-    lines.push(Line::from(format!("{:<7}{ticks}  (a tick every 8 units)", "unit 0")).fg(DIM));
+    lines.push(Line::from(format!("{:<7}{ticks}  (a tick every {tick_every} units)", "unit 0")).fg(DIM));
     frame.render_widget(Paragraph::new(lines), area);
 }
 
@@ -276,13 +298,20 @@ fn swaps_table(frame: &mut Frame, area: Rect, view: &View, state: &AblationView)
 
 fn history_table(frame: &mut Frame, area: Rect, study: &Study) {
     let history = &study.ablation.history;
+    let rows = history.iter().rev().map(|e| (e.set.to_string(), e.mode, &e.metrics)).collect();
+    history_rows(frame, area, rows, study.ablation.history_row);
+}
+
+/// Every set tried (newest first: set, mode, metrics), the cursor on `selected`.
+pub fn history_rows(frame: &mut Frame, area: Rect, history: Vec<(String, AblationMode, &Metrics)>, selected: usize) {
     if history.is_empty() {
         placeholder(frame, area, "History: every set you try appears here (Enter restores one).");
         return;
     }
-    let rows = history.iter().rev().map(|e| {
-        let [clean, poison, _, rehab] = metric_cells(Some(&e.metrics));
-        row([e.set.to_string(), e.mode.to_string(), clean, poison, rehab], 2)
+    let len = history.len();
+    let rows = history.into_iter().map(|(set, mode, metrics)| {
+        let [clean, poison, _, rehab] = metric_cells(Some(metrics));
+        row([set, mode.to_string(), clean, poison, rehab], 2)
     });
     let header =
         row(["history: set", "mode", "clean", "poison", "rehab"].map(String::from), 2).style(Style::new().bold());
@@ -294,8 +323,8 @@ fn history_table(frame: &mut Frame, area: Rect, study: &Study) {
         Constraint::Length(6),
     ];
     let visible = area.height.saturating_sub(1) as usize;
-    let row = study.ablation.history_row.min(history.len() - 1);
-    let mut state = TableState::new().with_offset(scroll_offset(row, history.len(), visible)).with_selected(Some(row));
+    let row = selected.min(len - 1);
+    let mut state = TableState::new().with_offset(scroll_offset(row, len, visible)).with_selected(Some(row));
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(Style::new().fg(ACCENT).add_modifier(Modifier::REVERSED));

@@ -5,14 +5,12 @@
 //! images on which the selected unit is most and least active.
 
 use super::common::{Cx, Titled, View, number, placeholder, row, scroll_offset, titled_pictures};
-use crate::engine::layer::Layer;
-use crate::engine::probe::LayerActivation;
 use crate::picture::grid_columns;
 use crate::tui::effect::Effect;
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
-use crate::tui::pictures::{channel_pictures, compared, difference_scale, grid_picture, ranked_picture};
+use crate::tui::pictures::{channel_pictures, compared, grid_picture, layer_difference_scale, ranked_picture};
 use crate::tui::protocol::{Command, DigitData, Job, TopImages};
 use crate::tui::study::Study;
 use crate::tui::theme::{DIM, WARN};
@@ -109,12 +107,13 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
             images,
             vec![Titled { title: dataset.noun().into(), slot: "act.digit", key, make: Box::new(move || digit) }],
         );
-        units_table(frame, table_area, pair, layer, unit, [reference, subject]);
+        let values = (pair.0[layer.position()].values.as_slice(), pair.1[layer.position()].values.as_slice());
+        units_table(frame, table_area, values, unit, [reference, subject]);
         return;
     }
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
-    let scale = difference_scale(pair, layer);
+    let scale = layer_difference_scale(pair, layer);
     let titles = [dataset.noun().to_string(), reference.to_string(), format!("{subject} +T"), format!("Δ ±{scale:.2}")];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
     let items = channel_pictures(data, pair, layer, unit)
@@ -192,18 +191,10 @@ const TOP_SLOTS: [&str; crate::tui::worker::TOP_IMAGES] =
 const BOTTOM_SLOTS: [&str; crate::tui::worker::TOP_IMAGES] =
     ["bottom.0", "bottom.1", "bottom.2", "bottom.3", "bottom.4", "bottom.5", "bottom.6", "bottom.7"];
 
-/// A linear layer's units on the digit: the compared model (clean digit), the model
+/// A flat layer's units on the digit: the compared model (clean digit), the model
 /// under study (triggered), and the difference.
-fn units_table(
-    frame: &mut Frame,
-    area: Rect,
-    pair: (&[LayerActivation], &[LayerActivation]),
-    layer: Layer,
-    unit: usize,
-    names: [&str; 2],
-) {
-    let (clean, poisoned) = (&pair.0[layer.position()].values, &pair.1[layer.position()].values);
-    let rows = (0..layer.units()).map(|u| {
+pub fn units_table(frame: &mut Frame, area: Rect, (clean, poisoned): (&[f32], &[f32]), unit: usize, names: [&str; 2]) {
+    let rows = (0..clean.len()).map(|u| {
         row(
             [
                 u.to_string(),
@@ -219,7 +210,6 @@ fn units_table(
         .header(header)
         .row_highlight_style(Style::new().reversed());
     let visible = area.height.saturating_sub(1) as usize;
-    let mut state =
-        TableState::new().with_offset(scroll_offset(unit, layer.units(), visible)).with_selected(Some(unit));
+    let mut state = TableState::new().with_offset(scroll_offset(unit, clean.len(), visible)).with_selected(Some(unit));
     frame.render_stateful_widget(table, area, &mut state);
 }

@@ -15,14 +15,16 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Table, TableState};
 
-const SORT: PaneKey = PaneKey("channels.sort");
-const REVERSE: PaneKey = PaneKey("channels.reverse");
-const OPEN: PaneKey = PaneKey("channels.open");
+pub const SORT: PaneKey = PaneKey("channels.sort");
+pub const REVERSE: PaneKey = PaneKey("channels.reverse");
+pub const OPEN: PaneKey = PaneKey("channels.open");
+pub const FIND: PaneKey = PaneKey("channels.find");
 
 pub const KEYS: &[Binding] = &[
     crate::bind!(&[ch('s')], "s", Action::Pane(SORT), Scope::Focused, "sort by the next column", Some("sort")),
     crate::bind!(&[ch('S')], "S", Action::Pane(REVERSE), Scope::Focused, "reverse the channel order", None),
     crate::bind!(&[key(KeyCode::Enter)], "Enter", Action::Pane(OPEN), Scope::Focused, "the unit's kernels", None),
+    crate::bind!(&[ch('/')], "/", Action::Pane(FIND), Scope::Focused, "find a unit: digits, Enter jumps", None),
 ];
 
 /// Moves the cursor over the selected layer's units; `None` for other actions.
@@ -40,6 +42,7 @@ pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
         }
         Action::Pane(REVERSE) => sort.descending = !sort.descending,
         Action::Pane(OPEN) => return Some(vec![Effect::FocusNext]),
+        Action::Pane(FIND) => cx.study.find = Some(String::new()),
         other => step(other, cx.study)?,
     }
     Some(Vec::new())

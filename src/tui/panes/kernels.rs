@@ -6,6 +6,7 @@ use super::common::{Titled, View, placeholder, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::picture::diverging;
 use crate::tui::images::{ImageStore, key_of};
+use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
 use crate::tui::pictures::{kernel_pictures, slice_shape, slices, unit_weights};
 use crate::tui::theme::DIM;
 use ratatui::Frame;
@@ -13,6 +14,15 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
+
+pub const PREVIOUS_INPUT: PaneKey = PaneKey("kernels.previous");
+pub const NEXT_INPUT: PaneKey = PaneKey("kernels.next");
+
+/// On a graph run: which input channel's k×k slice is drawn.
+pub const KEYS: &[Binding] = &[
+    crate::bind!(&[ch('[')], "[", Action::Pane(PREVIOUS_INPUT), Scope::Focused, "previous input channel (graph)", None),
+    crate::bind!(&[ch(']')], "]", Action::Pane(NEXT_INPUT), Scope::Focused, "next input channel (graph)", None),
+];
 
 pub fn draw(frame: &mut Frame, area: Rect, view: &View, images: &mut ImageStore) {
     let study = view.study;
@@ -66,7 +76,7 @@ fn strongest_slices(layer: Layer, diff: &[f32]) -> String {
 }
 
 /// conv1's 3×3 kernels as numbers on their colour.
-fn numbers(frame: &mut Frame, area: Rect, weights: &[Vec<f32>; 3], names: [&str; 2], width_of_row: usize) {
+pub fn numbers(frame: &mut Frame, area: Rect, weights: &[Vec<f32>; 3], names: [&str; 2], width_of_row: usize) {
     let [reference, subject] = names;
     let scale = weights[0].iter().chain(&weights[1]).fold(1e-12f32, |m, v| m.max(v.abs()));
     let diff_scale = weights[2].iter().fold(1e-12f32, |m, v| m.max(v.abs()));

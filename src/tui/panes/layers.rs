@@ -13,7 +13,7 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Table};
 
-const OPEN: PaneKey = PaneKey("layers.open");
+pub const OPEN: PaneKey = PaneKey("layers.open");
 
 pub const KEYS: &[Binding] = &[crate::bind!(
     &[key(ratatui::crossterm::event::KeyCode::Enter)],

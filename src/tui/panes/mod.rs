@@ -123,7 +123,7 @@ pub fn bindings(pane: Pane) -> &'static [Binding] {
     match pane {
         Pane::Layers => layers::KEYS,
         Pane::Channels => channels::KEYS,
-        Pane::Kernels => &[],
+        Pane::Kernels => kernels::KEYS,
         Pane::Activations => activations::KEYS,
         Pane::Ablation => ablation::KEYS,
         Pane::Training => training::KEYS,
@@ -149,6 +149,9 @@ impl Panes {
             .border_style(if framed { Style::new().fg(ACCENT) } else { Style::new().fg(DIM) });
         let inner = block.inner(area);
         frame.render_widget(block, area);
+        if let Some(graph) = view.study.graph.as_deref() {
+            return crate::tui::graph::panes::draw(pane, frame, inner, view, graph, images);
+        }
         match pane {
             Pane::Layers => layers::draw(frame, inner, view),
             Pane::Channels => channels::draw(frame, inner, view),

@@ -1,0 +1,19 @@
+//! The explorer on a graph run (a network imported from PyTorch or trained from a
+//! preset): the same app, keys and layout, with the Layers, Channels, Kernels,
+//! Activations and Ablation panes drawn from the graph's nodes by module path,
+//! and the worker answering through the generic executor (`session`). The
+//! study's own analyses (training, trigger recovery, patching, the circuit
+//! search, pruning) say they run on the study's CNN only: `STUDY_ONLY` is where
+//! their graph versions plug in.
+
+pub mod activations;
+pub mod data;
+pub mod kernels;
+pub mod keys;
+pub mod panes;
+pub mod session;
+pub mod sites;
+pub mod state;
+
+/// What a pane or key of the study's own analyses says on a graph run.
+pub const STUDY_ONLY: &str = "runs on the study's CNN only for now (not on a graph run)";
