@@ -8,6 +8,7 @@ pub mod eval;
 pub mod exec;
 pub mod features;
 pub mod import;
+pub mod patch;
 pub mod preset;
 pub mod run;
 pub mod shape;
