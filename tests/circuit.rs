@@ -216,6 +216,7 @@ fn the_greedy_search_finds_the_known_circuit_and_prunes_what_it_no_longer_needs(
         survive_at: 50.0,
         sites: vec![Layer::Conv1, Layer::Conv2, Layer::Fc1],
         pair_layers: vec![Layer::Conv1],
+        keep_layers: vec![Layer::Conv1, Layer::Conv2, Layer::Fc1],
     };
     let mut eval = Constructed { evaluated: 0 };
     let mut stages = Vec::new();

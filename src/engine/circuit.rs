@@ -230,10 +230,12 @@ pub struct SearchConfig<S = Layer> {
     /// Trigger effect (poison accuracy less clean images predicted as the target, in
     /// points) at which a kept set counts as the backdoor surviving.
     pub survive_at: f64,
-    /// Where candidate units live; each also gets its keep set.
+    /// Where candidate units live.
     pub sites: Vec<S>,
     /// Sites whose pairs are tried exhaustively (the study's convolutions).
     pub pair_layers: Vec<S>,
+    /// Sites whose keep set is searched (the study's hidden layers).
+    pub keep_layers: Vec<S>,
 }
 
 impl SearchConfig {
@@ -244,19 +246,16 @@ impl SearchConfig {
     pub fn defaults(clean_model_poison: f64, clean_baseline: f64, mode: AblationMode) -> SearchConfig {
         let hidden = Layer::ALL[..Layer::ALL.len() - 1].to_vec();
         let convolutions = Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect();
-        SearchConfig::over(hidden, convolutions, clean_model_poison, clean_baseline, mode)
+        let mut config = SearchConfig::over(hidden.clone(), clean_model_poison, clean_baseline, mode);
+        config.pair_layers = convolutions;
+        config.keep_layers = hidden;
+        config
     }
 }
 
 impl<S> SearchConfig<S> {
-    /// The defaults over chosen sites.
-    pub fn over(
-        sites: Vec<S>,
-        pair_layers: Vec<S>,
-        clean_model_poison: f64,
-        clean_baseline: f64,
-        mode: AblationMode,
-    ) -> SearchConfig<S> {
+    /// The defaults over chosen sites, with no pairs or keep sets.
+    pub fn over(sites: Vec<S>, clean_model_poison: f64, clean_baseline: f64, mode: AblationMode) -> SearchConfig<S> {
         SearchConfig {
             criteria: Criteria {
                 poison_at_most: clean_model_poison + 3.0,
@@ -267,7 +266,8 @@ impl<S> SearchConfig<S> {
             mode,
             survive_at: 50.0,
             sites,
-            pair_layers,
+            pair_layers: Vec::new(),
+            keep_layers: Vec::new(),
         }
     }
 }
@@ -388,7 +388,7 @@ pub fn search<S: Site>(
     }
 }
 
-/// Per hidden layer: all its units ablated, then units given back one at a time,
+/// Per keep layer: all its units ablated, then units given back one at a time,
 /// each time the one that restores the trigger's effect most (poison accuracy less
 /// the clean images sent to the target: a layer this ablated often sends every
 /// image to one class, which is not the backdoor), until it reaches `survive_at`.
@@ -400,7 +400,7 @@ fn keep_sets<S: Site, E: Evaluate<S>>(
     stopped: &mut bool,
 ) -> Vec<KeepSet<S>> {
     let mut keep = Vec::new();
-    for layer in &config.sites {
+    for layer in &config.keep_layers {
         let all: Vec<usize> = (0..layer.unit_count()).collect();
         let mut kept: Vec<usize> = Vec::new();
         let ablate_all_but = |kept: &[usize]| {

@@ -13,7 +13,7 @@ use crate::engine::run::RunDir;
 use crate::engine::train::TrainConfig;
 use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::Device;
 
 /// What `import` recorded about one model.
@@ -88,12 +88,17 @@ pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
 /// The run's graph with one model's weights, ready to run on `device`.
 pub fn load(run: &RunDir, kind: ModelKind, device: Device) -> Result<Executor> {
     run.require(&[kind])?;
+    load_file(run, &run.model_path(kind), device)
+}
+
+/// The run's graph with the weights of a safetensors file (`--checkpoint`).
+pub fn load_file(run: &RunDir, weights: &Path, device: Device) -> Result<Executor> {
     let spec = GraphSpec::load(&graph_path(run)).map_err(|e| eyre!(e))?;
     // An edited graph file must still take the run's images.
     if let Some(dataset) = dataset_of(run) {
         check_input(&spec, dataset).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))?;
     }
-    let weights = Weights::load(&run.model_path(kind), &spec, device).map_err(|e| eyre!(e))?;
+    let weights = Weights::load(weights, &spec, device).map_err(|e| eyre!(e))?;
     Executor::new(spec, weights, device).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))
 }
 
