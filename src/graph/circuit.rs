@@ -98,9 +98,11 @@ impl<'a> GraphEvaluator<'a> {
         let first = sites.iter().map(|s| s.node).min().ok_or("no nodes to search")?;
         let nodes: Vec<usize> = sites.iter().map(|s| s.node).collect();
         let means = match mode {
-            AblationMode::Mean => {
-                nodes.iter().copied().zip(exec.mean_outputs(&raw.clean(), testset::chunk(exec.device), &nodes)).collect()
-            }
+            AblationMode::Mean => nodes
+                .iter()
+                .copied()
+                .zip(exec.mean_outputs(&raw.clean(), testset::chunk(exec.device), &nodes))
+                .collect(),
             _ => HashMap::new(),
         };
         let evaluator = GraphEvaluator { exec, raw, mode, means, first };
@@ -116,7 +118,8 @@ impl<'a> GraphEvaluator<'a> {
     }
 
     fn try_interventions(&self, set: &AblationSet<GraphSite>) -> Result<Vec<Intervention>, String> {
-        let sites = set.units.iter().map(|(site, units)| (site.name.clone(), units.iter().map(|&u| u as i64).collect()));
+        let sites =
+            set.units.iter().map(|(site, units)| (site.name.clone(), units.iter().map(|&u| u as i64).collect()));
         UnitSet { sites: sites.collect() }.interventions(self.exec, self.mode, |n| self.means[&n].shallow_clone())
     }
 }
