@@ -15,8 +15,9 @@ use crate::engine::patch::{Direction, PatchEffect};
 use crate::graph::circuit::{GraphEvaluator, sites};
 use crate::graph::eval::evaluate;
 use crate::graph::features::single_node;
-use crate::graph::patch::{GraphPatchRow, NodePatch, default_nodes};
+use crate::graph::patch::{GraphPatchRow, NodePatch};
 use crate::graph::run as graph_run;
+use crate::graph::units::parametrised_outputs;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -55,7 +56,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
     let donor = args.donor.map(|d| graph_run::load(&lab.run, d, lab.device)).transpose()?;
     let nodes = match args.layer {
         Some(site) => vec![single_node(site, &receiver).map_err(|e| eyre!(e))?],
-        None => default_nodes(&receiver),
+        None => parametrised_outputs(&receiver),
     };
     let patcher = NodePatch::new(&receiver, donor.as_ref(), &lab.raw, direction).map_err(|e| eyre!(e))?;
     let names: Vec<String> = nodes.iter().map(|&n| receiver.spec.nodes[n].name.clone()).collect();

@@ -5,8 +5,7 @@
 
 use super::exec::{Executor, Intervention};
 use super::features::single_node;
-use super::patch::default_nodes;
-use super::units::UnitSet;
+use super::units::{UnitSet, parametrised_outputs};
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::circuit::{Evaluate, Site};
 use crate::engine::metrics::Metrics;
@@ -54,7 +53,7 @@ impl Serialize for GraphSite {
 /// module path (`layer3` is every convolution in it), or the one node so named
 /// whatever its op (a ReLU's output).
 pub fn sites(exec: &Executor, chosen: &[String]) -> Result<Vec<GraphSite>, String> {
-    let parametrised = default_nodes(exec);
+    let parametrised = parametrised_outputs(exec);
     if chosen.is_empty() {
         return Ok(parametrised.into_iter().map(|n| GraphSite::of(exec, n)).collect());
     }

@@ -28,7 +28,6 @@ pub struct NodePatch<'a> {
     /// The receiver itself for denoise and noise.
     donor: &'a Executor,
     raw: &'a TestSet,
-    direction: Direction,
     /// The patched rows of the `[2N]` test set, and the offset to their donor rows.
     rows: Range<i64>,
     offset: i64,
@@ -54,11 +53,7 @@ impl<'a> NodePatch<'a> {
             let _guard = tch::no_grad_guard();
             raw.predict_with(|x| receiver.logits(x, &[]))
         };
-        Ok(NodePatch { receiver, donor, raw, direction, rows, offset, baseline })
-    }
-
-    pub fn direction(&self) -> Direction {
-        self.direction
+        Ok(NodePatch { receiver, donor, raw, rows, offset, baseline })
     }
 
     /// The patched rows unpatched.
@@ -132,12 +127,4 @@ impl<'a> NodePatch<'a> {
         let parts: Vec<Tensor> = self.chunks().iter().map(|(x, d)| logits(x, d)).collect();
         Tensor::cat(&parts, 0)
     }
-}
-
-/// The nodes patched when none is named: every convolution's and linear
-/// layer's output but the logits (patching a logit says only that it is one).
-pub fn default_nodes(exec: &Executor) -> Vec<usize> {
-    let spec = &exec.spec;
-    let output = spec.index_of(&spec.output);
-    (0..spec.nodes.len()).filter(|&i| spec.nodes[i].op.has_unit_weights() && Some(i) != output).collect()
 }
