@@ -59,29 +59,31 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
         None => parametrised_outputs(&receiver),
     };
     let patcher = NodePatch::new(&receiver, donor.as_ref(), &lab.raw, direction).map_err(|e| eyre!(e))?;
-    let names: Vec<String> = nodes.iter().map(|&n| receiver.spec.nodes[n].name.clone()).collect();
+    // As named (a container's path rather than its output node's name).
+    let names: Vec<String> = match args.layer {
+        Some(site) => vec![site.to_string()],
+        None => nodes.iter().map(|&n| receiver.spec.nodes[n].name.clone()).collect(),
+    };
     let units: Vec<usize> = nodes.iter().map(|&n| receiver.shapes[n][0] as usize).collect();
     let bar = counter(&format!("patch {}", names.join(", ")), units.iter().sum(), format.is_human());
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut before = 0;
-    for (&node, &count) in nodes.iter().zip(&units) {
-        rows.extend(patcher.patch(node, |done, total| {
+    for ((&node, &count), name) in nodes.iter().zip(&units).zip(&names) {
+        let patched = patcher.patch(node, |done, total| {
             bar.set_position((before + done * count / total.max(1)) as u64);
             ControlFlow::Continue(())
-        }));
+        });
+        rows.extend(patched.into_iter().map(|row| (node, GraphPatchRow { node: name.clone(), ..row })));
         before += count;
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let reference_gap = args.reference.then(|| {
-        rows.iter()
-            .map(|r| {
-                let node = receiver.spec.index_of(&r.node).expect("a row names a node of the graph");
-                effect_gap(&r.effect, &patcher.reference(node, r.unit).effect)
-            })
-            .fold(0.0, f64::max)
+        let slow = |node: usize, r: &GraphPatchRow| effect_gap(&r.effect, &patcher.reference(node, r.unit).effect);
+        rows.iter().map(|(node, r)| slow(*node, r)).fold(0.0, f64::max)
     });
+    let mut rows: Vec<GraphPatchRow> = rows.into_iter().map(|(_, r)| r).collect();
     // Without a node, the strongest units of the whole graph come first.
     if args.sorted || args.layer.is_none() {
         let moved = |r: &GraphPatchRow| strongest_first(direction, &r.effect);
