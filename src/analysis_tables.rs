@@ -2,7 +2,7 @@
 //! pruning-defence curves — shared by the CLI's output and the explorer's export.
 
 use crate::engine::ablation::AblationSet;
-use crate::engine::circuit::CircuitReport;
+use crate::engine::circuit::{CircuitReport, Site};
 use crate::engine::metrics::Metrics;
 use crate::engine::patch::{Direction, PatchEffect, PatchRow};
 use crate::engine::prune::{CurvePoint, PruneCurve};
@@ -12,6 +12,23 @@ use crate::table::{Table, metrics_row, metrics_table, pct};
 /// One row per patched unit under the unpatched row; `with_direction` adds the
 /// direction as a first column (CSV, where no heading line names it).
 pub fn patch_table(direction: Direction, baseline: &PatchEffect, rows: &[PatchRow], with_direction: bool) -> Table {
+    let named = rows.iter().map(|r| {
+        let name = match r.to_unit {
+            Some(v) => format!("{}:{} → {v}", r.layer, r.unit),
+            None => format!("{}:{}", r.layer, r.unit),
+        };
+        (name, &r.effect)
+    });
+    named_patch_table(direction, baseline, named, with_direction)
+}
+
+/// `patch_table` with each row's unit named by the caller (a graph's `NODE:UNIT`).
+pub fn named_patch_table<'e>(
+    direction: Direction,
+    baseline: &PatchEffect,
+    rows: impl IntoIterator<Item = (String, &'e PatchEffect)>,
+    with_direction: bool,
+) -> Table {
     let mut header = vec!["unit", "clean", "poison (ASR)", "rehab", "patched → target %", "logit diff"];
     if with_direction {
         header.insert(0, "direction");
@@ -33,22 +50,18 @@ pub fn patch_table(direction: Direction, baseline: &PatchEffect, rows: &[PatchRo
         table.rows.push(row);
     };
     push("unpatched".into(), baseline);
-    for r in rows {
-        let name = match r.to_unit {
-            Some(v) => format!("{}:{} → {v}", r.layer, r.unit),
-            None => format!("{}:{}", r.layer, r.unit),
-        };
-        push(name, &r.effect);
+    for (name, effect) in rows {
+        push(name, effect);
     }
     table
 }
 
 /// The search's report: the model, the circuit, the greedy steps, the best pairs,
 /// the Pareto front and the keep sets, one row each.
-pub fn circuit_table(model: &str, r: &CircuitReport) -> Table {
+pub fn circuit_table<S: Site>(model: &str, r: &CircuitReport<S>) -> Table {
     let mut table = metrics_table("set");
     let mut push = |what: String, m: &Metrics| table.rows.push(metrics_row(&what, m));
-    let short = |set: &AblationSet| short_set(set);
+    let short = |set: &AblationSet<S>| short_set(set);
     push(format!("{model} model"), &r.baseline);
     if let Some(t) = &r.circuit {
         push(format!("circuit: {} ({})", short(&t.set), t.size_text()), &t.metrics);
@@ -65,13 +78,13 @@ pub fn circuit_table(model: &str, r: &CircuitReport) -> Table {
     for k in &r.keep {
         let kept: Vec<String> = k.kept.iter().map(usize::to_string).collect();
         let verdict = if k.survives { "survives" } else { "does not survive" };
-        push(format!("keep only {}:{} of {} ({verdict})", k.layer, kept.join(","), k.layer.units()), &k.metrics);
+        push(format!("keep only {}:{} of {} ({verdict})", k.layer, kept.join(","), k.layer.unit_count()), &k.metrics);
     }
     table
 }
 
 /// A set as `conv1:4,31`, a layer with most of its units in it as `conv1:all but 15`.
-pub fn short_set(set: &AblationSet) -> String {
+pub fn short_set<S: Site>(set: &AblationSet<S>) -> String {
     if set.is_empty() {
         return "none".into();
     }
@@ -81,10 +94,11 @@ pub fn short_set(set: &AblationSet) -> String {
         .filter(|(_, u)| !u.is_empty())
         .map(|(layer, units)| {
             let list = |us: &mut dyn Iterator<Item = usize>| us.map(|u| u.to_string()).collect::<Vec<_>>().join(",");
-            if units.len() == layer.units() {
+            let count = layer.unit_count();
+            if units.len() == count {
                 format!("{layer}:all")
-            } else if units.len() * 2 > layer.units() {
-                format!("{layer}:all but {}", list(&mut (0..layer.units()).filter(|u| !units.contains(u))))
+            } else if units.len() * 2 > count {
+                format!("{layer}:all but {}", list(&mut (0..count).filter(|u| !units.contains(u))))
             } else {
                 format!("{layer}:{}", list(&mut units.iter().copied()))
             }

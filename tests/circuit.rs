@@ -214,7 +214,9 @@ fn the_greedy_search_finds_the_known_circuit_and_prunes_what_it_no_longer_needs(
         criteria: Criteria { poison_at_most: 5.0, clean_margin: 1.0, clean_baseline: 98.0, max_size: 6 },
         mode: AblationMode::Weight,
         survive_at: 50.0,
+        sites: vec![Layer::Conv1, Layer::Conv2, Layer::Fc1],
         pair_layers: vec![Layer::Conv1],
+        keep_layers: vec![Layer::Conv1, Layer::Conv2, Layer::Fc1],
     };
     let mut eval = Constructed { evaluated: 0 };
     let mut stages = Vec::new();

@@ -525,6 +525,8 @@ fn patching_and_circuit_refuse_bad_input_in_one_line() {
         (&["prune", "conv1", "--ranking", "magnitude"], "unknown ranking 'magnitude'"),
         (&["circuit", "--model", "teacher"], "unknown model 'teacher'"),
         (&["circuit"], "no poisoned model"),
+        (&["patch"], "patch needs the LAYER"),
+        (&["circuit", "--nodes", "layer3"], "--nodes chooses an imported graph's nodes"),
     ] {
         let o = trojanscope(&with_run(cp, args));
         assert_clean_failure(&o, needle);

@@ -228,7 +228,7 @@ pub fn measure_circuit(
     let mut eval = FastEvaluator { cache: &cache, test: &lab.test, mode: AblationMode::Weight };
     for layer in PATCHED_LAYERS {
         progress(&format!("every pair of {layer}"));
-        let pairs = circuit::pairs_within(layer);
+        let pairs = circuit::pairs_within(&layer);
         let clock = Instant::now();
         eval.evaluate(&pairs);
         figures.push(Figure::ours(&pairs_figure_name(layer), clock.elapsed().as_secs_f64()));
@@ -256,7 +256,7 @@ pub fn pairs_figure_name(layer: Layer) -> String {
 }
 
 pub fn pair_count(layer: Layer) -> usize {
-    circuit::pairs_within(layer).len()
+    circuit::pairs_within(&layer).len()
 }
 
 /// Our trigger recovery on `poisoned` (all labels batched) and one feature

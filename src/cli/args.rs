@@ -229,7 +229,9 @@ pub enum Command {
     /// this unit alone carry the trigger (sufficiency)? --donor MODEL: every image
     /// runs, the value from another model on the same image.
     Patch {
-        layer: Layer,
+        /// A layer of the study's CNN; on an imported graph a node's module path
+        /// (`layer3.0.conv2`), or none for every convolution's and linear layer's output.
+        layer: Option<String>,
         #[arg(long)]
         direction: Option<Direction>,
         /// The model patched.
@@ -275,6 +277,12 @@ pub enum Command {
         /// Do not re-evaluate the reported sets on the slow reference path.
         #[arg(long)]
         no_verify: bool,
+        /// On an imported graph: the nodes searched, module paths or their
+        /// prefixes (`layer3,layer4.0.conv1`), also tried pair by pair and for
+        /// keep sets (default: every convolution's and linear layer's output,
+        /// greedy only).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
     },
     /// Check libtorch, CUDA, the CPU path, TF32, threads and data; each model's
     /// metrics measured now beside those its sidecar recorded.

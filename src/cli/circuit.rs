@@ -9,7 +9,7 @@ use crate::analysis_tables::{circuit_table, patch_table};
 use crate::engine::ablation::{self, AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
 use crate::engine::cache::ActivationCache;
-use crate::engine::circuit::{self, FastEvaluator, SearchConfig, Tried};
+use crate::engine::circuit::{self, Evaluate, FastEvaluator, SearchConfig, Site, Tried};
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
@@ -23,7 +23,8 @@ use std::time::Instant;
 
 /// What `patch` is asked for.
 pub struct PatchArgs<'a> {
-    pub layer: Layer,
+    /// A study layer, or a graph's node (all of its conv/linear outputs when absent).
+    pub layer: Option<&'a str>,
     pub direction: Option<Direction>,
     pub model: ModelKind,
     pub checkpoint: Option<&'a Path>,
@@ -53,8 +54,10 @@ struct PatchReport {
     reference_gap: Option<f64>,
 }
 
-pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()> {
-    let direction = match (args.direction, args.donor) {
+/// The direction asked for, checked against the donor: denoise by default, model
+/// with a donor.
+pub(super) fn direction(args: &PatchArgs) -> Result<Direction> {
+    Ok(match (args.direction, args.donor) {
         (Some(d @ (Direction::Denoise | Direction::Noise)), Some(donor)) => {
             bail!("--direction {d} patches a model with its own twin images; --donor {donor} needs --direction model")
         }
@@ -62,8 +65,26 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
         (Some(Direction::Model), None) => bail!("--direction model needs --donor MODEL (e.g. --donor clean)"),
         (Some(d), None) => d,
         (None, None) => Direction::Denoise,
-    };
-    let spec = Patch { layer: args.layer, direction, to_unit: args.to_unit };
+    })
+}
+
+/// Sorting key, strongest effect first: the patch that moves the patched images
+/// furthest from what they did unpatched.
+pub(super) fn strongest_first(direction: Direction, effect: &PatchEffect) -> f64 {
+    match direction {
+        Direction::Noise => -effect.target_rate,
+        _ => effect.target_rate,
+    }
+}
+
+pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()> {
+    let direction = direction(args)?;
+    let layer: Layer = args
+        .layer
+        .ok_or_else(|| eyre!("patch needs the LAYER whose units it patches (conv1, conv2, fc1 or fc2)"))?
+        .parse()
+        .map_err(|e: String| eyre!(e))?;
+    let spec = Patch { layer, direction, to_unit: args.to_unit };
     spec.validate().map_err(|e| eyre!(e))?;
     let examined_model = args.checkpoint.is_none().then_some(args.model);
     let lab = open_lab_holding(common, &examined_model.into_iter().chain(args.donor).collect::<Vec<_>>())?;
@@ -75,7 +96,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
     let cache_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let patcher = Patcher::new(&cache, donor_cache.as_ref(), &lab.test, spec).map_err(|e| eyre!(e))?;
-    let bar = counter(&format!("patch {}", spec.path_name()), args.layer.units(), format.is_human());
+    let bar = counter(&format!("patch {}", spec.path_name()), layer.units(), format.is_human());
     let mut rows = patcher.run(|done, _| {
         bar.set_position(done as u64);
         ControlFlow::Continue(())
@@ -87,12 +108,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
         rows.iter().map(|r| effect_gap(&r.effect, &reference.effect(r.unit))).fold(0.0, f64::max)
     });
     if args.sorted {
-        // Strongest effect first: the patch that moves the patched images furthest
-        // from what they did unpatched.
-        let moved = |r: &PatchRow| match direction {
-            Direction::Noise => -r.effect.target_rate,
-            _ => r.effect.target_rate,
-        };
+        let moved = |r: &PatchRow| strongest_first(direction, &r.effect);
         rows.sort_by(|a, b| moved(a).total_cmp(&moved(b)).then(a.unit.cmp(&b.unit)));
     }
     let report = PatchReport {
@@ -127,7 +143,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
 }
 
 /// The largest difference between two effects, in points (or logits).
-fn effect_gap(a: &PatchEffect, b: &PatchEffect) -> f64 {
+pub(super) fn effect_gap(a: &PatchEffect, b: &PatchEffect) -> f64 {
     let own = [a.target_rate - b.target_rate, a.logit_diff - b.logit_diff].map(f64::abs);
     own.into_iter().fold(metrics_gap(&a.metrics, &b.metrics), f64::max)
 }
@@ -143,20 +159,37 @@ pub struct CircuitArgs {
     pub survive: f64,
     /// Skip re-evaluating the reported sets on the slow reference path.
     pub no_verify: bool,
+    /// A graph's nodes (module paths or their prefixes) to search.
+    pub nodes: Vec<String>,
+}
+
+impl CircuitArgs {
+    /// The flags' criteria on `config`.
+    pub(super) fn configure<S>(&self, config: &mut SearchConfig<S>) {
+        if let Some(p) = self.poison_target {
+            config.criteria.poison_at_most = p;
+        }
+        config.criteria.clean_margin = self.clean_margin;
+        config.criteria.max_size = self.max_size;
+        config.survive_at = self.survive;
+    }
 }
 
 #[derive(Serialize)]
-struct CircuitOutput {
-    model: ModelKind,
+pub(super) struct CircuitOutput<S: Site> {
+    pub(super) model: ModelKind,
     #[serde(flatten)]
-    report: circuit::CircuitReport,
-    seconds: f64,
+    pub(super) report: circuit::CircuitReport<S>,
+    pub(super) seconds: f64,
     /// Largest |fast − slow| over the reported sets' metrics, in points.
-    reference_gap: Option<f64>,
-    verified_sets: usize,
+    pub(super) reference_gap: Option<f64>,
+    pub(super) verified_sets: usize,
 }
 
 pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
+    if !args.nodes.is_empty() {
+        bail!("--nodes chooses an imported graph's nodes; the study's search covers conv1, conv2 and fc1");
+    }
     let clean_target = args.poison_target.is_none().then_some(ModelKind::Clean);
     let lab = open_lab_holding(common, &[args.model].into_iter().chain(clean_target).collect::<Vec<_>>())?;
     let nets = Analysis::load_models(&lab, &[args.model])?;
@@ -170,43 +203,14 @@ pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Resul
     let (net, cache) = (analysis.subject_net(), &analysis.cache);
     let clean_baseline = cache.evaluate(&lab.test, &AblationSet::default(), args.mode).clean_acc;
     let mut config = SearchConfig::defaults(clean_model_poison, clean_baseline, args.mode);
-    if let Some(p) = args.poison_target {
-        config.criteria.poison_at_most = p;
-    }
-    config.criteria.clean_margin = args.clean_margin;
-    config.criteria.max_size = args.max_size;
-    config.survive_at = args.survive;
+    args.configure(&mut config);
     let mut eval = FastEvaluator { cache, test: &lab.test, mode: args.mode };
-    let bar = counter("circuit search", 1, format.is_human());
-    let report = circuit::search(&mut eval, &config, |p| {
-        bar.set_message(format!("{} ({} sets)", p.stage, p.evaluated));
-        ControlFlow::Continue(())
-    });
-    bar.finish_and_clear();
+    let report = search_shown(&mut eval, &config, format);
     let seconds = started.elapsed().as_secs_f64();
-    let reported: Vec<&Tried> = report.circuit.iter().chain(&report.best_pairs).chain(&report.front).collect();
-    let reference_gap = (!args.no_verify).then(|| {
-        reported
-            .iter()
-            .map(|t| {
-                let slow = lab.test.metrics(&ablation::reference_predictions(
-                    net,
-                    cache.means(),
-                    &lab.test,
-                    &t.set,
-                    args.mode,
-                ));
-                metrics_gap(&t.metrics, &slow)
-            })
-            .fold(0.0, f64::max)
+    let (reference_gap, verified_sets) = verify(&report, args.no_verify, |set| {
+        lab.test.metrics(&ablation::reference_predictions(net, cache.means(), &lab.test, set, args.mode))
     });
-    let output = CircuitOutput {
-        model: args.model,
-        verified_sets: if args.no_verify { 0 } else { reported.len() },
-        report,
-        seconds,
-        reference_gap,
-    };
+    let output = CircuitOutput { model: args.model, report, seconds, reference_gap, verified_sets };
     format.emit(&output, &circuit_table(output.model.name(), &output.report))?;
     if format.is_human() {
         say_circuit(&output);
@@ -214,12 +218,42 @@ pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Resul
     Ok(())
 }
 
-fn metrics_gap(a: &Metrics, b: &Metrics) -> f64 {
+/// Unless `skip`, the reported sets (circuit, best pairs, front) evaluated again
+/// on the slow path: the largest difference in points, and how many sets.
+pub(super) fn verify<S: Site>(
+    report: &circuit::CircuitReport<S>,
+    skip: bool,
+    slow: impl Fn(&AblationSet<S>) -> Metrics,
+) -> (Option<f64>, usize) {
+    if skip {
+        return (None, 0);
+    }
+    let reported: Vec<&Tried<S>> = report.circuit.iter().chain(&report.best_pairs).chain(&report.front).collect();
+    let gap = reported.iter().map(|t| metrics_gap(&t.metrics, &slow(&t.set))).fold(0.0, f64::max);
+    (Some(gap), reported.len())
+}
+
+/// The search with its stage on a progress line.
+pub(super) fn search_shown<S: Site>(
+    eval: &mut impl Evaluate<S>,
+    config: &SearchConfig<S>,
+    format: Format,
+) -> circuit::CircuitReport<S> {
+    let bar = counter("circuit search", 1, format.is_human());
+    let report = circuit::search(eval, config, |p| {
+        bar.set_message(format!("{} ({} sets)", p.stage, p.evaluated));
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    report
+}
+
+pub(super) fn metrics_gap(a: &Metrics, b: &Metrics) -> f64 {
     a.triple().iter().zip(b.triple()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 /// The criteria and the verdict in words, below the table.
-fn say_circuit(o: &CircuitOutput) {
+pub(super) fn say_circuit<S: Site>(o: &CircuitOutput<S>) {
     let r = &o.report;
     let c = &r.criteria;
     eprintln!(

@@ -7,6 +7,7 @@ pub mod defence;
 pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
+pub mod graph_circuit;
 pub mod graph_report;
 pub mod graph_train;
 pub mod graph_trigger;
@@ -149,7 +150,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         }
         Command::Patch { layer, direction, model, checkpoint, donor, to_unit, sorted, reference } => {
             let args = circuit::PatchArgs {
-                layer: *layer,
+                layer: layer.as_deref(),
                 direction: *direction,
                 model: *model,
                 checkpoint: checkpoint.as_deref(),
@@ -158,9 +159,13 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 sorted: *sorted,
                 reference: *reference,
             };
-            circuit::patch(common, format, &args)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_circuit::patch(common, format, &args)
+            } else {
+                circuit::patch(common, format, &args)
+            }
         }
-        Command::Circuit { target, poison_target, clean_margin, max_size, survive, no_verify } => {
+        Command::Circuit { target, poison_target, clean_margin, max_size, survive, no_verify, nodes } => {
             let args = circuit::CircuitArgs {
                 model: target.model,
                 mode: target.mode,
@@ -169,8 +174,13 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 max_size: *max_size,
                 survive: *survive,
                 no_verify: *no_verify,
+                nodes: nodes.clone(),
             };
-            circuit::circuit(common, format, &args)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_circuit::circuit(common, format, &args)
+            } else {
+                circuit::circuit(common, format, &args)
+            }
         }
         Command::Doctor => doctor::doctor(common, format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, node } => {
@@ -209,6 +219,8 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         | Command::Diff { .. }
         | Command::Features { .. }
         | Command::Bench { .. }
+        | Command::Patch { .. }
+        | Command::Circuit { .. }
         | Command::Recover { .. }
         | Command::Unlearn { .. }
         | Command::Doctor => return None,
@@ -216,8 +228,6 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         Command::Train { .. } => "train",
         Command::Visualize { .. } => "visualize",
         Command::Prune { .. } => "prune",
-        Command::Patch { .. } => "patch",
-        Command::Circuit { .. } => "circuit",
     })
 }
 

@@ -44,34 +44,42 @@ impl AblationMode {
 
 crate::named_enum!(AblationMode, "ablation mode", "weight, zero or mean");
 
-/// Units ablated together, possibly across layers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AblationSet {
-    pub units: BTreeMap<Layer, BTreeSet<usize>>,
+/// Units ablated together, possibly across layers: the study's layers, or any
+/// other kind of site (a graph's nodes, `graph::circuit::GraphSite`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(bound(deserialize = "S: Ord + Deserialize<'de>"))]
+pub struct AblationSet<S = Layer> {
+    pub units: BTreeMap<S, BTreeSet<usize>>,
 }
 
-impl AblationSet {
-    pub fn single(layer: Layer, unit: usize) -> AblationSet {
+impl<S> Default for AblationSet<S> {
+    fn default() -> Self {
+        AblationSet { units: BTreeMap::new() }
+    }
+}
+
+impl<S: Ord + Clone> AblationSet<S> {
+    pub fn single(layer: S, unit: usize) -> AblationSet<S> {
         let mut set = AblationSet::default();
         set.insert(layer, unit);
         set
     }
 
-    pub fn of(layer: Layer, units: &[usize]) -> AblationSet {
+    pub fn of(layer: S, units: &[usize]) -> AblationSet<S> {
         let mut set = AblationSet::default();
         for &u in units {
-            set.insert(layer, u);
+            set.insert(layer.clone(), u);
         }
         set
     }
 
-    pub fn insert(&mut self, layer: Layer, unit: usize) {
+    pub fn insert(&mut self, layer: S, unit: usize) {
         self.units.entry(layer).or_default().insert(unit);
     }
 
     /// Adds the unit if absent, removes it if present; returns whether it is now in.
-    pub fn toggle(&mut self, layer: Layer, unit: usize) -> bool {
-        let units = self.units.entry(layer).or_default();
+    pub fn toggle(&mut self, layer: S, unit: usize) -> bool {
+        let units = self.units.entry(layer.clone()).or_default();
         let now_in = units.insert(unit) || !units.remove(&unit);
         if units.is_empty() {
             self.units.remove(&layer);
@@ -79,7 +87,7 @@ impl AblationSet {
         now_in
     }
 
-    pub fn contains(&self, layer: Layer, unit: usize) -> bool {
+    pub fn contains(&self, layer: S, unit: usize) -> bool {
         self.units.get(&layer).is_some_and(|u| u.contains(&unit))
     }
 
@@ -91,13 +99,15 @@ impl AblationSet {
         self.units.values().map(BTreeSet::len).sum()
     }
 
+    pub fn units_in(&self, layer: S) -> Vec<usize> {
+        self.units.get(&layer).map(|u| u.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+impl AblationSet {
     /// The earliest layer with an ablated unit: everything before it is unchanged.
     pub fn first_layer(&self) -> Option<Layer> {
         self.units.iter().find(|(_, u)| !u.is_empty()).map(|(l, _)| *l)
-    }
-
-    pub fn units_in(&self, layer: Layer) -> Vec<usize> {
-        self.units.get(&layer).map(|u| u.iter().copied().collect()).unwrap_or_default()
     }
 
     /// Rejects units the layer does not have.
@@ -111,7 +121,7 @@ impl AblationSet {
     }
 }
 
-impl fmt::Display for AblationSet {
+impl<S: fmt::Display + Ord + Clone> fmt::Display for AblationSet<S> {
     /// `conv1:9,15 conv2:37`, or `none`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_empty() {

@@ -7,7 +7,9 @@
 //! others ablated) for the backdoor to survive.
 //!
 //! The search only calls `Evaluate`, so a test can run it on a constructed problem
-//! whose answer is known, and the CLI hands it the fast ablation engine.
+//! whose answer is known, and the CLI hands it the fast ablation engine, or on an
+//! imported graph the generic executor. Units live at sites: the study's layers
+//! or a graph's nodes (`Site`).
 
 use super::ablation::{AblationMode, AblationSet};
 use super::cache::ActivationCache;
@@ -16,12 +18,25 @@ use super::metrics::Metrics;
 use super::testset::TestSet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+/// Where a searched unit lives: a layer of the study, a node of a graph.
+pub trait Site: Ord + Clone + Hash + fmt::Display {
+    fn unit_count(&self) -> usize;
+}
+
+impl Site for Layer {
+    fn unit_count(&self) -> usize {
+        self.units()
+    }
+}
+
 /// Evaluates ablation sets, many at once.
-pub trait Evaluate {
-    fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics>;
+pub trait Evaluate<S: Site = Layer> {
+    fn evaluate(&mut self, sets: &[AblationSet<S>]) -> Vec<Metrics>;
 }
 
 /// The fast engine as an evaluator.
@@ -71,13 +86,14 @@ impl Criteria {
 
 /// An evaluated set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tried {
-    pub set: AblationSet,
+#[serde(bound(deserialize = "S: Ord + Deserialize<'de>"))]
+pub struct Tried<S = Layer> {
+    pub set: AblationSet<S>,
     pub size: usize,
     pub metrics: Metrics,
 }
 
-impl Tried {
+impl<S> Tried<S> {
     /// `1 unit`, `2 units`.
     pub fn size_text(&self) -> String {
         format!("{} unit{}", self.size, if self.size == 1 { "" } else { "s" })
@@ -86,30 +102,32 @@ impl Tried {
 
 /// Progress of a long search, as plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SearchProgress {
+#[serde(bound(deserialize = "S: Ord + Deserialize<'de>"))]
+pub struct SearchProgress<S = Layer> {
     pub stage: String,
     pub evaluated: usize,
     /// The best set so far (lowest poison accuracy among those keeping clean accuracy).
-    pub best: Option<Tried>,
+    pub best: Option<Tried<S>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CircuitReport {
+#[serde(bound(deserialize = "S: Ord + Deserialize<'de>"))]
+pub struct CircuitReport<S = Layer> {
     pub criteria: Criteria,
     pub mode: AblationMode,
     pub baseline: Metrics,
     /// The smallest set found that meets the criteria, if any.
-    pub circuit: Option<Tried>,
+    pub circuit: Option<Tried<S>>,
     /// The greedy additions in order, each with the set's metrics then.
-    pub greedy: Vec<Tried>,
+    pub greedy: Vec<Tried<S>>,
     /// Units the backward pass removed from the greedy set.
-    pub pruned: Vec<(Layer, usize)>,
+    pub pruned: Vec<(S, usize)>,
     /// The best pair within each convolution (lowest poison keeping clean accuracy).
-    pub best_pairs: Vec<Tried>,
+    pub best_pairs: Vec<Tried<S>>,
     /// Non-dominated sets over everything evaluated: smaller, lower poison, higher clean.
-    pub front: Vec<Tried>,
+    pub front: Vec<Tried<S>>,
     /// Per layer, the fewest units that must be kept, all others of that layer ablated.
-    pub keep: Vec<KeepSet>,
+    pub keep: Vec<KeepSet<S>>,
     pub evaluated: usize,
     /// Seconds each stage took (greedy, pruning, the pairs of each layer, keep sets).
     pub stage_seconds: Vec<(String, f64)>,
@@ -119,8 +137,8 @@ pub struct CircuitReport {
 
 /// The reverse question for one layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeepSet {
-    pub layer: Layer,
+pub struct KeepSet<S = Layer> {
+    pub layer: S,
     /// The units kept (all others ablated), in the order the search added them.
     pub kept: Vec<usize>,
     pub metrics: Metrics,
@@ -130,17 +148,17 @@ pub struct KeepSet {
 }
 
 /// Records every evaluation, so nothing is evaluated twice and the front covers all.
-struct Ledger<'a, E: Evaluate> {
+struct Ledger<'a, S: Site, E: Evaluate<S>> {
     eval: &'a mut E,
-    seen: HashMap<AblationSet, Metrics>,
-    order: Vec<AblationSet>,
+    seen: HashMap<AblationSet<S>, Metrics>,
+    order: Vec<AblationSet<S>>,
 }
 
-impl<E: Evaluate> Ledger<'_, E> {
-    fn evaluate(&mut self, sets: &[AblationSet]) -> Vec<Metrics> {
+impl<S: Site, E: Evaluate<S>> Ledger<'_, S, E> {
+    fn evaluate(&mut self, sets: &[AblationSet<S>]) -> Vec<Metrics> {
         // Each set not seen before, once, in the order asked.
         let mut asked = std::collections::HashSet::new();
-        let unique: Vec<AblationSet> =
+        let unique: Vec<AblationSet<S>> =
             sets.iter().filter(|s| !self.seen.contains_key(*s) && asked.insert(*s)).cloned().collect();
         for (set, metrics) in unique.iter().zip(self.eval.evaluate(&unique)) {
             self.seen.insert(set.clone(), metrics);
@@ -149,51 +167,49 @@ impl<E: Evaluate> Ledger<'_, E> {
         sets.iter().map(|s| self.seen[s].clone()).collect()
     }
 
-    fn tried(&self, set: &AblationSet) -> Tried {
+    fn tried(&self, set: &AblationSet<S>) -> Tried<S> {
         Tried { set: set.clone(), size: set.len(), metrics: self.seen[set].clone() }
     }
 
-    fn all(&self) -> Vec<Tried> {
+    fn all(&self) -> Vec<Tried<S>> {
         self.order.iter().map(|s| self.tried(s)).collect()
     }
 }
 
-/// Every unit of every layer except the output layer (ablating a logit says
-/// nothing about a circuit).
-pub fn candidate_units() -> Vec<(Layer, usize)> {
-    let hidden = &Layer::ALL[..Layer::ALL.len() - 1];
-    hidden.iter().flat_map(|&l| (0..l.units()).map(move |u| (l, u))).collect()
+/// Every unit of every searched site.
+fn candidate_units<S: Site>(sites: &[S]) -> Vec<(S, usize)> {
+    sites.iter().flat_map(|l| (0..l.unit_count()).map(move |u| (l.clone(), u))).collect()
 }
 
-fn with(set: &AblationSet, layer: Layer, unit: usize) -> AblationSet {
+fn with<S: Site>(set: &AblationSet<S>, layer: S, unit: usize) -> AblationSet<S> {
     let mut s = set.clone();
     s.insert(layer, unit);
     s
 }
 
-fn without(set: &AblationSet, layer: Layer, unit: usize) -> AblationSet {
+fn without<S: Site>(set: &AblationSet<S>, layer: S, unit: usize) -> AblationSet<S> {
     let mut s = set.clone();
     s.toggle(layer, unit);
     s
 }
 
 /// Lowest poison among the sets that keep clean accuracy; ties to the smaller set.
-fn best_of<'t>(criteria: &Criteria, tried: impl Iterator<Item = &'t Tried>) -> Option<&'t Tried> {
+fn best_of<'t, S: 't>(criteria: &Criteria, tried: impl Iterator<Item = &'t Tried<S>>) -> Option<&'t Tried<S>> {
     tried
         .filter(|t| criteria.keeps_clean(&t.metrics))
         .min_by(|a, b| a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc).then(a.size.cmp(&b.size)))
 }
 
 /// Every pair of units within `layer`, as ablation sets.
-pub fn pairs_within(layer: Layer) -> Vec<AblationSet> {
-    let n = layer.units();
-    (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer, &[a, b]))).collect()
+pub fn pairs_within<S: Site>(layer: &S) -> Vec<AblationSet<S>> {
+    let n = layer.unit_count();
+    (0..n).flat_map(|a| (a + 1..n).map(move |b| AblationSet::of(layer.clone(), &[a, b]))).collect()
 }
 
 /// Sets no other set beats on all of size (fewer), poison (lower) and clean
 /// (higher) at once, sorted by size then poison.
-pub fn pareto_front(tried: &[Tried]) -> Vec<Tried> {
-    let dominates = |a: &Tried, b: &Tried| {
+pub fn pareto_front<S: Clone + PartialEq>(tried: &[Tried<S>]) -> Vec<Tried<S>> {
+    let dominates = |a: &Tried<S>, b: &Tried<S>| {
         let no_worse = a.size <= b.size
             && a.metrics.poison_acc <= b.metrics.poison_acc
             && a.metrics.clean_acc >= b.metrics.clean_acc;
@@ -201,28 +217,45 @@ pub fn pareto_front(tried: &[Tried]) -> Vec<Tried> {
             a.size < b.size || a.metrics.poison_acc < b.metrics.poison_acc || a.metrics.clean_acc > b.metrics.clean_acc;
         no_worse && better
     };
-    let mut front: Vec<Tried> = tried.iter().filter(|b| !tried.iter().any(|a| dominates(a, b))).cloned().collect();
+    let mut front: Vec<Tried<S>> = tried.iter().filter(|b| !tried.iter().any(|a| dominates(a, b))).cloned().collect();
     front.sort_by(|a, b| a.size.cmp(&b.size).then(a.metrics.poison_acc.total_cmp(&b.metrics.poison_acc)));
     front.dedup_by(|a, b| a.size == b.size && a.metrics == b.metrics);
     front
 }
 
 /// What the search is asked to do.
-pub struct SearchConfig {
+pub struct SearchConfig<S = Layer> {
     pub criteria: Criteria,
     pub mode: AblationMode,
     /// Trigger effect (poison accuracy less clean images predicted as the target, in
     /// points) at which a kept set counts as the backdoor surviving.
     pub survive_at: f64,
-    /// Layers whose pairs are tried exhaustively (the convolutions).
-    pub pair_layers: Vec<Layer>,
+    /// Where candidate units live.
+    pub sites: Vec<S>,
+    /// Sites whose pairs are tried exhaustively (the study's convolutions).
+    pub pair_layers: Vec<S>,
+    /// Sites whose keep set is searched (the study's hidden layers).
+    pub keep_layers: Vec<S>,
 }
 
 impl SearchConfig {
     /// The defaults every front end starts from: poison accuracy at most the clean
     /// model's + 3 points, clean accuracy within 1 point of `clean_baseline`, at most
-    /// 12 units, survival at 50 points, pairs tried within each convolution.
+    /// 12 units, survival at 50 points; every layer but the logits searched (ablating
+    /// a logit says nothing about a circuit), pairs tried within each convolution.
     pub fn defaults(clean_model_poison: f64, clean_baseline: f64, mode: AblationMode) -> SearchConfig {
+        let hidden = Layer::ALL[..Layer::ALL.len() - 1].to_vec();
+        let convolutions = Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect();
+        let mut config = SearchConfig::over(hidden.clone(), clean_model_poison, clean_baseline, mode);
+        config.pair_layers = convolutions;
+        config.keep_layers = hidden;
+        config
+    }
+}
+
+impl<S> SearchConfig<S> {
+    /// The defaults over chosen sites, with no pairs or keep sets.
+    pub fn over(sites: Vec<S>, clean_model_poison: f64, clean_baseline: f64, mode: AblationMode) -> SearchConfig<S> {
         SearchConfig {
             criteria: Criteria {
                 poison_at_most: clean_model_poison + 3.0,
@@ -232,17 +265,19 @@ impl SearchConfig {
             },
             mode,
             survive_at: 50.0,
-            pair_layers: Layer::ALL.iter().copied().filter(|l| l.is_conv()).collect(),
+            sites,
+            pair_layers: Vec::new(),
+            keep_layers: Vec::new(),
         }
     }
 }
 
 /// Runs the whole search. `progress` is told each stage and may stop it with `Break`.
-pub fn search(
-    eval: &mut impl Evaluate,
-    config: &SearchConfig,
-    mut progress: impl FnMut(&SearchProgress) -> ControlFlow<()>,
-) -> CircuitReport {
+pub fn search<S: Site>(
+    eval: &mut impl Evaluate<S>,
+    config: &SearchConfig<S>,
+    mut progress: impl FnMut(&SearchProgress<S>) -> ControlFlow<()>,
+) -> CircuitReport<S> {
     let criteria = config.criteria;
     let mut ledger = Ledger { eval, seen: HashMap::new(), order: Vec::new() };
     let baseline = ledger.evaluate(&[AblationSet::default()]).remove(0);
@@ -252,19 +287,20 @@ pub fn search(
     let mut lap = |name: String| {
         stage_seconds.push((name, std::mem::replace(&mut clock, Instant::now()).elapsed().as_secs_f64()))
     };
-    let mut report_stage = |ledger: &Ledger<_>, stage: &str| {
+    let mut report_stage = |ledger: &Ledger<S, _>, stage: &str| {
         let all = ledger.all();
         let best = best_of(&criteria, all.iter().filter(|t| t.size > 0)).cloned();
         progress(&SearchProgress { stage: stage.into(), evaluated: ledger.order.len(), best }).is_break()
     };
 
     // Greedy forward selection.
-    let candidates = candidate_units();
+    let candidates = candidate_units(&config.sites);
     let mut set = AblationSet::default();
     let mut greedy = Vec::new();
     while set.len() < criteria.max_size && !criteria.met_by(&ledger.seen[&set]) {
-        let options: Vec<(Layer, usize)> = candidates.iter().copied().filter(|&(l, u)| !set.contains(l, u)).collect();
-        let sets: Vec<AblationSet> = options.iter().map(|&(l, u)| with(&set, l, u)).collect();
+        let options: Vec<(S, usize)> =
+            candidates.iter().filter(|(l, u)| !set.contains(l.clone(), *u)).cloned().collect();
+        let sets: Vec<AblationSet<S>> = options.iter().map(|(l, u)| with(&set, l.clone(), *u)).collect();
         ledger.evaluate(&sets);
         let current = ledger.seen[&set].poison_acc;
         let Some(next) = best_of(&criteria, sets.iter().map(|s| ledger.tried(s)).collect::<Vec<_>>().iter()).cloned()
@@ -286,8 +322,9 @@ pub fn search(
     // Backward pruning: drop units the rest of the set no longer needs.
     let mut pruned = Vec::new();
     if !stopped && criteria.met_by(&ledger.seen[&set]) {
-        for (layer, unit) in set.units.iter().flat_map(|(&l, us)| us.iter().map(move |&u| (l, u))).collect::<Vec<_>>() {
-            let smaller = without(&set, layer, unit);
+        let units: Vec<(S, usize)> = set.units.iter().flat_map(|(l, us)| us.iter().map(|&u| (l.clone(), u))).collect();
+        for (layer, unit) in units {
+            let smaller = without(&set, layer.clone(), unit);
             if criteria.met_by(&ledger.evaluate(std::slice::from_ref(&smaller))[0]) {
                 set = smaller;
                 pruned.push((layer, unit));
@@ -299,7 +336,7 @@ pub fn search(
 
     // Every pair within each convolution, as a check on the greedy answer.
     let mut best_pairs = Vec::new();
-    for &layer in &config.pair_layers {
+    for layer in &config.pair_layers {
         if stopped {
             break;
         }
@@ -319,7 +356,7 @@ pub fn search(
             }
         }
         if !stopped {
-            let tried: Vec<Tried> = pairs.iter().map(|s| ledger.tried(s)).collect();
+            let tried: Vec<Tried<S>> = pairs.iter().map(|s| ledger.tried(s)).collect();
             best_pairs.extend(best_of(&criteria, tried.iter()).cloned());
         }
         lap(format!("{} pairs of {layer}", pairs.len()));
@@ -351,29 +388,28 @@ pub fn search(
     }
 }
 
-/// Per hidden layer: all its units ablated, then units given back one at a time,
+/// Per keep layer: all its units ablated, then units given back one at a time,
 /// each time the one that restores the trigger's effect most (poison accuracy less
 /// the clean images sent to the target: a layer this ablated often sends every
 /// image to one class, which is not the backdoor), until it reaches `survive_at`.
 /// `report` is told after each layer and may stop the rest (`stopped` is then set).
-fn keep_sets<E: Evaluate>(
-    ledger: &mut Ledger<E>,
-    config: &SearchConfig,
-    report: &mut impl FnMut(&Ledger<E>, &str) -> bool,
+fn keep_sets<S: Site, E: Evaluate<S>>(
+    ledger: &mut Ledger<S, E>,
+    config: &SearchConfig<S>,
+    report: &mut impl FnMut(&Ledger<S, E>, &str) -> bool,
     stopped: &mut bool,
-) -> Vec<KeepSet> {
-    let hidden = &Layer::ALL[..Layer::ALL.len() - 1];
+) -> Vec<KeepSet<S>> {
     let mut keep = Vec::new();
-    for &layer in hidden {
-        let all: Vec<usize> = (0..layer.units()).collect();
+    for layer in &config.keep_layers {
+        let all: Vec<usize> = (0..layer.unit_count()).collect();
         let mut kept: Vec<usize> = Vec::new();
         let ablate_all_but = |kept: &[usize]| {
-            AblationSet::of(layer, &all.iter().copied().filter(|u| !kept.contains(u)).collect::<Vec<_>>())
+            AblationSet::of(layer.clone(), &all.iter().copied().filter(|u| !kept.contains(u)).collect::<Vec<_>>())
         };
         let mut metrics = ledger.evaluate(&[ablate_all_but(&kept)]).remove(0);
         while metrics.trigger_effect() < config.survive_at && kept.len() < all.len().min(config.criteria.max_size) {
             let options: Vec<usize> = all.iter().copied().filter(|u| !kept.contains(u)).collect();
-            let sets: Vec<AblationSet> =
+            let sets: Vec<AblationSet<S>> =
                 options.iter().map(|&u| ablate_all_but(&[kept.as_slice(), &[u]].concat())).collect();
             let results = ledger.evaluate(&sets);
             let (best, m) = options
@@ -385,7 +421,7 @@ fn keep_sets<E: Evaluate>(
             metrics = m;
         }
         let survives = metrics.trigger_effect() >= config.survive_at;
-        keep.push(KeepSet { layer, kept, metrics, survives });
+        keep.push(KeepSet { layer: layer.clone(), kept, metrics, survives });
         if report(ledger, &format!("kept units of {layer}")) {
             *stopped = true;
             break;

@@ -58,11 +58,24 @@ impl Direction {
 
     /// The patched rows of the `[2N]` test set, and the offset from a patched row
     /// to the row its values come from.
-    fn rows(self, n: i64) -> (Range<i64>, i64) {
+    pub fn rows(self, n: i64) -> (Range<i64>, i64) {
         match self {
             Direction::Denoise => (n..2 * n, -n),
             Direction::Noise => (0..n, n),
             Direction::Model => (0..2 * n, 0),
+        }
+    }
+}
+
+impl Direction {
+    /// Where the patched values come from: `donor` for (and only for) `Model`,
+    /// the receiver itself (on the twin images) otherwise.
+    pub fn donor<'a, T>(self, receiver: &'a T, donor: Option<&'a T>) -> Result<&'a T, String> {
+        match (self, donor) {
+            (Direction::Model, Some(d)) => Ok(d),
+            (Direction::Model, None) => Err("model ↔ model patching needs a donor model".into()),
+            (_, Some(_)) => Err(format!("{self} patching takes no donor model")),
+            (_, None) => Ok(receiver),
         }
     }
 }
@@ -150,12 +163,7 @@ impl<'a> Patcher<'a> {
         patch: Patch,
     ) -> Result<Patcher<'a>, String> {
         patch.validate()?;
-        let donor = match (patch.direction, donor) {
-            (Direction::Model, Some(d)) => d,
-            (Direction::Model, None) => return Err("model ↔ model patching needs a donor model".into()),
-            (_, Some(_)) => return Err(format!("{} patching takes no donor model", patch.direction)),
-            (_, None) => receiver,
-        };
+        let donor = patch.direction.donor(receiver, donor)?;
         let (rows, offset) = patch.direction.rows(test.len() as i64);
         let baseline = receiver.logits.argmax(1, false);
         Ok(Patcher { receiver, donor, test, patch, rows, offset, baseline })
@@ -342,7 +350,7 @@ fn pool_relu(t: &Tensor) -> Tensor {
 
 /// The effect of a patch from the patched rows' logits `[R, 10]`; the other rows
 /// keep their `baseline` predictions.
-fn effect(test: &TestSet, baseline: &Tensor, rows: Range<i64>, logits: &Tensor) -> PatchEffect {
+pub fn effect(test: &TestSet, baseline: &Tensor, rows: Range<i64>, logits: &Tensor) -> PatchEffect {
     let len = rows.end - rows.start;
     let predicted = logits.argmax(1, false);
     let all = baseline.copy();

@@ -3,12 +3,14 @@
 //! names (`weights`), and one generic libtorch executor runs it with
 //! interventions and cached prefixes (`exec`); `import` brings a PyTorch module
 //! in, `run` is where an imported run keeps its files.
+pub mod circuit;
 pub mod cleanse;
 pub mod diff;
 pub mod eval;
 pub mod exec;
 pub mod features;
 pub mod import;
+pub mod patch;
 pub mod preset;
 pub mod run;
 pub mod shape;

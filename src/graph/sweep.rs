@@ -103,6 +103,7 @@ pub fn sweep(
             .map(|ivs| match &ivs[0].replace {
                 Replacement::Zero => zeros(),
                 Replacement::Values(v) => v.get(0),
+                Replacement::PerImage(_) => unreachable!("an ablation replaces by constants"),
             })
             .collect();
         Plan::Delta { node: first, replacements }

@@ -101,6 +101,15 @@ pub fn nodes_named(site: &str, exec: &Executor) -> Result<Vec<usize>, String> {
     Ok(calls)
 }
 
+/// Every convolution's and linear layer's output but the logits (patching or
+/// ablating a logit says only that it is one): what patch and circuit look at
+/// when no node is named.
+pub fn parametrised_outputs(exec: &Executor) -> Vec<usize> {
+    let spec = &exec.spec;
+    let output = spec.index_of(&spec.output);
+    (0..spec.nodes.len()).filter(|&i| spec.nodes[i].op.has_unit_weights() && Some(i) != output).collect()
+}
+
 impl fmt::Display for UnitSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self

@@ -35,12 +35,12 @@ impl Executor {
     }
 
     /// The logits with channel `unit` of `node`'s output replaced by `values`
-    /// (`[unit's shape]`, broadcast over the images), from `base`.
+    /// (`[unit's shape]` broadcast over the images, or `[N, 1, …]` per image), from `base`.
     pub fn logits_with_unit(&self, base: &BasePass, node: usize, unit: i64, values: &Tensor) -> Tensor {
         let mut shape = base.values[node].size();
         shape[1] = 1;
         let mut changes: Vec<Change> = (0..self.spec.nodes.len()).map(|_| Change::None).collect();
-        changes[node] = Change::Channel(values.unsqueeze(0).expand(shape.as_slice(), false).contiguous());
+        changes[node] = Change::Channel(values.expand(shape.as_slice(), false).contiguous());
         let mut i = node + 1;
         while i < self.spec.nodes.len() {
             let (at, change) = self.changed(i, base, &changes, unit);

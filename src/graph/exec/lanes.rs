@@ -135,6 +135,7 @@ impl Intervention {
         let replace = match &self.replace {
             Replacement::Zero => Replacement::Zero,
             Replacement::Values(v) => Replacement::Values(v.shallow_clone()),
+            Replacement::PerImage(v) => Replacement::PerImage(v.shallow_clone()),
         };
         Intervention { node: self.node, units: self.units.clone(), replace }
     }

@@ -56,6 +56,9 @@ pub enum Replacement {
     /// One value map per ablated unit, `[units, …]` like the node's output without
     /// the batch (a mean map, or a bias broadcast).
     Values(Tensor),
+    /// Values of each image, `[N, units, …]` for the N images of the pass
+    /// (activation patching: another pass's activations).
+    PerImage(Tensor),
 }
 
 /// Units of one node replaced during a forward pass (a PyTorch forward hook on it).
@@ -325,6 +328,7 @@ impl Executor {
                     shape[1] = iv.units.len() as i64;
                     out.index_copy(1, &index, &values.unsqueeze(0).expand(shape.as_slice(), false))
                 }
+                Replacement::PerImage(values) => out.index_copy(1, &index, values),
             };
         }
         out
