@@ -24,7 +24,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// Which commands run on a graph today.
-const ON_GRAPHS: &str = "import, eval, ablate, sweep, swap, diff, features, train, run, bench and doctor";
+const ON_GRAPHS: &str =
+    "import, eval, ablate, sweep, swap, diff, features, prune, visualize, train, run, bench and doctor";
 
 /// Refuses, in one line, a command that does not run on a graph yet, rather than
 /// reading the graph's weights as the study's CNN. `command` is a subcommand's

@@ -7,8 +7,10 @@ pub mod defence;
 pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
+pub mod graph_prune;
 pub mod graph_report;
 pub mod graph_train;
+pub mod graph_visualize;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -141,10 +143,19 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         }
         Command::Visualize { layer, unit, model, steps, seed } => {
             let config = VisConfig { steps: *steps, seed: *seed, ..VisConfig::default() };
-            trigger::visualize(common, format, *layer, *unit, model, &config)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_visualize::visualize(common, format, layer, *unit, model, &config)
+            } else {
+                trigger::visualize(common, format, parse_layer(layer)?, *unit, model, &config)
+            }
         }
         Command::Prune { layer, ranking, target, seed } => {
-            defence::prune(common, format, *layer, ranking, target, *seed)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_prune::prune(common, format, layer.as_deref(), ranking, target, *seed)
+            } else {
+                let layer = layer.as_deref().map(parse_layer).transpose()?;
+                defence::prune(common, format, layer, ranking, target, *seed)
+            }
         }
         Command::Patch { layer, direction, model, checkpoint, donor, to_unit, sorted, reference } => {
             let args = circuit::PatchArgs {
@@ -208,13 +219,13 @@ pub fn study_only(command: &Command) -> Option<&'static str> {
         | Command::Diff { .. }
         | Command::Features { .. }
         | Command::Bench { .. }
+        | Command::Visualize { .. }
+        | Command::Prune { .. }
         | Command::Doctor => return None,
         Command::Run { .. } => "run",
         Command::Train { .. } => "train",
         Command::Recover { .. } => "recover",
         Command::Unlearn { .. } => "unlearn",
-        Command::Visualize { .. } => "visualize",
-        Command::Prune { .. } => "prune",
         Command::Patch { .. } => "patch",
         Command::Circuit { .. } => "circuit",
     })

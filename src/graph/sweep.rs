@@ -1,14 +1,22 @@
 //! Ablating each unit of one node alone: the node's input is computed once per
 //! chunk of images (a checkpoint), and only the nodes after it rerun per unit.
 
-use super::exec::{Executor, Replacement};
+use super::exec::{BasePass, Checkpoint, Executor, Replacement};
 use super::units::{UnitSet, nodes_named};
+use super::variants::metrics_of_variants;
 use crate::engine::ablation::AblationMode;
 use crate::engine::metrics::Metrics;
-use crate::engine::testset::{self, TestSet};
+use crate::engine::testset::TestSet;
 use serde::Serialize;
 use std::ops::ControlFlow;
 use tch::Tensor;
+
+/// What a chunk's units share: the unablated pass (one node), or a checkpoint
+/// at the first of a module's calls.
+enum Shared {
+    Base(BasePass),
+    Checkpoint(Checkpoint),
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepRow {
@@ -37,10 +45,6 @@ pub fn sweep(
             set.interventions(exec, mode, means)
         })
         .collect::<Result<_, _>>()?;
-    let _guard = tch::no_grad_guard();
-    let mut predictions: Vec<Vec<Tensor>> = (0..units).map(|_| Vec::new()).collect();
-    let chunks = raw.inputs.split(testset::chunk(exec.device), 0);
-    let total = chunks.len() * units as usize;
     // One node: each unit as a change to the unablated pass (exec/delta.rs).
     // A module called more than once: the calls' nodes rerun from the first.
     let replacements: Option<Vec<Tensor>> = (nodes.len() == 1).then(|| {
@@ -54,29 +58,23 @@ pub fn sweep(
             })
             .collect()
     });
-    let interventions = &interventions;
-    'chunks: for (c, x) in chunks.iter().enumerate() {
-        let mut logits_of: Box<dyn FnMut(usize) -> Tensor> = match &replacements {
-            Some(replacements) => {
-                let base = exec.base_pass(x);
-                Box::new(move |u| exec.logits_with_unit(&base, first, u as i64, &replacements[u]))
+    let metrics = metrics_of_variants(
+        raw,
+        exec.device,
+        units as usize,
+        |x| match &replacements {
+            Some(_) => Shared::Base(exec.base_pass(x)),
+            None => Shared::Checkpoint(exec.checkpoint(x, first)),
+        },
+        |shared, x, u| match shared {
+            Shared::Base(base) => {
+                let replacements = replacements.as_ref().expect("a base pass only where there are replacements");
+                exec.logits_with_unit(base, first, u as i64, &replacements[u])
             }
-            None => {
-                let checkpoint = exec.checkpoint(x, first);
-                Box::new(move |u| exec.resume(&checkpoint, x, &interventions[u]))
-            }
-        };
-        for (u, unit_predictions) in predictions.iter_mut().enumerate() {
-            unit_predictions.push(logits_of(u).argmax(1, false));
-            if progress(c * units as usize + u + 1, total).is_break() {
-                break 'chunks;
-            }
-        }
-    }
-    // Stopped early, only the units that saw every chunk have metrics.
-    let complete: Vec<Tensor> =
-        predictions.into_iter().take_while(|p| p.len() == chunks.len()).map(|p| Tensor::cat(&p, 0)).collect();
-    let metrics = raw.metrics_of_many(&complete);
+            Shared::Checkpoint(checkpoint) => exec.resume(checkpoint, x, &interventions[u]),
+        },
+        &mut progress,
+    );
     Ok(metrics
         .into_iter()
         .enumerate()

@@ -1,0 +1,67 @@
+//! `visualize` on a graph run: the input that most excites a unit of any node,
+//! for each model, saved where the study saves its pictures.
+
+use super::args::CommonArgs;
+use super::graph::open;
+use super::output::Format;
+use crate::engine::featvis::VisConfig;
+use crate::engine::lab::ModelKind;
+use crate::engine::run::RunLock;
+use crate::graph::run as graph_run;
+use crate::graph::visualize::{self, GraphVisualization};
+use crate::picture::{input_picture, save_png, side_by_side};
+use crate::table::Table;
+use color_eyre::eyre::{Result, eyre};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct VisResult {
+    model: ModelKind,
+    #[serde(flatten)]
+    visualization: GraphVisualization,
+}
+
+pub fn visualize(
+    common: &CommonArgs,
+    format: Format,
+    site: &str,
+    unit: usize,
+    models: &[ModelKind],
+    cfg: &VisConfig,
+) -> Result<()> {
+    cfg.validate().map_err(|e| eyre!("invalid visualisation settings: {e}"))?;
+    let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
+    let lab = open(common, &models)?;
+    // It saves its pictures into the run.
+    let _lock = RunLock::acquire(&lab.run)?;
+    let mut results = Vec::new();
+    for model in models {
+        let exec = graph_run::load(&lab.run, model, lab.device)?;
+        let visualization = visualize::visualize(&exec, site, unit as i64, cfg).map_err(|e| eyre!(e))?;
+        results.push(VisResult { model, visualization });
+    }
+    let dir = lab.run.root.join("visualize");
+    let mut pictures = Vec::new();
+    for r in &results {
+        let v = &r.visualization;
+        let picture = input_picture(&v.image, [v.channels, v.height, v.width], 8).map_err(|e| eyre!(e))?;
+        save_png(&picture, &dir.join(format!("{site}-{unit}-{}.png", r.model))).map_err(|e| eyre!(e))?;
+        pictures.push(picture);
+    }
+    let side_by_side_path = dir.join(format!("{site}-{unit}.png"));
+    save_png(&side_by_side(&pictures, 8), &side_by_side_path).map_err(|e| eyre!(e))?;
+    let mut table = Table::new(["model", "unit", "activation at start", "activation optimised"]);
+    for r in &results {
+        table.push([
+            r.model.to_string(),
+            format!("{site}:{unit}"),
+            format!("{:.3}", r.visualization.start_activation),
+            format!("{:.3}", r.visualization.activation),
+        ]);
+    }
+    format.emit(&results, &table)?;
+    if format.is_human() {
+        eprintln!("pictures in {} (side by side: {})", dir.display(), side_by_side_path.display());
+    }
+    Ok(())
+}
