@@ -10,7 +10,6 @@ use crate::engine::run::RunLock;
 use crate::graph::run as graph_run;
 use crate::graph::visualize::{self, GraphVisualization};
 use crate::picture::{input_picture, save_png, side_by_side};
-use crate::table::Table;
 use color_eyre::eyre::{Result, eyre};
 use serde::Serialize;
 
@@ -50,16 +49,8 @@ pub fn visualize(
     }
     let side_by_side_path = dir.join(format!("{site}-{unit}.png"));
     save_png(&side_by_side(&pictures, 8), &side_by_side_path).map_err(|e| eyre!(e))?;
-    let mut table = Table::new(["model", "unit", "activation at start", "activation optimised"]);
-    for r in &results {
-        table.push([
-            r.model.to_string(),
-            format!("{site}:{unit}"),
-            format!("{:.3}", r.visualization.start_activation),
-            format!("{:.3}", r.visualization.activation),
-        ]);
-    }
-    format.emit(&results, &table)?;
+    let rows = results.iter().map(|r| (r.model, r.visualization.start_activation, r.visualization.activation));
+    format.emit(&results, &super::trigger::vis_table(&format!("{site}:{unit}"), rows))?;
     if format.is_human() {
         eprintln!("pictures in {} (side by side: {})", dir.display(), side_by_side_path.display());
     }
