@@ -8,7 +8,7 @@ use super::progress::counter;
 use crate::engine::ablation::AblationMode;
 use crate::engine::lab::ModelKind;
 use crate::engine::prune::Ranking;
-use crate::engine::run::RunLock;
+use crate::engine::run::{RunDir, RunLock};
 use crate::engine::testset;
 use crate::graph::features::single_node;
 use crate::graph::prune::{self, RankingInputs};
@@ -23,9 +23,9 @@ pub fn prune(
     target: &AblationTarget,
     seed: u64,
 ) -> Result<()> {
+    // It saves its charts into the run: the lock before any work.
+    let _lock = RunLock::acquire(&RunDir::new(&common.checkpoints, &common.run))?;
     let lab = open(common, &[target.model, ModelKind::Clean])?;
-    // It saves its charts into the run.
-    let _lock = RunLock::acquire(&lab.run)?;
     let exec = graph_run::load(&lab.run, target.model, lab.device)?;
     let clean = graph_run::load(&lab.run, ModelKind::Clean, lab.device)?;
     let site = match site {

@@ -6,7 +6,7 @@ use super::graph::open;
 use super::output::Format;
 use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
-use crate::engine::run::RunLock;
+use crate::engine::run::{RunDir, RunLock};
 use crate::graph::run as graph_run;
 use crate::graph::visualize::{self, GraphVisualization};
 use crate::picture::{input_picture, save_png, side_by_side};
@@ -30,9 +30,9 @@ pub fn visualize(
 ) -> Result<()> {
     cfg.validate().map_err(|e| eyre!("invalid visualisation settings: {e}"))?;
     let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
+    // It saves its pictures into the run: the lock before any work.
+    let _lock = RunLock::acquire(&RunDir::new(&common.checkpoints, &common.run))?;
     let lab = open(common, &models)?;
-    // It saves its pictures into the run.
-    let _lock = RunLock::acquire(&lab.run)?;
     let mut results = Vec::new();
     for model in models {
         let exec = graph_run::load(&lab.run, model, lab.device)?;
