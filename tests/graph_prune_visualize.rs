@@ -50,13 +50,14 @@ fn trojanscope(args: &[&str]) -> Output {
 }
 
 /// The study's conv1 and conv2 (their convolution nodes, `net.0` and `net.3`):
-/// every ranking's order and every point of its curve are the study's, in
-/// weight and zero mode (the modes whose ablation at the convolution is the
-/// study's ablation of its block).
+/// each ranking's order and every point of its curve are the study's, in zero
+/// and weight mode (the modes whose ablation at the convolution is the study's
+/// ablation of its block): the data rankings on conv1, the weight rankings and
+/// the random one on conv2.
 #[test]
 fn prune_on_the_study_graph_is_the_study_prune_curve() {
     tch::set_num_threads(1);
-    let data = common::mnist(0, 300);
+    let data = common::mnist(0, 200);
     let test = TestSet::new(&data.test, &TriggerConfig::default(), Device::Cpu);
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let (net, clean) = (
@@ -68,11 +69,15 @@ fn prune_on_the_study_graph_is_the_study_prune_curve() {
     let study_inputs = prune::RankingInputs { net: &net, clean: &clean, test: &test, seed: 5 };
     let graph_inputs = graph_prune::RankingInputs { exec: &exec, clean: &clean_exec, raw: &raw, seed: 5 };
     let no_means = |_: usize| -> Tensor { unreachable!("weight and zero mode read no means") };
-    for (layer, node, mode) in [("conv1", "net.0", AblationMode::Zero), ("conv2", "net.3", AblationMode::Weight)] {
+    let cases = [
+        ("conv1", "net.0", AblationMode::Zero, &[Ranking::FinePruning, Ranking::Tac][..]),
+        ("conv2", "net.3", AblationMode::Weight, &[Ranking::Clp, Ranking::WeightChange, Ranking::Random]),
+    ];
+    for (layer, node, mode, rankings) in cases {
         let layer: Layer = layer.parse().unwrap();
         let at = exec.spec.index_of(node).unwrap();
         let mut orders = Vec::new();
-        for ranking in Ranking::ALL {
+        for &ranking in rankings {
             let ours = graph_prune::ranking_order(ranking, at, &graph_inputs).unwrap();
             assert_eq!(ours, prune::ranking_order(ranking, layer, &study_inputs), "{layer} {ranking}");
             orders.push((ranking, ours));
@@ -89,13 +94,13 @@ fn prune_on_the_study_graph_is_the_study_prune_curve() {
             assert_eq!(ours.points.len(), layer.units() + 1);
             for (a, b) in ours.points.iter().zip(&study.points) {
                 assert_eq!(a.unit, b.unit);
-                // Two implementations' float rounding may flip a borderline image (1/300).
+                // Two implementations' float rounding may flip a borderline image (1/200).
                 for (what, x, y) in [
                     ("clean", a.metrics.clean_acc, b.metrics.clean_acc),
                     ("poison", a.metrics.poison_acc, b.metrics.poison_acc),
                     ("rehab", a.metrics.rehab_acc, b.metrics.rehab_acc),
                 ] {
-                    assert!((x - y).abs() <= 0.34, "{layer} {} k={}: {what} {x} vs {y}", ours.ranking, a.pruned);
+                    assert!((x - y).abs() <= 0.5 + 1e-9, "{layer} {} k={}: {what} {x} vs {y}", ours.ranking, a.pruned);
                 }
             }
             // The curve moves: the comparison is not between constants.
@@ -207,7 +212,8 @@ fn prune_and_visualize_on_an_imported_resnet_agree_with_slow_references() {
         assert_eq!(order.len(), 16);
         let points = &curve["points"];
         // The slow obvious path: each step is `ablate` of the same units.
-        for k in [1, 5, 16] {
+        let steps: &[usize] = if mode == "zero" { &[1, 5, 16] } else { &[5] };
+        for &k in steps {
             let set = order[..k].iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             let ablated = common::json(&on_run(&["ablate", &format!("layer2.0.conv2:{set}"), "--mode", mode]));
             assert_eq!(points[k]["metrics"], ablated["ablated"], "{mode} k={k}");
