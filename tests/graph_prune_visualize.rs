@@ -110,6 +110,28 @@ fn prune_on_the_study_graph_is_the_study_prune_curve() {
     }
 }
 
+/// Fine-Pruning and TAC read a convolution after the ReLU it feeds alone,
+/// directly (the study) or through a batch norm (a pre-activation block's first
+/// convolution); a convolution read by a residual add is read itself.
+#[test]
+fn rankings_read_a_unit_after_the_relu_it_feeds() {
+    let spec = preset::by_name("preactresnet18", Dataset::Mnist, Some(2)).unwrap();
+    let weights = trojanscope::graph::train::init(&spec, 1, Device::Cpu).unwrap();
+    let resnet = Executor::new(spec, weights, Device::Cpu).unwrap();
+    let study = study_executor("clean");
+    for (exec, node, read) in [
+        (&study, "net.0", "net.1"),
+        (&study, "net.7", "net.8"),
+        (&study, "net.9", "net.9"),
+        (&resnet, "layer2.0.conv1", "relu_5"),
+        (&resnet, "layer2.0.conv2", "layer2.0.conv2"),
+        (&resnet, "layer2.0.bn1", "relu_4"),
+    ] {
+        let at = graph_prune::activation_node(exec, exec.spec.index_of(node).unwrap());
+        assert_eq!(exec.spec.nodes[at].name, read, "{node}");
+    }
+}
+
 /// The study's `visualize conv2 5` and the graph's `visualize net.3 5` (the
 /// convolution's channel mean, before its ReLU) from one seed: the same image.
 #[test]

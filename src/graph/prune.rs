@@ -15,15 +15,19 @@ use std::ops::ControlFlow;
 use tch::{Device, Kind, Tensor};
 
 /// The node whose output is `node`'s units' activation, which Fine-Pruning and
-/// TAC read: the ReLU that alone reads the node (Liu et al. rank a convolution's
-/// channels after its ReLU), else the node itself.
+/// TAC read: the ReLU that the node feeds alone, directly or through a batch
+/// norm (Liu et al. rank a convolution's channels after its ReLU; each channel
+/// stays itself through both), else the node itself.
 pub fn activation_node(exec: &Executor, node: usize) -> usize {
-    let name = &exec.spec.nodes[node].name;
-    let readers: Vec<usize> =
-        (0..exec.spec.nodes.len()).filter(|&j| exec.spec.nodes[j].inputs.contains(name)).collect();
-    match readers[..] {
-        [j] if matches!(exec.spec.nodes[j].op, Op::Relu | Op::LeakyRelu { .. }) => j,
-        _ => node,
+    let nodes = &exec.spec.nodes;
+    let mut at = node;
+    loop {
+        let readers: Vec<usize> = (0..nodes.len()).filter(|&j| nodes[j].inputs.contains(&nodes[at].name)).collect();
+        match readers[..] {
+            [j] if matches!(nodes[j].op, Op::Relu | Op::LeakyRelu { .. }) => return j,
+            [j] if matches!(nodes[j].op, Op::BatchNorm2d { .. }) => at = j,
+            _ => return node,
+        }
     }
 }
 
