@@ -2,8 +2,8 @@
 //! for each model, saved where the study saves its pictures.
 
 use super::args::CommonArgs;
-use super::graph::open;
 use super::output::Format;
+use crate::engine::device::parse_device;
 use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::run::{RunDir, RunLock};
@@ -30,16 +30,18 @@ pub fn visualize(
 ) -> Result<()> {
     cfg.validate().map_err(|e| eyre!("invalid visualisation settings: {e}"))?;
     let models = if models.is_empty() { ModelKind::STUDY.to_vec() } else { models.to_vec() };
-    // It saves its pictures into the run: the lock before any work.
-    let _lock = RunLock::acquire(&RunDir::new(&common.checkpoints, &common.run))?;
-    let lab = open(common, &models)?;
+    let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    run.require(&models)?;
+    // It saves its pictures into the run: the lock before any work. It reads no images.
+    let _lock = RunLock::acquire(&run)?;
     let mut results = Vec::new();
     for model in models {
-        let exec = graph_run::load(&lab.run, model, lab.device)?;
+        let exec = graph_run::load(&run, model, device)?;
         let visualization = visualize::visualize(&exec, site, unit as i64, cfg).map_err(|e| eyre!(e))?;
         results.push(VisResult { model, visualization });
     }
-    let dir = lab.run.root.join("visualize");
+    let dir = run.root.join("visualize");
     let mut pictures = Vec::new();
     for r in &results {
         let v = &r.visualization;
