@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 sys.path.insert(0, HERE)
 
-from graph_python import load_model, normalise, parse_norm, read_mnist, run_main  # noqa: E402
+from graph_python import load_model, model_arguments, normalise, parse_norm, read_mnist, run_main  # noqa: E402
 from graph_pytorch import trigger_mask  # noqa: E402
 
 import torch  # noqa: E402
@@ -62,12 +62,7 @@ def predictions(model, module, x, norm, units, replacement):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", required=True, help="FILE.py:NAME")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--state-key")
-    p.add_argument("--norm", default="none", help="MEAN/STD or none")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--test-limit", type=int)
+    model_arguments(p)
     p.add_argument("--module", required=True)
     p.add_argument("--trigger", required=True)
     p.add_argument("--std", type=float, required=True)
