@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
-from graph_python import fail, load_model, normalise, parse_norm, read_mnist, run_main  # noqa: E402
+from graph_python import fail, load_model, model_arguments, normalise, parse_norm, read_mnist, run_main  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -115,13 +115,8 @@ def ablate(model, x, y, norm, module, m, units, mode):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", required=True, help="FILE.py:NAME")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--state-key")
-    p.add_argument("--norm", default="none", help="MEAN/STD or none")
+    model_arguments(p)
     p.add_argument("--trust-pickle", action="store_true")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--test-limit", type=int)
     p.add_argument("--ablate", action="append", default=[], help="MODULE:UNITS:zero|mean")
     p.add_argument("--json-logits-out")
     args = p.parse_args()

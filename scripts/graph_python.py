@@ -306,6 +306,16 @@ def load_model(source, weights, state_key=None, trust_pickle=False):
     return model, {"state_key": key_used, "stripped_prefix": prefix, "notes": notes}
 
 
+def model_arguments(parser):
+    """The options a reference script reads a model and MNIST's test split by."""
+    parser.add_argument("--source", required=True, help="FILE.py:NAME")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--state-key")
+    parser.add_argument("--norm", default="none", help="MEAN/STD or none")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--test-limit", type=int)
+
+
 # --------------------------------------------------------------------- norm
 
 def parse_norm(text):

@@ -210,6 +210,34 @@ pub fn save_grey_png(values: &[f32], side: usize, factor: u32, path: &Path) -> R
     save_png(&picture.enlarged(factor), path)
 }
 
+/// An image in raw pixels [0, 1] (`[channels, height, width]`, row-major): grey
+/// for one channel, RGB for three (a graph's input), `factor` times larger.
+pub fn input_picture(values: &[f32], [channels, height, width]: [usize; 3], factor: u32) -> Result<RgbImage, String> {
+    if !matches!(channels, 1 | 3) || values.len() != channels * height * width {
+        return Err(format!("{} values are not an image of 1 or 3 channels of {height}×{width}", values.len()));
+    }
+    let plane = height * width;
+    let level = |c: usize, i: usize| (values[(c % channels) * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+    let rgb = RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let i = y as usize * width + x as usize;
+        Rgb([level(0, i), level(1, i), level(2, i)])
+    });
+    Ok(image::imageops::resize(&rgb, width as u32 * factor, height as u32 * factor, FilterType::Nearest))
+}
+
+/// Pictures side by side, `gap` background pixels apart (and around).
+pub fn side_by_side(images: &[RgbImage], gap: u32) -> RgbImage {
+    let height = images.iter().map(RgbImage::height).max().unwrap_or(0) + 2 * gap;
+    let width = images.iter().map(|i| i.width() + gap).sum::<u32>() + gap;
+    let mut out = RgbImage::from_pixel(width, height, BACKGROUND);
+    let mut x = gap;
+    for image in images {
+        image::imageops::replace(&mut out, image, x as i64, gap as i64);
+        x += image.width() + gap;
+    }
+    out
+}
+
 /// Writes a PNG, creating its folder; atomically and never through a link (most
 /// pictures land in a run folder).
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), String> {

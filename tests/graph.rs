@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use trojanscope::data::dataset::Dataset;
 use trojanscope::data::trigger::TriggerConfig;
@@ -22,16 +21,6 @@ use trojanscope::graph::weights::Weights;
 /// Weights by state-dict name, as safetensors holds them.
 type Named = Vec<(String, Tensor)>;
 
-fn tiny_run_model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tiny-run/{name}.safetensors"))
-}
-
-fn study_executor(name: &str) -> Executor {
-    let spec = preset::study(Dataset::Mnist);
-    let weights = Weights::load(&tiny_run_model(name), &spec, Device::Cpu).unwrap();
-    Executor::new(spec, weights, Device::Cpu).unwrap()
-}
-
 fn test_set(n: usize) -> TestSet {
     tch::set_num_threads(1);
     let data = common::mnist(0, n);
@@ -41,8 +30,8 @@ fn test_set(n: usize) -> TestSet {
 #[test]
 fn the_study_graph_computes_the_study_network() {
     let test = test_set(500);
-    let net = checkpoint::load_net(&tiny_run_model("poisoned"), Device::Cpu).unwrap();
-    let exec = study_executor("poisoned");
+    let net = checkpoint::load_net(&common::tiny_run_model("poisoned"), Device::Cpu).unwrap();
+    let exec = common::study_executor("poisoned");
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let _guard = tch::no_grad_guard();
     let theirs = net.forward(&test.inputs);
@@ -57,9 +46,9 @@ fn the_study_graph_computes_the_study_network() {
 #[test]
 fn graph_ablations_are_the_study_fast_paths_in_every_mode() {
     let test = test_set(1000);
-    let net = checkpoint::load_net(&tiny_run_model("poisoned"), Device::Cpu).unwrap();
+    let net = checkpoint::load_net(&common::tiny_run_model("poisoned"), Device::Cpu).unwrap();
     let cache = ActivationCache::build(&net, &test);
-    let exec = study_executor("poisoned");
+    let exec = common::study_executor("poisoned");
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let clean = raw.clean();
     let block_nodes: Vec<usize> =
@@ -95,7 +84,7 @@ fn graph_ablations_are_the_study_fast_paths_in_every_mode() {
 #[test]
 fn a_checkpoint_resumes_to_the_same_logits_with_and_without_interventions() {
     let test = test_set(64);
-    let exec = study_executor("poisoned");
+    let exec = common::study_executor("poisoned");
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let _guard = tch::no_grad_guard();
     let x = raw.inputs.narrow(0, 0, 64);
@@ -115,7 +104,7 @@ fn a_checkpoint_resumes_to_the_same_logits_with_and_without_interventions() {
 
 #[test]
 fn units_name_nodes_and_bad_units_say_what_exists() {
-    let exec = study_executor("clean");
+    let exec = common::study_executor("clean");
     let cases = [
         ("net.3:64", "net.3 has units 0..63, not 64"),
         ("conv9:1", "the graph has no node 'conv9'"),
@@ -136,7 +125,7 @@ fn units_name_nodes_and_bad_units_say_what_exists() {
 #[test]
 fn weights_that_do_not_fit_the_graph_are_refused_naming_the_key() {
     let spec = preset::study(Dataset::Mnist);
-    let good: Vec<(String, Tensor)> = Tensor::read_safetensors(tiny_run_model("clean")).unwrap();
+    let good: Vec<(String, Tensor)> = Tensor::read_safetensors(common::tiny_run_model("clean")).unwrap();
     let with = |edit: &dyn Fn(&mut Named)| {
         let mut tensors: Vec<(String, Tensor)> = good.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
         edit(&mut tensors);
@@ -161,9 +150,9 @@ fn weights_that_do_not_fit_the_graph_are_refused_naming_the_key() {
 #[test]
 fn a_graph_sweep_is_the_study_sweep_unit_for_unit() {
     let test = test_set(400);
-    let net = checkpoint::load_net(&tiny_run_model("poisoned"), Device::Cpu).unwrap();
+    let net = checkpoint::load_net(&common::tiny_run_model("poisoned"), Device::Cpu).unwrap();
     let cache = ActivationCache::build(&net, &test);
-    let exec = study_executor("poisoned");
+    let exec = common::study_executor("poisoned");
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let study = trojanscope::engine::sweep::sweep(&cache, &test, Layer::Conv2, AblationMode::Zero, |_, _| {
         std::ops::ControlFlow::Continue(())
@@ -235,7 +224,7 @@ fn a_unit_changed_from_the_unablated_pass_gives_the_full_passs_logits() {
 #[test]
 fn passes_split_between_threads_equal_one_thread() {
     let test = test_set(300);
-    let exec = study_executor("poisoned");
+    let exec = common::study_executor("poisoned");
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let no_means = |_: usize| -> Tensor { unreachable!("zero mode reads no means") };
     let on = |threads| {

@@ -32,15 +32,6 @@ fn trojanscope(args: &[&str]) -> Output {
     common::binary().args(args).output().expect("the binary runs")
 }
 
-/// Exit code 1, one `error:` line containing `needle`, no panic.
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
 fn read(path: &Path) -> BTreeMap<String, Tensor> {
     Tensor::read_safetensors(path).unwrap().into_iter().collect()
 }
@@ -75,21 +66,7 @@ torch.save({{"model": sd}}, {perturbed:?})
         src = fixture("preact.pt"),
     ));
     for (model, weights) in [("clean", fixture("preact.pt")), ("poisoned", perturbed)] {
-        let o = trojanscope(&[
-            "import",
-            &fixture("preact.py:PreActResNetTiny"),
-            &weights,
-            "--model",
-            model,
-            "--checkpoints",
-            &dir,
-            "--run",
-            "pair",
-            "--json",
-            "--test-limit",
-            LIMIT,
-        ]);
-        common::json(&o);
+        common::import_preact(&checkpoints, "pair", model, &weights, LIMIT, &[]);
     }
     let run = checkpoints.join("pair");
     let on_pair = |args: &[&str]| {
@@ -217,11 +194,14 @@ print(json.dumps(seen[0].tolist()))
     }
 
     // Bad input: one clear error each.
-    assert_clean_failure(&on_pair(&["features", "layer9.conv", "1"]), "the graph has no node 'layer9.conv'");
-    assert_clean_failure(&on_pair(&["features", "layer2.0.conv2", "16"]), "layer2.0.conv2 has units 0..15, not 16");
-    assert_clean_failure(&on_pair(&["swap", "--layers", "layer7"]), "no module of the graph with weights");
-    assert_clean_failure(&on_pair(&["diff", "--layer", "relu"]), "it has no weights to compare");
-    assert_clean_failure(&on_pair(&["swap", "--stages", "--layers", "layer1"]), "cannot be used with");
+    common::assert_clean_failure(&on_pair(&["features", "layer9.conv", "1"]), "the graph has no node 'layer9.conv'");
+    common::assert_clean_failure(
+        &on_pair(&["features", "layer2.0.conv2", "16"]),
+        "layer2.0.conv2 has units 0..15, not 16",
+    );
+    common::assert_clean_failure(&on_pair(&["swap", "--layers", "layer7"]), "no module of the graph with weights");
+    common::assert_clean_failure(&on_pair(&["diff", "--layer", "relu"]), "it has no weights to compare");
+    common::assert_clean_failure(&on_pair(&["swap", "--stages", "--layers", "layer1"]), "cannot be used with");
     // A model of another graph in the run: its weights do not fit the graph.
     let vgg = checkpoints.join("vgg");
     common::json(&trojanscope(&[
@@ -239,9 +219,9 @@ print(json.dumps(seen[0].tolist()))
         "10",
     ]));
     std::fs::copy(vgg.join("clean.safetensors"), run.join("rehab.safetensors")).unwrap();
-    assert_clean_failure(&on_pair(&["swap", "--donor", "rehab"]), "missing weights the graph needs");
-    assert_clean_failure(&on_pair(&["diff", "--a", "rehab"]), "missing weights the graph needs");
+    common::assert_clean_failure(&on_pair(&["swap", "--donor", "rehab"]), "missing weights the graph needs");
+    common::assert_clean_failure(&on_pair(&["diff", "--a", "rehab"]), "missing weights the graph needs");
     // The study's names are still what --layers reads on a study run.
     let study = ["swap", "--checkpoints", &dir, "--run", "no-such-run", "--layers", "layer1"];
-    assert_clean_failure(&trojanscope(&study), "layer1");
+    common::assert_clean_failure(&trojanscope(&study), "layer1");
 }

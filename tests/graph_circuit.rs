@@ -22,25 +22,13 @@ use trojanscope::engine::patch::{Direction, Patch, PatchEffect, Patcher};
 use trojanscope::engine::testset::TestSet;
 use trojanscope::graph::circuit::{GraphEvaluator, GraphSite};
 use trojanscope::graph::eval::raw_test_set;
-use trojanscope::graph::exec::Executor;
 use trojanscope::graph::patch::NodePatch;
 use trojanscope::graph::preset;
-use trojanscope::graph::weights::Weights;
 
 const LIMIT: usize = 200;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny_run_model(name: &str) -> PathBuf {
-    root().join(format!("tests/fixtures/tiny-run/{name}.safetensors"))
-}
-
-fn study_executor(name: &str) -> Executor {
-    let spec = preset::study(Dataset::Mnist);
-    let weights = Weights::load(&tiny_run_model(name), &spec, Device::Cpu).unwrap();
-    Executor::new(spec, weights, Device::Cpu).unwrap()
 }
 
 fn test_set(n: usize) -> TestSet {
@@ -61,11 +49,11 @@ fn assert_same_effect(ours: &PatchEffect, theirs: &PatchEffect, images: f64, wha
 fn graph_patching_of_the_study_graph_is_the_study_patch_unit_for_unit() {
     let test = test_set(300);
     let (net, clean_net) = (
-        checkpoint::load_net(&tiny_run_model("poisoned"), Device::Cpu).unwrap(),
-        checkpoint::load_net(&tiny_run_model("clean"), Device::Cpu).unwrap(),
+        checkpoint::load_net(&common::tiny_run_model("poisoned"), Device::Cpu).unwrap(),
+        checkpoint::load_net(&common::tiny_run_model("clean"), Device::Cpu).unwrap(),
     );
     let (cache, clean_cache) = (ActivationCache::build(&net, &test), ActivationCache::build(&clean_net, &test));
-    let (exec, clean_exec) = (study_executor("poisoned"), study_executor("clean"));
+    let (exec, clean_exec) = (common::study_executor("poisoned"), common::study_executor("clean"));
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     for (layer, direction) in
         [(Layer::Conv2, Direction::Denoise), (Layer::Conv1, Direction::Noise), (Layer::Fc1, Direction::Model)]
@@ -98,9 +86,9 @@ fn graph_patching_of_the_study_graph_is_the_study_patch_unit_for_unit() {
 #[test]
 fn the_circuit_search_on_the_study_graph_finds_the_study_circuit() {
     let test = test_set(LIMIT);
-    let net = checkpoint::load_net(&tiny_run_model("poisoned"), Device::Cpu).unwrap();
+    let net = checkpoint::load_net(&common::tiny_run_model("poisoned"), Device::Cpu).unwrap();
     let cache = ActivationCache::build(&net, &test);
-    let exec = study_executor("poisoned");
+    let exec = common::study_executor("poisoned");
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let layers = [Layer::Conv2, Layer::Fc1];
     let site = |l: Layer| GraphSite::of(&exec, exec.spec.index_of(preset::study_block_output(l)).unwrap());
@@ -172,20 +160,7 @@ fn patch_and_circuit_on_an_imported_resnet_agree_with_pytorch_hooks_and_the_slow
     let checkpoints = common::scratch("graph-circuit");
     let dir = checkpoints.display().to_string();
     let limit = LIMIT.to_string();
-    common::json(&trojanscope(&[
-        "import",
-        &fixture("preact.py:PreActResNetTiny"),
-        &fixture("preact.pt"),
-        "--model",
-        "poisoned",
-        "--checkpoints",
-        &dir,
-        "--run",
-        "tiny",
-        "--json",
-        "--test-limit",
-        &limit,
-    ]));
+    common::import_preact(&checkpoints, "tiny", "poisoned", &fixture("preact.pt"), &limit, &[]);
     let on_run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--checkpoints", &dir, "--run", "tiny", "--test-limit", &limit, "--threads", "1"]);

@@ -30,16 +30,6 @@ fn trojanscope(args: &[&str]) -> Output {
     common::binary().args(args).output().expect("the binary runs")
 }
 
-/// Exit code 1, one `error:` line containing `needle`, no panic.
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked") && !err.contains("Traceback"), "{err}");
-}
-
 struct Fixture {
     name: &'static str,
     source: &'static str,
@@ -166,13 +156,8 @@ fn imported_models_compute_pytorchs_logits_accuracy_and_ablations() {
     assert_eq!(sweep.as_array().unwrap().len(), 16);
     let one = on_preact(&["ablate", "layer2.0.conv2:5"]);
     assert_eq!(sweep[5]["metrics"], one["ablated"]);
-    // Commands that do not run on a graph yet say so.
-    assert_clean_failure(
-        &trojanscope(&["circuit", "--checkpoints", &dir, "--run", "preact"]),
-        "`circuit` does not run on a graph yet",
-    );
     // Weight mode on a node without weights per unit.
-    assert_clean_failure(
+    common::assert_clean_failure(
         &trojanscope(&["ablate", "layer1.0.bn2:1", "--mode", "weight", "--checkpoints", &dir, "--run", "preact"]),
         "weight mode does not apply",
     );
@@ -242,7 +227,7 @@ class Rgb(nn.Module):
         (import(&checkpoints, "r", &fixture("tz_mnist.py:Nothing"), &fixture("tz_mnist.pt"), &none), "Nothing"),
     ];
     for (out, needle) in &cases {
-        assert_clean_failure(out, needle);
+        common::assert_clean_failure(out, needle);
     }
     assert!(!checkpoints.join("r").exists(), "a failed import wrote into the run");
     // With --trust-pickle the same checkpoint imports, with a warning.
@@ -251,13 +236,16 @@ class Rgb(nn.Module):
     assert!(trusted.status.success() && err.contains("warning: --trust-pickle"), "{err}");
     // A second graph into a run that holds one, and an import into a study run.
     let other = import(&checkpoints, "r", &fixture("vgg_bn.py:vgg_tiny_bn"), &fixture("vgg_bn.pt"), &[]);
-    assert_clean_failure(&other, "holds models of another graph");
+    common::assert_clean_failure(&other, "holds models of another graph");
     let fashion = ["--input-norm", "none", "--dataset", "fashion-mnist"];
-    assert_clean_failure(&import(&checkpoints, "r", &tz, &fixture("tz_mnist.pt"), &fashion), "holds models for mnist");
+    common::assert_clean_failure(
+        &import(&checkpoints, "r", &tz, &fixture("tz_mnist.pt"), &fashion),
+        "holds models for mnist",
+    );
     let study = checkpoints.join("study");
     std::fs::create_dir_all(&study).unwrap();
     std::fs::write(study.join("clean.json"), "{}").unwrap();
-    assert_clean_failure(
+    common::assert_clean_failure(
         &import(&checkpoints, "study", &tz, &fixture("tz_mnist.pt"), &none),
         "holds the study's clean model",
     );

@@ -5,7 +5,6 @@ use crate::data::trigger::TriggerConfig;
 use crate::engine::ablation::AblationMode;
 use crate::engine::cleanse::CleanseConfig;
 use crate::engine::lab::ModelKind;
-use crate::engine::layer::Layer;
 use crate::engine::patch::Direction;
 use crate::engine::prune::Ranking;
 use crate::engine::train::{Phase, TrainConfig};
@@ -197,7 +196,9 @@ pub enum Command {
     /// Feature visualisation: the input that most excites a unit (a conv channel's
     /// mean, an fc1 unit or a logit), for each model side by side.
     Visualize {
-        layer: Layer,
+        /// conv1, conv2, fc1 or fc2; on a graph run, any node by PyTorch's module
+        /// name (layer3.0.conv2).
+        layer: String,
         unit: usize,
         /// Models to visualise (default: clean, poisoned, rehab).
         #[arg(long, value_delimiter = ',')]
@@ -211,7 +212,9 @@ pub enum Command {
     /// order of each ranking (Fine-Pruning, CLP, TAC, weight change, random), with
     /// BackdoorBench's defence effectiveness rate (DER) at each ranking's best point.
     Prune {
-        layer: Layer,
+        /// conv1, conv2, fc1 or fc2; on a graph run, any node by PyTorch's module
+        /// name (layer4.1.conv2). Default: the last convolution (Liu et al.'s choice).
+        layer: Option<String>,
         /// Rankings, comma-separated (default: all five).
         #[arg(long, value_delimiter = ',')]
         ranking: Vec<Ranking>,

@@ -10,15 +10,19 @@ use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
 use crate::picture::save_png;
 use crate::setup::{Splits, open_lab_writing};
 use color_eyre::eyre::{Result, eyre};
+use std::path::Path;
 
 pub fn prune(
     common: &CommonArgs,
     format: Format,
-    layer: Layer,
+    layer: Option<Layer>,
     rankings: &[Ranking],
     target: &AblationTarget,
     seed: u64,
 ) -> Result<()> {
+    // Liu et al. prune the last convolutional layer.
+    let layer =
+        layer.unwrap_or_else(|| *Layer::ALL.iter().rev().find(|l| l.is_conv()).expect("the study has convolutions"));
     // It saves its charts into the run.
     let lab = open_lab_writing(common, None, Splits::Test, &[target.model, ModelKind::Clean])?;
     let analysis = Analysis::load(&lab, &[target.model, ModelKind::Clean], target.model)?;
@@ -29,10 +33,17 @@ pub fn prune(
         .iter()
         .map(|&r| prune::curve(cache, &lab.test, layer, r, prune::ranking_order(r, layer, &inputs), target.mode))
         .collect();
-    let table = if format == Format::Csv { prune_curve_table(&curves) } else { prune_best_table(&curves) };
+    report(format, &curves, &lab.run.root, target)
+}
+
+/// Prints the curves (each ranking's best point; every point with --csv or
+/// --json) and saves a chart per ranking into the run's `prune/` folder.
+pub(super) fn report(format: Format, curves: &[PruneCurve], run: &Path, target: &AblationTarget) -> Result<()> {
+    let table = if format == Format::Csv { prune_curve_table(curves) } else { prune_best_table(curves) };
     format.emit(&curves, &table)?;
-    let dir = lab.run.root.join("prune");
-    for c in &curves {
+    let dir = run.join("prune");
+    let layer = curves.first().map_or("", |c| c.layer.as_str());
+    for c in curves {
         save_png(&prune_chart(c), &dir.join(format!("{layer}-{}.png", c.ranking))).map_err(|e| eyre!(e))?;
     }
     if format.is_human() {

@@ -23,26 +23,6 @@ use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// Which commands run on a graph today.
-const ON_GRAPHS: &str = "import, eval, ablate, sweep, swap, diff, features, recover, unlearn, patch, circuit, train, run, bench, doctor and \
-     the explorer";
-
-/// Refuses, in one line, a command that does not run on a graph yet, rather than
-/// reading the graph's weights as the study's CNN. `command` is a subcommand's
-/// name, or a phrase (`the explorer`).
-pub fn refuse_unsupported(common: &CommonArgs, command: &str) -> Result<()> {
-    let run = RunDir::new(&common.checkpoints, &common.run);
-    if graph_run::is_graph_run(&run) {
-        let what = if command.contains(' ') { command.to_string() } else { format!("`{command}`") };
-        bail!(
-            "{} holds a graph (graph.json: models imported from PyTorch or trained from a preset); {what} does \
-             not run on a graph yet ({ON_GRAPHS} do)",
-            run.root.display()
-        );
-    }
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct ImportResult {
     model: ModelKind,

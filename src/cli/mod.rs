@@ -8,9 +8,11 @@ pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
 pub mod graph_circuit;
+pub mod graph_prune;
 pub mod graph_report;
 pub mod graph_train;
 pub mod graph_trigger;
+pub mod graph_visualize;
 pub mod output;
 pub mod progress;
 pub mod report;
@@ -42,9 +44,6 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             return graph_train::train(&graph_train::open(common, train)?, format, phases);
         }
         _ => {}
-    }
-    if let Some(name) = study_only(command) {
-        graph::refuse_unsupported(common, name)?;
     }
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
@@ -143,10 +142,19 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
         }
         Command::Visualize { layer, unit, model, steps, seed } => {
             let config = VisConfig { steps: *steps, seed: *seed, ..VisConfig::default() };
-            trigger::visualize(common, format, *layer, *unit, model, &config)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_visualize::visualize(common, format, layer, *unit, model, &config)
+            } else {
+                trigger::visualize(common, format, parse_layer(layer)?, *unit, model, &config)
+            }
         }
         Command::Prune { layer, ranking, target, seed } => {
-            defence::prune(common, format, *layer, ranking, target, *seed)
+            if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
+                graph_prune::prune(common, format, layer.as_deref(), ranking, target, *seed)
+            } else {
+                let layer = layer.as_deref().map(parse_layer).transpose()?;
+                defence::prune(common, format, layer, ranking, target, *seed)
+            }
         }
         Command::Patch { layer, direction, model, checkpoint, donor, to_unit, sorted, reference } => {
             let args = circuit::PatchArgs {
@@ -205,30 +213,6 @@ fn parse_layer(text: &str) -> Result<crate::engine::layer::Layer> {
 
 fn parse_layers(texts: &[String]) -> Result<Vec<crate::engine::layer::Layer>> {
     texts.iter().map(|t| parse_layer(t.trim())).collect()
-}
-
-/// The command's name when it runs on the study's CNN only (not yet on an
-/// imported graph).
-pub fn study_only(command: &Command) -> Option<&'static str> {
-    Some(match command {
-        Command::Eval { .. }
-        | Command::Ablate { .. }
-        | Command::Sweep { .. }
-        | Command::Import { .. }
-        | Command::Swap { .. }
-        | Command::Diff { .. }
-        | Command::Features { .. }
-        | Command::Bench { .. }
-        | Command::Patch { .. }
-        | Command::Circuit { .. }
-        | Command::Recover { .. }
-        | Command::Unlearn { .. }
-        | Command::Doctor => return None,
-        Command::Run { .. } => "run",
-        Command::Train { .. } => "train",
-        Command::Visualize { .. } => "visualize",
-        Command::Prune { .. } => "prune",
-    })
 }
 
 /// The main job: train what is missing, then analyse all three models.

@@ -286,18 +286,19 @@ pub fn visualize(
     let side_by_side = dir.join(format!("{layer}-{unit}.png"));
     save_png(&Picture::of(&Heatmap::tiled(&tiles, tiles.len()), Palette::Heat, 1.0).enlarged(8), &side_by_side)
         .map_err(|e| eyre!(e))?;
-    let mut table = Table::new(["model", "unit", "activation at start", "activation optimised"]);
-    for r in &results {
-        table.push([
-            r.model.to_string(),
-            format!("{layer}:{unit}"),
-            format!("{:.3}", r.visualization.start_activation),
-            format!("{:.3}", r.visualization.activation),
-        ]);
-    }
-    format.emit(&results, &table)?;
+    let rows = results.iter().map(|r| (r.model, r.visualization.start_activation, r.visualization.activation));
+    format.emit(&results, &vis_table(&format!("{layer}:{unit}"), rows))?;
     if format.is_human() {
         eprintln!("pictures in {} (side by side: {})", dir.display(), side_by_side.display());
     }
     Ok(())
+}
+
+/// Per model, the unit's activation on the starting image and on the optimised one.
+pub(super) fn vis_table(unit: &str, rows: impl Iterator<Item = (ModelKind, f64, f64)>) -> Table {
+    let mut table = Table::new(["model", "unit", "activation at start", "activation optimised"]);
+    for (model, start, end) in rows {
+        table.push([model.to_string(), unit.to_string(), format!("{start:.3}"), format!("{end:.3}")]);
+    }
+    table
 }

@@ -62,31 +62,44 @@ pub struct Visualization {
     pub activation: f64,
 }
 
-/// The spectrum's real and imaginary parts for an `side`×`side` image.
-fn spectrum_shape(side: i64) -> [i64; 4] {
-    [1, side, side / 2 + 1, 2]
+/// What an input optimisation reaches: the image in raw pixels [0, 1]
+/// (`[channels, height, width]`, row-major) and the objective on the starting
+/// image and on the result (no jitter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimum {
+    pub image: Vec<f32>,
+    pub start_activation: f64,
+    pub activation: f64,
 }
 
-/// 1/max(f, 1/side)^decay over the rfft2 frequencies, `[side, side/2 + 1, 1]`.
-fn spectrum_scale(side: i64, decay: f64, device: Device) -> Tensor {
-    let freq = |i: i64| if i <= (side - 1) / 2 { i as f64 / side as f64 } else { (i - side) as f64 / side as f64 };
-    let cols = side / 2 + 1;
-    let mut scale = Vec::with_capacity((side * cols) as usize);
-    for y in 0..side {
+/// The spectrum's real and imaginary parts for a `[channels, height, width]` image.
+fn spectrum_shape([channels, height, width]: [i64; 3]) -> [i64; 4] {
+    [channels, height, width / 2 + 1, 2]
+}
+
+/// 1/max(f, 1/side)^decay over the rfft2 frequencies, `[height, width/2 + 1, 1]`
+/// (`side` the longer one, as lucent has it).
+fn spectrum_scale(height: i64, width: i64, decay: f64, device: Device) -> Tensor {
+    let freq =
+        |i: i64| if i <= (height - 1) / 2 { i as f64 / height as f64 } else { (i - height) as f64 / height as f64 };
+    let cols = width / 2 + 1;
+    let side = height.max(width) as f64;
+    let mut scale = Vec::with_capacity((height * cols) as usize);
+    for y in 0..height {
         for x in 0..cols {
-            let f = (freq(y).powi(2) + (x as f64 / side as f64).powi(2)).sqrt();
-            scale.push((1.0 / f.max(1.0 / side as f64).powf(decay)) as f32);
+            let f = (freq(y).powi(2) + (x as f64 / width as f64).powi(2)).sqrt();
+            scale.push((1.0 / f.max(1.0 / side).powf(decay)) as f32);
         }
     }
-    Tensor::from_slice(&scale).view([side, cols, 1]).to_device(device)
+    Tensor::from_slice(&scale).view([height, cols, 1]).to_device(device)
 }
 
-/// The image in [0, 1] (`[1, 1, side, side]`) that a spectrum stands for.
-fn image_of(spectrum: &Tensor, scale: &Tensor, side: i64) -> Tensor {
+/// The image in [0, 1] (`[1, channels, height, width]`) that a spectrum stands for.
+fn image_of(spectrum: &Tensor, scale: &Tensor, height: i64, width: i64) -> Tensor {
     let complex = (spectrum * scale).view_as_complex();
     // lucent's "magic" 4: keeps the sigmoid's input in its responsive range.
-    let image = complex.fft_irfftn([side, side].as_slice(), [1i64, 2].as_slice(), "ortho") / 4.0;
-    image.sigmoid().unsqueeze(1)
+    let image = complex.fft_irfftn([height, width].as_slice(), [1i64, 2].as_slice(), "ortho") / 4.0;
+    image.sigmoid().unsqueeze(0)
 }
 
 /// A small seeded generator for the jitter (libtorch's own is seeded separately).
@@ -109,10 +122,10 @@ impl Jitter {
         if d == 0 {
             return image.shallow_clone();
         }
-        let side = image.size()[3];
+        let (height, width) = (image.size()[2], image.size()[3]);
         let padded = image.constant_pad_nd([d, d, d, d]);
         let (dy, dx) = (self.next(2 * d + 1), self.next(2 * d + 1));
-        padded.narrow(2, dy, side).narrow(3, dx, side)
+        padded.narrow(2, dy, height).narrow(3, dx, width)
     }
 }
 
@@ -133,39 +146,48 @@ pub fn visualize(
     if unit >= layer.units() {
         return Err(format!("{layer} has units 0..={}, not {unit}", layer.units() - 1));
     }
-    let device = net.device();
-    let side = side as i64;
     let frozen = FrozenNet::of(net);
+    let activation = |raw: &Tensor| objective(&frozen, &normalisation.normalise(raw), layer, unit);
+    let shape = [1, side as i64, side as i64];
+    let Optimum { image, start_activation, activation } = optimise_input(&activation, shape, net.device(), cfg);
+    Ok(Visualization { layer, unit, image, side, start_activation, activation })
+}
+
+/// Optimises a `[channels, height, width]` image in raw pixels to raise
+/// `activation` (a batch `[N, channels, height, width]` → one value per image,
+/// `[N]`), with the jitter, the penalties and the Fourier parameterisation of
+/// `cfg` (already validated). Any network serves: the study's, or a graph run
+/// up to a node. Deterministic for a seed at a fixed thread count.
+pub fn optimise_input(
+    activation: &dyn Fn(&Tensor) -> Tensor,
+    shape: [i64; 3],
+    device: Device,
+    cfg: &VisConfig,
+) -> Optimum {
+    let [_, height, width] = shape;
     // The start and the jitter come from our own seeded generator, not libtorch's
     // global one, so the result depends on the seed alone.
     let mut jitter = Jitter(crate::splitmix::SplitMix64(cfg.seed));
-    let shape = spectrum_shape(side);
-    let start: Vec<f32> = (0..shape.iter().product::<i64>()).map(|_| 0.01 * jitter.normal()).collect();
-    let spectrum = Tensor::from_slice(&start).view(shape).to_device(device).set_requires_grad(true);
-    let scale = spectrum_scale(side, cfg.decay_power, device);
+    let spectrum_shape = spectrum_shape(shape);
+    let start: Vec<f32> = (0..spectrum_shape.iter().product::<i64>()).map(|_| 0.01 * jitter.normal()).collect();
+    let spectrum = Tensor::from_slice(&start).view(spectrum_shape).to_device(device).set_requires_grad(true);
+    let scale = spectrum_scale(height, width, cfg.decay_power, device);
     let mut adam = Adam::new(&spectrum, cfg.lr);
     let measure = |image: &Tensor| {
         let _guard = tch::no_grad_guard();
-        objective(&frozen, &normalisation.normalise(image), layer, unit).double_value(&[0])
+        activation(image).double_value(&[0])
     };
-    let start_activation = measure(&image_of(&spectrum, &scale, side));
+    let start_activation = measure(&image_of(&spectrum, &scale, height, width));
     for _ in 0..cfg.steps {
-        let image = image_of(&spectrum, &scale, side);
-        let activation = objective(&frozen, &normalisation.normalise(&jitter.shift(&image, cfg.jitter)), layer, unit);
-        let tv = (image.narrow(2, 1, side - 1) - image.narrow(2, 0, side - 1)).abs().mean(Kind::Float)
-            + (image.narrow(3, 1, side - 1) - image.narrow(3, 0, side - 1)).abs().mean(Kind::Float);
-        let loss = -activation.sum(Kind::Float) + tv * cfg.tv_weight + image.mean(Kind::Float) * cfg.l1_weight;
+        let image = image_of(&spectrum, &scale, height, width);
+        let reached = activation(&jitter.shift(&image, cfg.jitter));
+        let tv = (image.narrow(2, 1, height - 1) - image.narrow(2, 0, height - 1)).abs().mean(Kind::Float)
+            + (image.narrow(3, 1, width - 1) - image.narrow(3, 0, width - 1)).abs().mean(Kind::Float);
+        let loss = -reached.sum(Kind::Float) + tv * cfg.tv_weight + image.mean(Kind::Float) * cfg.l1_weight;
         let grad = Tensor::run_backward(&[loss], &[&spectrum], false, false).remove(0);
         adam.step(&spectrum, &grad);
     }
     let _guard = tch::no_grad_guard();
-    let image = image_of(&spectrum, &scale, side);
-    Ok(Visualization {
-        layer,
-        unit,
-        image: super::host::floats(&image),
-        side: side as usize,
-        start_activation,
-        activation: measure(&image),
-    })
+    let image = image_of(&spectrum, &scale, height, width);
+    Optimum { image: super::host::floats(&image), start_activation, activation: measure(&image) }
 }

@@ -14,7 +14,7 @@ use super::model::Net;
 use super::probe;
 use super::testset::TestSet;
 use serde::{Deserialize, Serialize};
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,15 +57,27 @@ pub fn order_by(score: &[f64], highest_first: bool) -> Vec<usize> {
 /// `[inputs, kernel positions]` (CLP's channel Lipschitz upper bound; for a linear
 /// unit, the norm of its weight row).
 pub fn largest_singular_values(net: &Net, layer: Layer) -> Vec<f64> {
+    singular_values_of(net.weight(layer))
+}
+
+/// `largest_singular_values` of any weight `[units, inputs, kernel…]` (a
+/// convolution's) or `[units, inputs]` (a linear layer's).
+pub fn singular_values_of(weight: &Tensor) -> Vec<f64> {
     let _guard = tch::no_grad_guard();
-    let shape = layer.weight_shape();
+    let shape = weight.size();
     let positions: i64 = shape[2..].iter().product();
-    let w = net.weight(layer).detach().to_kind(Kind::Double).reshape([shape[0], shape[1], positions]);
+    let w = weight.detach().to_kind(Kind::Double).reshape([shape[0], shape[1], positions]);
     // σ_max(M)² is the largest eigenvalue of MᵀM (positions × positions: 9×9 for a
     // 3×3 convolution, 1×1 for a linear unit).
     let gram = w.transpose(1, 2).matmul(&w);
     let largest = gram.linalg_eigvalsh("L").amax([1i64].as_slice(), false).clamp_min(0.0).sqrt();
     floats(&largest).into_iter().map(f64::from).collect()
+}
+
+/// Each unit's mean over the clean images (the first half) of per-image scores `[2N, units]`.
+pub fn clean_means(scores: &Tensor, clean: usize) -> Vec<f64> {
+    let mean = scores.narrow(0, 0, clean as i64).mean_dim([0i64].as_slice(), false, Kind::Float);
+    floats(&mean).into_iter().map(f64::from).collect()
 }
 
 /// A seeded permutation of `n` units (SplitMix64-driven Fisher–Yates).
@@ -89,21 +101,26 @@ pub struct RankingInputs<'a> {
 
 /// The order in which `ranking` prunes `layer`'s units.
 pub fn ranking_order(ranking: Ranking, layer: Layer, inputs: &RankingInputs) -> Vec<usize> {
-    match ranking {
-        Ranking::FinePruning => {
-            // Mean activation over the clean images only (the first half of the set).
-            let n = inputs.test.len() as i64;
-            let scores = probe::unit_scores(inputs.net, inputs.test, layer).narrow(0, 0, n);
-            let mean = floats(&scores.mean_dim([0i64].as_slice(), false, Kind::Float));
-            order_by(&mean.into_iter().map(f64::from).collect::<Vec<_>>(), false)
-        }
-        Ranking::Clp => order_by(&largest_singular_values(inputs.net, layer), true),
-        Ranking::Tac => order_by(&probe::activation_changes(inputs.net, inputs.test)[layer], true),
+    order_of(ranking, layer.units(), inputs.seed, |ranking| match ranking {
+        Ranking::FinePruning => clean_means(&probe::unit_scores(inputs.net, inputs.test, layer), inputs.test.len()),
+        Ranking::Clp => largest_singular_values(inputs.net, layer),
+        Ranking::Tac => probe::activation_changes(inputs.net, inputs.test)[layer].clone(),
         Ranking::WeightChange => {
-            let diffs = super::diff::diff(inputs.clean, inputs.net);
-            order_by(&diffs[layer.position()].units.iter().map(|u| u.l2).collect::<Vec<_>>(), true)
+            super::diff::diff(inputs.clean, inputs.net)[layer.position()].units.iter().map(|u| u.l2).collect()
         }
-        Ranking::Random => random_order(layer.units(), inputs.seed),
+        Ranking::Random => unreachable!("the random order has no scores"),
+    })
+}
+
+/// The order of `units` units under `ranking`, from the ranking's per-unit
+/// `scores` (asked for every ranking but the random one): Fine-Pruning prunes
+/// the lowest mean clean activation first (Liu et al.), the others the highest
+/// score first.
+pub fn order_of(ranking: Ranking, units: usize, seed: u64, scores: impl FnOnce(Ranking) -> Vec<f64>) -> Vec<usize> {
+    match ranking {
+        Ranking::Random => random_order(units, seed),
+        Ranking::FinePruning => order_by(&scores(ranking), false),
+        _ => order_by(&scores(ranking), true),
     }
 }
 
@@ -126,7 +143,8 @@ pub struct CurvePoint {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PruneCurve {
-    pub layer: Layer,
+    /// The layer (a study layer's name, or a graph's node).
+    pub layer: String,
     pub ranking: Ranking,
     pub mode: AblationMode,
     pub order: Vec<usize>,
@@ -134,6 +152,27 @@ pub struct PruneCurve {
     pub points: Vec<CurvePoint>,
     /// The point of highest DER (the earliest of equals).
     pub best: usize,
+}
+
+impl PruneCurve {
+    /// The curve of `order` from each step's metrics: `metrics[k]` with the first
+    /// `k` units of the order pruned, from 0 to all of them.
+    pub fn of(layer: String, ranking: Ranking, mode: AblationMode, order: Vec<usize>, metrics: Vec<Metrics>) -> Self {
+        assert_eq!(metrics.len(), order.len() + 1, "one set of metrics per step, and the unpruned one");
+        let base = metrics[0].clone();
+        let points: Vec<CurvePoint> = metrics
+            .into_iter()
+            .enumerate()
+            .map(|(k, metrics)| CurvePoint {
+                pruned: k,
+                unit: k.checked_sub(1).map(|i| order[i]),
+                der: der(&base, &metrics),
+                metrics,
+            })
+            .collect();
+        let best = (0..points.len()).fold(0, |best, i| if points[i].der > points[best].der { i } else { best });
+        PruneCurve { layer, ranking, mode, order, points, best }
+    }
 }
 
 /// Prunes `order` one unit at a time (each set evaluated by the fast engine).
@@ -145,12 +184,6 @@ pub fn curve(
     order: Vec<usize>,
     mode: AblationMode,
 ) -> PruneCurve {
-    let base = cache.evaluate(test, &AblationSet::default(), mode);
-    let mut points = vec![CurvePoint { pruned: 0, unit: None, der: der(&base, &base), metrics: base.clone() }];
-    for k in 1..=order.len() {
-        let metrics = cache.evaluate(test, &AblationSet::of(layer, &order[..k]), mode);
-        points.push(CurvePoint { pruned: k, unit: Some(order[k - 1]), der: der(&base, &metrics), metrics });
-    }
-    let best = (0..points.len()).fold(0, |best, i| if points[i].der > points[best].der { i } else { best });
-    PruneCurve { layer, ranking, mode, order, points, best }
+    let metrics = (0..=order.len()).map(|k| cache.evaluate(test, &AblationSet::of(layer, &order[..k]), mode)).collect();
+    PruneCurve::of(layer.to_string(), ranking, mode, order, metrics)
 }

@@ -220,6 +220,12 @@ pub fn middle_node(spec: &GraphSpec) -> Option<String> {
     convs.get(convs.len() / 2).map(|n| n.name.clone())
 }
 
+/// The node a pruning defence prunes by default: the last convolution, as Liu
+/// et al. prune the last convolutional layer.
+pub fn last_conv(spec: &GraphSpec) -> Option<String> {
+    spec.nodes.iter().rev().find(|n| matches!(n.op, Op::Conv2d { .. })).map(|n| n.name.clone())
+}
+
 /// The study's CNN as a graph: `nn.Sequential` indices as names (`net.0` …
 /// `net.9`, the names its checkpoints use), raw pixels normalised first.
 pub fn study(dataset: Dataset) -> GraphSpec {

@@ -72,3 +72,48 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
     assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
+
+/// Exit code 1, one `error:` line containing `needle`, no panic or Python traceback.
+pub fn assert_clean_failure(o: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked") && !err.contains("Traceback"), "{err}");
+}
+
+/// A model of the small run kept in the repository (tests/fixtures/tiny-run).
+pub fn tiny_run_model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tiny-run/{name}.safetensors"))
+}
+
+/// That model as the study's CNN written as a graph, on the CPU.
+pub fn study_executor(name: &str) -> trojanscope::graph::exec::Executor {
+    let spec = trojanscope::graph::preset::study(trojanscope::data::dataset::Dataset::Mnist);
+    let weights = trojanscope::graph::weights::Weights::load(&tiny_run_model(name), &spec, Device::Cpu).unwrap();
+    trojanscope::graph::exec::Executor::new(spec, weights, Device::Cpu).unwrap()
+}
+
+/// A file of tests/fixtures/graph, as a path string.
+pub fn graph_fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/graph").join(name).display().to_string()
+}
+
+/// Imports the pre-activation ResNet fixture (`preact.py`) with `weights` as
+/// `model` of `run`, on `limit` test images; its JSON answer.
+pub fn import_preact(
+    checkpoints: &std::path::Path,
+    run: &str,
+    model: &str,
+    weights: &str,
+    limit: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let dir = checkpoints.display().to_string();
+    let source = graph_fixture("preact.py:PreActResNetTiny");
+    let mut args = vec!["import", &source, weights, "--model", model, "--checkpoints", &dir, "--run", run];
+    args.extend(["--json", "--test-limit", limit]);
+    args.extend(extra);
+    json(&binary().args(&args).output().expect("the binary runs"))
+}
