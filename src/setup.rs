@@ -3,11 +3,14 @@
 
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
+use crate::data::trigger::TriggerConfig;
 use crate::engine::device::parse_device;
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::run::settings::RunSettings;
 use crate::engine::run::{RunDir, RunLock};
+use crate::engine::testset::TestSet;
 use crate::engine::train::TrainConfig;
+use crate::graph::eval::raw_test_set;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::path::PathBuf;
@@ -256,4 +259,36 @@ pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The dataset's test split in raw pixels, with the study's trigger for `dataset`.
+pub fn raw_test(common: &CommonArgs, dataset: Dataset, device: tch::Device) -> Result<TestSet> {
+    let data = load_data(common, dataset, Splits::Test)?;
+    let test = TestSet::new(&data.test, &TriggerConfig::for_dataset(dataset), device);
+    Ok(raw_test_set(&test, dataset.normalisation()))
+}
+
+/// An imported run's models and test set.
+pub struct GraphLab {
+    pub device: tch::Device,
+    pub run: RunDir,
+    pub dataset: Dataset,
+    pub raw: TestSet,
+}
+
+/// A graph run's test set and device, after checking `models` are saved and the
+/// dataset asked (if any) is the run's.
+pub fn open_graph_lab(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
+    let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    run.require(models)?;
+    let dataset = crate::graph::run::dataset_of(&run).unwrap_or_default();
+    if let Some(asked) = common.dataset.filter(|&d| d != dataset) {
+        bail!(
+            "the run {} holds models imported for {dataset}; --dataset {asked} needs another run",
+            run.root.display()
+        );
+    }
+    let raw = raw_test(common, dataset, device)?;
+    Ok(GraphLab { device, run, dataset, raw })
 }

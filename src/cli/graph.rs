@@ -5,19 +5,18 @@ use super::args::{AblationTarget, CommonArgs};
 use super::commands::{EvalResult, ablate_table, eval_table};
 use super::output::Format;
 use super::progress::counter;
-use crate::data::trigger::TriggerConfig;
 use crate::engine::ablation::AblationMode;
 use crate::engine::device::parse_device;
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::engine::run::RunDir;
 use crate::engine::testset::{self, TestSet};
-use crate::graph::eval::{evaluate, raw_test_set};
+use crate::graph::eval::evaluate;
 use crate::graph::exec::Executor;
 use crate::graph::import::{self, ImportRequest};
 use crate::graph::run::{self as graph_run, ImportRecord};
 use crate::graph::units::{UnitSet, nodes_named};
-use crate::setup::{Splits, load_data};
+use crate::setup::open_graph_lab;
 use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
@@ -47,7 +46,7 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> R
         eprintln!("{warning}");
     }
     // The test set before writing: a dataset that cannot be read leaves the run untouched.
-    let raw = raw_test(common, request.dataset, device)?;
+    let raw = crate::setup::raw_test(common, request.dataset, device)?;
     let metrics = evaluate(&imported.exec, &raw, &[]);
     let replaced = import::write(&imported, request.model, &run)?;
     let r = &imported.record;
@@ -93,36 +92,6 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> R
     format.emit(&result, &table)
 }
 
-/// The dataset's test split in raw pixels, with the study's trigger for `dataset`.
-fn raw_test(common: &CommonArgs, dataset: crate::data::dataset::Dataset, device: tch::Device) -> Result<TestSet> {
-    let data = load_data(common, dataset, Splits::Test)?;
-    let test = TestSet::new(&data.test, &TriggerConfig::for_dataset(dataset), device);
-    Ok(raw_test_set(&test, dataset.normalisation()))
-}
-
-/// An imported run's models and test set.
-pub(crate) struct GraphLab {
-    pub(crate) device: tch::Device,
-    pub(crate) run: RunDir,
-    pub(crate) dataset: crate::data::dataset::Dataset,
-    pub(crate) raw: TestSet,
-}
-
-pub(crate) fn open(common: &CommonArgs, models: &[ModelKind]) -> Result<GraphLab> {
-    let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
-    let run = RunDir::new(&common.checkpoints, &common.run);
-    run.require(models)?;
-    let dataset = graph_run::dataset_of(&run).unwrap_or_default();
-    if let Some(asked) = common.dataset.filter(|&d| d != dataset) {
-        bail!(
-            "the run {} holds models imported for {dataset}; --dataset {asked} needs another run",
-            run.root.display()
-        );
-    }
-    let raw = raw_test(common, dataset, device)?;
-    Ok(GraphLab { device, run, dataset, raw })
-}
-
 pub fn eval(common: &CommonArgs, format: Format, models: &[ModelKind], per_class: bool) -> Result<()> {
     let run = RunDir::new(&common.checkpoints, &common.run);
     let models: Vec<ModelKind> = if models.is_empty() {
@@ -130,7 +99,7 @@ pub fn eval(common: &CommonArgs, format: Format, models: &[ModelKind], per_class
     } else {
         models.to_vec()
     };
-    let lab = open(common, &models)?;
+    let lab = open_graph_lab(common, &models)?;
     let mut results = Vec::new();
     for kind in models {
         let exec = graph_run::load(&lab.run, kind, lab.device)?;
@@ -159,7 +128,7 @@ pub fn ablate(
     if reference {
         bail!("--reference is the study's slow path for its own CNN; an imported graph has PyTorch as its reference");
     }
-    let lab = open(common, &[target.model])?;
+    let lab = open_graph_lab(common, &[target.model])?;
     let exec = graph_run::load(&lab.run, target.model, lab.device)?;
     let set = UnitSet::parse(units, &exec).map_err(|e| eyre!(e))?;
     let means = mean_outputs(&exec, &lab.raw, &set, target.mode)?;
@@ -199,7 +168,7 @@ fn mean_outputs(
 }
 
 pub fn sweep(common: &CommonArgs, format: Format, site: &str, target: &AblationTarget, sorted: bool) -> Result<()> {
-    let lab = open(common, &[target.model])?;
+    let lab = open_graph_lab(common, &[target.model])?;
     let exec = graph_run::load(&lab.run, target.model, lab.device)?;
     let nodes = nodes_named(site, &exec).map_err(|e| eyre!(e))?;
     let set = UnitSet { sites: [(site.to_string(), [0].into())].into() };
@@ -232,7 +201,7 @@ pub fn sweep(common: &CommonArgs, format: Format, site: &str, target: &AblationT
 /// `bench` on an imported graph: eval and a sweep, ours beside an expert's
 /// PyTorch loops (benches/graph_pytorch.py) in both memory layouts.
 pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: bool, node: Option<&str>) -> Result<()> {
-    let lab = open(common, &[])?;
+    let lab = open_graph_lab(common, &[])?;
     // The poisoned model where there is one: the one whose backdoor is studied.
     let order = [ModelKind::Poisoned, ModelKind::Clean, ModelKind::Rehab, ModelKind::Unlearned];
     let kind = order.into_iter().find(|&k| lab.run.has(k)).ok_or_else(|| eyre!("the run holds no model"))?;

@@ -3,7 +3,6 @@
 
 use super::args::CommonArgs;
 use super::commands::{diff_units_table, features_table};
-use super::graph::open;
 use super::output::Format;
 use super::progress::counter;
 use crate::engine::device::parse_device;
@@ -13,6 +12,7 @@ use crate::graph::diff::{self, ModuleDiff};
 use crate::graph::features::{self, single_node};
 use crate::graph::run as graph_run;
 use crate::graph::swap::{self, Grouping};
+use crate::setup::open_graph_lab;
 use crate::table::{Table, metrics_row, metrics_table};
 use color_eyre::eyre::{Result, eyre};
 
@@ -24,7 +24,7 @@ pub fn swap(
     donor: ModelKind,
     recipient: ModelKind,
 ) -> Result<()> {
-    let lab = open(common, &[donor, recipient])?;
+    let lab = open_graph_lab(common, &[donor, recipient])?;
     let (donor_exec, recipient_exec) =
         (graph_run::load(&lab.run, donor, lab.device)?, graph_run::load(&lab.run, recipient, lab.device)?);
     let grouping = match (layers, stages) {
@@ -103,7 +103,7 @@ pub fn features(
     model: ModelKind,
     k: usize,
 ) -> Result<()> {
-    let lab = open(common, &[model])?;
+    let lab = open_graph_lab(common, &[model])?;
     let exec = graph_run::load(&lab.run, model, lab.device)?;
     let report = features::features(&exec, &lab.raw, site, unit as i64, k).map_err(|e| eyre!(e))?;
     format.emit(&report, &features_table(&report.top, &report.bottom, lab.dataset))

@@ -5,7 +5,6 @@ use super::args::CommonArgs;
 use super::circuit::{
     CircuitArgs, CircuitOutput, PatchArgs, direction, effect_gap, say_circuit, search_shown, strongest_first, verify,
 };
-use super::graph::open;
 use super::output::Format;
 use super::progress::counter;
 use crate::analysis_tables::{circuit_table, named_patch_table};
@@ -18,6 +17,7 @@ use crate::graph::features::single_node;
 use crate::graph::patch::{GraphPatchRow, NodePatch};
 use crate::graph::run as graph_run;
 use crate::graph::units::parametrised_outputs;
+use crate::setup::open_graph_lab;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -48,7 +48,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
     }
     let direction = direction(args)?;
     let examined = args.checkpoint.is_none().then_some(args.model);
-    let lab = open(common, &examined.into_iter().chain(args.donor).collect::<Vec<_>>())?;
+    let lab = open_graph_lab(common, &examined.into_iter().chain(args.donor).collect::<Vec<_>>())?;
     let (receiver, model) = match args.checkpoint {
         Some(path) => (graph_run::load_weights(&lab.run, path, lab.device)?, path.display().to_string()),
         None => (graph_run::load(&lab.run, args.model, lab.device)?, args.model.to_string()),
@@ -117,7 +117,7 @@ pub fn patch(common: &CommonArgs, format: Format, args: &PatchArgs) -> Result<()
 
 pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Result<()> {
     let clean_target = args.poison_target.is_none().then_some(ModelKind::Clean);
-    let lab = open(common, &[args.model].into_iter().chain(clean_target).collect::<Vec<_>>())?;
+    let lab = open_graph_lab(common, &[args.model].into_iter().chain(clean_target).collect::<Vec<_>>())?;
     let exec = graph_run::load(&lab.run, args.model, lab.device)?;
     // The clean model is evaluated only when the default target needs it.
     let clean_model_poison = match args.poison_target {

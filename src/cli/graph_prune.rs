@@ -2,7 +2,6 @@
 //! module path (default: the last convolution).
 
 use super::args::{AblationTarget, CommonArgs};
-use super::graph::open;
 use super::output::Format;
 use super::progress::counter;
 use crate::engine::ablation::AblationMode;
@@ -13,6 +12,7 @@ use crate::engine::testset;
 use crate::graph::features::single_node;
 use crate::graph::prune::{self, RankingInputs};
 use crate::graph::run as graph_run;
+use crate::setup::open_graph_lab;
 use color_eyre::eyre::{Result, eyre};
 
 pub fn prune(
@@ -25,7 +25,7 @@ pub fn prune(
 ) -> Result<()> {
     // It saves its charts into the run: the lock before any work.
     let _lock = RunLock::acquire(&RunDir::new(&common.checkpoints, &common.run))?;
-    let lab = open(common, &[target.model, ModelKind::Clean])?;
+    let lab = open_graph_lab(common, &[target.model, ModelKind::Clean])?;
     let exec = graph_run::load(&lab.run, target.model, lab.device)?;
     let clean = graph_run::load(&lab.run, ModelKind::Clean, lab.device)?;
     let site = match site {

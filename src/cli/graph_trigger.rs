@@ -4,7 +4,6 @@
 //! (`graph::unlearn`). Results are saved where the study saves them.
 
 use super::args::CommonArgs;
-use super::graph::{GraphLab, open};
 use super::output::Format;
 use super::progress::TrainingBars;
 use super::trigger::{announce_unlearning, current_recovery, model_file, run_recovery, show_recovery, show_unlearned};
@@ -22,6 +21,7 @@ use crate::engine::unlearn::UnlearnConfig;
 use crate::graph::exec::Executor;
 use crate::graph::run::{self as graph_run, TrainedRecord};
 use crate::graph::unlearn::{Unlearning, unlearn as unlearn_graph};
+use crate::setup::{GraphLab, open_graph_lab};
 use crate::setup::{Splits, load_data};
 use color_eyre::eyre::{Result, bail, eyre};
 use std::path::Path;
@@ -43,7 +43,7 @@ pub(super) fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;
     let lock = RunLock::acquire(&run)?;
-    let lab = open(common, models)?;
+    let lab = open_graph_lab(common, models)?;
     let (name, path) = model_file(&lab.run, model, file);
     let key = FileKey::of(&path)?;
     let exec = graph_run::load_weights(&lab.run, &path, lab.device)?;

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod columns;
+pub mod cursor;
 pub mod effect;
 pub mod export;
 pub mod graph;

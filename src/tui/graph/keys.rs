@@ -5,10 +5,11 @@
 
 use super::STUDY_ONLY;
 use super::state::GraphState;
+use crate::tui::cursor::moved;
 use crate::tui::effect::Effect;
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::Action;
-use crate::tui::panes::common::{moved, rows_moved};
+use crate::tui::panes::common::rows_moved;
 use crate::tui::panes::{Pane, ablation, channels, kernels, layers};
 use crate::tui::protocol::{Command, Job};
 use crate::tui::study::Study;

@@ -8,8 +8,6 @@ use super::STUDY_ONLY;
 use super::state::{GraphState, LayerRow, interval95};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
-use crate::tui::images::ImageStore;
-use crate::tui::panes::Pane;
 use crate::tui::panes::ablation::{history_rows, metrics_rows, sweep_heat, sweep_progress};
 use crate::tui::panes::common::{View, number, placeholder, row, scroll_offset};
 use crate::tui::protocol::Job;
@@ -20,22 +18,16 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Table, TableState};
 
-pub fn draw(pane: Pane, frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: &mut ImageStore) {
-    match pane {
-        Pane::Layers => layers(frame, area, g),
-        Pane::Channels => channels(frame, area, view, g),
-        Pane::Kernels => super::kernels::draw(frame, area, view, g),
-        Pane::Activations => super::activations::draw(frame, area, view, g, images),
-        Pane::Ablation => ablation(frame, area, view, g),
-        Pane::Training | Pane::Trigger | Pane::Circuit => placeholder(
-            frame,
-            area,
-            &format!(
-                "The {} pane {STUDY_ONLY}. On a graph run the CLI has eval, ablate, sweep, swap, diff and features.",
-                pane.title()
-            ),
+/// A pane of the study's own analyses, on a graph run: where to find them.
+pub fn study_only(frame: &mut Frame, area: Rect, title: &str) {
+    placeholder(
+        frame,
+        area,
+        &format!(
+            "The {title} pane {STUDY_ONLY}. On a graph run the CLI runs them: train, recover, unlearn, patch, \
+             circuit and prune."
         ),
-    }
+    );
 }
 
 fn selected_style() -> Style {
@@ -49,7 +41,7 @@ fn cursor_table(frame: &mut Frame, area: Rect, table: Table, selected: usize, le
     frame.render_stateful_widget(table.row_highlight_style(selected_style()), area, &mut state);
 }
 
-fn layers(frame: &mut Frame, area: Rect, g: &GraphState) {
+pub fn layers(frame: &mut Frame, area: Rect, g: &GraphState) {
     let rows = g.layer_rows();
     let body: Vec<_> = rows
         .iter()
@@ -77,7 +69,7 @@ fn layers(frame: &mut Frame, area: Rect, g: &GraphState) {
     cursor_table(frame, area, table, g.layer_row.min(rows.len().saturating_sub(1)), rows.len());
 }
 
-fn channels(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
+pub fn channels(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let site = g.selected();
     let [caption, table_area] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let sweep = g.sweeps.get(&site.name);
@@ -131,7 +123,7 @@ fn weight_change(g: &GraphState, [reference, subject]: [ModelKind; 2]) -> Option
         .collect()
 }
 
-fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
+pub fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let study = view.study;
     let [status, metrics, interval, sweep, history] = area.layout(&Layout::vertical([
         Constraint::Length(1),

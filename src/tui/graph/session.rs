@@ -5,7 +5,6 @@
 
 use super::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
 use super::sites::sites;
-use crate::cli::graph::{GraphLab, open};
 use crate::engine::ablation::AblationMode;
 use crate::engine::host::floats;
 use crate::engine::lab::{ModelKind, PerModel};
@@ -17,6 +16,7 @@ use crate::graph::features::single_node;
 use crate::graph::run::{self as graph_run, TrainedRecord};
 use crate::graph::units::UnitSet;
 use crate::setup::CommonArgs;
+use crate::setup::{GraphLab, open_graph_lab};
 use color_eyre::eyre::{Result, eyre};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -45,7 +45,7 @@ pub struct GraphSession {
 impl GraphSession {
     /// Reads the run's graph, every saved model and the test split.
     pub fn open(common: &CommonArgs) -> Result<(GraphSession, GraphInfo)> {
-        let lab = open(common, &[])?;
+        let lab = open_graph_lab(common, &[])?;
         let mut models = Vec::new();
         for kind in ModelKind::ALL.into_iter().filter(|&k| lab.run.has(k)) {
             models.push((kind, graph_run::load(&lab.run, kind, lab.device)?));

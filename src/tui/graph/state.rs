@@ -113,7 +113,7 @@ impl GraphState {
     /// Moves the Layers cursor; landing on a site selects it.
     pub fn move_layer_row(&mut self, delta: i64) {
         let rows = self.layer_rows();
-        self.layer_row = crate::tui::panes::common::moved(self.layer_row, delta, rows.len());
+        self.layer_row = crate::tui::cursor::moved(self.layer_row, delta, rows.len());
         if let Some(LayerRow::Site { index, .. }) = rows.get(self.layer_row)
             && *index != self.site
         {
@@ -124,7 +124,7 @@ impl GraphState {
 
     /// Selects the site `delta` away in graph order, unfolding its containers.
     pub fn step_site(&mut self, delta: i64) {
-        let site = crate::tui::panes::common::moved(self.site, delta, self.info.sites.len());
+        let site = crate::tui::cursor::moved(self.site, delta, self.info.sites.len());
         self.select_site(site);
     }
 
@@ -172,7 +172,7 @@ impl GraphState {
 
     pub fn move_unit_row(&mut self, delta: i64) {
         let units = self.selected().units();
-        self.unit_rows[self.site] = crate::tui::panes::common::moved(self.unit_rows[self.site], delta, units);
+        self.unit_rows[self.site] = crate::tui::cursor::moved(self.unit_rows[self.site], delta, units);
     }
 
     /// Puts the Channels cursor on `unit`; an error names the site's range.

@@ -4,13 +4,14 @@
 //! swaps (every subset of the compared model's layers copied into the model under
 //! study).
 
-use super::common::{Cx, View, moved, number, placeholder, row, rows_moved, scroll_offset};
+use super::common::{Cx, View, number, placeholder, row, rows_moved, scroll_offset};
 use crate::engine::ablation::AblationMode;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
 use crate::picture::heat;
 use crate::table::swap_table;
+use crate::tui::cursor::moved;
 use crate::tui::effect::Effect;
 use crate::tui::jobs::Running;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};

@@ -50,11 +50,6 @@ pub fn rows_moved(action: Action) -> Option<i64> {
     })
 }
 
-/// `value` moved by `delta` and kept within `0..len`.
-pub fn moved(value: usize, delta: i64, len: usize) -> usize {
-    (value as i64 + delta).clamp(0, len.max(1) as i64 - 1) as usize
-}
-
 /// The first visible row of a list of `len` rows, `height` of them visible, with
 /// `selected` kept in view (the same rule the table widget follows from offset 0).
 pub fn scroll_offset(selected: usize, len: usize, height: usize) -> usize {

@@ -149,8 +149,16 @@ impl Panes {
             .border_style(if framed { Style::new().fg(ACCENT) } else { Style::new().fg(DIM) });
         let inner = block.inner(area);
         frame.render_widget(block, area);
-        if let Some(graph) = view.study.graph.as_deref() {
-            return crate::tui::graph::panes::draw(pane, frame, inner, view, graph, images);
+        if let Some(g) = view.study.graph.as_deref() {
+            use crate::tui::graph::{activations as graph_activations, kernels as graph_kernels, panes as on_graph};
+            return match pane {
+                Pane::Layers => on_graph::layers(frame, inner, g),
+                Pane::Channels => on_graph::channels(frame, inner, view, g),
+                Pane::Kernels => graph_kernels::draw(frame, inner, view, g),
+                Pane::Activations => graph_activations::draw(frame, inner, view, g, images),
+                Pane::Ablation => on_graph::ablation(frame, inner, view, g),
+                Pane::Training | Pane::Trigger | Pane::Circuit => on_graph::study_only(frame, inner, pane.title()),
+            };
         }
         match pane {
             Pane::Layers => layers::draw(frame, inner, view),

@@ -2,9 +2,10 @@
 //! device), the loss over every step, the probe accuracies during poison and
 //! rehab fine-tuning, and the settings of the next run.
 
-use super::common::{Cx, View, legend, line_dataset, moved, rows_moved};
+use super::common::{Cx, View, legend, line_dataset, rows_moved};
 use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
+use crate::tui::cursor::moved;
 use crate::tui::effect::{Effect, Popup, Question};
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::pictures::{accuracy_series, loss_points_by_phase};

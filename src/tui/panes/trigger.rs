@@ -164,7 +164,7 @@ impl TriggerState {
 
     /// Moves the label cursor, clamped to the rows there are.
     pub fn step(&mut self, delta: i64, recovering: bool) -> Vec<Effect> {
-        self.row = super::common::moved(self.row, delta, self.rows(recovering).len());
+        self.row = crate::tui::cursor::moved(self.row, delta, self.rows(recovering).len());
         Vec::new()
     }
 
