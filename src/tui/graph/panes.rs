@@ -136,7 +136,7 @@ pub fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let result = g.result.as_ref().filter(|_| !empty);
     let state = if view.jobs.is_running(Job::Evaluate) {
         let waiting = match result {
-            Some(r) if r.sample => format!(" · sample in {:.0} ms, all images next…", r.seconds * 1e3),
+            Some(r) if r.sample => format!(" · sample in {:.0} ms…", r.seconds * 1e3),
             _ => " · evaluating…".into(),
         };
         Span::styled(waiting, Style::new().fg(WARN))
