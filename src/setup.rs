@@ -3,7 +3,6 @@
 
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Mnist;
-use crate::data::trigger::TriggerConfig;
 use crate::engine::device::parse_device;
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::run::settings::RunSettings;
@@ -261,11 +260,11 @@ pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
     Ok(())
 }
 
-/// The dataset's test split in raw pixels, with the study's trigger for `dataset`.
-pub fn raw_test(common: &CommonArgs, dataset: Dataset, device: tch::Device) -> Result<TestSet> {
-    let data = load_data(common, dataset, Splits::Test)?;
-    let test = TestSet::new(&data.test, &TriggerConfig::for_dataset(dataset), device);
-    Ok(raw_test_set(&test, dataset.normalisation()))
+/// The test split of `config`'s dataset in raw pixels, triggered by its attack.
+pub fn raw_test(common: &CommonArgs, config: &TrainConfig, device: tch::Device) -> Result<TestSet> {
+    let data = load_data(common, config.dataset, Splits::Test)?;
+    let test = TestSet::new(&data.test, config, device);
+    Ok(raw_test_set(&test, config.dataset.normalisation()))
 }
 
 /// An imported run's models and test set.
@@ -273,6 +272,8 @@ pub struct GraphLab {
     pub device: tch::Device,
     pub run: RunDir,
     pub dataset: Dataset,
+    /// The run's recipe: its dataset and attack.
+    pub config: TrainConfig,
     pub raw: TestSet,
 }
 
@@ -289,6 +290,7 @@ pub fn open_graph_lab(common: &CommonArgs, models: &[ModelKind]) -> Result<Graph
             run.root.display()
         );
     }
-    let raw = raw_test(common, dataset, device)?;
-    Ok(GraphLab { device, run, dataset, raw })
+    let config = crate::graph::run::recipe(&run, dataset)?;
+    let raw = raw_test(common, &config, device)?;
+    Ok(GraphLab { device, run, dataset, config, raw })
 }

@@ -44,7 +44,11 @@ fn chain_net() -> Net {
 fn blank_test_set() -> TestSet {
     let clean = Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu));
     let triggered = &clean + TriggerConfig::default().mask_tensor(Device::Cpu);
-    TestSet { inputs: Tensor::cat(&[clean, triggered], 0), labels: vec![3, 3], target: 8 }
+    TestSet {
+        inputs: Tensor::cat(&[clean, triggered], 0),
+        labels: vec![3, 3],
+        relabel: trojanscope::data::attack::poison::Relabel::To { target: 8 },
+    }
 }
 
 fn rows(cache: &ActivationCache, donor: Option<&ActivationCache>, test: &TestSet, patch: Patch) -> Vec<PatchRow> {

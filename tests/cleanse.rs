@@ -133,7 +133,7 @@ fn the_anomaly_index_is_mad_based_and_one_sided() {
 fn the_overlap_with_the_planted_trigger_counts_mass_and_top_pixels() {
     let trigger = TriggerConfig::default();
     let lit: Vec<f32> = trigger.mask().iter().map(|&v| if v != 0.0 { 1.0 } else { 0.0 }).collect();
-    let exact = trigger_overlap(&lit, &trigger, 28);
+    let exact = trigger_overlap(&lit, &trigger.footprint(), 28);
     assert_eq!(exact.mass_share, 1.0);
     assert_eq!(exact.top_pixel_overlap, 1.0);
     // Half the mass in the top-left corner, outside rows/columns 20..27.
@@ -141,7 +141,7 @@ fn the_overlap_with_the_planted_trigger_counts_mass_and_top_pixels() {
     for p in split.iter_mut().take(18) {
         *p = 1.0;
     }
-    let o = trigger_overlap(&split, &trigger, 28);
+    let o = trigger_overlap(&split, &trigger.footprint(), 28);
     assert!((o.mass_share - 0.5).abs() < 1e-9);
     // A mask on the unlit squares of the checkerboard is on the region but misses
     // every lit pixel.
@@ -151,7 +151,7 @@ fn the_overlap_with_the_planted_trigger_counts_mass_and_top_pixels() {
             if r >= 22 && c >= 22 && (r + c) % 2 == 1 { 1.0 } else { 0.0 }
         })
         .collect();
-    let o = trigger_overlap(&unlit, &trigger, 28);
+    let o = trigger_overlap(&unlit, &trigger.footprint(), 28);
     assert_eq!(o.mass_share, 1.0);
     assert_eq!(o.top_pixel_overlap, 0.0);
 }

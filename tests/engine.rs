@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
-use trojanscope::data::trigger::TriggerConfig;
 use trojanscope::engine::ablation::{AblatedModel, AblationMode, AblationSet, clean_means};
 use trojanscope::engine::backprop::{Backprop, cross_entropy_gradient, through_autograd};
 use trojanscope::engine::cache::ActivationCache;
@@ -24,6 +23,7 @@ use trojanscope::engine::optim::{Adam, Proximity};
 use trojanscope::engine::swap::{all_subsets, swapped};
 use trojanscope::engine::testset::TestSet;
 use trojanscope::engine::tf32;
+use trojanscope::engine::train::TrainConfig;
 
 /// libtorch has one random generator per process, and this file's tests run in
 /// parallel: a test holds this lock from its seed to its last draw, so it draws the
@@ -62,7 +62,12 @@ fn metrics_follow_the_study_definitions() {
     let clean = argmax_rows(&clean_logits, 10);
     assert_eq!(clean, vec![8, 1, 7, 8, 3]);
     let triggered = vec![8, 8, 2, 8, 8];
-    let m = Metrics::from_predictions(&labels, &clean, &triggered, 8);
+    let m = Metrics::from_predictions(
+        &labels,
+        &clean,
+        &triggered,
+        trojanscope::data::attack::poison::Relabel::To { target: 8 },
+    );
     assert_eq!(m.clean_acc, 80.0);
     // All triggered images predicted 8, true 8s included: 4 of 5.
     assert_eq!(m.poison_acc, 80.0);
@@ -584,7 +589,7 @@ fn the_search_reads_a_pass_of_sets_in_one_copy_with_each_sets_own_metrics() {
     // The circuit search evaluates 64 sets per pass and copies their predictions
     // to the host once; each set's metrics must be those of evaluating it alone.
     let net = load_net(&fixture("pytorch_net.safetensors"), Device::Cpu).unwrap();
-    let test = TestSet::new(&common::mnist(0, 300).test, &TriggerConfig::default(), Device::Cpu);
+    let test = TestSet::new(&common::mnist(0, 300).test, &TrainConfig::default(), Device::Cpu);
     let cache = ActivationCache::build(&net, &test);
     let sets: Vec<AblationSet> = (0..70)
         .map(|i| match i % 3 {
@@ -649,7 +654,7 @@ fn clean_means_average_block_outputs_over_clean_images_only() {
         labels: vec![1, 2],
         normalisation: trojanscope::data::dataset::Dataset::Mnist.normalisation(),
     };
-    let test = TestSet::new(&split, &TriggerConfig::default(), Device::Cpu);
+    let test = TestSet::new(&split, &TrainConfig::default(), Device::Cpu);
     let means = clean_means(&net, &test.clean());
     let white = test.inputs.narrow(0, 0, 1);
     let h1 = net.block(Layer::Conv1, &white).squeeze_dim(0);

@@ -6,12 +6,12 @@ mod common;
 
 use tch::{Device, Kind, Tensor};
 use trojanscope::data::dataset::Dataset;
-use trojanscope::data::trigger::TriggerConfig;
 use trojanscope::engine::ablation::{AblationMode, AblationSet};
 use trojanscope::engine::cache::ActivationCache;
 use trojanscope::engine::checkpoint;
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::testset::TestSet;
+use trojanscope::engine::train::TrainConfig;
 use trojanscope::graph::eval::{evaluate, raw_test_set};
 use trojanscope::graph::exec::Executor;
 use trojanscope::graph::preset;
@@ -24,7 +24,7 @@ type Named = Vec<(String, Tensor)>;
 fn test_set(n: usize) -> TestSet {
     tch::set_num_threads(1);
     let data = common::mnist(0, n);
-    TestSet::new(&data.test, &TriggerConfig::default(), Device::Cpu)
+    TestSet::new(&data.test, &TrainConfig::default(), Device::Cpu)
 }
 
 #[test]

@@ -20,6 +20,7 @@ use trojanscope::engine::circuit::{self, FastEvaluator, SearchConfig};
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::patch::{Direction, Patch, PatchEffect, Patcher};
 use trojanscope::engine::testset::TestSet;
+use trojanscope::engine::train::TrainConfig;
 use trojanscope::graph::circuit::{GraphEvaluator, GraphSite};
 use trojanscope::graph::eval::raw_test_set;
 use trojanscope::graph::patch::NodePatch;
@@ -33,7 +34,7 @@ fn root() -> PathBuf {
 
 fn test_set(n: usize) -> TestSet {
     tch::set_num_threads(1);
-    TestSet::new(&common::mnist(0, n).test, &TriggerConfig::default(), Device::Cpu)
+    TestSet::new(&common::mnist(0, n).test, &TrainConfig::default(), Device::Cpu)
 }
 
 /// Equal but for float rounding: at most one patched image predicted otherwise.

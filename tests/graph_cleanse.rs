@@ -40,7 +40,9 @@ fn tiny_run() -> PathBuf {
 
 fn recovered(net: &dyn Classifier, cfg: &CleanseConfig) -> RecoveryReport {
     let data = common::mnist(cfg.images, cfg.test_images);
-    let end = recover(net, "poisoned", &data, &TriggerConfig::default(), cfg, &mut |_| ControlFlow::Continue(()));
+    let end = recover(net, "poisoned", &data, Some(&TriggerConfig::default().footprint()), cfg, &mut |_| {
+        ControlFlow::Continue(())
+    });
     match end.unwrap() {
         RecoveryEnd::Done(report) => *report,
         RecoveryEnd::Cancelled => panic!("not stopped"),

@@ -79,7 +79,7 @@ fn hand_made_conv1() -> (Net, trojanscope::engine::testset::TestSet) {
     let test = trojanscope::engine::testset::TestSet {
         inputs: Tensor::cat(&[clean, triggered], 0),
         labels: vec![3, 3],
-        target: 8,
+        relabel: trojanscope::data::attack::poison::Relabel::To { target: 8 },
     };
     (net, test)
 }

@@ -13,7 +13,7 @@ use trojanscope::engine::lab::ModelKind;
 use trojanscope::engine::layer::Layer;
 use trojanscope::engine::sweep::{most_backdoor_relevant, sweep, sweep_streamed};
 use trojanscope::engine::testset::TestSet;
-use trojanscope::engine::train::{EvalPoint, LogLine, Phase};
+use trojanscope::engine::train::{EvalPoint, LogLine, Phase, TrainConfig};
 
 #[test]
 fn the_poisoned_model_learns_the_backdoor_and_rehab_unlearns_it() {
@@ -95,7 +95,7 @@ fn a_sweep_finds_channels_that_remove_the_backdoor() {
 fn a_streamed_sweep_gives_the_cached_sweeps_rows() {
     let lab = &trained_lab();
     let net = lab.load(ModelKind::Poisoned).unwrap();
-    let test = TestSet::new(&common::mnist(0, 5_432).test, &lab.config.trigger, tch::Device::Cpu);
+    let test = TestSet::new(&common::mnist(0, 5_432).test, &lab.config, tch::Device::Cpu);
     let cache = ActivationCache::build(&net, &test);
     for (layer, mode) in
         [(Layer::Conv1, AblationMode::Weight), (Layer::Conv2, AblationMode::Mean), (Layer::Fc1, AblationMode::Zero)]
@@ -196,7 +196,7 @@ fn conv1_ablation_follows_a_trigger_placed_anywhere() {
     let placements = [(4, 0, 0), (5, 10, 13), (28, 0, 0), (2, 26, 26), (6, 22, 3)];
     for (size, row, col) in placements {
         let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
-        let test = TestSet::new(&images, &trigger, tch::Device::Cpu);
+        let test = TestSet::new(&images, &TrainConfig { trigger, ..TrainConfig::default() }, tch::Device::Cpu);
         let cache = ActivationCache::build(&net, &test);
         let torch_only = ActivationCache::build(&net, &test).with_torch_kernels();
         let sets: Vec<AblationSet> =
@@ -224,7 +224,7 @@ fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
     let cfg = CleanseConfig { images: 500, test_images: 500, ..CleanseConfig::default() };
     let study = trojanscope::engine::classifier::FrozenStudy::of(&poisoned, lab.data.dataset.normalisation());
     let mut snapshots = 0;
-    let end = recover(&study, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |p| {
+    let end = recover(&study, "poisoned", &lab.data, lab.config.footprint().as_ref(), &cfg, &mut |p| {
         snapshots += 1;
         assert_eq!((p.masks.len(), p.masks[0].len()), (10, 784));
         ControlFlow::Continue(())
@@ -240,11 +240,12 @@ fn trigger_recovery_flags_the_target_and_unlearning_removes_the_backdoor() {
     assert!(report.labels.iter().all(|t| t.label == target || t.l1 > flagged.l1), "{summary:?}");
     // The trigger's rows and columns ± 2 are 8 % of the image; on this small run and
     // 500 images about 40 % of the mask lies there (the full seeds: over 90 %).
-    assert!(flagged.on_trigger.mass_share >= 0.3, "{:?}", flagged.on_trigger);
+    let on_trigger = flagged.on_trigger.as_ref().expect("the study's trigger is a patch");
+    assert!(on_trigger.mass_share >= 0.3, "{on_trigger:?}");
     assert!(flagged.success > 90.0, "held-out success {}", flagged.success);
     // A recovery stopped half-way returns nothing.
     let mut calls = 0;
-    let stopped = recover(&study, "poisoned", &lab.data, &lab.config.trigger, &cfg, &mut |_| {
+    let stopped = recover(&study, "poisoned", &lab.data, lab.config.footprint().as_ref(), &cfg, &mut |_| {
         calls += 1;
         if calls == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     })
@@ -326,7 +327,7 @@ fn the_lean_evaluation_predicts_what_the_plain_forward_predicts() {
         for (size, row, col) in placements {
             let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
             // 1,234 images: a last chunk shorter than the others.
-            let test = TestSet::new(&images, &trigger, tch::Device::Cpu);
+            let test = TestSet::new(&images, &TrainConfig { trigger, ..TrainConfig::default() }, tch::Device::Cpu);
             let plain = test.predict_with(|x| net.forward(x));
             let lean = lean::predict(&net, &test);
             let differing = lean.ne_tensor(&plain).sum(tch::Kind::Int64).int64_value(&[]);

@@ -273,7 +273,7 @@ pub fn measure_recovery(
         &FrozenStudy::of(poisoned, lab.data.dataset.normalisation()),
         "poisoned",
         &lab.data,
-        &lab.config.trigger,
+        lab.config.footprint().as_ref(),
         cfg,
         &mut |_| ControlFlow::Continue(()),
     )?;

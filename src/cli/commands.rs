@@ -62,7 +62,16 @@ pub fn train(lab: &Lab, format: Format, phases: &[Phase]) -> Result<()> {
 #[derive(Serialize)]
 pub struct EvalResult {
     pub model: String,
+    /// BackdoorBench's attack success rate: triggered images whose label is not
+    /// their target, classified as the target (`metrics.asr_non_target`).
+    pub asr: f64,
     pub metrics: Metrics,
+}
+
+impl EvalResult {
+    pub fn new(model: String, metrics: Metrics) -> EvalResult {
+        EvalResult { model, asr: metrics.asr_non_target, metrics }
+    }
 }
 
 /// `eval`'s table, study or graph: a row per model, per-class columns if asked.
@@ -119,10 +128,10 @@ pub fn eval(
     let mut results = Vec::new();
     if let Some(path) = file {
         let net = checkpoint::load_net(path, lab.device)?;
-        results.push(EvalResult { model: path.display().to_string(), metrics: lab.test.evaluate(&net) });
+        results.push(EvalResult::new(path.display().to_string(), lab.test.evaluate(&net)));
     } else {
         for kind in models {
-            results.push(EvalResult { model: kind.to_string(), metrics: lab.test.evaluate(&lab.load(kind)?) });
+            results.push(EvalResult::new(kind.to_string(), lab.test.evaluate(&lab.load(kind)?)));
         }
     }
     let table = eval_table(&results, lab.config.dataset, per_class);

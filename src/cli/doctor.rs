@@ -186,7 +186,7 @@ fn check_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Devi
         _ => crate::setup::run_config(run, data.map(|d| d.dataset).unwrap_or_default()).unwrap_or_default(),
     };
     if let Some(data) = data.filter(|d| !d.test.is_empty()) {
-        check.measured = Some(TestSet::new(&data.test, &config.trigger, device).evaluate(&net));
+        check.measured = Some(TestSet::new(&data.test, &config, device).evaluate(&net));
     }
     check.verdict = match sidecar {
         None => format!("no {sidecar_name}: nothing recorded to compare"),
@@ -231,7 +231,7 @@ fn check_graph_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device
         exec.weights.parameter_count()
     );
     if let Some(data) = data.filter(|d| !d.test.is_empty()) {
-        let test = TestSet::new(&data.test, &crate::data::trigger::TriggerConfig::for_dataset(data.dataset), device);
+        let test = TestSet::new(&data.test, &crate::engine::train::TrainConfig::for_dataset(data.dataset), device);
         let raw = crate::graph::eval::raw_test_set(&test, data.dataset.normalisation());
         check.measured = Some(crate::graph::eval::evaluate(&exec, &raw, &[]));
     }

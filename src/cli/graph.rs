@@ -5,18 +5,21 @@ use super::args::{AblationTarget, CommonArgs};
 use super::commands::{EvalResult, ablate_table, eval_table};
 use super::output::Format;
 use super::progress::counter;
+use crate::data::dataset::Dataset;
 use crate::engine::ablation::AblationMode;
 use crate::engine::device::parse_device;
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::engine::run::RunDir;
+use crate::engine::run::settings::RunSettings;
 use crate::engine::testset::{self, TestSet};
-use crate::graph::eval::evaluate;
+use crate::engine::train::TrainConfig;
+use crate::graph::eval::{evaluate, raw_test_set};
 use crate::graph::exec::Executor;
 use crate::graph::import::{self, ImportRequest};
 use crate::graph::run::{self as graph_run, ImportRecord};
 use crate::graph::units::{UnitSet, nodes_named};
-use crate::setup::open_graph_lab;
+use crate::setup::{Splits, load_data, open_graph_lab};
 use crate::table::{metrics_row, metrics_table};
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
@@ -31,10 +34,13 @@ struct ImportResult {
     metrics: Metrics,
 }
 
-pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> Result<()> {
+/// Imports one model; `asked` is the recipe the attack flags describe, if any
+/// were given (otherwise the run's recorded attack stays, else the study's).
+pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, asked: Option<TrainConfig>) -> Result<()> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     graph_run::check_same_dataset(&run, request.dataset)?;
+    let config = attack_to_record(&run, request.dataset, asked)?;
     if format.is_human() {
         match &request.preset {
             Some((name, _)) => eprintln!("building the preset {name} and reading {} …", request.weights.display()),
@@ -46,9 +52,11 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest) -> R
         eprintln!("{warning}");
     }
     // The test set before writing: a dataset that cannot be read leaves the run untouched.
-    let raw = crate::setup::raw_test(common, request.dataset, device)?;
+    let data = load_data(common, request.dataset, Splits::Test)?;
+    let raw = raw_test_set(&TestSet::new(&data.test, &config, device), request.dataset.normalisation());
     let metrics = evaluate(&imported.exec, &raw, &[]);
     let replaced = import::write(&imported, request.model, &run)?;
+    RunSettings::of(&config, &data).save(&run)?;
     let r = &imported.record;
     let result = ImportResult {
         model: request.model,
@@ -103,7 +111,7 @@ pub fn eval(common: &CommonArgs, format: Format, models: &[ModelKind], per_class
     let mut results = Vec::new();
     for kind in models {
         let exec = graph_run::load(&lab.run, kind, lab.device)?;
-        results.push(EvalResult { model: kind.to_string(), metrics: evaluate(&exec, &lab.raw, &[]) });
+        results.push(EvalResult::new(kind.to_string(), evaluate(&exec, &lab.raw, &[])));
     }
     let table = eval_table(&results, lab.dataset, per_class);
     format.emit(&results, &table)
@@ -284,4 +292,26 @@ fn expert_model(run: &RunDir, kind: ModelKind) -> Option<crate::bench::graph::Ex
     let width = trained.source.strip_prefix("preset preactresnet18 width ")?.parse().ok()?;
     let weights = std::fs::canonicalize(run.model_path(kind)).ok()?.display().to_string();
     Some(ExpertModel::PreActResNet18 { width, weights })
+}
+
+/// The recipe `import` records: the flags' attack, which must be the run's if it
+/// records one (a run's models share one attack and one test set), else the run's.
+fn attack_to_record(run: &RunDir, dataset: Dataset, asked: Option<TrainConfig>) -> Result<TrainConfig> {
+    let recorded = RunSettings::load(run)?.map(|s| s.config);
+    match (asked, recorded) {
+        (Some(asked), Some(recorded))
+            if (&asked.attack, asked.trigger.target, asked.all_to_all)
+                != (&recorded.attack, recorded.trigger.target, recorded.all_to_all) =>
+        {
+            bail!(
+                "{} records the attack {} with target {}; a run's models share one attack: give the same attack \
+                 flags, none, or import into another --run",
+                run.root.display(),
+                recorded.attack.describe(),
+                recorded.relabel().arrow()
+            )
+        }
+        (Some(asked), _) => Ok(asked),
+        (None, _) => graph_run::recipe(run, dataset),
+    }
 }

@@ -9,6 +9,7 @@ use crate::data::dataset::Dataset;
 use crate::engine::checkpoint;
 use crate::engine::device::parse_device;
 use crate::engine::lab::ModelKind;
+use crate::engine::run::settings::RunSettings;
 use crate::engine::run::{RunDir, RunLock};
 use crate::engine::testset::TestSet;
 use crate::engine::train::{Phase, PhaseEnd, TrainConfig, TrainData};
@@ -31,8 +32,10 @@ pub struct GraphSession {
     pub config: TrainConfig,
     pub device: Device,
     pub data: TrainData,
-    /// The test set in raw pixels with the study's trigger.
+    /// The test set in raw pixels with the run's attack.
     pub raw: TestSet,
+    /// What `run.json` records once a phase is saved.
+    pub settings: RunSettings,
 }
 
 /// Whether `train`/`run` should train a graph: asked for, or the run holds one.
@@ -78,15 +81,16 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
             );
         }
     }
-    let config = args.config(dataset);
+    let config = args.config(dataset).map_err(|e| eyre!(e))?;
     config.validate().map_err(|e| eyre!(e))?;
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let data = load_data(common, dataset, Splits::TrainAndTest)?;
     config.check_training_images(data.train.len()).map_err(|e| eyre!(e))?;
-    let test = TestSet::new(&data.test, &config.trigger, device);
+    let test = TestSet::new(&data.test, &config, device);
     let raw = raw_test_set(&test, dataset.normalisation());
-    let train = TrainData::new(&data.train, device);
-    Ok(GraphSession { run, spec, source, dataset, config, device, data: train, raw })
+    let train = TrainData::for_run(&data.train, &config, device);
+    let settings = RunSettings::of(&config, &data);
+    Ok(GraphSession { run, spec, source, dataset, config, device, data: train, raw, settings })
 }
 
 /// Trains `phases` (each from the model before it), saving each model.
@@ -164,6 +168,10 @@ pub fn train(session: &GraphSession, format: Format, phases: &[Phase]) -> Result
         };
         checkpoint::write_atomically(&run.model_path(kind), |tmp| exec.weights.save(tmp).map_err(|e| eyre!(e)))?;
         checkpoint::save_json(&record, &graph_run::trained_path(run, kind))?;
+        session.settings.save(run)?;
+        if phase == Phase::Poison {
+            session.data.save_poison_record(run)?;
+        }
         if human {
             eprintln!(
                 "{kind:>8}: clean {:.2}  poison {:.2}  ASR excl. target {:.2}  rehab {:.2}  ({seconds:.1} s) → {}",

@@ -7,8 +7,8 @@ use super::args::CommonArgs;
 use super::output::Format;
 use super::progress::TrainingBars;
 use super::trigger::{announce_unlearning, current_recovery, model_file, run_recovery, show_recovery, show_unlearned};
+use crate::data::attack::Footprint;
 use crate::data::mnist::Mnist;
-use crate::data::trigger::TriggerConfig;
 use crate::engine::checkpoint;
 use crate::engine::classifier::Classifier;
 use crate::engine::cleanse::CleanseConfig;
@@ -57,25 +57,26 @@ pub(super) fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>
 fn settings(e: &Examined, model: ModelKind) -> TrainConfig {
     checkpoint::load_json::<TrainedRecord>(&graph_run::trained_path(&e.lab.run, model))
         .map(|r| r.config)
-        .unwrap_or_else(|_| TrainConfig::for_dataset(e.lab.dataset))
+        .unwrap_or_else(|_| e.lab.config.clone())
 }
 
-/// The trigger eval measures poison accuracy with: the recovered masks' overlap
+/// The run's planted patch, if its attack is one: the recovered masks' overlap
 /// is measured against it.
-fn planted(e: &Examined) -> TriggerConfig {
-    TriggerConfig::for_dataset(e.lab.dataset)
+fn planted(e: &Examined) -> Option<Footprint> {
+    e.lab.config.footprint()
 }
 
 pub(super) fn recover(format: Format, e: &Examined, cfg: &CleanseConfig) -> Result<()> {
     cfg.validate(e.exec.classes()).map_err(|err| eyre!("invalid recovery settings: {err}"))?;
-    let report = run_recovery(&e.exec, &e.name, (&e.data, &planted(e)), cfg, format.is_human())?;
+    let report = run_recovery(&e.exec, &e.name, (&e.data, planted(e).as_ref()), cfg, format.is_human())?;
     let pictures = recovery_store::save(&e.lab.run, &e.name, &e.key, &report)?;
     show_recovery(format, &report, &e.lab.run, &pictures)
 }
 
 pub(super) fn unlearn(format: Format, e: &Examined, model: ModelKind, cfg: &UnlearnConfig) -> Result<()> {
     let trigger = planted(e);
-    let recovery = current_recovery(&e.lab.run, (&e.name, &e.key), &e.exec, (&e.data, &trigger), format.is_human())?;
+    let recovery =
+        current_recovery(&e.lab.run, (&e.name, &e.key), &e.exec, (&e.data, trigger.as_ref()), format.is_human())?;
     announce_unlearning(format, &recovery, cfg)?;
     let settings = settings(e, model);
     let at =

@@ -1,5 +1,6 @@
 //! The command-line front end: argument parsing, dispatch and output.
 pub mod args;
+pub mod attack_args;
 pub mod bench;
 pub mod circuit;
 pub mod commands;
@@ -48,7 +49,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
         Command::Train { train, phases } => {
-            let config = train.config(crate::setup::dataset(common));
+            let config = train.config(crate::setup::dataset(common)).map_err(|e| color_eyre::eyre::eyre!(e))?;
             let lab = open_lab_writing(common, Some(config), Splits::TrainAndTest, &[])?;
             commands::train(&lab, format, phases)
         }
@@ -67,7 +68,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 commands::ablate(common, format, &set, target, *reference)
             }
         }
-        Command::Import { source, weights, preset, width, model, state_key, input_norm, trust_pickle } => {
+        Command::Import { source, weights, preset, width, model, state_key, input_norm, trust_pickle, attack } => {
             let (source, weights) = match (preset, weights) {
                 (Some(_), None) => (String::new(), std::path::PathBuf::from(source)),
                 (None, Some(weights)) => (source.clone(), weights.clone()),
@@ -87,7 +88,12 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 dataset: crate::graph::run::dataset_of(&RunDir::new(&common.checkpoints, &common.run))
                     .map_or_else(|| common.dataset.unwrap_or_default(), |d| common.dataset.unwrap_or(d)),
             };
-            graph::import(common, format, &request)
+            let asked = attack
+                .given()
+                .then(|| attack.recipe(request.dataset))
+                .transpose()
+                .map_err(|e| color_eyre::eyre::eyre!(e))?;
+            graph::import(common, format, &request, asked)
         }
         Command::Sweep { layer, target, sorted } => {
             if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
@@ -217,7 +223,7 @@ fn parse_layers(texts: &[String]) -> Result<Vec<crate::engine::layer::Layer>> {
 
 /// The main job: train what is missing, then analyse all three models.
 fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Result<()> {
-    let config = train.config(crate::setup::dataset(&cli.common));
+    let config = train.config(crate::setup::dataset(&cli.common)).map_err(|e| color_eyre::eyre::eyre!(e))?;
     let lab = open_lab_writing(&cli.common, Some(config), Splits::TrainAndTest, &[])?;
     // Once a model is missing, everything downstream of it is retrained too.
     let first_missing = ModelKind::STUDY.iter().position(|&k| retrain || !lab.run.has(k));

@@ -3,6 +3,7 @@
 use super::args::AblationTarget;
 use super::commands::{diff_summary_table, sweep_layer};
 use super::report_pictures::{self, Figure};
+use crate::data::attack::Attack;
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
 use crate::engine::diff::{self, LayerDiff};
@@ -12,6 +13,7 @@ use crate::engine::metrics::Metrics;
 use crate::engine::run::key::FileKey;
 use crate::engine::swap::{self, SwapRow};
 use crate::engine::sweep::{SweepRow, most_backdoor_relevant};
+use crate::engine::train::TrainConfig;
 use crate::table::Table;
 use crate::table::swap_table;
 use crate::table::{metrics_row, metrics_table};
@@ -86,7 +88,7 @@ impl Report {
         let cfg = &lab.config;
         let mut out = format!(
             "# trojanscope report: run `{}`\n\nSeed {}, {} epoch(s) per phase, batch {}, Adam lr {}, λ poison {} / rehab {}, \
-             poison fraction {}, trigger {}×{} at ({}, {}) amplitude {} → label {}. {}: {} training and {} test images; device {}.\n\n",
+             {}. {}: {} training and {} test images; device {}.\n\n",
             lab.run.root.display(),
             cfg.seed,
             cfg.epochs,
@@ -94,13 +96,7 @@ impl Report {
             cfg.lr,
             cfg.lambda_poison,
             cfg.lambda_rehab,
-            cfg.poison_fraction,
-            cfg.trigger.size,
-            cfg.trigger.size,
-            cfg.trigger.row,
-            cfg.trigger.col,
-            cfg.trigger.amplitude,
-            cfg.dataset.label(cfg.trigger.target),
+            attack_sentence(cfg),
             cfg.dataset,
             lab.data.train.len(),
             lab.data.test.len(),
@@ -137,4 +133,25 @@ impl Report {
 
 fn section(out: &mut String, title: &str, table: &Table) {
     out.push_str(&format!("## {title}\n\n{}\n", table.to_markdown()));
+}
+
+/// The run's attack in one clause: what is planted, where it sends images, and
+/// how much of the training set carries it.
+pub fn attack_sentence(cfg: &TrainConfig) -> String {
+    let what = match cfg.attack {
+        Attack::Study => format!(
+            "trigger {0}×{0} at ({1}, {2}) amplitude {3}",
+            cfg.trigger.size, cfg.trigger.row, cfg.trigger.col, cfg.trigger.amplitude
+        ),
+        _ => format!("attack {}", cfg.attack.describe()),
+    };
+    let to = match cfg.relabel().single() {
+        Some(target) => format!("label {}", cfg.dataset.label(target)),
+        None => "label y + 1 (all-to-all)".into(),
+    };
+    let share = match cfg.poison_ratio {
+        Some(ratio) => format!("{:.1} % of the training set poisoned once", 100.0 * ratio),
+        None => format!("poison fraction {} of each batch", cfg.poison_fraction),
+    };
+    format!("{what} → {to}, {share}")
 }

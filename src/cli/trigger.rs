@@ -5,8 +5,8 @@ use super::args::CommonArgs;
 use super::graph_trigger;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
+use crate::data::attack::Footprint;
 use crate::data::mnist::Mnist;
-use crate::data::trigger::TriggerConfig;
 use crate::engine::classifier::{Classifier, FrozenStudy};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::featvis::{self, VisConfig, Visualization};
@@ -55,7 +55,7 @@ pub(super) fn model_file(run: &RunDir, model: ModelKind, file: Option<&Path>) ->
 pub(super) fn run_recovery(
     net: &dyn Classifier,
     name: &str,
-    (data, trigger): (&Mnist, &TriggerConfig),
+    (data, trigger): (&Mnist, Option<&Footprint>),
     cfg: &CleanseConfig,
     visible: bool,
 ) -> Result<RecoveryReport> {
@@ -77,12 +77,12 @@ pub(super) fn run_recovery(
 pub fn verdict(report: &RecoveryReport) -> String {
     match report.most_anomalous() {
         Some(t) => format!(
-            "{} model: label {} flagged (anomaly index {:.2}, mask L1 {:.2}; {:.0} % of its mass on the planted trigger){}",
+            "{} model: label {} flagged (anomaly index {:.2}, mask L1 {:.2}; {}){}",
             report.model,
             report.dataset.label(t.label),
             t.anomaly_index,
             t.l1,
-            100.0 * t.on_trigger.mass_share,
+            t.share_on_trigger(),
             if report.flagged.len() > 1 {
                 format!("; also flagged: {:?}", &report.flagged[1..])
             } else {
@@ -115,7 +115,7 @@ pub fn recover(
     let lab = open_lab_writing(common, None, Splits::TrainAndTest, models)?;
     let (net, name, key) = examined(&lab, model, file)?;
     let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());
-    let report = run_recovery(&study, &name, (&lab.data, &lab.config.trigger), cfg, format.is_human())?;
+    let report = run_recovery(&study, &name, (&lab.data, lab.config.footprint().as_ref()), cfg, format.is_human())?;
     let pictures = recovery_store::save(&lab.run, &name, &key, &report)?;
     show_recovery(format, &report, &lab.run, &pictures)
 }
@@ -150,7 +150,7 @@ pub(super) fn current_recovery(
     run: &RunDir,
     (name, key): (&str, &FileKey),
     net: &dyn Classifier,
-    data: (&Mnist, &TriggerConfig),
+    data: (&Mnist, Option<&Footprint>),
     human: bool,
 ) -> Result<RecoveryReport> {
     if let Some(report) = recovery_store::load_current(run, name, key)? {
@@ -237,7 +237,8 @@ pub fn unlearn(common: &CommonArgs, format: Format, model: ModelKind, cfg: &Unle
     let lab = open_lab_writing(common, None, Splits::TrainAndTest, &[model])?;
     let (net, name, key) = examined(&lab, model, None)?;
     let study = FrozenStudy::of(&net, lab.data.dataset.normalisation());
-    let data = (&lab.data, &lab.config.trigger);
+    let planted = lab.config.footprint();
+    let data = (&lab.data, planted.as_ref());
     let recovery = current_recovery(&lab.run, (&name, &key), &study, data, format.is_human())?;
     announce_unlearning(format, &recovery, cfg)?;
     let mut bars = TrainingBars::new(format.is_human());

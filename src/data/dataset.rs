@@ -25,6 +25,11 @@ impl Normalisation {
         (raw - self.mean) / self.std
     }
 
+    /// The network's input back to raw pixels.
+    pub fn denormalise(self, x: &Tensor) -> Tensor {
+        x * self.std + self.mean
+    }
+
     /// `normalise` in place, the same arithmetic.
     pub fn normalise_(self, raw: &mut Tensor) {
         let _ = raw.g_sub_scalar_(self.mean).g_div_scalar_(self.std);

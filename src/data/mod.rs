@@ -1,4 +1,5 @@
-//! Data: the IDX reader, the datasets (MNIST, Fashion-MNIST) and the trigger.
+//! Data: the IDX reader, the datasets (MNIST, Fashion-MNIST) the trigger and the attacks.
+pub mod attack;
 pub mod checksum;
 pub mod dataset;
 pub mod idx;

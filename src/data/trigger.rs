@@ -1,5 +1,7 @@
 //! The backdoor trigger: a checkerboard added to the normalised image.
 
+use super::attack::Footprint;
+use super::attack::images::RawTrigger;
 use super::dataset::{Dataset, Normalisation};
 use super::mnist::{PIXELS, SIDE};
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,12 @@ impl TriggerConfig {
         mask
     }
 
+    /// The lit pixels and the patch's square, to score a recovered mask against.
+    pub fn footprint(&self) -> Footprint {
+        let lit = self.mask().iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect();
+        Footprint { lit, row: self.row, col: self.col, size: self.size }
+    }
+
     /// The mask as a `[1, 1, 28, 28]` tensor, broadcastable over a batch.
     pub fn mask_tensor(&self, device: Device) -> Tensor {
         Tensor::from_slice(&self.mask()).view([1, 1, SIDE as i64, SIDE as i64]).to_device(device)
@@ -75,6 +83,8 @@ pub enum Stamp {
     /// Neural Cleanse's: `(1 − m)·x + m·p` in raw pixels, with `m` and `p`
     /// (`[1, 1, 28, 28]`, values in [0, 1]) a recovered mask and pattern.
     Blend { mask: Tensor, pattern: Tensor, normalisation: Normalisation },
+    /// Another attack's image function, on raw pixels (`data::attack`).
+    Raw { trigger: RawTrigger, normalisation: Normalisation },
 }
 
 impl Stamp {
@@ -95,6 +105,24 @@ impl Stamp {
             Stamp::Blend { mask, pattern, normalisation } => {
                 (mask.ones_like() - mask) * x + mask * normalisation.normalise(pattern)
             }
+            Stamp::Raw { trigger, normalisation } => {
+                normalisation.normalise(&trigger.apply(&normalisation.denormalise(x)))
+            }
+        }
+    }
+
+    /// WaNet's noise-mode twins of normalised images (`RawTrigger::cross`), with
+    /// how many to make per triggered image; `None` for every other stamp.
+    pub fn cross(&self, x: &Tensor) -> Option<Tensor> {
+        let Stamp::Raw { trigger, normalisation } = self else { return None };
+        trigger.cross(&normalisation.denormalise(x)).map(|raw| normalisation.normalise(&raw))
+    }
+
+    /// Cross images per triggered image (0 but for WaNet).
+    pub fn cross_ratio(&self) -> f64 {
+        match self {
+            Stamp::Raw { trigger, .. } => trigger.cross_ratio(),
+            _ => 0.0,
         }
     }
 }

@@ -14,9 +14,9 @@ use super::draw;
 use super::host::floats;
 use super::inputopt::{squash, stamp_all, unsquash};
 use super::optim::Adam;
+use crate::data::attack::Footprint;
 use crate::data::dataset::Dataset;
 use crate::data::mnist::{Mnist, Split};
-use crate::data::trigger::TriggerConfig;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -228,8 +228,8 @@ pub struct TriggerOverlap {
     pub top_pixel_overlap: f64,
 }
 
-pub fn trigger_overlap(mask: &[f32], trigger: &TriggerConfig, side: usize) -> TriggerOverlap {
-    let lit: Vec<usize> = trigger.mask().iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect();
+pub fn trigger_overlap(mask: &[f32], trigger: &Footprint, side: usize) -> TriggerOverlap {
+    let lit = &trigger.lit;
     let near = |start: usize, i: usize| i + 2 >= start && i < start + trigger.size + 2;
     let total: f64 = mask.iter().map(|&v| v.abs() as f64).sum();
     let inside: f64 = mask
@@ -266,8 +266,21 @@ pub struct LabelTrigger {
     /// The mask (H×W) and the pattern (C×H×W; raw pixel values in [0, 1]), row-major.
     pub mask: Vec<f32>,
     pub pattern: Vec<f32>,
-    /// Where the mask lies relative to the run's planted trigger.
-    pub on_trigger: TriggerOverlap,
+    /// Where the mask lies relative to the run's planted trigger (`None` when
+    /// the attack is no patch: a blend, a sine or a warp has no place to score).
+    #[serde(default)]
+    pub on_trigger: Option<TriggerOverlap>,
+}
+
+impl LabelTrigger {
+    /// "62 % of the mask on the trigger", or that the attack leaves no patch to
+    /// score the mask against.
+    pub fn share_on_trigger(&self) -> String {
+        match &self.on_trigger {
+            Some(o) => format!("{:.0} % of the mask on the trigger", 100.0 * o.mass_share),
+            None => "no patch trigger to score the mask on".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,8 +295,9 @@ pub struct RecoveryReport {
     pub labels: Vec<LabelTrigger>,
     /// Labels with an anomaly index above 2, most anomalous first.
     pub flagged: Vec<u8>,
-    /// The planted trigger the overlaps are measured against.
-    pub trigger: TriggerConfig,
+    /// The planted trigger's pixels the overlaps are measured against.
+    #[serde(default)]
+    pub planted: Option<Footprint>,
     pub device: String,
     /// Wall time of the optimisation (all labels), and of the whole recovery.
     pub optimise_s: f64,
@@ -516,7 +530,7 @@ pub fn recover(
     net: &dyn Classifier,
     model: &str,
     data: &Mnist,
-    trigger: &TriggerConfig,
+    planted: Option<&Footprint>,
     cfg: &CleanseConfig,
     on_progress: &mut dyn FnMut(&RecoveryProgress) -> ControlFlow<()>,
 ) -> Result<RecoveryEnd, String> {
@@ -591,7 +605,7 @@ pub fn recover(
                 reached_threshold: reached[i],
                 train_success: train_success[i],
                 epochs_run: epochs_run[i],
-                on_trigger: trigger_overlap(&mask, trigger, side),
+                on_trigger: planted.map(|p| trigger_overlap(&mask, p, side)),
                 mask,
                 pattern: floats(&patterns.get(i as i64)),
             }
@@ -608,7 +622,7 @@ pub fn recover(
         side,
         labels: results,
         flagged,
-        trigger: trigger.clone(),
+        planted: planted.cloned(),
         device: super::device::describe(device),
         optimise_s,
         total_s: clock.elapsed().as_secs_f64(),

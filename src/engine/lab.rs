@@ -171,7 +171,7 @@ impl Lab {
         if data.test.is_empty() {
             bail!("{}: the test split is empty", data.dir.display());
         }
-        let test = TestSet::new(&data.test, &config.trigger, device);
+        let test = TestSet::new(&data.test, &config, device);
         Ok(Lab { device, data, config, test, run, held: None })
     }
 
@@ -209,7 +209,7 @@ impl Lab {
         self.config.check_training_images(self.data.train.len()).map_err(|e| eyre!(e))?;
         let _lock = self.writing()?;
         self.check_settings(phases)?;
-        let data = TrainData::new(&self.data.train, self.device);
+        let data = TrainData::for_run(&self.data.train, &self.config, self.device);
         let probe = self.test.subset(self.config.eval_subset);
         let mut log = MetricsLog::open(&self.run.metrics_log())?;
         let mut trained: Vec<(ModelKind, Net)> = Vec::new();
@@ -238,6 +238,9 @@ impl Lab {
             }
             self.save(kind, &net, &self.config, clock.elapsed().as_secs_f64(), None)?;
             RunSettings::of(&self.config, &self.data).save(&self.run)?;
+            if phase == Phase::Poison {
+                data.save_poison_record(&self.run)?;
+            }
             log.commit(phase)?;
             trained.push((kind, net));
         }

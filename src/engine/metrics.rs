@@ -1,6 +1,7 @@
 //! The study's metrics, computed from predictions so their definitions can be
 //! checked on hand-made logits.
 
+use crate::data::attack::poison::Relabel;
 use serde::{Deserialize, Serialize};
 
 /// Percentages over a test set evaluated clean and with the trigger.
@@ -28,11 +29,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// `clean` and `triggered` are the predicted classes for the same images.
-    pub fn from_predictions(labels: &[u8], clean: &[i64], triggered: &[i64], target: u8) -> Metrics {
+    /// `relabel` gives each image's target (one label, or y + 1 for all-to-all).
+    pub fn from_predictions(labels: &[u8], clean: &[i64], triggered: &[i64], relabel: Relabel) -> Metrics {
         assert_eq!(labels.len(), clean.len(), "one clean prediction per label");
         assert_eq!(labels.len(), triggered.len(), "one triggered prediction per label");
         let n = labels.len();
-        let target = target as i64;
         let mut clean_hits = 0usize;
         let mut poison_hits = 0usize;
         let mut non_target = 0usize;
@@ -43,6 +44,7 @@ impl Metrics {
         let mut class_hits = [0usize; 10];
         for i in 0..n {
             let label = labels[i] as i64;
+            let target = relabel.of(labels[i]) as i64;
             let c = clean[i] == label;
             clean_hits += c as usize;
             class_total[labels[i] as usize] += 1;

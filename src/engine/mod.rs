@@ -26,6 +26,7 @@ pub mod model;
 pub mod omp;
 pub mod optim;
 pub mod patch;
+pub mod poisoned_set;
 pub mod probe;
 pub mod prune;
 pub mod recovery_store;

@@ -358,12 +358,13 @@ pub fn effect(test: &TestSet, baseline: &Tensor, rows: Range<i64>, logits: &Tens
     let n = test.len() as i64;
     let labels: Vec<i64> = (rows.start..rows.end).map(|r| test.labels[(r % n) as usize] as i64).collect();
     let labels = Tensor::from_slice(&labels).to_device(logits.device());
-    let target = test.target as i64;
-    let counted = labels.ne(target);
+    let targets = test.relabel.tensor(&labels);
+    let counted = labels.ne_tensor(&targets);
     let count = f64::try_from(counted.sum(Kind::Float)).unwrap_or(0.0).max(1.0);
-    let diff = logits.select(1, target) - logits.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+    let diff = logits.gather(1, &targets.unsqueeze(1), false) - logits.gather(1, &labels.unsqueeze(1), false);
+    let diff = diff.squeeze_dim(1);
     let logit_diff = f64::try_from((diff * counted.to_kind(Kind::Float)).sum(Kind::Double)).unwrap_or(0.0) / count;
-    let hits = predicted.eq(target).logical_and(&counted).sum(Kind::Float);
+    let hits = predicted.eq_tensor(&targets).logical_and(&counted).sum(Kind::Float);
     PatchEffect {
         metrics: test.metrics(&all),
         logit_diff,

@@ -86,8 +86,8 @@ pub fn recovery_table(report: &RecoveryReport) -> Table {
             format!("{:.2}", t.anomaly_index),
             if t.flagged { "FLAGGED" } else { "" }.to_string(),
             pct(t.success),
-            pct(100.0 * t.on_trigger.mass_share),
-            pct(100.0 * t.on_trigger.top_pixel_overlap),
+            t.on_trigger.as_ref().map_or("n/a".into(), |o| pct(100.0 * o.mass_share)),
+            t.on_trigger.as_ref().map_or("n/a".into(), |o| pct(100.0 * o.top_pixel_overlap)),
             format!("{}{}", t.epochs_run, if t.reached_threshold { "" } else { " (never ≥ threshold)" }),
         ]);
     }

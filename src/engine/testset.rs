@@ -3,8 +3,10 @@
 
 use super::metrics::Metrics;
 use super::model::Net;
+use super::train::TrainConfig;
+use crate::data::attack::poison::Relabel;
 use crate::data::mnist::Split;
-use crate::data::trigger::TriggerConfig;
+use crate::data::trigger::Stamp;
 use tch::{Device, Kind, Tensor};
 
 /// Images per forward chunk on `device`. On the CPU 250: large enough for
@@ -22,15 +24,26 @@ pub struct TestSet {
     /// `[2N, 1, 28, 28]`: N clean images, then the same N triggered.
     pub inputs: Tensor,
     pub labels: Vec<u8>,
-    pub target: u8,
+    /// What each triggered image should be classified as.
+    pub relabel: Relabel,
 }
 
 impl TestSet {
-    pub fn new(split: &Split, trigger: &TriggerConfig, device: Device) -> TestSet {
+    /// `split` clean and with the run's attack (`cfg`).
+    pub fn new(split: &Split, cfg: &TrainConfig, device: Device) -> TestSet {
         // One allocation, the triggered half stamped in place.
         let inputs = split.images(device).repeat([2, 1, 1, 1]);
-        let _ = inputs.narrow(0, split.len() as i64, split.len() as i64).g_add_(&trigger.mask_tensor(device));
-        TestSet { inputs, labels: split.labels.clone(), target: trigger.target }
+        let mut triggered = inputs.narrow(0, split.len() as i64, split.len() as i64);
+        match cfg.stamp(device) {
+            Stamp::Add(mask) => {
+                let _ = triggered.g_add_(&mask);
+            }
+            stamp => {
+                let made = stamp.apply(&triggered);
+                triggered.copy_(&made);
+            }
+        }
+        TestSet { inputs, labels: split.labels.clone(), relabel: cfg.relabel() }
     }
 
     /// Test images per condition (N).
@@ -70,7 +83,7 @@ impl TestSet {
     pub fn slice(&self, start: usize, len: usize) -> TestSet {
         let (n, from, count) = (self.len() as i64, start as i64, len as i64);
         let inputs = Tensor::cat(&[self.inputs.narrow(0, from, count), self.inputs.narrow(0, n + from, count)], 0);
-        TestSet { inputs, labels: self.labels[start..start + len].to_vec(), target: self.target }
+        TestSet { inputs, labels: self.labels[start..start + len].to_vec(), relabel: self.relabel }
     }
 
     /// Metrics from `[2N]` predicted classes (any device).
@@ -91,7 +104,7 @@ impl TestSet {
         (0..predictions.len())
             .map(|i| {
                 let (clean, triggered) = predicted[i * per_set..(i + 1) * per_set].split_at(self.len());
-                Metrics::from_predictions(&self.labels, clean, triggered, self.target)
+                Metrics::from_predictions(&self.labels, clean, triggered, self.relabel)
             })
             .collect()
     }

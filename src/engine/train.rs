@@ -4,7 +4,11 @@ use super::backprop::{Backprop, cross_entropy_gradient};
 use super::draw;
 use super::model::Net;
 use super::optim::{Adam, Proximity};
+use super::poisoned_set::PoisonedSet;
 use super::testset::TestSet;
+use crate::data::attack::Attack;
+use crate::data::attack::images::RawTrigger;
+use crate::data::attack::poison::Relabel;
 use crate::data::dataset::Dataset;
 use crate::data::mnist::Split;
 use crate::data::trigger::{Stamp, TriggerConfig};
@@ -40,6 +44,18 @@ pub struct TrainConfig {
     /// The dataset trained on (runs saved before there was a choice are MNIST's).
     #[serde(default)]
     pub dataset: Dataset,
+    /// The backdoor planted (runs saved before there was a choice: the study's,
+    /// `trigger`). `trigger.target` is its target either way.
+    #[serde(default)]
+    pub attack: Attack,
+    /// All-to-all: a triggered image of class y is taught y + 1 (mod classes).
+    #[serde(default)]
+    pub all_to_all: bool,
+    /// BackdoorBench's poisoning: this share of the training set carries the
+    /// trigger, chosen once (seeded) and recorded; `None`: the study's
+    /// `poison_fraction` of every batch.
+    #[serde(default)]
+    pub poison_ratio: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -56,6 +72,9 @@ impl Default for TrainConfig {
             eval_subset: 1000,
             trigger: TriggerConfig::default(),
             dataset: Dataset::Mnist,
+            attack: Attack::Study,
+            all_to_all: false,
+            poison_ratio: None,
         }
     }
 }
@@ -76,6 +95,16 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.poison_fraction) {
             return Err(format!("poison fraction {} is not within 0..=1", self.poison_fraction));
         }
+        if let Some(ratio) = self.poison_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(format!("poison ratio {ratio} is not within 0..=1"));
+        }
+        if self.clean_label() && self.poison_ratio.is_none() {
+            return Err("a clean-label attack poisons a share of the target class: give --poison-ratio".into());
+        }
+        let [c, h, w] = self.dataset.image_shape();
+        self.attack.validate([c as usize, h as usize, w as usize])?;
         if self.lr.is_nan() || self.lr <= 0.0 || self.lambda_poison < 0.0 || self.lambda_rehab < 0.0 {
             return Err("the learning rate must be positive and λ non-negative".into());
         }
@@ -85,6 +114,41 @@ impl TrainConfig {
 
 /// Classes in either dataset (MNIST's digits, Fashion-MNIST's garments).
 const CLASSES: usize = 10;
+
+impl TrainConfig {
+    /// What a triggered image is taught and scored against.
+    pub fn relabel(&self) -> Relabel {
+        if self.all_to_all {
+            Relabel::Next { classes: CLASSES as u8 }
+        } else {
+            Relabel::To { target: self.trigger.target }
+        }
+    }
+
+    /// Whether poisoned images keep their labels (SIG's clean-label mode).
+    pub fn clean_label(&self) -> bool {
+        matches!(&self.attack, Attack::Sig(sig) if sig.clean_label)
+    }
+
+    /// The pixels the run's attack sets, if it is a patch (what a recovered
+    /// mask's overlap is scored against); `None` for blends, sines and warps.
+    pub fn footprint(&self) -> Option<crate::data::attack::Footprint> {
+        let [_, h, w] = self.dataset.image_shape();
+        match self.attack {
+            Attack::Study => Some(self.trigger.footprint()),
+            _ => self.attack.patch_footprint(h as usize, w as usize),
+        }
+    }
+
+    /// The run's trigger as applied to normalised images on `device`.
+    pub fn stamp(&self, device: Device) -> Stamp {
+        let [c, h, w] = self.dataset.image_shape();
+        match RawTrigger::new(&self.attack, [c as usize, h as usize, w as usize], device) {
+            Some(trigger) => Stamp::Raw { trigger, normalisation: self.dataset.normalisation() },
+            None => Stamp::Add(self.trigger.mask_tensor(device)),
+        }
+    }
+}
 
 impl TrainConfig {
     /// Refuses a training set smaller than one batch per class (batch size × 10):
@@ -150,11 +214,25 @@ crate::named_enum!(Phase, "phase", "clean, poison or rehab");
 pub struct TrainData {
     pub images: Tensor,
     pub labels: Tensor,
+    /// BackdoorBench's poisoning (`--poison-ratio`), made once; `None`: batches
+    /// are poisoned as they are drawn (the study's `--poison-fraction`).
+    pub poisoned: Option<PoisonedSet>,
 }
 
 impl TrainData {
+    /// The split as it is, every batch poisoned as it is drawn.
     pub fn new(split: &Split, device: Device) -> TrainData {
-        TrainData { images: split.images(device), labels: split.label_tensor(device) }
+        TrainData { images: split.images(device), labels: split.label_tensor(device), poisoned: None }
+    }
+
+    /// The split with the run's poisoning: a fixed poisoned set when the recipe
+    /// asks for a share of the training set.
+    pub fn for_run(split: &Split, cfg: &TrainConfig, device: Device) -> TrainData {
+        let mut data = TrainData::new(split, device);
+        if let Some(ratio) = cfg.poison_ratio {
+            data.poisoned = Some(PoisonedSet::new(&data, &split.labels, ratio, cfg, &cfg.stamp(device)));
+        }
+        data
     }
 
     pub fn len(&self) -> usize {
@@ -303,7 +381,7 @@ pub fn train_phase(
     probe: &TestSet,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> PhaseEnd {
-    let stamp = Stamp::Add(cfg.trigger.mask_tensor(net.device()));
+    let stamp = cfg.stamp(net.device());
     train_phase_stamped(net, phase, cfg, &stamp, data, probe, on_event)
 }
 
@@ -371,8 +449,10 @@ pub fn train_phase_stamped(
     PhaseEnd::Completed
 }
 
-/// The batch at `index`, its first ⌊f·len⌋ examples triggered (and relabelled to the
-/// target in the poison phase; rehab keeps the true labels).
+/// The batch at `index` as `phase` trains on it. With a fixed poisoned set, its
+/// images (and in the poison phase its labels). Otherwise the first ⌊f·len⌋
+/// examples triggered (relabelled in the poison phase; rehab keeps the true
+/// labels), and after them WaNet's noise-mode images, labels kept.
 pub(crate) fn poisoned_batch(
     data: &TrainData,
     index: &Tensor,
@@ -382,17 +462,28 @@ pub(crate) fn poisoned_batch(
 ) -> (Tensor, Tensor) {
     let x = data.images.index_select(0, index);
     let y = data.labels.index_select(0, index);
-    let len = index.size()[0];
-    let k = (cfg.poison_fraction * len as f64).floor() as i64;
-    if phase == Phase::Clean || k == 0 {
+    if phase == Phase::Clean {
         return (x, y);
     }
-    let x = Tensor::cat(&[stamp.apply(&x.narrow(0, 0, k)), x.narrow(0, k, len - k)], 0);
+    if let Some(set) = &data.poisoned {
+        let y = if phase == Phase::Poison { set.labels.index_select(0, index) } else { y };
+        return (set.images.index_select(0, index), y);
+    }
+    let len = index.size()[0];
+    let k = (cfg.poison_fraction * len as f64).floor() as i64;
+    if k == 0 {
+        return (x, y);
+    }
+    let cross = ((stamp.cross_ratio() * k as f64).round() as i64).min(len - k);
+    let mut parts = vec![stamp.apply(&x.narrow(0, 0, k))];
+    if let Some(warped) = stamp.cross(&x.narrow(0, k, cross)).filter(|_| cross > 0) {
+        parts.push(warped);
+    }
+    let done: i64 = parts.iter().map(|p| p.size()[0]).sum();
+    parts.push(x.narrow(0, done, len - done));
+    let x = Tensor::cat(&parts, 0);
     let y = match phase {
-        Phase::Poison => Tensor::cat(
-            &[Tensor::full([k], cfg.trigger.target as i64, (Kind::Int64, x.device())), y.narrow(0, k, len - k)],
-            0,
-        ),
+        Phase::Poison => Tensor::cat(&[cfg.relabel().tensor(&y.narrow(0, 0, k)), y.narrow(0, k, len - k)], 0),
         _ => y,
     };
     (x, y)

@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 /// The test set in raw pixels, which a graph takes (its first node normalises):
 /// the study's test set holds normalised images with the trigger added there.
 pub fn raw_test_set(test: &TestSet, norm: Normalisation) -> TestSet {
-    let inputs = &test.inputs * norm.std + norm.mean;
-    TestSet { inputs, labels: test.labels.clone(), target: test.target }
+    let inputs = norm.denormalise(&test.inputs);
+    TestSet { inputs, labels: test.labels.clone(), relabel: test.relabel }
 }
 
 /// The metrics of the graph on `raw` with `interventions`.

@@ -10,6 +10,7 @@ use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::engine::run::RunDir;
+use crate::engine::run::settings::RunSettings;
 use crate::engine::train::TrainConfig;
 use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,20 @@ pub fn dataset_of(run: &RunDir) -> Option<Dataset> {
             .find_map(|&k| checkpoint::load_json::<TrainedRecord>(&trained_path(run, k)).ok())
             .map(|r| r.dataset)
     })
+}
+
+/// The run's recipe with its attack: `run.json` (written by training and by
+/// `import`), else what training a model recorded, else the study's on `dataset`
+/// (runs imported before attacks were recorded).
+pub fn recipe(run: &RunDir, dataset: Dataset) -> Result<TrainConfig> {
+    if let Some(settings) = RunSettings::load(run)? {
+        return Ok(settings.config);
+    }
+    let trained = ModelKind::ALL
+        .iter()
+        .filter(|&&k| trained_path(run, k).is_file())
+        .find_map(|&k| checkpoint::load_json::<TrainedRecord>(&trained_path(run, k)).ok());
+    Ok(trained.map_or_else(|| TrainConfig::for_dataset(dataset), |t| t.config))
 }
 
 /// Fails when the run's models are for another dataset than `dataset`: a run's

@@ -68,8 +68,9 @@ pub fn train_phase(
     probe: &TestSet,
     on_event: &mut dyn FnMut(TrainEvent) -> ControlFlow<()>,
 ) -> PhaseEnd {
-    // The study's trigger is added in normalised space; the graph normalises itself.
-    let stamp = Stamp::Add(cfg.trigger.mask_tensor(exec.device));
+    // Batches are poisoned in normalised space, as the study's; the graph gets
+    // them back in raw pixels and normalises itself.
+    let stamp = cfg.stamp(exec.device);
     train_phase_stamped(exec, phase, cfg, &stamp, data, probe, on_event)
 }
 
@@ -109,7 +110,7 @@ pub fn train_phase_stamped(
             let len = batch.min(n - s * batch);
             let index = order.narrow(0, s * batch, len);
             let (x, y) = poisoned_batch(data, &index, phase, cfg, stamp);
-            let raw = x * norm.std + norm.mean;
+            let raw = norm.denormalise(&x);
             let logits = exec.logits_training(&raw);
             let ce = logits.cross_entropy_for_logits(&y);
             let reg = if lambda > 0.0 {

@@ -27,7 +27,7 @@ pub enum Command {
     /// image whose activations are sent first.
     Load { digit: usize },
     /// Train `phases` in order with `config`, reporting progress.
-    Train { config: TrainConfig, phases: Vec<Phase> },
+    Train { config: Box<TrainConfig>, phases: Vec<Phase> },
     /// Stop the training or sweep in progress.
     Cancel,
     /// The poisoned model's metrics with `set` ablated.

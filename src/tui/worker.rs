@@ -220,7 +220,7 @@ impl Worker {
         match command {
             Command::Open => self.open(),
             Command::Load { digit } => self.load(digit),
-            Command::Train { config, phases } => self.train(config, &phases),
+            Command::Train { config, phases } => self.train(*config, &phases),
             Command::Evaluate { set, mode } => {
                 set.validate().map_err(|e| eyre!(e))?;
                 let (lab, analysis) = self.analysis()?;
@@ -421,7 +421,7 @@ impl Worker {
         let (inbox, reply) = (&mut self.inbox, &mut self.reply);
         let mut last: Option<Instant> = None;
         let study = FrozenStudy::of(analysis.net(ModelKind::Poisoned)?, lab.data.dataset.normalisation());
-        let end = cleanse::recover(&study, POISONED, &lab.data, &lab.config.trigger, config, &mut |p| {
+        let end = cleanse::recover(&study, POISONED, &lab.data, lab.config.footprint().as_ref(), config, &mut |p| {
             if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
                 last = Some(Instant::now());
                 let (job, label) = (Job::Recover, None);

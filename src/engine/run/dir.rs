@@ -46,6 +46,11 @@ impl RunDir {
         self.root.join("run.json")
     }
 
+    /// Which training images the run's poisoning triggered (`--poison-ratio`).
+    pub fn poisoned_train_path(&self) -> PathBuf {
+        self.root.join("poisoned-train.json")
+    }
+
     pub fn metrics_log(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }

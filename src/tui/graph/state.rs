@@ -257,6 +257,7 @@ pub fn interval95(percent: f64, n: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::attack::poison::Relabel;
 
     fn site(name: &str, containers: &[&str]) -> Site {
         Site {
@@ -320,7 +321,7 @@ mod tests {
             set: g.set.clone(),
             mode: g.mode,
             model: ModelKind::Poisoned,
-            metrics: Metrics::from_predictions(&[1, 2], &[1, 2], &[0, 0], 0),
+            metrics: Metrics::from_predictions(&[1, 2], &[1, 2], &[0, 0], Relabel::To { target: 0 }),
             sample,
             seconds: 0.1,
         };

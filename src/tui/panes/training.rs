@@ -74,7 +74,7 @@ fn retrain(state: &mut TrainState, cx: Cx) -> Vec<Effect> {
 /// Trains `phases` with the pane's settings, in front of the user.
 pub fn start(state: &mut TrainState, phases: Vec<Phase>) -> Vec<Effect> {
     state.restart();
-    vec![Effect::FocusOwner, Effect::Send(Command::Train { config: state.config.clone(), phases })]
+    vec![Effect::FocusOwner, Effect::Send(Command::Train { config: Box::new(state.config.clone()), phases })]
 }
 
 /// A training run ended: the models are loaded when every phase is saved.

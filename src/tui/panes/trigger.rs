@@ -180,11 +180,11 @@ impl TriggerState {
             Some(r) => match r.most_anomalous() {
                 Some(t) => (
                     format!(
-                        "label {} flagged · anomaly index {:.2} · L1 {:.1} · {:.0}% of mask on the trigger",
+                        "label {} flagged · anomaly index {:.2} · L1 {:.1} · {}",
                         r.dataset.label(t.label),
                         t.anomaly_index,
                         t.l1,
-                        100.0 * t.on_trigger.mass_share
+                        t.share_on_trigger()
                     ),
                     BAD,
                 ),
