@@ -1,6 +1,13 @@
-//! Data: the IDX reader, the datasets (MNIST, Fashion-MNIST) and the trigger.
+//! Data: the IDX reader, the datasets (MNIST, Fashion-MNIST), the readers of image
+//! datasets from disk (CIFAR-10, GTSRB, image folders) and the trigger.
 pub mod checksum;
+pub mod cifar;
 pub mod dataset;
+pub mod folder;
+pub mod gtsrb;
 pub mod idx;
+pub mod image_file;
+pub mod images;
 pub mod mnist;
+pub mod pickle;
 pub mod trigger;
