@@ -101,7 +101,7 @@ fn read_recorded(path: &Path, checksums: &mut BTreeMap<String, String>) -> Resul
 
 /// Records of one label byte and 3,072 bytes of R, G, B planes.
 fn binary_batch(path: &Path, bytes: &[u8], classes: usize, split: &mut ImageSplit) -> Result<(), DatasetError> {
-    if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DatasetError::new(
             path,
             format!(

@@ -31,8 +31,9 @@ pub enum Value {
     /// A numpy dtype, by its type string (`u1`).
     Dtype(String),
     Global(Global),
-    /// A memoised list or dict: later changes to it cannot be followed, so fetching
-    /// it back from the memo is refused rather than answered with a stale copy.
+    /// A memoised list, dict or array: later changes to it (appends, BUILD) cannot be
+    /// followed, so fetching it back from the memo is refused rather than answered
+    /// with a stale copy.
     SharedContainer,
 }
 
@@ -112,17 +113,24 @@ impl Machine<'_> {
 
     fn step(&mut self, op: u8) -> Result<(), String> {
         match op {
+            // PROTO
             0x80 => {
                 let protocol = self.take(1)?[0];
                 if protocol > 3 {
-                    return Err(format!("protocol {protocol}; this reader takes protocol 2, as CIFAR-10's files are"));
+                    return Err(format!(
+                        "protocol {protocol}; this reader takes protocols 2 and 3 (CIFAR-10's files are 2)"
+                    ));
                 }
             }
+            // STOP: `run` returns the value on top.
             b'.' => {}
+            // MARK
             b'(' => self.marks.push(self.stack.len()),
+            // EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE
             b'}' => self.stack.push(Value::Dict(Vec::new())),
             b']' => self.stack.push(Value::List(Vec::new())),
             b')' => self.stack.push(Value::Tuple(Vec::new())),
+            // TUPLE, then TUPLE1..TUPLE3
             b't' => {
                 let items = self.pop_mark()?;
                 self.stack.push(Value::Tuple(items));
@@ -132,6 +140,7 @@ impl Machine<'_> {
                 let items = self.pop_n(n)?;
                 self.stack.push(Value::Tuple(items));
             }
+            // APPEND, APPENDS
             b'a' => {
                 let item = self.pop()?;
                 self.list_mut()?.push(item);
@@ -140,13 +149,14 @@ impl Machine<'_> {
                 let items = self.pop_mark()?;
                 self.list_mut()?.extend(items);
             }
+            // SETITEM, SETITEMS
             b's' => {
                 let pair = self.pop_n(2)?;
                 self.dict_mut()?.push(pair_of(pair));
             }
             b'u' => {
                 let items = self.pop_mark()?;
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err("SETITEMS with an odd number of items".into());
                 }
                 let mut items = items.into_iter();
@@ -155,9 +165,11 @@ impl Machine<'_> {
                     dict.push((k, v));
                 }
             }
+            // NONE, NEWTRUE, NEWFALSE
             b'N' => self.stack.push(Value::None),
             0x88 => self.stack.push(Value::Bool(true)),
             0x89 => self.stack.push(Value::Bool(false)),
+            // BININT1, BININT2, BININT, LONG1, BINFLOAT
             b'K' => {
                 let v = self.take(1)?[0];
                 self.stack.push(Value::Int(v as i64));
@@ -179,6 +191,7 @@ impl Machine<'_> {
                 let v = f64::from_be_bytes(self.array()?);
                 self.stack.push(Value::Float(v));
             }
+            // SHORT_BINSTRING (Python 2 str), SHORT_BINBYTES; BINSTRING, BINBYTES; BINUNICODE
             b'U' | b'C' => {
                 let n = self.take(1)?[0] as usize;
                 let v = Value::Bytes(self.take(n)?.into());
@@ -195,22 +208,13 @@ impl Machine<'_> {
                     std::str::from_utf8(self.take(n)?).map_err(|e| format!("text that is not UTF-8: {e}"))?.to_string();
                 self.stack.push(Value::Text(text));
             }
-            b'q' => {
-                let key = self.take(1)?[0] as u32;
-                self.memoise(key)?;
+            // BINPUT, LONG_BINPUT, BINGET, LONG_BINGET: a memo key of one or four bytes.
+            b'q' | b'r' | b'h' | b'j' => {
+                let key =
+                    if matches!(op, b'q' | b'h') { self.take(1)?[0] as u32 } else { u32::from_le_bytes(self.array()?) };
+                if matches!(op, b'q' | b'r') { self.memoise(key)? } else { self.fetch(key)? }
             }
-            b'r' => {
-                let key = u32::from_le_bytes(self.array()?);
-                self.memoise(key)?;
-            }
-            b'h' => {
-                let key = self.take(1)?[0] as u32;
-                self.fetch(key)?;
-            }
-            b'j' => {
-                let key = u32::from_le_bytes(self.array()?);
-                self.fetch(key)?;
-            }
+            // GLOBAL, REDUCE, BUILD
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
@@ -291,7 +295,7 @@ impl Machine<'_> {
     fn memoise(&mut self, key: u32) -> Result<(), String> {
         let top = self.stack.last().ok_or("memoises an empty stack")?;
         let kept = match top {
-            Value::List(_) | Value::Dict(_) => Value::SharedContainer,
+            Value::List(_) | Value::Dict(_) | Value::Array(_) => Value::SharedContainer,
             other => other.clone(),
         };
         self.memo.insert(key, kept);
