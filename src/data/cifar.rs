@@ -93,7 +93,7 @@ pub fn locate(dir: &Path) -> Result<(PathBuf, Layout), DatasetError> {
 }
 
 fn read_recorded(path: &Path, checksums: &mut BTreeMap<String, String>) -> Result<Vec<u8>, DatasetError> {
-    let bytes = images::read(path)?;
+    let bytes = images::read_file(path)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     checksums.insert(name, sha256_hex(&bytes));
     Ok(bytes)

@@ -17,7 +17,7 @@ pub fn read_image(path: &Path, root: &Path, digest: &mut FileListDigest) -> Resu
 /// Reads any file of a dataset, recording it in `digest` under its path relative to
 /// `root` (with `/` between parts, the same on every system).
 pub fn read_listed(path: &Path, root: &Path, digest: &mut FileListDigest) -> Result<Vec<u8>, DatasetError> {
-    let bytes = images::read(path)?;
+    let bytes = images::read_file(path)?;
     let relative = path.strip_prefix(root).unwrap_or(path);
     let relative: Vec<String> = relative.iter().map(|part| part.to_string_lossy().into_owned()).collect();
     digest.add(&relative.join("/"), &bytes);

@@ -116,7 +116,7 @@ impl fmt::Display for DatasetError {
 impl std::error::Error for DatasetError {}
 
 /// A file's bytes; a missing file says so rather than the OS's "No such file".
-pub fn read(path: &Path) -> Result<Vec<u8>, DatasetError> {
+pub fn read_file(path: &Path) -> Result<Vec<u8>, DatasetError> {
     std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DatasetError::new(path, "file not found"),
         _ => DatasetError::new(path, format!("cannot read: {e}")),
