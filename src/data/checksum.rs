@@ -1,6 +1,7 @@
 //! SHA-256 in hex: how datasets, models and results are recorded and compared.
 
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// The SHA-256 of `bytes`, 64 lowercase hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -19,6 +20,11 @@ impl FileListDigest {
     /// Records one file by its path relative to the dataset's root.
     pub fn add(&mut self, relative_path: &str, bytes: &[u8]) {
         self.entries.push((relative_path.to_string(), sha256_hex(bytes)));
+    }
+
+    /// A dataset's record with one digest per split, under `train` and `test`.
+    pub fn per_split(train: FileListDigest, test: FileListDigest) -> BTreeMap<String, String> {
+        BTreeMap::from([("train".to_string(), train.finish()), ("test".to_string(), test.finish())])
     }
 
     pub fn finish(mut self) -> String {

@@ -5,7 +5,6 @@ use super::checksum::FileListDigest;
 use super::image_file;
 use super::images::{self, DatasetError, ImageSplit, LoadedImages};
 use image::DynamicImage;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The file endings read as images (any case); other files are left alone.
@@ -47,8 +46,7 @@ pub fn load(root: &Path, side: usize) -> Result<LoadedImages, DatasetError> {
         }
         split
     };
-    let checksums =
-        BTreeMap::from([("train".to_string(), train_digest.finish()), ("test".to_string(), test_digest.finish())]);
+    let checksums = FileListDigest::per_split(train_digest, test_digest);
     Ok(LoadedImages::with_training_stats(planes(train), planes(test), class_names, checksums))
 }
 

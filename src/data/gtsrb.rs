@@ -4,7 +4,6 @@
 use super::checksum::FileListDigest;
 use super::image_file;
 use super::images::{DatasetError, ImageSplit, LoadedImages};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const SIDE: usize = 32;
@@ -103,8 +102,7 @@ pub fn load(dir: &Path) -> Result<LoadedImages, DatasetError> {
         ));
     }
     read_listed_images(&test_list, dir, &mut test_digest, &mut test)?;
-    let checksums =
-        BTreeMap::from([("train".to_string(), train_digest.finish()), ("test".to_string(), test_digest.finish())]);
+    let checksums = FileListDigest::per_split(train_digest, test_digest);
     let class_names = CLASS_NAMES.iter().map(|n| n.to_string()).collect();
     Ok(LoadedImages::with_training_stats(train, test, class_names, checksums))
 }
