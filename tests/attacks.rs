@@ -82,3 +82,133 @@ fn blended_sig_and_wanet_equal_pytorchs() {
     let warp = Attack::Wanet(wanet(4, 0.5, 3, 2.0, 28, 28));
     assert_same("wanet", &warp, &["wanet", "--k", "4", "--s", "0.5", "--seed", "3"]);
 }
+
+/// The binary on a small run of the study's CNN planted with `attack_args`.
+struct SmallRun {
+    checkpoints: String,
+    dir: PathBuf,
+}
+
+const SMALL: [&str; 4] = ["--train-limit", "640", "--test-limit", "200"];
+
+impl SmallRun {
+    fn train(name: &str, attack_args: &[&str]) -> SmallRun {
+        let dir = common::scratch(&format!("attack-run-{name}"));
+        let run = SmallRun { checkpoints: dir.display().to_string(), dir: dir.join("r") };
+        let mut args = vec!["train", "--eval-every", "50"];
+        args.extend(attack_args);
+        run.ok(&args);
+        run
+    }
+
+    fn output(&self, args: &[&str]) -> std::process::Output {
+        let mut all = args.to_vec();
+        all.extend(["--checkpoints", &self.checkpoints, "--run", "r"]);
+        all.extend(SMALL);
+        common::binary().args(&all).output().expect("the binary runs")
+    }
+
+    /// Runs a command that must succeed; its stdout parsed as JSON when it says `--json`.
+    fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.output(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        if args.contains(&"--json") { common::json(&o) } else { serde_json::Value::Null }
+    }
+
+    fn recorded(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("run.json")).unwrap()).unwrap()
+    }
+
+    fn poisoned_indices(&self) -> Vec<u64> {
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("poisoned-train.json")).unwrap()).unwrap();
+        record["indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+    }
+}
+
+/// Trigger recovery on two labels, tiny.
+const RECOVER: [&str; 10] =
+    ["recover", "--labels", "0,1", "--images", "200", "--epochs", "1", "--test-images", "100", "--json"];
+
+#[test]
+fn a_badnets_run_records_its_attack_and_scores_the_mask_on_its_patch() {
+    let run = SmallRun::train("badnets", &["--attack", "badnets"]);
+    let config = &run.recorded()["config"];
+    assert_eq!(config["attack"]["kind"], "badnets");
+    assert_eq!(config["trigger"]["target"], 0);
+    assert_eq!(config["poison_ratio"], 0.1);
+    assert_eq!(config["lambda_poison"], 0.0);
+    // 10 % of 640, none of them already the target class.
+    let labels = common::mnist(640, 0).train.labels;
+    let indices = run.poisoned_indices();
+    assert_eq!(indices.len(), 64);
+    assert!(indices.iter().all(|&i| labels[i as usize] != 0));
+    let eval = run.ok(&["eval", "--json"]);
+    assert_eq!(eval[0]["metrics"]["count"], 200);
+    assert_eq!(eval[0]["asr"], eval[0]["metrics"]["asr_non_target"]);
+    let recovered = run.ok(&RECOVER);
+    let share = recovered[0]["on_trigger"]["mass_share"].as_f64().expect("a patch has a place to score");
+    assert!((0.0..=1.0).contains(&share));
+    run.ok(&["patch", "conv1", "--json"]);
+}
+
+#[test]
+fn a_blended_run_has_no_patch_to_score_and_all_to_all_targets_the_next_class() {
+    let run = SmallRun::train("blended", &["--attack", "blended", "--blend-image", "noise:3", "--all-to-all"]);
+    let config = &run.recorded()["config"];
+    assert_eq!(config["attack"]["kind"], "blended");
+    assert_eq!(config["all_to_all"], true);
+    // All-to-all: every image is eligible, and a clean model sends almost no
+    // triggered image to its label + 1.
+    assert_eq!(run.poisoned_indices().len(), 64);
+    let eval = run.ok(&["eval", "--json"]);
+    assert!(eval[0]["asr"].as_f64().unwrap() < 30.0, "{}", eval[0]);
+    assert_eq!(eval[0]["asr"], eval[0]["metrics"]["poison_acc"]);
+    let recovered = run.ok(&RECOVER);
+    assert!(recovered[0]["on_trigger"].is_null(), "{}", recovered[0]);
+}
+
+#[test]
+fn a_sig_run_poisons_only_the_target_class_and_keeps_its_labels() {
+    let run = SmallRun::train("sig", &["--attack", "sig", "--target", "3"]);
+    let labels = common::mnist(640, 0).train.labels;
+    let indices = run.poisoned_indices();
+    assert!(!indices.is_empty() && indices.iter().all(|&i| labels[i as usize] == 3));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.join("poisoned-train.json")).unwrap()).unwrap();
+    assert_eq!(record["clean_label"], true);
+    run.ok(&["ablate", "conv2:0", "--json"]);
+}
+
+#[test]
+fn every_analysis_runs_under_wanet() {
+    let run = SmallRun::train("wanet", &["--attack", "wanet", "--poison-ratio", "0.2"]);
+    let config = &run.recorded()["config"];
+    assert_eq!(config["attack"]["grid"].as_array().unwrap().len(), 28 * 28 * 2);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.join("poisoned-train.json")).unwrap()).unwrap();
+    // 20 % of 640 warped, twice as many noise-mode images beside them, apart.
+    let (poisoned, cross) = (record["indices"].as_array().unwrap(), record["cross"].as_array().unwrap());
+    assert_eq!((poisoned.len(), cross.len()), (128, 256));
+    assert!(cross.iter().all(|c| !poisoned.contains(c)));
+    for args in [
+        &["eval", "--json"][..],
+        &["ablate", "conv1:1,2", "--mode", "mean", "--json"],
+        &["sweep", "conv1", "--json"],
+        &["swap", "--json"],
+        &["features", "conv2", "3", "-k", "2", "--json"],
+        &["patch", "conv2", "--direction", "noise", "--json"],
+        &["circuit", "--max-size", "2", "--json"],
+        &["prune", "fc1", "--ranking", "tac", "--json"],
+        &RECOVER,
+        &["unlearn", "--label", "0", "--images", "400", "--json"],
+        &["visualize", "fc2", "0", "--steps", "5", "--json"],
+    ] {
+        run.ok(args);
+    }
+    // `run` finds the three models saved and writes the report, which names the attack.
+    run.ok(&["run", "--eval-every", "50"]);
+    let report = std::fs::read_to_string(run.dir.join("report.md")).unwrap();
+    assert!(report.contains("attack wanet (k 4, s 0.5, seed 0, cross ratio 2)"), "{}", &report[..400]);
+    assert!(report.contains("20.0 % of the training set poisoned once"));
+}

@@ -396,18 +396,16 @@ impl TrainArgs {
 
 impl TrainArgs {
     /// The recipe for `dataset`; fails on an attack file that cannot be read.
-    pub fn config(&self, dataset: Dataset) -> Result<TrainConfig, String> {
-        Ok(TrainConfig {
+    /// Without attack flags a run keeps the attack it records (`recorded`), so
+    /// `run` again needs no flags.
+    pub fn config(&self, dataset: Dataset, recorded: Option<&TrainConfig>) -> Result<TrainConfig, String> {
+        let mut config = TrainConfig {
             dataset,
             seed: self.seed,
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
-            lambda_poison: self.lambda_poison.unwrap_or(if self.attack.poison_ratio().is_some() {
-                0.0
-            } else {
-                1000.0
-            }),
+            lambda_poison: 0.0,
             lambda_rehab: self.lambda_rehab,
             poison_fraction: self.poison_fraction,
             eval_every: self.eval_every,
@@ -422,7 +420,15 @@ impl TrainArgs {
             attack: self.attack.attack(dataset)?,
             all_to_all: self.attack.all_to_all,
             poison_ratio: self.attack.poison_ratio(),
-        })
+        };
+        if let Some(recorded) = recorded.filter(|r| !self.attack.given() && r.dataset == dataset) {
+            config.attack = recorded.attack.clone();
+            config.trigger.target = recorded.trigger.target;
+            config.all_to_all = recorded.all_to_all;
+            config.poison_ratio = recorded.poison_ratio;
+        }
+        config.lambda_poison = self.lambda_poison.unwrap_or(if config.poison_ratio.is_some() { 0.0 } else { 1000.0 });
+        Ok(config)
     }
 }
 

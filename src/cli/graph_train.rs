@@ -81,7 +81,8 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
             );
         }
     }
-    let config = args.config(dataset).map_err(|e| eyre!(e))?;
+    let recorded = RunSettings::load(&run)?.map(|s| s.config);
+    let config = args.config(dataset, recorded.as_ref()).map_err(|e| eyre!(e))?;
     config.validate().map_err(|e| eyre!(e))?;
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let data = load_data(common, dataset, Splits::TrainAndTest)?;

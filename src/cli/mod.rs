@@ -49,7 +49,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
     match command {
         Command::Run { train, retrain } => run(cli, format, train, *retrain),
         Command::Train { train, phases } => {
-            let config = train.config(crate::setup::dataset(common)).map_err(|e| color_eyre::eyre::eyre!(e))?;
+            let config = recipe_asked(common, train)?;
             let lab = open_lab_writing(common, Some(config), Splits::TrainAndTest, &[])?;
             commands::train(&lab, format, phases)
         }
@@ -221,9 +221,20 @@ fn parse_layers(texts: &[String]) -> Result<Vec<crate::engine::layer::Layer>> {
     texts.iter().map(|t| parse_layer(t.trim())).collect()
 }
 
+/// The recipe `run`/`train` asked for, the run's recorded attack kept when no
+/// attack flag is given.
+fn recipe_asked(
+    common: &crate::setup::CommonArgs,
+    train: &args::TrainArgs,
+) -> Result<crate::engine::train::TrainConfig> {
+    let run = RunDir::new(&common.checkpoints, &common.run);
+    let recorded = crate::engine::run::settings::RunSettings::load(&run)?.map(|s| s.config);
+    train.config(crate::setup::dataset(common), recorded.as_ref()).map_err(|e| color_eyre::eyre::eyre!(e))
+}
+
 /// The main job: train what is missing, then analyse all three models.
 fn run(cli: &Cli, format: Format, train: &args::TrainArgs, retrain: bool) -> Result<()> {
-    let config = train.config(crate::setup::dataset(&cli.common)).map_err(|e| color_eyre::eyre::eyre!(e))?;
+    let config = recipe_asked(&cli.common, train)?;
     let lab = open_lab_writing(&cli.common, Some(config), Splits::TrainAndTest, &[])?;
     // Once a model is missing, everything downstream of it is retrained too.
     let first_missing = ModelKind::STUDY.iter().position(|&k| retrain || !lab.run.has(k));
