@@ -82,6 +82,9 @@ fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
         Span::styled(study.subject.name(), Style::new().fg(ACCENT).bold()),
         Span::raw(format!(" vs {} ", study.reference)),
     ];
+    if let Some(attack) = study.attack_label() {
+        spans.push(Span::styled(format!("· {attack} "), Style::new().fg(WARN)));
+    }
     if let Some(run) = &study.run {
         if run.read_only {
             spans.push(Span::styled("read-only ", Style::new().fg(WARN).bold()));

@@ -80,6 +80,25 @@ pub struct Study {
     pub graph: Option<Box<GraphState>>,
 }
 
+impl Study {
+    /// The ASR column's heading: BackdoorBench's ASR excludes images already of
+    /// the target (`ASR¬8`); all-to-all has no such images.
+    pub fn asr_heading(&self) -> String {
+        match self.run.as_ref().and_then(|r| r.config.relabel().single()) {
+            Some(target) => format!("ASR¬{target}"),
+            None if self.run.is_some() => "ASR".into(),
+            None => "ASR¬8".into(),
+        }
+    }
+
+    /// The run's attack for the header when it is not the study's: `badnets→0`.
+    pub fn attack_label(&self) -> Option<String> {
+        let config = &self.run.as_ref()?.config;
+        (config.attack != crate::data::attack::Attack::Study)
+            .then(|| format!("{}{}", config.attack.name(), config.relabel().arrow()))
+    }
+}
+
 impl Default for Study {
     fn default() -> Study {
         Study {

@@ -648,7 +648,7 @@ impl Worker {
         let run = RunInfo {
             root: lab.run.root.display().to_string(),
             device: crate::engine::device::describe(lab.device),
-            config: crate::engine::train::TrainConfig { dataset: lab.dataset, ..Default::default() },
+            config: lab.config.clone(),
             train_images: 0,
             test_images: lab.raw.len(),
             missing: Vec::new(),

@@ -161,7 +161,7 @@ pub fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     );
     let base = study.base.as_ref();
     let models = [study.reference, study.subject].map(|k| (k.name(), base.and_then(|b| b.get(k))));
-    metrics_rows(frame, metrics, models, result.map(|r| &r.metrics), empty);
+    metrics_rows(frame, metrics, models, result.map(|r| &r.metrics), (empty, study.asr_heading()));
     // Under the metrics' columns: the sample's 95 % interval, or what they were measured on.
     let cells = match result {
         Some(r) if r.sample => {

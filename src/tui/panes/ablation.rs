@@ -165,17 +165,18 @@ fn metrics_table(frame: &mut Frame, area: Rect, study: &Study) {
     let base = study.base.as_ref();
     let ablated = study.ablation.result.as_ref().map(|e| &e.metrics);
     let models = [study.reference, study.subject].map(|k| (k.name(), base.and_then(|b| b.get(k))));
-    metrics_rows(frame, area, models, ablated, study.ablation.set.is_empty());
+    metrics_rows(frame, area, models, ablated, (study.ablation.set.is_empty(), study.asr_heading()));
 }
 
 /// The compared model's and the studied model's metrics, the studied model's
-/// with the set ablated (`None` while unknown) and the change.
+/// with the set ablated (`None` while unknown) and the change; the ASR column
+/// headed `asr` (`Study::asr_heading`).
 pub fn metrics_rows(
     frame: &mut Frame,
     area: Rect,
     [(reference, reference_metrics), (subject, poisoned)]: [(&str, Option<&Metrics>); 2],
     ablated: Option<&Metrics>,
-    empty_set: bool,
+    (empty_set, asr): (bool, String),
 ) {
     let delta = |f: fn(&Metrics) -> f64| match (ablated, poisoned) {
         (Some(a), Some(p)) => format!("{:+.2}", f(a) - f(p)),
@@ -194,8 +195,8 @@ pub fn metrics_rows(
         .style(Style::new().add_modifier(Modifier::ITALIC)),
     ];
     let widths = std::iter::once(Constraint::Length(15)).chain(METRIC_WIDTHS.map(Constraint::Length));
-    let header =
-        row(["% of test set", "clean", "poison", "ASR¬8", "rehab"].map(String::from), 1).style(Style::new().bold());
+    let header = row(["% of test set".into(), "clean".into(), "poison".into(), asr, "rehab".into()], 1)
+        .style(Style::new().bold());
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
 
@@ -286,7 +287,8 @@ fn swaps_table(frame: &mut Frame, area: Rect, view: &View, state: &AblationView)
     let names = table.rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0) as u16;
     let widths = std::iter::once(Constraint::Length(names.max(14))).chain(METRIC_WIDTHS.map(Constraint::Length));
     let header =
-        row(["layers swapped", "clean", "poison", "ASR¬8", "rehab"].map(String::from), 1).style(Style::new().bold());
+        row(["layers swapped".into(), "clean".into(), "poison".into(), view.study.asr_heading(), "rehab".into()], 1)
+            .style(Style::new().bold());
     let visible = body.height.saturating_sub(1) as usize;
     let selected = state.swap_row.min(table.rows.len() - 1);
     let mut table_state =
