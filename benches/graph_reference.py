@@ -119,6 +119,9 @@ def main():
     p.add_argument("--trust-pickle", action="store_true")
     p.add_argument("--ablate", action="append", default=[], help="MODULE:UNITS:zero|mean")
     p.add_argument("--json-logits-out")
+    p.add_argument("--blend", help="raw float32 [1, H, W] pixels in [0, 1]: also the ASR of a blended trigger")
+    p.add_argument("--alpha", type=float, default=0.2)
+    p.add_argument("--target", type=int, default=0)
     args = p.parse_args()
 
     norm = parse_norm(args.norm)
@@ -133,6 +136,14 @@ def main():
     for module, m, units, mode in ablations:
         result["ablations"].append({"module": module, "units": units, "mode": mode,
                                     "clean_acc": ablate(model, x, y, norm, module, m, units, mode)})
+    if args.blend:
+        # BackdoorBench's blended trigger on raw pixels, then its ASR: triggered
+        # images whose label is not the target, classified as the target.
+        with open(args.blend, "rb") as f:
+            image = torch.frombuffer(bytearray(f.read()), dtype=torch.float32).view(1, 1, x.shape[2], x.shape[3])
+        _, triggered = evaluate(model, (1 - args.alpha) * x + args.alpha * image, y, norm)
+        others = y != args.target
+        result["asr"] = 100.0 * float((triggered[others] == args.target).sum()) / float(others.sum())
     if args.json_logits_out:
         with torch.no_grad():
             logits = model(normalise(x[:16], norm))

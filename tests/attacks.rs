@@ -212,3 +212,57 @@ fn every_analysis_runs_under_wanet() {
     assert!(report.contains("attack wanet (k 4, s 0.5, seed 0, cross ratio 2)"), "{}", &report[..400]);
     assert!(report.contains("20.0 % of the training set poisoned once"));
 }
+
+/// The check a user's own model gets: a model normalising inside, imported with
+/// a blended trigger from a PNG, α 0.2, target 0, and `eval --json` gives
+/// PyTorch's clean accuracy and ASR (benches/graph_reference.py --blend) to
+/// 0.01 points.
+#[test]
+fn an_imported_model_under_a_blended_png_scores_pytorchs_asr() {
+    let dir = common::scratch("attack-import");
+    let png = dir.join("blend.png");
+    let grey: Vec<u8> = (0..28 * 28).map(|i| ((i / 28) * 9 + (i % 28) * 5) as u8).collect();
+    image::GrayImage::from_raw(28, 28, grey.clone()).unwrap().save(&png).unwrap();
+    let raw = dir.join("blend.f32");
+    std::fs::write(&raw, grey.iter().flat_map(|&v| (f32::from(v) / 255.0).to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let fixture = |name: &str| root().join("tests/fixtures/graph").join(name).display().to_string();
+    let checkpoints = dir.display().to_string();
+    let limit = ["--test-limit", "2000"];
+    let import = common::binary()
+        .args(["import", &fixture("tz_mnist.py:TzMnist"), &fixture("tz_mnist.pt"), "--model", "poisoned"])
+        .args(["--attack", "blended", "--blend-image", &png.display().to_string(), "--alpha", "0.2"])
+        .args(["--target", "0", "--input-norm", "none", "--checkpoints", &checkpoints, "--run", "mine"])
+        .args(limit)
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let eval = common::json(
+        &common::binary()
+            .args(["eval", "--json", "--checkpoints", &checkpoints, "--run", "mine"])
+            .args(limit)
+            .output()
+            .unwrap(),
+    );
+    let reference = common::json(
+        &Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("benches/graph_reference.py"))
+            .args(["--source", &fixture("tz_mnist.py:TzMnist"), "--weights", &fixture("tz_mnist.pt"), "--norm", "none"])
+            .args(["--data-dir", &common::data_dir().display().to_string(), "--test-limit", "2000"])
+            .args(["--blend", &raw.display().to_string(), "--alpha", "0.2", "--target", "0"])
+            .output()
+            .unwrap(),
+    );
+    let (ours, theirs) = (&eval[0], &reference);
+    for (a, b) in [(&ours["metrics"]["clean_acc"], &theirs["clean_acc"]), (&ours["asr"], &theirs["asr"])] {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 0.01, "ours {ours}, PyTorch's {theirs}");
+    }
+    // The triggered half really is blended: some predictions moved.
+    assert_ne!(ours["metrics"]["rehab_acc"], ours["metrics"]["clean_acc"], "{ours}");
+    // A second import with another attack into the run is refused, naming both.
+    let other = common::binary()
+        .args(["import", &fixture("tz_mnist.py:TzMnist"), &fixture("tz_mnist.pt"), "--model", "clean"])
+        .args(["--attack", "badnets", "--input-norm", "none", "--checkpoints", &checkpoints, "--run", "mine"])
+        .output()
+        .unwrap();
+    common::assert_clean_failure(&other, "records the attack blended");
+}

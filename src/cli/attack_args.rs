@@ -53,19 +53,19 @@ pub struct AttackArgs {
     pub patch_mode: PatchMode,
     /// BadNets: the lit pixels' value in [0, 1] (1 = white).
     #[arg(long, default_value_t = 1.0)]
-    pub patch_value: f32,
+    pub patch_value: f64,
     /// Blended: a PNG (resized to the images) or noise:SEED.
     #[arg(long, default_value = "noise:0")]
     pub blend_image: String,
     /// Blended: the image's weight α.
     #[arg(long, default_value_t = 0.2)]
-    pub alpha: f32,
+    pub alpha: f64,
     /// SIG: the sine's amplitude Δ in pixel units [0, 1] (40/255).
     #[arg(long, default_value_t = 40.0 / 255.0)]
-    pub sig_delta: f32,
+    pub sig_delta: f64,
     /// SIG: periods across the image's width.
     #[arg(long, default_value_t = 6.0)]
-    pub sig_freq: f32,
+    pub sig_freq: f64,
     /// SIG: poison only the target class and keep its labels (`--clean-label false` relabels).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub clean_label: bool,
@@ -74,7 +74,7 @@ pub struct AttackArgs {
     pub wanet_k: usize,
     /// WaNet: the warp's strength s.
     #[arg(long, default_value_t = 0.5)]
-    pub wanet_s: f32,
+    pub wanet_s: f64,
     /// WaNet: the seed the noise grid is drawn with.
     #[arg(long, default_value_t = 0)]
     pub wanet_seed: i64,

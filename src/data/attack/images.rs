@@ -38,7 +38,7 @@ impl RawTrigger {
                 let lit = pattern.gt(0.0).any_dims([1].as_slice(), true).to_kind(Kind::Float);
                 let pad = [col as i64, w - (col + side) as i64, row as i64, h - (row + side) as i64];
                 let keep: Tensor = 1.0 - lit.constant_pad_nd(pad);
-                let value = (pattern * f64::from(p.value)).constant_pad_nd(pad);
+                let value = (pattern * p.value).constant_pad_nd(pad);
                 RawTrigger::Patch { keep: keep.to_device(device), value: value.to_device(device), mode: p.mode }
             }
             Attack::Blended(b) => {
@@ -51,13 +51,13 @@ impl RawTrigger {
                         Tensor::from_slice(pixels).view([1, *channels as i64, *height as i64, *width as i64])
                     }
                 };
-                RawTrigger::Blend { alpha: f64::from(b.alpha), image: image.to_device(device) }
+                RawTrigger::Blend { alpha: b.alpha, image: image.to_device(device) }
             }
             Attack::Sig(s) => {
                 let columns: Vec<f32> = (0..width)
                     .map(|j| {
-                        let phase = 2.0 * std::f64::consts::PI * j as f64 * f64::from(s.freq) / width as f64;
-                        (f64::from(s.delta) * phase.sin()) as f32
+                        let phase = 2.0 * std::f64::consts::PI * j as f64 * s.freq / width as f64;
+                        (s.delta * phase.sin()) as f32
                     })
                     .collect();
                 RawTrigger::Sig { pattern: Tensor::from_slice(&columns).view([1, 1, 1, w]).to_device(device) }
@@ -145,7 +145,7 @@ fn patch_pattern(p: &Patch, channels: usize, row: usize, col: usize) -> Tensor {
 /// `seed`, scaled so its mean |·| is 1, upsampled bicubically (corners aligned),
 /// added to the identity grid with strength `s / height`, clipped to [−1, 1]
 /// (BackdoorBench's grid_rescale 1). Row-major `[H, W, 2]`, x (column) first.
-pub fn wanet_grid(k: usize, s: f32, seed: i64, height: usize, width: usize) -> Vec<f32> {
+pub fn wanet_grid(k: usize, s: f64, seed: i64, height: usize, width: usize) -> Vec<f32> {
     tch::manual_seed(seed);
     let k = k as i64;
     let (h, w) = (height as i64, width as i64);
@@ -156,11 +156,11 @@ pub fn wanet_grid(k: usize, s: f32, seed: i64, height: usize, width: usize) -> V
     let cols = Tensor::linspace(-1.0, 1.0, w, (Kind::Float, Device::Cpu));
     let mesh = Tensor::meshgrid_indexing(&[rows, cols], "ij");
     let identity = Tensor::stack(&[&mesh[1], &mesh[0]], 2).unsqueeze(0);
-    let grid = (identity + field * f64::from(s) / h as f64).clamp(-1.0, 1.0);
+    let grid = (identity + field * s / h as f64).clamp(-1.0, 1.0);
     Vec::<f32>::try_from(grid.contiguous().view([-1])).expect("a float grid")
 }
 
 /// A WaNet attack with its grid drawn for `[height, width]` images.
-pub fn wanet(k: usize, s: f32, seed: i64, cross_ratio: f64, height: usize, width: usize) -> Wanet {
+pub fn wanet(k: usize, s: f64, seed: i64, cross_ratio: f64, height: usize, width: usize) -> Wanet {
     Wanet { k, s, seed, cross_ratio, grid: wanet_grid(k, s, seed, height, width) }
 }

@@ -34,7 +34,7 @@ pub struct Patch {
     pub pattern: PatchPattern,
     pub mode: PatchMode,
     /// The lit pixels' value in [0, 1] (1 = white).
-    pub value: f32,
+    pub value: f64,
 }
 
 impl Default for Patch {
@@ -67,7 +67,7 @@ pub enum PatchMode {
 /// Blended: `(1 − α)·x + α·image`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Blend {
-    pub alpha: f32,
+    pub alpha: f64,
     pub image: BlendImage,
 }
 
@@ -83,8 +83,8 @@ pub enum BlendImage {
 /// SIG: `x + Δ·sin(2π·j·f / W)` along columns, clipped to [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sig {
-    pub delta: f32,
-    pub freq: f32,
+    pub delta: f64,
+    pub freq: f64,
     /// Poison only images of the target class, keeping their labels.
     pub clean_label: bool,
 }
@@ -99,7 +99,7 @@ impl Default for Sig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wanet {
     pub k: usize,
-    pub s: f32,
+    pub s: f64,
     pub seed: i64,
     /// Images warped with an extra random field and their labels kept, per poisoned image.
     pub cross_ratio: f64,
