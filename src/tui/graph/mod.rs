@@ -7,6 +7,7 @@
 //! their graph versions plug in.
 
 pub mod activations;
+pub mod circuit;
 pub mod data;
 pub mod kernels;
 pub mod keys;
@@ -14,6 +15,7 @@ pub mod panes;
 pub mod session;
 pub mod sites;
 pub mod state;
+pub mod trigger;
 
 /// What a pane or key of the study's own analyses says on a graph run.
 pub const STUDY_ONLY: &str = "runs on the study's CNN only for now (not on a graph run)";

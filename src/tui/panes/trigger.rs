@@ -68,6 +68,9 @@ pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Ef
             Some(why) => vec![Effect::Notice(why)],
             None => ask(Question::Unlearn, &cx),
         },
+        Action::Pane(VISUALIZE) if cx.study.graph.is_some() => {
+            vec![Effect::Notice(format!("v: {}", crate::tui::graph::STUDY_ONLY))]
+        }
         Action::Pane(VISUALIZE) => {
             let (layer, unit) = (cx.study.layer, cx.study.selected_unit());
             long(Command::Visualize { layer, unit }, false, &cx)
