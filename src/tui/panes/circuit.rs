@@ -257,9 +257,12 @@ impl<S: MapSite> CircuitState<S> {
 pub fn draw<S: MapSite>(frame: &mut Frame, area: Rect, view: &View, state: &CircuitState<S>) {
     let jobs = view.jobs;
     let map_height = heatmap_lines(&state.sites, area.width);
+    // A graph's map scrolls (its selected unit on two lines): the summary and the
+    // front keep their rows.
+    let map_height = if S::GRAPH { (map_height + 3).min(area.height.saturating_sub(9).max(4)) } else { map_height + 2 };
     let [status, map, summary, charts] = area.layout(&Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(map_height + 2),
+        Constraint::Length(map_height),
         Constraint::Length(3),
         Constraint::Fill(1),
     ]));
@@ -317,9 +320,12 @@ fn draw_heatmap<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
     };
     let label_width = label_width(&state.sites);
     let room = area.width.saturating_sub(label_width).max(1) as usize;
-    let sample =
-        if S::GRAPH { format!(" · {} images", state.patch.as_ref().map_or(0, |p| p.images)) } else { "".into() };
-    let caption = format!("{}{sample} · black 0 → yellow 100 points · d switches", map.direction.describe());
+    // A graph's node names leave less room: the direction by name and the images measured on.
+    let what = match &state.patch {
+        Some(p) if S::GRAPH => format!("{} on {} images", map.direction, p.images),
+        _ => map.direction.describe().to_string(),
+    };
+    let caption = format!("{what} · black 0 → yellow 100 points · d switches");
     let mut cells: Vec<(usize, Line)> = Vec::new();
     for (position, layer) in state.sites.iter().enumerate() {
         let units: Vec<usize> = (0..layer.unit_count()).collect();
@@ -342,7 +348,7 @@ fn draw_heatmap<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
     }
     // A graph's nodes may outgrow the pane: its rows scroll to keep the selected node in view.
     let (offset, shown) = if S::GRAPH {
-        let rows = area.height.saturating_sub(2) as usize;
+        let rows = area.height.saturating_sub(3) as usize;
         let first = cells.iter().position(|(p, _)| *p == state.layer).unwrap_or(0);
         (scroll_offset(first, cells.len(), rows), rows)
     } else {
@@ -352,7 +358,16 @@ fn draw_heatmap<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
     lines.extend(cells.into_iter().skip(offset).take(shown).map(|(_, line)| line));
     let Some(layer) = state.selected_site() else { return };
     let unit = state.selected_unit();
-    if let Some(r) = map.row(layer, unit) {
+    if let Some(r) = map.row(layer, unit).filter(|_| S::GRAPH) {
+        let (e, m) = (&r.effect, &r.effect.metrics);
+        let target =
+            format!("{layer}:{unit} → target {:.1} % (unpatched {:.1})", e.target_rate, map.baseline.target_rate);
+        lines.push(Line::from(format!("{target} · logit diff {:+.2}", e.logit_diff)));
+        lines.push(Line::from(format!(
+            "  clean {:.1} poison {:.1} rehab {:.1}",
+            m.clean_acc, m.poison_acc, m.rehab_acc
+        )));
+    } else if let Some(r) = map.row(layer, unit) {
         let m = &r.effect.metrics;
         lines.push(Line::from(format!(
             "{layer}:{unit} → target {:.1} % (unpatched {:.1}) · logit diff {:+.2} · clean {:.1} poison {:.1} rehab {:.1}",
