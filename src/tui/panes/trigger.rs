@@ -202,6 +202,9 @@ impl TriggerState {
     }
 }
 
+/// Columns the mask and the painted trigger keep beside the table at least.
+const PICTURES: u16 = 34;
+
 pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, images: &mut ImageStore) {
     let recovering = view.jobs.is_running(Job::Recover);
     let [status, body, models] =
@@ -219,9 +222,11 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, im
             "No recovery yet. R optimises, for every label, the smallest mask that sends clean images there; a backdoored label needs a far smaller one. u then unlearns the flagged trigger; v visualises the selected unit.",
         );
     } else {
-        // The label column fits its names (a digit's 6 columns, a class name's more).
+        // The label column fits its class names (a digit's 6 columns) where the
+        // pictures keep their room; else the labels go by number.
         let dataset = view.study.dataset();
-        let label_width = rows.iter().map(|r| dataset.label(r.label).chars().count() as u16 + 1).fold(6, u16::max);
+        let named = rows.iter().map(|r| dataset.label(r.label).chars().count() as u16 + 1).fold(6, u16::max);
+        let label_width = if body.width >= 38 + named + PICTURES { named } else { 6 };
         let [table, pictures] =
             body.layout(&Layout::horizontal([Constraint::Length(38 + label_width), Constraint::Fill(1)]));
         draw_table(frame, table, state, &rows, (dataset, label_width));
@@ -238,6 +243,7 @@ fn draw_table(
     (dataset, label_width): (Dataset, u16),
 ) {
     let widest = rows.iter().map(|r| r.l1).fold(1e-9, f64::max);
+    let label = |l: u8| if label_width > 6 { dataset.label(l) } else { l.to_string() };
     let bar_width = 12usize;
     let selected = state.row.min(rows.len() - 1);
     // The header takes a row; keep the selected label in view.
@@ -256,7 +262,7 @@ fn draw_table(
                 _ => "–".into(),
             };
             let cells = vec![
-                format!("{}{}", if i == selected { "▶" } else { " " }, dataset.label(r.label)),
+                format!("{}{}", if i == selected { "▶" } else { " " }, label(r.label)),
                 format!("{:6.1}", r.l1),
                 bar,
                 last,
