@@ -99,8 +99,8 @@ pub fn apply(study: &mut Study, jobs: &Jobs, focus: Pane, owner: Option<Pane>, a
 }
 
 /// The Circuit pane's keys on a graph run: its jobs on the graph's nodes (the
-/// search within the selected node, as `circuit --nodes NODE`), its set into
-/// the Ablation pane's; moving about the map as on the study's CNN.
+/// search within one node, as `circuit --nodes NODE`), its set into the
+/// Ablation pane's; moving about the map as on the study's CNN.
 pub fn circuit(state: &mut CircuitState<GraphSite>, action: Action, cx: Cx) -> Option<Vec<Effect>> {
     let (ready, subject) = (cx.study.ready, cx.study.subject);
     let refused = cx.jobs.refuse_long_job(ready);
@@ -113,7 +113,12 @@ pub fn circuit(state: &mut CircuitState<GraphSite>, action: Action, cx: Cx) -> O
         Action::Pane(circuit::PATCH) => long(Command::GraphPatch),
         Action::Pane(circuit::SEARCH) => {
             state.progress = None;
-            long(Command::GraphCircuit { site: g.selected().name.clone(), mode: g.mode })
+            // The heatmap's node while the pane has the focus, else the one selected in Layers.
+            let site = match state.selected_site().filter(|_| cx.focused) {
+                Some(site) => site.name.clone(),
+                None => g.selected().name.clone(),
+            };
+            long(Command::GraphCircuit { site, mode: g.mode })
         }
         Action::Pane(circuit::PRUNE) => vec![Effect::Notice(format!("f: {STUDY_ONLY} (the CLI's prune NODE)"))],
         Action::Pane(circuit::ABLATE) => match circuit::found_circuit(state) {
