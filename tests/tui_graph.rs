@@ -249,6 +249,10 @@ fn the_trigger_pane_recovers_stops_and_unlearns_on_a_graph_run() {
     let (label, metrics) = h.app.panes.trigger.unlearned.clone().unwrap();
     let headline = |m: &Metrics| format!("{:.6} {:.6} {:.6}", m.clean_acc, m.poison_acc, m.rehab_acc);
     assert_eq!((label, headline(&metrics)), (top.label, headline(&after)));
+    // It joins the models `M` studies.
+    let base = h.app.study.base.as_ref().unwrap();
+    let unlearned = base.get(trojanscope::engine::lab::ModelKind::Unlearned).map(headline);
+    assert_eq!(unlearned, Some(headline(&after)));
     let screen = h.screen(120, 40);
     let line = line_with(&screen, "unlearned");
     assert!(line.contains(&format!("poison {:6.2}", after.poison_acc)), "{screen}");

@@ -34,10 +34,14 @@ const TOP: usize = 10;
 /// Units listed in the report's patching.
 const TOP_PATCHED: usize = 5;
 
-/// Test images per condition the circuit search and the patching run on: the
-/// search's greedy steps and keep set cost a sweep each, and on preact8 a sweep of
+/// Test images per condition the circuit search and the patching run on: each of
+/// the search's greedy steps costs a sweep of the node, and on preact8 a sweep of
 /// the full test set takes half a minute. The circuit found is measured on all.
 const SEARCH_IMAGES: usize = 1000;
+
+/// Units the report's search adds at most (the CLI's `circuit` goes to 12, with
+/// every pair and the keep set).
+const SEARCH_MAX: usize = 3;
 
 #[derive(Serialize)]
 pub struct ModelRow {
@@ -201,11 +205,12 @@ impl GraphReport {
         let c = &self.circuit.criteria;
         let _ = writeln!(
             md,
-            "## The circuit within `{}`\n\nThe circuit search (greedy, backward pruning, the keep set; {} mode) over \
-             its units on the first {} test images per condition ({} sets, {:.1} s): poison at most {:.2} %, clean at \
-             least {:.2} %.\n",
+            "## The circuit within `{}`\n\nThe circuit search ({} mode, greedy up to {} units, then backward \
+             pruning) over its units on the first {} test images per condition ({} sets, {:.1} s): poison at most \
+             {:.2} %, clean at least {:.2} %.\n",
             self.sweep_node,
             self.circuit.mode,
+            c.max_size,
             self.search_images,
             self.circuit.evaluated,
             self.circuit_seconds,
@@ -245,9 +250,9 @@ struct Within {
     top_patched: Vec<GraphPatchRow>,
 }
 
-/// The circuit search within `node` of `exec` on `searched` (greedy, pruning and
-/// the keep set: every pair would cost units² sets), the circuit found measured
-/// on `all`, and the node's units patched (denoise) on `searched`.
+/// The circuit search within `node` of `exec` on `searched` (greedy up to
+/// `SEARCH_MAX` units, then pruning), the circuit found measured on `all`, and the
+/// node's units patched (denoise) on `searched`.
 fn within(
     exec: &Executor,
     all: &TestSet,
@@ -258,8 +263,8 @@ fn within(
     let clock = std::time::Instant::now();
     let sites = vec![GraphSite::of(exec, node)];
     let mut eval = GraphEvaluator::new(exec, searched, AblationMode::Zero, &sites).map_err(|e| eyre!(e))?;
-    let mut config = search_config(exec, searched, sites, clean_model_poison, AblationMode::Zero, true);
-    config.pair_layers.clear();
+    let mut config = search_config(exec, searched, sites, clean_model_poison, AblationMode::Zero, false);
+    config.criteria.max_size = SEARCH_MAX;
     let bar = counter(&format!("circuit within {}", exec.spec.nodes[node].name), 1, human);
     let report = search(&mut eval, &config, |p| {
         bar.set_message(format!("{} ({} sets)", p.stage, p.evaluated));

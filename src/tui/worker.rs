@@ -698,6 +698,10 @@ impl Worker {
             }
             Command::Unlearn => {
                 let outcome = session.unlearn(&mut unlearn_progress(inbox, reply))?;
+                if outcome.is_some() {
+                    // The unlearned model joins those `M` studies (its saved metrics).
+                    reply(Reply::BaseMetrics(session.base_metrics()));
+                }
                 reply(unlearned(outcome));
                 Ok(())
             }

@@ -28,7 +28,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 use std::fmt;
 
 /// Where the pane's units live: the study's layers, or a graph's nodes
-/// (`tui/graph/circuit.rs` starts their jobs).
+/// (a graph's jobs start in `tui/graph/keys.rs`).
 pub trait MapSite: Site + fmt::Debug {
     /// A graph's node: its maps are measured on the sample, and pruning runs in
     /// the CLI only.
