@@ -260,8 +260,8 @@ fn the_trigger_pane_recovers_stops_and_unlearns_on_a_graph_run() {
 
 /// P on a graph run patches every convolution's and linear layer's units on the
 /// sample: the heatmap's selected cell is `graph::patch`'s value for that unit.
-/// C searches the selected node for the circuit as `circuit --nodes NODE` does,
-/// and Enter ablates what it found.
+/// C searches the selected node for the circuit on the sample as
+/// `circuit --nodes NODE` does on those images, and Enter ablates what it found.
 #[test]
 fn the_circuit_pane_patches_every_node_and_searches_the_selected_one() {
     use trojanscope::engine::lab::ModelKind;
@@ -306,7 +306,7 @@ fn the_circuit_pane_patches_every_node_and_searches_the_selected_one() {
         let metrics = format!("clean {:.1} poison {:.1} rehab {:.1}", m.clean_acc, m.poison_acc, m.rehab_acc);
         assert!(screen.contains(&metrics), "{metrics}\n{screen}");
     }
-    // C searches the node selected in the Layers pane, as the CLI does.
+    // C searches the heatmap's node, on the sample, as the CLI does on those images.
     let index = h.app.study.graph.as_ref().unwrap().info.sites.iter().position(|s| s.name == NODE).unwrap();
     h.app.study.graph.as_mut().unwrap().select_site(index);
     h.type_keys("C");
@@ -314,7 +314,7 @@ fn the_circuit_pane_patches_every_node_and_searches_the_selected_one() {
     let report = h.app.panes.graph_circuit.report.clone().expect("the search's report");
     let mut command = binary();
     command.args(["--checkpoints", &graph_run().display().to_string(), "--run", "g", "--threads", "1"]);
-    command.args(["--test-limit", &TEST_LIMIT.to_string(), "circuit", "--nodes", NODE, "--mode", "zero", "--json"]);
+    command.args(["--test-limit", &sample.to_string(), "circuit", "--nodes", NODE, "--mode", "zero", "--json"]);
     let out = command.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cli = json(&out);

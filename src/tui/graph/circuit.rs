@@ -1,9 +1,10 @@
-//! The Circuit pane's jobs on a graph run, on the worker: the patching map
-//! (every unit of every convolution and linear layer patched alone, both
-//! directions, by `graph::patch` as `patch` runs it, on the sample so that the
-//! whole map takes a minute, not a quarter of an hour) and the circuit search
-//! within one node (`engine::circuit` through `graph::circuit`, as
-//! `circuit --nodes NODE` runs it, on the full test set).
+//! The Circuit pane's jobs on a graph run, on the worker, both on the sample (the
+//! first 1,000 test images per condition): the patching map (every unit of every
+//! convolution and linear layer patched alone, both directions, by `graph::patch`
+//! as `patch` runs it; preact8's 1,200 units take minutes even so) and the
+//! circuit search within one node (`engine::circuit` through `graph::circuit`, as
+//! `circuit --nodes NODE --test-limit 1000` runs it; its every pair costs units²
+//! sets).
 
 use super::session::GraphSession;
 use crate::engine::ablation::AblationMode;
@@ -11,6 +12,7 @@ use crate::engine::circuit::{CircuitReport, SearchProgress, search};
 use crate::engine::lab::ModelKind;
 use crate::engine::patch::Direction;
 use crate::graph::circuit::{GraphEvaluator, GraphSite, search_config, sites};
+use crate::graph::eval::evaluate;
 use crate::graph::patch::NodePatch;
 use crate::graph::units::parametrised_outputs;
 use crate::tui::protocol::{PatchMap, PatchMaps, UnitPatch};
@@ -60,6 +62,7 @@ impl GraphSession {
     /// The circuit search within `site` (a node, or the convolutions under a
     /// module path) in the model under study, with every pair and the keep set
     /// there; the poison target is the clean model's poison accuracy + 3 points.
+    /// On the sample, as is its target.
     pub fn circuit(
         &self,
         site: &str,
@@ -69,9 +72,9 @@ impl GraphSession {
         let clean = self.exec(ModelKind::Clean).map_err(|_| {
             eyre!("the circuit's target is the clean model's poison accuracy: the run has no clean model")
         })?;
-        let clean_model_poison = self.metrics_of(ModelKind::Clean, clean).poison_acc;
+        let raw = &self.sample;
+        let clean_model_poison = evaluate(clean, raw, &[]).poison_acc;
         let exec = self.exec(self.subject)?;
-        let raw = &self.lab.raw;
         let sites = sites(exec, &[site.to_string()]).map_err(|e| eyre!(e))?;
         let mut eval = GraphEvaluator::new(exec, raw, mode, &sites).map_err(|e| eyre!(e))?;
         let config = search_config(exec, raw, sites, clean_model_poison, mode, true);

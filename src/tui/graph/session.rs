@@ -84,7 +84,7 @@ impl GraphSession {
     }
 
     /// `kind`'s metrics on the full test set, saved or measured now.
-    pub(super) fn metrics_of(&self, kind: ModelKind, exec: &Executor) -> Metrics {
+    fn metrics_of(&self, kind: ModelKind, exec: &Executor) -> Metrics {
         let path = graph_run::trained_path(&self.lab.run, kind);
         let saved = crate::engine::checkpoint::load_json::<TrainedRecord>(&path)
             .ok()
