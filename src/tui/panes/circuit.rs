@@ -24,7 +24,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Wrap};
 use std::fmt;
 
 /// Where the pane's units live: the study's layers, or a graph's nodes
@@ -259,11 +259,16 @@ pub fn draw<S: MapSite>(frame: &mut Frame, area: Rect, view: &View, state: &Circ
     let map_height = heatmap_lines(&state.sites, area.width);
     // A graph's map scrolls (its selected unit on two lines): the summary and the
     // front keep their rows.
-    let map_height = if S::GRAPH { (map_height + 3).min(area.height.saturating_sub(9).max(4)) } else { map_height + 2 };
+    // (Before its map, room for the placeholder's three lines at 80 columns.)
+    let map_height = if S::GRAPH {
+        (map_height + 3).max(5).min(area.height.saturating_sub(4 + SUMMARY + 5).max(4))
+    } else {
+        map_height + 2
+    };
     let [status, map, summary, charts] = area.layout(&Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(map_height),
-        Constraint::Length(3),
+        Constraint::Length(if S::GRAPH { SUMMARY } else { 3 }),
         Constraint::Fill(1),
     ]));
     let (text, colour) = status_line(state, jobs);
@@ -295,6 +300,9 @@ fn status_line<S: MapSite>(state: &CircuitState<S>, jobs: &Jobs) -> (String, Col
         None => ("P patches every unit · C searches for the circuit · f prunes the layer".into(), DIM),
     }
 }
+
+/// Rows a graph's search summary has: its lines wrap.
+const SUMMARY: u16 = 5;
 
 /// Rows of heatmap cells: one line per layer, wider layers wrapped.
 fn heatmap_lines<S: MapSite>(sites: &[S], width: u16) -> u16 {
@@ -418,7 +426,9 @@ fn draw_summary<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
         })
         .collect();
     lines.push(Line::from(format!("the backdoor survives keeping only {}", keep.join(" · "))).fg(DIM));
-    frame.render_widget(Paragraph::new(lines), area);
+    // A graph's node names make long lines: they wrap into the rows it has.
+    let summary = Paragraph::new(lines);
+    frame.render_widget(if S::GRAPH { summary.wrap(Wrap { trim: false }) } else { summary }, area);
 }
 
 fn axis(low: f64, high: f64, decimals: usize) -> Axis<'static> {
