@@ -57,6 +57,7 @@ impl GraphSession {
         config: &CleanseConfig,
         progress: &mut dyn FnMut(&RecoveryProgress) -> ControlFlow<()>,
     ) -> Result<Option<Box<RecoveryReport>>> {
+        self.exec(EXAMINED)?;
         // The lock first: a run that cannot be written says so before anything computes.
         let _lock = RunLock::acquire(&self.lab.run)?;
         let key = self.examined_key()?;
@@ -82,6 +83,7 @@ impl GraphSession {
         let Some(recovery) = self.recovery.clone() else {
             bail!("recover the trigger first (R): unlearning uses the recovered trigger");
         };
+        self.exec(EXAMINED)?;
         let _lock = RunLock::acquire(&self.lab.run)?;
         let key = self.examined_key()?;
         // Unlearning trains the model it is given: not the one the panes show.
