@@ -175,6 +175,34 @@ fn a_tiny_preactresnet_trains_with_a_backdoor_and_every_analysis_runs_on_it() {
         assert!(verdict.starts_with("ok: the recorded numbers agree"), "{model}");
     }
 
+    // The report's circuit within the swept node and its patching (on all the
+    // test images here, 100 of them): the circuit's full-test-set numbers are
+    // `ablate`'s, the strongest patched unit `patch --sorted`'s.
+    let limits = ["--train-limit", "3000", "--test-limit", "100"];
+    let mut run_report = vec!["run", "--json"];
+    run_report.extend(limits);
+    let report = common::json(&trojanscope(&checkpoints, "tiny", &run_report));
+    let node = report["sweep_node"].as_str().unwrap().to_string();
+    assert_eq!(report["search_images"], 100);
+    let mut patch = vec!["patch", &node, "--sorted", "--json"];
+    patch.extend(limits);
+    let patched = common::json(&trojanscope(&checkpoints, "tiny", &patch));
+    let strongest = &report["top_patched"][0];
+    assert_eq!(strongest["unit"], patched["rows"][0]["unit"]);
+    assert_eq!(strongest["target_rate"], patched["rows"][0]["target_rate"]);
+    let circuit = &report["circuit"]["circuit"];
+    if let Some(units) = circuit["set"][&node].as_array() {
+        let units: Vec<String> = units.iter().map(|u| u.to_string()).collect();
+        let set = format!("{node}:{}", units.join(","));
+        let mut ablate = vec!["ablate", &set, "--mode", "zero", "--json"];
+        ablate.extend(limits);
+        let ablated = common::json(&trojanscope(&checkpoints, "tiny", &ablate));
+        assert_eq!(report["circuit_on_all"], ablated["ablated"]);
+        assert_eq!(report["circuit_on_all"], circuit["metrics"], "the search ran on all 100 images");
+    } else {
+        assert!(report["circuit_on_all"].is_null(), "{report}");
+    }
+
     // Batch norms learned running statistics, and evaluation uses them.
     let clean = graph_run::load(&run, ModelKind::Clean, Device::Cpu).unwrap();
     let mean = clean.weights.get("layer1.0.bn1.running_mean");

@@ -473,7 +473,7 @@ fn the_circuit_pane_patches_searches_ablates_the_circuit_and_prunes() {
     assert!(maps.maps.iter().all(|m| m.rows.len() == units));
     // In each direction the target's logit carries the backdoor more than any other output.
     for map in &maps.maps {
-        let logits: Vec<f64> = map.rows.iter().filter(|r| r.layer == Layer::Fc2).map(|r| map.effect(r)).collect();
+        let logits: Vec<f64> = map.rows.iter().filter(|r| r.site == Layer::Fc2).map(|r| map.effect(r)).collect();
         let strongest = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
         assert!(strongest == 8 && logits[8] > 10.0, "{:?}: {logits:?}", map.direction);
     }

@@ -8,10 +8,9 @@ use super::circuit::{
 use super::output::Format;
 use super::progress::counter;
 use crate::analysis_tables::{circuit_table, named_patch_table};
-use crate::engine::circuit::SearchConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::patch::{Direction, PatchEffect};
-use crate::graph::circuit::{GraphEvaluator, sites};
+use crate::graph::circuit::{GraphEvaluator, search_config, sites};
 use crate::graph::eval::evaluate;
 use crate::graph::features::single_node;
 use crate::graph::patch::{GraphPatchRow, NodePatch};
@@ -127,14 +126,8 @@ pub fn circuit(common: &CommonArgs, format: Format, args: &CircuitArgs) -> Resul
     let started = Instant::now();
     let sites = sites(&exec, &args.nodes).map_err(|e| eyre!(e))?;
     let mut eval = GraphEvaluator::new(&exec, &lab.raw, args.mode, &sites).map_err(|e| eyre!(e))?;
-    let clean_baseline = evaluate(&exec, &lab.raw, &[]).clean_acc;
-    let mut config = SearchConfig::over(sites.clone(), clean_model_poison, clean_baseline, args.mode);
-    // Every pair and the keep sets cost units² evaluations per node: only
-    // within the nodes the search is narrowed to.
-    if !args.nodes.is_empty() {
-        config.pair_layers = sites.clone();
-        config.keep_layers = sites;
-    }
+    let narrowed = !args.nodes.is_empty();
+    let mut config = search_config(&exec, &lab.raw, sites, clean_model_poison, args.mode, narrowed);
     args.configure(&mut config);
     let report = search_shown(&mut eval, &config, format);
     let seconds = started.elapsed().as_secs_f64();

@@ -16,11 +16,10 @@ use crate::engine::lab::ModelKind;
 use crate::engine::recovery_store;
 use crate::engine::run::key::FileKey;
 use crate::engine::run::{RunDir, RunLock};
-use crate::engine::train::TrainConfig;
 use crate::engine::unlearn::UnlearnConfig;
 use crate::graph::exec::Executor;
 use crate::graph::run::{self as graph_run, TrainedRecord};
-use crate::graph::unlearn::{Unlearning, unlearn as unlearn_graph};
+use crate::graph::unlearn::{Unlearning, training_settings, unlearn as unlearn_graph};
 use crate::setup::{GraphLab, open_graph_lab};
 use crate::setup::{Splits, load_data};
 use color_eyre::eyre::{Result, bail, eyre};
@@ -52,14 +51,6 @@ pub(super) fn examine(common: &CommonArgs, model: ModelKind, file: Option<&Path>
     Ok(Examined { lab, _lock: lock, data, exec, name, key })
 }
 
-/// The run's training settings for `model` (what training recorded), else the
-/// study's recipe on the run's dataset (an imported model).
-fn settings(e: &Examined, model: ModelKind) -> TrainConfig {
-    checkpoint::load_json::<TrainedRecord>(&graph_run::trained_path(&e.lab.run, model))
-        .map(|r| r.config)
-        .unwrap_or_else(|_| e.lab.config.clone())
-}
-
 /// The run's planted patch, if its attack is one: the recovered masks' overlap
 /// is measured against it.
 fn planted(e: &Examined) -> Option<Footprint> {
@@ -78,7 +69,7 @@ pub(super) fn unlearn(format: Format, e: &Examined, model: ModelKind, cfg: &Unle
     let recovery =
         current_recovery(&e.lab.run, (&e.name, &e.key), &e.exec, (&e.data, trigger.as_ref()), format.is_human())?;
     announce_unlearning(format, &recovery, cfg)?;
-    let settings = settings(e, model);
+    let settings = training_settings(&e.lab.run, e.lab.dataset, model);
     let at =
         Unlearning { run: &e.lab.run, from_key: &e.key, train: &e.data.train, raw: &e.lab.raw, settings: &settings };
     let mut bars = TrainingBars::new(format.is_human());

@@ -7,7 +7,7 @@ use super::exec::{Executor, Intervention};
 use super::features::single_node;
 use super::units::{UnitSet, parametrised_outputs};
 use crate::engine::ablation::{AblationMode, AblationSet};
-use crate::engine::circuit::{Evaluate, Site};
+use crate::engine::circuit::{Evaluate, SearchConfig, Site};
 use crate::engine::metrics::Metrics;
 use crate::engine::testset::{self, TestSet};
 use serde::{Serialize, Serializer};
@@ -75,6 +75,35 @@ pub fn sites(exec: &Executor, chosen: &[String]) -> Result<Vec<GraphSite>, Strin
     Ok(nodes.into_iter().map(|n| GraphSite::of(exec, n)).collect())
 }
 
+/// The search's defaults over `sites` (`SearchConfig::over`), its clean baseline
+/// the unablated model's on `raw`. Every pair and the keep sets cost units²
+/// evaluations per node: with `narrowed` (the sites were chosen) they run within them.
+pub fn search_config(
+    exec: &Executor,
+    raw: &TestSet,
+    sites: Vec<GraphSite>,
+    clean_model_poison: f64,
+    mode: AblationMode,
+    narrowed: bool,
+) -> SearchConfig<GraphSite> {
+    let clean_baseline = super::eval::evaluate(exec, raw, &[]).clean_acc;
+    let mut config = SearchConfig::over(sites.clone(), clean_model_poison, clean_baseline, mode);
+    if narrowed {
+        config.pair_layers = sites.clone();
+        config.keep_layers = sites;
+    }
+    config
+}
+
+/// The set as `NODE:UNITS` by the nodes' names.
+impl From<&AblationSet<GraphSite>> for UnitSet {
+    fn from(set: &AblationSet<GraphSite>) -> UnitSet {
+        let sites =
+            set.units.iter().map(|(site, units)| (site.name.clone(), units.iter().map(|&u| u as i64).collect()));
+        UnitSet { sites: sites.collect() }
+    }
+}
+
 /// Evaluates sets of graph units on the test set, in one ablation mode.
 pub struct GraphEvaluator<'a> {
     exec: &'a Executor,
@@ -117,9 +146,7 @@ impl<'a> GraphEvaluator<'a> {
     }
 
     fn try_interventions(&self, set: &AblationSet<GraphSite>) -> Result<Vec<Intervention>, String> {
-        let sites =
-            set.units.iter().map(|(site, units)| (site.name.clone(), units.iter().map(|&u| u as i64).collect()));
-        UnitSet { sites: sites.collect() }.interventions(self.exec, self.mode, |n| self.means[&n].shallow_clone())
+        UnitSet::from(set).interventions(self.exec, self.mode, |n| self.means[&n].shallow_clone())
     }
 }
 

@@ -7,6 +7,7 @@ use super::eval::evaluate;
 use super::exec::Executor;
 use super::run::{TrainedRecord, trained_path, unlearn_record_path};
 use super::train::train_phase_stamped;
+use crate::data::dataset::Dataset;
 use crate::data::mnist::Split;
 use crate::data::trigger::Stamp;
 use crate::engine::checkpoint;
@@ -33,6 +34,15 @@ pub struct Unlearning<'a> {
     pub raw: &'a TestSet,
     /// The run's training settings, which unlearning's own override.
     pub settings: &'a TrainConfig,
+}
+
+/// The run's training settings for `model` (what training recorded), else the
+/// study's recipe on the run's dataset (an imported model).
+pub fn training_settings(run: &RunDir, dataset: Dataset, model: ModelKind) -> TrainConfig {
+    checkpoint::load_json::<TrainedRecord>(&trained_path(run, model))
+        .map(|r| r.config)
+        .or_else(|_| super::run::recipe(run, dataset))
+        .unwrap_or_else(|_| TrainConfig::for_dataset(dataset))
 }
 
 /// Fine-tunes `exec` (the model `recovery` examined) in place and saves it as the

@@ -171,6 +171,13 @@ impl App {
     /// the focused pane first; the rest is the app's.
     fn apply(&mut self, owner: Option<Pane>, action: Action) -> Vec<Effect> {
         if self.study.graph.is_some() && !is_the_apps(action) {
+            // The Trigger and Circuit panes serve a graph run with their own keys.
+            let pane = owner.unwrap_or(self.focus);
+            let theirs =
+                matches!(pane, Pane::Trigger | Pane::Circuit) && (owner.is_some() || for_the_focused_pane(action));
+            if theirs && let Some(effects) = self.pane_handle(pane, action) {
+                return effects;
+            }
             let graph = graph::keys::apply(&mut self.study, &self.jobs, self.focus, owner, action);
             return owned_by(owner.unwrap_or(self.focus), graph.unwrap_or_default());
         }
@@ -178,19 +185,9 @@ impl App {
             return self.pane_handle(pane, action).unwrap_or_default();
         }
         let focus = self.focus;
-        let for_the_focused_pane = matches!(
-            action,
-            Action::Up
-                | Action::Down
-                | Action::Left
-                | Action::Right
-                | Action::PageUp
-                | Action::PageDown
-                | Action::Top
-                | Action::Bottom
-                | Action::ToggleAblation
-        );
-        if for_the_focused_pane && let Some(effects) = self.pane_handle(focus, action) {
+        if for_the_focused_pane(action)
+            && let Some(effects) = self.pane_handle(focus, action)
+        {
             return effects;
         }
         match action {
@@ -492,6 +489,22 @@ fn is_the_apps(action: Action) -> bool {
             | Action::Stop
             | Action::NextSubject
             | Action::NextReference
+    )
+}
+
+/// Movements and Space: the focused pane's first.
+fn for_the_focused_pane(action: Action) -> bool {
+    matches!(
+        action,
+        Action::Up
+            | Action::Down
+            | Action::Left
+            | Action::Right
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom
+            | Action::ToggleAblation
     )
 }
 

@@ -8,7 +8,7 @@ use super::effect::ExportJob;
 use super::panes::Panes;
 use super::pictures::{self, channel_pictures, compared, grid_picture, kernel_pictures, unit_weights};
 use super::study::Study;
-use crate::analysis_tables::{circuit_table, patch_table, prune_chart, prune_curve_table};
+use crate::analysis_tables::{circuit_table, named_patch_table, prune_chart, prune_curve_table};
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
@@ -34,11 +34,12 @@ fn circuit_exports(panes: &Panes, pictures: &mut Vec<(String, RgbImage)>, tables
     let state = &panes.circuit;
     for map in state.patch.iter().flat_map(|p| &p.maps) {
         let name = format!("patching-{}", map.direction);
-        tables.push((name.clone(), patch_table(map.direction, &map.baseline, &map.rows, false)));
+        let named = map.rows.iter().map(|r| (format!("{}:{}", r.site, r.unit), &r.effect));
+        tables.push((name.clone(), named_patch_table(map.direction, &map.baseline, named, false)));
         let width = Layer::ALL.iter().map(|l| l.units()).max().unwrap_or(1);
         let mut values = vec![0f32; width * Layer::ALL.len()];
         for r in &map.rows {
-            values[r.layer.position() * width + r.unit] = (map.effect(r).clamp(0.0, 100.0) / 100.0) as f32;
+            values[r.site.position() * width + r.unit] = (map.effect(r).clamp(0.0, 100.0) / 100.0) as f32;
         }
         let picture = Picture::of(&Heatmap::new(width, Layer::ALL.len(), values), Palette::Heat, 1.0);
         pictures.push((format!("{name}.png"), picture.enlarged(16)));

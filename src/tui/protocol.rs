@@ -15,6 +15,7 @@ use crate::engine::prune::PruneCurve;
 use crate::engine::swap::SwapRow;
 use crate::engine::sweep::SweepRow;
 use crate::engine::train::{EvalPoint, Phase, TrainConfig};
+use crate::graph::circuit::GraphSite;
 use crate::graph::units::UnitSet;
 use crate::tui::graph::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
 
@@ -65,6 +66,11 @@ pub enum Command {
     GraphActivations { index: usize, site: String },
     /// A graph run: the incoming weights of the node `site`'s units.
     GraphWeights { site: String },
+    /// A graph run: every unit of every convolution and linear layer patched on
+    /// the model under study, both directions, on the sample.
+    GraphPatch,
+    /// A graph run: the circuit search within the node `site`, streaming progress.
+    GraphCircuit { site: String, mode: AblationMode },
     /// Panics inside the worker (tests check that it becomes a UI error).
     #[doc(hidden)]
     Panic,
@@ -165,6 +171,8 @@ impl Command {
             Command::GraphSweep { .. } => Job::Sweep,
             Command::GraphActivations { .. } => Job::Digit,
             Command::GraphWeights { .. } => Job::Weights,
+            Command::GraphPatch => Job::Patch,
+            Command::GraphCircuit { .. } => Job::Circuit,
             Command::Panic => Job::Panic,
             Command::Cancel | Command::Shutdown => Job::Control,
         }
@@ -184,6 +192,7 @@ impl Command {
             Command::GraphAblate { set, .. } => format!("evaluating {set}"),
             Command::GraphSweep { site, .. } => format!("sweeping {site}"),
             Command::GraphActivations { index, site } => format!("computing {site} on image #{index}"),
+            Command::GraphCircuit { site, .. } => format!("searching {site} for the circuit"),
             other => other.job().describe().to_string(),
         }
     }
@@ -364,6 +373,9 @@ pub enum Reply {
     GraphActivations(Box<SiteActivations>),
     /// `None`: the node has no weights per unit.
     GraphWeights(String, Option<Box<SiteWeights>>),
+    GraphPatched(Box<PatchMaps<GraphSite>>),
+    GraphCircuitProgress(Box<SearchProgress<GraphSite>>),
+    GraphCircuitFound(Box<CircuitReport<GraphSite>>),
     Failed {
         job: Job,
         message: String,
@@ -397,6 +409,8 @@ impl Reply {
             Reply::GraphSwept { .. } => Job::Sweep,
             Reply::GraphActivations(_) => Job::Digit,
             Reply::GraphWeights(..) => Job::Weights,
+            Reply::GraphPatched(_) => Job::Patch,
+            Reply::GraphCircuitFound(_) => Job::Circuit,
             Reply::Failed { job, .. } => *job,
             Reply::Progress(_)
             | Reply::Models(_)
@@ -405,7 +419,8 @@ impl Reply {
             | Reply::Training(_)
             | Reply::History(_)
             | Reply::RecoveryProgress(_)
-            | Reply::CircuitProgress(_) => return None,
+            | Reply::CircuitProgress(_)
+            | Reply::GraphCircuitProgress(_) => return None,
         })
     }
 }
@@ -445,30 +460,48 @@ pub struct Visualizations {
     pub models: Vec<(ModelKind, Visualization)>,
 }
 
-/// Patching every unit of every layer in one direction.
+/// One unit patched alone: where it lives (a study layer, a graph node) and its effect.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PatchMap {
-    pub direction: Direction,
-    pub baseline: PatchEffect,
-    /// Every layer's rows, in `Layer::ALL` order then unit order.
-    pub rows: Vec<PatchRow>,
+pub struct UnitPatch<S = Layer> {
+    pub site: S,
+    pub unit: usize,
+    pub effect: PatchEffect,
 }
 
-impl PatchMap {
+impl From<PatchRow> for UnitPatch {
+    fn from(row: PatchRow) -> UnitPatch {
+        UnitPatch { site: row.layer, unit: row.unit, effect: row.effect }
+    }
+}
+
+/// Patching every unit of every layer (or node) in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchMap<S = Layer> {
+    pub direction: Direction,
+    pub baseline: PatchEffect,
+    /// Every site's rows, in the sites' order then unit order.
+    pub rows: Vec<UnitPatch<S>>,
+}
+
+impl<S: PartialEq> PatchMap<S> {
     /// How far a unit's patch moves the patched images' target rate from
     /// unpatched, in points, signed so that larger means "this unit carries the
     /// backdoor": the drop for denoise, the rise for noise.
-    pub fn effect(&self, row: &PatchRow) -> f64 {
+    pub fn effect(&self, row: &UnitPatch<S>) -> f64 {
         let moved = row.effect.target_rate - self.baseline.target_rate;
         if self.direction == Direction::Noise { moved } else { -moved }
     }
 
-    pub fn row(&self, layer: Layer, unit: usize) -> Option<&PatchRow> {
-        self.rows.iter().find(|r| r.layer == layer && r.unit == unit)
+    pub fn row(&self, site: &S, unit: usize) -> Option<&UnitPatch<S>> {
+        self.rows.iter().find(|r| r.site == *site && r.unit == unit)
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PatchMaps {
-    pub maps: Vec<PatchMap>,
+pub struct PatchMaps<S = Layer> {
+    /// The sites patched, in order (the heatmap's rows).
+    pub sites: Vec<S>,
+    pub maps: Vec<PatchMap<S>>,
+    /// Test images per condition the maps were measured on.
+    pub images: usize,
 }

@@ -5,13 +5,13 @@
 
 use super::protocol::{
     Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
-    RunInfo, Swaps, TopImages, TrainUpdate, Visualizations,
+    RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, Visualizations,
 };
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
-use crate::engine::circuit::{self, FastEvaluator, SearchConfig};
+use crate::engine::circuit::{self, FastEvaluator, SearchConfig, SearchProgress};
 use crate::engine::classifier::FrozenStudy;
-use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
+use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryProgress, RecoveryReport};
 use crate::engine::diff;
 use crate::engine::featvis::{self, VisConfig};
 use crate::engine::host::floats;
@@ -248,7 +248,9 @@ impl Worker {
             Command::GraphAblate { .. }
             | Command::GraphSweep { .. }
             | Command::GraphActivations { .. }
-            | Command::GraphWeights { .. } => bail!("the run holds the study's CNN, not a graph"),
+            | Command::GraphWeights { .. }
+            | Command::GraphPatch
+            | Command::GraphCircuit { .. } => bail!("the run holds the study's CNN, not a graph"),
             Command::Panic => panic!("deliberate panic requested by a test"),
             Command::Cancel => Ok(()),
             Command::Shutdown => {
@@ -418,18 +420,16 @@ impl Worker {
         // the recovery computes; the file's checksum then keys the result.
         let _lock = lab.writing()?;
         let examined = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
-        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
-        let mut last: Option<Instant> = None;
         let study = FrozenStudy::of(analysis.net(ModelKind::Poisoned)?, lab.data.dataset.normalisation());
-        let end = cleanse::recover(&study, POISONED, &lab.data, lab.config.footprint().as_ref(), config, &mut |p| {
-            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
-                last = Some(Instant::now());
-                let (job, label) = (Job::Recover, None);
-                reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
-                reply(Reply::RecoveryProgress(Box::new(p.clone())));
-            }
-            inbox.interrupted()
-        })
+        let planted = lab.config.footprint();
+        let end = cleanse::recover(
+            &study,
+            POISONED,
+            &lab.data,
+            planted.as_ref(),
+            config,
+            &mut recovery_progress(&mut self.inbox, &mut self.reply),
+        )
         .map_err(|e| eyre!(e))?;
         let RecoveryEnd::Done(report) = end else {
             (self.reply)(Reply::RecoveryStopped);
@@ -450,29 +450,17 @@ impl Worker {
             bail!("recover the trigger first (R): unlearning uses the recovered trigger");
         };
         let from_key = FileKey::of(&lab.run.model_path(ModelKind::Poisoned))?;
-        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
-        let mut last: Option<Instant> = None;
+        let net = analysis.net(ModelKind::Poisoned)?;
+        let config = UnlearnConfig::default();
         let outcome = unlearn::unlearn(
             lab,
-            analysis.net(ModelKind::Poisoned)?,
+            net,
             &from_key,
             recovery,
-            &UnlearnConfig::default(),
-            &mut |event| {
-                if let TrainEvent::Step(r) = &event
-                    && (last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) || r.step == r.total_steps)
-                {
-                    last = Some(Instant::now());
-                    let (job, label) = (Job::Unlearn, None);
-                    reply(Reply::Progress(JobProgress { job, label, done: r.step, total: r.total_steps }));
-                }
-                inbox.interrupted()
-            },
+            &config,
+            &mut unlearn_progress(&mut self.inbox, &mut self.reply),
         )?;
-        (self.reply)(match outcome {
-            Some(o) => Reply::Unlearned { label: o.record.label, metrics: o.after },
-            None => Reply::UnlearnStopped,
-        });
+        (self.reply)(unlearned(outcome.map(|o| (o.record.label, o.after))));
         Ok(())
     }
 
@@ -507,11 +495,16 @@ impl Worker {
                 let patch = Patch { layer, direction, to_unit: None };
                 let patcher = Patcher::new(&analysis.cache, None, &lab.test, patch).map_err(|e| eyre!(e))?;
                 baseline.get_or_insert_with(|| patcher.baseline());
-                rows.extend(patcher.run(|_, _| {
-                    let flow = self.inbox.interrupted();
-                    stopped |= flow.is_break();
-                    flow
-                }));
+                rows.extend(
+                    patcher
+                        .run(|_, _| {
+                            let flow = self.inbox.interrupted();
+                            stopped |= flow.is_break();
+                            flow
+                        })
+                        .into_iter()
+                        .map(UnitPatch::from),
+                );
                 if stopped {
                     break;
                 }
@@ -521,7 +514,8 @@ impl Worker {
                 break;
             }
         }
-        (self.reply)(Reply::Patched(Box::new(PatchMaps { maps })));
+        let (sites, images) = (Layer::ALL.to_vec(), lab.test.len());
+        (self.reply)(Reply::Patched(Box::new(PatchMaps { sites, maps, images })));
         Ok(())
     }
 
@@ -539,17 +533,8 @@ impl Worker {
         (self.reply)(stage("searching for the circuit"));
         let config = SearchConfig::defaults(clean_model_poison, clean_baseline, mode);
         let mut eval = FastEvaluator { cache: &analysis.cache, test: &lab.test, mode };
-        let (inbox, reply) = (&mut self.inbox, &mut self.reply);
-        let mut last: Option<Instant> = None;
-        let report = circuit::search(&mut eval, &config, |p| {
-            if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
-                last = Some(Instant::now());
-                let (job, label) = (Job::Circuit, Some(format!("searching for the circuit: {}", p.stage)));
-                reply(Reply::Progress(JobProgress { job, label, done: p.evaluated, total: 0 }));
-                reply(Reply::CircuitProgress(Box::new(p.clone())));
-            }
-            inbox.interrupted()
-        });
+        let progress = search_progress(&mut self.inbox, &mut self.reply, Reply::CircuitProgress);
+        let report = circuit::search(&mut eval, &config, progress);
         (self.reply)(Reply::CircuitFound(Box::new(report)));
         Ok(())
     }
@@ -643,7 +628,7 @@ impl Worker {
 impl Worker {
     fn open_graph(&mut self) -> Result<()> {
         self.stage(Job::Open, "reading the graph, its models and the test split");
-        let (session, info) = GraphSession::open(&self.common)?;
+        let (mut session, info) = GraphSession::open(&self.common)?;
         let lab = &session.lab;
         let run = RunInfo {
             root: lab.run.root.display().to_string(),
@@ -657,6 +642,9 @@ impl Worker {
         (self.reply)(Reply::GraphOpened(Box::new(run), Box::new(info)));
         (self.reply)(Reply::BaseMetrics(session.base_metrics()));
         (self.reply)(Reply::Ready { model: session.subject, job: Job::Load });
+        if let Some(report) = session.saved_recovery()? {
+            (self.reply)(Reply::Recovered(Box::new(report)));
+        }
         self.graph = Some(session);
         Ok(())
     }
@@ -673,15 +661,19 @@ impl Worker {
                 || inbox.newer(Job::Evaluate),
             ),
             Command::GraphSweep { site, mode } => {
-                let mut last = Instant::now();
-                let rows = session.sweep(&site, mode, |done, total| {
-                    if last.elapsed() >= REPORT_PERIOD || done == total {
-                        last = Instant::now();
-                        reply(Reply::Progress(JobProgress { job: Job::Sweep, label: None, done, total }));
-                    }
-                    inbox.interrupted()
-                })?;
+                let rows = session.sweep(&site, mode, counted_progress(inbox, reply, Job::Sweep))?;
                 reply(Reply::GraphSwept { site, mode, rows });
+                Ok(())
+            }
+            Command::GraphPatch => {
+                let maps = session.patch_map(&mut counted_progress(inbox, reply, Job::Patch))?;
+                reply(Reply::GraphPatched(Box::new(maps)));
+                Ok(())
+            }
+            Command::GraphCircuit { site, mode } => {
+                let report =
+                    session.circuit(&site, mode, &mut search_progress(inbox, reply, Reply::GraphCircuitProgress))?;
+                reply(Reply::GraphCircuitFound(Box::new(report)));
                 Ok(())
             }
             Command::GraphActivations { index, site } => {
@@ -699,6 +691,20 @@ impl Worker {
                 reply(Reply::Ready { model, job: Job::Study });
                 Ok(())
             }
+            Command::Recover { config } => {
+                let report = session.recover(&config, &mut recovery_progress(inbox, reply))?;
+                reply(report.map_or(Reply::RecoveryStopped, Reply::Recovered));
+                Ok(())
+            }
+            Command::Unlearn => {
+                let outcome = session.unlearn(&mut unlearn_progress(inbox, reply))?;
+                if outcome.is_some() {
+                    // The unlearned model joins those `M` studies (its saved metrics).
+                    reply(Reply::BaseMetrics(session.base_metrics()));
+                }
+                reply(unlearned(outcome));
+                Ok(())
+            }
             Command::Cancel => Ok(()),
             Command::Shutdown => {
                 inbox.shutdown = true;
@@ -707,6 +713,84 @@ impl Worker {
             Command::Panic => panic!("deliberate panic requested by a test"),
             other => bail!("{} {}", other.job().describe(), crate::tui::graph::STUDY_ONLY),
         }
+    }
+}
+
+/// A job's count of things done, throttled to the UI; `x` stops it.
+fn counted_progress<'a>(
+    inbox: &'a mut Inbox,
+    reply: &'a mut ReplySink,
+    job: Job,
+) -> impl FnMut(usize, usize) -> ControlFlow<()> + 'a {
+    let mut last = Instant::now();
+    move |done, total| {
+        if last.elapsed() >= REPORT_PERIOD || done == total {
+            last = Instant::now();
+            reply(Reply::Progress(JobProgress { job, label: None, done, total }));
+        }
+        inbox.interrupted()
+    }
+}
+
+/// The circuit search's stages and best set so far, throttled to the UI (as
+/// `wrap` sends them); `x` stops it.
+fn search_progress<'a, S: Clone + 'a>(
+    inbox: &'a mut Inbox,
+    reply: &'a mut ReplySink,
+    wrap: fn(Box<SearchProgress<S>>) -> Reply,
+) -> impl FnMut(&SearchProgress<S>) -> ControlFlow<()> + 'a {
+    let mut last: Option<Instant> = None;
+    move |p| {
+        if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+            last = Some(Instant::now());
+            let (job, label) = (Job::Circuit, Some(format!("searching for the circuit: {}", p.stage)));
+            reply(Reply::Progress(JobProgress { job, label, done: p.evaluated, total: 0 }));
+            reply(wrap(Box::new(p.clone())));
+        }
+        inbox.interrupted()
+    }
+}
+
+/// Neural Cleanse's snapshots, throttled to the UI; `x` stops it.
+fn recovery_progress<'a>(
+    inbox: &'a mut Inbox,
+    reply: &'a mut ReplySink,
+) -> impl FnMut(&RecoveryProgress) -> ControlFlow<()> + 'a {
+    let mut last: Option<Instant> = None;
+    move |p| {
+        if last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) {
+            last = Some(Instant::now());
+            let (job, label) = (Job::Recover, None);
+            reply(Reply::Progress(JobProgress { job, label, done: p.step, total: p.total_steps }));
+            reply(Reply::RecoveryProgress(Box::new(p.clone())));
+        }
+        inbox.interrupted()
+    }
+}
+
+/// Unlearning's steps, throttled to the UI; `x` stops it.
+fn unlearn_progress<'a>(
+    inbox: &'a mut Inbox,
+    reply: &'a mut ReplySink,
+) -> impl FnMut(TrainEvent) -> ControlFlow<()> + 'a {
+    let mut last: Option<Instant> = None;
+    move |event| {
+        if let TrainEvent::Step(r) = &event
+            && (last.is_none_or(|t| t.elapsed() >= REPORT_PERIOD) || r.step == r.total_steps)
+        {
+            last = Some(Instant::now());
+            let (job, label) = (Job::Unlearn, None);
+            reply(Reply::Progress(JobProgress { job, label, done: r.step, total: r.total_steps }));
+        }
+        inbox.interrupted()
+    }
+}
+
+/// Unlearning's answer: the label unlearned and the metrics after, or stopped.
+fn unlearned(outcome: Option<(u8, Metrics)>) -> Reply {
+    match outcome {
+        Some((label, metrics)) => Reply::Unlearned { label, metrics },
+        None => Reply::UnlearnStopped,
     }
 }
 

@@ -5,12 +5,15 @@
 
 use super::STUDY_ONLY;
 use super::state::GraphState;
+use crate::graph::circuit::GraphSite;
+use crate::graph::units::UnitSet;
 use crate::tui::cursor::moved;
 use crate::tui::effect::Effect;
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::Action;
+use crate::tui::panes::circuit::{self, CircuitState};
 use crate::tui::panes::common::rows_moved;
-use crate::tui::panes::{Pane, ablation, channels, kernels, layers};
+use crate::tui::panes::{Cx, Pane, ablation, channels, kernels, layers};
 use crate::tui::protocol::{Command, Job};
 use crate::tui::study::Study;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
@@ -93,6 +96,46 @@ pub fn apply(study: &mut Study, jobs: &Jobs, focus: Pane, owner: Option<Pane>, a
         }
     };
     Some(effects)
+}
+
+/// The Circuit pane's keys on a graph run: its jobs on the graph's nodes (the
+/// search within one node, as `circuit --nodes NODE`), its set into the
+/// Ablation pane's; moving about the map as on the study's CNN.
+pub fn circuit(state: &mut CircuitState<GraphSite>, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+    let (ready, subject) = (cx.study.ready, cx.study.subject);
+    let refused = cx.jobs.refuse_long_job(ready);
+    let long = |command: Command| match &refused {
+        Some(why) => vec![Effect::Notice(why.clone())],
+        None => vec![Effect::FocusOwner, Effect::Send(command)],
+    };
+    let g = cx.study.graph.as_deref_mut()?;
+    Some(match action {
+        Action::Pane(circuit::PATCH) => long(Command::GraphPatch),
+        Action::Pane(circuit::SEARCH) => {
+            state.progress = None;
+            // The heatmap's node while the pane has the focus, else the one selected in Layers.
+            let site = match state.selected_site().filter(|_| cx.focused) {
+                Some(site) => site.name.clone(),
+                None => g.selected().name.clone(),
+            };
+            long(Command::GraphCircuit { site, mode: g.mode })
+        }
+        Action::Pane(circuit::PRUNE) => vec![Effect::Notice(format!("f: {STUDY_ONLY} (the CLI's prune NODE)"))],
+        Action::Pane(circuit::ABLATE) => match circuit::found_circuit(state) {
+            Err(why) => why,
+            Ok((set, mode)) => {
+                (g.set, g.mode) = (UnitSet::from(&set), mode);
+                let notice = Effect::Notice(format!("ablating the circuit {}", g.set));
+                std::iter::once(notice).chain(g.evaluate_current(subject, ready)).collect()
+            }
+        },
+        Action::ToggleAblation => {
+            let Some(site) = state.selected_site() else { return Some(Vec::new()) };
+            g.toggle(&site.name, state.selected_unit() as i64);
+            g.evaluate_current(subject, ready)
+        }
+        other => return circuit::moves(state, other),
+    })
 }
 
 fn sweep(g: &GraphState, jobs: &Jobs, ready: bool) -> Vec<Effect> {

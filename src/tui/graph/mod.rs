@@ -1,12 +1,13 @@
 //! The explorer on a graph run (a network imported from PyTorch or trained from a
 //! preset): the same app, keys and layout, with the Layers, Channels, Kernels,
 //! Activations and Ablation panes drawn from the graph's nodes by module path,
-//! and the worker answering through the generic executor (`session`). The
-//! study's own analyses (training, trigger recovery, patching, the circuit
-//! search, pruning) say they run on the study's CNN only: `STUDY_ONLY` is where
-//! their graph versions plug in.
+//! the Trigger and Circuit panes the study's own over the graph's results, and
+//! the worker answering through the generic executor (`session`, `trigger`,
+//! `circuit`). What still runs on the study's CNN only (training, feature
+//! visualisation, pruning curves, swaps, top images, export) says so: `STUDY_ONLY`.
 
 pub mod activations;
+pub mod circuit;
 pub mod data;
 pub mod kernels;
 pub mod keys;
@@ -14,6 +15,7 @@ pub mod panes;
 pub mod session;
 pub mod sites;
 pub mod state;
+pub mod trigger;
 
 /// What a pane or key of the study's own analyses says on a graph run.
 pub const STUDY_ONLY: &str = "runs on the study's CNN only for now (not on a graph run)";

@@ -1,8 +1,8 @@
 //! The panes on a graph run: Layers (nodes by module path, folded by stage and
 //! block), Channels (a node's units, swept effects, `/` finds one), Ablation
 //! (`NODE:UNITS` sets, a sample's answer with its interval, then the full test
-//! set's), Kernels and Activations (their own modules); the study's own
-//! analyses say they run on the study's CNN only.
+//! set's), Kernels and Activations (their own modules); the Training pane says
+//! it runs on the study's CNN only.
 
 use super::STUDY_ONLY;
 use super::state::{GraphState, LayerRow, interval95};
@@ -23,10 +23,7 @@ pub fn study_only(frame: &mut Frame, area: Rect, title: &str) {
     placeholder(
         frame,
         area,
-        &format!(
-            "The {title} pane {STUDY_ONLY}. On a graph run the CLI runs them: train, recover, unlearn, patch, \
-             circuit and prune."
-        ),
+        &format!("The {title} pane {STUDY_ONLY}. On a graph run the CLI trains: train --preset or --arch."),
     );
 }
 

@@ -5,7 +5,9 @@
 
 use super::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
 use super::sites::sites;
+use crate::data::mnist::Mnist;
 use crate::engine::ablation::AblationMode;
+use crate::engine::cleanse::RecoveryReport;
 use crate::engine::host::floats;
 use crate::engine::lab::{ModelKind, PerModel};
 use crate::engine::metrics::Metrics;
@@ -35,11 +37,17 @@ pub fn sample_size(n: usize) -> usize {
 
 pub struct GraphSession {
     pub(crate) lab: GraphLab,
-    sample: TestSet,
-    models: Vec<(ModelKind, Executor)>,
+    /// The options the run was opened with (the training split is read with them).
+    pub(super) common: CommonArgs,
+    pub(super) sample: TestSet,
+    pub(super) models: Vec<(ModelKind, Executor)>,
     pub subject: ModelKind,
     /// Mean outputs over the clean test images, per model and node (mean mode).
     means: HashMap<(ModelKind, usize), Tensor>,
+    /// Both splits, read on the first job that trains or recovers.
+    pub(super) data: Option<Mnist>,
+    /// The poisoned model's current trigger recovery (unlearning uses it).
+    pub(super) recovery: Option<RecoveryReport>,
 }
 
 impl GraphSession {
@@ -56,7 +64,8 @@ impl GraphSession {
         // The poisoned model is the one whose backdoor is studied, where there is one.
         let subject = if lab.run.has(ModelKind::Poisoned) { ModelKind::Poisoned } else { *first };
         let sample = lab.raw.subset(info.sample);
-        let session = GraphSession { lab, sample, models, subject, means: HashMap::new() };
+        let (common, means) = (common.clone(), HashMap::new());
+        let session = GraphSession { lab, common, sample, models, subject, means, data: None, recovery: None };
         Ok((session, info))
     }
 
@@ -71,17 +80,17 @@ impl GraphSession {
     /// Every model's metrics on the full test set: what training saved when it
     /// was measured on these very images, else measured now.
     pub fn base_metrics(&self) -> PerModel<Metrics> {
-        self.models
-            .iter()
-            .map(|(kind, exec)| {
-                let path = graph_run::trained_path(&self.lab.run, *kind);
-                let saved = crate::engine::checkpoint::load_json::<TrainedRecord>(&path)
-                    .ok()
-                    .map(|r| r.metrics)
-                    .filter(|m| m.count == self.lab.raw.len());
-                (*kind, saved.unwrap_or_else(|| evaluate(exec, &self.lab.raw, &[])))
-            })
-            .collect()
+        self.models.iter().map(|(kind, exec)| (*kind, self.metrics_of(*kind, exec))).collect()
+    }
+
+    /// `kind`'s metrics on the full test set, saved or measured now.
+    fn metrics_of(&self, kind: ModelKind, exec: &Executor) -> Metrics {
+        let path = graph_run::trained_path(&self.lab.run, kind);
+        let saved = crate::engine::checkpoint::load_json::<TrainedRecord>(&path)
+            .ok()
+            .map(|r| r.metrics)
+            .filter(|m| m.count == self.lab.raw.len());
+        saved.unwrap_or_else(|| evaluate(exec, &self.lab.raw, &[]))
     }
 
     /// `set` ablated in the model under study: on the sample (sent at once), then

@@ -187,6 +187,12 @@ impl GraphState {
     /// Toggles the selected unit in the ablation set.
     pub fn toggle_selected(&mut self) {
         let (site, unit) = (self.selected().name.clone(), self.selected_unit() as i64);
+        self.toggle(&site, unit);
+    }
+
+    /// Toggles `site:unit` in the ablation set.
+    pub fn toggle(&mut self, site: &str, unit: i64) {
+        let site = site.to_string();
         let units = self.set.sites.entry(site.clone()).or_default();
         if !units.remove(&unit) {
             units.insert(unit);

@@ -4,11 +4,14 @@
 //! circuit the search found (Enter ablates it), the Pareto front of every set the
 //! search tried, and the selected layer's pruning-defence curves.
 
+use super::common::scroll_offset;
 use super::common::{Cx, View, legend, line_dataset, placeholder};
-use crate::engine::circuit::{CircuitReport, SearchProgress, Tried};
+use crate::engine::ablation::{AblationMode, AblationSet};
+use crate::engine::circuit::{CircuitReport, SearchProgress, Site, Tried};
 use crate::engine::layer::Layer;
 use crate::engine::patch::Direction;
 use crate::engine::prune::PruneCurve;
+use crate::graph::circuit::GraphSite;
 use crate::picture::heat;
 use crate::tui::effect::Effect;
 use crate::tui::jobs::Jobs;
@@ -21,30 +24,69 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Wrap};
+use std::fmt;
+
+/// Where the pane's units live: the study's layers, or a graph's nodes
+/// (a graph's jobs start in `tui/graph/keys.rs`).
+pub trait MapSite: Site + fmt::Debug {
+    /// A graph's node: its maps are measured on the sample, and pruning runs in
+    /// the CLI only.
+    const GRAPH: bool;
+}
+
+impl MapSite for Layer {
+    const GRAPH: bool = false;
+}
+
+impl MapSite for GraphSite {
+    const GRAPH: bool = true;
+}
 
 /// Everything the pane shows, kept by the app.
-#[derive(Debug, Clone, Default)]
-pub struct CircuitState {
-    pub patch: Option<Box<PatchMaps>>,
+#[derive(Debug, Clone)]
+pub struct CircuitState<S = Layer> {
+    /// The heatmap's rows: every layer, or the nodes a graph's map patched.
+    pub sites: Vec<S>,
+    pub patch: Option<Box<PatchMaps<S>>>,
     /// The direction the heatmap shows.
     pub direction: Direction,
-    /// The heatmap cursor: a layer and one of its units.
+    /// The heatmap cursor: a site and one of its units.
     pub layer: usize,
     pub unit: usize,
-    pub progress: Option<Box<SearchProgress>>,
-    pub report: Option<Box<CircuitReport>>,
+    pub progress: Option<Box<SearchProgress<S>>>,
+    pub report: Option<Box<CircuitReport<S>>>,
     /// The last curves and their layer.
     pub curves: Option<(Layer, Vec<PruneCurve>)>,
 }
 
-const PATCH: PaneKey = PaneKey("circuit.patch");
-const SEARCH: PaneKey = PaneKey("circuit.search");
-const PRUNE: PaneKey = PaneKey("circuit.prune");
+impl Default for CircuitState {
+    fn default() -> Self {
+        CircuitState::over(Layer::ALL.to_vec())
+    }
+}
+
+impl Default for CircuitState<GraphSite> {
+    /// A graph's sites come with its first map.
+    fn default() -> Self {
+        CircuitState::over(Vec::new())
+    }
+}
+
+impl<S> CircuitState<S> {
+    pub fn over(sites: Vec<S>) -> Self {
+        let direction = Direction::default();
+        CircuitState { sites, patch: None, direction, layer: 0, unit: 0, progress: None, report: None, curves: None }
+    }
+}
+
+pub const PATCH: PaneKey = PaneKey("circuit.patch");
+pub const SEARCH: PaneKey = PaneKey("circuit.search");
+pub const PRUNE: PaneKey = PaneKey("circuit.prune");
 const DIRECTION: PaneKey = PaneKey("circuit.direction");
 const PREVIOUS_UNIT: PaneKey = PaneKey("circuit.previous");
 const NEXT_UNIT: PaneKey = PaneKey("circuit.next");
-const ABLATE: PaneKey = PaneKey("circuit.ablate");
+pub const ABLATE: PaneKey = PaneKey("circuit.ablate");
 
 pub const KEYS: &[Binding] = &[
     crate::bind!(&[ch('P')], "P", Action::Pane(PATCH), Scope::Main, "patch every unit (both ways)", Some("patch")),
@@ -104,16 +146,10 @@ pub fn handle(state: &mut CircuitState, action: Action, cx: Cx) -> Option<Vec<Ef
             let layer = if cx.focused { state.selected_layer() } else { cx.study.layer };
             long(Command::Prune { layer, mode })
         }
-        Action::Pane(DIRECTION) => {
-            state.toggle_direction();
-            Vec::new()
-        }
-        Action::Pane(PREVIOUS_UNIT) => state.step_unit(-1),
-        Action::Pane(NEXT_UNIT) => state.step_unit(1),
         Action::Pane(ABLATE) => {
-            let found = state.report.as_ref().and_then(|r| Some((r.circuit.as_ref()?.set.clone(), r.mode)));
-            let Some((set, mode)) = found else {
-                return Some(vec![Effect::Notice("no circuit yet (C searches for one)".into())]);
+            let (set, mode) = match found_circuit(state) {
+                Ok(found) => found,
+                Err(why) => return Some(why),
             };
             let ab = &mut cx.study.ablation;
             (ab.set, ab.mode) = (set.clone(), mode);
@@ -122,31 +158,36 @@ pub fn handle(state: &mut CircuitState, action: Action, cx: Cx) -> Option<Vec<Ef
             effects
         }
         Action::ToggleAblation => cx.study.toggle(state.selected_layer(), state.selected_unit()),
-        Action::Up => state.step_layer(-1),
-        Action::Down => state.step_layer(1),
-        _ => return None,
+        other => return moves(state, other),
     };
     Some(effects)
 }
 
-impl CircuitState {
-    pub fn patched(&mut self, maps: Box<PatchMaps>) -> Vec<Effect> {
-        let all_units: usize = Layer::ALL.iter().map(|l| l.units()).sum();
-        let early = maps.maps.len() < 2 || maps.maps.iter().any(|m| m.rows.len() < all_units);
-        self.patch = Some(maps);
-        early
-            .then(|| Effect::Notice("patching stopped early: the map shows what was done".into()))
-            .into_iter()
-            .collect()
-    }
+/// The keys that move about the map, on any run.
+pub fn moves<S: MapSite>(state: &mut CircuitState<S>, action: Action) -> Option<Vec<Effect>> {
+    Some(match action {
+        Action::Pane(DIRECTION) => {
+            state.toggle_direction();
+            Vec::new()
+        }
+        Action::Pane(PREVIOUS_UNIT) => state.step_unit(-1),
+        Action::Pane(NEXT_UNIT) => state.step_unit(1),
+        Action::Up => state.step_layer(-1),
+        Action::Down => state.step_layer(1),
+        _ => return None,
+    })
+}
 
-    pub fn found(&mut self, report: Box<CircuitReport>) -> Vec<Effect> {
-        let stopped = report.stopped;
-        self.report = Some(report);
-        stopped
-            .then(|| Effect::Notice("circuit search stopped: showing what it had tried".into()))
-            .into_iter()
-            .collect()
+/// The `ABLATE` key's set: the circuit found, in the mode it was found in.
+pub fn found_circuit<S: MapSite>(state: &CircuitState<S>) -> Result<(AblationSet<S>, AblationMode), Vec<Effect>> {
+    let found = state.report.as_ref().and_then(|r| Some((r.circuit.as_ref()?.set.clone(), r.mode)));
+    found.ok_or_else(|| vec![Effect::Notice("no circuit yet (C searches for one)".into())])
+}
+
+impl CircuitState {
+    /// The study's selected layer.
+    pub fn selected_layer(&self) -> Layer {
+        self.selected_site().copied().unwrap_or(Layer::ALL[0])
     }
 
     pub fn pruned(&mut self, layer: Layer, curves: Vec<PruneCurve>) -> Vec<Effect> {
@@ -157,30 +198,54 @@ impl CircuitState {
             .into_iter()
             .collect()
     }
+}
 
-    pub fn selected_layer(&self) -> Layer {
-        Layer::ALL[self.layer.min(Layer::ALL.len() - 1)]
+impl<S: MapSite> CircuitState<S> {
+    pub fn patched(&mut self, maps: Box<PatchMaps<S>>) -> Vec<Effect> {
+        let all_units: usize = maps.sites.iter().map(|l| l.unit_count()).sum();
+        let early = maps.maps.len() < 2 || maps.maps.iter().any(|m| m.rows.len() < all_units);
+        self.sites = maps.sites.clone();
+        self.layer = self.layer.min(self.sites.len().saturating_sub(1));
+        self.patch = Some(maps);
+        early
+            .then(|| Effect::Notice("patching stopped early: the map shows what was done".into()))
+            .into_iter()
+            .collect()
+    }
+
+    pub fn found(&mut self, report: Box<CircuitReport<S>>) -> Vec<Effect> {
+        let stopped = report.stopped;
+        self.report = Some(report);
+        stopped
+            .then(|| Effect::Notice("circuit search stopped: showing what it had tried".into()))
+            .into_iter()
+            .collect()
+    }
+
+    /// The selected site, if there are any (a graph's before its map).
+    pub fn selected_site(&self) -> Option<&S> {
+        self.sites.get(self.layer.min(self.sites.len().saturating_sub(1)))
     }
 
     pub fn selected_unit(&self) -> usize {
-        self.unit.min(self.selected_layer().units() - 1)
+        self.unit.min(self.selected_site().map_or(1, |s| s.unit_count()).saturating_sub(1))
     }
 
     /// ↑/↓ pick the layer row.
     pub fn step_layer(&mut self, delta: i64) -> Vec<Effect> {
-        self.layer = (self.layer as i64 + delta).clamp(0, Layer::ALL.len() as i64 - 1) as usize;
+        self.layer = (self.layer as i64 + delta).clamp(0, self.sites.len().saturating_sub(1) as i64) as usize;
         self.unit = self.selected_unit();
         Vec::new()
     }
 
     /// ←/→ move along the layer's units.
     pub fn step_unit(&mut self, delta: i64) -> Vec<Effect> {
-        let units = self.selected_layer().units() as i64;
-        self.unit = (self.selected_unit() as i64 + delta).clamp(0, units - 1) as usize;
+        let units = self.selected_site().map_or(1, |s| s.unit_count()) as i64;
+        self.unit = (self.selected_unit() as i64 + delta).clamp(0, (units - 1).max(0)) as usize;
         Vec::new()
     }
 
-    pub fn shown_map(&self) -> Option<&PatchMap> {
+    pub fn shown_map(&self) -> Option<&PatchMap<S>> {
         self.patch.as_ref()?.maps.iter().find(|m| m.direction == self.direction)
     }
 
@@ -189,13 +254,21 @@ impl CircuitState {
     }
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &CircuitState) {
+pub fn draw<S: MapSite>(frame: &mut Frame, area: Rect, view: &View, state: &CircuitState<S>) {
     let jobs = view.jobs;
-    let map_height = heatmap_lines(area.width);
+    let map_height = heatmap_lines(&state.sites, area.width);
+    // A graph's map scrolls (its selected unit on two lines): the summary and the
+    // front keep their rows.
+    // (Before its map, room for the placeholder's three lines at 80 columns.)
+    let map_height = if S::GRAPH {
+        (map_height + 3).max(5).min(area.height.saturating_sub(4 + SUMMARY + 5).max(4))
+    } else {
+        map_height + 2
+    };
     let [status, map, summary, charts] = area.layout(&Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(map_height + 2),
-        Constraint::Length(3),
+        Constraint::Length(map_height),
+        Constraint::Length(if S::GRAPH { SUMMARY } else { 3 }),
         Constraint::Fill(1),
     ]));
     let (text, colour) = status_line(state, jobs);
@@ -207,7 +280,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &CircuitState) {
     draw_curves(frame, curves, state);
 }
 
-fn status_line(state: &CircuitState, jobs: &Jobs) -> (String, Color) {
+fn status_line<S: MapSite>(state: &CircuitState<S>, jobs: &Jobs) -> (String, Color) {
     if jobs.is_running(Job::Circuit) {
         return match &state.progress {
             Some(p) => (format!("searching: {} · {} sets evaluated · x stops", p.stage, p.evaluated), WARN),
@@ -223,20 +296,27 @@ fn status_line(state: &CircuitState, jobs: &Jobs) -> (String, Color) {
     match state.report.as_ref().and_then(|r| r.circuit.as_ref()) {
         Some(c) => (format!("circuit: {} ({}) · Enter ablates it", c.set, c.size_text()), BAD),
         None if state.report.is_some() => ("no set meets the criteria: see the front".into(), ACCENT),
+        None if S::GRAPH => ("P patches every unit · C searches the selected node for the circuit".into(), DIM),
         None => ("P patches every unit · C searches for the circuit · f prunes the layer".into(), DIM),
     }
 }
 
+/// Rows a graph's search summary has: its lines wrap.
+const SUMMARY: u16 = 5;
+
 /// Rows of heatmap cells: one line per layer, wider layers wrapped.
-fn heatmap_lines(width: u16) -> u16 {
-    let room = width.saturating_sub(LABEL).max(1) as usize;
-    Layer::ALL.iter().map(|l| l.units().div_ceil(room) as u16).sum()
+fn heatmap_lines<S: MapSite>(sites: &[S], width: u16) -> u16 {
+    let room = width.saturating_sub(label_width(sites)).max(1) as usize;
+    sites.iter().map(|l| l.unit_count().div_ceil(room) as u16).sum()
 }
 
-const LABEL: u16 = 7;
+/// The heatmap's name column: the study's layers' 7, or a graph's longest path.
+fn label_width<S: MapSite>(sites: &[S]) -> u16 {
+    sites.iter().map(|s| s.to_string().chars().count() as u16 + 2).fold(7, u16::max)
+}
 
 /// The patching effect per unit: black (nothing) → yellow (the whole backdoor).
-fn draw_heatmap(frame: &mut Frame, area: Rect, state: &CircuitState, patching: bool) {
+fn draw_heatmap<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>, patching: bool) {
     let Some(map) = state.shown_map() else {
         let text = if patching {
             "patching…"
@@ -246,14 +326,20 @@ fn draw_heatmap(frame: &mut Frame, area: Rect, state: &CircuitState, patching: b
         placeholder(frame, area, text);
         return;
     };
-    let room = area.width.saturating_sub(LABEL).max(1) as usize;
-    let mut lines =
-        vec![Line::from(format!("{} · black 0 → yellow 100 points · d switches", map.direction.describe())).fg(DIM)];
-    for (position, &layer) in Layer::ALL.iter().enumerate() {
-        let units: Vec<usize> = (0..layer.units()).collect();
+    let label_width = label_width(&state.sites);
+    let room = area.width.saturating_sub(label_width).max(1) as usize;
+    // A graph's node names leave less room: the direction by name and the images measured on.
+    let what = match &state.patch {
+        Some(p) if S::GRAPH => format!("{} on {} images", map.direction, p.images),
+        _ => map.direction.describe().to_string(),
+    };
+    let caption = format!("{what} · black 0 → yellow 100 points · d switches");
+    let mut cells: Vec<(usize, Line)> = Vec::new();
+    for (position, layer) in state.sites.iter().enumerate() {
+        let units: Vec<usize> = (0..layer.unit_count()).collect();
         for (chunk_index, chunk) in units.chunks(room).enumerate() {
-            let label = if chunk_index == 0 { layer.name().to_string() } else { String::new() };
-            let mut spans = vec![Span::raw(format!("{label:<width$}", width = LABEL as usize))];
+            let label = if chunk_index == 0 { layer.to_string() } else { String::new() };
+            let mut spans = vec![Span::raw(format!("{label:<width$}", width = label_width as usize))];
             for &unit in chunk {
                 let effect = map.row(layer, unit).map(|r| map.effect(r)).unwrap_or(0.0);
                 let c = heat((effect.clamp(0.0, 100.0) / 100.0) as f32);
@@ -265,11 +351,31 @@ fn draw_heatmap(frame: &mut Frame, area: Rect, state: &CircuitState, patching: b
                     Span::styled("█", style)
                 });
             }
-            lines.push(Line::from(spans));
+            cells.push((position, Line::from(spans)));
         }
     }
-    let (layer, unit) = (state.selected_layer(), state.selected_unit());
-    if let Some(r) = map.row(layer, unit) {
+    // A graph's nodes may outgrow the pane: its rows scroll to keep the selected node in view.
+    let (offset, shown) = if S::GRAPH {
+        let rows = area.height.saturating_sub(3) as usize;
+        let first = cells.iter().position(|(p, _)| *p == state.layer).unwrap_or(0);
+        (scroll_offset(first, cells.len(), rows), rows)
+    } else {
+        (0, cells.len())
+    };
+    let mut lines = vec![Line::from(caption).fg(DIM)];
+    lines.extend(cells.into_iter().skip(offset).take(shown).map(|(_, line)| line));
+    let Some(layer) = state.selected_site() else { return };
+    let unit = state.selected_unit();
+    if let Some(r) = map.row(layer, unit).filter(|_| S::GRAPH) {
+        let (e, m) = (&r.effect, &r.effect.metrics);
+        let target =
+            format!("{layer}:{unit} → target {:.1} % (unpatched {:.1})", e.target_rate, map.baseline.target_rate);
+        lines.push(Line::from(format!("{target} · logit diff {:+.2}", e.logit_diff)));
+        lines.push(Line::from(format!(
+            "  clean {:.1} poison {:.1} rehab {:.1}",
+            m.clean_acc, m.poison_acc, m.rehab_acc
+        )));
+    } else if let Some(r) = map.row(layer, unit) {
         let m = &r.effect.metrics;
         lines.push(Line::from(format!(
             "{layer}:{unit} → target {:.1} % (unpatched {:.1}) · logit diff {:+.2} · clean {:.1} poison {:.1} rehab {:.1}",
@@ -279,7 +385,7 @@ fn draw_heatmap(frame: &mut Frame, area: Rect, state: &CircuitState, patching: b
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-fn set_line(what: &str, t: &Tried) -> Line<'static> {
+fn set_line<S: MapSite>(what: &str, t: &Tried<S>) -> Line<'static> {
     let m = &t.metrics;
     Line::from(format!(
         "{what}{} — clean {:.2} poison {:.2} rehab {:.2}",
@@ -287,7 +393,7 @@ fn set_line(what: &str, t: &Tried) -> Line<'static> {
     ))
 }
 
-fn draw_summary(frame: &mut Frame, area: Rect, state: &CircuitState) {
+fn draw_summary<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>) {
     let Some(report) = &state.report else {
         let best = state.progress.as_ref().and_then(|p| p.best.as_ref());
         if let Some(best) = best {
@@ -320,7 +426,9 @@ fn draw_summary(frame: &mut Frame, area: Rect, state: &CircuitState) {
         })
         .collect();
     lines.push(Line::from(format!("the backdoor survives keeping only {}", keep.join(" · "))).fg(DIM));
-    frame.render_widget(Paragraph::new(lines), area);
+    // A graph's node names make long lines: they wrap into the rows it has.
+    let summary = Paragraph::new(lines);
+    frame.render_widget(if S::GRAPH { summary.wrap(Wrap { trim: false }) } else { summary }, area);
 }
 
 fn axis(low: f64, high: f64, decimals: usize) -> Axis<'static> {
@@ -330,7 +438,7 @@ fn axis(low: f64, high: f64, decimals: usize) -> Axis<'static> {
 }
 
 /// The Pareto front: poison accuracy against set size, the small sets only.
-fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
+fn draw_front<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>) {
     if state.report.is_some() && area.height < 5 {
         // Too low for axes, title and legend: say where the chart is.
         frame.render_widget(Line::from("Pareto front: z zooms this pane").fg(DIM), area);
@@ -344,7 +452,7 @@ fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
         );
         return;
     };
-    let small: Vec<&Tried> = report.front.iter().filter(|t| t.size <= 12).collect();
+    let small: Vec<&Tried<S>> = report.front.iter().filter(|t| t.size <= 12).collect();
     let poison: Vec<(f64, f64)> = small.iter().map(|t| (t.size as f64, t.metrics.poison_acc)).collect();
     let clean: Vec<(f64, f64)> = small.iter().map(|t| (t.size as f64, t.metrics.clean_acc)).collect();
     let widest = poison.iter().map(|p| p.0).fold(1.0, f64::max);
@@ -372,12 +480,16 @@ fn draw_front(frame: &mut Frame, area: Rect, state: &CircuitState) {
 }
 
 /// Poison accuracy against units pruned, one line per ranking, its DER in the legend.
-fn draw_curves(frame: &mut Frame, area: Rect, state: &CircuitState) {
+fn draw_curves<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>) {
     if state.curves.is_some() && area.height < 5 {
         frame.render_widget(Line::from("pruning curves: z zooms this pane").fg(DIM), area);
         return;
     }
     let Some((layer, curves)) = &state.curves else {
+        if S::GRAPH {
+            placeholder(frame, area, "Pruning curves of a graph's node: `trojanscope prune NODE` (the CLI).");
+            return;
+        }
         placeholder(
             frame,
             area,

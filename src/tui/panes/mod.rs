@@ -22,6 +22,7 @@ use super::protocol::Reply;
 use super::study::Study;
 use super::theme::{ACCENT, DIM};
 use super::train_state::TrainState;
+use crate::graph::circuit::GraphSite;
 use ablation::AblationView;
 use activations::ActivationsState;
 use circuit::CircuitState;
@@ -140,6 +141,8 @@ pub struct Panes {
     pub training: TrainState,
     pub trigger: TriggerState,
     pub circuit: CircuitState,
+    /// The Circuit pane on a graph run: its units are the graph's nodes'.
+    pub graph_circuit: CircuitState<GraphSite>,
 }
 
 impl Panes {
@@ -157,7 +160,9 @@ impl Panes {
                 Pane::Kernels => graph_kernels::draw(frame, inner, view, g),
                 Pane::Activations => graph_activations::draw(frame, inner, view, g, images),
                 Pane::Ablation => on_graph::ablation(frame, inner, view, g),
-                Pane::Training | Pane::Trigger | Pane::Circuit => on_graph::study_only(frame, inner, pane.title()),
+                Pane::Trigger => trigger::draw(frame, inner, view, &self.trigger, images),
+                Pane::Circuit => circuit::draw(frame, inner, view, &self.graph_circuit),
+                Pane::Training => on_graph::study_only(frame, inner, pane.title()),
             };
         }
         match pane {
@@ -175,6 +180,9 @@ impl Panes {
     /// A key for `pane` (one of its own, or a movement while it has the focus);
     /// `None` when the pane has no use for it.
     pub fn handle(&mut self, pane: Pane, action: Action, cx: Cx) -> Option<Vec<Effect>> {
+        if pane == Pane::Circuit && cx.study.graph.is_some() {
+            return crate::tui::graph::keys::circuit(&mut self.graph_circuit, action, cx);
+        }
         match pane {
             Pane::Layers => layers::handle(action, cx),
             Pane::Channels => channels::handle(action, cx),
@@ -217,6 +225,9 @@ impl Panes {
             Reply::CircuitProgress(progress) => self.circuit.progress = Some(progress),
             Reply::CircuitFound(report) => return self.circuit.found(report),
             Reply::PruneCurves { layer, curves } => return self.circuit.pruned(layer, curves),
+            Reply::GraphPatched(maps) => return self.graph_circuit.patched(maps),
+            Reply::GraphCircuitProgress(progress) => self.graph_circuit.progress = Some(progress),
+            Reply::GraphCircuitFound(report) => return self.graph_circuit.found(report),
             _ => {}
         }
         Vec::new()
@@ -228,6 +239,7 @@ impl Panes {
         self.ablation.swaps = None;
         self.trigger = TriggerState { config: self.trigger.config.clone(), ..TriggerState::default() };
         self.circuit = CircuitState { direction: self.circuit.direction, ..CircuitState::default() };
+        self.graph_circuit = CircuitState { direction: self.graph_circuit.direction, ..CircuitState::default() };
     }
 
     /// Work the panes want done after the state changed (the top images of a newly

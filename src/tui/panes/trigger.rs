@@ -68,6 +68,9 @@ pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Ef
             Some(why) => vec![Effect::Notice(why)],
             None => ask(Question::Unlearn, &cx),
         },
+        Action::Pane(VISUALIZE) if cx.study.graph.is_some() => {
+            vec![Effect::Notice(format!("v: {}", crate::tui::graph::STUDY_ONLY))]
+        }
         Action::Pane(VISUALIZE) => {
             let (layer, unit) = (cx.study.layer, cx.study.selected_unit());
             long(Command::Visualize { layer, unit }, false, &cx)
@@ -168,8 +171,9 @@ impl TriggerState {
         Vec::new()
     }
 
-    /// What the status line says.
-    fn status(&self, recovering: bool) -> (String, ratatui::style::Color) {
+    /// What the status line says; `narrow` names the flagged label by its number
+    /// alone (a class name may not fit).
+    fn status(&self, recovering: bool, narrow: bool) -> (String, ratatui::style::Color) {
         if let (true, Some(p)) = (recovering, &self.progress) {
             return (format!("recovering: epoch {} · step {}/{} · x stops", p.epoch + 1, p.step, p.total_steps), WARN);
         }
@@ -181,7 +185,7 @@ impl TriggerState {
                 Some(t) => (
                     format!(
                         "label {} flagged · anomaly index {:.2} · L1 {:.1} · {}",
-                        r.dataset.label(t.label),
+                        if narrow { t.label.to_string() } else { r.dataset.label(t.label) },
                         t.anomaly_index,
                         t.l1,
                         t.share_on_trigger()
@@ -198,11 +202,17 @@ impl TriggerState {
     }
 }
 
+/// Columns the mask and the painted trigger keep beside the table at least.
+const PICTURES: u16 = 34;
+
 pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, images: &mut ImageStore) {
     let recovering = view.jobs.is_running(Job::Recover);
     let [status, body, models] =
         area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(4)]));
-    let (text, colour) = state.status(recovering);
+    let (mut text, mut colour) = state.status(recovering, false);
+    if text.chars().count() > status.width as usize {
+        (text, colour) = state.status(recovering, true);
+    }
     frame.render_widget(Line::from(text).fg(colour).bold(), status);
     let rows = state.rows(recovering);
     if rows.is_empty() {
@@ -212,15 +222,28 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, im
             "No recovery yet. R optimises, for every label, the smallest mask that sends clean images there; a backdoored label needs a far smaller one. u then unlearns the flagged trigger; v visualises the selected unit.",
         );
     } else {
-        let [table, pictures] = body.layout(&Layout::horizontal([Constraint::Length(44), Constraint::Fill(1)]));
-        draw_table(frame, table, state, &rows, view.study.dataset());
+        // The label column fits its class names (a digit's 6 columns) where the
+        // pictures keep their room; else the labels go by number.
+        let dataset = view.study.dataset();
+        let named = rows.iter().map(|r| dataset.label(r.label).chars().count() as u16 + 1).fold(6, u16::max);
+        let label_width = if body.width >= 38 + named + PICTURES { named } else { 6 };
+        let [table, pictures] =
+            body.layout(&Layout::horizontal([Constraint::Length(38 + label_width), Constraint::Fill(1)]));
+        draw_table(frame, table, state, &rows, (dataset, label_width));
         draw_pictures(frame, pictures, state, recovering, images, &rows);
     }
     draw_models(frame, models, view, state);
 }
 
-fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[LabelRow], dataset: Dataset) {
+fn draw_table(
+    frame: &mut Frame,
+    area: Rect,
+    state: &TriggerState,
+    rows: &[LabelRow],
+    (dataset, label_width): (Dataset, u16),
+) {
     let widest = rows.iter().map(|r| r.l1).fold(1e-9, f64::max);
+    let label = |l: u8| if label_width > 6 { dataset.label(l) } else { l.to_string() };
     let bar_width = 12usize;
     let selected = state.row.min(rows.len() - 1);
     // The header takes a row; keep the selected label in view.
@@ -239,7 +262,7 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
                 _ => "–".into(),
             };
             let cells = vec![
-                format!("{}{}", if i == selected { "▶" } else { " " }, dataset.label(r.label)),
+                format!("{}{}", if i == selected { "▶" } else { " " }, label(r.label)),
                 format!("{:6.1}", r.l1),
                 bar,
                 last,
@@ -252,7 +275,7 @@ fn draw_table(frame: &mut Frame, area: Rect, state: &TriggerState, rows: &[Label
     let last_header = if rows.iter().any(|r| r.cost.is_some()) { "cost" } else { "anom." };
     let header = Row::new(vec!["label", "  L1", "mask L1", last_header, "succ%"]).style(Style::new().fg(DIM));
     let widths = [
-        Constraint::Length(6),
+        Constraint::Length(label_width),
         Constraint::Length(7),
         Constraint::Length(12),
         Constraint::Length(6),
