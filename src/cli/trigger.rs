@@ -82,7 +82,7 @@ pub fn verdict(report: &RecoveryReport) -> String {
             report.dataset.label(t.label),
             t.anomaly_index,
             t.l1,
-            t.share_on_trigger(),
+            t.share_on_trigger(" % of its mass on the planted trigger"),
             if report.flagged.len() > 1 {
                 format!("; also flagged: {:?}", &report.flagged[1..])
             } else {

@@ -273,11 +273,11 @@ pub struct LabelTrigger {
 }
 
 impl LabelTrigger {
-    /// "62 % of the mask on the trigger", or that the attack leaves no patch to
-    /// score the mask against.
-    pub fn share_on_trigger(&self) -> String {
+    /// `{:.0}`-formatted "62 % <on>", or that the attack leaves no patch to score
+    /// the mask against (a blend, a sine or a warp).
+    pub fn share_on_trigger(&self, on: &str) -> String {
         match &self.on_trigger {
-            Some(o) => format!("{:.0} % of the mask on the trigger", 100.0 * o.mass_share),
+            Some(o) => format!("{:.0}{on}", 100.0 * o.mass_share),
             None => "no patch trigger to score the mask on".into(),
         }
     }

@@ -164,7 +164,14 @@ impl App {
     /// `pane`'s handler for `action`, with the study and the ledger.
     fn pane_handle(&mut self, pane: Pane, action: Action) -> Option<Vec<Effect>> {
         let cx = Cx { study: &mut self.study, jobs: &self.jobs, focused: pane == self.focus };
-        self.panes.handle(pane, action, cx).map(|effects| owned_by(pane, effects))
+        // A graph run's Circuit pane has its own keys (its units are nodes'), kept
+        // out of `panes` so the panes never depend on the graph's key table.
+        let effects = if pane == Pane::Circuit && cx.study.graph.is_some() {
+            graph::keys::circuit(&mut self.panes.graph_circuit, action, cx)
+        } else {
+            self.panes.handle(pane, action, cx)
+        };
+        effects.map(|effects| owned_by(pane, effects))
     }
 
     /// A key's action: a pane's own goes to that pane; a movement or Space goes to

@@ -180,9 +180,6 @@ impl Panes {
     /// A key for `pane` (one of its own, or a movement while it has the focus);
     /// `None` when the pane has no use for it.
     pub fn handle(&mut self, pane: Pane, action: Action, cx: Cx) -> Option<Vec<Effect>> {
-        if pane == Pane::Circuit && cx.study.graph.is_some() {
-            return crate::tui::graph::keys::circuit(&mut self.graph_circuit, action, cx);
-        }
         match pane {
             Pane::Layers => layers::handle(action, cx),
             Pane::Channels => channels::handle(action, cx),

@@ -188,7 +188,7 @@ impl TriggerState {
                         if narrow { t.label.to_string() } else { r.dataset.label(t.label) },
                         t.anomaly_index,
                         t.l1,
-                        t.share_on_trigger()
+                        t.share_on_trigger("% of mask on the trigger")
                     ),
                     BAD,
                 ),
