@@ -397,17 +397,14 @@ impl TrainArgs {
 impl TrainArgs {
     /// The recipe for `dataset`; fails on an attack file that cannot be read.
     pub fn config(&self, dataset: Dataset) -> Result<TrainConfig, String> {
+        let attack = self.attack.for_dataset(dataset);
         Ok(TrainConfig {
             dataset,
             seed: self.seed,
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
-            lambda_poison: self.lambda_poison.unwrap_or(if self.attack.poison_ratio().is_some() {
-                0.0
-            } else {
-                1000.0
-            }),
+            lambda_poison: self.lambda_poison.unwrap_or(if attack.poison_ratio().is_some() { 0.0 } else { 1000.0 }),
             lambda_rehab: self.lambda_rehab,
             poison_fraction: self.poison_fraction,
             eval_every: self.eval_every,
@@ -417,11 +414,12 @@ impl TrainArgs {
                 row: self.trigger_row,
                 col: self.trigger_col,
                 amplitude: self.trigger_amplitude.unwrap_or(TriggerConfig::for_dataset(dataset).amplitude),
-                target: self.attack.target(),
+                target: attack.target(),
             },
-            attack: self.attack.attack(dataset)?,
-            all_to_all: self.attack.all_to_all,
-            poison_ratio: self.attack.poison_ratio(),
+            attack: attack.attack(dataset)?,
+            all_to_all: attack.all_to_all,
+            poison_ratio: attack.poison_ratio(),
+            format: None,
         })
     }
 }

@@ -6,7 +6,7 @@ use super::graph_trigger;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
 use crate::data::attack::Footprint;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::classifier::{Classifier, FrozenStudy};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::featvis::{self, VisConfig, Visualization};
@@ -55,7 +55,7 @@ pub(super) fn model_file(run: &RunDir, model: ModelKind, file: Option<&Path>) ->
 pub(super) fn run_recovery(
     net: &dyn Classifier,
     name: &str,
-    (data, trigger): (&Mnist, Option<&Footprint>),
+    (data, trigger): (&LoadedData, Option<&Footprint>),
     cfg: &CleanseConfig,
     visible: bool,
 ) -> Result<RecoveryReport> {
@@ -150,7 +150,7 @@ pub(super) fn current_recovery(
     run: &RunDir,
     (name, key): (&str, &FileKey),
     net: &dyn Classifier,
-    data: (&Mnist, Option<&Footprint>),
+    data: (&LoadedData, Option<&Footprint>),
     human: bool,
 ) -> Result<RecoveryReport> {
     if let Some(report) = recovery_store::load_current(run, name, key)? {
