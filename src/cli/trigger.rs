@@ -19,7 +19,7 @@ use crate::engine::run::RunDir;
 use crate::engine::run::key::FileKey;
 use crate::engine::unlearn::{self, UnlearnConfig, UnlearnOutcome};
 use crate::graph::run::is_graph_run;
-use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
+use crate::picture::{Heatmap, Palette, Picture, save_image_png, save_png};
 use crate::setup::{Splits, open_lab_writing};
 use crate::table::Table;
 use crate::table::{metrics_row, metrics_table};
@@ -280,8 +280,13 @@ pub fn visualize(
     }
     let dir = lab.run.root.join("visualize");
     for r in &results {
-        save_grey_png(&r.visualization.image, side, 8, &dir.join(format!("{layer}-{unit}-{}.png", r.model)))
-            .map_err(|e| eyre!(e))?;
+        save_image_png(
+            &r.visualization.image,
+            [1, side, side],
+            8,
+            &dir.join(format!("{layer}-{unit}-{}.png", r.model)),
+        )
+        .map_err(|e| eyre!(e))?;
     }
     let tiles: Vec<Heatmap> = results.iter().map(|r| Heatmap::new(side, side, r.visualization.image.clone())).collect();
     let side_by_side = dir.join(format!("{layer}-{unit}.png"));
