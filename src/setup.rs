@@ -27,9 +27,10 @@ pub struct CommonArgs {
     /// sets it to the repository's data/), else under ./data.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// --dataset folder: every image resized to this side.
-    #[arg(long, global = true, default_value_t = 32)]
-    pub image_size: usize,
+    /// --dataset folder: every image resized to this side (default: the run's
+    /// recorded side, else 32).
+    #[arg(long, global = true)]
+    pub image_size: Option<usize>,
     /// Folder holding the runs.
     #[arg(long, global = true, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
@@ -128,7 +129,7 @@ pub fn load_data(common: &CommonArgs, dataset: Dataset, splits: Splits) -> Resul
         let images = match dataset {
             Dataset::Cifar10 => crate::data::cifar::load(&dir),
             Dataset::Gtsrb => crate::data::gtsrb::load(&dir),
-            _ => crate::data::folder::load(&dir, common.image_size),
+            _ => crate::data::folder::load(&dir, folder_side(common)),
         }
         .map_err(|e| {
             eyre!("cannot load {dataset}: {e}\n(--data-dir names the folder; docs/files.md lists the layouts)")
@@ -141,6 +142,16 @@ pub fn load_data(common: &CommonArgs, dataset: Dataset, splits: Splits) -> Resul
         data.test.truncate(n);
     }
     Ok(data)
+}
+
+/// The side a folder's images are resized to: the flag, else the run's recorded
+/// format's (so later commands read what training read), else 32.
+fn folder_side(common: &CommonArgs) -> usize {
+    let recorded = || {
+        let settings = RunSettings::load(&RunDir::new(&common.checkpoints, &common.run)).ok()??;
+        Some(settings.config.format?.shape[2] as usize)
+    };
+    common.image_size.or_else(recorded).unwrap_or(32)
 }
 
 /// Reads the lab's training split if it has not been read (the explorer's worker

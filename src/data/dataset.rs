@@ -275,5 +275,30 @@ mod tests {
         assert!((Dataset::FashionMnist.normalisation().white() - 2.0227).abs() < 1e-4);
         assert_eq!(Dataset::FashionMnist.label(8), "8 bag");
         assert_eq!(Dataset::Mnist.label(8), "8");
+        assert_eq!(Dataset::Cifar10.label(3), "3 cat");
+        assert_eq!(Dataset::Gtsrb.label(14), "14 Stop");
+    }
+
+    #[test]
+    fn a_normalisation_per_channel_applies_each_planes_numbers_and_is_recorded_as_lists() {
+        let n = Dataset::Cifar10.normalisation();
+        // Two 1×1 images of three channels: 0.5 everywhere, then 1.0.
+        let raw = Tensor::from_slice(&[0.5f32, 0.5, 0.5, 1.0, 1.0, 1.0]).view([2, 3, 1, 1]);
+        let x = Vec::<f32>::try_from(n.normalise(&raw).view([-1])).unwrap();
+        for (i, v) in x.iter().enumerate() {
+            let (c, p) = (i % 3, if i < 3 { 0.5 } else { 1.0 });
+            let want = ((p - super::super::cifar::MEAN[c]) / super::super::cifar::STD[c]) as f32;
+            assert!((v - want).abs() < 1e-6, "channel {c}: {v} vs {want}");
+        }
+        let mut in_place = raw.copy();
+        n.normalise_(&mut in_place);
+        let back = n.denormalise(&in_place);
+        assert!(f64::try_from((back - &raw).abs().max()).unwrap() < 1e-6);
+        let text = serde_json::to_string(&n).unwrap();
+        assert_eq!(text, r#"{"mean":[0.4914,0.4822,0.4465],"std":[0.247,0.2435,0.2616]}"#);
+        assert_eq!(serde_json::from_str::<Normalisation>(&text).unwrap(), n);
+        assert_eq!(n.argument(), "0.4914,0.4822,0.4465/0.247,0.2435,0.2616");
+        assert_eq!(Dataset::Mnist.normalisation().argument(), "0.1307/0.3081");
+        assert!(serde_json::from_str::<Normalisation>(r#"{"mean":[0.5],"std":[0]}"#).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Colour images end to end: a tiny CIFAR-10 in the binary layout made here (each
 //! class a coloured block at its own place on noise), a width-4 pre-activation
 //! ResNet trained on it by the binary, `eval` and `ablate` on the run, the run's
-//! record, the refusals, and the explorer showing the image in colour at 80×24.
+//! record, the refusals, and the explorer showing the image in colour at 80×24; an
+//! image folder of three classes whose size, classes and statistics the run records.
 
 mod tui_support;
 
@@ -129,6 +130,63 @@ fn cifar10_refusals_are_one_line_naming_the_folder_or_the_graph_to_use() {
         "the study's CNN takes 28×28 grey images; cifar10 images need a graph",
     );
     assert!(!checkpoints.join("r").exists(), "nothing written");
+}
+
+/// `root/{train,test}/<class>/N.png`: 12×12 images of three classes (red, green and
+/// blue on a grey ramp), `per_class` of each in each split.
+fn write_folder(root: &Path, per_class: usize) {
+    for (split, offset) in [("train", 0), ("test", 1000)] {
+        for (c, name) in ["cherry", "leaf", "sky"].iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for n in 0..per_class {
+                let image = image::RgbImage::from_fn(12, 12, |x, y| {
+                    let ramp = ((x + y) as usize * 7 + n + offset) % 90;
+                    let mut pixel = [ramp as u8; 3];
+                    if (3..9).contains(&x) && (3..9).contains(&y) {
+                        pixel[c] = 250;
+                    }
+                    image::Rgb(pixel)
+                });
+                image.save(dir.join(format!("{n}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_folder_run_records_its_side_classes_and_statistics_and_eval_reads_them_back() {
+    let data = scratch("folder-data");
+    write_folder(&data, 20);
+    let checkpoints = scratch("folder-run");
+    let flags = ["--checkpoints", &checkpoints.display().to_string(), "--run", "f", "--threads", "1"];
+    let out = binary()
+        .args(flags)
+        .args(["--data-dir", &data.display().to_string(), "--dataset", "folder", "--image-size", "8"])
+        .args(["train", "--preset", "tz-mnist", "--width", "4", "--epochs", "12", "--batch-size", "8"])
+        .args(["--phases", "clean"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(checkpoints.join("f/run.json")).unwrap()).unwrap();
+    let format = &record["config"]["format"];
+    assert_eq!(format["shape"], serde_json::json!([3, 8, 8]));
+    assert_eq!(format["classes"], 3);
+    let (mean, std) = (format["normalisation"]["mean"].as_array().unwrap(), &format["normalisation"]["std"]);
+    assert_eq!((mean.len(), std.as_array().unwrap().len()), (3, 3));
+    // Every later command reads the folder at the recorded side, without --image-size.
+    let evals = json(
+        &binary()
+            .args(flags)
+            .args(["--data-dir", &data.display().to_string(), "eval", "--model", "clean", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let metrics = &evals[0]["metrics"];
+    assert_eq!(metrics["count"], 60);
+    assert_eq!(metrics["per_class_clean"].as_array().unwrap().len(), 3);
+    assert!(metrics["clean_acc"].as_f64().unwrap() >= 90.0, "{metrics}");
 }
 
 /// The truecolour cells of screen `rows` within `columns`, from `capture-pane -e`.
