@@ -653,6 +653,7 @@ fn clean_means_average_block_outputs_over_clean_images_only() {
     let split = Split {
         pixels: vec![255; 2 * 784],
         labels: vec![1, 2],
+        shape: [1, 28, 28],
         normalisation: trojanscope::data::dataset::Dataset::Mnist.normalisation(),
     };
     let test = TestSet::new(&split, &TrainConfig::default(), Device::Cpu);
