@@ -2,7 +2,8 @@
 //! class a coloured block at its own place on noise), a width-4 pre-activation
 //! ResNet trained on it by the binary, `eval` and `ablate` on the run, the run's
 //! record, the refusals, and the explorer showing the image in colour at 80×24; an
-//! image folder of three classes whose size, classes and statistics the run records.
+//! image folder of three classes whose size, classes and statistics the run records;
+//! GTSRB's 43 classes and computed statistics through training and `eval`.
 
 mod tui_support;
 
@@ -187,6 +188,76 @@ fn a_folder_run_records_its_side_classes_and_statistics_and_eval_reads_them_back
     assert_eq!(metrics["count"], 60);
     assert_eq!(metrics["per_class_clean"].as_array().unwrap().len(), 3);
     assert!(metrics["clean_acc"].as_f64().unwrap() >= 90.0, "{metrics}");
+}
+
+fn write_ppm(path: &Path, colour: [u8; 3], side: usize) {
+    let mut bytes = format!("P6\n{side} {side}\n255\n").into_bytes();
+    bytes.extend((0..side * side).flat_map(|_| colour));
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// GTSRB's plain layout: per class two 6×6 training images and one test image of the
+/// class's own colour.
+fn write_gtsrb(root: &Path) {
+    const HEADER: &str = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n";
+    let colour = |c: usize| [(c * 6) as u8, (255 - c * 5) as u8, (c * 37 % 256) as u8];
+    let test = root.join("Test");
+    std::fs::create_dir_all(&test).unwrap();
+    let mut test_rows = String::from(HEADER);
+    for c in 0..43 {
+        let folder = root.join(format!("Train/{c:05}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut rows = String::from(HEADER);
+        for n in 0..2 {
+            write_ppm(&folder.join(format!("{n}.ppm")), colour(c), 6);
+            rows += &format!("{n}.ppm;6;6;0;0;5;5;{c}\n");
+        }
+        std::fs::write(folder.join(format!("GT-{c:05}.csv")), rows).unwrap();
+        write_ppm(&test.join(format!("{c:05}.ppm")), colour(c), 6);
+        test_rows += &format!("{c:05}.ppm;6;6;0;0;5;5;{c}\n");
+    }
+    std::fs::write(test.join("GT-final_test.csv"), test_rows).unwrap();
+}
+
+#[test]
+fn a_gtsrb_run_has_43_classes_and_the_training_splits_statistics_first_in_its_graph() {
+    let data = scratch("gtsrb-data");
+    write_gtsrb(&data);
+    let checkpoints = scratch("gtsrb-run");
+    let flags = ["--checkpoints", &checkpoints.display().to_string(), "--run", "g", "--threads", "1"];
+    let data_flag = ["--data-dir", &data.display().to_string()];
+    let out = binary()
+        .args(flags)
+        .args(data_flag)
+        .args(["--dataset", "gtsrb", "train", "--preset", "tz-mnist", "--width", "2", "--batch-size", "2"])
+        .args(["--phases", "clean"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |file: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(checkpoints.join("g").join(file)).unwrap()).unwrap()
+    };
+    let format = &read("run.json")["config"]["format"];
+    assert_eq!((&format["shape"], &format["classes"]), (&serde_json::json!([3, 32, 32]), &serde_json::json!(43)));
+    // Each channel's mean over the 86 training images: the mean of the classes' values.
+    let mean =
+        |k: usize| (0..43).map(|c| [(c * 6) as f64, (255 - c * 5) as f64, (c * 37 % 256) as f64][k]).sum::<f64>();
+    let recorded = format["normalisation"]["mean"].as_array().unwrap();
+    for (k, m) in recorded.iter().enumerate() {
+        assert!((m.as_f64().unwrap() - mean(k) / 43.0 / 255.0).abs() < 1e-12, "channel {k}: {m}");
+    }
+    let graph = read("graph.json");
+    let norm = graph["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "input_norm").unwrap().clone();
+    // The graph normalises with them, as float32's shortest decimals.
+    for (k, m) in recorded.iter().enumerate() {
+        let shortest: f64 = (m.as_f64().unwrap() as f32).to_string().parse().unwrap();
+        assert_eq!(norm["mean"][k], shortest, "{norm}");
+    }
+    assert_eq!(norm["std"].as_array().unwrap().len(), 3);
+    let evals =
+        json(&binary().args(flags).args(data_flag).args(["eval", "--model", "clean", "--json"]).output().unwrap());
+    assert_eq!(evals[0]["metrics"]["count"], 43);
+    assert_eq!(evals[0]["metrics"]["per_class_clean"].as_array().unwrap().len(), 43);
 }
 
 /// The truecolour cells of screen `rows` within `columns`, from `capture-pane -e`.
