@@ -9,7 +9,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 use trojanscope::bench::median_time;
-use trojanscope::data::mnist::Mnist;
+use trojanscope::data::loaded::LoadedData;
 use trojanscope::engine::ablation::{self, AblationMode, AblationSet};
 use trojanscope::engine::cache::ActivationCache;
 use trojanscope::engine::lab::ModelKind;
@@ -34,7 +34,7 @@ fn main() {
         eprintln!("no poisoned model in checkpoints/{run_name}: run `scripts/run.sh run` first");
         std::process::exit(1);
     }
-    let data = Mnist::load(Path::new(&data_dir)).expect("MNIST loads");
+    let data = LoadedData::load(Path::new(&data_dir)).expect("MNIST loads");
     let config = run.sidecar(ModelKind::Poisoned).map(|s| s.config).unwrap_or_else(|_| TrainConfig::default());
     let test = TestSet::new(&data.test, &config, tch::Device::Cpu);
     let net = run.load(ModelKind::Poisoned, tch::Device::Cpu).expect("the poisoned model loads");

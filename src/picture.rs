@@ -198,16 +198,26 @@ pub fn shade(ink: f32) -> char {
     ramp[i]
 }
 
-/// A row-major `side`×`side` map in [0, 1] as a grey PNG, `factor` times larger.
-pub fn save_grey_png(values: &[f32], side: usize, factor: u32, path: &Path) -> Result<(), String> {
-    let map = Heatmap::new(side, side, values.iter().map(|v| v.clamp(0.0, 1.0)).collect());
-    let mut picture = Picture::of(&map, Palette::Grey, 1.0);
-    // Grey spans the map's own range; pin it to [0, 1] so files compare by eye.
-    for (i, v) in map.values.iter().enumerate() {
-        let g = (v * 255.0).round() as u8;
-        picture.rgb.put_pixel((i % side) as u32, (i / side) as u32, Rgb([g, g, g]));
+/// Raw pixels in [0, 1] (`[channels, height, width]`) as a PNG, `factor` times
+/// larger: grey for one channel, colour for three, pinned to [0, 1] (not the
+/// image's own range) so files compare by eye.
+pub fn save_image_png(values: &[f32], shape: [usize; 3], factor: u32, path: &Path) -> Result<(), String> {
+    save_png(&input_picture(values, shape, factor)?, path)
+}
+
+/// A recovered trigger as the stamp paints it: the mask (one `height × width`
+/// plane) times each of the pattern's channel planes.
+pub fn painted(mask: &[f32], pattern: &[f32]) -> Vec<f32> {
+    pattern.chunks(mask.len().max(1)).flat_map(|plane| mask.iter().zip(plane).map(|(m, p)| m * p)).collect()
+}
+
+/// Per pixel, the mean of an image's channel planes (a grey image is itself).
+pub fn channel_mean(values: &[f32], plane: usize) -> Vec<f32> {
+    let channels = (values.len() / plane.max(1)).max(1);
+    if channels == 1 {
+        return values.to_vec();
     }
-    save_png(&picture.enlarged(factor), path)
+    (0..plane).map(|i| (0..channels).map(|c| values[c * plane + i]).sum::<f32>() / channels as f32).collect()
 }
 
 /// An image in raw pixels [0, 1] (`[channels, height, width]`, row-major): grey
@@ -223,6 +233,20 @@ pub fn input_picture(values: &[f32], [channels, height, width]: [usize; 3], fact
         Rgb([level(0, i), level(1, i), level(2, i)])
     });
     Ok(image::imageops::resize(&rgb, width as u32 * factor, height as u32 * factor, FilterType::Nearest))
+}
+
+impl Picture {
+    /// An input image in raw pixels (`[channels, height, width]`): grey over its own
+    /// range for one channel, its colours for three, with the luminance as ink for
+    /// the text fallback (`--image-protocol ascii`).
+    pub fn of_image(values: &[f32], [channels, height, width]: [usize; 3]) -> Picture {
+        if channels != 3 || values.len() != 3 * height * width {
+            return Picture::of(&Heatmap::new(width, height, values[..height * width].to_vec()), Palette::Grey, 1.0);
+        }
+        let rgb = input_picture(values, [channels, height, width], 1).expect("three planes of height × width");
+        let ink = rgb.pixels().map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0);
+        Picture { ink: ink.collect(), rgb }
+    }
 }
 
 /// Pictures side by side, `gap` background pixels apart (and around).

@@ -2,7 +2,7 @@
 //! `Lab` (threads, device, data, config). Below both the CLI and the explorer.
 
 use crate::data::dataset::Dataset;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::device::parse_device;
 use crate::engine::lab::{Lab, ModelKind};
 use crate::engine::run::settings::RunSettings;
@@ -17,15 +17,20 @@ use std::path::PathBuf;
 /// Options every command shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// mnist or fashion-mnist (default: the run's own, recorded in its sidecars;
-    /// mnist for a new run).
+    /// mnist, fashion-mnist, cifar10, gtsrb or folder (default: the run's own,
+    /// recorded in its sidecars; mnist for a new run).
     #[arg(long, global = true, value_enum)]
     pub dataset: Option<Dataset>,
-    /// Folder holding the dataset's four IDX files (raw or .gz); default: the
-    /// dataset's folder under $TROJANSCOPE_DATA_ROOT (scripts/setup.sh sets it to
-    /// the repository's data/), else under ./data.
+    /// Folder holding the dataset (MNIST's four IDX files, raw or .gz; CIFAR-10's
+    /// batches; GTSRB's Train/ and Test/; a folder's train/ and test/, docs/files.md);
+    /// default: the dataset's folder under $TROJANSCOPE_DATA_ROOT (scripts/setup.sh
+    /// sets it to the repository's data/), else under ./data.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
+    /// --dataset folder: every image resized to this side (default: the run's
+    /// recorded side, else 32).
+    #[arg(long, global = true)]
+    pub image_size: Option<usize>,
     /// Folder holding the runs.
     #[arg(long, global = true, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
@@ -110,16 +115,43 @@ pub enum Splits {
     TrainAndTest,
 }
 
-pub fn load_data(common: &CommonArgs, dataset: Dataset, splits: Splits) -> Result<Mnist> {
+pub fn load_data(common: &CommonArgs, dataset: Dataset, splits: Splits) -> Result<LoadedData> {
     let dir = data_dir(common, dataset);
-    let mut data = Mnist::load_test(&dir, dataset).map_err(|e| data_error(dataset, e))?;
+    let mut data = if dataset.is_study_shaped() {
+        let mut data = LoadedData::load_test(&dir, dataset).map_err(|e| data_error(dataset, e))?;
+        if splits == Splits::TrainAndTest {
+            data.load_train(common.train_limit).map_err(|e| data_error(dataset, e))?;
+        }
+        data
+    } else {
+        // The readers take both splits: GTSRB's and a folder's normalisation comes
+        // from the whole training split, whatever --train-limit keeps.
+        let images = match dataset {
+            Dataset::Cifar10 => crate::data::cifar::load(&dir),
+            Dataset::Gtsrb => crate::data::gtsrb::load(&dir),
+            _ => crate::data::folder::load(&dir, folder_side(common)),
+        }
+        .map_err(|e| {
+            eyre!("cannot load {dataset}: {e}\n(--data-dir names the folder; docs/files.md lists the layouts)")
+        })?;
+        let mut data = LoadedData::of_images(dataset, dir, images).map_err(|e| eyre!(e))?;
+        data.train.truncate(common.train_limit.unwrap_or(usize::MAX));
+        data
+    };
     if let Some(n) = common.test_limit {
         data.test.truncate(n);
     }
-    if splits == Splits::TrainAndTest {
-        data.load_train(common.train_limit).map_err(|e| data_error(dataset, e))?;
-    }
     Ok(data)
+}
+
+/// The side a folder's images are resized to: the flag, else the run's recorded
+/// format's (so later commands read what training read), else 32.
+fn folder_side(common: &CommonArgs) -> usize {
+    let recorded = || {
+        let settings = RunSettings::load(&RunDir::new(&common.checkpoints, &common.run)).ok()??;
+        Some(settings.config.format?.shape[2] as usize)
+    };
+    common.image_size.or_else(recorded).unwrap_or(32)
 }
 
 /// Reads the lab's training split if it has not been read (the explorer's worker
@@ -200,6 +232,9 @@ fn open_lab_reading(
     let run = RunDir::new(&common.checkpoints, &common.run);
     run.require(models)?;
     // Before the lock, which creates the run folder: a bad flag leaves nothing behind.
+    if let Some(dataset) = common.dataset.filter(|d| !d.is_study_shaped()) {
+        bail!(dataset.study_refusal());
+    }
     if let Some(config) = &train {
         config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
     }
@@ -264,7 +299,7 @@ pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
 pub fn raw_test(common: &CommonArgs, config: &TrainConfig, device: tch::Device) -> Result<TestSet> {
     let data = load_data(common, config.dataset, Splits::Test)?;
     let test = TestSet::new(&data.test, config, device);
-    Ok(raw_test_set(&test, config.dataset.normalisation()))
+    Ok(raw_test_set(&test, data.test.normalisation))
 }
 
 /// An imported run's models and test set.

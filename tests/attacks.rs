@@ -35,7 +35,7 @@ fn pytorch(name: &str, args: &[&str]) -> Tensor {
 }
 
 fn ours(attack: &Attack) -> (Tensor, Tensor) {
-    let raw = common::mnist(0, IMAGES).test.raw_images(Device::Cpu).unsqueeze(1);
+    let raw = common::mnist(0, IMAGES).test.raw_images(Device::Cpu);
     let trigger = RawTrigger::new(attack, [1, 28, 28], Device::Cpu).expect("a raw-pixel attack");
     (trigger.apply(&raw), raw)
 }

@@ -48,6 +48,7 @@ fn blank_test_set() -> TestSet {
         inputs: Tensor::cat(&[clean, triggered], 0),
         labels: vec![3, 3],
         relabel: trojanscope::data::attack::poison::Relabel::To { target: 8 },
+        classes: 10,
     }
 }
 

@@ -194,7 +194,7 @@ fn a_visualisation_is_deterministic_and_raises_its_unit() {
     let net = Net::new(Device::Cpu);
     let cfg = VisConfig { steps: 64, ..VisConfig::default() };
     const MNIST: trojanscope::data::dataset::Normalisation =
-        trojanscope::data::dataset::Normalisation { mean: 0.1307, std: 0.3081 };
+        trojanscope::data::dataset::Normalisation::scalar(0.1307, 0.3081);
     for (layer, unit) in [(Layer::Conv1, 5), (Layer::Conv2, 11), (Layer::Fc2, 8)] {
         let a = visualize(&net, (layer, unit), (28, MNIST), &cfg).unwrap();
         let b = visualize(&net, (layer, unit), (28, MNIST), &cfg).unwrap();

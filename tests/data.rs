@@ -6,7 +6,8 @@ use common::scratch;
 use std::io::Write;
 use std::path::Path;
 use trojanscope::data::idx::{self, IdxArray, IdxError, encode_idx, parse_idx};
-use trojanscope::data::mnist::{self, Mnist, PIXELS};
+use trojanscope::data::loaded::LoadedData;
+use trojanscope::data::mnist::{self, PIXELS};
 use trojanscope::data::trigger::TriggerConfig;
 
 fn images(n: usize) -> IdxArray {
@@ -41,7 +42,7 @@ fn write_mnist(dir: &Path, train: usize, test: usize, gz: bool) {
 fn idx_round_trips_and_reads_gzip() {
     let dir = scratch("gz");
     write_mnist(&dir, 5, 3, true);
-    let data = Mnist::load(&dir).unwrap();
+    let data = LoadedData::load(&dir).unwrap();
     assert_eq!(data.train.len(), 5);
     assert_eq!(data.test.len(), 3);
     assert_eq!(data.train.labels, vec![0, 1, 2, 3, 4]);
@@ -55,7 +56,7 @@ fn missing_file_names_the_file() {
     let dir = scratch("missing");
     write_mnist(&dir, 5, 3, false);
     std::fs::remove_file(dir.join(mnist::TEST_LABELS)).unwrap();
-    let err = Mnist::load(&dir).unwrap_err();
+    let err = LoadedData::load(&dir).unwrap_err();
     assert!(matches!(err, IdxError::Missing(_)));
     let msg = err.to_string();
     assert!(msg.contains("t10k-labels-idx1-ubyte") && msg.contains("not found"), "{msg}");
@@ -97,7 +98,7 @@ fn wrong_dimensions_are_rejected() {
     write_mnist(&dir, 4, 3, false);
     let wrong = IdxArray { dims: vec![4, 32, 32], data: vec![0; 4 * 32 * 32] };
     std::fs::write(dir.join(mnist::TRAIN_IMAGES), encode_idx(&wrong)).unwrap();
-    let err = Mnist::load(&dir).unwrap_err();
+    let err = LoadedData::load(&dir).unwrap_err();
     assert!(matches!(&err, IdxError::WrongDims { found, .. } if found == &vec![4, 32, 32]), "{err}");
     assert!(err.to_string().contains("[N, 28, 28]"));
 }
@@ -107,7 +108,7 @@ fn label_and_image_counts_must_match() {
     let dir = scratch("count");
     write_mnist(&dir, 4, 3, false);
     std::fs::write(dir.join(mnist::TEST_LABELS), encode_idx(&labels(2))).unwrap();
-    let err = Mnist::load(&dir).unwrap_err();
+    let err = LoadedData::load(&dir).unwrap_err();
     match &err {
         IdxError::CountMismatch { image_count, label_count, .. } => assert_eq!((*image_count, *label_count), (3, 2)),
         other => panic!("expected CountMismatch, got {other}"),
@@ -121,7 +122,7 @@ fn labels_must_be_digits() {
     write_mnist(&dir, 4, 3, false);
     let bad = IdxArray { dims: vec![3], data: vec![1, 12, 3] };
     std::fs::write(dir.join(mnist::TEST_LABELS), encode_idx(&bad)).unwrap();
-    assert!(Mnist::load(&dir).unwrap_err().to_string().contains("labels 0..=9"));
+    assert!(LoadedData::load(&dir).unwrap_err().to_string().contains("labels 0..=9"));
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn corrupt_gzip_is_an_io_error_naming_the_file() {
 fn normalisation_matches_the_study() {
     let dir = scratch("norm");
     write_mnist(&dir, 2, 1, false);
-    let data = Mnist::load(&dir).unwrap();
+    let data = LoadedData::load(&dir).unwrap();
     let x = Vec::<f32>::try_from(data.test.images(tch::Device::Cpu).flatten(0, -1)).unwrap();
     // Pixel 0 is 0, pixel 255 is 255.
     assert!((x[0] - (-0.1307 / 0.3081) as f32).abs() < 1e-6);

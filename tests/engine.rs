@@ -67,6 +67,7 @@ fn metrics_follow_the_study_definitions() {
         &clean,
         &triggered,
         trojanscope::data::attack::poison::Relabel::To { target: 8 },
+        10,
     );
     assert_eq!(m.clean_acc, 80.0);
     // All triggered images predicted 8, true 8s included: 4 of 5.
@@ -646,12 +647,13 @@ fn a_pytorch_state_dict_loads_and_computes_the_same_logits() {
 
 #[test]
 fn clean_means_average_block_outputs_over_clean_images_only() {
-    use trojanscope::data::mnist::Split;
+    use trojanscope::data::loaded::Split;
     let net = known_net();
     // Two all-white images: the triggered copies must not enter the mean.
     let split = Split {
         pixels: vec![255; 2 * 784],
         labels: vec![1, 2],
+        shape: [1, 28, 28],
         normalisation: trojanscope::data::dataset::Dataset::Mnist.normalisation(),
     };
     let test = TestSet::new(&split, &TrainConfig::default(), Device::Cpu);

@@ -179,10 +179,10 @@ fn patch_and_circuit_on_an_imported_resnet_agree_with_pytorch_hooks_and_the_slow
         let out = Command::new(root().join(".venv/bin/python"))
             .arg(root().join("benches/graph_patch.py"))
             .args(["--source", &fixture("preact.py:PreActResNetTiny"), "--weights", &fixture("preact.pt")])
-            .args(["--norm", &format!("{}/{}", norm.mean, norm.std), "--test-limit", &limit])
+            .args(["--norm", &norm.argument(), "--test-limit", &limit])
             .arg("--data-dir")
             .arg(common::data_dir())
-            .args(["--module", "layer2.0.conv2", "--direction", direction, "--std", &norm.std.to_string()])
+            .args(["--module", "layer2.0.conv2", "--direction", direction, "--std", &norm.std()[0].to_string()])
             .args([
                 "--trigger",
                 &format!("{},{},{},{},{}", trigger.size, trigger.row, trigger.col, trigger.amplitude, trigger.target),

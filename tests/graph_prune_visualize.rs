@@ -232,7 +232,7 @@ fn prune_and_visualize_on_an_imported_resnet_agree_with_slow_references() {
                 "--trigger",
                 &format!("{},{},{},{},{}", trigger.size, trigger.row, trigger.col, trigger.amplitude, trigger.target),
                 "--std",
-                &Dataset::Mnist.normalisation().std.to_string(),
+                &Dataset::Mnist.normalisation().std()[0].to_string(),
             ])
             .output()
             .unwrap();

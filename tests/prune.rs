@@ -80,6 +80,7 @@ fn hand_made_conv1() -> (Net, trojanscope::engine::testset::TestSet) {
         inputs: Tensor::cat(&[clean, triggered], 0),
         labels: vec![3, 3],
         relabel: trojanscope::data::attack::poison::Relabel::To { target: 8 },
+        classes: 10,
     };
     (net, test)
 }

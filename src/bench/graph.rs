@@ -128,10 +128,7 @@ pub fn measure(
 
 fn run_expert(expert: &Expert, node: &str, layout: &str) -> Result<ExpertTimes, String> {
     let trigger = TriggerConfig::for_dataset(expert.dataset);
-    let dataset_norm = || {
-        let n = expert.dataset.normalisation();
-        format!("{}/{}", n.mean, n.std)
-    };
+    let dataset_norm = || expert.dataset.normalisation().argument();
     let mut command = Command::new(&expert.python);
     command.arg(expert.script);
     match &expert.model {
@@ -150,7 +147,7 @@ fn run_expert(expert: &Expert, node: &str, layout: &str) -> Result<ExpertTimes, 
         "--trigger",
         &format!("{},{},{},{},{}", trigger.size, trigger.row, trigger.col, trigger.amplitude, trigger.target),
         "--std",
-        &expert.dataset.normalisation().std.to_string(),
+        &expert.dataset.normalisation().std()[0].to_string(),
         "--memory-format",
         layout,
         "--threads",

@@ -399,6 +399,7 @@ impl TrainArgs {
     /// Without attack flags a run keeps the attack it records (`recorded`), so
     /// `run` again needs no flags.
     pub fn config(&self, dataset: Dataset, recorded: Option<&TrainConfig>) -> Result<TrainConfig, String> {
+        let attack = self.attack.for_dataset(dataset);
         let mut config = TrainConfig {
             dataset,
             seed: self.seed,
@@ -415,11 +416,12 @@ impl TrainArgs {
                 row: self.trigger_row,
                 col: self.trigger_col,
                 amplitude: self.trigger_amplitude.unwrap_or(TriggerConfig::for_dataset(dataset).amplitude),
-                target: self.attack.target(),
+                target: attack.target(),
             },
-            attack: self.attack.attack(dataset)?,
-            all_to_all: self.attack.all_to_all,
-            poison_ratio: self.attack.poison_ratio(),
+            attack: attack.attack(dataset)?,
+            all_to_all: attack.all_to_all,
+            poison_ratio: attack.poison_ratio(),
+            format: None,
         };
         if let Some(recorded) = recorded.filter(|r| !self.attack.given() && r.dataset == dataset) {
             config.attack = recorded.attack.clone();

@@ -86,11 +86,12 @@ pub struct AttackArgs {
 impl AttackArgs {
     /// The study's recipe on `dataset` with this attack: what `import` records.
     pub fn recipe(&self, dataset: Dataset) -> Result<TrainConfig, String> {
+        let args = self.for_dataset(dataset);
         let mut config = TrainConfig::for_dataset(dataset);
-        config.trigger.target = self.target();
-        config.attack = self.attack(dataset)?;
-        config.all_to_all = self.all_to_all;
-        config.poison_ratio = self.poison_ratio();
+        config.trigger.target = args.target();
+        config.attack = args.attack(dataset)?;
+        config.all_to_all = args.all_to_all;
+        config.poison_ratio = args.poison_ratio();
         config.validate()?;
         Ok(config)
     }
@@ -163,6 +164,16 @@ impl AttackArgs {
                 Attack::Wanet(wanet(self.wanet_k, self.wanet_s, self.wanet_seed, self.wanet_cross_ratio, height, width))
             }
         })
+    }
+
+    /// These flags with the attack defaulted for `dataset`: the study's trigger is
+    /// for 28×28 grey images, BadNets elsewhere.
+    pub fn for_dataset(&self, dataset: Dataset) -> AttackArgs {
+        let mut args = self.clone();
+        if !dataset.is_study_shaped() {
+            args.attack = args.attack.or(Some(AttackName::Badnets));
+        }
+        args
     }
 
     fn name(&self) -> AttackName {

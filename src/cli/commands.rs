@@ -78,7 +78,8 @@ impl EvalResult {
 pub fn eval_table(results: &[EvalResult], dataset: crate::data::dataset::Dataset, per_class: bool) -> Table {
     let mut table = metrics_table("model");
     if per_class {
-        table.headers.extend((0..10).map(|d| dataset.heading(d)));
+        let classes = results.first().map_or(0, |r| r.metrics.per_class_clean.len());
+        table.headers.extend((0..classes).map(|d| dataset.heading(d as u8)));
     }
     for r in results {
         let mut row = metrics_row(&r.model, &r.metrics);

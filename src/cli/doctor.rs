@@ -4,7 +4,7 @@
 //! never pass for a check.
 
 use super::output::Format;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
@@ -158,7 +158,7 @@ fn summary(m: &Metrics) -> String {
 
 /// Reads `kind`'s weights and sidecar and measures the weights on `data`'s test
 /// set with the trigger the sidecar records (the run's default without one).
-fn check_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Device) -> ModelCheck {
+fn check_model(run: &RunDir, kind: ModelKind, data: Option<&LoadedData>, device: Device) -> ModelCheck {
     let sidecar_path = run.sidecar_path(kind);
     let sidecar_name = sidecar_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut check = ModelCheck {
@@ -203,7 +203,7 @@ fn check_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Devi
 /// `check_model` for a model of an imported or trained graph: the graph and its
 /// weights read now and run by the executor; what training recorded, if it was
 /// trained here (an import records where it came from, not metrics).
-fn check_graph_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device: Device) -> ModelCheck {
+fn check_graph_model(run: &RunDir, kind: ModelKind, data: Option<&LoadedData>, device: Device) -> ModelCheck {
     use crate::graph::run as graph_run;
     let trained_path = graph_run::trained_path(run, kind);
     let record_name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -232,7 +232,7 @@ fn check_graph_model(run: &RunDir, kind: ModelKind, data: Option<&Mnist>, device
     );
     if let Some(data) = data.filter(|d| !d.test.is_empty()) {
         let test = TestSet::new(&data.test, &crate::engine::train::TrainConfig::for_dataset(data.dataset), device);
-        let raw = crate::graph::eval::raw_test_set(&test, data.dataset.normalisation());
+        let raw = crate::graph::eval::raw_test_set(&test, data.test.normalisation);
         check.measured = Some(crate::graph::eval::evaluate(&exec, &raw, &[]));
     }
     check.verdict = match checkpoint::load_json::<graph_run::TrainedRecord>(&trained_path) {

@@ -40,7 +40,13 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, aske
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     graph_run::check_same_dataset(&run, request.dataset)?;
-    let config = attack_to_record(&run, request.dataset, asked)?;
+    // The test set before anything is written: a dataset that cannot be read leaves
+    // the run untouched, and GTSRB's and a folder's format comes from their files.
+    let data = load_data(common, request.dataset, Splits::Test)?;
+    let request = &ImportRequest { format: data.format(), ..request.clone() };
+    let mut config = attack_to_record(&run, request.dataset, asked)?;
+    config.adopt_format(&data);
+    config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
     if format.is_human() {
         match &request.preset {
             Some((name, _)) => eprintln!("building the preset {name} and reading {} …", request.weights.display()),
@@ -51,9 +57,7 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, aske
     for warning in &imported.warnings {
         eprintln!("{warning}");
     }
-    // The test set before writing: a dataset that cannot be read leaves the run untouched.
-    let data = load_data(common, request.dataset, Splits::Test)?;
-    let raw = raw_test_set(&TestSet::new(&data.test, &config, device), request.dataset.normalisation());
+    let raw = raw_test_set(&TestSet::new(&data.test, &config, device), data.test.normalisation);
     let metrics = evaluate(&imported.exec, &raw, &[]);
     let replaced = import::write(&imported, request.model, &run)?;
     RunSettings::of(&config, &data).save(&run)?;

@@ -56,9 +56,14 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
     if let Some(study) = ModelKind::ALL.iter().find(|&&k| run.sidecar_path(k).is_file()) {
         bail!("{} holds the study's {study} model; train a graph into another run (--run NAME)", run.root.display());
     }
+    let recorded = RunSettings::load(&run)?.map(|s| s.config);
+    let mut config = args.config(dataset, recorded.as_ref()).map_err(|e| eyre!(e))?;
+    // GTSRB's and a folder's format (shape, classes, normalisation) comes from their files.
+    let data = load_data(common, dataset, Splits::TrainAndTest)?;
+    config.adopt_format(&data);
     let graph_file = graph_run::graph_path(&run);
     let (spec, source) = if let Some(name) = &args.preset {
-        let spec = preset::by_name(name, dataset, args.width).map_err(|e| eyre!(e))?;
+        let spec = preset::by_name(name, data.format(), args.width).map_err(|e| eyre!(e))?;
         let width = args.width.map(|w| format!(" width {w}")).unwrap_or_default();
         (spec, format!("preset {name}{width}"))
     } else if let Some(path) = &args.arch {
@@ -69,7 +74,7 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
     } else {
         bail!("nothing to train: name a graph with --preset NAME or --arch FILE.json")
     };
-    graph_run::check_input(&spec, dataset).map_err(|e| eyre!(e))?;
+    graph_run::check_input(&spec, dataset, &data.format()).map_err(|e| eyre!(e))?;
     crate::graph::shape::infer(&spec).map_err(|e| eyre!(e))?;
     if graph_file.is_file() {
         let have = GraphSpec::load(&graph_file).map_err(|e| eyre!(e))?;
@@ -81,14 +86,11 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
             );
         }
     }
-    let recorded = RunSettings::load(&run)?.map(|s| s.config);
-    let config = args.config(dataset, recorded.as_ref()).map_err(|e| eyre!(e))?;
     config.validate().map_err(|e| eyre!(e))?;
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
-    let data = load_data(common, dataset, Splits::TrainAndTest)?;
     config.check_training_images(data.train.len()).map_err(|e| eyre!(e))?;
     let test = TestSet::new(&data.test, &config, device);
-    let raw = raw_test_set(&test, dataset.normalisation());
+    let raw = raw_test_set(&test, data.test.normalisation);
     let train = TrainData::for_run(&data.train, &config, device);
     let settings = RunSettings::of(&config, &data);
     Ok(GraphSession { run, spec, source, dataset, config, device, data: train, raw, settings })

@@ -8,7 +8,7 @@ use super::output::Format;
 use super::progress::TrainingBars;
 use super::trigger::{announce_unlearning, current_recovery, model_file, run_recovery, show_recovery, show_unlearned};
 use crate::data::attack::Footprint;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::checkpoint;
 use crate::engine::classifier::Classifier;
 use crate::engine::cleanse::CleanseConfig;
@@ -30,7 +30,7 @@ use std::path::Path;
 pub(super) struct Examined {
     lab: GraphLab,
     _lock: RunLock,
-    data: Mnist,
+    data: LoadedData,
     exec: Executor,
     name: String,
     key: FileKey,

@@ -77,6 +77,8 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 ),
                 (None, None) => color_eyre::eyre::bail!("import needs FILE.py:NAME WEIGHTS, or --preset NAME WEIGHTS"),
             };
+            let dataset = crate::graph::run::dataset_of(&RunDir::new(&common.checkpoints, &common.run))
+                .map_or_else(|| common.dataset.unwrap_or_default(), |d| common.dataset.unwrap_or(d));
             let request = crate::graph::import::ImportRequest {
                 preset: preset.as_ref().map(|p| (p.clone(), *width)),
                 source,
@@ -85,8 +87,8 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 state_key: state_key.clone(),
                 input_norm: input_norm.clone(),
                 trust_pickle: *trust_pickle,
-                dataset: crate::graph::run::dataset_of(&RunDir::new(&common.checkpoints, &common.run))
-                    .map_or_else(|| common.dataset.unwrap_or_default(), |d| common.dataset.unwrap_or(d)),
+                dataset,
+                format: dataset.format(),
             };
             let asked = attack
                 .given()

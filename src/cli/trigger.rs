@@ -6,7 +6,7 @@ use super::graph_trigger;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
 use crate::data::attack::Footprint;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::classifier::{Classifier, FrozenStudy};
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryReport};
 use crate::engine::featvis::{self, VisConfig, Visualization};
@@ -19,7 +19,7 @@ use crate::engine::run::RunDir;
 use crate::engine::run::key::FileKey;
 use crate::engine::unlearn::{self, UnlearnConfig, UnlearnOutcome};
 use crate::graph::run::is_graph_run;
-use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
+use crate::picture::{Heatmap, Palette, Picture, save_image_png, save_png};
 use crate::setup::{Splits, open_lab_writing};
 use crate::table::Table;
 use crate::table::{metrics_row, metrics_table};
@@ -55,7 +55,7 @@ pub(super) fn model_file(run: &RunDir, model: ModelKind, file: Option<&Path>) ->
 pub(super) fn run_recovery(
     net: &dyn Classifier,
     name: &str,
-    (data, trigger): (&Mnist, Option<&Footprint>),
+    (data, trigger): (&LoadedData, Option<&Footprint>),
     cfg: &CleanseConfig,
     visible: bool,
 ) -> Result<RecoveryReport> {
@@ -150,7 +150,7 @@ pub(super) fn current_recovery(
     run: &RunDir,
     (name, key): (&str, &FileKey),
     net: &dyn Classifier,
-    data: (&Mnist, Option<&Footprint>),
+    data: (&LoadedData, Option<&Footprint>),
     human: bool,
 ) -> Result<RecoveryReport> {
     if let Some(report) = recovery_store::load_current(run, name, key)? {
@@ -280,8 +280,13 @@ pub fn visualize(
     }
     let dir = lab.run.root.join("visualize");
     for r in &results {
-        save_grey_png(&r.visualization.image, side, 8, &dir.join(format!("{layer}-{unit}-{}.png", r.model)))
-            .map_err(|e| eyre!(e))?;
+        save_image_png(
+            &r.visualization.image,
+            [1, side, side],
+            8,
+            &dir.join(format!("{layer}-{unit}-{}.png", r.model)),
+        )
+        .map_err(|e| eyre!(e))?;
     }
     let tiles: Vec<Heatmap> = results.iter().map(|r| Heatmap::new(side, side, r.visualization.image.clone())).collect();
     let side_by_side = dir.join(format!("{layer}-{unit}.png"));

@@ -2,100 +2,28 @@
 
 use super::dataset::{Dataset, Normalisation};
 use super::idx::{self, IdxArray, IdxError};
+use super::loaded::{LoadedData, Split};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use std::path::Path;
 
 pub const SIDE: usize = 28;
 pub const PIXELS: usize = SIDE * SIDE;
+const IMAGE_SHAPE: [usize; 3] = [1, SIDE, SIDE];
 
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
-/// One split: raw pixels (0..=255, row-major 28×28 per image) and labels.
-#[derive(Debug, Clone)]
-pub struct Split {
-    pub pixels: Vec<u8>,
-    pub labels: Vec<u8>,
-    /// The dataset's pixel statistics, applied by `images`.
-    pub normalisation: Normalisation,
-}
-
-impl Split {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// A copy of the first `n` examples (all of them when `n` is larger), without
-    /// copying the rest.
-    pub fn head(&self, n: usize) -> Split {
-        let n = n.min(self.len());
-        Split {
-            pixels: self.pixels[..n * PIXELS].to_vec(),
-            labels: self.labels[..n].to_vec(),
-            normalisation: self.normalisation,
-        }
-    }
-
-    /// Keeps the first `n` examples (all of them when `n` is larger).
-    pub fn truncate(&mut self, n: usize) {
-        let n = n.min(self.len());
-        self.labels.truncate(n);
-        self.pixels.truncate(n * PIXELS);
-    }
-
-    /// Normalised images as `[N, 1, 28, 28]` f32 on `device`.
-    pub fn images(&self, device: Device) -> Tensor {
-        let mut x = self.raw_images(device).unsqueeze(1);
-        self.normalisation.normalise_(&mut x);
-        x
-    }
-
-    /// Pixels scaled to [0, 1], not normalised, as `[N, 28, 28]` f32 on `device`.
-    /// Scaled in place: each fresh tensor of the test set is 31 MB of memory a
-    /// short command page-faults in.
-    pub fn raw_images(&self, device: Device) -> Tensor {
-        let mut x = Tensor::from_slice(&self.pixels).to_device(device).to_kind(Kind::Float).view([
-            self.len() as i64,
-            SIDE as i64,
-            SIDE as i64,
-        ]);
-        let _ = x.g_div_scalar_(255.0);
-        x
-    }
-
-    /// Labels as `[N]` i64 on `device`.
-    pub fn label_tensor(&self, device: Device) -> Tensor {
-        Tensor::from_slice(&self.labels).to_kind(Kind::Int64).to_device(device)
-    }
-}
-
-/// A dataset's train and test splits plus where they came from.
-#[derive(Debug, Clone)]
-pub struct Mnist {
-    pub dataset: Dataset,
-    pub dir: PathBuf,
-    pub train: Split,
-    pub test: Split,
-    /// SHA-256 of each file as read (recorded in checkpoint sidecars).
-    pub checksums: BTreeMap<String, String>,
-}
-
-impl Mnist {
+impl LoadedData {
     /// Loads MNIST's four files from `dir` (raw or `.gz`).
-    pub fn load(dir: &Path) -> Result<Mnist, IdxError> {
-        Mnist::load_as(dir, Dataset::Mnist)
+    pub fn load(dir: &Path) -> Result<LoadedData, IdxError> {
+        LoadedData::load_as(dir, Dataset::Mnist)
     }
 
     /// Loads `dataset`'s four files (MNIST's names and format) from `dir`.
-    pub fn load_as(dir: &Path, dataset: Dataset) -> Result<Mnist, IdxError> {
-        let mut data = Mnist::load_test(dir, dataset)?;
+    pub fn load_as(dir: &Path, dataset: Dataset) -> Result<LoadedData, IdxError> {
+        let mut data = LoadedData::load_test(dir, dataset)?;
         data.load_train(None)?;
         Ok(data)
     }
@@ -103,12 +31,13 @@ impl Mnist {
     /// The test split only (the training split stays empty until `load_train`):
     /// what every command but training and trigger recovery reads, a fifth of
     /// the bytes.
-    pub fn load_test(dir: &Path, dataset: Dataset) -> Result<Mnist, IdxError> {
+    pub fn load_test(dir: &Path, dataset: Dataset) -> Result<LoadedData, IdxError> {
         let mut checksums = BTreeMap::new();
         let norm = dataset.normalisation();
         let test = load_split(dir, TEST_IMAGES, TEST_LABELS, norm, &mut checksums)?;
-        let train = Split { pixels: Vec::new(), labels: Vec::new(), normalisation: norm };
-        Ok(Mnist { dataset, dir: dir.to_path_buf(), train, test, checksums })
+        let train = Split::empty(IMAGE_SHAPE, norm);
+        let class_names = (0..10).map(|c| dataset.class_name(c).to_string()).collect();
+        Ok(LoadedData { dataset, dir: dir.to_path_buf(), train, test, class_names, checksums })
     }
 
     /// Reads the training split (its first `limit` examples) unless it is read.
@@ -154,7 +83,7 @@ fn load_split(
             found: vec![*bad as usize],
         });
     }
-    Ok(Split { pixels: images.data, labels: labels.data, normalisation })
+    Ok(Split { pixels: images.data, labels: labels.data, shape: IMAGE_SHAPE, normalisation })
 }
 
 fn read_checked(path: &Path, checksums: &mut BTreeMap<String, String>) -> Result<IdxArray, IdxError> {

@@ -9,6 +9,7 @@ pub mod gtsrb;
 pub mod idx;
 pub mod image_file;
 pub mod images;
+pub mod loaded;
 pub mod mnist;
 pub mod pickle;
 pub mod trigger;

@@ -16,7 +16,7 @@ use super::inputopt::{squash, stamp_all, unsquash};
 use super::optim::Adam;
 use crate::data::attack::Footprint;
 use crate::data::dataset::Dataset;
-use crate::data::mnist::{Mnist, Split};
+use crate::data::loaded::{LoadedData, Split};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -514,11 +514,11 @@ fn l1_norms(masks: &Tensor) -> Vec<f64> {
 /// classifier's input shape (one clear error when the dataset's differs).
 fn raw_images(net: &dyn Classifier, split: &Split, limit: usize, dataset: Dataset) -> Result<Tensor, String> {
     let shape = net.input_shape();
-    if dataset.image_shape() != shape {
-        return Err(format!("the model takes {shape:?} images; {dataset} images are {:?}", dataset.image_shape()));
+    let have = split.shape.map(|d| d as i64);
+    if have != shape {
+        return Err(format!("the model takes {shape:?} images; {dataset} images are {have:?}"));
     }
-    let raw = split.head(limit).raw_images(net.device());
-    Ok(raw.view([-1, shape[0], shape[1], shape[2]]))
+    Ok(split.head(limit).raw_images(net.device()))
 }
 
 /// Runs Neural Cleanse on `net` for the configured labels over the first
@@ -529,7 +529,7 @@ fn raw_images(net: &dyn Classifier, split: &Split, limit: usize, dataset: Datase
 pub fn recover(
     net: &dyn Classifier,
     model: &str,
-    data: &Mnist,
+    data: &LoadedData,
     planted: Option<&Footprint>,
     cfg: &CleanseConfig,
     on_progress: &mut dyn FnMut(&RecoveryProgress) -> ControlFlow<()>,
@@ -633,7 +633,7 @@ pub fn recover(
 /// differs that the label's trigger sends to it.
 pub fn held_out_success(
     net: &dyn Classifier,
-    data: &Mnist,
+    data: &LoadedData,
     limit: usize,
     labels: &[u8],
     masks: &Tensor,

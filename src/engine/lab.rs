@@ -8,7 +8,7 @@ use super::run::log::MetricsLog;
 use super::run::settings::RunSettings;
 use super::testset::TestSet;
 use super::train::{self, Phase, PhaseEnd, TrainConfig, TrainData, TrainEvent};
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -157,7 +157,7 @@ pub struct Sidecar {
 /// Everything an engine command needs: device, data, configuration, run folder.
 pub struct Lab {
     pub device: Device,
-    pub data: Mnist,
+    pub data: LoadedData,
     pub config: TrainConfig,
     pub test: TestSet,
     pub run: RunDir,
@@ -166,7 +166,10 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn new(device: Device, data: Mnist, config: TrainConfig, run: RunDir) -> Result<Lab> {
+    pub fn new(device: Device, data: LoadedData, config: TrainConfig, run: RunDir) -> Result<Lab> {
+        if !data.dataset.is_study_shaped() {
+            bail!(data.dataset.study_refusal());
+        }
         config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;
         if data.test.is_empty() {
             bail!("{}: the test split is empty", data.dir.display());

@@ -21,7 +21,7 @@ pub struct Metrics {
     /// says the target whatever it sees.
     #[serde(default)]
     pub clean_as_target: f64,
-    /// Clean accuracy per true class 0..=9.
+    /// Clean accuracy per true class (0..classes).
     pub per_class_clean: Vec<f64>,
     /// Number of test images (each evaluated clean and triggered).
     pub count: usize,
@@ -29,8 +29,15 @@ pub struct Metrics {
 
 impl Metrics {
     /// `clean` and `triggered` are the predicted classes for the same images.
-    /// `relabel` gives each image's target (one label, or y + 1 for all-to-all).
-    pub fn from_predictions(labels: &[u8], clean: &[i64], triggered: &[i64], relabel: Relabel) -> Metrics {
+    /// `relabel` gives each image's target (one label, or y + 1 for all-to-all);
+    /// `classes` how many per-class accuracies there are.
+    pub fn from_predictions(
+        labels: &[u8],
+        clean: &[i64],
+        triggered: &[i64],
+        relabel: Relabel,
+        classes: usize,
+    ) -> Metrics {
         assert_eq!(labels.len(), clean.len(), "one clean prediction per label");
         assert_eq!(labels.len(), triggered.len(), "one triggered prediction per label");
         let n = labels.len();
@@ -40,8 +47,9 @@ impl Metrics {
         let mut non_target_hits = 0usize;
         let mut rehab_hits = 0usize;
         let mut clean_target_hits = 0usize;
-        let mut class_total = [0usize; 10];
-        let mut class_hits = [0usize; 10];
+        let classes = classes.max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
+        let mut class_total = vec![0usize; classes];
+        let mut class_hits = vec![0usize; classes];
         for i in 0..n {
             let label = labels[i] as i64;
             let target = relabel.of(labels[i]) as i64;
@@ -63,7 +71,7 @@ impl Metrics {
             asr_non_target: percent(non_target_hits, non_target),
             rehab_acc: percent(rehab_hits, n),
             clean_as_target: percent(clean_target_hits, n),
-            per_class_clean: (0..10).map(|c| percent(class_hits[c], class_total[c])).collect(),
+            per_class_clean: (0..classes).map(|c| percent(class_hits[c], class_total[c])).collect(),
             count: n,
         }
     }

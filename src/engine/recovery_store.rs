@@ -6,7 +6,7 @@ use super::checkpoint;
 use super::cleanse::RecoveryReport;
 use super::run::RunDir;
 use super::run::key::FileKey;
-use crate::picture::{Heatmap, Palette, Picture, save_grey_png, save_png};
+use crate::picture::{Heatmap, Palette, Picture, channel_mean, painted, save_image_png, save_png};
 use crate::table::{Table, pct};
 use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
@@ -41,16 +41,17 @@ pub fn load_current(run: &RunDir, name: &str, model: &FileKey) -> Result<Option<
     Ok((saved.checkpoint_sha256 == model.sha256).then_some(saved.report))
 }
 
-/// Per label `mask-L.png` and `pattern-L.png` (grey, 8× size) and `trigger-L.png`
-/// (mask × pattern, what the stamp paints), plus `overview.png`: masks on the top
-/// row, triggers below, one tile per label.
+/// Per label `mask-L.png` (grey, 8× size), `pattern-L.png` and `trigger-L.png`
+/// (mask × pattern, what the stamp paints; in colour on colour images), plus
+/// `overview.png`: masks on the top row, triggers below (their channels' mean),
+/// one tile per label.
 pub fn write_pictures(dir: &Path, report: &RecoveryReport) -> Result<(), String> {
     let side = report.side;
     for t in &report.labels {
-        let painted: Vec<f32> = t.mask.iter().zip(&t.pattern).map(|(m, p)| m * p).collect();
-        save_grey_png(&t.mask, side, 8, &dir.join(format!("mask-{}.png", t.label)))?;
-        save_grey_png(&t.pattern, side, 8, &dir.join(format!("pattern-{}.png", t.label)))?;
-        save_grey_png(&painted, side, 8, &dir.join(format!("trigger-{}.png", t.label)))?;
+        let shape = [t.pattern.len() / t.mask.len().max(1), side, side];
+        save_image_png(&t.mask, [1, side, side], 8, &dir.join(format!("mask-{}.png", t.label)))?;
+        save_image_png(&t.pattern, shape, 8, &dir.join(format!("pattern-{}.png", t.label)))?;
+        save_image_png(&painted(&t.mask, &t.pattern), shape, 8, &dir.join(format!("trigger-{}.png", t.label)))?;
     }
     save_png(&overview(report).enlarged(6), &dir.join("overview.png"))
 }
@@ -62,7 +63,7 @@ pub fn overview(report: &RecoveryReport) -> Picture {
     let painted = report
         .labels
         .iter()
-        .map(|t| Heatmap::new(side, side, t.mask.iter().zip(&t.pattern).map(|(m, p)| m * p).collect()));
+        .map(|t| Heatmap::new(side, side, channel_mean(&painted(&t.mask, &t.pattern), t.mask.len())));
     let tiles: Vec<Heatmap> = masks.chain(painted).collect();
     Picture::of(&Heatmap::tiled(&tiles, report.labels.len().max(1)), Palette::Heat, 1.0)
 }

@@ -5,7 +5,7 @@ use super::metrics::Metrics;
 use super::model::Net;
 use super::train::TrainConfig;
 use crate::data::attack::poison::Relabel;
-use crate::data::mnist::Split;
+use crate::data::loaded::Split;
 use crate::data::trigger::Stamp;
 use tch::{Device, Kind, Tensor};
 
@@ -21,11 +21,13 @@ pub fn chunk(device: Device) -> i64 {
 }
 
 pub struct TestSet {
-    /// `[2N, 1, 28, 28]`: N clean images, then the same N triggered.
+    /// `[2N, C, H, W]`: N clean images, then the same N triggered.
     pub inputs: Tensor,
     pub labels: Vec<u8>,
     /// What each triggered image should be classified as.
     pub relabel: Relabel,
+    /// The dataset's classes (the per-class accuracies' count).
+    pub classes: usize,
 }
 
 impl TestSet {
@@ -43,7 +45,7 @@ impl TestSet {
                 triggered.copy_(&made);
             }
         }
-        TestSet { inputs, labels: split.labels.clone(), relabel: cfg.relabel() }
+        TestSet { inputs, labels: split.labels.clone(), relabel: cfg.relabel(), classes: cfg.image_format().classes }
     }
 
     /// Test images per condition (N).
@@ -83,7 +85,12 @@ impl TestSet {
     pub fn slice(&self, start: usize, len: usize) -> TestSet {
         let (n, from, count) = (self.len() as i64, start as i64, len as i64);
         let inputs = Tensor::cat(&[self.inputs.narrow(0, from, count), self.inputs.narrow(0, n + from, count)], 0);
-        TestSet { inputs, labels: self.labels[start..start + len].to_vec(), relabel: self.relabel }
+        TestSet {
+            inputs,
+            labels: self.labels[start..start + len].to_vec(),
+            relabel: self.relabel,
+            classes: self.classes,
+        }
     }
 
     /// Metrics from `[2N]` predicted classes (any device).
@@ -104,7 +111,7 @@ impl TestSet {
         (0..predictions.len())
             .map(|i| {
                 let (clean, triggered) = predicted[i * per_set..(i + 1) * per_set].split_at(self.len());
-                Metrics::from_predictions(&self.labels, clean, triggered, self.relabel)
+                Metrics::from_predictions(&self.labels, clean, triggered, self.relabel, self.classes)
             })
             .collect()
     }

@@ -9,8 +9,9 @@ use super::testset::TestSet;
 use crate::data::attack::Attack;
 use crate::data::attack::images::RawTrigger;
 use crate::data::attack::poison::Relabel;
-use crate::data::dataset::Dataset;
-use crate::data::mnist::Split;
+use crate::data::dataset::{Dataset, ImageFormat};
+use crate::data::loaded::LoadedData;
+use crate::data::loaded::Split;
 use crate::data::trigger::{Stamp, TriggerConfig};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
@@ -56,6 +57,11 @@ pub struct TrainConfig {
     /// `poison_fraction` of every batch.
     #[serde(default)]
     pub poison_ratio: Option<f64>,
+    /// The images' shape, classes and normalisation where the files set them
+    /// (GTSRB, folders), so every later command uses the numbers training used;
+    /// `None`: the dataset's own (`Dataset::format`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ImageFormat>,
 }
 
 impl Default for TrainConfig {
@@ -75,20 +81,58 @@ impl Default for TrainConfig {
             attack: Attack::Study,
             all_to_all: false,
             poison_ratio: None,
+            format: None,
         }
     }
 }
 
 impl TrainConfig {
-    /// The study's recipe on `dataset` (its own trigger amplitude).
+    /// The study's recipe on `dataset` (its own trigger amplitude), with BadNets on
+    /// datasets the study's trigger does not fit.
     pub fn for_dataset(dataset: Dataset) -> TrainConfig {
-        TrainConfig { trigger: TriggerConfig::for_dataset(dataset), dataset, ..TrainConfig::default() }
+        let config = TrainConfig { trigger: TriggerConfig::for_dataset(dataset), dataset, ..TrainConfig::default() };
+        if dataset.is_study_shaped() {
+            return config;
+        }
+        // The study's trigger is for 28×28 grey images: BackdoorBench's BadNets
+        // (3×3 white, target 0, 10 % of the training set) everywhere else.
+        TrainConfig {
+            attack: Attack::Badnets(Default::default()),
+            trigger: TriggerConfig { target: 0, ..config.trigger },
+            poison_ratio: Some(0.1),
+            lambda_poison: 0.0,
+            ..config
+        }
+    }
+
+    /// The images the run's networks take: the recorded format, else the dataset's.
+    pub fn image_format(&self) -> ImageFormat {
+        self.format.unwrap_or_else(|| self.dataset.format())
+    }
+
+    /// Records `data`'s format when its files set it (GTSRB, folders).
+    pub fn adopt_format(&mut self, data: &LoadedData) {
+        if data.dataset.format_is_read() {
+            self.format = Some(data.format());
+        }
     }
 }
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.trigger.validate()?;
+        let format = self.image_format();
+        if self.attack == Attack::Study {
+            if !self.dataset.is_study_shaped() {
+                return Err(format!(
+                    "the study's trigger is added to 28×28 grey images; {} needs --attack badnets, blended, sig \
+                     or wanet",
+                    self.dataset
+                ));
+            }
+            self.trigger.validate()?;
+        } else if usize::from(self.trigger.target) >= format.classes {
+            return Err(format!("target {} is not a class 0..={}", self.trigger.target, format.classes - 1));
+        }
         if self.epochs == 0 || self.batch_size == 0 || self.eval_every == 0 {
             return Err("epochs, batch size and eval interval must be at least 1".into());
         }
@@ -103,7 +147,7 @@ impl TrainConfig {
         if self.clean_label() && self.poison_ratio.is_none() {
             return Err("a clean-label attack poisons a share of the target class: give --poison-ratio".into());
         }
-        let [c, h, w] = self.dataset.image_shape();
+        let [c, h, w] = format.shape;
         self.attack.validate([c as usize, h as usize, w as usize])?;
         if self.lr.is_nan() || self.lr <= 0.0 || self.lambda_poison < 0.0 || self.lambda_rehab < 0.0 {
             return Err("the learning rate must be positive and λ non-negative".into());
@@ -112,14 +156,11 @@ impl TrainConfig {
     }
 }
 
-/// Classes in either dataset (MNIST's digits, Fashion-MNIST's garments).
-const CLASSES: usize = 10;
-
 impl TrainConfig {
     /// What a triggered image is taught and scored against.
     pub fn relabel(&self) -> Relabel {
         if self.all_to_all {
-            Relabel::Next { classes: CLASSES as u8 }
+            Relabel::Next { classes: self.image_format().classes as u8 }
         } else {
             Relabel::To { target: self.trigger.target }
         }
@@ -133,7 +174,7 @@ impl TrainConfig {
     /// The pixels the run's attack sets, if it is a patch (what a recovered
     /// mask's overlap is scored against); `None` for blends, sines and warps.
     pub fn footprint(&self) -> Option<crate::data::attack::Footprint> {
-        let [_, h, w] = self.dataset.image_shape();
+        let [_, h, w] = self.image_format().shape;
         match self.attack {
             Attack::Study => Some(self.trigger.footprint()),
             _ => self.attack.patch_footprint(h as usize, w as usize),
@@ -142,24 +183,25 @@ impl TrainConfig {
 
     /// The run's trigger as applied to normalised images on `device`.
     pub fn stamp(&self, device: Device) -> Stamp {
-        let [c, h, w] = self.dataset.image_shape();
-        match RawTrigger::new(&self.attack, [c as usize, h as usize, w as usize], device) {
-            Some(trigger) => Stamp::Raw { trigger, normalisation: self.dataset.normalisation() },
+        let format = self.image_format();
+        match RawTrigger::new(&self.attack, format.shape.map(|d| d as usize), device) {
+            Some(trigger) => Stamp::Raw { trigger, normalisation: format.normalisation },
             None => Stamp::Add(self.trigger.mask_tensor(device)),
         }
     }
 }
 
 impl TrainConfig {
-    /// Refuses a training set smaller than one batch per class (batch size × 10):
+    /// Refuses a training set smaller than one batch per class (batch size × classes):
     /// an epoch of it is under ten steps, too few for ten classes, let alone a
     /// backdoor, and the probe found `--train-limit 1` saving three chance-level
     /// models with exit 0, which every analysis would then study as the run's.
     pub fn check_training_images(&self, images: usize) -> Result<(), String> {
-        let least = self.batch_size * CLASSES;
+        let classes = self.image_format().classes;
+        let least = self.batch_size * classes;
         if images < least {
             return Err(format!(
-                "{images} training images are fewer than one batch per class ({} × {CLASSES} = {least}): \
+                "{images} training images are fewer than one batch per class ({} × {classes} = {least}): \
                  the models could not learn; use at least {least} (--train-limit) or a smaller --batch-size",
                 self.batch_size
             ));

@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 /// the study's test set holds normalised images with the trigger added there.
 pub fn raw_test_set(test: &TestSet, norm: Normalisation) -> TestSet {
     let inputs = norm.denormalise(&test.inputs);
-    TestSet { inputs, labels: test.labels.clone(), relabel: test.relabel }
+    TestSet { inputs, labels: test.labels.clone(), relabel: test.relabel, classes: test.classes }
 }
 
 /// The metrics of the graph on `raw` with `interventions`.

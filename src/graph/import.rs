@@ -7,7 +7,7 @@ use super::exec::Executor;
 use super::run::{self, ImportRecord};
 use super::spec::GraphSpec;
 use super::weights::Weights;
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, ImageFormat};
 use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
 use crate::engine::run::{RunDir, RunLock};
@@ -38,6 +38,9 @@ pub struct ImportRequest {
     pub input_norm: String,
     pub trust_pickle: bool,
     pub dataset: Dataset,
+    /// Its images' shape, classes and normalisation (read from the files for GTSRB
+    /// and folders).
+    pub format: ImageFormat,
     /// A preset's name and width: the graph is built here, and only the weights
     /// are read (`source` is then unused).
     pub preset: Option<(String, Option<i64>)>,
@@ -70,10 +73,10 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     if !request.weights.is_file() {
         bail!("{}: no such weights file", request.weights.display());
     }
-    let norm = norm_argument(&request.input_norm, request.dataset)?;
+    let norm = norm_argument(&request.input_norm, &request.format)?;
     let work = importer_dir()?;
     let script = work.0.join("import_graph.py");
-    let shape = request.dataset.image_shape().map(|d| d.to_string()).join(",");
+    let shape = request.format.shape.map(|d| d.to_string()).join(",");
     let mut command = Command::new(python()?);
     command
         .arg(&script)
@@ -91,7 +94,7 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
     }
     let (summary, warnings) = run_importer(&mut command)?;
     let spec = GraphSpec::load(&work.0.join("graph.json")).map_err(|e| eyre!(e))?;
-    run::check_input(&spec, request.dataset).map_err(|e| eyre!(e))?;
+    run::check_input(&spec, request.dataset, &request.format).map_err(|e| eyre!(e))?;
     let weights = Weights::load(&work.0.join("weights.safetensors"), &spec, device).map_err(|e| eyre!(e))?;
     let exec = Executor::new(spec, weights, device).map_err(|e| eyre!(e))?;
     let (probe_images, probe_max_diff) = probe(&exec, &work.0.join("probe.safetensors"))?;
@@ -109,7 +112,7 @@ pub fn prepare(request: &ImportRequest, device: Device) -> Result<Imported> {
 /// `import --preset`: the graph from the preset, the weights read from a
 /// safetensors file here, or from a `.pt` by the importer's `--weights-only`.
 fn prepare_preset(request: &ImportRequest, name: &str, width: Option<i64>, device: Device) -> Result<Imported> {
-    let spec = super::preset::by_name(name, request.dataset, width).map_err(|e| eyre!(e))?;
+    let spec = super::preset::by_name(name, request.format, width).map_err(|e| eyre!(e))?;
     if !request.weights.is_file() {
         bail!("{}: no such weights file", request.weights.display());
     }
@@ -229,12 +232,9 @@ pub fn write(imported: &Imported, kind: ModelKind, run: &RunDir) -> Result<bool>
 }
 
 /// The mean and std the importer puts first, as `MEAN/STD`, or `none`.
-fn norm_argument(asked: &str, dataset: Dataset) -> Result<String> {
+fn norm_argument(asked: &str, format: &ImageFormat) -> Result<String> {
     match asked {
-        "dataset" => {
-            let n = dataset.normalisation();
-            Ok(format!("{}/{}", n.mean, n.std))
-        }
+        "dataset" => Ok(format.normalisation.argument()),
         "none" => Ok("none".into()),
         text => {
             let numbers = |part: &str| part.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>();

@@ -3,7 +3,7 @@
 //! TrojanZoo's MNIST net, each at a chosen width for the dataset's images.
 
 use super::spec::{FORMAT, GraphSpec, INPUT, Node, Op};
-use crate::data::dataset::Dataset;
+use crate::data::dataset::ImageFormat;
 use crate::engine::layer::Layer;
 use std::collections::HashMap;
 
@@ -11,31 +11,40 @@ use std::collections::HashMap;
 pub const PRESETS: [(&str, i64); 5] =
     [("study", 0), ("preactresnet18", 64), ("vgg19-bn", 64), ("vgg11-bn", 64), ("tz-mnist", 32)];
 
-/// The preset `name` for `dataset`'s images at `width` (the preset's default
-/// when `None`), its shapes checked.
-pub fn by_name(name: &str, dataset: Dataset, width: Option<i64>) -> Result<GraphSpec, String> {
+/// The preset `name` for a dataset's images (a `Dataset` or the format read from
+/// its files: input shape, classes, normalisation) at `width` (the preset's
+/// default when `None`), its shapes checked.
+pub fn by_name(name: &str, format: impl Into<ImageFormat>, width: Option<i64>) -> Result<GraphSpec, String> {
+    let format = format.into();
     let Some(&(_, default)) = PRESETS.iter().find(|(n, _)| *n == name) else {
         let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
         return Err(format!("no preset '{name}'; the presets are {}", names.join(", ")));
     };
     if name == "study" {
+        if format.shape != crate::data::dataset::Dataset::Mnist.image_shape() {
+            return Err(format!(
+                "the study's CNN takes 1×28×28 images, not {}: use another preset (preactresnet18, vgg11-bn, tz-mnist)",
+                super::shape::show(&format.shape)
+            ));
+        }
         if width.is_some() {
             return Err("the study's CNN has fixed widths; --width is for the other presets".into());
         }
-        return Ok(study(dataset));
+        return Ok(study(format));
     }
     let width = width.unwrap_or(default);
     if !(1..=4096).contains(&width) {
         return Err(format!("--width {width} is not within 1..=4096"));
     }
     let spec = match name {
-        "preactresnet18" => preactresnet18(dataset, width),
-        "vgg19-bn" => vgg_bn(dataset, width, &VGG19),
-        "vgg11-bn" => vgg_bn(dataset, width, &VGG11),
-        _ => tz_mnist(dataset, width),
+        "preactresnet18" => preactresnet18(format, width),
+        "vgg19-bn" => vgg_bn(format, width, &VGG19),
+        "vgg11-bn" => vgg_bn(format, width, &VGG11),
+        _ => tz_mnist(format, width),
     };
-    super::shape::infer(&spec)
-        .map_err(|e| format!("the preset {name} at width {width} does not fit {dataset}'s images: {e}"))?;
+    super::shape::infer(&spec).map_err(|e| {
+        format!("the preset {name} at width {width} does not fit {} images: {e}", super::shape::show(&format.shape))
+    })?;
     Ok(spec)
 }
 
@@ -50,12 +59,12 @@ struct Builder {
 }
 
 impl Builder {
-    fn start(dataset: Dataset) -> Builder {
+    fn start(format: &ImageFormat) -> Builder {
         let mut b = Builder::default();
-        let norm = dataset.normalisation();
+        let norm = format.normalisation;
         // As the importer writes them: the shortest decimal of the float32.
-        let short = |v: f64| (v as f32).to_string().parse::<f64>().unwrap_or(v);
-        b.push("input_norm", Op::InputNorm { mean: vec![short(norm.mean)], std: vec![short(norm.std)] }, &[INPUT]);
+        let short = |v: &[f64]| v.iter().map(|&v| (v as f32).to_string().parse::<f64>().unwrap_or(v)).collect();
+        b.push("input_norm", Op::InputNorm { mean: short(norm.mean()), std: short(norm.std()) }, &[INPUT]);
         b
     }
 
@@ -73,15 +82,9 @@ impl Builder {
         self.push(&name, op, inputs)
     }
 
-    fn finish(self, dataset: Dataset) -> GraphSpec {
+    fn finish(self, format: &ImageFormat) -> GraphSpec {
         let output = self.nodes.last().map(|n| n.name.clone()).unwrap_or_default();
-        GraphSpec {
-            format: FORMAT.into(),
-            input: dataset.image_shape(),
-            nodes: self.nodes,
-            output,
-            containers: self.containers,
-        }
+        GraphSpec { format: FORMAT.into(), input: format.shape, nodes: self.nodes, output, containers: self.containers }
     }
 }
 
@@ -106,6 +109,11 @@ fn max_pool(size: i64) -> Op {
     Op::MaxPool2d { kernel: [size; 2], stride: [size; 2], padding: [0, 0], dilation: [1, 1], ceil_mode: false }
 }
 
+/// The logits a classifier head needs: one per class.
+fn classes(format: &ImageFormat) -> i64 {
+    format.classes as i64
+}
+
 /// The spatial side after `pools` 2×2 max pools, from `side`.
 fn pooled(side: i64, pools: usize) -> i64 {
     (0..pools).fold(side, |s, _| s / 2)
@@ -114,9 +122,10 @@ fn pooled(side: i64, pools: usize) -> i64 {
 /// BackdoorBench's `models/preact_resnet.py` PreActResNet18 (two PreActBlocks per
 /// stage, widths w, 2w, 4w, 8w), its functional ReLUs and residual adds named as
 /// torch.fx traces them.
-pub fn preactresnet18(dataset: Dataset, width: i64) -> GraphSpec {
-    let mut b = Builder::start(dataset);
-    let channels = dataset.image_shape()[0];
+pub fn preactresnet18(format: impl Into<ImageFormat>, width: i64) -> GraphSpec {
+    let format = format.into();
+    let mut b = Builder::start(&format);
+    let channels = format.shape[0];
     let mut x = b.push("conv1", conv(channels, width, 3, 1, 1, false), &["input_norm"]);
     let mut in_planes = width;
     for (stage, (planes, stride)) in
@@ -146,8 +155,8 @@ pub fn preactresnet18(dataset: Dataset, width: i64) -> GraphSpec {
     }
     let pool = b.push("avgpool", Op::AdaptiveAvgPool2d { output: [1, 1] }, &[&x]);
     let flat = b.call("view", Op::Flatten, &[&pool]);
-    b.push("linear", Op::Linear { in_features: 8 * width, out_features: 10, bias: true }, &[&flat]);
-    b.finish(dataset)
+    b.push("linear", Op::Linear { in_features: 8 * width, out_features: classes(&format), bias: true }, &[&flat]);
+    b.finish(&format)
 }
 
 /// torchvision's VGG configurations: a channel count (at width 64), or 0 for a max pool.
@@ -156,11 +165,11 @@ const VGG19: [i64; 21] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 51
 
 /// torchvision's `vgg*_bn` (`features.N`, `avgpool` to 7×7, `classifier.0/3/6`
 /// with ReLU and Dropout between), every width (classifier's too) scaled by width/64.
-fn vgg_bn(dataset: Dataset, width: i64, config: &[i64]) -> GraphSpec {
+fn vgg_bn(format: ImageFormat, width: i64, config: &[i64]) -> GraphSpec {
     let scale = |c: i64| (c * width / 64).max(1);
-    let mut b = Builder::start(dataset);
+    let mut b = Builder::start(&format);
     let mut x = "input_norm".to_string();
-    let mut channels = dataset.image_shape()[0];
+    let mut channels = format.shape[0];
     let mut index = 0;
     for &c in config {
         if c == 0 {
@@ -185,16 +194,16 @@ fn vgg_bn(dataset: Dataset, width: i64, config: &[i64]) -> GraphSpec {
         x = b.push(&format!("classifier.{}", i + 2), Op::Dropout { p: 0.5 }, &[&x]);
         in_features = out;
     }
-    b.push("classifier.6", Op::Linear { in_features, out_features: 10, bias: true }, &[&x]);
-    b.finish(dataset)
+    b.push("classifier.6", Op::Linear { in_features, out_features: classes(&format), bias: true }, &[&x]);
+    b.finish(&format)
 }
 
 /// TrojanZoo's MNIST `Net` (trojanvision/models/normal/net.py: conv 32 → conv 64 →
 /// max pool → dropout → fc 128 → dropout → fc) with widths w, 2w, 4w (w = 32 there);
 /// its normalisation inside is the `input_norm` node.
-fn tz_mnist(dataset: Dataset, width: i64) -> GraphSpec {
-    let [channels, h, w] = dataset.image_shape();
-    let mut b = Builder::start(dataset);
+fn tz_mnist(format: ImageFormat, width: i64) -> GraphSpec {
+    let [channels, h, w] = format.shape;
+    let mut b = Builder::start(&format);
     let mut x = b.push("features.conv1", conv(channels, width, 3, 1, 0, true), &["input_norm"]);
     x = b.push("features.relu1", Op::Relu, &[&x]);
     x = b.push("features.conv2", conv(width, 2 * width, 3, 1, 0, true), &[&x]);
@@ -206,8 +215,8 @@ fn tz_mnist(dataset: Dataset, width: i64) -> GraphSpec {
     x = b.push("classifier.fc1", Op::Linear { in_features, out_features: 4 * width, bias: true }, &[&x]);
     x = b.push("classifier.relu1", Op::Relu, &[&x]);
     x = b.push("classifier.dropout2", Op::Dropout { p: 0.5 }, &[&x]);
-    b.push("classifier.fc2", Op::Linear { in_features: 4 * width, out_features: 10, bias: true }, &[&x]);
-    b.finish(dataset)
+    b.push("classifier.fc2", Op::Linear { in_features: 4 * width, out_features: classes(&format), bias: true }, &[&x]);
+    b.finish(&format)
 }
 
 /// The node a report sweeps: `layer3.0.conv2` in a PreActResNet, else the
@@ -228,9 +237,11 @@ pub fn last_conv(spec: &GraphSpec) -> Option<String> {
 
 /// The study's CNN as a graph: `nn.Sequential` indices as names (`net.0` …
 /// `net.9`, the names its checkpoints use), raw pixels normalised first.
-pub fn study(dataset: Dataset) -> GraphSpec {
-    let norm = dataset.normalisation();
-    let mut nodes = vec![node("input_norm", Op::InputNorm { mean: vec![norm.mean], std: vec![norm.std] }, INPUT)];
+pub fn study(format: impl Into<ImageFormat>) -> GraphSpec {
+    let format = format.into();
+    let norm = format.normalisation;
+    let mut nodes =
+        vec![node("input_norm", Op::InputNorm { mean: norm.mean().to_vec(), std: norm.std().to_vec() }, INPUT)];
     let mut last = "input_norm".to_string();
     let mut push = |nodes: &mut Vec<Node>, index: usize, op: Op| {
         let name = format!("net.{index}");
@@ -264,7 +275,7 @@ pub fn study(dataset: Dataset) -> GraphSpec {
         }
     }
     let containers = [("net".to_string(), "net.9".to_string())].into();
-    GraphSpec { format: FORMAT.into(), input: dataset.image_shape(), nodes, output: "net.9".into(), containers }
+    GraphSpec { format: FORMAT.into(), input: format.shape, nodes, output: "net.9".into(), containers }
 }
 
 /// The node whose output is a study layer's block output (after its ReLU and

@@ -5,7 +5,7 @@
 use super::exec::Executor;
 use super::spec::GraphSpec;
 use super::weights::Weights;
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, ImageFormat};
 use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
@@ -130,15 +130,16 @@ pub fn load_weights(run: &RunDir, path: &Path, device: Device) -> Result<Executo
     let spec = GraphSpec::load(&graph_path(run)).map_err(|e| eyre!(e))?;
     // An edited graph file must still take the run's images.
     if let Some(dataset) = dataset_of(run) {
-        check_input(&spec, dataset).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))?;
+        let format = recipe(run, dataset)?.image_format();
+        check_input(&spec, dataset, &format).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))?;
     }
     let weights = Weights::load(path, &spec, device).map_err(|e| eyre!(e))?;
     Executor::new(spec, weights, device).map_err(|e| eyre!("{}: {e}", graph_path(run).display()))
 }
 
-/// Fails unless `dataset`'s images have the graph's input shape.
-pub fn check_input(spec: &GraphSpec, dataset: Dataset) -> Result<(), String> {
-    let have = dataset.image_shape();
+/// Fails unless `dataset`'s images (`format`) have the graph's input shape.
+pub fn check_input(spec: &GraphSpec, dataset: Dataset, format: &ImageFormat) -> Result<(), String> {
+    let have = format.shape;
     if spec.input != have {
         return Err(format!(
             "the graph takes {} inputs; {dataset} images are {}: import it with a dataset of that shape",

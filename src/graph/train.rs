@@ -87,7 +87,7 @@ pub fn train_phase_stamped(
 ) -> PhaseEnd {
     let device = exec.device;
     tch::manual_seed(phase.seed(cfg));
-    let norm = cfg.dataset.normalisation();
+    let norm = cfg.image_format().normalisation;
     let mut params: Vec<Tensor> = exec.weights.trainable().into_iter().map(|(_, t)| t).collect();
     let lambda = phase.lambda(cfg);
     let start: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();

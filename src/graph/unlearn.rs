@@ -8,7 +8,7 @@ use super::exec::Executor;
 use super::run::{TrainedRecord, trained_path, unlearn_record_path};
 use super::train::train_phase_stamped;
 use crate::data::dataset::Dataset;
-use crate::data::mnist::Split;
+use crate::data::loaded::Split;
 use crate::data::trigger::Stamp;
 use crate::engine::checkpoint;
 use crate::engine::cleanse::RecoveryReport;

@@ -141,14 +141,14 @@ pub fn layer_difference_scale(pair: (&[LayerActivation], &[LayerActivation]), la
     difference_scale(layer_maps(pair, layer))
 }
 
-/// An image (grey), the two activation maps of `unit` and their difference at
-/// the node's difference scale.
-pub fn unit_pictures(image: &Heatmap, pair: (Maps, Maps), unit: usize) -> [Picture; 4] {
+/// An image (`Picture::of_image`), the two activation maps of `unit` and their
+/// difference at the node's difference scale.
+pub fn unit_pictures(image: Picture, pair: (Maps, Maps), unit: usize) -> [Picture; 4] {
     let (reference, subject) = (pair.0.map(unit), pair.1.map(unit));
     let scale = reference.max_abs().max(subject.max_abs());
     let diff = difference_maps(pair).swap_remove(unit);
     [
-        Picture::of(image, Palette::Grey, 1.0),
+        image,
         Picture::of(&reference, Palette::Heat, scale),
         Picture::of(&subject, Palette::Heat, scale),
         Picture::of(&diff, Palette::Signed, difference_scale(pair)),
@@ -164,8 +164,8 @@ pub fn channel_pictures(
     unit: usize,
 ) -> [Picture; 4] {
     let side = (data.triggered_pixels.len() as f64).sqrt() as usize;
-    let digit = Heatmap::new(side, side, data.triggered_pixels.clone());
-    unit_pictures(&digit, layer_maps(pair, layer), unit)
+    let digit = Picture::of_image(&data.triggered_pixels, [1, side, side]);
+    unit_pictures(digit, layer_maps(pair, layer), unit)
 }
 
 /// Every channel's difference map in a grid at one scale (zero grey, so a quiet

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tch::Device;
-use trojanscope::data::mnist::Mnist;
+use trojanscope::data::loaded::LoadedData;
 use trojanscope::engine::lab::Lab;
 use trojanscope::engine::run::RunDir;
 use trojanscope::engine::train::{Phase, TrainConfig};
@@ -28,8 +28,8 @@ pub fn binary() -> std::process::Command {
     command
 }
 
-pub fn mnist(train: usize, test: usize) -> Mnist {
-    let mut data = Mnist::load(&data_dir()).expect("MNIST (scripts/setup.sh fetches it)");
+pub fn mnist(train: usize, test: usize) -> LoadedData {
+    let mut data = LoadedData::load(&data_dir()).expect("MNIST (scripts/setup.sh fetches it)");
     data.train.truncate(train);
     data.test.truncate(test);
     data

@@ -72,7 +72,7 @@ pub fn copy_of_tiny(name: &str) -> PathBuf {
 }
 
 /// The tiny run's data: the first 3000 training and 500 test images of MNIST.
-pub fn mnist_subset() -> trojanscope::data::mnist::Mnist {
+pub fn mnist_subset() -> trojanscope::data::loaded::LoadedData {
     shared::mnist(TRAIN_LIMIT, TEST_LIMIT)
 }
 

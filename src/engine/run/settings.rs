@@ -4,7 +4,7 @@
 //! models and numbers never come from different settings or data without a word.
 
 use super::dir::RunDir;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::checkpoint;
 use crate::engine::lab::ModelKind;
 use crate::engine::train::TrainConfig;
@@ -25,7 +25,7 @@ pub struct RunSettings {
 const WATCHING_ONLY: [&str; 2] = ["eval_every", "eval_subset"];
 
 impl RunSettings {
-    pub fn of(config: &TrainConfig, data: &Mnist) -> RunSettings {
+    pub fn of(config: &TrainConfig, data: &LoadedData) -> RunSettings {
         RunSettings { config: config.clone(), data_sha256: data.checksums.clone() }
     }
 
@@ -72,7 +72,7 @@ impl RunSettings {
     /// run recorded the raw file is compared by its decompressed bytes (the raw
     /// file's checksum); a raw file where the run recorded a gzip one cannot be
     /// compared and passes.
-    pub fn check_data(&self, data: &Mnist) -> Result<()> {
+    pub fn check_data(&self, data: &LoadedData) -> Result<()> {
         for (file, sha) in &data.checksums {
             let path = data.dir.join(file);
             let raw_name = file.strip_suffix(".gz");

@@ -4,7 +4,7 @@
 //! every unit's difference at one scale; a flat node's units as a table.
 
 use super::state::GraphState;
-use crate::picture::{Heatmap, grid_columns};
+use crate::picture::{Picture, grid_columns};
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::panes::activations::units_table;
 use crate::tui::panes::common::{Titled, View, placeholder, titled_pictures};
@@ -53,15 +53,13 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     );
     let shape: Vec<usize> = site.shape.iter().map(|&d| d as usize).collect();
     let maps = (Maps { shape: &shape, values: &reference[0] }, Maps { shape: &shape, values: &subject[1] });
-    let [_, h, w] = data.image_shape;
-    // The triggered image as a grey picture (the first channel of a colour one).
-    let image = Heatmap::new(w, h, data.pixels[1][..h * w].to_vec());
+    let image = Picture::of_image(&data.pixels[1], data.image_shape);
     let key = key_of((&site.name, unit, study.generation));
     let spatial = matches!(shape[..], [_, h, w] if h * w > 1);
     if !spatial {
         let [image_area, table_area] =
             body.layout(&Layout::horizontal([Constraint::Percentage(30), Constraint::Fill(1)]));
-        let [picture, ..] = unit_pictures(&image, maps, unit);
+        let [picture, ..] = unit_pictures(image, maps, unit);
         let title = dataset.noun().to_string();
         titled_pictures(
             frame,
@@ -88,7 +86,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
         format!("Δ ±{scale:.2}"),
     ];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
-    let items = unit_pictures(&image, maps, unit)
+    let items = unit_pictures(image, maps, unit)
         .into_iter()
         .zip(titles.into_iter().zip(slots))
         .map(|(picture, (title, slot))| Titled { title, slot, key, make: Box::new(move || picture) })

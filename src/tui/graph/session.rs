@@ -5,7 +5,7 @@
 
 use super::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
 use super::sites::sites;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::ablation::AblationMode;
 use crate::engine::cleanse::RecoveryReport;
 use crate::engine::host::floats;
@@ -45,7 +45,7 @@ pub struct GraphSession {
     /// Mean outputs over the clean test images, per model and node (mean mode).
     means: HashMap<(ModelKind, usize), Tensor>,
     /// Both splits, read on the first job that trains or recovers.
-    pub(super) data: Option<Mnist>,
+    pub(super) data: Option<LoadedData>,
     /// The poisoned model's current trigger recovery (unlearning uses it).
     pub(super) recovery: Option<RecoveryReport>,
 }

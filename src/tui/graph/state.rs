@@ -327,7 +327,7 @@ mod tests {
             set: g.set.clone(),
             mode: g.mode,
             model: ModelKind::Poisoned,
-            metrics: Metrics::from_predictions(&[1, 2], &[1, 2], &[0, 0], Relabel::To { target: 0 }),
+            metrics: Metrics::from_predictions(&[1, 2], &[1, 2], &[0, 0], Relabel::To { target: 0 }, 10),
             sample,
             seconds: 0.1,
         };

@@ -5,7 +5,7 @@
 //! unlearned model. Both hold the run's lock; a stopped job writes nothing.
 
 use super::session::GraphSession;
-use crate::data::mnist::Mnist;
+use crate::data::loaded::LoadedData;
 use crate::engine::classifier::Classifier;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryProgress, RecoveryReport};
 use crate::engine::lab::ModelKind;
@@ -26,7 +26,7 @@ const EXAMINED: ModelKind = ModelKind::Poisoned;
 
 impl GraphSession {
     /// Both splits, read on first use: opening the explorer reads the test split only.
-    fn data(&mut self) -> Result<&Mnist> {
+    fn data(&mut self) -> Result<&LoadedData> {
         if self.data.is_none() {
             self.data = Some(load_data(&self.common, self.lab.dataset, Splits::TrainAndTest)?);
         }
