@@ -89,7 +89,7 @@ struct SmallRun {
     dir: PathBuf,
 }
 
-const SMALL: [&str; 4] = ["--train-limit", "640", "--test-limit", "200"];
+const SMALL: [&str; 4] = ["--train-limit", "320", "--test-limit", "200"];
 
 impl SmallRun {
     fn train(name: &str, attack_args: &[&str]) -> SmallRun {
@@ -138,10 +138,10 @@ fn a_badnets_run_records_its_attack_and_scores_the_mask_on_its_patch() {
     assert_eq!(config["trigger"]["target"], 0);
     assert_eq!(config["poison_ratio"], 0.1);
     assert_eq!(config["lambda_poison"], 0.0);
-    // 10 % of 640, none of them already the target class.
-    let labels = common::mnist(640, 0).train.labels;
+    // 10 % of 320, none of them already the target class.
+    let labels = common::mnist(320, 0).train.labels;
     let indices = run.poisoned_indices();
-    assert_eq!(indices.len(), 64);
+    assert_eq!(indices.len(), 32);
     assert!(indices.iter().all(|&i| labels[i as usize] != 0));
     let eval = run.ok(&["eval", "--json"]);
     assert_eq!(eval[0]["metrics"]["count"], 200);
@@ -160,7 +160,7 @@ fn a_blended_run_has_no_patch_to_score_and_all_to_all_targets_the_next_class() {
     assert_eq!(config["all_to_all"], true);
     // All-to-all: every image is eligible, and a clean model sends almost no
     // triggered image to its label + 1.
-    assert_eq!(run.poisoned_indices().len(), 64);
+    assert_eq!(run.poisoned_indices().len(), 32);
     let eval = run.ok(&["eval", "--json"]);
     assert!(eval[0]["asr"].as_f64().unwrap() < 30.0, "{}", eval[0]);
     assert_eq!(eval[0]["asr"], eval[0]["metrics"]["poison_acc"]);
@@ -171,7 +171,7 @@ fn a_blended_run_has_no_patch_to_score_and_all_to_all_targets_the_next_class() {
 #[test]
 fn a_sig_run_poisons_only_the_target_class_and_keeps_its_labels() {
     let run = SmallRun::train("sig", &["--attack", "sig", "--target", "3"]);
-    let labels = common::mnist(640, 0).train.labels;
+    let labels = common::mnist(320, 0).train.labels;
     let indices = run.poisoned_indices();
     assert!(!indices.is_empty() && indices.iter().all(|&i| labels[i as usize] == 3));
     let record: serde_json::Value =
@@ -187,9 +187,9 @@ fn every_analysis_runs_under_wanet() {
     assert_eq!(config["attack"]["grid"].as_array().unwrap().len(), 28 * 28 * 2);
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.dir.join("poisoned-train.json")).unwrap()).unwrap();
-    // 20 % of 640 warped, twice as many noise-mode images beside them, apart.
+    // 20 % of 320 warped, twice as many noise-mode images beside them, apart.
     let (poisoned, cross) = (record["indices"].as_array().unwrap(), record["cross"].as_array().unwrap());
-    assert_eq!((poisoned.len(), cross.len()), (128, 256));
+    assert_eq!((poisoned.len(), cross.len()), (64, 128));
     assert!(cross.iter().all(|c| !poisoned.contains(c)));
     for args in [
         &["eval", "--json"][..],
