@@ -8,8 +8,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 use tch::{Device, Tensor};
-use trojanscope::data::attack::images::{RawTrigger, wanet};
-use trojanscope::data::attack::{Attack, Blend, BlendImage, Patch, PatchMode, PatchPattern, Sig};
+use trojanscope::data::attack::images::{RawTrigger, blend_noise, wanet};
+use trojanscope::data::attack::{Attack, Blend, Patch, PatchMode, PatchPattern, Sig};
 
 const IMAGES: usize = 300;
 
@@ -75,7 +75,7 @@ fn badnets_patches_equal_pytorchs() {
 
 #[test]
 fn blended_sig_and_wanet_equal_pytorchs() {
-    let blended = Attack::Blended(Blend { alpha: 0.2, image: BlendImage::Noise { seed: 7 } });
+    let blended = Attack::Blended(Blend { alpha: 0.2, image: blend_noise(7, [1, 28, 28]) });
     assert_same("blended", &blended, &["blended", "--alpha", "0.2", "--noise-seed", "7"]);
     let sig = Attack::Sig(Sig::default());
     assert_same("sig", &sig, &["sig", "--delta", &(40.0f64 / 255.0).to_string(), "--freq", "6"]);

@@ -1,7 +1,7 @@
 //! The attack flags `run`, `train` and `import` share, turned into the
 //! `Attack` a run records (docs/attacks.md).
 
-use crate::data::attack::images::wanet;
+use crate::data::attack::images::{blend_noise, wanet};
 use crate::data::attack::{Attack, Blend, BlendImage, Patch, PatchMode, PatchPattern, Sig};
 use crate::data::dataset::Dataset;
 use crate::engine::train::TrainConfig;
@@ -139,11 +139,11 @@ impl AttackArgs {
             }
             AttackName::Blended => {
                 let image = match self.blend_image.strip_prefix("noise:") {
-                    Some(seed) => BlendImage::Noise {
-                        seed: seed
-                            .parse()
+                    Some(seed) => blend_noise(
+                        seed.parse()
                             .map_err(|_| format!("--blend-image {}: noise:SEED takes an integer", self.blend_image))?,
-                    },
+                        [channels, height, width],
+                    ),
                     None => {
                         let picture = read_picture(Path::new(&self.blend_image), Some((height, width)), channels)?;
                         BlendImage::File {

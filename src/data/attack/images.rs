@@ -43,10 +43,7 @@ impl RawTrigger {
             }
             Attack::Blended(b) => {
                 let image = match &b.image {
-                    BlendImage::Noise { seed } => {
-                        tch::manual_seed(*seed);
-                        draw::unit_uniform(&[1, channels as i64, h, w], device)
-                    }
+                    BlendImage::Noise { pixels, .. } => Tensor::from_slice(pixels).view([1, channels as i64, h, w]),
                     BlendImage::File { height, width, channels, pixels, .. } => {
                         Tensor::from_slice(pixels).view([1, *channels as i64, *height as i64, *width as i64])
                     }
@@ -158,6 +155,14 @@ pub fn wanet_grid(k: usize, s: f64, seed: i64, height: usize, width: usize) -> V
     let identity = Tensor::stack(&[&mesh[1], &mesh[0]], 2).unsqueeze(0);
     let grid = (identity + field * s / h as f64).clamp(-1.0, 1.0);
     Vec::<f32>::try_from(grid.contiguous().view([-1])).expect("a float grid")
+}
+
+/// Blended's noise image for `[channels, height, width]` images: `torch.rand`'s
+/// values after `torch.manual_seed(seed)`.
+pub fn blend_noise(seed: i64, [channels, height, width]: [usize; 3]) -> BlendImage {
+    tch::manual_seed(seed);
+    let noise = draw::unit_uniform(&[1, channels as i64, height as i64, width as i64], Device::Cpu);
+    BlendImage::Noise { seed, pixels: Vec::<f32>::try_from(noise.view([-1])).expect("float noise") }
 }
 
 /// A WaNet attack with its grid drawn for `[height, width]` images.

@@ -74,8 +74,10 @@ pub struct Blend {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum BlendImage {
-    /// Uniform noise in [0, 1) drawn with `seed` at the dataset's image size.
-    Noise { seed: i64 },
+    /// Uniform noise in [0, 1) drawn with `seed` at the dataset's image size
+    /// (`images::blend_noise`), `[C, H, W]` row-major: drawn once when the run is
+    /// made and kept, so building a test set never reseeds libtorch's generator.
+    Noise { seed: i64, pixels: Vec<f32> },
     /// A picture (resized to the images' size at import), its pixels kept in the run.
     File { file: PathBuf, height: usize, width: usize, channels: usize, pixels: Vec<f32> },
 }
@@ -148,7 +150,7 @@ impl Attack {
                 format!("badnets ({0}×{0} {pattern} patch of value {1} {mode} the pixels {at})", p.size, p.value)
             }
             Attack::Blended(b) => match &b.image {
-                BlendImage::Noise { seed } => format!("blended (α {} with uniform noise, seed {seed})", b.alpha),
+                BlendImage::Noise { seed, .. } => format!("blended (α {} with uniform noise, seed {seed})", b.alpha),
                 BlendImage::File { file, .. } => format!("blended (α {} with {})", b.alpha, file.display()),
             },
             Attack::Sig(s) => {
@@ -202,6 +204,15 @@ impl Attack {
             Attack::Blended(b) => {
                 if !(0.0..=1.0).contains(&b.alpha) {
                     return Err(format!("--alpha {} is not within 0..=1", b.alpha));
+                }
+                if let BlendImage::Noise { pixels, .. } = &b.image
+                    && pixels.len() != channels * height * width
+                {
+                    return Err(format!(
+                        "the run's blend noise holds {} values; a {channels}×{height}×{width} image needs {}",
+                        pixels.len(),
+                        channels * height * width
+                    ));
                 }
                 if let BlendImage::File { file, height: h, width: w, channels: c, .. } = &b.image
                     && ((*h, *w) != (height, width) || (*c != 1 && *c != channels))
