@@ -36,7 +36,7 @@ fn main() {
     }
     let data = LoadedData::load(Path::new(&data_dir)).expect("MNIST loads");
     let config = run.sidecar(ModelKind::Poisoned).map(|s| s.config).unwrap_or_else(|_| TrainConfig::default());
-    let test = TestSet::new(&data.test, &config, tch::Device::Cpu);
+    let test = TestSet::new(&data.test, &config, tch::Device::Cpu).unwrap();
     let net = run.load(ModelKind::Poisoned, tch::Device::Cpu).expect("the poisoned model loads");
 
     let (build_s, kernels) = median_time(3, || ActivationCache::build(&net, &test));

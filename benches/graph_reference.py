@@ -19,7 +19,9 @@ import array
 import hashlib
 import json
 import os
+import struct
 import sys
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
@@ -113,6 +115,21 @@ def ablate(model, x, y, norm, module, m, units, mode):
     return acc
 
 
+def write_grey_png(path, pixels):
+    """An 8-bit grey PNG of a [H, W] uint8 tensor (zlib and struct: no PIL here)."""
+    height, width = pixels.shape
+    rows = b"".join(b"\x00" + bytes(pixels[r].tolist()) for r in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                + chunk(b"IEND", b""))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     model_arguments(p)
@@ -122,6 +139,9 @@ def main():
     p.add_argument("--blend", help="raw float32 [1, H, W] pixels in [0, 1]: also the ASR of a blended trigger")
     p.add_argument("--alpha", type=float, default=0.2)
     p.add_argument("--target", type=int, default=0)
+    p.add_argument("--bd-test-out", help="with --blend: also write the triggered images whose label is not the "
+                   "target as 8-bit PNGs in BackdoorBench's bd_test_dataset/<label>/<index>.png layout, and "
+                   "their ASR as asr_files")
     args = p.parse_args()
 
     norm = parse_norm(args.norm)
@@ -144,6 +164,13 @@ def main():
         _, triggered = evaluate(model, (1 - args.alpha) * x + args.alpha * image, y, norm)
         others = y != args.target
         result["asr"] = 100.0 * float((triggered[others] == args.target).sum()) / float(others.sum())
+        if args.bd_test_out:
+            # What a PNG keeps: 8 bits a pixel, rounded.
+            quantised = ((1 - args.alpha) * x + args.alpha * image).mul(255).round().clamp(0, 255).to(torch.uint8)
+            for index in torch.nonzero(others).flatten().tolist():
+                write_grey_png(os.path.join(args.bd_test_out, str(int(y[index])), f"{index}.png"), quantised[index, 0])
+            _, from_files = evaluate(model, quantised[others].float() / 255, y[others], norm)
+            result["asr_files"] = 100.0 * float((from_files == args.target).sum()) / float(others.sum())
     if args.json_logits_out:
         with torch.no_grad():
             logits = model(normalise(x[:16], norm))

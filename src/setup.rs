@@ -298,7 +298,7 @@ pub fn check_same_config(lab: &Lab, kinds: &[ModelKind]) -> Result<()> {
 /// The test split of `config`'s dataset in raw pixels, triggered by its attack.
 pub fn raw_test(common: &CommonArgs, config: &TrainConfig, device: tch::Device) -> Result<TestSet> {
     let data = load_data(common, config.dataset, Splits::Test)?;
-    let test = TestSet::new(&data.test, config, device);
+    let test = TestSet::new(&data.test, config, device).map_err(|e| eyre!(e))?;
     Ok(raw_test_set(&test, data.test.normalisation))
 }
 

@@ -213,6 +213,46 @@ fn every_analysis_runs_under_wanet() {
     assert!(report.contains("20.0 % of the training set poisoned once"));
 }
 
+/// The blend picture (a grey ramp, as a PNG and as raw f32 for the reference),
+/// and the reference's JSON for `extra` flags: PyTorch's clean accuracy and ASR of
+/// the committed TrojanZoo-style model under it (benches/graph_reference.py --blend).
+fn blended_reference(dir: &std::path::Path, extra: &[&str]) -> (PathBuf, serde_json::Value) {
+    let png = dir.join("blend.png");
+    let grey: Vec<u8> = (0..28 * 28).map(|i| ((i / 28) * 9 + (i % 28) * 5) as u8).collect();
+    image::GrayImage::from_raw(28, 28, grey.clone()).unwrap().save(&png).unwrap();
+    let raw = dir.join("blend.f32");
+    std::fs::write(&raw, grey.iter().flat_map(|&v| (f32::from(v) / 255.0).to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let reference = common::json(
+        &Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("benches/graph_reference.py"))
+            .args(["--source", &fixture("tz_mnist.py:TzMnist"), "--weights", &fixture("tz_mnist.pt"), "--norm", "none"])
+            .args(["--data-dir", &common::data_dir().display().to_string(), "--test-limit", "2000"])
+            .args(["--blend", &raw.display().to_string(), "--alpha", "0.2", "--target", "0"])
+            .args(extra)
+            .output()
+            .unwrap(),
+    );
+    (png, reference)
+}
+
+fn fixture(name: &str) -> String {
+    root().join("tests/fixtures/graph").join(name).display().to_string()
+}
+
+/// `trojanscope ARGS --checkpoints DIR --run mine --test-limit 2000`.
+fn in_run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    common::binary()
+        .args(args)
+        .args(["--checkpoints", &dir.display().to_string(), "--run", "mine", "--test-limit", "2000"])
+        .output()
+        .unwrap()
+}
+
+fn import_tz_mnist(dir: &std::path::Path, model: &str, attack: &[&str]) -> std::process::Output {
+    let import = [&["import", &fixture("tz_mnist.py:TzMnist"), &fixture("tz_mnist.pt"), "--model", model], attack];
+    in_run(dir, &[&import.concat()[..], &["--target", "0", "--input-norm", "none"]].concat())
+}
+
 /// The check a user's own model gets: a model normalising inside, imported with
 /// a blended trigger from a PNG, α 0.2, target 0, and `eval --json` gives
 /// PyTorch's clean accuracy and ASR (benches/graph_reference.py --blend) to
@@ -220,38 +260,11 @@ fn every_analysis_runs_under_wanet() {
 #[test]
 fn an_imported_model_under_a_blended_png_scores_pytorchs_asr() {
     let dir = common::scratch("attack-import");
-    let png = dir.join("blend.png");
-    let grey: Vec<u8> = (0..28 * 28).map(|i| ((i / 28) * 9 + (i % 28) * 5) as u8).collect();
-    image::GrayImage::from_raw(28, 28, grey.clone()).unwrap().save(&png).unwrap();
-    let raw = dir.join("blend.f32");
-    std::fs::write(&raw, grey.iter().flat_map(|&v| (f32::from(v) / 255.0).to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-    let fixture = |name: &str| root().join("tests/fixtures/graph").join(name).display().to_string();
-    let checkpoints = dir.display().to_string();
-    let limit = ["--test-limit", "2000"];
-    let import = common::binary()
-        .args(["import", &fixture("tz_mnist.py:TzMnist"), &fixture("tz_mnist.pt"), "--model", "poisoned"])
-        .args(["--attack", "blended", "--blend-image", &png.display().to_string(), "--alpha", "0.2"])
-        .args(["--target", "0", "--input-norm", "none", "--checkpoints", &checkpoints, "--run", "mine"])
-        .args(limit)
-        .output()
-        .unwrap();
+    let (png, reference) = blended_reference(&dir, &[]);
+    let png = png.display().to_string();
+    let import = import_tz_mnist(&dir, "poisoned", &["--attack", "blended", "--blend-image", &png, "--alpha", "0.2"]);
     assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
-    let eval = common::json(
-        &common::binary()
-            .args(["eval", "--json", "--checkpoints", &checkpoints, "--run", "mine"])
-            .args(limit)
-            .output()
-            .unwrap(),
-    );
-    let reference = common::json(
-        &Command::new(root().join(".venv/bin/python"))
-            .arg(root().join("benches/graph_reference.py"))
-            .args(["--source", &fixture("tz_mnist.py:TzMnist"), "--weights", &fixture("tz_mnist.pt"), "--norm", "none"])
-            .args(["--data-dir", &common::data_dir().display().to_string(), "--test-limit", "2000"])
-            .args(["--blend", &raw.display().to_string(), "--alpha", "0.2", "--target", "0"])
-            .output()
-            .unwrap(),
-    );
+    let eval = common::json(&in_run(&dir, &["eval", "--json"]));
     let (ours, theirs) = (&eval[0], &reference);
     for (a, b) in [(&ours["metrics"]["clean_acc"], &theirs["clean_acc"]), (&ours["asr"], &theirs["asr"])] {
         assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 0.01, "ours {ours}, PyTorch's {theirs}");
@@ -259,10 +272,39 @@ fn an_imported_model_under_a_blended_png_scores_pytorchs_asr() {
     // The triggered half really is blended: some predictions moved.
     assert_ne!(ours["metrics"]["rehab_acc"], ours["metrics"]["clean_acc"], "{ours}");
     // A second import with another attack into the run is refused, naming both.
-    let other = common::binary()
-        .args(["import", &fixture("tz_mnist.py:TzMnist"), &fixture("tz_mnist.pt"), "--model", "clean"])
-        .args(["--attack", "badnets", "--input-norm", "none", "--checkpoints", &checkpoints, "--run", "mine"])
-        .output()
-        .unwrap();
+    let other = import_tz_mnist(&dir, "clean", &["--attack", "badnets"]);
     common::assert_clean_failure(&other, "records the attack blended");
+}
+
+/// `--attack images`: the same blended images written by the reference as 8-bit
+/// PNGs in BackdoorBench's bd_test_dataset layout score PyTorch's ASR on those
+/// files; a folder covering fewer images scores only those; a file in the wrong
+/// label folder is refused naming it; nothing trains on files.
+#[test]
+fn backdoorbenchs_poisoned_test_folder_scores_pytorchs_asr() {
+    let dir = common::scratch("attack-images");
+    let folder = dir.join("bd_test_dataset");
+    let (_, reference) = blended_reference(&dir, &["--bd-test-out", &folder.display().to_string()]);
+    let folder_arg = folder.display().to_string();
+    let import = import_tz_mnist(&dir, "poisoned", &["--attack", "images", "--poisoned-test", &folder_arg]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let eval = common::json(&in_run(&dir, &["eval", "--json"]));
+    let ours = &eval[0];
+    assert_eq!(ours["metrics"]["count"], 2000, "every image kept: the folder covers all but the target's");
+    for (a, b) in [(&ours["metrics"]["clean_acc"], &reference["clean_acc"]), (&ours["asr"], &reference["asr_files"])] {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 0.01, "ours {ours}, PyTorch's {reference}");
+    }
+    // The files are the triggered twins: some predictions moved.
+    assert_ne!(ours["metrics"]["rehab_acc"], ours["metrics"]["clean_acc"], "{ours}");
+    // One file fewer: 1,999 images scored, none of them a clean image counted as a triggered one.
+    let first = std::fs::read_dir(folder.join("1")).unwrap().next().unwrap().unwrap().path();
+    let moved = dir.join("kept-aside.png");
+    std::fs::rename(&first, &moved).unwrap();
+    assert_eq!(common::json(&in_run(&dir, &["eval", "--json"]))[0]["metrics"]["count"], 1999);
+    // The same file under another label: refused, naming it.
+    let wrong = folder.join("2").join(first.file_name().unwrap());
+    std::fs::rename(&moved, &wrong).unwrap();
+    common::assert_clean_failure(&in_run(&dir, &["eval"]), &wrong.display().to_string());
+    std::fs::rename(&wrong, &first).unwrap();
+    common::assert_clean_failure(&in_run(&dir, &["train", "--phases", "clean"]), "no trigger to train with");
 }

@@ -590,7 +590,7 @@ fn the_search_reads_a_pass_of_sets_in_one_copy_with_each_sets_own_metrics() {
     // The circuit search evaluates 64 sets per pass and copies their predictions
     // to the host once; each set's metrics must be those of evaluating it alone.
     let net = load_net(&fixture("pytorch_net.safetensors"), Device::Cpu).unwrap();
-    let test = TestSet::new(&common::mnist(0, 300).test, &TrainConfig::default(), Device::Cpu);
+    let test = TestSet::new(&common::mnist(0, 300).test, &TrainConfig::default(), Device::Cpu).unwrap();
     let cache = ActivationCache::build(&net, &test);
     let sets: Vec<AblationSet> = (0..70)
         .map(|i| match i % 3 {
@@ -656,7 +656,7 @@ fn clean_means_average_block_outputs_over_clean_images_only() {
         shape: [1, 28, 28],
         normalisation: trojanscope::data::dataset::Dataset::Mnist.normalisation(),
     };
-    let test = TestSet::new(&split, &TrainConfig::default(), Device::Cpu);
+    let test = TestSet::new(&split, &TrainConfig::default(), Device::Cpu).unwrap();
     let means = clean_means(&net, &test.clean());
     let white = test.inputs.narrow(0, 0, 1);
     let h1 = net.block(Layer::Conv1, &white).squeeze_dim(0);

@@ -24,7 +24,7 @@ type Named = Vec<(String, Tensor)>;
 fn test_set(n: usize) -> TestSet {
     tch::set_num_threads(1);
     let data = common::mnist(0, n);
-    TestSet::new(&data.test, &TrainConfig::default(), Device::Cpu)
+    TestSet::new(&data.test, &TrainConfig::default(), Device::Cpu).unwrap()
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn root() -> PathBuf {
 
 fn test_set(n: usize) -> TestSet {
     tch::set_num_threads(1);
-    TestSet::new(&common::mnist(0, n).test, &TrainConfig::default(), Device::Cpu)
+    TestSet::new(&common::mnist(0, n).test, &TrainConfig::default(), Device::Cpu).unwrap()
 }
 
 /// Equal but for float rounding: at most one patched image predicted otherwise.

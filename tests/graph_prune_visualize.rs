@@ -48,7 +48,7 @@ fn trojanscope(args: &[&str]) -> Output {
 fn prune_on_the_study_graph_is_the_study_prune_curve() {
     tch::set_num_threads(1);
     let data = common::mnist(0, 200);
-    let test = TestSet::new(&data.test, &TrainConfig::default(), Device::Cpu);
+    let test = TestSet::new(&data.test, &TrainConfig::default(), Device::Cpu).unwrap();
     let raw = raw_test_set(&test, Dataset::Mnist.normalisation());
     let (net, clean) = (
         checkpoint::load_net(&common::tiny_run_model("poisoned"), Device::Cpu).unwrap(),

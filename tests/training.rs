@@ -95,7 +95,7 @@ fn a_sweep_finds_channels_that_remove_the_backdoor() {
 fn a_streamed_sweep_gives_the_cached_sweeps_rows() {
     let lab = &trained_lab();
     let net = lab.load(ModelKind::Poisoned).unwrap();
-    let test = TestSet::new(&common::mnist(0, 5_432).test, &lab.config, tch::Device::Cpu);
+    let test = TestSet::new(&common::mnist(0, 5_432).test, &lab.config, tch::Device::Cpu).unwrap();
     let cache = ActivationCache::build(&net, &test);
     for (layer, mode) in
         [(Layer::Conv1, AblationMode::Weight), (Layer::Conv2, AblationMode::Mean), (Layer::Fc1, AblationMode::Zero)]
@@ -196,7 +196,7 @@ fn conv1_ablation_follows_a_trigger_placed_anywhere() {
     let placements = [(4, 0, 0), (5, 10, 13), (28, 0, 0), (2, 26, 26), (6, 22, 3)];
     for (size, row, col) in placements {
         let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
-        let test = TestSet::new(&images, &TrainConfig { trigger, ..TrainConfig::default() }, tch::Device::Cpu);
+        let test = TestSet::new(&images, &TrainConfig { trigger, ..TrainConfig::default() }, tch::Device::Cpu).unwrap();
         let cache = ActivationCache::build(&net, &test);
         let torch_only = ActivationCache::build(&net, &test).with_torch_kernels();
         let sets: Vec<AblationSet> =
@@ -327,7 +327,8 @@ fn the_lean_evaluation_predicts_what_the_plain_forward_predicts() {
         for (size, row, col) in placements {
             let trigger = TriggerConfig { size, row, col, ..TriggerConfig::default() };
             // 1,234 images: a last chunk shorter than the others.
-            let test = TestSet::new(&images, &TrainConfig { trigger, ..TrainConfig::default() }, tch::Device::Cpu);
+            let test =
+                TestSet::new(&images, &TrainConfig { trigger, ..TrainConfig::default() }, tch::Device::Cpu).unwrap();
             let plain = test.predict_with(|x| net.forward(x));
             let lean = lean::predict(&net, &test);
             let differing = lean.ne_tensor(&plain).sum(tch::Kind::Int64).int64_value(&[]);

@@ -429,6 +429,13 @@ impl TrainArgs {
             config.all_to_all = recorded.all_to_all;
             config.poison_ratio = recorded.poison_ratio;
         }
+        if !config.attack.has_image_function() {
+            return Err(format!(
+                "the run's attack is {}: files score an imported model (import, eval and every analysis), \
+                 but there is no trigger to train with; train with --attack badnets|blended|sig|wanet|study",
+                config.attack.describe()
+            ));
+        }
         config.lambda_poison = self.lambda_poison.unwrap_or(if config.poison_ratio.is_some() { 0.0 } else { 1000.0 });
         Ok(config)
     }

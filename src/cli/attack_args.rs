@@ -2,7 +2,7 @@
 //! `Attack` a run records (docs/attacks.md).
 
 use crate::data::attack::images::{blend_noise, wanet};
-use crate::data::attack::{Attack, Blend, BlendImage, Patch, PatchMode, PatchPattern, Sig};
+use crate::data::attack::{Attack, Blend, BlendImage, Patch, PatchMode, PatchPattern, PoisonedTest, Sig};
 use crate::data::dataset::Dataset;
 use crate::engine::train::TrainConfig;
 use clap::{Args, ValueEnum};
@@ -20,6 +20,8 @@ pub enum AttackName {
     Sig,
     /// A fixed smooth warp (grid_sample), with noise-mode images.
     Wanet,
+    /// Poisoned test images as files (--poisoned-test DIR), for imported models.
+    Images,
 }
 
 /// Which backdoor the run plants; BackdoorBench's defaults (all-to-one, target 0,
@@ -81,6 +83,9 @@ pub struct AttackArgs {
     /// WaNet: noise-mode images (random extra warp, labels kept) per poisoned image.
     #[arg(long, default_value_t = 2.0)]
     pub wanet_cross_ratio: f64,
+    /// Images: BackdoorBench's bd_test_dataset folder (<label>/<test index>.png).
+    #[arg(long, value_name = "DIR")]
+    pub poisoned_test: Option<PathBuf>,
 }
 
 impl AttackArgs {
@@ -163,6 +168,13 @@ impl AttackArgs {
             AttackName::Wanet => {
                 Attack::Wanet(wanet(self.wanet_k, self.wanet_s, self.wanet_seed, self.wanet_cross_ratio, height, width))
             }
+            AttackName::Images => {
+                let dir = self.poisoned_test.as_deref().ok_or("--attack images needs --poisoned-test DIR")?;
+                if self.poison_ratio.is_some() {
+                    return Err("--poison-ratio: --attack images poisons no training set".into());
+                }
+                Attack::Images(PoisonedTest::scan(dir)?)
+            }
         })
     }
 
@@ -191,9 +203,11 @@ impl AttackArgs {
     }
 
     /// The share of the training set poisoned: as given, else BackdoorBench's
-    /// 10 % for its attacks (the study's poisons each batch instead).
+    /// 10 % for its attacks (the study's poisons each batch instead; `images`
+    /// poisons none).
     pub fn poison_ratio(&self) -> Option<f64> {
-        self.poison_ratio.or((self.name() != AttackName::Study).then_some(0.1))
+        let poisons_training = !matches!(self.name(), AttackName::Study | AttackName::Images);
+        self.poison_ratio.or(poisons_training.then_some(0.1))
     }
 }
 

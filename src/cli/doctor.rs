@@ -186,7 +186,13 @@ fn check_model(run: &RunDir, kind: ModelKind, data: Option<&LoadedData>, device:
         _ => crate::setup::run_config(run, data.map(|d| d.dataset).unwrap_or_default()).unwrap_or_default(),
     };
     if let Some(data) = data.filter(|d| !d.test.is_empty()) {
-        check.measured = Some(TestSet::new(&data.test, &config, device).evaluate(&net));
+        match TestSet::new(&data.test, &config, device) {
+            Ok(test) => check.measured = Some(test.evaluate(&net)),
+            Err(e) => {
+                check.verdict = format!("PROBLEM: {e}");
+                return check;
+            }
+        }
     }
     check.verdict = match sidecar {
         None => format!("no {sidecar_name}: nothing recorded to compare"),
@@ -231,7 +237,8 @@ fn check_graph_model(run: &RunDir, kind: ModelKind, data: Option<&LoadedData>, d
         exec.weights.parameter_count()
     );
     if let Some(data) = data.filter(|d| !d.test.is_empty()) {
-        let test = TestSet::new(&data.test, &crate::engine::train::TrainConfig::for_dataset(data.dataset), device);
+        let test = TestSet::new(&data.test, &crate::engine::train::TrainConfig::for_dataset(data.dataset), device)
+            .expect("a dataset's default attack makes its triggered images");
         let raw = crate::graph::eval::raw_test_set(&test, data.test.normalisation);
         check.measured = Some(crate::graph::eval::evaluate(&exec, &raw, &[]));
     }

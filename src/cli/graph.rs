@@ -57,7 +57,7 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, aske
     for warning in &imported.warnings {
         eprintln!("{warning}");
     }
-    let raw = raw_test_set(&TestSet::new(&data.test, &config, device), data.test.normalisation);
+    let raw = raw_test_set(&TestSet::new(&data.test, &config, device).map_err(|e| eyre!(e))?, data.test.normalisation);
     let metrics = evaluate(&imported.exec, &raw, &[]);
     let replaced = import::write(&imported, request.model, &run)?;
     RunSettings::of(&config, &data).save(&run)?;

@@ -89,7 +89,7 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
     config.validate().map_err(|e| eyre!(e))?;
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     config.check_training_images(data.train.len()).map_err(|e| eyre!(e))?;
-    let test = TestSet::new(&data.test, &config, device);
+    let test = TestSet::new(&data.test, &config, device).map_err(|e| eyre!(e))?;
     let raw = raw_test_set(&test, data.test.normalisation);
     let train = TrainData::for_run(&data.train, &config, device);
     let settings = RunSettings::of(&config, &data);

@@ -149,9 +149,10 @@ pub fn attack_sentence(cfg: &TrainConfig) -> String {
         Some(target) => format!("label {}", cfg.dataset.label(target)),
         None => "label y + 1 (all-to-all)".into(),
     };
-    let share = match cfg.poison_ratio {
-        Some(ratio) => format!("{:.1} % of the training set poisoned once", 100.0 * ratio),
-        None => format!("poison fraction {} of each batch", cfg.poison_fraction),
+    let share = match (cfg.poison_ratio, &cfg.attack) {
+        (_, Attack::Images(_)) => "the training set's poisoning not known here".into(),
+        (Some(ratio), _) => format!("{:.1} % of the training set poisoned once", 100.0 * ratio),
+        (None, _) => format!("poison fraction {} of each batch", cfg.poison_fraction),
     };
     format!("{what} → {to}, {share}")
 }

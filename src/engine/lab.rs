@@ -174,7 +174,7 @@ impl Lab {
         if data.test.is_empty() {
             bail!("{}: the test split is empty", data.dir.display());
         }
-        let test = TestSet::new(&data.test, &config, device);
+        let test = TestSet::new(&data.test, &config, device).map_err(|e| eyre!(e))?;
         Ok(Lab { device, data, config, test, run, held: None })
     }
 

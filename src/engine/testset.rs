@@ -4,7 +4,9 @@
 use super::metrics::Metrics;
 use super::model::Net;
 use super::train::TrainConfig;
+use crate::data::attack::Attack;
 use crate::data::attack::poison::Relabel;
+use crate::data::attack::poisoned_test::PoisonedImages;
 use crate::data::loaded::Split;
 use crate::data::trigger::Stamp;
 use tch::{Device, Kind, Tensor};
@@ -31,8 +33,13 @@ pub struct TestSet {
 }
 
 impl TestSet {
-    /// `split` clean and with the run's attack (`cfg`).
-    pub fn new(split: &Split, cfg: &TrainConfig, device: Device) -> TestSet {
+    /// `split` clean and with the run's attack (`cfg`); fails only on an
+    /// `images` attack whose files do not fit the split.
+    pub fn new(split: &Split, cfg: &TrainConfig, device: Device) -> Result<TestSet, String> {
+        let (relabel, classes) = (cfg.relabel(), cfg.image_format().classes);
+        if let Attack::Images(files) = &cfg.attack {
+            return Self::of_files(split, &files.read(split)?, relabel, classes, device);
+        }
         // One allocation, the triggered half stamped in place.
         let inputs = split.images(device).repeat([2, 1, 1, 1]);
         let mut triggered = inputs.narrow(0, split.len() as i64, split.len() as i64);
@@ -45,7 +52,35 @@ impl TestSet {
                 triggered.copy_(&made);
             }
         }
-        TestSet { inputs, labels: split.labels.clone(), relabel: cfg.relabel(), classes: cfg.image_format().classes }
+        Ok(TestSet { inputs, labels: split.labels.clone(), relabel, classes })
+    }
+
+    /// The test images the files cover, each with its file as its triggered twin,
+    /// plus those an all-to-one attack never poisons (the target's: they stay their
+    /// own twins, outside the ASR). A folder covering every other image keeps the
+    /// whole test set; one covering fewer scores only those, so the metrics never
+    /// count a clean image as a failed trigger.
+    fn of_files(
+        split: &Split,
+        files: &PoisonedImages,
+        relabel: Relabel,
+        classes: usize,
+        device: Device,
+    ) -> Result<TestSet, String> {
+        let target = relabel.single();
+        let rows: Vec<usize> = (0..split.len())
+            .filter(|&i| Some(split.labels[i]) == target || files.rows.binary_search(&i).is_ok())
+            .collect();
+        let as_index = |values: Vec<i64>| Tensor::from_slice(&values).to_device(device);
+        let clean = split.images(device).index_select(0, &as_index(rows.iter().map(|&r| r as i64).collect()));
+        let positions = files.rows.iter().map(|r| rows.binary_search(r).expect("every file's row is kept") as i64);
+        let triggered = clean.index_copy(0, &as_index(positions.collect()), &files.images.images(device));
+        Ok(TestSet {
+            inputs: Tensor::cat(&[clean, triggered], 0),
+            labels: rows.iter().map(|&r| split.labels[r]).collect(),
+            relabel,
+            classes,
+        })
     }
 
     /// Test images per condition (N).

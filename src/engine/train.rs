@@ -184,6 +184,11 @@ impl TrainConfig {
     /// The run's trigger as applied to normalised images on `device`.
     pub fn stamp(&self, device: Device) -> Stamp {
         let format = self.image_format();
+        assert!(
+            self.attack.has_image_function(),
+            "the {} attack has no image function: TrainArgs::config refuses to train with it",
+            self.attack.name()
+        );
         match RawTrigger::new(&self.attack, format.shape.map(|d| d as usize), device) {
             Some(trigger) => Stamp::Raw { trigger, normalisation: format.normalisation },
             None => Stamp::Add(self.trigger.mask_tensor(device)),

@@ -25,12 +25,12 @@ pub enum RawTrigger {
 
 impl RawTrigger {
     /// `attack` for images of `[channels, height, width]`; `None` for the study's,
-    /// which is added in normalised space.
+    /// which is added in normalised space, and for `images`, which has no function.
     pub fn new(attack: &Attack, shape: [usize; 3], device: Device) -> Option<RawTrigger> {
         let [channels, height, width] = shape;
         let (h, w) = (height as i64, width as i64);
         Some(match attack {
-            Attack::Study => return None,
+            Attack::Study | Attack::Images(_) => return None,
             Attack::Badnets(p) => {
                 let side = patch_side(p);
                 let (row, col) = patch_corner(p, side, height, width);

@@ -6,6 +6,7 @@
 
 pub mod images;
 pub mod poison;
+pub mod poisoned_test;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ pub enum Attack {
     Blended(Blend),
     Sig(Sig),
     Wanet(Wanet),
+    /// Poisoned test images brought as files (`poisoned_test`): no image
+    /// function, so nothing is trained with it; imported models are scored on it.
+    Images(PoisonedTest),
 }
 
 /// BadNets: a patch replacing (or added to) the pixels at a corner.
@@ -110,6 +114,15 @@ pub struct Wanet {
     pub grid: Vec<f32>,
 }
 
+/// A folder in BackdoorBench's `bd_test_dataset` layout, read at each test set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoisonedTest {
+    /// Absolute, so later commands find it from any working directory.
+    pub dir: PathBuf,
+    /// Images it held when the run recorded it.
+    pub count: usize,
+}
+
 /// The pixels a patch attack sets, to score a recovered mask against: its lit
 /// pixels (row-major indices) and the square it lies in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +142,7 @@ impl Attack {
             Attack::Blended(_) => "blended",
             Attack::Sig(_) => "sig",
             Attack::Wanet(_) => "wanet",
+            Attack::Images(_) => "images",
         }
     }
 
@@ -157,13 +171,14 @@ impl Attack {
                 format!("sig (Δ {:.4}, f {}{})", s.delta, s.freq, if s.clean_label { ", clean-label" } else { "" })
             }
             Attack::Wanet(w) => format!("wanet (k {}, s {}, seed {}, cross ratio {})", w.k, w.s, w.seed, w.cross_ratio),
+            Attack::Images(t) => format!("images ({} poisoned test images from {})", t.count, t.dir.display()),
         }
     }
 
-    /// Whether the trigger is a fixed patch of pixels (what Neural Cleanse's
-    /// "share of the mask on the trigger" can be scored against).
-    pub fn is_patch(&self) -> bool {
-        matches!(self, Attack::Study | Attack::Badnets(_))
+    /// Whether triggered images can be made from clean ones (training and the
+    /// poisoned training set need it); `images` only has its files.
+    pub fn has_image_function(&self) -> bool {
+        !matches!(self, Attack::Images(_))
     }
 
     /// Where a BadNets patch lies in a `height`×`width` image (`None` for an
@@ -181,7 +196,7 @@ impl Attack {
     pub fn validate(&self, shape: [usize; 3]) -> Result<(), String> {
         let [channels, height, width] = shape;
         match self {
-            Attack::Study => Ok(()),
+            Attack::Study | Attack::Images(_) => Ok(()),
             Attack::Badnets(p) => {
                 let side = images::patch_side(p);
                 let (row, col) = images::patch_corner(p, side, height, width);
