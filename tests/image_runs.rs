@@ -165,7 +165,7 @@ fn a_folder_run_records_its_side_classes_and_statistics_and_eval_reads_them_back
         .args(flags)
         .args(["--data-dir", &data.display().to_string(), "--dataset", "folder", "--image-size", "8"])
         .args(["train", "--preset", "tz-mnist", "--width", "4", "--epochs", "12", "--batch-size", "8"])
-        .args(["--phases", "clean"])
+        .args(["--phases", "clean", "--attack", "wanet"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -173,6 +173,8 @@ fn a_folder_run_records_its_side_classes_and_statistics_and_eval_reads_them_back
         serde_json::from_str(&std::fs::read_to_string(checkpoints.join("f/run.json")).unwrap()).unwrap();
     let format = &record["config"]["format"];
     assert_eq!(format["shape"], serde_json::json!([3, 8, 8]));
+    // The warp is drawn at the images' side, not a folder's nominal 32.
+    assert_eq!(record["config"]["attack"]["grid"].as_array().unwrap().len(), 8 * 8 * 2);
     assert_eq!(format["classes"], 3);
     let (mean, std) = (format["normalisation"]["mean"].as_array().unwrap(), &format["normalisation"]["std"]);
     assert_eq!((mean.len(), std.as_array().unwrap().len()), (3, 3));

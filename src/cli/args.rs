@@ -398,7 +398,12 @@ impl TrainArgs {
     /// The recipe for `dataset`; fails on an attack file that cannot be read.
     /// Without attack flags a run keeps the attack it records (`recorded`), so
     /// `run` again needs no flags.
-    pub fn config(&self, dataset: Dataset, recorded: Option<&TrainConfig>) -> Result<TrainConfig, String> {
+    pub fn config(
+        &self,
+        dataset: Dataset,
+        shape: [usize; 3],
+        recorded: Option<&TrainConfig>,
+    ) -> Result<TrainConfig, String> {
         let attack = self.attack.for_dataset(dataset);
         let mut config = TrainConfig {
             dataset,
@@ -418,7 +423,7 @@ impl TrainArgs {
                 amplitude: self.trigger_amplitude.unwrap_or(TriggerConfig::for_dataset(dataset).amplitude),
                 target: attack.target(),
             },
-            attack: attack.attack(dataset)?,
+            attack: attack.attack(shape)?,
             all_to_all: attack.all_to_all,
             poison_ratio: attack.poison_ratio(),
             format: None,

@@ -89,21 +89,23 @@ pub struct AttackArgs {
 }
 
 impl AttackArgs {
-    /// The study's recipe on `dataset` with this attack: what `import` records.
-    pub fn recipe(&self, dataset: Dataset) -> Result<TrainConfig, String> {
+    /// The study's recipe on `dataset` (images of `shape`) with this attack: what
+    /// `import` records.
+    pub fn recipe(&self, dataset: Dataset, shape: [usize; 3]) -> Result<TrainConfig, String> {
         let args = self.for_dataset(dataset);
         let mut config = TrainConfig::for_dataset(dataset);
         config.trigger.target = args.target();
-        config.attack = args.attack(dataset)?;
+        config.attack = args.attack(shape)?;
         config.all_to_all = args.all_to_all;
         config.poison_ratio = args.poison_ratio();
         config.validate()?;
         Ok(config)
     }
 
-    /// The attack for `dataset`'s images, files read and kept in it.
-    pub fn attack(&self, dataset: Dataset) -> Result<Attack, String> {
-        let [channels, height, width] = dataset.image_shape().map(|d| d as usize);
+    /// The attack for images of `[channels, height, width]` (a folder's as
+    /// `--image-size` makes them), files read and kept in it.
+    pub fn attack(&self, shape: [usize; 3]) -> Result<Attack, String> {
+        let [channels, height, width] = shape;
         Ok(match self.name() {
             AttackName::Study => Attack::Study,
             AttackName::Badnets => {

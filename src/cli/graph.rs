@@ -2,6 +2,7 @@
 //! through the generic executor.
 
 use super::args::{AblationTarget, CommonArgs};
+use super::attack_args::AttackArgs;
 use super::commands::{EvalResult, ablate_table, eval_table};
 use super::output::Format;
 use super::progress::counter;
@@ -36,7 +37,7 @@ struct ImportResult {
 
 /// Imports one model; `asked` is the recipe the attack flags describe, if any
 /// were given (otherwise the run's recorded attack stays, else the study's).
-pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, asked: Option<TrainConfig>) -> Result<()> {
+pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, asked: Option<&AttackArgs>) -> Result<()> {
     let device = parse_device(&common.device).map_err(|e| eyre!(e))?;
     let run = RunDir::new(&common.checkpoints, &common.run);
     graph_run::check_same_dataset(&run, request.dataset)?;
@@ -44,6 +45,7 @@ pub fn import(common: &CommonArgs, format: Format, request: &ImportRequest, aske
     // the run untouched, and GTSRB's and a folder's format comes from their files.
     let data = load_data(common, request.dataset, Splits::Test)?;
     let request = &ImportRequest { format: data.format(), ..request.clone() };
+    let asked = asked.map(|a| a.recipe(request.dataset, data.test.shape)).transpose().map_err(|e| eyre!(e))?;
     let mut config = attack_to_record(&run, request.dataset, asked)?;
     config.adopt_format(&data);
     config.validate().map_err(|e| eyre!("invalid configuration: {e}"))?;

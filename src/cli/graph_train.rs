@@ -57,9 +57,10 @@ pub fn open(common: &CommonArgs, args: &TrainArgs) -> Result<GraphSession> {
         bail!("{} holds the study's {study} model; train a graph into another run (--run NAME)", run.root.display());
     }
     let recorded = RunSettings::load(&run)?.map(|s| s.config);
-    let mut config = args.config(dataset, recorded.as_ref()).map_err(|e| eyre!(e))?;
-    // GTSRB's and a folder's format (shape, classes, normalisation) comes from their files.
+    // GTSRB's and a folder's format (shape, classes, normalisation) comes from their
+    // files, and the attack (a blend image, a warp grid) is made at that size.
     let data = load_data(common, dataset, Splits::TrainAndTest)?;
+    let mut config = args.config(dataset, data.test.shape, recorded.as_ref()).map_err(|e| eyre!(e))?;
     config.adopt_format(&data);
     let graph_file = graph_run::graph_path(&run);
     let (spec, source) = if let Some(name) = &args.preset {

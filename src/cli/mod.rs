@@ -90,12 +90,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 dataset,
                 format: dataset.format(),
             };
-            let asked = attack
-                .given()
-                .then(|| attack.recipe(request.dataset))
-                .transpose()
-                .map_err(|e| color_eyre::eyre::eyre!(e))?;
-            graph::import(common, format, &request, asked)
+            graph::import(common, format, &request, attack.given().then_some(attack))
         }
         Command::Sweep { layer, target, sorted } => {
             if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
@@ -231,7 +226,10 @@ fn recipe_asked(
 ) -> Result<crate::engine::train::TrainConfig> {
     let run = RunDir::new(&common.checkpoints, &common.run);
     let recorded = crate::engine::run::settings::RunSettings::load(&run)?.map(|s| s.config);
-    train.config(crate::setup::dataset(common), recorded.as_ref()).map_err(|e| color_eyre::eyre::eyre!(e))
+    // The study's network reads only its own 28×28 grey images.
+    let dataset = crate::setup::dataset(common);
+    let shape = dataset.image_shape().map(|d| d as usize);
+    train.config(dataset, shape, recorded.as_ref()).map_err(|e| color_eyre::eyre::eyre!(e))
 }
 
 /// The main job: train what is missing, then analyse all three models.
