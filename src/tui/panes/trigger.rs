@@ -302,7 +302,10 @@ fn draw_pictures(
     let step = state.progress.as_ref().map(|p| p.step).unwrap_or(0);
     let key = key_of((row.label, step, recovering, row.l1.to_bits()));
     let side = (row.mask.len() as f64).sqrt() as usize;
-    let painted: Vec<f32> = row.mask.iter().zip(row.pattern).map(|(m, p)| m * p).collect();
+    // Every channel of the pattern painted through the mask: a colour trigger in
+    // colour, a grey one on the heat scale as before.
+    let painted = crate::picture::painted(row.mask, row.pattern);
+    let colour = painted.len() == 3 * row.mask.len();
     let mask = row.mask.to_vec();
     titled_pictures(
         frame,
@@ -319,7 +322,13 @@ fn draw_pictures(
                 title: "mask × pattern".into(),
                 slot: "trigger-painted",
                 key,
-                make: Box::new(move || Picture::of(&Heatmap::new(side, side, painted), Palette::Heat, 1.0)),
+                make: Box::new(move || {
+                    if colour {
+                        Picture::of_image(&painted, [3, side, side])
+                    } else {
+                        Picture::of(&Heatmap::new(side, side, painted), Palette::Heat, 1.0)
+                    }
+                }),
             },
         ],
     );
