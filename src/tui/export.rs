@@ -83,10 +83,10 @@ pub fn trigger_exports(
 }
 
 /// A sweep of `site` in `mode` (each unit's metrics): a units × metrics heatmap and its table.
-pub fn sweep_exports<'m>(
+pub fn sweep_exports(
     site: &str,
     mode: AblationMode,
-    rows: &[(usize, &'m Metrics)],
+    rows: &[(usize, &Metrics)],
     pictures: &mut Vec<(String, RgbImage)>,
     tables: &mut Vec<(String, Table)>,
 ) {
