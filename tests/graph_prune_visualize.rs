@@ -76,6 +76,7 @@ fn prune_on_the_study_graph_is_the_study_prune_curve() {
         let curves = graph_prune::curves(&exec, &raw, node, orders, mode, &no_means, |done, total| {
             steps += 1;
             assert!(done <= total);
+            std::ops::ControlFlow::Continue(())
         })
         .unwrap();
         assert!(steps > 0);

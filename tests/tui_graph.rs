@@ -333,3 +333,67 @@ fn the_circuit_pane_patches_every_node_and_searches_the_selected_one() {
         }
     }
 }
+
+/// v on a graph run visualises the selected node's unit in every model (the
+/// pictures and values `graph::visualize` gives); f prunes the CLI's default
+/// node on the sample, each ranking's curve `prune --mode zero --json` on those
+/// images; e exports both, the curves' table row for row.
+#[test]
+fn v_visualises_f_prunes_and_e_exports_on_a_graph_run() {
+    use trojanscope::engine::featvis::VisConfig;
+    use trojanscope::engine::prune::PruneCurve;
+    use trojanscope::tui::effect::Popup;
+    use trojanscope::tui::protocol::Job;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut h = graph_harness(graph_run(), (120, 40));
+    let g = h.app.study.graph.as_mut().unwrap();
+    g.select_site(g.info.sites.iter().position(|s| s.name == NODE).unwrap());
+    g.jump_to_unit(UNIT).unwrap();
+    h.type_keys("7v");
+    assert!(h.app.jobs.is_running(Job::Visualize));
+    h.wait_for("the visualisations", |app| !app.jobs.is_running(Job::Visualize));
+    let visuals = h.app.panes.trigger.visuals.clone().expect("the visualisations");
+    assert_eq!((visuals.site.as_str(), visuals.unit), (NODE, UNIT));
+    let lab = trojanscope::setup::open_graph_lab(&graph_common(graph_run()), &[]).unwrap();
+    let screen = h.screen(120, 40);
+    assert!(screen.contains(&format!("feature visualisation of {NODE}:{UNIT}")), "{screen}");
+    assert_eq!(visuals.models.len(), 3, "clean, poisoned and rehab");
+    for (kind, shown) in &visuals.models {
+        let exec = trojanscope::graph::run::load(&lab.run, *kind, lab.device).unwrap();
+        let v = trojanscope::graph::visualize::visualize(&exec, NODE, UNIT as i64, &VisConfig::default()).unwrap();
+        assert_eq!((shown.shape, &shown.image, shown.activation), ([1, 28, 28], &v.image, v.activation));
+        assert!(screen.contains(&format!("{kind} {:.1}", v.activation)), "{kind}\n{screen}");
+    }
+    // f with no patching map: the CLI's default node, the last convolution.
+    h.type_keys("8f");
+    assert!(h.app.jobs.is_running(Job::Prune));
+    h.wait_for("the pruning curves", |app| !app.jobs.is_running(Job::Prune));
+    let (layer, curves) = h.app.panes.graph_circuit.curves.clone().expect("the curves");
+    let sample = (TEST_LIMIT / 5).to_string();
+    let mut command = binary();
+    command.args(["--checkpoints", &graph_run().display().to_string(), "--run", "g", "--threads", "1"]);
+    let out = command.args(["--test-limit", &sample, "prune", "--mode", "zero", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: Vec<PruneCurve> = serde_json::from_value(json(&out)).unwrap();
+    assert_eq!(layer, "layer4.1.conv2");
+    assert_eq!(curves, cli);
+    let screen = h.screen(120, 40);
+    assert!(screen.contains(&format!("{layer} pruned → poison %")), "{screen}");
+    let best = &curves[0].points[curves[0].best];
+    assert!(screen.contains(&format!("{} DER {:.2}@{}", curves[0].ranking, best.der, best.pruned)), "{screen}");
+    // e writes the visualisations and the curves (no run needed: into the export folder).
+    h.type_keys("e");
+    let dir = match &h.app.popup {
+        Some(Popup::Notice(text)) => PathBuf::from(text.strip_prefix("Exported to ").unwrap()),
+        other => panic!("no export: {other:?}"),
+    };
+    for (kind, _) in &visuals.models {
+        assert!(dir.join(format!("visualize-{NODE}-{UNIT}-{kind}.png")).is_file(), "{kind}");
+    }
+    let csv = std::fs::read_to_string(dir.join(format!("prune-{layer}.csv"))).unwrap();
+    let points: usize = curves.iter().map(|c| c.points.len()).sum();
+    assert_eq!(csv.lines().count(), 1 + points);
+    for c in &curves {
+        assert!(dir.join(format!("prune-{layer}-{}.png", c.ranking)).is_file(), "{}", c.ranking);
+    }
+}

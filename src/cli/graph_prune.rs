@@ -55,6 +55,7 @@ pub fn prune(
     let curves = prune::curves(&exec, &lab.raw, &site, orders, target.mode, &means, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+        std::ops::ControlFlow::Continue(())
     })
     .map_err(|e| eyre!(e))?;
     bar.finish_and_clear();

@@ -99,7 +99,8 @@ pub fn activation_changes(exec: &Executor, raw: &TestSet, node: usize) -> Vec<f6
 /// of images the pass runs to the node once and every step resumes from there;
 /// a set of units that two orders share (none, all) is evaluated once.
 /// `means` gives the node's mean output (asked in mean mode only).
-/// `progress(done, total)` is told after every step of every chunk.
+/// `progress(done, total)` is told after every step of every chunk and may
+/// stop it: then only the orders whose every step was measured have curves.
 pub fn curves(
     exec: &Executor,
     raw: &TestSet,
@@ -107,7 +108,7 @@ pub fn curves(
     orders: Vec<(Ranking, Vec<usize>)>,
     mode: AblationMode,
     means: &dyn Fn(usize) -> Tensor,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<PruneCurve>, String> {
     let node = super::features::single_node(site, exec)?;
     // Every distinct set of units once, and where each step of each order finds it.
@@ -144,14 +145,12 @@ pub fn curves(
         interventions.len(),
         |x| exec.checkpoint(x, node),
         |checkpoint, x, v| exec.resume(checkpoint, x, &interventions[v]),
-        |done, total| {
-            progress(done, total);
-            ControlFlow::Continue(())
-        },
+        progress,
     );
     Ok(orders
         .into_iter()
         .zip(steps)
+        .filter(|(_, steps)| steps.iter().all(|&s| s < metrics.len()))
         .map(|((ranking, order), steps)| {
             let curve = steps.iter().map(|&s| metrics[s].clone()).collect();
             PruneCurve::of(site.to_string(), ranking, mode, order, curve)

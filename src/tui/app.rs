@@ -319,14 +319,20 @@ impl App {
     }
 
     fn export(&mut self) -> Vec<Effect> {
-        if self.study.models.is_none() && self.panes.training.losses.is_empty() {
+        let loaded = if self.study.graph.is_some() { self.study.ready } else { self.study.models.is_some() };
+        if !loaded && self.panes.training.losses.is_empty() {
             return vec![Effect::Notice("nothing to export yet".into())];
         }
         let stamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let run = self.study.run.as_ref().and_then(|r| PathBuf::from(&r.root).file_name().map(|n| n.to_owned()));
         let name = format!("{}-{stamp}", run.map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
-        vec![Effect::Export(Box::new(export::job(&self.study, &self.panes, self.export_root.join(name))))]
+        let dir = self.export_root.join(name);
+        let job = match self.study.graph.as_deref() {
+            Some(g) => graph::export::job(g, &self.panes, dir),
+            None => export::job(&self.study, &self.panes, dir),
+        };
+        vec![Effect::Export(Box::new(job))]
     }
 
     fn on_reply(&mut self, reply: Reply) -> Vec<Effect> {
@@ -496,6 +502,7 @@ fn is_the_apps(action: Action) -> bool {
             | Action::Stop
             | Action::NextSubject
             | Action::NextReference
+            | Action::Export
     )
 }
 

@@ -6,43 +6,51 @@
 
 use super::effect::ExportJob;
 use super::panes::Panes;
+use super::panes::circuit::{CircuitState, MapSite};
+use super::panes::trigger::TriggerState;
 use super::pictures::{self, channel_pictures, compared, grid_picture, kernel_pictures, unit_weights};
 use super::study::Study;
 use crate::analysis_tables::{circuit_table, named_patch_table, prune_chart, prune_curve_table};
+use crate::engine::ablation::AblationMode;
 use crate::engine::lab::ModelKind;
-use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::recovery_store::{self, recovery_table};
 use crate::picture::{ACCURACY_COLOURS, Heatmap, Palette, Picture, Series, plot};
 use crate::table::Table;
-use crate::table::{metrics_row, swap_table, sweep_table};
+use crate::table::{metrics_row, metrics_table, swap_table};
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;
 
 /// Pictures are enlarged (nearest neighbour) to about this many pixels across.
 const TARGET_PIXELS: u32 = 480;
 
-fn enlarged(picture: &Picture) -> RgbImage {
+pub fn enlarged(picture: &Picture) -> RgbImage {
     let side = picture.rgb.width().max(picture.rgb.height()).max(1);
     picture.enlarged((TARGET_PIXELS / side).max(1))
 }
 
-/// The Circuit pane's results: each patching direction as a table and a layers ×
+/// The Circuit pane's results: each patching direction as a table and a sites ×
 /// units heatmap (black: the unit moves nothing, yellow: the whole backdoor), the
 /// circuit search's report, and the pruning curves with a chart per ranking.
-fn circuit_exports(panes: &Panes, pictures: &mut Vec<(String, RgbImage)>, tables: &mut Vec<(String, Table)>) {
-    let state = &panes.circuit;
-    for map in state.patch.iter().flat_map(|p| &p.maps) {
-        let name = format!("patching-{}", map.direction);
-        let named = map.rows.iter().map(|r| (format!("{}:{}", r.site, r.unit), &r.effect));
-        tables.push((name.clone(), named_patch_table(map.direction, &map.baseline, named, false)));
-        let width = Layer::ALL.iter().map(|l| l.units()).max().unwrap_or(1);
-        let mut values = vec![0f32; width * Layer::ALL.len()];
-        for r in &map.rows {
-            values[r.site.position() * width + r.unit] = (map.effect(r).clamp(0.0, 100.0) / 100.0) as f32;
+pub fn circuit_exports<S: MapSite>(
+    state: &CircuitState<S>,
+    pictures: &mut Vec<(String, RgbImage)>,
+    tables: &mut Vec<(String, Table)>,
+) {
+    if let Some(patch) = state.patch.as_deref() {
+        let width = patch.sites.iter().map(|s| s.unit_count()).max().unwrap_or(1);
+        for map in &patch.maps {
+            let name = format!("patching-{}", map.direction);
+            let named = map.rows.iter().map(|r| (format!("{}:{}", r.site, r.unit), &r.effect));
+            tables.push((name.clone(), named_patch_table(map.direction, &map.baseline, named, false)));
+            let mut values = vec![0f32; width * patch.sites.len()];
+            for r in &map.rows {
+                let row = patch.sites.iter().position(|s| *s == r.site).expect("a map's rows are of its sites");
+                values[row * width + r.unit] = (map.effect(r).clamp(0.0, 100.0) / 100.0) as f32;
+            }
+            let picture = Picture::of(&Heatmap::new(width, patch.sites.len(), values), Palette::Heat, 1.0);
+            pictures.push((format!("{name}.png"), picture.enlarged(16)));
         }
-        let picture = Picture::of(&Heatmap::new(width, Layer::ALL.len(), values), Palette::Heat, 1.0);
-        pictures.push((format!("{name}.png"), picture.enlarged(16)));
     }
     if let Some(report) = &state.report {
         tables.push(("circuit-search".into(), circuit_table(ModelKind::Poisoned.name(), report)));
@@ -53,6 +61,54 @@ fn circuit_exports(panes: &Panes, pictures: &mut Vec<(String, RgbImage)>, tables
             pictures.push((format!("prune-{layer}-{}.png", c.ranking), prune_chart(c)));
         }
     }
+}
+
+/// The Trigger pane's results: the recovery's overview and table, and the
+/// feature visualisations in each model.
+pub fn trigger_exports(
+    state: &TriggerState,
+    pictures: &mut Vec<(String, RgbImage)>,
+    tables: &mut Vec<(String, Table)>,
+) {
+    if let Some(report) = state.report.as_deref() {
+        pictures.push(("trigger-recovery-overview.png".into(), recovery_store::overview(report).enlarged(6)));
+        tables.push(("trigger-recovery".into(), recovery_table(report)));
+    }
+    if let Some(v) = state.visuals.as_deref() {
+        for (kind, vis) in &v.models {
+            let picture = Picture::of_image(&vis.image, vis.shape);
+            pictures.push((format!("visualize-{}-{}-{kind}.png", v.site, v.unit), enlarged(&picture)));
+        }
+    }
+}
+
+/// A sweep of `site` in `mode` (each unit's metrics): a units × metrics heatmap and its table.
+pub fn sweep_exports(
+    site: &str,
+    mode: AblationMode,
+    rows: &[(usize, &Metrics)],
+    pictures: &mut Vec<(String, RgbImage)>,
+    tables: &mut Vec<(String, Table)>,
+) {
+    let values: Vec<f32> =
+        Metrics::HEADLINE.iter().flat_map(|(_, accuracy)| rows.iter().map(move |(_, m)| accuracy(m) as f32)).collect();
+    let map = Heatmap::new(rows.len(), Metrics::HEADLINE.len(), values);
+    pictures.push((format!("sweep-{site}-{mode}.png"), Picture::of(&map, Palette::Heat, 100.0).enlarged(16)));
+    let mut table = metrics_table("unit");
+    table.rows.extend(rows.iter().map(|(unit, m)| metrics_row(&format!("{site}:{unit}"), m)));
+    tables.push((format!("sweep-{site}-{mode}"), table));
+}
+
+/// The ablation history: each set's metrics, its mode and the model it was measured on.
+pub fn history_table<'m>(rows: impl Iterator<Item = (String, AblationMode, &'m Metrics, ModelKind)>) -> Table {
+    let mut table = Table::new(["set", "mode", "clean", "poison (ASR)", "ASR excl. target", "rehab", "model"]);
+    for (set, mode, metrics, model) in rows {
+        let mut row = metrics_row(&set, metrics);
+        row.insert(1, mode.to_string());
+        row.push(model.to_string());
+        table.rows.push(row);
+    }
+    table
 }
 
 /// Everything on screen worth keeping, as files for `dir`.
@@ -88,14 +144,8 @@ pub fn job(study: &Study, panes: &Panes, dir: PathBuf) -> ExportJob {
     }
     let mut tables = Vec::new();
     for (layer, sweep) in &study.ablation.sweeps {
-        let values: Vec<f32> = Metrics::HEADLINE
-            .iter()
-            .flat_map(|(_, accuracy)| sweep.rows.iter().map(move |r| accuracy(&r.metrics) as f32))
-            .collect();
-        let map = Heatmap::new(sweep.rows.len(), Metrics::HEADLINE.len(), values);
-        let picture = Picture::of(&map, Palette::Heat, 100.0);
-        pictures.push((format!("sweep-{layer}-{}.png", sweep.mode), picture.enlarged(16)));
-        tables.push((format!("sweep-{layer}-{}", sweep.mode), sweep_table(&sweep.rows)));
+        let rows: Vec<(usize, &Metrics)> = sweep.rows.iter().map(|r| (r.unit, &r.metrics)).collect();
+        sweep_exports(&layer.to_string(), sweep.mode, &rows, &mut pictures, &mut tables);
     }
     if let Some(swaps) = panes.ablation.swaps.as_deref().filter(|s| !s.rows.is_empty()) {
         tables.push((format!("swaps-{}-into-{}", swaps.donor, swaps.recipient), swap_table(&swaps.rows)));
@@ -111,28 +161,12 @@ pub fn job(study: &Study, panes: &Panes, dir: PathBuf) -> ExportJob {
         let lines: Vec<Series> = series.iter().map(|s| s.as_slice()).zip(ACCURACY_COLOURS).collect();
         pictures.push(("training-accuracy.png".into(), plot(&lines, (0.0, 100.0))));
     }
-    if let Some(report) = panes.trigger.report.as_deref() {
-        pictures.push(("trigger-recovery-overview.png".into(), recovery_store::overview(report).enlarged(6)));
-        tables.push(("trigger-recovery".into(), recovery_table(report)));
-    }
-    if let Some(v) = panes.trigger.visuals.as_deref() {
-        for (kind, vis) in &v.models {
-            let map = Heatmap::new(vis.side, vis.side, vis.image.clone());
-            let picture = Picture::of(&map, Palette::Grey, 1.0);
-            pictures.push((format!("visualize-{}-{}-{kind}.png", v.layer, v.unit), enlarged(&picture)));
-        }
-    }
-    circuit_exports(panes, &mut pictures, &mut tables);
+    trigger_exports(&panes.trigger, &mut pictures, &mut tables);
+    circuit_exports(&panes.circuit, &mut pictures, &mut tables);
     let history = &study.ablation.history;
     if !history.is_empty() {
-        let mut table = Table::new(["set", "mode", "clean", "poison (ASR)", "ASR excl. target", "rehab", "model"]);
-        for e in history {
-            let mut row = metrics_row(&e.set.to_string(), &e.metrics);
-            row.insert(1, e.mode.to_string());
-            row.push(e.model.to_string());
-            table.rows.push(row);
-        }
-        tables.push(("ablation-history".into(), table));
+        let rows = history.iter().map(|e| (e.set.to_string(), e.mode, &e.metrics, e.model));
+        tables.push(("ablation-history".into(), history_table(rows)));
     }
     ExportJob { dir, pictures, tables }
 }

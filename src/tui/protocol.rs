@@ -5,7 +5,6 @@ use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::circuit::{CircuitReport, SearchProgress};
 use crate::engine::cleanse::{CleanseConfig, RecoveryProgress, RecoveryReport};
 use crate::engine::diff::LayerDiff;
-use crate::engine::featvis::Visualization;
 use crate::engine::lab::{ModelKind, PerModel};
 use crate::engine::layer::{Layer, PerLayer};
 use crate::engine::metrics::Metrics;
@@ -71,6 +70,11 @@ pub enum Command {
     GraphPatch,
     /// A graph run: the circuit search within the node `site`, streaming progress.
     GraphCircuit { site: String, mode: AblationMode },
+    /// A graph run: feature visualisations of one unit of the node `site`, per model.
+    GraphVisualize { site: String, unit: usize },
+    /// A graph run: the pruning-defence curves of the node `site` (by default the
+    /// CLI's, the last convolution), every ranking that applies, on the sample.
+    GraphPrune { site: Option<String>, mode: AblationMode },
     /// Panics inside the worker (tests check that it becomes a UI error).
     #[doc(hidden)]
     Panic,
@@ -173,6 +177,8 @@ impl Command {
             Command::GraphWeights { .. } => Job::Weights,
             Command::GraphPatch => Job::Patch,
             Command::GraphCircuit { .. } => Job::Circuit,
+            Command::GraphVisualize { .. } => Job::Visualize,
+            Command::GraphPrune { .. } => Job::Prune,
             Command::Panic => Job::Panic,
             Command::Cancel | Command::Shutdown => Job::Control,
         }
@@ -193,6 +199,8 @@ impl Command {
             Command::GraphSweep { site, .. } => format!("sweeping {site}"),
             Command::GraphActivations { index, site } => format!("computing {site} on image #{index}"),
             Command::GraphCircuit { site, .. } => format!("searching {site} for the circuit"),
+            Command::GraphVisualize { site, unit } => format!("visualising {site}:{unit}"),
+            Command::GraphPrune { site: Some(site), .. } => format!("pruning {site}"),
             other => other.job().describe().to_string(),
         }
     }
@@ -354,8 +362,9 @@ pub enum Reply {
     CircuitProgress(Box<SearchProgress>),
     /// The search's report (`stopped` says whether it was cut short).
     CircuitFound(Box<CircuitReport>),
+    /// A layer's or node's curves (fewer rankings when stopped).
     PruneCurves {
-        layer: Layer,
+        layer: String,
         curves: Vec<PruneCurve>,
     },
     Swapped(Box<Swaps>),
@@ -455,9 +464,19 @@ pub struct TopImages {
 /// One unit's feature visualisations, one per model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Visualizations {
-    pub layer: Layer,
+    /// A study layer's or a graph node's name.
+    pub site: String,
     pub unit: usize,
-    pub models: Vec<(ModelKind, Visualization)>,
+    pub models: Vec<(ModelKind, VisImage)>,
+}
+
+/// The input that most excites the unit in one model, and the unit's value on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisImage {
+    /// Raw pixels [0, 1], `shape` = `[channels, height, width]`, row-major.
+    pub image: Vec<f32>,
+    pub shape: [usize; 3],
+    pub activation: f64,
 }
 
 /// One unit patched alone: where it lives (a study layer, a graph node) and its effect.

@@ -5,7 +5,7 @@
 
 use super::protocol::{
     Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
-    RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, Visualizations,
+    RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, VisImage, Visualizations,
 };
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
@@ -250,7 +250,9 @@ impl Worker {
             | Command::GraphActivations { .. }
             | Command::GraphWeights { .. }
             | Command::GraphPatch
-            | Command::GraphCircuit { .. } => bail!("the run holds the study's CNN, not a graph"),
+            | Command::GraphCircuit { .. }
+            | Command::GraphVisualize { .. }
+            | Command::GraphPrune { .. } => bail!("the run holds the study's CNN, not a graph"),
             Command::Panic => panic!("deliberate panic requested by a test"),
             Command::Cancel => Ok(()),
             Command::Shutdown => {
@@ -470,13 +472,16 @@ impl Worker {
         for (kind, net) in analysis.nets.iter() {
             let input = (crate::data::mnist::SIDE, self.lab()?.data.test.normalisation);
             let vis = featvis::visualize(net, (layer, unit), input, &VisConfig::default()).map_err(|e| eyre!(e))?;
-            models.push((kind, vis));
+            models.push((
+                kind,
+                VisImage { image: vis.image, shape: [1, vis.side, vis.side], activation: vis.activation },
+            ));
             // Stopped: what is done so far is still shown.
             if self.inbox.interrupted().is_break() {
                 break;
             }
         }
-        (self.reply)(Reply::Visualized(Box::new(Visualizations { layer, unit, models })));
+        (self.reply)(Reply::Visualized(Box::new(Visualizations { site: layer.to_string(), unit, models })));
         Ok(())
     }
 
@@ -556,7 +561,7 @@ impl Worker {
                 break;
             }
         }
-        (self.reply)(Reply::PruneCurves { layer, curves });
+        (self.reply)(Reply::PruneCurves { layer: layer.to_string(), curves });
         Ok(())
     }
 
@@ -674,6 +679,16 @@ impl Worker {
                 let report =
                     session.circuit(&site, mode, &mut search_progress(inbox, reply, Reply::GraphCircuitProgress))?;
                 reply(Reply::GraphCircuitFound(Box::new(report)));
+                Ok(())
+            }
+            Command::GraphVisualize { site, unit } => {
+                let models = session.visualize(&site, unit, || inbox.interrupted())?;
+                reply(Reply::Visualized(Box::new(Visualizations { site, unit, models })));
+                Ok(())
+            }
+            Command::GraphPrune { site, mode } => {
+                let (site, curves) = session.prune(site, mode, counted_progress(inbox, reply, Job::Prune))?;
+                reply(Reply::PruneCurves { layer: site, curves });
                 Ok(())
             }
             Command::GraphActivations { index, site } => {

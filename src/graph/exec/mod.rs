@@ -34,6 +34,9 @@ struct Params {
     /// For a convolution read only by a batch norm: that node. Evaluation runs
     /// the two as one convolution with the batch norm folded into its weights.
     folds_into: Option<usize>,
+    /// For a batch norm read only by a ReLU: that ReLU. Evaluation applies it in
+    /// place on the norm's output: one tensor fewer to allocate and write per pass.
+    relu_after: Option<usize>,
 }
 
 impl Params {
@@ -46,6 +49,7 @@ impl Params {
             running_var: copy(&self.running_var),
             norm: self.norm.as_ref().map(|(m, s)| (m.shallow_clone(), s.shallow_clone())),
             folds_into: self.folds_into,
+            relu_after: self.relu_after,
         }
     }
 }
@@ -120,6 +124,10 @@ impl Executor {
             let into_norm = matches!(readers[..], [j] if matches!(spec.nodes[j].op, Op::BatchNorm2d { .. }));
             if matches!(node.op, Op::Conv2d { .. }) && into_norm && i != output {
                 params[i].folds_into = Some(readers[0]);
+            }
+            let into_relu = matches!(readers[..], [j] if matches!(spec.nodes[j].op, Op::Relu));
+            if matches!(node.op, Op::BatchNorm2d { .. }) && into_relu {
+                params[i].relu_after = Some(readers[0]);
             }
         }
         Ok(Executor { spec, shapes, sources, last_use, params, output, device, weights })
@@ -248,12 +256,14 @@ impl Executor {
         // Channels-last throughout (weights too, per call: they are small), the
         // layout libtorch's CPU convolutions run fastest on at these widths.
         let x = channels_last(x);
+        // Nodes neither kept nor intervened on may be computed fused with the next.
+        let free = |n: usize| !keep.contains(&n) && !interventions.iter().any(|iv| iv.node == n);
+        let mut fused = vec![false; values.len()];
         for i in range {
-            // A batch norm computed with the convolution before it (folded) is done.
-            if values[i].is_none() {
-                let fold = self.params[i]
-                    .folds_into
-                    .filter(|_| !keep.contains(&i) && !interventions.iter().any(|iv| iv.node == i));
+            // A batch norm computed with the convolution before it (folded), or a
+            // ReLU with the batch norm before it, is done.
+            if values[i].is_none() && !fused[i] {
+                let fold = self.params[i].folds_into.filter(|_| free(i));
                 let args: Vec<&Tensor> = self.sources[i]
                     .iter()
                     .map(|s| match s {
@@ -261,15 +271,16 @@ impl Executor {
                         Source::Node(j) => values[*j].as_ref().expect("inputs come before their use"),
                     })
                     .collect();
-                match fold {
-                    Some(norm) => {
-                        let out = self.folded_conv(i, norm, args[0]);
-                        values[norm] = Some(self.intervene(norm, out, interventions));
+                let (at, mut out) = match fold {
+                    Some(norm) => (norm, self.folded_conv(i, norm, args[0])),
+                    None => (i, self.compute(i, &args)),
+                };
+                match self.params[at].relu_after.filter(|&relu| free(at) && free(relu)) {
+                    Some(relu) => {
+                        fused[at] = true;
+                        values[relu] = Some(out.relu_());
                     }
-                    None => {
-                        let out = self.compute(i, &args);
-                        values[i] = Some(self.intervene(i, out, interventions));
-                    }
+                    None => values[at] = Some(self.intervene(at, out, interventions)),
                 }
             }
             for source in &self.sources[i] {
@@ -394,5 +405,6 @@ fn bind(node: &super::spec::Node, weights: &Weights, device: Device) -> Params {
         running_var: get("running_var"),
         norm,
         folds_into: None,
+        relu_after: None,
     }
 }

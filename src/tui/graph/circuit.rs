@@ -4,17 +4,21 @@
 //! as `patch` runs it; preact8's 1,200 units take minutes even so) and the
 //! circuit search within one node (`engine::circuit` through `graph::circuit`, as
 //! `circuit --nodes NODE --test-limit 1000` runs it; its every pair costs units²
-//! sets).
+//! sets), and the pruning-defence curves of one node (`graph::prune`, as `prune
+//! NODE --test-limit 1000` runs them).
 
 use super::session::GraphSession;
 use crate::engine::ablation::AblationMode;
 use crate::engine::circuit::{CircuitReport, SearchProgress, search};
 use crate::engine::lab::ModelKind;
 use crate::engine::patch::Direction;
+use crate::engine::prune::{PruneCurve, Ranking};
 use crate::graph::circuit::{GraphEvaluator, GraphSite, search_config, sites};
 use crate::graph::eval::evaluate;
+use crate::graph::features::single_node;
 use crate::graph::patch::NodePatch;
-use crate::graph::units::parametrised_outputs;
+use crate::graph::prune::{self, RankingInputs};
+use crate::graph::units::{UnitSet, parametrised_outputs};
 use crate::tui::protocol::{PatchMap, PatchMaps, UnitPatch};
 use color_eyre::eyre::{Result, eyre};
 use std::ops::ControlFlow;
@@ -79,5 +83,38 @@ impl GraphSession {
         let mut eval = GraphEvaluator::new(exec, raw, mode, &sites).map_err(|e| eyre!(e))?;
         let config = search_config(exec, raw, sites, clean_model_poison, mode, true);
         Ok(search(&mut eval, &config, progress))
+    }
+
+    /// The pruning-defence curves of `site` (default: the last convolution, as
+    /// the CLI's) in the model under study, every ranking that applies, on the
+    /// sample; the node's name and the curves, fewer when `progress` stopped it.
+    pub fn prune(
+        &mut self,
+        site: Option<String>,
+        mode: AblationMode,
+        progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<(String, Vec<PruneCurve>)> {
+        let site = match site {
+            Some(site) => site,
+            None => crate::graph::preset::last_conv(&self.exec(self.subject)?.spec)
+                .ok_or_else(|| eyre!("the graph has no convolution to prune by default: select a node"))?,
+        };
+        let whole = UnitSet { sites: [(site.clone(), Default::default())].into() };
+        let means = self.means_for(&whole, mode)?;
+        let (exec, raw) = (self.exec(self.subject)?, &self.sample);
+        let clean = self.exec(ModelKind::Clean).map_err(|_| {
+            eyre!("the weight-change ranking compares with the clean model: the run has no clean model")
+        })?;
+        let node = single_node(&site, exec).map_err(|e| eyre!(e))?;
+        let inputs = RankingInputs { exec, clean, raw, seed: 0 };
+        let orders = Ranking::ALL
+            .into_iter()
+            .filter(|&r| prune::applies(r, exec, node).is_ok())
+            .map(|r| Ok((r, prune::ranking_order(r, node, &inputs)?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| eyre!(e))?;
+        let means = |n: usize| means[&n].shallow_clone();
+        let curves = prune::curves(exec, raw, &site, orders, mode, &means, progress).map_err(|e| eyre!(e))?;
+        Ok((site, curves))
     }
 }

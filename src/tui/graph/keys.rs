@@ -83,7 +83,6 @@ pub fn apply(study: &mut Study, jobs: &Jobs, focus: Pane, owner: Option<Pane>, a
             study.digit = (digit as i64 + delta).rem_euclid(images as i64) as usize;
             Vec::new()
         }
-        (None, Action::Export) => vec![Effect::Notice(format!("export {STUDY_ONLY}"))],
         (None, action) => {
             let delta = rows_moved(action)?;
             match focus {
@@ -120,7 +119,11 @@ pub fn circuit(state: &mut CircuitState<GraphSite>, action: Action, cx: Cx) -> O
             };
             long(Command::GraphCircuit { site, mode: g.mode })
         }
-        Action::Pane(circuit::PRUNE) => vec![Effect::Notice(format!("f: {STUDY_ONLY} (the CLI's prune NODE)"))],
+        Action::Pane(circuit::PRUNE) => {
+            // The heatmap's node while the pane has the focus, else the CLI's default.
+            let site = state.selected_site().filter(|_| cx.focused).map(|s| s.name.clone());
+            long(Command::GraphPrune { site, mode: g.mode })
+        }
         Action::Pane(circuit::ABLATE) => match circuit::found_circuit(state) {
             Err(why) => why,
             Ok((set, mode)) => {

@@ -3,12 +3,13 @@
 //! Activations and Ablation panes drawn from the graph's nodes by module path,
 //! the Trigger and Circuit panes the study's own over the graph's results, and
 //! the worker answering through the generic executor (`session`, `trigger`,
-//! `circuit`). What still runs on the study's CNN only (training, feature
-//! visualisation, pruning curves, swaps, top images, export) says so: `STUDY_ONLY`.
+//! `circuit`), and export (`export`). What still runs on the study's CNN only
+//! (training, swaps, top images) says so: `STUDY_ONLY`.
 
 pub mod activations;
 pub mod circuit;
 pub mod data;
+pub mod export;
 pub mod kernels;
 pub mod keys;
 pub mod panes;

@@ -131,7 +131,7 @@ impl GraphSession {
 
     /// Each ablated node's mean output over the clean test images (mean mode only),
     /// computed once per model and node.
-    fn means_for(&mut self, set: &UnitSet, mode: AblationMode) -> Result<HashMap<usize, Tensor>> {
+    pub(super) fn means_for(&mut self, set: &UnitSet, mode: AblationMode) -> Result<HashMap<usize, Tensor>> {
         if mode != AblationMode::Mean {
             return Ok(HashMap::new());
         }

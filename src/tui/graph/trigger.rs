@@ -3,11 +3,14 @@
 //! `recover` runs it), saved where the CLI saves it, and unlearning its flagged
 //! trigger (`graph::unlearn`, as `unlearn` runs it), which writes the run's
 //! unlearned model. Both hold the run's lock; a stopped job writes nothing.
+//! Feature visualisation of a unit in each model (`graph::visualize`, as
+//! `visualize` runs it) writes nothing.
 
 use super::session::GraphSession;
 use crate::data::loaded::LoadedData;
 use crate::engine::classifier::Classifier;
 use crate::engine::cleanse::{self, CleanseConfig, RecoveryEnd, RecoveryProgress, RecoveryReport};
+use crate::engine::featvis::VisConfig;
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::engine::recovery_store;
@@ -18,6 +21,7 @@ use crate::engine::unlearn::UnlearnConfig;
 use crate::graph::run as graph_run;
 use crate::graph::unlearn::{Unlearning, training_settings, unlearn};
 use crate::setup::{Splits, load_data};
+use crate::tui::protocol::VisImage;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::ops::ControlFlow;
 
@@ -99,5 +103,26 @@ impl GraphSession {
         self.models.retain(|(k, _)| *k != ModelKind::Unlearned);
         self.models.push((ModelKind::Unlearned, exec));
         Ok(Some((outcome.record.label, outcome.after)))
+    }
+
+    /// The input that most excites `unit` of `site` in each model, until
+    /// `interrupted` says stop (what is done is kept).
+    pub fn visualize(
+        &self,
+        site: &str,
+        unit: usize,
+        mut interrupted: impl FnMut() -> ControlFlow<()>,
+    ) -> Result<Vec<(ModelKind, VisImage)>> {
+        let mut models = Vec::new();
+        for (kind, exec) in &self.models {
+            let v = crate::graph::visualize::visualize(exec, site, unit as i64, &VisConfig::default())
+                .map_err(|e| eyre!(e))?;
+            let shape = [v.channels, v.height, v.width];
+            models.push((*kind, VisImage { image: v.image, shape, activation: v.activation }));
+            if interrupted().is_break() {
+                break;
+            }
+        }
+        Ok(models)
     }
 }

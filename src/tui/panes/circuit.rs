@@ -30,8 +30,7 @@ use std::fmt;
 /// Where the pane's units live: the study's layers, or a graph's nodes
 /// (a graph's jobs start in `tui/graph/keys.rs`).
 pub trait MapSite: Site + fmt::Debug {
-    /// A graph's node: its maps are measured on the sample, and pruning runs in
-    /// the CLI only.
+    /// A graph's node: its maps and curves are measured on the sample.
     const GRAPH: bool;
 }
 
@@ -56,8 +55,8 @@ pub struct CircuitState<S = Layer> {
     pub unit: usize,
     pub progress: Option<Box<SearchProgress<S>>>,
     pub report: Option<Box<CircuitReport<S>>>,
-    /// The last curves and their layer.
-    pub curves: Option<(Layer, Vec<PruneCurve>)>,
+    /// The last curves and their layer (or node).
+    pub curves: Option<(String, Vec<PruneCurve>)>,
 }
 
 impl Default for CircuitState {
@@ -189,14 +188,16 @@ impl CircuitState {
     pub fn selected_layer(&self) -> Layer {
         self.selected_site().copied().unwrap_or(Layer::ALL[0])
     }
+}
 
-    pub fn pruned(&mut self, layer: Layer, curves: Vec<PruneCurve>) -> Vec<Effect> {
+impl<S> CircuitState<S> {
+    /// Curves arrived: fewer than asked for (`rankings`) means the job was stopped.
+    pub fn pruned(&mut self, layer: String, curves: Vec<PruneCurve>, rankings: usize) -> Vec<Effect> {
         let count = curves.len();
+        let notice =
+            (count < rankings).then(|| Effect::Notice(format!("pruning {layer} stopped after {count} rankings")));
         self.curves = Some((layer, curves));
-        (count < crate::engine::prune::Ranking::ALL.len())
-            .then(|| Effect::Notice(format!("pruning {layer} stopped after {count} rankings")))
-            .into_iter()
-            .collect()
+        notice.into_iter().collect()
     }
 }
 
@@ -487,7 +488,11 @@ fn draw_curves<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S
     }
     let Some((layer, curves)) = &state.curves else {
         if S::GRAPH {
-            placeholder(frame, area, "Pruning curves of a graph's node: `trojanscope prune NODE` (the CLI).");
+            placeholder(
+                frame,
+                area,
+                "f prunes the heatmap's node (else the last convolution) unit by unit under each ranking that applies, on the sample, and draws the curves here.",
+            );
             return;
         }
         placeholder(
@@ -517,7 +522,7 @@ fn draw_curves<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S
     // The rankings always in the bottom line; their DERs in the chart's own legend where it fits.
     let chart = Chart::new(datasets)
         .block(ratatui::widgets::Block::new().title(title).title_bottom(legend(&named)))
-        .x_axis(axis(0.0, layer.units() as f64, 0))
+        .x_axis(axis(0.0, curves.first().map_or(1, |c| c.order.len()) as f64, 0))
         .y_axis(axis(0.0, 100.0, 0))
         .hidden_legend_constraints((Constraint::Percentage(90), Constraint::Percentage(90)));
     frame.render_widget(chart, area);

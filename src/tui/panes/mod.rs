@@ -221,7 +221,14 @@ impl Panes {
             Reply::Patched(maps) => return self.circuit.patched(maps),
             Reply::CircuitProgress(progress) => self.circuit.progress = Some(progress),
             Reply::CircuitFound(report) => return self.circuit.found(report),
-            Reply::PruneCurves { layer, curves } => return self.circuit.pruned(layer, curves),
+            Reply::PruneCurves { layer, curves } if study.graph.is_some() => {
+                // Only the rankings that apply to the node were asked for: a stop leaves none.
+                let rankings = if curves.is_empty() { 1 } else { curves.len() };
+                return self.graph_circuit.pruned(layer, curves, rankings);
+            }
+            Reply::PruneCurves { layer, curves } => {
+                return self.circuit.pruned(layer, curves, crate::engine::prune::Ranking::ALL.len());
+            }
             Reply::GraphPatched(maps) => return self.graph_circuit.patched(maps),
             Reply::GraphCircuitProgress(progress) => self.graph_circuit.progress = Some(progress),
             Reply::GraphCircuitFound(report) => return self.graph_circuit.found(report),

@@ -68,8 +68,9 @@ pub fn handle(state: &mut TriggerState, action: Action, cx: Cx) -> Option<Vec<Ef
             Some(why) => vec![Effect::Notice(why)],
             None => ask(Question::Unlearn, &cx),
         },
-        Action::Pane(VISUALIZE) if cx.study.graph.is_some() => {
-            vec![Effect::Notice(format!("v: {}", crate::tui::graph::STUDY_ONLY))]
+        Action::Pane(VISUALIZE) if let Some(g) = cx.study.graph.as_deref() => {
+            let (site, unit) = (g.selected().name.clone(), g.selected_unit());
+            long(Command::GraphVisualize { site, unit }, false, &cx)
         }
         Action::Pane(VISUALIZE) => {
             let (layer, unit) = (cx.study.layer, cx.study.selected_unit());
@@ -216,6 +217,14 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, im
     frame.render_widget(Line::from(text).fg(colour).bold(), status);
     let rows = state.rows(recovering);
     if rows.is_empty() {
+        // Visualisations need no recovery: under the explanation when there are some.
+        let [body, visuals] = match state.visuals.as_deref() {
+            Some(_) => body.layout(&Layout::vertical([Constraint::Length(3), Constraint::Fill(1)])),
+            None => [body, Rect::default()],
+        };
+        if let Some(v) = state.visuals.as_deref() {
+            draw_visuals(frame, visuals, v, images);
+        }
         placeholder(
             frame,
             body,
@@ -333,26 +342,30 @@ fn draw_pictures(
         ],
     );
     if let Some(v) = visuals {
-        let [caption, bottom] = bottom.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
-        let text = format!("feature visualisation of {}:{} (its value after optimising)", v.layer, v.unit);
-        frame.render_widget(Line::from(text).fg(DIM), caption);
-        let pictures = v
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, (kind, vis))| {
-                let image = vis.image.clone();
-                let side = vis.side;
-                Titled {
-                    title: format!("{kind} {:.1}", vis.activation),
-                    slot: ["vis-0", "vis-1", "vis-2", "vis-3"][i.min(3)],
-                    key: key_of((v.layer, v.unit, i, vis.activation.to_bits())),
-                    make: Box::new(move || Picture::of(&Heatmap::new(side, side, image), Palette::Grey, 1.0)),
-                }
-            })
-            .collect();
-        titled_pictures(frame, bottom, images, pictures);
+        draw_visuals(frame, bottom, v, images);
     }
+}
+
+/// Each model's feature visualisation of the unit, its value after optimising in the title.
+fn draw_visuals(frame: &mut Frame, area: Rect, v: &Visualizations, images: &mut ImageStore) {
+    let [caption, bottom] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
+    let text = format!("feature visualisation of {}:{} (its value after optimising)", v.site, v.unit);
+    frame.render_widget(Line::from(text).fg(DIM), caption);
+    let pictures = v
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, vis))| {
+            let (image, shape) = (vis.image.clone(), vis.shape);
+            Titled {
+                title: format!("{kind} {:.1}", vis.activation),
+                slot: ["vis-0", "vis-1", "vis-2", "vis-3"][i.min(3)],
+                key: key_of((&v.site, v.unit, i, vis.activation.to_bits())),
+                make: Box::new(move || Picture::of_image(&image, shape)),
+            }
+        })
+        .collect();
+    titled_pictures(frame, bottom, images, pictures);
 }
 
 /// The unlearned model's metrics under the study's three models', and what is running.
