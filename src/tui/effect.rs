@@ -2,7 +2,7 @@
 //! handlers; the app applies the ones about itself (focus, notices, popups) and
 //! the event loop carries out the rest (commands to the worker, exports, quitting).
 
-use super::protocol::Command;
+use super::protocol::{Checkpoints, Command};
 use crate::table::Table;
 use image::RgbImage;
 use std::path::PathBuf;
@@ -11,6 +11,9 @@ use std::path::PathBuf;
 pub enum Effect {
     Send(Command),
     Export(Box<ExportJob>),
+    /// Read the run's saved session (in `root`), keeping what was computed on
+    /// these checkpoints; the answer comes back as `Msg::Restored`.
+    Restore { root: PathBuf, checkpoints: Checkpoints },
     Quit,
     /// A short message in the footer.
     Notice(String),

@@ -4,7 +4,7 @@
 //! panicking command becomes a `Reply::Failed`, never a dead UI.
 
 use super::protocol::{
-    Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
+    Checkpoints, Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
     RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, Visualizations,
 };
 use crate::engine::ablation::{AblationMode, AblationSet};
@@ -219,7 +219,7 @@ impl Worker {
         }
         match command {
             Command::Open => self.open(),
-            Command::Load { digit } => self.load(digit),
+            Command::Load { digit, subject } => self.load(digit, subject),
             Command::Train { config, phases } => self.train(*config, &phases),
             Command::Evaluate { set, mode } => {
                 set.validate().map_err(|e| eyre!(e))?;
@@ -288,15 +288,16 @@ impl Worker {
         }
         self.stage(Job::Open, "reading the test split");
         let lab = open_lab(&self.common, None)?;
-        (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
+        (self.reply)(Reply::Opened(Box::new(run_info(&lab)?)));
         self.lab = Some(lab);
         Ok(())
     }
 
-    fn load(&mut self, digit: usize) -> Result<()> {
-        let subject = ModelKind::Poisoned;
+    fn load(&mut self, digit: usize, subject: ModelKind) -> Result<()> {
         let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
         let reply = &mut self.reply;
+        // Before the models: results are keyed by the files as they are read now.
+        reply(Reply::Checkpoints(checkpoints(lab)?));
         let stage = |reply: &mut ReplySink, label: &str| {
             reply(Reply::Progress(JobProgress { job: Job::Load, label: Some(label.into()), done: 0, total: 0 }))
         };
@@ -316,9 +317,11 @@ impl Worker {
             reply(Reply::BaseMetrics(metrics));
         }
         stage(reply, "measuring each unit's activation change under the trigger");
+        // A session's model under study, if the run still has it.
+        let subject = if nets.get(subject).is_some() { subject } else { ModelKind::Poisoned };
         let subject_net = nets.get(subject).ok_or_else(|| eyre!("the run has no {subject} model"))?;
         reply(Reply::ActivationChange(activation_change(lab, subject_net)));
-        stage(reply, "caching the poisoned model's activations for ablation");
+        stage(reply, &format!("caching the {subject} model's activations for ablation"));
         let analysis = Analysis::new(lab, nets, subject)?;
         if !known {
             stage(reply, "evaluating the other models");
@@ -638,6 +641,7 @@ impl Worker {
             test_images: lab.raw.len(),
             missing: Vec::new(),
             read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
+            checkpoints: Default::default(),
         };
         (self.reply)(Reply::GraphOpened(Box::new(run), Box::new(info)));
         (self.reply)(Reply::BaseMetrics(session.base_metrics()));
@@ -815,8 +819,14 @@ fn saved_recovery(lab: &Lab, reply: &mut ReplySink) -> Result<Option<RecoveryRep
     Ok(recovery)
 }
 
-fn run_info(lab: &Lab) -> RunInfo {
-    RunInfo {
+/// The SHA-256 of each saved model's checkpoint.
+fn checkpoints(lab: &Lab) -> Result<Checkpoints> {
+    let saved = ModelKind::ALL.into_iter().filter(|&k| lab.run.has(k));
+    saved.map(|k| Ok((k, FileKey::of(&lab.run.model_path(k))?.sha256))).collect()
+}
+
+fn run_info(lab: &Lab) -> Result<RunInfo> {
+    Ok(RunInfo {
         root: lab.run.root.display().to_string(),
         device: crate::engine::device::describe(lab.device),
         config: lab.config.clone(),
@@ -824,7 +834,8 @@ fn run_info(lab: &Lab) -> RunInfo {
         test_images: lab.data.test.len(),
         missing: missing_phases(lab),
         read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
-    }
+        checkpoints: checkpoints(lab)?,
+    })
 }
 
 /// Every phase from the first whose model is missing on (each starts from the previous).
