@@ -390,13 +390,14 @@ impl App {
             Reply::Opened(info) => {
                 self.panes.training.config = info.config.clone();
                 let missing = info.missing.clone();
-                let (root, checkpoints) = (PathBuf::from(&info.root), info.checkpoints.clone());
+                let (root, checkpoints, test_images) =
+                    (PathBuf::from(&info.root), info.checkpoints.clone(), info.test_images);
                 study.run = Some(*info);
                 if missing.is_empty() && self.fresh {
                     let notice = "a fresh session (--fresh): the saved one is not restored and will be replaced";
                     vec![Effect::Notice(notice.into()), study.load()]
                 } else if missing.is_empty() {
-                    vec![Effect::Restore { root, checkpoints }]
+                    vec![Effect::Restore { root, checkpoints, test_images }]
                 } else {
                     let notice = Effect::Notice(format!("no saved {} model: training", missing[0]));
                     let start = training::start(&mut self.panes.training, missing);

@@ -146,8 +146,8 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs,
                         }
                     }
                     Effect::Export(job) => spawn_export(*job, export_tx.clone()),
-                    Effect::Restore { root, checkpoints } => {
-                        let restored = session::read(&RunDir { root }, &checkpoints);
+                    Effect::Restore { root, checkpoints, test_images } => {
+                        let restored = session::read(&RunDir { root }, &checkpoints, test_images);
                         next.extend(app.update(Msg::Restored(Box::new(restored))));
                     }
                     // The app applies these itself before returning.

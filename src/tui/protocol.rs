@@ -17,8 +17,8 @@ use crate::engine::sweep::SweepRow;
 use crate::engine::train::{EvalPoint, Phase, TrainConfig};
 use crate::graph::circuit::GraphSite;
 use crate::graph::units::UnitSet;
-use serde::{Deserialize, Serialize};
 use crate::tui::graph::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
+use serde::{Deserialize, Serialize};
 
 /// A request from the UI. The worker serves them in order, one at a time.
 #[derive(Debug, Clone, PartialEq)]

@@ -42,7 +42,12 @@ pub fn snapshot(focus: Pane, study: &Study, panes: &Panes, shelf: &Shelf) -> Ses
         results.extend(r.curves.clone().map(|(layer, curves)| Saved::Prune { subject, layer, curves }));
     }
     results.extend(panes.ablation.swaps.iter().chain(&shelf.swaps).cloned().map(Saved::Swaps));
-    SessionFile { view, results: results.into_iter().filter_map(|r| r.keyed(&study.checkpoints)).collect() }
+    let test_images = study.run.as_ref().map_or(0, |r| r.test_images);
+    SessionFile {
+        test_images,
+        view,
+        results: results.into_iter().filter_map(|r| r.keyed(&study.checkpoints)).collect(),
+    }
 }
 
 /// Puts a restored session on screen; returns the pane to focus.
@@ -62,10 +67,14 @@ pub fn apply(restored: Restored, study: &mut Study, panes: &mut Panes, shelf: &m
     for result in restored.results {
         match result {
             Saved::Evaluation(e) => study.ablation.history.push(e),
-            Saved::Sweep { subject, layer, sweep } => drop(subjects.entry(subject).or_default().sweeps.insert(layer, sweep)),
+            Saved::Sweep { subject, layer, sweep } => {
+                drop(subjects.entry(subject).or_default().sweeps.insert(layer, sweep))
+            }
             Saved::Patch { subject, maps } => subjects.entry(subject).or_default().patch = Some(maps),
             Saved::Circuit { subject, report } => subjects.entry(subject).or_default().report = Some(report),
-            Saved::Prune { subject, layer, curves } => subjects.entry(subject).or_default().curves = Some((layer, curves)),
+            Saved::Prune { subject, layer, curves } => {
+                subjects.entry(subject).or_default().curves = Some((layer, curves))
+            }
             Saved::Swaps(swaps) => shelf.swaps.push(swaps),
         }
     }

@@ -30,6 +30,8 @@ pub fn bad_path(run: &RunDir) -> PathBuf {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionFile {
+    /// Test images per condition the results were measured on (`--test-limit`).
+    pub test_images: usize,
     pub view: SavedView,
     pub results: Vec<Keyed>,
 }
@@ -87,7 +89,8 @@ impl Saved {
 
     /// Keyed by `checkpoints`; `None` when one of its models has no checkpoint.
     pub fn keyed(self, checkpoints: &Checkpoints) -> Option<Keyed> {
-        let keys: Option<Checkpoints> = self.models().into_iter().map(|k| Some((k, checkpoints.get(&k)?.clone()))).collect();
+        let keys: Option<Checkpoints> =
+            self.models().into_iter().map(|k| Some((k, checkpoints.get(&k)?.clone()))).collect();
         Some(Keyed { checkpoints: keys?, result: self })
     }
 }
@@ -112,15 +115,16 @@ impl Restored {
         }
         let dropped = match self.dropped {
             0 => String::new(),
-            n => format!("; {n} computed on other checkpoints dropped"),
+            n => format!("; {n} computed on other checkpoints or test images dropped"),
         };
         format!("session restored: {} results, nothing recomputed{dropped}", self.results.len())
     }
 }
 
-/// Reads the run's session, keeping the results computed on `checkpoints`. An
-/// unreadable file is moved aside to `session.json.bad` (under the run's lock).
-pub fn read(run: &RunDir, checkpoints: &Checkpoints) -> Restored {
+/// Reads the run's session, keeping the results computed on `checkpoints` and
+/// `test_images` test images. An unreadable file is moved aside to
+/// `session.json.bad` (under the run's lock).
+pub fn read(run: &RunDir, checkpoints: &Checkpoints, test_images: usize) -> Restored {
     let file = path(run);
     if !file.exists() {
         return Restored::default();
@@ -142,7 +146,8 @@ pub fn read(run: &RunDir, checkpoints: &Checkpoints) -> Restored {
         }
     };
     let total = session.results.len();
-    let current = |k: &Keyed| k.checkpoints.iter().all(|(kind, sha)| checkpoints.get(kind) == Some(sha));
+    let same_images = session.test_images == test_images;
+    let current = |k: &Keyed| same_images && k.checkpoints.iter().all(|(kind, sha)| checkpoints.get(kind) == Some(sha));
     let results: Vec<Saved> = session.results.into_iter().filter(current).map(|k| k.result).collect();
     Restored { view: Some(session.view), dropped: total - results.len(), results, unreadable: None }
 }
@@ -151,7 +156,9 @@ pub fn read(run: &RunDir, checkpoints: &Checkpoints) -> Restored {
 /// run's lock, so never while another writer holds it.
 pub fn write(run: &RunDir, text: &str) -> Result<()> {
     let _lock = crate::engine::run::RunLock::acquire(run)?;
-    write_atomically(&path(run), |tmp| std::fs::write(tmp, text).wrap_err_with(|| format!("cannot write {}", tmp.display())))
+    write_atomically(&path(run), |tmp| {
+        std::fs::write(tmp, text).wrap_err_with(|| format!("cannot write {}", tmp.display()))
+    })
 }
 
 /// Keeps the run's session file up to date from the event loop: at most every
@@ -184,5 +191,69 @@ impl Saver {
             // training, recovering or unlearning); the log says why.
             Err(e) => eprintln!("the session was not saved this time: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::metrics::Metrics;
+
+    fn evaluation(model: ModelKind, clean_acc: f64) -> Saved {
+        let metrics = Metrics {
+            clean_acc,
+            poison_acc: 12.5,
+            asr_non_target: 3.0,
+            rehab_acc: 96.0,
+            clean_as_target: 9.0,
+            per_class_clean: vec![97.0; 10],
+            count: 500,
+        };
+        let set = AblationSet::single(Layer::Conv1, 31);
+        Saved::Evaluation(Evaluation { set, mode: AblationMode::Zero, model, metrics, seconds: 0.5 })
+    }
+
+    fn view() -> SavedView {
+        SavedView {
+            focus: 5,
+            subject: ModelKind::Poisoned,
+            reference: ModelKind::Clean,
+            layer: Layer::Conv2,
+            rows: vec![0, 7, 0, 0],
+            sort: Sort::default(),
+            digit: 3,
+            set: AblationSet::single(Layer::Conv1, 31),
+            mode: AblationMode::Zero,
+            history_row: 0,
+            direction: Direction::Noise,
+            map: (1, 7),
+        }
+    }
+
+    /// Each result is kept only beside the checkpoints it was computed on, and
+    /// only on the same test images; what is dropped is counted.
+    #[test]
+    fn results_of_other_checkpoints_or_test_images_are_dropped_and_counted() {
+        let dir = std::env::temp_dir().join(format!("trojanscope-session-{}", std::process::id()));
+        let run = RunDir { root: dir.clone() };
+        std::fs::create_dir_all(&dir).unwrap();
+        let old: Checkpoints = [(ModelKind::Poisoned, "aa".into()), (ModelKind::Rehab, "bb".into())].into();
+        let results = [evaluation(ModelKind::Poisoned, 97.5), evaluation(ModelKind::Rehab, 96.5)];
+        let results = results.into_iter().map(|r| r.keyed(&old).unwrap()).collect();
+        let file = SessionFile { test_images: 500, view: view(), results };
+        write(&run, &serde_json::to_string(&file).unwrap()).unwrap();
+        let same = read(&run, &old, 500);
+        assert_eq!((same.results.len(), same.dropped, same.view), (2, 0, Some(view())));
+        // The poisoned model retrained: its result goes, the rehab model's stays.
+        let retrained: Checkpoints = [(ModelKind::Poisoned, "cc".into()), (ModelKind::Rehab, "bb".into())].into();
+        let restored = read(&run, &retrained, 500);
+        assert_eq!((restored.results, restored.dropped), (vec![evaluation(ModelKind::Rehab, 96.5)], 1));
+        assert_eq!(
+            read(&run, &old, 10_000).notice(),
+            "session restored: 0 results, nothing recomputed; 2 computed on other checkpoints or test images dropped"
+        );
+        // A model without a checkpoint cannot key a result: it is not kept.
+        assert_eq!(evaluation(ModelKind::Unlearned, 90.0).keyed(&old), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,8 +4,8 @@
 //! panicking command becomes a `Reply::Failed`, never a dead UI.
 
 use super::protocol::{
-    Checkpoints, Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
-    RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, Visualizations,
+    Checkpoints, Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress,
+    RankedImage, Reply, RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, Visualizations,
 };
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
@@ -296,8 +296,8 @@ impl Worker {
     fn load(&mut self, digit: usize, subject: ModelKind) -> Result<()> {
         let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
         let reply = &mut self.reply;
-        // Before the models: results are keyed by the files as they are read now.
-        reply(Reply::Checkpoints(checkpoints(lab)?));
+        // Hashed before reading: results are keyed by the files as they were read.
+        let keys = checkpoints(lab)?;
         let stage = |reply: &mut ReplySink, label: &str| {
             reply(Reply::Progress(JobProgress { job: Job::Load, label: Some(label.into()), done: 0, total: 0 }))
         };
@@ -306,6 +306,7 @@ impl Worker {
         // Only now is the previous analysis let go: a checkpoint deleted or broken
         // since it was read fails the reload and leaves what was loaded working.
         self.analysis = None;
+        reply(Reply::Checkpoints(keys));
         reply(Reply::Models(Box::new(models_data(&nets))));
         reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets, digit.min(lab.test.len().saturating_sub(1)))?;

@@ -155,9 +155,9 @@ impl Harness {
                         self.perform(more);
                     }
                 }
-                Effect::Restore { root, checkpoints } => {
+                Effect::Restore { root, checkpoints, test_images } => {
                     let run = trojanscope::engine::run::RunDir { root };
-                    let restored = trojanscope::tui::session::read(&run, &checkpoints);
+                    let restored = trojanscope::tui::session::read(&run, &checkpoints, test_images);
                     let more = self.app.update(Msg::Restored(Box::new(restored)));
                     self.perform(more);
                 }
