@@ -190,7 +190,7 @@ fn u_asks_and_x_on_a_job_leaves_the_run_folder_as_it_was() {
     let run = checkpoints.join("tiny");
     let mut h = Harness::open(common(&checkpoints, "tiny"), (120, 40));
     h.wait_for("the models to be ready", |app| app.study.ready);
-    h.app.panes.trigger.config = CleanseConfig { images: 160, test_images: 200, ..CleanseConfig::default() };
+    h.app.panes.trigger.config = CleanseConfig { images: 160, test_images: 200, epochs: 3, ..CleanseConfig::default() };
     h.type_keys("Ry");
     h.wait_for("the recovery", |app| app.panes.trigger.report.is_some() && !app.jobs.is_running(Job::Recover));
     let before = folder(&run);

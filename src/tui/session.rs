@@ -134,9 +134,8 @@ pub fn read(run: &RunDir, checkpoints: &Checkpoints, test_images: usize) -> Rest
         Ok(session) => session,
         Err(e) => {
             let why = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-            let kept = crate::engine::run::RunLock::acquire(run).and_then(|_lock| {
-                std::fs::rename(&file, bad_path(run)).wrap_err("cannot move it aside").map_err(Into::into)
-            });
+            let kept = crate::engine::run::RunLock::acquire(run)
+                .and_then(|_lock| std::fs::rename(&file, bad_path(run)).wrap_err("cannot move it aside"));
             let kept = match kept {
                 Ok(()) => format!("kept as {}", bad_path(run).display()),
                 Err(e) => format!("left in place: {e}"),
