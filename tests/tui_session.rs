@@ -214,3 +214,24 @@ fn u_asks_and_x_on_a_job_leaves_the_run_folder_as_it_was() {
     assert_eq!(h.app.notice.as_deref(), Some("recovery stopped; nothing saved"));
     assert_eq!(folder(&run), before, "a recovery stopped by x changed the run folder");
 }
+
+/// The selected unit is one `layer:unit` everywhere, named in the header: moving
+/// on the Circuit pane's map selects its cell. The export's notice does not hold
+/// the keys: `5` closes it and focuses the Ablation pane.
+#[test]
+fn the_selection_is_one_unit_in_the_header_and_the_export_notice_lets_keys_through() {
+    use trojanscope::tui::panes::Pane;
+    let mut h = Harness::open(common(&copy_of_tiny("session-selection"), "tiny"), (120, 40));
+    h.wait_for("the models to be ready", |app| app.study.ready);
+    h.type_keys("2jj");
+    assert!(h.screen(120, 40).lines().next().unwrap().contains("● ready · conv1:2 · ablating none"));
+    h.type_keys("8");
+    h.press(ratatui::crossterm::event::KeyCode::Down);
+    h.press(ratatui::crossterm::event::KeyCode::Right);
+    assert_eq!((h.app.study.layer, h.app.study.selected_unit()), (Layer::Conv2, 1));
+    assert!(h.screen(120, 40).lines().next().unwrap().contains("● ready · conv2:1 · ablating none"));
+    h.type_keys("e");
+    assert!(matches!(&h.app.popup, Some(Popup::Notice(text)) if text.starts_with("Exported to ")));
+    h.type_keys("5");
+    assert_eq!((h.app.popup.as_ref(), h.app.focus), (None, Pane::Ablation));
+}

@@ -95,6 +95,13 @@ impl App {
                 graph::keys::find_key(&mut self.study, key)
             }
             Msg::Key(key) if key.kind != KeyEventKind::Release => {
+                // A notice (an export's folder) does not hold the keys: one it has
+                // no use for closes it and acts as usual.
+                if matches!(self.popup, Some(Popup::Notice(_)))
+                    && keymap::action_for(&key, Context::Overlay, self.focus).is_none()
+                {
+                    self.popup = None;
+                }
                 match keymap::action_for(&key, self.context(), self.focus) {
                     Some((owner, action)) => self.apply(owner, action),
                     None => Vec::new(),

@@ -159,6 +159,15 @@ impl Study {
         self.channel_rows().get(self.cursor()).map(|r| r.unit).unwrap_or(0)
     }
 
+    /// The selected unit's identity, `layer:unit` (a graph's `node:unit`): the
+    /// one selection every pane acts on, shown in the header.
+    pub fn selection(&self) -> String {
+        match self.graph.as_deref() {
+            Some(g) => format!("{}:{}", g.selected().name, g.selected_unit()),
+            None => format!("{}:{}", self.layer, self.selected_unit()),
+        }
+    }
+
     /// Moves the Channels cursor by `delta` rows, clamped.
     pub fn step_row(&mut self, delta: i64) {
         let units = self.layer.units() as i64;
