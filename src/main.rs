@@ -18,7 +18,7 @@ fn main() {
     trojanscope::engine::tf32::allow(cli.allow_tf32);
     let outcome = match &cli.command {
         Some(command) => cli::dispatch(&cli, command),
-        None => trojanscope::tui::run(&cli.common),
+        None => trojanscope::tui::run(&cli.common, cli.fresh),
     };
     if let Err(e) = outcome {
         // One clear line per cause, no backtrace: these are the user's errors to fix.

@@ -146,10 +146,11 @@ impl Tmux {
     }
 }
 
-/// The explorer's flags for the saved tiny run (trained once per test binary).
+/// The explorer's flags for the saved tiny run (trained once per test binary);
+/// `--fresh`, as the tests share the run and would restore each other's sessions.
 fn saved_run_args(test_limit: Option<usize>) -> Vec<String> {
     let mut args = explorer_args(tui_support::tiny_run(), TRAIN_LIMIT, test_limit);
-    args.push("--run=tiny".into());
+    args.extend(["--run=tiny".into(), "--fresh".into()]);
     args
 }
 

@@ -286,7 +286,10 @@ fn checkpoints_deleted_or_replaced_under_the_explorer_fail_the_reload_only() {
     std::fs::remove_file(checkpoints.join("tiny/rehab.safetensors")).unwrap();
     h.type_keys("2 ");
     h.wait_for("an ablation from the models in memory", |app| app.study.ablation.result.is_some());
-    h.send(trojanscope::tui::protocol::Command::Load { digit: 0 });
+    h.send(trojanscope::tui::protocol::Command::Load {
+        digit: 0,
+        subject: trojanscope::engine::lab::ModelKind::Poisoned,
+    });
     h.wait_for("the reload to fail", |app| app.popup.is_some());
     let text = error_text(&h);
     assert!(

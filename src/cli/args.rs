@@ -34,6 +34,10 @@ pub struct Cli {
     /// numbers match the CPU's.
     #[arg(long, global = true)]
     pub allow_tf32: bool,
+    /// The explorer: start a clean session instead of restoring the one saved
+    /// in the run (which the new one then replaces).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,8 +16,12 @@ use super::keys::{Action, Context};
 use super::layout::Screen;
 use super::panes::{Cx, Pane, Panes, training, trigger};
 use super::protocol::{Command, Job, Reply};
+use super::resume;
+use super::session::Restored;
+use super::shelf::Shelf;
 use super::study::{Evaluation, Study};
 use crate::engine::ablation::AblationSet;
+use crate::engine::run::RunDir;
 use crate::engine::train::Phase;
 use ratatui::crossterm::event::{KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
@@ -34,6 +38,8 @@ pub enum Msg {
     WorkerGone,
     /// An export finished: the folder, or what went wrong.
     Exported(Result<PathBuf, String>),
+    /// The run's saved session, as read (`Effect::Restore`).
+    Restored(Box<Restored>),
 }
 
 pub struct App {
@@ -53,6 +59,10 @@ pub struct App {
     pub worker_alive: bool,
     /// Folder exports go into.
     pub export_root: PathBuf,
+    /// Results of the models not studied or compared now.
+    pub shelf: Shelf,
+    /// `--fresh`: the saved session is not restored (and is replaced).
+    pub fresh: bool,
 }
 
 impl App {
@@ -69,6 +79,8 @@ impl App {
             notice: None,
             worker_alive: true,
             export_root,
+            shelf: Shelf::default(),
+            fresh: false,
         }
     }
 
@@ -83,6 +95,13 @@ impl App {
                 graph::keys::find_key(&mut self.study, key)
             }
             Msg::Key(key) if key.kind != KeyEventKind::Release => {
+                // A notice (an export's folder) does not hold the keys: one it has
+                // no use for closes it and acts as usual.
+                if matches!(self.popup, Some(Popup::Notice(_)))
+                    && keymap::action_for(&key, Context::Overlay, self.focus).is_none()
+                {
+                    self.popup = None;
+                }
                 match keymap::action_for(&key, self.context(), self.focus) {
                     Some((owner, action)) => self.apply(owner, action),
                     None => Vec::new(),
@@ -115,6 +134,7 @@ impl App {
                 self.popup = Some(Popup::Error(format!("Export failed: {e}")));
                 Vec::new()
             }
+            Msg::Restored(restored) => self.restored(*restored),
         };
         let mut effects = self.settle(effects);
         let follow = match self.study.graph {
@@ -290,11 +310,14 @@ impl App {
         if let Some(why) = self.jobs.refuse_long_job(self.study.ready) {
             return vec![Effect::Notice(why)];
         }
-        let Some(model) = self.study.next_model(self.study.subject, None) else { return Vec::new() };
-        // The subject changes when its cache is ready (`Reply::Ready`).
-        if self.study.reference == model {
-            self.study.reference = self.study.subject;
+        // Never the compared model: `M` changes only the model under study.
+        let Some(model) = self.study.next_model(self.study.subject, Some(self.study.reference)) else {
+            return vec![Effect::Notice("no other model to study".into())];
+        };
+        if model == self.study.subject {
+            return vec![Effect::Notice(format!("the {model} model is the only one not compared with"))];
         }
+        // The subject changes when its cache is ready (`Reply::Ready`).
         self.study.ready = false;
         self.study.ablation.result = None;
         vec![Effect::Notice(format!("studying the {model} model")), Effect::Send(Command::Study { model })]
@@ -306,6 +329,7 @@ impl App {
         };
         self.study.reference = model;
         self.study.generation += 1;
+        self.shelf.switch_pair(&self.study, &mut self.panes);
         vec![Effect::Notice(format!("comparing with the {model} model"))]
     }
 
@@ -335,6 +359,41 @@ impl App {
         vec![Effect::Export(Box::new(job))]
     }
 
+    /// The saved session is on screen: load the models it studies.
+    fn restored(&mut self, restored: Restored) -> Vec<Effect> {
+        let notice = (restored.view.is_some() || restored.unreadable.is_some()).then(|| restored.notice());
+        if let Some(pane) = resume::apply(restored, &mut self.study, &mut self.panes, &mut self.shelf) {
+            self.focus = pane;
+        }
+        notice.map(Effect::Notice).into_iter().chain([self.study.load()]).collect()
+    }
+
+    /// The checkpoints as loading read them: results computed on a model whose
+    /// file changed since (a retrained model) are dropped.
+    fn checkpoints(&mut self, checkpoints: crate::tui::protocol::Checkpoints) -> Vec<Effect> {
+        let before = std::mem::replace(&mut self.study.checkpoints, checkpoints);
+        if before.is_empty() || before == self.study.checkpoints {
+            return Vec::new();
+        }
+        self.panes.models_changed();
+        self.shelf = Shelf::default();
+        let ablation = &mut self.study.ablation;
+        (ablation.history, ablation.result, ablation.history_row) = (Vec::new(), None, 0);
+        ablation.sweeps.clear();
+        vec![Effect::Notice("the models changed: results computed on the previous ones were dropped".into())]
+    }
+
+    /// The session to keep in the run: its folder and the JSON, once the models
+    /// it is keyed by are known; `None` on a graph run or a run that cannot be written.
+    pub fn session(&self) -> Option<(RunDir, String)> {
+        let run = self.study.run.as_ref()?;
+        if run.read_only || self.study.graph.is_some() || self.study.checkpoints.is_empty() {
+            return None;
+        }
+        let session = resume::snapshot(self.focus, &self.study, &self.panes, &self.shelf);
+        Some((RunDir { root: PathBuf::from(&run.root) }, serde_json::to_string(&session).ok()?))
+    }
+
     fn on_reply(&mut self, reply: Reply) -> Vec<Effect> {
         if let Some(job) = reply.finishes() {
             self.jobs.finish(job);
@@ -344,9 +403,14 @@ impl App {
             Reply::Opened(info) => {
                 self.panes.training.config = info.config.clone();
                 let missing = info.missing.clone();
+                let (root, checkpoints, test_images) =
+                    (PathBuf::from(&info.root), info.checkpoints.clone(), info.test_images);
                 study.run = Some(*info);
-                if missing.is_empty() {
-                    vec![Effect::Send(Command::Load { digit: study.digit })]
+                if missing.is_empty() && self.fresh {
+                    let notice = "a fresh session (--fresh): the saved one is not restored and will be replaced";
+                    vec![Effect::Notice(notice.into()), study.load()]
+                } else if missing.is_empty() {
+                    vec![Effect::Restore { root, checkpoints, test_images }]
                 } else {
                     let notice = Effect::Notice(format!("no saved {} model: training", missing[0]));
                     let start = training::start(&mut self.panes.training, missing);
@@ -393,11 +457,11 @@ impl App {
                 self.jobs.progress(progress);
                 Vec::new()
             }
+            Reply::Checkpoints(checkpoints) => self.checkpoints(checkpoints),
             Reply::Models(models) => {
                 study.models = Some(models);
                 study.generation += 1;
                 study.ready = false;
-                self.panes.models_changed();
                 Vec::new()
             }
             Reply::BaseMetrics(metrics) => {
@@ -410,17 +474,21 @@ impl App {
             }
             Reply::Ready { model, .. } => {
                 study.ready = true;
-                study.subject = model;
                 study.generation += 1;
-                // Sweeps and patching of the previous model no longer apply; the
-                // ablation history keeps each result's model.
-                study.ablation.sweeps.clear();
                 match study.graph.as_deref_mut() {
                     Some(g) => {
+                        study.subject = model;
                         g.sweeps.clear();
                         g.evaluate_current(model, true)
                     }
-                    None => study.evaluate_current(),
+                    None => {
+                        // The previous model's results are set aside, this one's come back.
+                        let from = std::mem::replace(&mut study.subject, model);
+                        if from != model {
+                            self.shelf.switch_subject(from, model, study, &mut self.panes);
+                        }
+                        study.evaluate_current()
+                    }
                 }
             }
             Reply::Evaluated { set, mode, metrics, seconds } => {

@@ -5,9 +5,10 @@ use crate::engine::ablation::AblationSet;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Column {
     Unit,
     WeightChange,
@@ -44,7 +45,7 @@ impl Column {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sort {
     pub column: Column,
     pub descending: bool,

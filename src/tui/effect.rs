@@ -2,7 +2,7 @@
 //! handlers; the app applies the ones about itself (focus, notices, popups) and
 //! the event loop carries out the rest (commands to the worker, exports, quitting).
 
-use super::protocol::Command;
+use super::protocol::{Checkpoints, Command};
 use crate::table::Table;
 use image::RgbImage;
 use std::path::PathBuf;
@@ -11,6 +11,13 @@ use std::path::PathBuf;
 pub enum Effect {
     Send(Command),
     Export(Box<ExportJob>),
+    /// Read the run's saved session (in `root`), keeping what was computed on
+    /// these checkpoints and test images; the answer comes back as `Msg::Restored`.
+    Restore {
+        root: PathBuf,
+        checkpoints: Checkpoints,
+        test_images: usize,
+    },
     Quit,
     /// A short message in the footer.
     Notice(String),
@@ -38,10 +45,10 @@ impl Question {
             Question::QuitWhileTraining => "Training is running. Quit anyway? Finished phases stay saved.",
             Question::Retrain => "Retrain all three models with these settings? The saved checkpoints are replaced.",
             Question::Recover => {
-                "Recover the trigger? The result is saved into the run, replacing a saved recovery of the poisoned model."
+                "Recover the trigger? Writes recovery-poisoned.json and its pictures (recovery-poisoned/) into the run, replacing a saved recovery of the poisoned model."
             }
             Question::Unlearn => {
-                "Unlearn the flagged trigger? The unlearned model is saved into the run, replacing a saved one."
+                "Unlearn the flagged trigger? Writes the unlearned model (unlearned.safetensors and its record) and its log (unlearn.jsonl) into the run, replacing a saved one."
             }
         }
     }

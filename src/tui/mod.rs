@@ -21,6 +21,9 @@ pub mod pictures;
 pub mod protocol;
 pub mod query;
 pub mod render;
+pub mod resume;
+pub mod session;
+pub mod shelf;
 pub mod study;
 pub mod terminal;
 pub mod theme;
@@ -50,8 +53,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// in every state.
 const QUIT_PATIENCE: Duration = Duration::from_millis(100);
 
-/// Opens the explorer on the run named by the flags and runs it until quit.
-pub fn run(common: &CommonArgs) -> Result<()> {
+/// Opens the explorer on the run named by the flags and runs it until quit;
+/// `fresh`: without restoring the run's saved session.
+pub fn run(common: &CommonArgs, fresh: bool) -> Result<()> {
     let choice: ImageChoice = common.image_protocol.parse().map_err(|e: String| eyre!(e))?;
     // Checked first, so that nothing (not even a restore sequence) is written to a
     // pipe or a file.
@@ -69,7 +73,7 @@ pub fn run(common: &CommonArgs) -> Result<()> {
         })
         .and_then(|(mut tui, mut images)| {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(event_loop(&mut tui, &mut images, common))
+            runtime.block_on(event_loop(&mut tui, &mut images, common, fresh))
         });
     terminal::restore();
     outcome.map_err(|e| {
@@ -114,19 +118,23 @@ impl Latency {
     }
 }
 
-async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs) -> Result<()> {
+async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs, fresh: bool) -> Result<()> {
     let (reply_tx, mut replies) = unbounded_channel();
     let worker = WorkerHandle::spawn(common.clone(), Box::new(move |reply| drop(reply_tx.send(reply))))?;
     let (export_tx, mut exports) = unbounded_channel();
     let size = tui.size()?;
     let mut app = App::new(Rect::new(0, 0, size.width, size.height), PathBuf::from("exports"));
+    app.fresh = fresh;
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     let (mut term, mut hangup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
     let mut latency = Latency::default();
     let mut pending = app.start();
     let mut worker_alive = true;
+    let mut saver = session::Saver::default();
     'run: loop {
+        // Before the commands go out: a job about to take the run's lock finds it free.
+        saver.save(app.session(), false);
         while !pending.is_empty() {
             let mut next = Vec::new();
             for effect in pending {
@@ -138,6 +146,10 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs)
                         }
                     }
                     Effect::Export(job) => spawn_export(*job, export_tx.clone()),
+                    Effect::Restore { root, checkpoints, test_images } => {
+                        let restored = session::read(&RunDir { root }, &checkpoints, test_images);
+                        next.extend(app.update(Msg::Restored(Box::new(restored))));
+                    }
                     // The app applies these itself before returning.
                     Effect::Notice(_)
                     | Effect::Popup(_)
@@ -182,6 +194,7 @@ async fn event_loop(tui: &mut Tui, images: &mut ImageStore, common: &CommonArgs)
             pending.extend(app.update(Msg::Worker(reply)));
         }
     }
+    saver.save(app.session(), true);
     if let Some(summary) = latency.summary() {
         eprintln!("{summary}");
     }

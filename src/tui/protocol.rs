@@ -17,6 +17,7 @@ use crate::engine::train::{EvalPoint, Phase, TrainConfig};
 use crate::graph::circuit::GraphSite;
 use crate::graph::units::UnitSet;
 use crate::tui::graph::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
+use serde::{Deserialize, Serialize};
 
 /// A request from the UI. The worker serves them in order, one at a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +25,8 @@ pub enum Command {
     /// Read the data and the run's configuration, and say which models are saved.
     Open,
     /// Load the three models and compute what the panes show; `digit` is the test
-    /// image whose activations are sent first.
-    Load { digit: usize },
+    /// image whose activations are sent first, `subject` the model under study.
+    Load { digit: usize, subject: ModelKind },
     /// Train `phases` in order with `config`, reporting progress.
     Train { config: Box<TrainConfig>, phases: Vec<Phase> },
     /// Stop the training or sweep in progress.
@@ -216,6 +217,9 @@ pub struct JobProgress {
     pub total: usize,
 }
 
+/// The SHA-256 of each saved model's checkpoint file: what results are keyed by.
+pub type Checkpoints = std::collections::BTreeMap<ModelKind, String>;
+
 /// The run as the worker found it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
@@ -228,6 +232,8 @@ pub struct RunInfo {
     pub missing: Vec<Phase>,
     /// The run folder cannot be written: the explorer only reads it.
     pub read_only: bool,
+    /// The saved models' checkpoints (none on a graph run: its session is not kept).
+    pub checkpoints: Checkpoints,
 }
 
 /// One layer's parameters, row-major in `Layer::weight_shape` order.
@@ -308,6 +314,8 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Opened(Box<RunInfo>),
+    /// The SHA-256 of each saved model's checkpoint, as loading read them.
+    Checkpoints(Checkpoints),
     /// How far the running job is (and, for loading, which stage it is in).
     Progress(JobProgress),
     Models(Box<ModelsData>),
@@ -422,6 +430,7 @@ impl Reply {
             Reply::GraphCircuitFound(_) => Job::Circuit,
             Reply::Failed { job, .. } => *job,
             Reply::Progress(_)
+            | Reply::Checkpoints(_)
             | Reply::Models(_)
             | Reply::BaseMetrics(_)
             | Reply::ActivationChange(_)
@@ -435,7 +444,7 @@ impl Reply {
 }
 
 /// Layer swaps between two models: every subset of layers taken from the donor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Swaps {
     pub donor: ModelKind,
     pub recipient: ModelKind,
@@ -480,7 +489,7 @@ pub struct VisImage {
 }
 
 /// One unit patched alone: where it lives (a study layer, a graph node) and its effect.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitPatch<S = Layer> {
     pub site: S,
     pub unit: usize,
@@ -494,7 +503,7 @@ impl From<PatchRow> for UnitPatch {
 }
 
 /// Patching every unit of every layer (or node) in one direction.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatchMap<S = Layer> {
     pub direction: Direction,
     pub baseline: PatchEffect,
@@ -516,7 +525,7 @@ impl<S: PartialEq> PatchMap<S> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatchMaps<S = Layer> {
     /// The sites patched, in order (the heatmap's rows).
     pub sites: Vec<S>,

@@ -76,6 +76,8 @@ fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
     let mut spans = vec![
         Span::styled(" trojanscope ", Style::new().bg(ACCENT).fg(Color::Black).bold()),
         Span::styled(format!(" ● {text} "), Style::new().fg(colour).bold()),
+        Span::raw("· "),
+        Span::styled(format!("{} ", study.selection()), Style::new().bold()),
         Span::raw("· ablating "),
         Span::styled(format!("{set} ({mode}) "), Style::new().fg(if empty { DIM } else { WARN })),
         Span::raw("· "),

@@ -4,7 +4,7 @@
 
 use super::columns::{self, ChannelRow, LayerFacts, Sort};
 use super::effect::Effect;
-use super::protocol::{Command, DigitData, LayerWeights, ModelsData, RunInfo};
+use super::protocol::{Checkpoints, Command, DigitData, LayerWeights, ModelsData, RunInfo};
 use crate::data::dataset::Dataset;
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::lab::{ModelKind, PerModel};
@@ -12,10 +12,11 @@ use crate::engine::layer::{Layer, PerLayer};
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
 use crate::tui::graph::state::GraphState;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One evaluated ablation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub set: AblationSet,
     pub mode: AblationMode,
@@ -26,7 +27,7 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepResult {
     pub mode: AblationMode,
     pub rows: Vec<SweepRow>,
@@ -78,6 +79,9 @@ pub struct Study {
     pub find: Option<String>,
     /// A graph run's state: the panes draw from it instead of the study's layers.
     pub graph: Option<Box<GraphState>>,
+    /// The SHA-256 of each saved model's checkpoint as loaded: results are kept
+    /// keyed by them.
+    pub checkpoints: Checkpoints,
 }
 
 impl Study {
@@ -118,6 +122,7 @@ impl Default for Study {
             generation: 0,
             find: None,
             graph: None,
+            checkpoints: Checkpoints::new(),
         }
     }
 }
@@ -152,6 +157,15 @@ impl Study {
     /// The unit under the Channels cursor.
     pub fn selected_unit(&self) -> usize {
         self.channel_rows().get(self.cursor()).map(|r| r.unit).unwrap_or(0)
+    }
+
+    /// The selected unit's identity, `layer:unit` (a graph's `node:unit`): the
+    /// one selection every pane acts on, shown in the header.
+    pub fn selection(&self) -> String {
+        match self.graph.as_deref() {
+            Some(g) => format!("{}:{}", g.selected().name, g.selected_unit()),
+            None => format!("{}:{}", self.layer, self.selected_unit()),
+        }
     }
 
     /// Moves the Channels cursor by `delta` rows, clamped.
@@ -208,6 +222,12 @@ impl Study {
         }
         self.ablation.awaited = Some((set.clone(), mode));
         vec![Effect::Send(Command::Evaluate { set, mode })]
+    }
+
+    /// Loads the models, the current digit's activations first, the model under
+    /// study's cache built.
+    pub fn load(&self) -> Effect {
+        Effect::Send(Command::Load { digit: self.digit, subject: self.subject })
     }
 
     /// Toggles a unit in the ablation set and evaluates the new set.

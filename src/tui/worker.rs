@@ -4,8 +4,8 @@
 //! panicking command becomes a `Reply::Failed`, never a dead UI.
 
 use super::protocol::{
-    Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress, RankedImage, Reply,
-    RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, VisImage, Visualizations,
+    Checkpoints, Command, DigitData, Job, JobProgress, LayerWeights, ModelsData, PatchMap, PatchMaps, Progress,
+    RankedImage, Reply, RunInfo, Swaps, TopImages, TrainUpdate, UnitPatch, VisImage, Visualizations,
 };
 use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::analysis::Analysis;
@@ -219,7 +219,7 @@ impl Worker {
         }
         match command {
             Command::Open => self.open(),
-            Command::Load { digit } => self.load(digit),
+            Command::Load { digit, subject } => self.load(digit, subject),
             Command::Train { config, phases } => self.train(*config, &phases),
             Command::Evaluate { set, mode } => {
                 set.validate().map_err(|e| eyre!(e))?;
@@ -290,15 +290,16 @@ impl Worker {
         }
         self.stage(Job::Open, "reading the test split");
         let lab = open_lab(&self.common, None)?;
-        (self.reply)(Reply::Opened(Box::new(run_info(&lab))));
+        (self.reply)(Reply::Opened(Box::new(run_info(&lab)?)));
         self.lab = Some(lab);
         Ok(())
     }
 
-    fn load(&mut self, digit: usize) -> Result<()> {
-        let subject = ModelKind::Poisoned;
+    fn load(&mut self, digit: usize, subject: ModelKind) -> Result<()> {
         let Some(lab) = self.lab.as_ref() else { bail!("the run is not open (see the error above)") };
         let reply = &mut self.reply;
+        // Hashed before reading: results are keyed by the files as they were read.
+        let keys = checkpoints(lab)?;
         let stage = |reply: &mut ReplySink, label: &str| {
             reply(Reply::Progress(JobProgress { job: Job::Load, label: Some(label.into()), done: 0, total: 0 }))
         };
@@ -307,6 +308,7 @@ impl Worker {
         // Only now is the previous analysis let go: a checkpoint deleted or broken
         // since it was read fails the reload and leaves what was loaded working.
         self.analysis = None;
+        reply(Reply::Checkpoints(keys));
         reply(Reply::Models(Box::new(models_data(&nets))));
         reply(Reply::History(read_history(lab)));
         let digit = digit_data(lab, &nets, digit.min(lab.test.len().saturating_sub(1)))?;
@@ -318,9 +320,11 @@ impl Worker {
             reply(Reply::BaseMetrics(metrics));
         }
         stage(reply, "measuring each unit's activation change under the trigger");
+        // A session's model under study, if the run still has it.
+        let subject = if nets.get(subject).is_some() { subject } else { ModelKind::Poisoned };
         let subject_net = nets.get(subject).ok_or_else(|| eyre!("the run has no {subject} model"))?;
         reply(Reply::ActivationChange(activation_change(lab, subject_net)));
-        stage(reply, "caching the poisoned model's activations for ablation");
+        stage(reply, &format!("caching the {subject} model's activations for ablation"));
         let analysis = Analysis::new(lab, nets, subject)?;
         if !known {
             stage(reply, "evaluating the other models");
@@ -643,6 +647,7 @@ impl Worker {
             test_images: lab.raw.len(),
             missing: Vec::new(),
             read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
+            checkpoints: Default::default(),
         };
         (self.reply)(Reply::GraphOpened(Box::new(run), Box::new(info)));
         (self.reply)(Reply::BaseMetrics(session.base_metrics()));
@@ -830,8 +835,14 @@ fn saved_recovery(lab: &Lab, reply: &mut ReplySink) -> Result<Option<RecoveryRep
     Ok(recovery)
 }
 
-fn run_info(lab: &Lab) -> RunInfo {
-    RunInfo {
+/// The SHA-256 of each saved model's checkpoint.
+fn checkpoints(lab: &Lab) -> Result<Checkpoints> {
+    let saved = ModelKind::ALL.into_iter().filter(|&k| lab.run.has(k));
+    saved.map(|k| Ok((k, FileKey::of(&lab.run.model_path(k))?.sha256))).collect()
+}
+
+fn run_info(lab: &Lab) -> Result<RunInfo> {
+    Ok(RunInfo {
         root: lab.run.root.display().to_string(),
         device: crate::engine::device::describe(lab.device),
         config: lab.config.clone(),
@@ -839,7 +850,8 @@ fn run_info(lab: &Lab) -> RunInfo {
         test_images: lab.data.test.len(),
         missing: missing_phases(lab),
         read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
-    }
+        checkpoints: checkpoints(lab)?,
+    })
 }
 
 /// Every phase from the first whose model is missing on (each starts from the previous).

@@ -155,6 +155,12 @@ impl Harness {
                         self.perform(more);
                     }
                 }
+                Effect::Restore { root, checkpoints, test_images } => {
+                    let run = trojanscope::engine::run::RunDir { root };
+                    let restored = trojanscope::tui::session::read(&run, &checkpoints, test_images);
+                    let more = self.app.update(Msg::Restored(Box::new(restored)));
+                    self.perform(more);
+                }
                 Effect::Export(job) => {
                     let result = job.write();
                     let more = self.app.update(Msg::Exported(result));

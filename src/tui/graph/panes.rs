@@ -181,6 +181,6 @@ pub fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
         }
         (None, None) => placeholder(frame, sweep, &format!("No sweep of {site} yet: w ablates each unit alone.")),
     }
-    let rows = g.history.iter().rev().map(|e| (e.set.to_string(), e.mode, &e.metrics)).collect();
+    let rows = g.history.iter().rev().map(|e| (e.set.to_string(), e.model, e.mode, &e.metrics)).collect();
     history_rows(frame, history, rows, g.history_row);
 }

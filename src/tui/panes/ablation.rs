@@ -6,6 +6,7 @@
 
 use super::common::{Cx, View, number, placeholder, row, rows_moved, scroll_offset};
 use crate::engine::ablation::AblationMode;
+use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
@@ -301,25 +302,32 @@ fn swaps_table(frame: &mut Frame, area: Rect, view: &View, state: &AblationView)
 
 fn history_table(frame: &mut Frame, area: Rect, study: &Study) {
     let history = &study.ablation.history;
-    let rows = history.iter().rev().map(|e| (e.set.to_string(), e.mode, &e.metrics)).collect();
+    let rows = history.iter().rev().map(|e| (e.set.to_string(), e.model, e.mode, &e.metrics)).collect();
     history_rows(frame, area, rows, study.ablation.history_row);
 }
 
-/// Every set tried (newest first: set, mode, metrics), the cursor on `selected`.
-pub fn history_rows(frame: &mut Frame, area: Rect, history: Vec<(String, AblationMode, &Metrics)>, selected: usize) {
+/// Every set tried (newest first: set, the model it was ablated in, mode,
+/// metrics), the cursor on `selected`.
+pub fn history_rows(
+    frame: &mut Frame,
+    area: Rect,
+    history: Vec<(String, ModelKind, AblationMode, &Metrics)>,
+    selected: usize,
+) {
     if history.is_empty() {
         placeholder(frame, area, "History: every set you try appears here (Enter restores one).");
         return;
     }
     let len = history.len();
-    let rows = history.into_iter().map(|(set, mode, metrics)| {
+    let rows = history.into_iter().map(|(set, model, mode, metrics)| {
         let [clean, poison, _, rehab] = metric_cells(Some(metrics));
-        row([set, mode.to_string(), clean, poison, rehab], 2)
+        row([set, model.to_string(), mode.to_string(), clean, poison, rehab], 3)
     });
-    let header =
-        row(["history: set", "mode", "clean", "poison", "rehab"].map(String::from), 2).style(Style::new().bold());
+    let header = row(["history: set", "model", "mode", "clean", "poison", "rehab"].map(String::from), 3)
+        .style(Style::new().bold());
     let widths = [
         Constraint::Fill(1),
+        Constraint::Length(9),
         Constraint::Length(6),
         Constraint::Length(6),
         Constraint::Length(6),

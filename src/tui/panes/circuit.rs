@@ -140,11 +140,8 @@ pub fn handle(state: &mut CircuitState, action: Action, cx: Cx) -> Option<Vec<Ef
             state.progress = None;
             effects
         }
-        // The heatmap's layer while the pane has the focus, else the selected one.
-        Action::Pane(PRUNE) => {
-            let layer = if cx.focused { state.selected_layer() } else { cx.study.layer };
-            long(Command::Prune { layer, mode })
-        }
+        // The selected layer (the header's): moving on the map selects its cell.
+        Action::Pane(PRUNE) => long(Command::Prune { layer: cx.study.layer, mode }),
         Action::Pane(ABLATE) => {
             let (set, mode) = match found_circuit(state) {
                 Ok(found) => found,
@@ -157,7 +154,13 @@ pub fn handle(state: &mut CircuitState, action: Action, cx: Cx) -> Option<Vec<Ef
             effects
         }
         Action::ToggleAblation => cx.study.toggle(state.selected_layer(), state.selected_unit()),
-        other => return moves(state, other),
+        other => {
+            let moved = moves(state, other)?;
+            // The map's cell is the selected unit everywhere (the layer, the Channels row).
+            cx.study.layer = state.selected_layer();
+            cx.study.jump_to_unit(state.selected_unit()).ok();
+            moved
+        }
     };
     Some(effects)
 }

@@ -93,7 +93,7 @@ pub fn finished(
         run.missing = missing;
     }
     if complete {
-        effects.push(Effect::Send(Command::Load { digit: study.digit }));
+        effects.push(study.load());
     }
     effects
 }
