@@ -322,10 +322,7 @@ impl App {
         if self.study.models.is_none() && self.panes.training.losses.is_empty() {
             return vec![Effect::Notice("nothing to export yet".into())];
         }
-        let stamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let run = self.study.run.as_ref().and_then(|r| PathBuf::from(&r.root).file_name().map(|n| n.to_owned()));
-        let name = format!("{}-{stamp}", run.map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
+        let name = export::folder_name(std::time::SystemTime::now());
         vec![Effect::Export(Box::new(export::job(&self.study, &self.panes, self.export_root.join(name))))]
     }
 

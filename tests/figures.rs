@@ -1,0 +1,122 @@
+//! Each figure kind written as SVG and PNG: both files exist, the PNG is the
+//! figure's size, and the SVG holds the title, the axis labels and, where there
+//! is one, the colour bar's values.
+
+mod common;
+
+use std::path::Path;
+use trojanscope::figure::{
+    Chart, Corner, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
+};
+
+/// Writes `figure` as NAME.svg and NAME.png; returns the SVG's text after checking
+/// that both exist, the PNG is `style::WIDTH` wide and the SVG is well-formed.
+fn written(figure: &Figure, dir: &Path, name: &str) -> String {
+    let [svg, png] = figure.save(dir, name).unwrap();
+    assert_eq!((svg, png.clone()), (dir.join(format!("{name}.svg")), dir.join(format!("{name}.png"))));
+    let image = image::open(&png).unwrap();
+    assert_eq!(image.width(), style::WIDTH, "{name}");
+    assert!(image.height() > 200, "{name}");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{name}");
+    text
+}
+
+/// The texts of the SVG's `<text>` elements, in order.
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| t.split_once('>').and_then(|(_, rest)| rest.split_once("</text>")))
+        .map(|(t, _)| t.trim().to_string())
+        .collect()
+}
+
+fn has(svg: &str, text: &str) -> bool {
+    texts(svg).iter().any(|t| t == text)
+}
+
+#[test]
+fn every_figure_kind_is_written_as_svg_and_png_with_its_labels() {
+    let dir = common::scratch("figures");
+    let curve = |f: fn(f64) -> f64| (0..=32).map(|x| (x as f64, f(x as f64))).collect::<Vec<_>>();
+    let mut chart = Chart::new(
+        Labels::new("conv2 pruned by activation (Fine-Pruning)", "units pruned", "accuracy (%)"),
+        vec![
+            Series::line("clean", curve(|x| 98.0 - x * 0.2), style::CLEAN),
+            Series::line("poison (ASR)", curve(|x| 100.0 - x * 3.0), style::POISON),
+            Series::line("rehab", curve(|x| 10.0 + x * 2.0), style::REHAB),
+        ],
+    );
+    chart.y = Some((0.0, 100.0));
+    chart.markers.push(Marker { x: 20.0, label: "best DER 0.91".into() });
+    chart.legend = Corner::LowerLeft;
+    let svg = written(&Figure::Chart(chart), &dir, "line");
+    for label in [
+        "conv2 pruned by activation (Fine-Pruning)",
+        "units pruned",
+        "accuracy (%)",
+        "best DER 0.91",
+        "poison (ASR)",
+        "rehab",
+    ] {
+        assert!(has(&svg, label), "{label} missing from {:?}", texts(&svg));
+    }
+    // Tick labels on both axes.
+    assert!(has(&svg, "100") && has(&svg, "0") && has(&svg, "30"), "{:?}", texts(&svg));
+
+    let mut front = Series::line("Pareto front", vec![(1.0, 40.0), (2.0, 12.0), (4.0, 3.0)], style::POISON);
+    front.mark = Mark::LinePoints;
+    let tried = Series {
+        name: "sets tried".into(),
+        points: vec![(1.0, 70.0), (3.0, 30.0), (5.0, 9.0)],
+        colour: style::MUTED,
+        mark: Mark::Points,
+    };
+    let scatter = Chart::new(Labels::new("circuit search", "units ablated", "poison accuracy (%)"), vec![tried, front]);
+    let svg = written(&Figure::Chart(scatter), &dir, "scatter");
+    assert!(
+        ["circuit search", "units ablated", "poison accuracy (%)", "Pareto front", "sets tried"]
+            .iter()
+            .all(|l| has(&svg, l))
+    );
+
+    let rows = ["conv1", "conv2", "fc1", "fc2"].map(String::from).to_vec();
+    let mut values: Vec<f32> = (0..4 * 64).map(|i| (i % 64) as f32 * 1.5).collect();
+    values[2 * 64 + 16..3 * 64].fill(f32::NAN);
+    values[3 * 64 + 10..].fill(f32::NAN);
+    values[32] = f32::NAN;
+    let heatmap = HeatmapChart::new(
+        Labels::new("patching: denoise", "unit", "layer"),
+        rows,
+        64,
+        values,
+        Scale::new(Values::Sequential { low: 0.0, high: 100.0 }, "backdoor restored (%)"),
+    );
+    let svg = written(&Figure::Heatmap(heatmap), &dir, "heatmap");
+    for label in
+        ["patching: denoise", "unit", "layer", "conv1", "fc2", "backdoor restored (%)", "0", "25", "50", "75", "100"]
+    {
+        assert!(has(&svg, label), "{label} missing from {:?}", texts(&svg));
+    }
+
+    let scale = Scale::new(Values::Diverging { span: 0.25 }, "weight");
+    let map = |seed: f32| image::RgbImage::from_fn(3, 3, |x, y| scale.colour(seed * (x as f32 - y as f32) / 8.0));
+    let panels = (0..10)
+        .map(|l| Panel { title: format!("label {l} · anomaly {:.2}", l as f32 / 3.0), image: map(l as f32 / 10.0) })
+        .collect();
+    let grid = ImageGrid {
+        title: "conv1 kernels".into(),
+        panels,
+        columns: 5,
+        scale: Some(scale),
+        note: "3 × 3 kernels, one per unit".into(),
+    };
+    let svg = written(&Figure::Grid(grid), &dir, "grid");
+    for label in
+        ["conv1 kernels", "label 8 · anomaly 2.67", "weight", "−0.25", "0.00", "0.25", "3 × 3 kernels, one per unit"]
+    {
+        assert!(has(&svg, label), "{label} missing from {:?}", texts(&svg));
+    }
+    // The panels are pixels in both files: ten embedded PNGs in the SVG.
+    assert_eq!(svg.matches("data:image/png;base64,").count(), 10);
+}
