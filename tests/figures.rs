@@ -3,36 +3,28 @@
 //! is one, the colour bar's values.
 
 mod common;
+mod svg;
 
 use std::path::Path;
 use trojanscope::figure::{
     Chart, Corner, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
 };
 
-/// Writes `figure` as NAME.svg and NAME.png; returns the SVG's text after checking
-/// that both exist, the PNG is `style::WIDTH` wide and the SVG is well-formed.
-fn written(figure: &Figure, dir: &Path, name: &str) -> String {
+/// Writes `figure` as NAME.svg and NAME.png; returns the SVG's text elements
+/// after checking both files.
+fn written(figure: &Figure, dir: &Path, name: &str) -> Vec<String> {
     let [svg, png] = figure.save(dir, name).unwrap();
-    assert_eq!((svg, png.clone()), (dir.join(format!("{name}.svg")), dir.join(format!("{name}.png"))));
-    let image = image::open(&png).unwrap();
-    assert_eq!(image.width(), style::WIDTH, "{name}");
-    assert!(image.height() > 200, "{name}");
-    let text = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
-    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{name}");
-    text
+    assert_eq!([svg, png], ["svg", "png"].map(|ext| dir.join(format!("{name}.{ext}"))));
+    let text = svg::figure_svg(dir, name);
+    // Panels are pixels: one embedded PNG each.
+    if let Figure::Grid(grid) = figure {
+        assert_eq!(text.matches("data:image/png;base64,").count(), grid.panels.len());
+    }
+    svg::svg_texts(&text)
 }
 
-/// The texts of the SVG's `<text>` elements, in order.
-fn texts(svg: &str) -> Vec<String> {
-    svg.split("<text")
-        .skip(1)
-        .filter_map(|t| t.split_once('>').and_then(|(_, rest)| rest.split_once("</text>")))
-        .map(|(t, _)| t.trim().to_string())
-        .collect()
-}
-
-fn has(svg: &str, text: &str) -> bool {
-    texts(svg).iter().any(|t| t == text)
+fn has(texts: &[String], text: &str) -> bool {
+    texts.iter().any(|t| t == text)
 }
 
 #[test]
@@ -59,10 +51,10 @@ fn every_figure_kind_is_written_as_svg_and_png_with_its_labels() {
         "poison (ASR)",
         "rehab",
     ] {
-        assert!(has(&svg, label), "{label} missing from {:?}", texts(&svg));
+        assert!(has(&svg, label), "{label} missing from {svg:?}");
     }
     // Tick labels on both axes.
-    assert!(has(&svg, "100") && has(&svg, "0") && has(&svg, "30"), "{:?}", texts(&svg));
+    assert!(has(&svg, "100") && has(&svg, "0") && has(&svg, "30"), "{svg:?}");
 
     let mut front = Series::line("Pareto front", vec![(1.0, 40.0), (2.0, 12.0), (4.0, 3.0)], style::POISON);
     front.mark = Mark::LinePoints;
@@ -96,7 +88,7 @@ fn every_figure_kind_is_written_as_svg_and_png_with_its_labels() {
     for label in
         ["patching: denoise", "unit", "layer", "conv1", "fc2", "backdoor restored (%)", "0", "25", "50", "75", "100"]
     {
-        assert!(has(&svg, label), "{label} missing from {:?}", texts(&svg));
+        assert!(has(&svg, label), "{label} missing from {svg:?}");
     }
 
     let scale = Scale::new(Values::Diverging { span: 0.25 }, "weight");
@@ -115,8 +107,6 @@ fn every_figure_kind_is_written_as_svg_and_png_with_its_labels() {
     for label in
         ["conv1 kernels", "label 8 · anomaly 2.67", "weight", "−0.25", "0.00", "0.25", "3 × 3 kernels, one per unit"]
     {
-        assert!(has(&svg, label), "{label} missing from {:?}", texts(&svg));
+        assert!(has(&svg, label), "{label} missing from {svg:?}");
     }
-    // The panels are pixels in both files: ten embedded PNGs in the SVG.
-    assert_eq!(svg.matches("data:image/png;base64,").count(), 10);
 }

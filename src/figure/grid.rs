@@ -63,10 +63,10 @@ impl ImageGrid {
 }
 
 /// The panel title's size: `PANEL_TITLE_SIZE`, smaller where the title would
-/// reach into its neighbour's (a DejaVu Sans character is about 0.6 em wide).
+/// reach into its neighbour's.
 fn title_size(title: &str, width: u32) -> u32 {
-    let fits = width as f64 / (0.62 * title.chars().count().max(1) as f64);
-    (fits as u32).clamp(10, style::PANEL_TITLE_SIZE)
+    let chars = title.chars().count().max(1);
+    (10..=style::PANEL_TITLE_SIZE).rev().find(|&size| style::text_width(chars, size) <= width).unwrap_or(10)
 }
 
 impl Draw for ImageGrid {

@@ -27,6 +27,13 @@ impl HeatmapChart {
         HeatmapChart { labels, rows, columns, values, scale }
     }
 
+    /// Room left of the cells for the longest row name and the axis label.
+    fn row_label_area(&self) -> u32 {
+        let longest = self.rows.iter().map(|r| r.chars().count()).max().unwrap_or(1);
+        let names = style::text_width(longest, style::TICK_SIZE) + 16;
+        names + if self.labels.y.is_empty() { 0 } else { style::LABEL_SIZE + 24 }
+    }
+
     /// The row height: roomy for a few rows, at least a line of text for many.
     fn row_height(&self) -> u32 {
         (480 / self.rows.len().max(1) as u32).clamp(style::TICK_SIZE + 8, 90)
@@ -46,7 +53,7 @@ impl Draw for HeatmapChart {
         let mut chart = ChartBuilder::on(&plot)
             .margin(style::MARGIN)
             .x_label_area_size(style::X_LABEL_AREA)
-            .y_label_area_size(style::Y_LABEL_AREA)
+            .y_label_area_size(self.row_label_area())
             // A segmented range of 0..n has n + 1 segments: 0..n - 1 has one per cell.
             .build_cartesian_2d((0..columns - 1).into_segmented(), (0..rows - 1).into_segmented())
             .map_err(failed)?;

@@ -59,6 +59,11 @@ pub fn text(size: u32) -> TextStyle<'static> {
     TextStyle::from((FontFamily::Name(FAMILY), size)).color(&INK)
 }
 
+/// About how wide `chars` characters of DejaVu Sans are at `size` (0.62 em each).
+pub fn text_width(chars: usize, size: u32) -> u32 {
+    (0.62 * chars as f64 * size as f64).ceil() as u32
+}
+
 /// Stroke width of a data line.
 pub const LINE: u32 = 3;
 
