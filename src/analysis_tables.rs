@@ -8,7 +8,7 @@ use crate::engine::metrics::Metrics;
 use crate::engine::patch::{Direction, PatchEffect, PatchRow};
 use crate::engine::prune::{CurvePoint, PruneCurve};
 use crate::figure::{
-    Chart, Corner, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
+    Chart, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
 };
 use crate::table::{Table, metrics_row, metrics_table, pct};
 use image::RgbImage;
@@ -125,7 +125,6 @@ pub fn prune_chart(c: &PruneCurve) -> Figure {
     let title = format!("{} pruned by {} ({} mode)", c.layer, c.ranking, c.mode);
     let mut chart = Chart::new(Labels::new(title, format!("{} units pruned", c.layer), "accuracy (%)"), series);
     chart.y = Some((0.0, 100.0));
-    chart.legend = Corner::LowerLeft;
     let best = &c.points[c.best];
     chart.markers.push(Marker { x: best.pruned as f64, label: format!("best DER {:.3} at {}", best.der, best.pruned) });
     Figure::Chart(chart)

@@ -7,7 +7,7 @@ mod svg;
 
 use std::path::Path;
 use trojanscope::figure::{
-    Chart, Corner, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
+    Chart, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
 };
 
 /// Writes `figure` as NAME.svg and NAME.png; returns the SVG's text elements
@@ -41,7 +41,6 @@ fn every_figure_kind_is_written_as_svg_and_png_with_its_labels() {
     );
     chart.y = Some((0.0, 100.0));
     chart.markers.push(Marker { x: 20.0, label: "best DER 0.91".into() });
-    chart.legend = Corner::LowerLeft;
     let svg = written(&Figure::Chart(chart), &dir, "line");
     for label in [
         "conv2 pruned by activation (Fine-Pruning)",

@@ -6,6 +6,7 @@ use super::render::{Draw, Raster, failed};
 use super::style::{self, INK, LINE};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// A figure's title and what its axes measure (with units).
 #[derive(Debug, Clone, PartialEq)]
@@ -52,15 +53,6 @@ pub struct Marker {
     pub label: String,
 }
 
-/// Where the legend sits inside the plot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Corner {
-    UpperLeft,
-    UpperRight,
-    LowerLeft,
-    LowerRight,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chart {
     pub labels: Labels,
@@ -68,12 +60,11 @@ pub struct Chart {
     pub markers: Vec<Marker>,
     /// The y axis' range; `None`: the data's, with a little room.
     pub y: Option<(f64, f64)>,
-    pub legend: Corner,
 }
 
 impl Chart {
     pub fn new(labels: Labels, series: Vec<Series>) -> Chart {
-        Chart { labels, series, markers: Vec::new(), y: None, legend: Corner::UpperRight }
+        Chart { labels, series, markers: Vec::new(), y: None }
     }
 
     /// The range of the points' x (or y) values, widened when empty or flat.
@@ -88,6 +79,32 @@ impl Chart {
     }
 }
 
+/// The title's and the legend's band above the plot.
+const HEAD: u32 = style::TITLE_SIZE + style::TICK_SIZE + 3 * style::MARGIN;
+/// A legend entry's line sample, and the gap between entries.
+const SAMPLE: u32 = 30;
+const ENTRY_GAP: u32 = 36;
+
+/// The series' names in one centred row under the title, each after a sample of
+/// its line: outside the plot, so it never hides a curve.
+fn legend<DB: DrawingBackend>(head: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<(), String> {
+    let width = |s: &Series| SAMPLE + 8 + style::text_width(s.name.chars().count(), style::TICK_SIZE);
+    let total = series.iter().map(width).sum::<u32>() + ENTRY_GAP * series.len().saturating_sub(1) as u32;
+    let mut x = (style::WIDTH.saturating_sub(total) / 2) as i32;
+    let y = (style::TITLE_SIZE + 2 * style::MARGIN + style::TICK_SIZE / 2) as i32;
+    let label = style::text(style::TICK_SIZE).pos(Pos::new(HPos::Left, VPos::Center));
+    for s in series {
+        let sample = PathElement::new([(x, y), (x + SAMPLE as i32, y)], s.colour.stroke_width(LINE + 2));
+        head.draw(&sample).map_err(failed)?;
+        if s.mark != Mark::Line {
+            head.draw(&Circle::new((x + SAMPLE as i32 / 2, y), 6, s.colour.filled())).map_err(failed)?;
+        }
+        head.draw(&Text::new(s.name.clone(), (x + SAMPLE as i32 + 8, y), label.clone())).map_err(failed)?;
+        x += (width(s) + ENTRY_GAP) as i32;
+    }
+    Ok(())
+}
+
 impl Draw for Chart {
     fn height(&self) -> u32 {
         700
@@ -99,8 +116,12 @@ impl Draw for Chart {
             let (l, h) = self.range(|p| p.1);
             (l - 0.05 * (h - l), h + 0.05 * (h - l))
         });
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.labels.title, style::text(style::TITLE_SIZE))
+        let (head, body) = root.split_vertically(HEAD);
+        let centred = style::text(style::TITLE_SIZE).pos(Pos::new(HPos::Center, VPos::Top));
+        let title = Text::new(self.labels.title.clone(), ((style::WIDTH / 2) as i32, style::MARGIN as i32), centred);
+        head.draw(&title).map_err(failed)?;
+        legend(&head, &self.series)?;
+        let mut chart = ChartBuilder::on(&body)
             .margin(style::MARGIN)
             .x_label_area_size(style::X_LABEL_AREA)
             .y_label_area_size(style::Y_LABEL_AREA)
@@ -123,11 +144,14 @@ impl Draw for Chart {
         for m in &self.markers {
             let dashed = DashedLineSeries::new([(m.x, y0), (m.x, y1)], 10, 6, INK.stroke_width(2));
             chart.draw_series(dashed).map_err(failed)?;
-            let label = style::text(style::TICK_SIZE).pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Left,
-                plotters::style::text_anchor::VPos::Top,
-            ));
-            chart.draw_series([Text::new(format!(" {}", m.label), (m.x, y1), label)]).map_err(failed)?;
+            // The label on the side of the line with more room.
+            let (side, text) = if m.x < (x0 + x1) / 2.0 {
+                (HPos::Left, format!(" {}", m.label))
+            } else {
+                (HPos::Right, format!("{} ", m.label))
+            };
+            let label = style::text(style::TICK_SIZE).pos(Pos::new(side, VPos::Top));
+            chart.draw_series([Text::new(text, (m.x, y1), label)]).map_err(failed)?;
         }
         for s in &self.series {
             let (colour, points) = (s.colour, s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()));
@@ -139,27 +163,8 @@ impl Draw for Chart {
                     chart.draw_series(points.map(|p| Circle::new(p, 6, colour.filled())))
                 }
             };
-            drawn
-                .map_err(failed)?
-                .label(&s.name)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 30, y)], colour.stroke_width(LINE + 2)));
+            drawn.map_err(failed)?;
         }
-        let position = match self.legend {
-            Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
-            Corner::UpperRight => SeriesLabelPosition::UpperRight,
-            Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
-            Corner::LowerRight => SeriesLabelPosition::LowerRight,
-        };
-        chart
-            .configure_series_labels()
-            .position(position)
-            .margin(12)
-            .legend_area_size(40)
-            .label_font(style::text(style::TICK_SIZE))
-            .background_style(WHITE.mix(0.9))
-            .border_style(INK)
-            .draw()
-            .map_err(failed)?;
         Ok(Vec::new())
     }
 }

@@ -12,7 +12,7 @@ pub mod heatmap;
 pub mod render;
 pub mod style;
 
-pub use chart::{Chart, Corner, Labels, Mark, Marker, Series};
+pub use chart::{Chart, Labels, Mark, Marker, Series};
 pub use grid::{ImageGrid, Panel};
 pub use heatmap::HeatmapChart;
 pub use style::{Scale, Values};
