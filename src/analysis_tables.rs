@@ -1,13 +1,17 @@
 //! Tables and charts of the circuit analyses — patching, the circuit search and the
-//! pruning-defence curves — shared by the CLI's output and the explorer's export.
+//! pruning-defence curves — and of feature visualisations, shared by the CLI's
+//! output and the explorer's export.
 
 use crate::engine::ablation::AblationSet;
 use crate::engine::circuit::{CircuitReport, Site};
 use crate::engine::metrics::Metrics;
 use crate::engine::patch::{Direction, PatchEffect, PatchRow};
 use crate::engine::prune::{CurvePoint, PruneCurve};
-use crate::picture::{ACCURACY_COLOURS, Series, plot};
+use crate::figure::{
+    Chart, Figure, HeatmapChart, ImageGrid, Labels, Mark, Marker, Panel, Scale, Series, Values, style,
+};
 use crate::table::{Table, metrics_row, metrics_table, pct};
+use image::RgbImage;
 
 /// One row per patched unit under the unpatched row; `with_direction` adds the
 /// direction as a first column (CSV, where no heading line names it).
@@ -107,16 +111,81 @@ pub fn short_set<S: Site>(set: &AblationSet<S>) -> String {
     parts.join(" ")
 }
 
-/// One ranking's curve: clean (green), poison (red) and rehab (blue) accuracy
-/// against units pruned, the colours of the explorer's accuracy chart.
-pub fn prune_chart(c: &PruneCurve) -> image::RgbImage {
-    let line = |pick: fn(&crate::engine::metrics::Metrics) -> f64| -> Vec<(f64, f64)> {
-        c.points.iter().map(|p| (p.pruned as f64, pick(&p.metrics))).collect()
+/// One ranking's curve: clean, poison and rehab accuracy against units pruned,
+/// the point of highest DER marked.
+pub fn prune_chart(c: &PruneCurve) -> Figure {
+    let series = Metrics::HEADLINE
+        .iter()
+        .zip(style::ACCURACY)
+        .map(|((name, accuracy), colour)| {
+            let points = c.points.iter().map(|p| (p.pruned as f64, accuracy(&p.metrics))).collect();
+            Series::line(*name, points, colour)
+        })
+        .collect();
+    let title = format!("{} pruned by {} ({} mode)", c.layer, c.ranking, c.mode);
+    let mut chart = Chart::new(Labels::new(title, format!("{} units pruned", c.layer), "accuracy (%)"), series);
+    chart.y = Some((0.0, 100.0));
+    let best = &c.points[c.best];
+    chart.markers.push(Marker { x: best.pruned as f64, label: format!("best DER {:.3} at {}", best.der, best.pruned) });
+    Figure::Chart(chart)
+}
+
+/// A patching direction's map: sites (top to bottom) × units, each cell the
+/// points of target rate its patch moves (`PatchMap::effect`), on a scale
+/// symmetric around zero; a site with fewer units than the widest leaves its
+/// row's end empty.
+pub fn patch_heatmap(direction: Direction, sites: &[String], cells: &[(usize, usize, f64)]) -> Figure {
+    let columns = cells.iter().map(|c| c.1 + 1).max().unwrap_or(1);
+    let mut values = vec![f32::NAN; sites.len() * columns];
+    for &(site, unit, effect) in cells {
+        values[site * columns + unit] = effect as f32;
+    }
+    let span = values.iter().filter(|v| v.is_finite()).fold(1.0f32, |m, v| m.max(v.abs()));
+    let labels = Labels::new(format!("activation patching: {direction}"), "unit", "layer");
+    let scale = Scale::new(Values::Diverging { span }, "backdoor carried (points)");
+    Figure::Heatmap(HeatmapChart::new(labels, sites.to_vec(), columns, values, scale))
+}
+
+/// The circuit search's sets as poison accuracy against size: everything on the
+/// Pareto front, the greedy path, and the circuit found.
+pub fn circuit_front_chart<S>(report: &CircuitReport<S>) -> Figure {
+    let points = |sets: &mut dyn Iterator<Item = &crate::engine::circuit::Tried<S>>| {
+        sets.map(|t| (t.size as f64, t.metrics.poison_acc)).collect::<Vec<_>>()
     };
-    let (clean, poison, rehab) = (line(|m| m.clean_acc), line(|m| m.poison_acc), line(|m| m.rehab_acc));
-    let series: Vec<Series> =
-        [&clean, &poison, &rehab].into_iter().map(|l| l.as_slice()).zip(ACCURACY_COLOURS).collect();
-    plot(&series, (0.0, 100.0))
+    let mut front = Series::line("Pareto front", points(&mut report.front.iter()), style::POISON);
+    front.mark = Mark::LinePoints;
+    let mut greedy = Series::line("greedy additions", points(&mut report.greedy.iter()), style::MUTED);
+    greedy.mark = Mark::LinePoints;
+    let mut series = vec![greedy, front];
+    if let Some(circuit) = &report.circuit {
+        let found = points(&mut std::iter::once(circuit));
+        series.push(Series { name: "circuit".into(), points: found, colour: style::REHAB, mark: Mark::Points });
+    }
+    let mut chart = Chart::new(Labels::new("circuit search", "units ablated together", "poison accuracy (%)"), series);
+    chart.y = Some((0.0, 100.0));
+    Figure::Chart(chart)
+}
+
+/// Each model's optimised input side by side, titled with the unit's activation
+/// before and after (a grey scale bar for one channel; colour images as they are).
+pub fn vis_figure(unit: &str, panels: Vec<(String, RgbImage, f64, f64)>, channels: usize) -> Figure {
+    let panels: Vec<Panel> = panels
+        .into_iter()
+        .map(|(model, image, start, end)| Panel {
+            title: format!("{model} model\nactivation {start:.2} → {end:.2}"),
+            image,
+        })
+        .collect();
+    let (columns, scale) =
+        (panels.len(), (channels == 1).then(|| Scale::new(Values::Grey { low: 0.0, high: 1.0 }, "pixel")));
+    let title = format!("feature visualisation of {unit}: the input that excites it most");
+    Figure::Grid(ImageGrid {
+        title,
+        panels,
+        columns,
+        scale,
+        note: "pixels in [0, 1]; activation: from the starting image to the optimised one".into(),
+    })
 }
 
 /// Each ranking's point of highest DER.

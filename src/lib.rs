@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod figure;
 pub mod graph;
 pub mod named;
 pub mod picture;

@@ -1,5 +1,7 @@
-//! Pictures of numbers, for the screen and for files alike: heatmaps with colour
-//! scales, tiled grids of maps, and PNG output. Nothing here knows about terminals.
+//! Pictures of numbers as pixels: heatmaps with colour scales, tiled grids of
+//! maps, input images and raw PNGs, for the explorer's image panes and the
+//! figures' panels (`crate::figure` draws the figures). Nothing here knows about
+//! terminals.
 
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
@@ -142,22 +144,6 @@ impl Picture {
     }
 }
 
-/// `image` with a colour bar under it, after a gap of `height / 2` background rows:
-/// `height` rows running through `palette` from its low end at the left to its high
-/// end at the right (−1 → +1 for Diverging and Signed, 0 → 1 for Heat and Grey), so that a
-/// caption's numbers for the two ends tell what every colour means.
-pub fn with_colour_bar(image: &RgbImage, palette: Palette, height: u32) -> RgbImage {
-    let (width, gap) = (image.width(), height / 2);
-    let low = if matches!(palette, Palette::Diverging | Palette::Signed) { -1.0 } else { 0.0 };
-    let ramp = (0..width).map(|x| low + (1.0 - low) * x as f32 / width.saturating_sub(1).max(1) as f32).collect();
-    let bar = Picture::of(&Heatmap::new(width as usize, 1, ramp), palette, 1.0);
-    let mut out = RgbImage::from_pixel(width, image.height() + gap + height, BACKGROUND);
-    image::imageops::replace(&mut out, image, 0, 0);
-    let bar = image::imageops::resize(&bar.rgb, width, height, FilterType::Nearest);
-    image::imageops::replace(&mut out, &bar, 0, (image.height() + gap) as i64);
-    out
-}
-
 /// Blue (−1) → white (0) → red (+1).
 pub fn diverging(t: f32) -> Rgb<u8> {
     let a = t.abs().clamp(0.0, 1.0);
@@ -249,19 +235,6 @@ impl Picture {
     }
 }
 
-/// Pictures side by side, `gap` background pixels apart (and around).
-pub fn side_by_side(images: &[RgbImage], gap: u32) -> RgbImage {
-    let height = images.iter().map(RgbImage::height).max().unwrap_or(0) + 2 * gap;
-    let width = images.iter().map(|i| i.width() + gap).sum::<u32>() + gap;
-    let mut out = RgbImage::from_pixel(width, height, BACKGROUND);
-    let mut x = gap;
-    for image in images {
-        image::imageops::replace(&mut out, image, x as i64, gap as i64);
-        x += image.width() + gap;
-    }
-    out
-}
-
 /// Writes a PNG, creating its folder; atomically and never through a link (most
 /// pictures land in a run folder).
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), String> {
@@ -269,53 +242,6 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<(), String> {
         image.save(tmp).map_err(|e| color_eyre::eyre::eyre!("cannot write {}: {e}", path.display()))
     })
     .map_err(|e| e.to_string())
-}
-
-/// Clean, poison and rehab accuracy in every chart: green, red, blue.
-pub const ACCURACY_COLOURS: [Rgb<u8>; 3] = [Rgb([0, 150, 0]), Rgb([200, 30, 30]), Rgb([30, 80, 220])];
-
-/// A line's points and colour.
-pub type Series<'a> = (&'a [(f64, f64)], Rgb<u8>);
-
-/// Line plots of `series` on white, x over the series' range, y over `y`.
-pub fn plot(series: &[Series], y: (f64, f64)) -> RgbImage {
-    let (width, height, margin) = (800u32, 400u32, 20u32);
-    let mut image = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    let xs = series.iter().flat_map(|(s, _)| s.iter().map(|p| p.0));
-    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(x), h.max(x)));
-    let span_x = (x1 - x0).max(1e-9);
-    let span_y = (y.1 - y.0).max(1e-9);
-    let to_pixel = |(x, v): (f64, f64)| {
-        let px = margin as f64 + (x - x0) / span_x * (width - 2 * margin) as f64;
-        let py = (height - margin) as f64 - (v - y.0) / span_y * (height - 2 * margin) as f64;
-        (px, py)
-    };
-    let grey = Rgb([160, 160, 160]);
-    segment(
-        &mut image,
-        (margin as f64, (height - margin) as f64),
-        ((width - margin) as f64, (height - margin) as f64),
-        grey,
-    );
-    segment(&mut image, (margin as f64, margin as f64), (margin as f64, (height - margin) as f64), grey);
-    for (points, colour) in series {
-        for pair in points.windows(2) {
-            segment(&mut image, to_pixel(pair[0]), to_pixel(pair[1]), *colour);
-        }
-    }
-    image
-}
-
-/// A straight line, sampled densely enough to leave no gaps.
-fn segment(image: &mut RgbImage, a: (f64, f64), b: (f64, f64), colour: Rgb<u8>) {
-    let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
-    for i in 0..=steps {
-        let t = i as f64 / steps as f64;
-        let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
-        if x >= 0.0 && y >= 0.0 && (x as u32) < image.width() && (y as u32) < image.height() {
-            image.put_pixel(x as u32, y as u32, colour);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -350,32 +276,9 @@ mod tests {
     }
 
     #[test]
-    fn colour_bars_run_from_the_low_end_to_the_high_end_below_the_picture() {
-        let image = RgbImage::from_pixel(9, 4, Rgb([1, 2, 3]));
-        let with = with_colour_bar(&image, Palette::Diverging, 6);
-        assert_eq!((with.width(), with.height()), (9, 4 + 3 + 6));
-        assert_eq!(*with.get_pixel(8, 3), Rgb([1, 2, 3]));
-        assert_eq!(*with.get_pixel(0, 5), BACKGROUND);
-        assert_eq!(*with.get_pixel(0, 7), diverging(-1.0));
-        assert_eq!(*with.get_pixel(4, 12), diverging(0.0));
-        assert_eq!(*with.get_pixel(8, 12), diverging(1.0));
-        let heat_bar = with_colour_bar(&image, Palette::Heat, 2);
-        assert_eq!((*heat_bar.get_pixel(0, 5), *heat_bar.get_pixel(8, 5)), (heat(0.0), heat(1.0)));
-    }
-
-    #[test]
     fn grid_columns_follow_the_area_shape() {
         assert_eq!(grid_columns(32, (26, 26), 1.0), 6);
         assert!(grid_columns(32, (26, 26), 4.0) >= 8);
         assert!(grid_columns(32, (26, 26), 0.25) <= 3);
-    }
-
-    #[test]
-    fn plots_draw_their_lines_inside_the_frame() {
-        let line = [(0.0, 0.0), (10.0, 100.0)];
-        let image = plot(&[(&line, Rgb([255, 0, 0]))], (0.0, 100.0));
-        assert_eq!(*image.get_pixel(20, 380), Rgb([255, 0, 0]));
-        assert_eq!(*image.get_pixel(780, 20), Rgb([255, 0, 0]));
-        assert_eq!(*image.get_pixel(400, 100), Rgb([255, 255, 255]));
     }
 }

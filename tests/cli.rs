@@ -2,6 +2,7 @@
 //! that must end in one clear message and a non-zero exit, never a panic.
 
 mod common;
+mod svg;
 
 use std::path::Path;
 use std::process::Output;
@@ -114,7 +115,9 @@ fn every_command_works_on_a_small_real_run() {
     }
     let run = dir.join("cli");
     assert!(run.join("recovery-poisoned.json").is_file());
-    assert!(run.join("recovery-poisoned/overview.png").is_file() && run.join("recovery-poisoned/mask-8.png").is_file());
+    assert!(run.join("recovery-poisoned/mask-8.png").is_file());
+    let overview = svg::svg_texts(&svg::figure_svg(&run.join("recovery-poisoned"), "overview"));
+    assert!(overview.iter().any(|t| t.starts_with("label 8")), "{overview:?}");
     // Unlearning label 8's recovered trigger writes the unlearned model, which the
     // other commands then know.
     let o = trojanscope(&with_run(cp, &["unlearn", "--label", "8", "--images", "600", "--json"]));
@@ -131,7 +134,9 @@ fn every_command_works_on_a_small_real_run() {
     let vis: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(vis.as_array().unwrap().len(), 3);
     assert!(vis[1]["activation"].as_f64().unwrap() > vis[1]["start_activation"].as_f64().unwrap());
-    assert!(run.join("visualize/fc2-8.png").is_file() && run.join("visualize/fc2-8-poisoned.png").is_file());
+    assert!(run.join("visualize/fc2-8-poisoned.png").is_file());
+    let side_by_side = svg::svg_texts(&svg::figure_svg(&run.join("visualize"), "fc2-8"));
+    assert!(side_by_side.iter().any(|t| t == "feature visualisation of fc2:8: the input that excites it most"));
 
     // A PyTorch-exported checkpoint can be examined too.
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pytorch_net.safetensors");
@@ -148,7 +153,9 @@ fn every_command_works_on_a_small_real_run() {
     assert_eq!(lines[0], "ranking,pruned,unit,clean,poison,asr_non_target,rehab,der");
     assert_eq!(lines.len(), 1 + 2 * 17, "{csv}");
     assert!(lines[1].starts_with("clp,0,,") && lines[18].starts_with("random,0,,"), "{csv}");
-    assert!(run.join("prune/fc1-clp.png").is_file() && run.join("prune/fc1-random.png").is_file());
+    assert!(run.join("prune/fc1-random.png").is_file());
+    let clp = svg::svg_texts(&svg::figure_svg(&run.join("prune"), "fc1-clp"));
+    assert!(clp.iter().any(|t| t == "fc1 units pruned") && clp.iter().any(|t| t.starts_with("best DER ")), "{clp:?}");
 
     // Patching: one row per unit in sweep's shape plus the direction and logit
     // difference, equal to the slow path.
@@ -209,22 +216,12 @@ fn linked_pictures(markdown: &str) -> Vec<(String, String)> {
     links
 }
 
-fn png(path: &Path) -> image::RgbImage {
-    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
-}
-
-/// The centre of cell (x, y) of a map enlarged `factor` times.
-fn cell(image: &image::RgbImage, (x, y): (usize, usize), factor: u32) -> image::Rgb<u8> {
-    *image.get_pixel(x as u32 * factor + factor / 2, y as u32 * factor + factor / 2)
-}
-
 #[test]
 fn run_draws_the_report_pictures_and_links_each_one() {
-    use trojanscope::cli::report_pictures::{BAR_HEIGHT, GRID_ASPECT, SWEEP_CELL, TARGET_WIDTH};
     use trojanscope::engine::lab::{Lab, ModelKind};
     use trojanscope::engine::layer::Layer;
     use trojanscope::engine::run::RunDir;
-    use trojanscope::picture::{Heatmap, diverging, grid_columns};
+    use trojanscope::figure::style::number;
 
     let dir = common::scratch("cli-report");
     let cp = dir.to_str().unwrap();
@@ -235,73 +232,74 @@ fn run_draws_the_report_pictures_and_links_each_one() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
 
-    // Every link is relative and names a file that exists; every PNG written is linked;
-    // every caption gives its colour scale.
+    // Every link is relative and names a PNG that exists with its SVG beside it;
+    // every figure written is linked; every caption gives its colour scale; each
+    // SVG holds the figure's title.
     let links = linked_pictures(&markdown);
     let mut linked: Vec<String> = links.iter().map(|(f, _)| f.clone()).collect();
     linked.sort();
-    let mut written: Vec<String> = std::fs::read_dir(run.join("report-images"))
-        .unwrap()
-        .map(|e| format!("report-images/{}", e.unwrap().file_name().to_string_lossy()))
-        .filter(|f| f.ends_with(".png"))
-        .collect();
-    written.sort();
-    assert_eq!(linked, written);
-    let listed: Vec<&str> =
-        report["pictures"].as_array().unwrap().iter().map(|p| p["file"].as_str().unwrap()).collect();
-    assert_eq!(listed.len(), links.len());
+    let written = |ext: &str| {
+        let mut files: Vec<String> = std::fs::read_dir(run.join("report-images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|f| f.strip_suffix(ext).map(|stem| format!("report-images/{stem}.png")))
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!((&linked, &linked), (&written(".png"), &written(".svg")));
+    let pictures = report["pictures"].as_array().unwrap();
+    assert_eq!(pictures.len(), links.len());
+    let mut texts = std::collections::BTreeMap::new();
     for (file, caption) in &links {
-        assert!(run.join(file).is_file() && listed.contains(&file.as_str()), "{file}");
+        let entry = pictures.iter().find(|p| p["file"] == file.as_str()).unwrap_or_else(|| panic!("{file} unlisted"));
+        assert_eq!(entry["svg"].as_str().unwrap(), file.replace(".png", ".svg"));
         assert!(caption.starts_with('*') && (caption.contains('±') || caption.contains(" = ")), "{file}: {caption}");
-        png(&run.join(file));
+        assert!(caption.contains(&format!("([SVG]({}))", entry["svg"].as_str().unwrap())), "{caption}");
+        let stem = file.strip_prefix("report-images/").unwrap().strip_suffix(".png").unwrap();
+        let found = svg::svg_texts(&svg::figure_svg(&run.join("report-images"), stem));
+        assert!(found.iter().any(|t| t == entry["title"].as_str().unwrap()), "{file}: no title in {found:?}");
+        texts.insert(stem.to_string(), found);
     }
-    let bar = BAR_HEIGHT / 2 + BAR_HEIGHT;
 
     // The report is keyed by the weights it read.
     let poisoned = trojanscope::engine::run::files::file_sha256(&run.join("poisoned.safetensors")).unwrap();
     assert_eq!(report["models_sha256"][1], serde_json::json!(["poisoned", poisoned]));
 
-    // The sweeps: two rows of one cell per unit, each unit coloured by its drop on
-    // the row's ±scale.
+    // The sweeps: a row per drop, named, over the layer's unit numbers; the colour
+    // bar's ends are the largest drop or rise of either row.
     let baseline = &report["models"][1][1];
     for rows in report["sweeps"].as_array().unwrap() {
         let rows = rows.as_array().unwrap();
         let layer: Layer = rows[0]["layer"].as_str().unwrap().parse().unwrap();
-        let image = png(&run.join(format!("report-images/sweep-{layer}.png")));
-        assert_eq!((image.width(), image.height()), (layer.units() as u32 * SWEEP_CELL, 3 * SWEEP_CELL + bar));
         assert_eq!(rows.len(), layer.units());
-        for (row, metric) in [(0, "poison_acc"), (2, "clean_acc")] {
+        let drops = ["poison_acc", "clean_acc"].map(|metric| {
             let before = baseline[metric].as_f64().unwrap();
-            let drops: Vec<f32> =
-                rows.iter().map(|r| (before - r["metrics"][metric].as_f64().unwrap()) as f32).collect();
-            let scale = drops.iter().fold(1e-12f32, |m, d| m.max(d.abs()));
-            for (unit, drop) in drops.iter().enumerate() {
-                assert_eq!(cell(&image, (unit, row), SWEEP_CELL), diverging(drop / scale), "{layer}:{unit} {metric}");
-            }
-            // The largest change is the palette's full end: red for a drop, blue for a rise.
-            let top = drops.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap().0;
-            assert!(drops[top] != 0.0, "{layer} {metric}: the ablations change nothing");
-            let end = diverging(drops[top].signum());
-            assert_eq!(cell(&image, (top, row), SWEEP_CELL), end, "{layer}:{top} {metric}");
+            rows.iter().map(move |r| (before - r["metrics"][metric].as_f64().unwrap()) as f32)
+        });
+        let span = drops.into_iter().flatten().fold(1e-12f32, |m, d| m.max(d.abs())) as f64;
+        assert!(span > 0.01, "{layer}: the ablations change nothing");
+        let found = &texts[&format!("sweep-{layer}")];
+        for text in ["poison-accuracy drop", "clean-accuracy drop", "accuracy drop (points)", "0"] {
+            assert!(found.iter().any(|t| t == text), "{layer}: {text} missing from {found:?}");
+        }
+        // Unit numbers run to the layer's last unit (plotters picks the step).
+        let last = found.iter().filter_map(|t| t.parse::<usize>().ok()).filter(|&u| u < layer.units()).max();
+        assert!(last.is_some_and(|u| u + 5 > layer.units()), "{layer}: unit numbers end at {last:?}");
+        for end in [number(span, 2.0 * span), number(-span, 2.0 * span)] {
+            assert!(found.contains(&end), "{layer}: colour bar end {end} missing from {found:?}");
         }
     }
 
-    // conv1's kernels: clean | poisoned | Δ, one 3×3 tile per unit, tiled again in a row.
-    let [_, c, kh, kw] = Layer::Conv1.weight_shape()[..].try_into().map(|s: [i64; 4]| s.map(|d| d as usize)).unwrap();
-    let tiles = Layer::Conv1.units() * c;
-    let columns = grid_columns(tiles, (kw, kh), GRID_ASPECT);
-    let (grid_w, grid_h) = (columns * (kw + 1) + 1, tiles.div_ceil(columns) * (kh + 1) + 1);
-    let (row_w, row_h) = (3 * (grid_w + 1) + 1, grid_h + 2);
-    let factor = TARGET_WIDTH / row_w as u32;
-    let kernels = png(&run.join("report-images/kernels-conv1.png"));
-    assert_eq!((kernels.width(), kernels.height()), (row_w as u32 * factor, row_h as u32 * factor + bar));
+    // conv1's kernels, and two units of each later swept layer: clean | poisoned, and Δ.
+    assert!(texts.contains_key("kernels-conv1") && texts.contains_key("kernels-conv1-diff"));
     for layer in [Layer::Conv2, Layer::Fc1] {
-        let figures = listed.iter().filter(|f| f.starts_with(&format!("report-images/kernels-{layer}-"))).count();
-        assert_eq!(figures, 2, "{layer}");
+        let figures = texts.keys().filter(|f| f.starts_with(&format!("kernels-{layer}-"))).count();
+        assert_eq!(figures, 4, "{layer}");
     }
 
-    // The trigger's Δ maps on digit 0, every channel: each pixel is the palette's
-    // colour for (poisoned on triggered − clean on clean) / max |Δ|, so a zero is white.
+    // The trigger's Δ maps on digit 0: the colour bar spans ±max |Δ| of
+    // (poisoned on triggered − clean on clean) over every channel.
     let run_dir = RunDir::new(&dir, "cli");
     let config = run_dir.sidecar(ModelKind::Poisoned).unwrap().config;
     let lab = Lab::new(tch::Device::Cpu, common::mnist(3000, 300), config, run_dir).unwrap();
@@ -311,36 +309,22 @@ fn run_draws_the_report_pictures_and_links_each_one() {
         trojanscope::engine::probe::activations(&lab.load(ModelKind::Poisoned).unwrap(), &lab.test.inputs.get(n));
     for layer in Layer::ALL.into_iter().filter(|l| l.is_conv()) {
         let (c, p) = (&clean[layer.position()], &poisoned[layer.position()]);
-        let (units, h, w) = (c.shape[0], c.shape[1], c.shape[2]);
-        assert_eq!(units, layer.units());
-        let delta: Vec<f32> = c.values.iter().zip(&p.values).map(|(a, b)| b - a).collect();
-        let scale = delta.iter().fold(1e-12f32, |m, d| m.max(d.abs()));
-        let columns = grid_columns(units, (w, h), GRID_ASPECT);
-        let (grid_w, grid_h) = (columns * (w + 1) + 1, units.div_ceil(columns) * (h + 1) + 1);
-        let factor = TARGET_WIDTH / grid_w as u32;
-        let image = png(&run.join(format!("report-images/activations-{layer}-diff.png")));
-        assert_eq!((image.width(), image.height()), (grid_w as u32 * factor, grid_h as u32 * factor + bar), "{layer}");
-        let mut zeros = 0;
-        for (i, d) in delta.iter().enumerate() {
-            let (unit, y, x) = (i / (h * w), i / w % h, i % w);
-            let (x0, y0, _, _) = Heatmap::tile_frame(unit, columns, (w, h));
-            let colour = cell(&image, (x0 + 1 + x, y0 + 1 + y), factor);
-            assert_eq!(colour, diverging(d / scale), "{layer} channel {unit} at ({x}, {y}): Δ {d}");
-            if *d == 0.0 {
-                assert_eq!(colour, image::Rgb([255, 255, 255]));
-                zeros += 1;
-            }
+        let scale = c.values.iter().zip(&p.values).fold(1e-12f32, |m, (a, b)| m.max((b - a).abs())) as f64;
+        let found = &texts[&format!("activations-{layer}-diff")];
+        for end in [number(scale, 2.0 * scale), number(-scale, 2.0 * scale)] {
+            assert!(found.contains(&end), "{layer}: colour bar end {end} missing from {found:?}");
         }
-        assert!(zeros > 0 && delta.iter().any(|d| d.abs() == scale), "{layer}");
-        let pair = png(&run.join(format!("report-images/activations-{layer}.png")));
-        assert_eq!(pair.width(), (2 * (grid_w + 1) + 1) as u32 * (TARGET_WIDTH / (2 * (grid_w + 1) + 1) as u32));
+        let top = c.values.iter().chain(&p.values).fold(0f32, |m, v| m.max(*v)) as f64;
+        assert!(texts[&format!("activations-{layer}")].contains(&number(top, top)), "{layer}");
     }
 
-    // A second report replaces the pictures and removes one it no longer draws.
-    std::fs::write(run.join("report-images/stale.png"), b"old").unwrap();
+    // A second report replaces the pictures and removes those it no longer draws.
+    for stale in ["stale.png", "stale.svg"] {
+        std::fs::write(run.join("report-images").join(stale), b"old").unwrap();
+    }
     let o = trojanscope(&with_run(cp, &["run", "--eval-every", "50", "--json"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!run.join("report-images/stale.png").exists());
+    assert!(!run.join("report-images/stale.png").exists() && !run.join("report-images/stale.svg").exists());
     assert_eq!(linked_pictures(&std::fs::read_to_string(run.join("report.md")).unwrap()).len(), links.len());
 }
 

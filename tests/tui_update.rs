@@ -1,6 +1,7 @@
 //! The explorer's key flows through `update`, with a real worker on a tiny real
 //! run trained by the engine (no mocks).
 
+mod svg;
 mod tui_support;
 
 use ratatui::crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
@@ -369,7 +370,7 @@ fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
 }
 
 #[test]
-fn export_writes_pngs_csv_and_markdown_into_the_folder_it_names() {
+fn export_writes_figures_as_svg_and_png_csv_and_markdown_into_the_folder_it_names() {
     let mut h = Harness::ready(SMALL);
     h.type_keys(" w");
     h.wait_for("the ablation and the sweep", |app| {
@@ -380,26 +381,43 @@ fn export_writes_pngs_csv_and_markdown_into_the_folder_it_names() {
         Some(Popup::Notice(text)) => PathBuf::from(text.strip_prefix("Exported to ").unwrap()),
         other => panic!("expected the export notice, found {other:?}"),
     };
+    // exports/2026-12-07T21-03-05: the UTC date and time.
     assert!(dir.starts_with(&h.exports));
+    let stamp = dir.file_name().unwrap().to_str().unwrap();
+    assert!(stamp.len() == 19 && stamp.as_bytes()[10] == b'T' && stamp.starts_with("20"), "{stamp}");
     let names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    for expected in [
-        "kernel-conv1-0-diff.png",
-        "activations-digit0-conv1-0-poisoned.png",
-        "activations-digit0-conv1-all-diff.png",
-        "sweep-conv1-weight.png",
-        "sweep-conv1-weight.csv",
-        "training-loss.png",
-        "training-accuracy.png",
-        "ablation-history.csv",
-        "ablation-history.md",
-    ] {
+    for expected in ["sweep-conv1-weight.csv", "ablation-history.csv", "ablation-history.md"] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    let figures = [
+        ("kernel-conv1-0", "conv1:0 incoming weights"),
+        ("kernel-conv1-0-diff", "conv1:0 incoming weights: poisoned − clean"),
+        ("activations-digit0-conv1-0", "conv1:0 on test digit 0"),
+        ("activations-digit0-conv1-all-diff", "conv1 Δ, every unit: poisoned on triggered − clean on clean"),
+        ("sweep-conv1-weight", "conv1 sweep: each unit ablated alone (weight mode)"),
+        ("training-loss", "training loss"),
+        ("training-accuracy", "probe accuracy during training"),
+    ];
+    for (name, title) in figures {
+        let texts = svg::svg_texts(&svg::figure_svg(&dir, name));
+        assert!(texts.iter().any(|t| t == title), "{name}: no title {title} in {texts:?}");
+    }
+    // Every figure is there twice, and nothing else is a picture.
+    let stems = |ext: &str| {
+        let mut s: Vec<String> = names.iter().filter_map(|n| n.strip_suffix(ext).map(String::from)).collect();
+        s.sort();
+        s
+    };
+    assert_eq!(stems(".svg"), stems(".png"));
+    assert!(stems(".svg").len() >= figures.len());
+    // The sweep's heatmap names its three rows and its colour bar's values.
+    let sweep = svg::svg_texts(&svg::figure_svg(&dir, "sweep-conv1-weight"));
+    for text in ["clean", "poison", "rehab", "accuracy (%)", "conv1 unit ablated", "0", "100", "30"] {
+        assert!(sweep.iter().any(|t| t == text), "{text} missing from {sweep:?}");
     }
     let md = std::fs::read_to_string(Path::new(&dir).join("ablation-history.md")).unwrap();
     assert!(md.starts_with("| set | mode | clean |") && md.contains("| conv1:0 | weight |"), "{md}");
-    let png = image::open(dir.join("sweep-conv1-weight.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (32 * 16, 3 * 16));
 }
 
 #[test]
@@ -515,13 +533,33 @@ fn the_circuit_pane_patches_searches_ablates_the_circuit_and_prunes() {
         Some(Popup::Notice(text)) => PathBuf::from(text.strip_prefix("Exported to ").unwrap()),
         other => panic!("expected the export notice, found {other:?}"),
     };
-    for name in
-        ["patching-denoise.csv", "patching-noise.md", "circuit-search.csv", "prune-conv2.csv", "prune-conv2-tac.png"]
-    {
+    for name in [
+        "patching-denoise.csv",
+        "patching-noise.md",
+        "circuit-search.csv",
+        "prune-conv2.csv",
+        "prune-conv2-tac.png",
+        "prune-conv2-tac.svg",
+    ] {
         assert!(dir.join(name).is_file(), "{name} missing");
     }
     let csv = std::fs::read_to_string(dir.join("patching-noise.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2 + units, "a header, the unpatched row and one per unit");
-    let png = image::open(dir.join("patching-denoise.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (64 * 16, 4 * 16));
+    // The patching map names every layer, numbers units up to conv2's last, and
+    // gives its colour bar's ends; the search's front and the pruning curve their axes.
+    let map = svg::svg_texts(&svg::figure_svg(&dir, "patching-denoise"));
+    for text in
+        ["activation patching: denoise", "conv1", "conv2", "fc1", "fc2", "unit", "layer", "backdoor carried (points)"]
+    {
+        assert!(map.iter().any(|t| t == text), "{text} missing from {map:?}");
+    }
+    assert!(map.iter().any(|t| t.starts_with('−')), "no negative end on the colour bar: {map:?}");
+    let front = svg::svg_texts(&svg::figure_svg(&dir, "circuit-search"));
+    assert!(
+        ["units ablated together", "poison accuracy (%)", "Pareto front"].iter().all(|t| front.iter().any(|f| f == t))
+    );
+    let prune = svg::svg_texts(&svg::figure_svg(&dir, "prune-conv2-tac"));
+    let best = &curves.iter().find(|c| c.ranking.to_string() == "tac").unwrap();
+    let der = format!("best DER {:.3} at {}", best.points[best.best].der, best.points[best.best].pruned);
+    assert!(prune.contains(&der) && prune.iter().any(|t| t == "conv2 units pruned"), "{der} not in {prune:?}");
 }

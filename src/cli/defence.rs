@@ -7,7 +7,6 @@ use crate::engine::analysis::Analysis;
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::prune::{self, PruneCurve, Ranking, RankingInputs};
-use crate::picture::save_png;
 use crate::setup::{Splits, open_lab_writing};
 use color_eyre::eyre::{Result, eyre};
 use std::path::Path;
@@ -37,19 +36,19 @@ pub fn prune(
 }
 
 /// Prints the curves (each ranking's best point; every point with --csv or
-/// --json) and saves a chart per ranking into the run's `prune/` folder.
+/// --json) and saves a chart per ranking into the run's `prune/` folder (SVG and PNG).
 pub(super) fn report(format: Format, curves: &[PruneCurve], run: &Path, target: &AblationTarget) -> Result<()> {
     let table = if format == Format::Csv { prune_curve_table(curves) } else { prune_best_table(curves) };
     format.emit(&curves, &table)?;
     let dir = run.join("prune");
     let layer = curves.first().map_or("", |c| c.layer.as_str());
     for c in curves {
-        save_png(&prune_chart(c), &dir.join(format!("{layer}-{}.png", c.ranking))).map_err(|e| eyre!(e))?;
+        prune_chart(c).save(&dir, &format!("{layer}-{}", c.ranking)).map_err(|e| eyre!(e))?;
     }
     if format.is_human() {
         eprintln!(
-            "{layer} of the {} model, {} mode; every point of each curve: --csv or --json; charts in {} \
-             (x: units pruned; green clean, red poison, blue rehab accuracy, 0–100 %)",
+            "{layer} of the {} model, {} mode; every point of each curve: --csv or --json; charts (SVG and \
+             PNG) in {}",
             target.model,
             target.mode,
             dir.display()

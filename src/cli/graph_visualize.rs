@@ -9,7 +9,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::run::{RunDir, RunLock};
 use crate::graph::run as graph_run;
 use crate::graph::visualize::{self, GraphVisualization};
-use crate::picture::{input_picture, save_png, side_by_side};
+use crate::picture::{input_picture, save_png};
 use color_eyre::eyre::{Result, eyre};
 use serde::Serialize;
 
@@ -42,15 +42,18 @@ pub fn visualize(
         results.push(VisResult { model, visualization });
     }
     let dir = run.root.join("visualize");
-    let mut pictures = Vec::new();
+    let mut panels = Vec::new();
     for r in &results {
         let v = &r.visualization;
-        let picture = input_picture(&v.image, [v.channels, v.height, v.width], 8).map_err(|e| eyre!(e))?;
+        let shape = [v.channels, v.height, v.width];
+        let picture = input_picture(&v.image, shape, 8).map_err(|e| eyre!(e))?;
         save_png(&picture, &dir.join(format!("{site}-{unit}-{}.png", r.model))).map_err(|e| eyre!(e))?;
-        pictures.push(picture);
+        let image = input_picture(&v.image, shape, 1).map_err(|e| eyre!(e))?;
+        panels.push((r.model.to_string(), image, v.start_activation, v.activation));
     }
-    let side_by_side_path = dir.join(format!("{site}-{unit}.png"));
-    save_png(&side_by_side(&pictures, 8), &side_by_side_path).map_err(|e| eyre!(e))?;
+    let channels = results.first().map_or(1, |r| r.visualization.channels);
+    let figure = crate::analysis_tables::vis_figure(&format!("{site}:{unit}"), panels, channels);
+    let [side_by_side_path, _] = figure.save(&dir, &format!("{site}-{unit}")).map_err(|e| eyre!(e))?;
     let rows = results.iter().map(|r| (r.model, r.visualization.start_activation, r.visualization.activation));
     format.emit(&results, &super::trigger::vis_table(&format!("{site}:{unit}"), rows))?;
     if format.is_human() {

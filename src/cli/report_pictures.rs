@@ -1,7 +1,6 @@
-//! The report's pictures: what `trojanscope run` draws beside report.md, and the
-//! Markdown that links them. Each figure is a row of panels in one palette,
-//! enlarged (nearest neighbour) with a colour bar beneath, and its caption gives
-//! the values at the colour bar's ends.
+//! The report's pictures: what `trojanscope run` draws beside report.md (each
+//! figure as SVG and PNG, with its axes or colour bar), and the Markdown that
+//! links them. Each caption says what the figure shows and its scale's ends.
 
 use crate::engine::ablation::AblationMode;
 use crate::engine::host::floats;
@@ -11,22 +10,15 @@ use crate::engine::metrics::{Metrics, argmax_rows};
 use crate::engine::model::Net;
 use crate::engine::probe::{self, LayerActivation};
 use crate::engine::sweep::{SweepRow, most_backdoor_relevant};
-use crate::picture::{Heatmap, Palette, Picture, grid_columns, save_png, with_colour_bar};
+use crate::figure::{self, HeatmapChart, ImageGrid, Labels, Panel, Scale, Values};
+use crate::picture::{Heatmap, grid_columns};
 use color_eyre::eyre::{Result, WrapErr, eyre};
-use image::RgbImage;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The folder beside report.md that holds the pictures.
 pub const DIR: &str = "report-images";
-/// Pixels per unit in the sweep heatmaps.
-pub const SWEEP_CELL: u32 = 16;
-/// Tiled figures are enlarged by the whole factor that brings them closest to
-/// this width from below (at least 1).
-pub const TARGET_WIDTH: u32 = 960;
-/// Rows of the colour bar under every figure (after a gap of half as many).
-pub const BAR_HEIGHT: u32 = 16;
 /// Width / height the tile grids aim for.
 pub const GRID_ASPECT: f64 = 1.0;
 /// The test digit whose activations are drawn.
@@ -35,42 +27,39 @@ pub const DIGIT: usize = 0;
 /// (as many as the report ablates together).
 const TOP_UNITS: usize = 2;
 
-/// One picture, its place relative to the report and its caption.
+/// One figure, its files relative to the report and its caption.
 #[derive(Serialize)]
 pub struct Figure {
-    /// `report-images/<name>.png`, relative to the report's folder.
+    /// `report-images/<name>.png`, relative to the report's folder (the link).
     pub file: String,
+    /// The same figure as a vector graphic, `report-images/<name>.svg`.
+    pub svg: String,
     pub title: String,
     pub caption: String,
     #[serde(skip)]
-    pub image: RgbImage,
+    pub figure: figure::Figure,
 }
 
 impl Figure {
-    /// `panels` side by side (each already scaled to the palette's span: ±1 or
-    /// 0..1), enlarged `factor` times (by default to fit `TARGET_WIDTH`), with the
-    /// palette's colour bar.
-    fn new(
+    fn new(name: &str, caption: String, figure: figure::Figure) -> Figure {
+        let (file, svg) = (format!("{DIR}/{name}.png"), format!("{DIR}/{name}.svg"));
+        Figure { file, svg, title: figure.title().to_string(), caption, figure }
+    }
+
+    /// `panels` (each a map and its title) side by side in `scale`'s colours.
+    fn grid(
         name: &str,
         title: String,
         caption: String,
-        panels: &[Heatmap],
-        palette: Palette,
-        factor: Option<u32>,
+        panels: Vec<(String, Heatmap)>,
+        scale: Scale,
+        note: String,
     ) -> Figure {
-        let row = match panels {
-            [one] => one.clone(),
-            _ => Heatmap::tiled(panels, panels.len()),
-        };
-        let factor = factor.unwrap_or_else(|| fit(row.width));
-        let image = with_colour_bar(&Picture::of(&row, palette, 1.0).enlarged(factor), palette, BAR_HEIGHT);
-        Figure { file: format!("{DIR}/{name}.png"), title, caption, image }
+        let columns = panels.len();
+        let panels = panels.into_iter().map(|(title, map)| Panel { title, image: scale.paint(&map) }).collect();
+        let grid = ImageGrid { title, panels, columns, scale: Some(scale), note };
+        Figure::new(name, caption, figure::Figure::Grid(grid))
     }
-}
-
-/// The enlargement for a figure `width` pixels wide at one pixel per value.
-pub fn fit(width: usize) -> u32 {
-    (TARGET_WIDTH / width.max(1) as u32).max(1)
 }
 
 /// The models the pictures compare and what the sweeps were measured against.
@@ -90,11 +79,11 @@ pub fn build(lab: &Lab, inputs: &Inputs) -> Result<Vec<Figure>> {
     let weights = |net: &Net| Layer::ALL.iter().map(|&l| floats(net.weight(l))).collect();
     let weights = [weights(inputs.clean), weights(inputs.poisoned)];
     let first = Layer::ALL[0];
-    figures.push(kernel_figure(first, &(0..first.units()).collect::<Vec<_>>(), &weights, None));
+    figures.extend(kernel_figures(first, &(0..first.units()).collect::<Vec<_>>(), &weights, None));
     for rows in inputs.sweeps {
         let Some(layer) = rows.first().map(|r| r.layer).filter(|&l| l != first) else { continue };
         for (rank, unit) in most_backdoor_relevant(rows, TOP_UNITS).into_iter().enumerate() {
-            figures.push(kernel_figure(layer, &[unit], &weights, Some(rank)));
+            figures.extend(kernel_figures(layer, &[unit], &weights, Some(rank)));
         }
     }
     figures.extend(activation_figures(lab, inputs.clean, inputs.poisoned)?);
@@ -106,39 +95,35 @@ fn difference(a: &Heatmap, b: &Heatmap) -> Heatmap {
     Heatmap::new(a.width, a.height, a.values.iter().zip(&b.values).map(|(a, b)| b - a).collect())
 }
 
-/// `map`'s values divided by `scale` (background stays background).
-fn scaled(map: &Heatmap, scale: f32) -> Heatmap {
-    Heatmap::new(map.width, map.height, map.values.iter().map(|v| v / scale).collect())
+/// The larger of the maps' largest |value|s.
+fn max_abs(maps: &[&Heatmap]) -> f32 {
+    maps.iter().map(|m| m.max_abs()).fold(1e-12, f32::max)
 }
 
-/// Two rows over the layer's units (poison-accuracy drop on top, clean-accuracy
-/// drop below, a background row between), each on its own ±scale.
+/// Two rows over the layer's units: the drop in poison accuracy and in clean
+/// accuracy when the unit alone is ablated, on one scale symmetric around zero.
 fn sweep_figure(rows: &[SweepRow], baseline: &Metrics, mode: AblationMode) -> Option<Figure> {
     let layer = rows.first()?.layer;
     let units = layer.units();
-    let mut drops = [vec![f32::NAN; units], vec![f32::NAN; units]];
+    let mut drops = vec![f32::NAN; 2 * units];
     for r in rows.iter().filter(|r| r.unit < units) {
-        drops[0][r.unit] = (baseline.poison_acc - r.metrics.poison_acc) as f32;
-        drops[1][r.unit] = (baseline.clean_acc - r.metrics.clean_acc) as f32;
+        drops[r.unit] = (baseline.poison_acc - r.metrics.poison_acc) as f32;
+        drops[units + r.unit] = (baseline.clean_acc - r.metrics.clean_acc) as f32;
     }
-    let [poison, clean] = drops.map(|d| Heatmap::new(units, 1, d));
-    let (poison_scale, clean_scale) = (poison.max_abs(), clean.max_abs());
-    let values = [scaled(&poison, poison_scale).values, vec![f32::NAN; units], scaled(&clean, clean_scale).values];
-    let map = Heatmap::new(units, 3, values.concat());
+    let span = max_abs(&[&Heatmap::new(units, 2, drops.clone())]);
     let caption = format!(
-        "{layer} sweep: each of its {units} units ablated alone in the poisoned model ({mode} mode), unit 0 at \
-         the left. Top row: the drop in poison accuracy, bottom row: the drop in clean accuracy, in points below \
-         the unablated model ({:.2} % poison, {:.2} % clean). Diverging, red = a drop, white = no change, blue = a \
-         rise: top row ±{poison_scale:.2} points, bottom row ±{clean_scale:.2} points.",
+        "{layer} sweep: each of its {units} units ablated alone in the poisoned model ({mode} mode). Top row: the \
+         drop in poison accuracy, bottom row: the drop in clean accuracy, in points below the unablated model \
+         ({:.2} % poison, {:.2} % clean). Red = a drop, white = no change, blue = a rise, ±{span:.2} points.",
         baseline.poison_acc, baseline.clean_acc
     );
+    let labels = Labels::new(format!("{layer} sweep ({mode} ablation, poisoned model)"), format!("{layer} unit"), "");
+    let names = vec!["poison-accuracy drop".to_string(), "clean-accuracy drop".to_string()];
+    let scale = Scale::new(Values::Diverging { span }, "accuracy drop (points)");
     Some(Figure::new(
         &format!("sweep-{layer}"),
-        format!("{layer} sweep"),
         caption,
-        &[map],
-        Palette::Diverging,
-        Some(SWEEP_CELL),
+        figure::Figure::Heatmap(HeatmapChart::new(labels, names, units, drops, scale)),
     ))
 }
 
@@ -160,9 +145,9 @@ fn weight_slices(layer: Layer, weights: &[f32]) -> Vec<Heatmap> {
     }
 }
 
-/// Clean | poisoned | Δ of `units`' incoming weights, their input slices tiled
-/// unit by unit; clean and poisoned share a scale, Δ has its own.
-fn kernel_figure(layer: Layer, units: &[usize], weights: &[Vec<Vec<f32>>; 2], rank: Option<usize>) -> Figure {
+/// Clean | poisoned `units`' incoming weights on one scale, their input slices
+/// tiled unit by unit, and their difference on its own scale (two figures).
+fn kernel_figures(layer: Layer, units: &[usize], weights: &[Vec<Vec<f32>>; 2], rank: Option<usize>) -> [Figure; 2] {
     let fan_in = layer.fan_in() as usize;
     let tiles = weights.each_ref().map(|w| {
         let w = &w[layer.position()];
@@ -172,8 +157,7 @@ fn kernel_figure(layer: Layer, units: &[usize], weights: &[Vec<Vec<f32>>; 2], ra
     let columns = grid_columns(tiles[0].len(), tile, GRID_ASPECT);
     let [clean, poisoned] = tiles.each_ref().map(|t| Heatmap::tiled(t, columns));
     let diff = difference(&clean, &poisoned);
-    let (shared, own) = (clean.max_abs().max(poisoned.max_abs()), diff.max_abs());
-    let panels = [scaled(&clean, shared), scaled(&poisoned, shared), scaled(&diff, own)];
+    let (shared, own) = (max_abs(&[&clean, &poisoned]), diff.max_abs());
     let count = tiles[0].len() / units.len();
     let slices = format!("{count} input slice{} of {}×{}", if count == 1 { "" } else { "s" }, tile.0, tile.1);
     let (name, title, what) = match (units, rank) {
@@ -192,11 +176,24 @@ fn kernel_figure(layer: Layer, units: &[usize], weights: &[Vec<Vec<f32>>; 2], ra
             format!("{layer}'s kernels, all {} units ({slices} each, unit 0 top left, row by row)", units.len()),
         ),
     };
-    let caption = format!(
-        "{what}: clean | poisoned | Δ poisoned − clean. Diverging, blue = negative, white = 0, red = positive: clean \
-         and poisoned share ±{shared:.3}, Δ is on its own ±{own:.3}."
+    let note = format!("{slices} per unit, tiled row by row; grey: the gaps between tiles");
+    let pair = Figure::grid(
+        &name,
+        format!("{title}: clean and poisoned"),
+        format!("{what}: clean | poisoned. Blue = negative, white = 0, red = positive, ±{shared:.3}."),
+        vec![("clean".into(), clean), ("poisoned".into(), poisoned)],
+        Scale::new(Values::Diverging { span: shared }, "weight"),
+        note.clone(),
     );
-    Figure::new(&name, title, caption, &panels, Palette::Diverging, None)
+    let diff = Figure::grid(
+        &format!("{name}-diff"),
+        format!("{title}: Δ poisoned − clean"),
+        format!("{what}: poisoned − clean. Blue = lowered, white = unchanged, red = raised, ±{own:.3}."),
+        vec![("poisoned − clean".into(), diff)],
+        Scale::new(Values::Diverging { span: own }, "weight change"),
+        note,
+    );
+    [pair, diff]
 }
 
 /// Every channel of a convolution's activation as a map.
@@ -231,13 +228,13 @@ fn activation_figures(lab: &Lab, clean_net: &Net, poisoned_net: &Net) -> Result<
     let caption = format!(
         "Test digit {DIGIT}, a {label}, clean | triggered {verdict}. Grey, black = {low:.3}, white = {high:.3} (normalised pixels)."
     );
-    let mut figures = vec![Figure::new(
+    let mut figures = vec![Figure::grid(
         &format!("digit-{DIGIT}"),
-        format!("test digit {DIGIT}"),
+        format!("test digit {DIGIT}, a {label}: clean and triggered"),
         caption,
-        &digits,
-        Palette::Grey,
-        None,
+        vec![("clean".into(), digits[0].clone()), ("triggered".into(), digits[1].clone())],
+        Scale::new(Values::Grey { low, high }, "pixel (normalised)"),
+        format!("{w}×{h} pixels"),
     )];
     for layer in Layer::ALL.into_iter().filter(|l| l.is_conv()) {
         let [c, p] = [&clean, &poisoned].map(|acts| channel_maps(&acts[layer.position()]));
@@ -245,39 +242,53 @@ fn activation_figures(lab: &Lab, clean_net: &Net, poisoned_net: &Net) -> Result<
         let columns = grid_columns(c.len(), tile, GRID_ASPECT);
         let [c, p] = [c, p].map(|maps| Heatmap::tiled(&maps, columns));
         let d = difference(&c, &p);
-        let (shared, own) = (c.max_abs().max(p.max_abs()), d.max_abs());
+        let (shared, own) = (max_abs(&[&c, &p]), d.max_abs());
         let channels =
             format!("all {} channels of {}×{} after ReLU, channel 0 top left", layer.units(), tile.0, tile.1);
+        let note = format!("{channels}, row by row; grey: the gaps between channels");
         let caption = format!(
             "{layer} on the {digit} {verdict}, {channels}: the clean model on the clean digit | the poisoned model \
-             on the triggered digit. Heat, black = 0, pale yellow = {shared:.3} (shared)."
+             on the triggered digit. Black = 0, pale yellow = {shared:.3} (shared)."
         );
-        let pair = [scaled(&c, shared), scaled(&p, shared)];
-        let title = format!("{layer} activations");
-        figures.push(Figure::new(&format!("activations-{layer}"), title, caption, &pair, Palette::Heat, None));
+        figures.push(Figure::grid(
+            &format!("activations-{layer}"),
+            format!("{layer} activations on test digit {DIGIT}"),
+            caption,
+            vec![("clean model, clean digit".into(), c), ("poisoned model, triggered digit".into(), p)],
+            Scale::new(Values::Sequential { low: 0.0, high: shared }, "activation"),
+            note.clone(),
+        ));
         let caption = format!(
             "{layer} Δ on the {digit} {verdict}, {channels}: the poisoned model on the triggered digit − the clean \
-             model on the clean digit. Diverging, white = 0 (no change), red = the trigger raises the activation, \
-             blue = it lowers it: ±{own:.3}."
+             model on the clean digit. White = 0 (no change), red = the trigger raises the activation, blue = it \
+             lowers it: ±{own:.3}."
         );
-        let (name, title) = (format!("activations-{layer}-diff"), format!("{layer} Δ activations"));
-        figures.push(Figure::new(&name, title, caption, &[scaled(&d, own)], Palette::Diverging, None));
+        figures.push(Figure::grid(
+            &format!("activations-{layer}-diff"),
+            format!("{layer} Δ activations on test digit {DIGIT}"),
+            caption,
+            vec![("poisoned on triggered − clean on clean".into(), d)],
+            Scale::new(Values::Diverging { span: own }, "activation change"),
+            note,
+        ));
     }
     Ok(figures)
 }
 
-/// Writes every figure under `root` (atomically, like the checkpoints) and removes
-/// the PNGs an earlier report left in its folder that this one no longer draws.
+/// Writes every figure under `root` as SVG and PNG (atomically, like the
+/// checkpoints) and removes the pictures an earlier report left in its folder
+/// that this one no longer draws.
 pub fn write(figures: &[Figure], root: &Path) -> Result<()> {
-    for figure in figures {
-        let path = root.join(&figure.file);
-        save_png(&figure.image, &path).map_err(|e| eyre!(e))?;
-    }
     let dir = root.join(DIR);
-    let drawn: BTreeSet<&Path> = figures.iter().map(|f| Path::new(&f.file)).collect();
+    for f in figures {
+        let name =
+            Path::new(&f.file).file_stem().and_then(|n| n.to_str()).ok_or_else(|| eyre!("{} has no name", f.file))?;
+        f.figure.save(&dir, name).map_err(|e| eyre!(e))?;
+    }
+    let drawn: BTreeSet<&Path> = figures.iter().flat_map(|f| [Path::new(&f.file), Path::new(&f.svg)]).collect();
     let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        let stale = path.extension().is_some_and(|e| e == "png")
+        let stale = path.extension().is_some_and(|e| e == "png" || e == "svg")
             && path.strip_prefix(root).is_ok_and(|relative| !drawn.contains(relative));
         if stale {
             std::fs::remove_file(&path).wrap_err_with(|| format!("cannot remove {}", path.display()))?;
@@ -286,14 +297,15 @@ pub fn write(figures: &[Figure], root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The report's section of pictures: each image, then its caption line.
+/// The report's section of pictures: each image, then its caption line and a
+/// link to its SVG.
 pub fn markdown(figures: &[Figure]) -> String {
     let mut out = String::new();
     if !figures.is_empty() {
         out.push_str("## Pictures\n\n");
     }
     for f in figures {
-        out.push_str(&format!("![{}]({})\n\n*{}*\n\n", f.title, f.file, f.caption));
+        out.push_str(&format!("![{}]({})\n\n*{}* ([SVG]({}))\n\n", f.title, f.file, f.caption, f.svg));
     }
     out
 }

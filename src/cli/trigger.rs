@@ -5,6 +5,7 @@ use super::args::CommonArgs;
 use super::graph_trigger;
 use super::output::Format;
 use super::progress::{TrainingBars, counter};
+use crate::analysis_tables::vis_figure;
 use crate::data::attack::Footprint;
 use crate::data::loaded::LoadedData;
 use crate::engine::classifier::{Classifier, FrozenStudy};
@@ -19,7 +20,7 @@ use crate::engine::run::RunDir;
 use crate::engine::run::key::FileKey;
 use crate::engine::unlearn::{self, UnlearnConfig, UnlearnOutcome};
 use crate::graph::run::is_graph_run;
-use crate::picture::{Heatmap, Palette, Picture, save_image_png, save_png};
+use crate::picture::{input_picture, save_image_png};
 use crate::setup::{Splits, open_lab_writing};
 use crate::table::Table;
 use crate::table::{metrics_row, metrics_table};
@@ -279,18 +280,16 @@ pub fn visualize(
         results.push(VisResult { model, visualization });
     }
     let dir = lab.run.root.join("visualize");
+    let mut panels = Vec::new();
     for r in &results {
-        save_image_png(
-            &r.visualization.image,
-            [1, side, side],
-            8,
-            &dir.join(format!("{layer}-{unit}-{}.png", r.model)),
-        )
-        .map_err(|e| eyre!(e))?;
+        let v = &r.visualization;
+        save_image_png(&v.image, [1, side, side], 8, &dir.join(format!("{layer}-{unit}-{}.png", r.model)))
+            .map_err(|e| eyre!(e))?;
+        let image = input_picture(&v.image, [1, side, side], 1).map_err(|e| eyre!(e))?;
+        panels.push((r.model.to_string(), image, v.start_activation, v.activation));
     }
-    let tiles: Vec<Heatmap> = results.iter().map(|r| Heatmap::new(side, side, r.visualization.image.clone())).collect();
-    let side_by_side = dir.join(format!("{layer}-{unit}.png"));
-    save_png(&Picture::of(&Heatmap::tiled(&tiles, tiles.len()), Palette::Heat, 1.0).enlarged(8), &side_by_side)
+    let [side_by_side, _] = vis_figure(&format!("{layer}:{unit}"), panels, 1)
+        .save(&dir, &format!("{layer}-{unit}"))
         .map_err(|e| eyre!(e))?;
     let rows = results.iter().map(|r| (r.model, r.visualization.start_activation, r.visualization.activation));
     format.emit(&results, &vis_table(&format!("{layer}:{unit}"), rows))?;

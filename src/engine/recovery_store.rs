@@ -6,7 +6,8 @@ use super::checkpoint;
 use super::cleanse::RecoveryReport;
 use super::run::RunDir;
 use super::run::key::FileKey;
-use crate::picture::{Heatmap, Palette, Picture, channel_mean, painted, save_image_png, save_png};
+use crate::figure::{Figure, ImageGrid, Panel, Scale, Values};
+use crate::picture::{Heatmap, channel_mean, painted, save_image_png};
 use crate::table::{Table, pct};
 use color_eyre::eyre::{Result, eyre};
 use serde::{Deserialize, Serialize};
@@ -42,9 +43,8 @@ pub fn load_current(run: &RunDir, name: &str, model: &FileKey) -> Result<Option<
 }
 
 /// Per label `mask-L.png` (grey, 8× size), `pattern-L.png` and `trigger-L.png`
-/// (mask × pattern, what the stamp paints; in colour on colour images), plus
-/// `overview.png`: masks on the top row, triggers below (their channels' mean),
-/// one tile per label.
+/// (mask × pattern, what the stamp paints; in colour on colour images), plus the
+/// `overview` figure (SVG and PNG).
 pub fn write_pictures(dir: &Path, report: &RecoveryReport) -> Result<(), String> {
     let side = report.side;
     for t in &report.labels {
@@ -53,19 +53,33 @@ pub fn write_pictures(dir: &Path, report: &RecoveryReport) -> Result<(), String>
         save_image_png(&t.pattern, shape, 8, &dir.join(format!("pattern-{}.png", t.label)))?;
         save_image_png(&painted(&t.mask, &t.pattern), shape, 8, &dir.join(format!("trigger-{}.png", t.label)))?;
     }
-    save_png(&overview(report).enlarged(6), &dir.join("overview.png"))
+    overview(report).save(dir, "overview").map(|_| ())
 }
 
-/// Every label's mask (top row) and painted trigger (bottom row) as one picture.
-pub fn overview(report: &RecoveryReport) -> Picture {
-    let side = report.side;
-    let masks = report.labels.iter().map(|t| Heatmap::new(side, side, t.mask.clone()));
-    let painted = report
+/// Every label's mask beside its painted trigger (its channels' mean), titled
+/// with the label, its mask's L1 and its anomaly index.
+pub fn overview(report: &RecoveryReport) -> Figure {
+    let (side, scale) = (report.side, Scale::new(Values::Sequential { low: 0.0, high: 1.0 }, "mask, mask × pattern"));
+    let panels = report
         .labels
         .iter()
-        .map(|t| Heatmap::new(side, side, channel_mean(&painted(&t.mask, &t.pattern), t.mask.len())));
-    let tiles: Vec<Heatmap> = masks.chain(painted).collect();
-    Picture::of(&Heatmap::tiled(&tiles, report.labels.len().max(1)), Palette::Heat, 1.0)
+        .map(|t| {
+            let trigger = Heatmap::new(side, side, channel_mean(&painted(&t.mask, &t.pattern), t.mask.len()));
+            let pair = Heatmap::tiled(&[Heatmap::new(side, side, t.mask.clone()), trigger], 2);
+            let flagged = if t.flagged { " (flagged)" } else { "" };
+            let title = format!(
+                "label {}{flagged}\nL1 {:.1} · anomaly {:.2}",
+                report.dataset.label(t.label),
+                t.l1,
+                t.anomaly_index
+            );
+            Panel { title, image: scale.paint(&pair) }
+        })
+        .collect();
+    let title = format!("Neural Cleanse on the {} model: the trigger recovered for each label", report.model);
+    let note = format!("each label: its mask | mask × pattern, {side}×{side} pixels; flagged: anomaly index > 2");
+    let columns = if report.labels.len() <= 10 { 5 } else { 8 };
+    Figure::Grid(ImageGrid { title, panels, columns, scale: Some(scale), note })
 }
 
 /// One row per label: what `recover` prints and the explorer exports.

@@ -347,11 +347,7 @@ impl App {
         if !loaded && self.panes.training.losses.is_empty() {
             return vec![Effect::Notice("nothing to export yet".into())];
         }
-        let stamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let run = self.study.run.as_ref().and_then(|r| PathBuf::from(&r.root).file_name().map(|n| n.to_owned()));
-        let name = format!("{}-{stamp}", run.map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
-        let dir = self.export_root.join(name);
+        let dir = self.export_root.join(export::folder_name(std::time::SystemTime::now()));
         let job = match self.study.graph.as_deref() {
             Some(g) => graph::export::job(g, &self.panes, dir),
             None => export::job(&self.study, &self.panes, dir),

@@ -3,8 +3,8 @@
 //! the event loop carries out the rest (commands to the worker, exports, quitting).
 
 use super::protocol::{Checkpoints, Command};
+use crate::figure::Figure;
 use crate::table::Table;
-use image::RgbImage;
 use std::path::PathBuf;
 
 #[derive(Debug)]
@@ -61,11 +61,12 @@ pub enum Popup {
     Confirm(Question),
 }
 
-/// Files to write: pictures and tables (as CSV and Markdown), on a helper thread.
+/// Files to write: figures (as SVG and PNG) and tables (as CSV and Markdown), on
+/// a helper thread.
 #[derive(Debug)]
 pub struct ExportJob {
     pub dir: PathBuf,
-    pub pictures: Vec<(String, RgbImage)>,
+    pub figures: Vec<(String, Figure)>,
     pub tables: Vec<(String, Table)>,
 }
 
@@ -74,9 +75,8 @@ impl ExportJob {
     pub fn write(self) -> Result<PathBuf, String> {
         let fail = |what: &PathBuf, e: &dyn std::fmt::Display| format!("cannot write {}: {e}", what.display());
         std::fs::create_dir_all(&self.dir).map_err(|e| fail(&self.dir, &e))?;
-        for (name, picture) in &self.pictures {
-            let path = self.dir.join(name);
-            picture.save(&path).map_err(|e| fail(&path, &e))?;
+        for (name, figure) in &self.figures {
+            figure.save(&self.dir, name)?;
         }
         for (name, table) in &self.tables {
             for (ext, text) in [("csv", table.to_csv()), ("md", table.to_markdown())] {

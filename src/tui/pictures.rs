@@ -87,7 +87,7 @@ pub struct Maps<'a> {
 }
 
 impl<'a> Maps<'a> {
-    fn of(activation: &'a LayerActivation) -> Maps<'a> {
+    pub fn of(activation: &'a LayerActivation) -> Maps<'a> {
         Maps { shape: &activation.shape, values: &activation.values }
     }
 
@@ -192,11 +192,6 @@ pub fn grid_picture(
 /// A ranked test image as a grey picture.
 pub fn ranked_picture(image: &RankedImage, side: usize) -> Picture {
     Picture::of(&Heatmap::new(side, side, image.pixels.clone()), Palette::Grey, 1.0)
-}
-
-/// At most about `width` points of every phase in one line (the export's chart).
-pub fn loss_points(losses: &[(Phase, f32)], width: usize) -> Vec<(f64, f64)> {
-    loss_points_by_phase(losses, width).into_iter().flat_map(|(_, points)| points).collect()
 }
 
 /// The loss points of each phase separately (at most `width` in all), so each

@@ -485,6 +485,8 @@ pub struct VisImage {
     /// Raw pixels [0, 1], `shape` = `[channels, height, width]`, row-major.
     pub image: Vec<f32>,
     pub shape: [usize; 3],
+    /// The unit's value on the starting image, then on the optimised one.
+    pub start_activation: f64,
     pub activation: f64,
 }
 

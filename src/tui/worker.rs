@@ -478,7 +478,12 @@ impl Worker {
             let vis = featvis::visualize(net, (layer, unit), input, &VisConfig::default()).map_err(|e| eyre!(e))?;
             models.push((
                 kind,
-                VisImage { image: vis.image, shape: [1, vis.side, vis.side], activation: vis.activation },
+                VisImage {
+                    image: vis.image,
+                    shape: [1, vis.side, vis.side],
+                    start_activation: vis.start_activation,
+                    activation: vis.activation,
+                },
             ));
             // Stopped: what is done so far is still shown.
             if self.inbox.interrupted().is_break() {

@@ -12,16 +12,16 @@ use std::path::PathBuf;
 
 /// Everything the graph run's panes hold worth keeping, as files for `dir`.
 pub fn job(g: &GraphState, panes: &Panes, dir: PathBuf) -> ExportJob {
-    let (mut pictures, mut tables) = (Vec::new(), Vec::new());
+    let (mut figures, mut tables) = (Vec::new(), Vec::new());
     for (site, sweep) in &g.sweeps {
         let rows: Vec<(usize, &Metrics)> = sweep.rows.iter().enumerate().collect();
-        sweep_exports(site, sweep.mode, &rows, &mut pictures, &mut tables);
+        sweep_exports(site, sweep.mode, &rows, &mut figures, &mut tables);
     }
     if !g.history.is_empty() {
         let rows = g.history.iter().map(|e| (e.set.to_string(), e.mode, &e.metrics, e.model));
         tables.push(("ablation-history".into(), history_table(rows)));
     }
-    trigger_exports(&panes.trigger, &mut pictures, &mut tables);
-    circuit_exports(&panes.graph_circuit, &mut pictures, &mut tables);
-    ExportJob { dir, pictures, tables }
+    trigger_exports(&panes.trigger, &mut figures, &mut tables);
+    circuit_exports(&panes.graph_circuit, &mut figures, &mut tables);
+    ExportJob { dir, figures, tables }
 }

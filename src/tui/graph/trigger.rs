@@ -118,7 +118,10 @@ impl GraphSession {
             let v = crate::graph::visualize::visualize(exec, site, unit as i64, &VisConfig::default())
                 .map_err(|e| eyre!(e))?;
             let shape = [v.channels, v.height, v.width];
-            models.push((*kind, VisImage { image: v.image, shape, activation: v.activation }));
+            models.push((
+                *kind,
+                VisImage { image: v.image, shape, start_activation: v.start_activation, activation: v.activation },
+            ));
             if interrupted().is_break() {
                 break;
             }
