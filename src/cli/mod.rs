@@ -5,6 +5,7 @@ pub mod bench;
 pub mod circuit;
 pub mod commands;
 pub mod defence;
+pub mod detect;
 pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
@@ -197,6 +198,14 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             } else {
                 circuit::circuit(common, format, &args)
             }
+        }
+        Command::DetectInputs { method, model, frr, n, limit, seed } => {
+            let args =
+                detect::InputArgs { method: *method, model: *model, frr: *frr, n: *n, limit: *limit, seed: *seed };
+            detect::detect_inputs(common, format, &args)
+        }
+        Command::ScanData { method, model, node, seed } => {
+            detect::scan_data(common, format, *method, *model, node.as_deref(), *seed)
         }
         Command::Doctor => doctor::doctor(common, format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, node } => {
