@@ -95,6 +95,23 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
             Err(e) => pytorch_error = Some(e),
         }
     }
+    say("STRIP over 2,000 inputs, then spectral signatures and activation clustering over the training set");
+    let case = bench::detect::StripCase::of(&lab);
+    let mut strip = bench::detect::measure_strip(&lab, &models[1], &case, repeat);
+    if !no_pytorch && pytorch_error.is_none() {
+        let timed = with_checkpoint(&models[1], "benches/detect_pytorch.py", |script, file| {
+            bench::detect::pytorch_strip(&lab, &case, file, script)
+        });
+        match timed {
+            Ok(t) => {
+                strip.pytorch_s = Some(t);
+                strip.note = "PyTorch: BackdoorBench's loop, a batch of 128 per superimposed image".into();
+            }
+            Err(e) => pytorch_error = Some(e),
+        }
+    }
+    figures.push(strip);
+    figures.push(bench::detect::measure_scan(&lab, &models[1]));
     say("whole-process figures: this executable started on the saved run");
     let exe = std::env::current_exe()?;
     let whole_process = bench::process::measure(&exe, &child_flags(common, &lab), &lab.run, repeat, &mut say);

@@ -10,7 +10,7 @@ use crate::engine::checkpoint;
 use crate::engine::classifier::{Classifier, FrozenStudy};
 use crate::engine::detect::roc::{Separation, Side, threshold_at_frr};
 use crate::engine::detect::scan::{ClassScan, removed, score};
-use crate::engine::detect::{FeatureNet, StudyFeatures, ac, all_features, scaleup, spectral, strip};
+use crate::engine::detect::{FeatureNet, Populations, StudyFeatures, ac, all_features, scaleup, spectral, strip};
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
@@ -102,29 +102,6 @@ pub struct InputArgs {
     pub n: usize,
     pub limit: Option<usize>,
     pub seed: u64,
-}
-
-/// The two populations scored: clean test images, and the triggered twins of
-/// those the attack relabels (an all-to-one attack's target class left out).
-pub struct Populations {
-    pub clean: Tensor,
-    pub triggered: Tensor,
-}
-
-impl Populations {
-    pub fn of(raw: &TestSet, limit: Option<usize>) -> Populations {
-        let n = raw.len();
-        let keep = limit.unwrap_or(n);
-        let relabelled: Vec<i64> = (0..n)
-            .filter(|&i| raw.relabel.single() != Some(raw.labels[i]))
-            .take(keep)
-            .map(|i| (n + i) as i64)
-            .collect();
-        Populations {
-            clean: raw.clean_images(0, keep.min(n) as i64),
-            triggered: raw.inputs.index_select(0, &Tensor::from_slice(&relabelled).to_device(raw.device())),
-        }
-    }
 }
 
 #[derive(Serialize)]

@@ -1,8 +1,11 @@
-//! Spectral signatures (Tran et al., NeurIPS 2018): per class, the features
-//! centred, their top right-singular vector, and each image's squared
-//! projection on it as its score; the images above the 85th percentile
-//! (BackdoorBench's `detection_pretrain/spectral.py`, `percentile: 85`, numpy's
-//! linear interpolation) are removed.
+//! Spectral signatures (Tran et al., NeurIPS 2018) as BackdoorBench's
+//! `detection_pretrain/spectral.py` computes them: per class, the top
+//! right-singular vector of the centred features, and each image's score the
+//! size of its (uncentred) features' projection on it, `|v·x|`; the images
+//! above the 85th percentile (`percentile: 85`, numpy's linear interpolation)
+//! are removed. The paper's centred square scored 0.47 AUROC on a BadNets run
+//! whose target class is half poisoned: the two clusters then lie at equal
+//! distances either side of the mean.
 
 use super::scan::{ClassVerdict, members, rows};
 use super::values;
@@ -24,10 +27,10 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 pub fn class_scores(features: &Tensor) -> (Vec<f64>, f64) {
     let centred = features - features.mean_dim(0, true, Kind::Double);
     let (_, s, v) = centred.svd(true, true);
-    let projection = centred.matmul(&v.select(1, 0));
+    let projection = features.matmul(&v.select(1, 0));
     let s = values(&s);
     let ratio = if s.len() > 1 && s[1] > 0.0 { s[0] / s[1] } else { f64::INFINITY };
-    (values(&projection.square()), ratio)
+    (values(&projection.abs()), ratio)
 }
 
 /// Every class scanned; the class with the most dominant direction is flagged.
