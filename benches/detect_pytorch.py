@@ -16,8 +16,9 @@ against, on the study's CNN.
             percentile (numpy's linear interpolation).
   ac        BackdoorBench's detection_pretrain/ac.py: per class the centred
             features, FastICA (scikit-learn's algorithm: whitening by SVD,
-            parallel logcosh, tol 1e-4, 200 iterations, unit variance) to
-            10 dimensions, 2-means (scikit-learn's Lloyd iterations), the smaller
+            parallel logcosh, tol 1e-4, 200 iterations, unit variance; each
+            whitening column's largest entry made positive, as svd_flip) to
+            10 dimensions (fewer where the features' rank is lower), 2-means (scikit-learn's Lloyd iterations), the smaller
             cluster flagged below 35 %, the silhouette. scikit-learn's algorithms
             are written out in torch here so that only torch is needed.
 
@@ -119,7 +120,7 @@ def fast_ica(x, k, w_init):
     n = x.shape[0]
     xt = (x - x.mean(0)).T
     u, d, _ = torch.linalg.svd(xt, full_matrices=False)
-    u = u * torch.sign(u[0])
+    u = u * torch.where(u.gather(0, u.abs().argmax(0, keepdim=True)) >= 0, 1.0, -1.0)
     whitening = (u / d).T[:k]
     x1 = whitening @ xt * math.sqrt(n)
     w = sym_decorrelation(torch.tensor(w_init, dtype=torch.float64).reshape(k, k))

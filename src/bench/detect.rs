@@ -75,7 +75,8 @@ pub fn pytorch_strip(lab: &Lab, case: &StripCase, checkpoint: &Path, script: &Pa
 pub fn measure_scan(lab: &Lab, poisoned: &Net) -> Figure {
     let reader = StudyFeatures { net: poisoned, normalisation: lab.data.train.normalisation, layer: Layer::Fc1 };
     let raw = lab.data.train.raw_images(lab.device);
-    let labels: Vec<u8> = values(&lab.data.train.label_tensor(lab.device).to_kind(Kind::Double)).iter().map(|&l| l as u8).collect();
+    let labels: Vec<u8> =
+        values(&lab.data.train.label_tensor(lab.device).to_kind(Kind::Double)).iter().map(|&l| l as u8).collect();
     let classes = lab.config.image_format().classes;
     let (t, _) = median_time(1, || {
         let features = all_features(&reader, &raw);

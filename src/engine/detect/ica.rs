@@ -43,8 +43,12 @@ pub fn fast_ica(x: &Tensor, k: usize, w_init: &[f64]) -> Tensor {
     let n = x.size()[0];
     let xt = (x - x.mean_dim(0, true, Kind::Double)).tr();
     let (u, d, _) = xt.svd(true, true);
-    // scikit-learn's sign convention: every column's first entry positive.
-    let u = &u * u.get(0).sign().unsqueeze(0);
+    // Each column's largest entry made positive (scikit-learn's `svd_flip`):
+    // FastICA's own rule, the first entry's sign, is 0 or a rounding error's
+    // sign when the first feature is a dead unit.
+    let largest = u.abs().argmax(0, true);
+    let sign = u.gather(0, &largest, false).ge(0.0).to_kind(Kind::Double) * 2.0 - 1.0;
+    let u = &u * sign;
     let kk = k as i64;
     let whitening = (u / d.unsqueeze(0)).tr().narrow(0, 0, kk);
     let x1 = whitening.matmul(&xt) * (n as f64).sqrt();

@@ -48,7 +48,7 @@ pub fn auroc(clean: &[f64], poisoned: &[f64], side: Side) -> f64 {
     let mut rank_sum = 0.0;
     let mut i = 0;
     while i < all.len() {
-        let j = (i..all.len()).find(|&j| all[j].0 != all[i].0).unwrap_or(all.len());
+        let j = (i + 1..all.len()).find(|&j| all[j].0.total_cmp(&all[i].0).is_ne()).unwrap_or(all.len());
         let mid = (i + j + 1) as f64 / 2.0;
         rank_sum += mid * all[i..j].iter().filter(|e| e.1).count() as f64;
         i = j;
@@ -185,6 +185,8 @@ mod tests {
         // Pairs (clean, poisoned) with poisoned higher: (1,2),(1,3),(2,3) and a tie (2,2): 3.5 of 4.
         assert_eq!(auroc(&[1.0, 2.0], &[2.0, 3.0], Side::High), 3.5 / 4.0);
         assert_eq!(auroc(&[1.0, 2.0], &[2.0, 3.0], Side::Low), 0.5 / 4.0);
+        // NaN scores (a degenerate class) end the count instead of looping.
+        assert!(auroc(&[f64::NAN, f64::NAN], &[f64::NAN], Side::High).is_finite());
     }
 
     #[test]
