@@ -3,9 +3,8 @@
 //! right-singular vector of the centred features, and each image's score the
 //! size of its (uncentred) features' projection on it, `|v·x|`; the images
 //! above the 85th percentile (`percentile: 85`, numpy's linear interpolation)
-//! are removed. The paper's centred square scored 0.47 AUROC on a BadNets run
-//! whose target class is half poisoned: the two clusters then lie at equal
-//! distances either side of the mean.
+//! are removed. On a BadNets run whose target class is half poisoned neither
+//! this nor the paper's centred square finds the poison (docs/detect.md).
 
 use super::scan::{ClassVerdict, members, rows};
 use super::values;
