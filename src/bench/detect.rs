@@ -14,10 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use tch::{Kind, Tensor};
 
-pub const STRIP_FIGURE: &str = "STRIP (N = 100) over 2,000 inputs";
 pub const SCAN_FIGURE: &str = "spectral signatures + activation clustering over the training set";
-/// Inputs per population (clean, triggered).
-const INPUTS: usize = 1000;
+/// The STRIP figure's name: N = 100 over `inputs` clean and as many triggered inputs.
+pub fn strip_figure_name(inputs: usize) -> String {
+    format!("STRIP (N = 100) over {} inputs", 2 * inputs)
+}
 
 /// STRIP's inputs, pool and draws, as both sides run them.
 pub struct StripCase {
@@ -25,15 +26,19 @@ pub struct StripCase {
     triggered: Tensor,
     pool: Tensor,
     draws: [Vec<Vec<usize>>; 2],
+    inputs: usize,
 }
 
 impl StripCase {
-    pub fn of(lab: &Lab) -> StripCase {
-        let p = Populations::of(&raw_test_set(&lab.test, lab.data.test.normalisation), Some(INPUTS));
+    /// `inputs` clean test images and as many triggered (fewer on a small test set).
+    pub fn of(lab: &Lab, inputs: usize) -> StripCase {
+        let p = Populations::of(&raw_test_set(&lab.test, lab.data.test.normalisation), Some(inputs));
+        let inputs = p.clean.size()[0].min(p.triggered.size()[0]) as usize;
+        let (clean, triggered) = (p.clean.narrow(0, 0, inputs as i64), p.triggered.narrow(0, 0, inputs as i64));
         let pool = lab.data.train.raw_images(lab.device);
         let cfg = strip::StripConfig::default();
-        let draws = [0, 1].map(|stream| strip::draws(lab.data.train.len(), INPUTS, &cfg, stream));
-        StripCase { clean: p.clean, triggered: p.triggered, pool, draws }
+        let draws = [0, 1].map(|stream| strip::draws(lab.data.train.len(), inputs, &cfg, stream));
+        StripCase { clean, triggered, pool, draws, inputs }
     }
 }
 
@@ -45,7 +50,7 @@ pub fn measure_strip(lab: &Lab, poisoned: &Net, case: &StripCase, repeat: usize)
         strip::entropies(&net, &case.clean, &overlays, &case.draws[0]);
         strip::entropies(&net, &case.triggered, &overlays, &case.draws[1])
     });
-    Figure::ours(STRIP_FIGURE, t)
+    Figure::ours(&strip_figure_name(case.inputs), t)
 }
 
 #[derive(Deserialize)]

@@ -354,6 +354,9 @@ pub enum Command {
         /// Epochs of trigger recovery (both sides).
         #[arg(long, default_value_t = 10)]
         recover_epochs: usize,
+        /// Clean test inputs STRIP (N = 100) is timed on, beside as many triggered.
+        #[arg(long, default_value_t = 1000)]
+        strip_inputs: usize,
         /// On an imported graph: the node whose sweep is timed (default:
         /// layer3.0.conv2 where the graph has it, else its middle convolution).
         #[arg(long)]

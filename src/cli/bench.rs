@@ -23,6 +23,8 @@ pub struct BenchArgs {
     pub no_pytorch: bool,
     /// Trigger recovery's images and epochs (the reference settings by default).
     pub cleanse: CleanseConfig,
+    /// Clean test inputs STRIP is timed on (as many triggered beside them).
+    pub strip_inputs: usize,
 }
 
 pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> {
@@ -95,8 +97,8 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
             Err(e) => pytorch_error = Some(e),
         }
     }
-    say("STRIP over 2,000 inputs, then spectral signatures and activation clustering over the training set");
-    let case = bench::detect::StripCase::of(&lab);
+    say("STRIP, then spectral signatures and activation clustering over the training set");
+    let case = bench::detect::StripCase::of(&lab, args.strip_inputs);
     let mut strip = bench::detect::measure_strip(&lab, &models[1], &case, repeat);
     if !no_pytorch && pytorch_error.is_none() {
         let timed = with_checkpoint(&models[1], "benches/detect_pytorch.py", |script, file| {

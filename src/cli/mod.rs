@@ -208,7 +208,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             detect::scan_data(common, format, *method, *model, node.as_deref(), *seed)
         }
         Command::Doctor => doctor::doctor(common, format),
-        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, node } => {
+        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, strip_inputs, node } => {
             if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
                 return graph::bench(common, format, *repeat, *no_pytorch, node.as_deref());
             }
@@ -217,6 +217,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 sweep_channels: *sweep_channels,
                 no_pytorch: *no_pytorch,
                 cleanse: CleanseConfig { images: *recover_images, epochs: *recover_epochs, ..CleanseConfig::default() },
+                strip_inputs: *strip_inputs,
             };
             bench::run(common, format, &args)
         }
