@@ -207,6 +207,12 @@ pub fn open_lab_holding(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab
     open_lab_reading(common, None, Splits::Test, models, false)
 }
 
+/// A lab that reads both splits and writes nothing (detection reads the
+/// training images the run poisoned or superimposes).
+pub fn open_lab_reading_both(common: &CommonArgs, models: &[ModelKind]) -> Result<Lab> {
+    open_lab_reading(common, None, Splits::TrainAndTest, models, false)
+}
+
 /// A lab for a command that writes into the run (training, recovery, unlearning,
 /// saved pictures): it holds the run's lock from before its first read of the run
 /// to its last write, and a run that cannot be written fails here, before any work.

@@ -565,6 +565,8 @@ fn bench_measures_both_sides_and_reports_ratios() {
         "160",
         "--recover-epochs",
         "2",
+        "--strip-inputs",
+        "10",
     ];
     let o = trojanscope(&with_run(dir.to_str().unwrap(), &args));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -585,6 +587,7 @@ fn bench_measures_both_sides_and_reports_ratios() {
         "patch every conv2 unit (noise",
         "every conv1 pair (496 sets",
         "whole circuit search",
+        "STRIP (N = 100) over 20 inputs",
     ] {
         let f = figure(name);
         let (ours, theirs) = (f["ours_s"].as_f64().unwrap(), f["pytorch_s"].as_f64().unwrap());

@@ -295,6 +295,46 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
     },
+    /// Is this test input poisoned? STRIP (superimpose N clean training images,
+    /// the mean softmax entropy; low is poisoned) or SCALE-UP (the share of
+    /// predictions kept when pixels are multiplied by 3..11 and clipped; above 0.5
+    /// is poisoned), scored on clean against triggered test images: AUROC, TPR at
+    /// 1 % and 5 % FRR, the chosen threshold, histograms and the ROC curve (docs/detect.md).
+    DetectInputs {
+        #[arg(long, value_enum)]
+        method: super::detect::InputMethod,
+        #[arg(long, default_value = "poisoned")]
+        model: ModelKind,
+        /// STRIP: the share of clean inputs the threshold may reject.
+        #[arg(long, default_value_t = 0.01)]
+        frr: f64,
+        /// STRIP: clean images superimposed on each input.
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        /// Score only the first N images of each population.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// STRIP: seeds the draws of superimposed images.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Which training images were poisoned? Spectral signatures or activation
+    /// clustering over the run's poisoned training set, scored per class against
+    /// the indices the run recorded (poisoned-train.json): TPR, FPR, the removal
+    /// threshold, AUROC; the flagged class (docs/detect.md).
+    ScanData {
+        #[arg(long, value_enum)]
+        method: super::detect::DataMethod,
+        #[arg(long, default_value = "poisoned")]
+        model: ModelKind,
+        /// The features' node (default: the penultimate features, what the last
+        /// Linear reads; on the study's CNN a layer: conv1, conv2, fc1).
+        #[arg(long)]
+        node: Option<String>,
+        /// AC: seeds FastICA's start and the 2-means' initial centres.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Check libtorch, CUDA, the CPU path, TF32, threads and data; each model's
     /// metrics measured now beside those its sidecar recorded.
     Doctor,
@@ -318,6 +358,9 @@ pub enum Command {
         /// Epochs of trigger recovery (both sides).
         #[arg(long, default_value_t = 10)]
         recover_epochs: usize,
+        /// Clean test inputs STRIP (N = 100) is timed on, beside as many triggered.
+        #[arg(long, default_value_t = 1000)]
+        strip_inputs: usize,
         /// On an imported graph: the node whose sweep is timed (default:
         /// layer3.0.conv2 where the graph has it, else its middle convolution).
         #[arg(long)]

@@ -23,6 +23,8 @@ pub struct BenchArgs {
     pub no_pytorch: bool,
     /// Trigger recovery's images and epochs (the reference settings by default).
     pub cleanse: CleanseConfig,
+    /// Clean test inputs STRIP is timed on (as many triggered beside them).
+    pub strip_inputs: usize,
 }
 
 pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> {
@@ -95,6 +97,23 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
             Err(e) => pytorch_error = Some(e),
         }
     }
+    say("STRIP, then spectral signatures and activation clustering over the training set");
+    let case = bench::detect::StripCase::of(&lab, args.strip_inputs);
+    let mut strip = bench::detect::measure_strip(&lab, &models[1], &case, repeat);
+    if !no_pytorch && pytorch_error.is_none() {
+        let timed = with_checkpoint(&models[1], "benches/detect_pytorch.py", |script, file| {
+            bench::detect::pytorch_strip(&lab, &case, file, script)
+        });
+        match timed {
+            Ok(t) => {
+                strip.pytorch_s = Some(t);
+                strip.note = "PyTorch: BackdoorBench's loop, a batch of 128 per superimposed image".into();
+            }
+            Err(e) => pytorch_error = Some(e),
+        }
+    }
+    figures.push(strip);
+    figures.push(bench::detect::measure_scan(&lab, &models[1]));
     say("whole-process figures: this executable started on the saved run");
     let exe = std::env::current_exe()?;
     let whole_process = bench::process::measure(&exe, &child_flags(common, &lab), &lab.run, repeat, &mut say);

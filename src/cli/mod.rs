@@ -5,6 +5,7 @@ pub mod bench;
 pub mod circuit;
 pub mod commands;
 pub mod defence;
+pub mod detect;
 pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
@@ -193,8 +194,16 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 circuit::circuit(common, format, &args)
             }
         }
+        Command::DetectInputs { method, model, frr, n, limit, seed } => {
+            let args =
+                detect::InputArgs { method: *method, model: *model, frr: *frr, n: *n, limit: *limit, seed: *seed };
+            detect::detect_inputs(common, format, &args)
+        }
+        Command::ScanData { method, model, node, seed } => {
+            detect::scan_data(common, format, *method, *model, node.as_deref(), *seed)
+        }
         Command::Doctor => doctor::doctor(common, format),
-        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, node } => {
+        Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, strip_inputs, node } => {
             if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
                 return graph::bench(common, format, *repeat, *no_pytorch, node.as_deref());
             }
@@ -203,6 +212,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 sweep_channels: *sweep_channels,
                 no_pytorch: *no_pytorch,
                 cleanse: CleanseConfig { images: *recover_images, epochs: *recover_epochs, ..CleanseConfig::default() },
+                strip_inputs: *strip_inputs,
             };
             bench::run(common, format, &args)
         }

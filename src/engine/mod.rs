@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod cleanse;
 pub mod conv_pool;
 pub mod cpu;
+pub mod detect;
 pub mod device;
 pub mod diff;
 pub mod draw;

@@ -5,6 +5,7 @@
 //! in, `run` is where an imported run keeps its files.
 pub mod circuit;
 pub mod cleanse;
+pub mod detect;
 pub mod diff;
 pub mod eval;
 pub mod exec;
