@@ -387,13 +387,18 @@ fn v_visualises_f_prunes_and_e_exports_on_a_graph_run() {
         Some(Popup::Notice(text)) => PathBuf::from(text.strip_prefix("Exported to ").unwrap()),
         other => panic!("no export: {other:?}"),
     };
+    // One figure of the visualisations, a titled panel per model, as SVG and PNG.
+    assert!(dir.join(format!("visualize-{NODE}-{UNIT}.png")).is_file());
+    let svg = std::fs::read_to_string(dir.join(format!("visualize-{NODE}-{UNIT}.svg"))).unwrap();
     for (kind, _) in &visuals.models {
-        assert!(dir.join(format!("visualize-{NODE}-{UNIT}-{kind}.png")).is_file(), "{kind}");
+        assert!(svg.contains(&format!("{kind} model")), "{kind}");
     }
     let csv = std::fs::read_to_string(dir.join(format!("prune-{layer}.csv"))).unwrap();
     let points: usize = curves.iter().map(|c| c.points.len()).sum();
     assert_eq!(csv.lines().count(), 1 + points);
     for c in &curves {
-        assert!(dir.join(format!("prune-{layer}-{}.png", c.ranking)).is_file(), "{}", c.ranking);
+        for extension in ["png", "svg"] {
+            assert!(dir.join(format!("prune-{layer}-{}.{extension}", c.ranking)).is_file(), "{}", c.ranking);
+        }
     }
 }
