@@ -118,7 +118,10 @@ impl Harness {
     pub fn open(common: CommonArgs, size: (u16, u16)) -> Harness {
         let (tx, rx) = channel();
         let worker = WorkerHandle::spawn(common, Box::new(move |r| drop(tx.send(r)))).unwrap();
-        let exports = scratch("exports");
+        // A folder per harness: tests run side by side in one process, `scratch`
+        // empties a folder it hands out, and two exports in one second share a name.
+        static HARNESSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let exports = scratch(&format!("exports-{}", HARNESSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         let mut app = App::new(ratatui::layout::Rect::new(0, 0, size.0, size.1), exports.clone());
         let effects = app.start();
         let mut h = Harness {
