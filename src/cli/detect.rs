@@ -131,7 +131,9 @@ pub fn detect_inputs(common: &CommonArgs, format: Format, args: &InputArgs) -> R
     let populations = Populations::of(&raw_test_set(&test, subject.data.test.normalisation), args.limit);
     let net = subject.classifier();
     let started = Instant::now();
-    let report = match args.method {
+    // Each method's scores, its separation and the settings it used (SCALE-UP has
+    // no superimpositions and a fixed threshold).
+    let (clean, triggered, separation, n, frr) = match args.method {
         InputMethod::Strip => {
             let cfg = strip::StripConfig { n: args.n, seed: args.seed, ..strip::StripConfig::default() };
             let pool = subject.data.train.raw_images(subject.device);
@@ -143,32 +145,24 @@ pub fn detect_inputs(common: &CommonArgs, format: Format, args: &InputArgs) -> R
             let (clean, triggered) = (score(&populations.clean, 0), score(&populations.triggered, 1));
             let threshold = threshold_at_frr(&clean, args.frr, Side::Low);
             let separation = Separation::at(&clean, &triggered, Side::Low, threshold);
-            InputReport {
-                method: args.method,
-                model: args.model.to_string(),
-                clean_scores: clean,
-                triggered_scores: triggered,
-                separation,
-                n: Some(args.n),
-                frr: Some(args.frr),
-                seconds: started.elapsed().as_secs_f64(),
-            }
+            (clean, triggered, separation, Some(args.n), Some(args.frr))
         }
         InputMethod::ScaleUp => {
             let clean = scaleup::consistency(net, &populations.clean);
             let triggered = scaleup::consistency(net, &populations.triggered);
             let separation = Separation::at(&clean, &triggered, Side::High, scaleup::THRESHOLD);
-            InputReport {
-                method: args.method,
-                model: args.model.to_string(),
-                clean_scores: clean,
-                triggered_scores: triggered,
-                separation,
-                n: None,
-                frr: None,
-                seconds: started.elapsed().as_secs_f64(),
-            }
+            (clean, triggered, separation, None, None)
         }
+    };
+    let report = InputReport {
+        method: args.method,
+        model: args.model.to_string(),
+        clean_scores: clean,
+        triggered_scores: triggered,
+        separation,
+        n,
+        frr,
+        seconds: started.elapsed().as_secs_f64(),
     };
     show_inputs(format, &report)
 }

@@ -95,17 +95,7 @@ pub fn scan(features: &Tensor, labels: &[u8], classes: usize, seed: u64) -> (Vec
             let n = members.len();
             if n < 2 {
                 let start = Start { w_init: Vec::new(), components: 0, centres: [0, 0] };
-                return (
-                    start,
-                    ClassVerdict {
-                        members,
-                        scores: vec![0.0; n],
-                        removed: vec![false; n],
-                        threshold: 0.0,
-                        flagged: false,
-                        statistic: 0.0,
-                    },
-                );
+                return (start, ClassVerdict::unscored(members));
             }
             let start = start(&x, class, seed);
             let verdict = class_verdict(&x, &start, members);

@@ -22,6 +22,22 @@ pub struct ClassVerdict {
     pub statistic: f64,
 }
 
+impl ClassVerdict {
+    /// A class too small to split or decompose (fewer than two images): nothing
+    /// removed, nothing flagged.
+    pub fn unscored(members: Vec<usize>) -> ClassVerdict {
+        let n = members.len();
+        ClassVerdict {
+            members,
+            scores: vec![0.0; n],
+            removed: vec![false; n],
+            threshold: 0.0,
+            flagged: false,
+            statistic: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassScan {
     pub class: u8,

@@ -38,15 +38,7 @@ pub fn scan(features: &Tensor, labels: &[u8], classes: usize) -> Vec<ClassVerdic
         .into_iter()
         .map(|members| {
             if members.len() < 2 {
-                let n = members.len();
-                return ClassVerdict {
-                    members,
-                    scores: vec![0.0; n],
-                    removed: vec![false; n],
-                    threshold: 0.0,
-                    flagged: false,
-                    statistic: 0.0,
-                };
+                return ClassVerdict::unscored(members);
             }
             let (scores, ratio) = class_scores(&rows(features, &members));
             let threshold = percentile(&scores, PERCENTILE);
