@@ -29,7 +29,7 @@ impl Executor {
     pub fn base_pass(&self, x: &Tensor) -> BasePass {
         let mut values = self.empty();
         let all: Vec<usize> = (0..self.spec.nodes.len()).collect();
-        self.run(&mut values, x, 0..all.len(), &[], &all);
+        self.run(&mut values, x, 0..all.len(), &[], &all, 0);
         let values = values.into_iter().map(|v| v.expect("every node's output is kept")).collect();
         BasePass { input: crate::engine::model::channels_last(x), values }
     }
@@ -74,7 +74,7 @@ impl Executor {
                 }
             });
         }
-        self.run(&mut values, &base.input, at + 1..self.spec.nodes.len(), &[], &[]);
+        self.run(&mut values, &base.input, at + 1..self.spec.nodes.len(), &[], &[], 0);
         values[self.output].take().expect("the output is computed")
     }
 

@@ -79,12 +79,50 @@ impl Executor {
         &self,
         images: &Tensor,
         interventions: &[Intervention],
-        mut go_on: impl FnMut() -> ControlFlow<()>,
+        go_on: impl FnMut() -> ControlFlow<()>,
     ) -> Option<Tensor> {
+        let chunks = images.split(crate::engine::testset::chunk(self.device), 0);
+        let per_chunk =
+            self.per_chunk(chunks, interventions, go_on, |exec, iv, x| exec.logits(&x, iv).argmax(1, false))?;
+        Some(Tensor::cat(&per_chunk, 0))
+    }
+
+    /// `predictions_until` for a test set's `[2N, …]` images, N clean and then
+    /// their N triggered twins: each chunk of twins computed from its clean
+    /// chunk's pass (`twin_logits`), the same predictions in the same order.
+    pub fn twin_predictions_until(
+        &self,
+        images: &Tensor,
+        interventions: &[Intervention],
+        go_on: impl FnMut() -> ControlFlow<()>,
+    ) -> Option<Tensor> {
+        let n = images.size()[0] / 2;
+        if n == 0 || images.size()[0] % 2 == 1 {
+            return self.predictions_until(images, interventions, go_on);
+        }
+        let chunk = crate::engine::testset::chunk(self.device);
+        let pairs: Vec<(Tensor, Tensor)> =
+            images.narrow(0, 0, n).split(chunk, 0).into_iter().zip(images.narrow(0, n, n).split(chunk, 0)).collect();
+        let per_chunk = self.per_chunk(pairs, interventions, go_on, |exec, iv, (clean, triggered)| {
+            let (a, b) = exec.twin_logits(&clean, &triggered, iv);
+            (a.argmax(1, false), b.argmax(1, false))
+        })?;
+        let (clean, triggered): (Vec<Tensor>, Vec<Tensor>) = per_chunk.into_iter().unzip();
+        Some(Tensor::cat(&[Tensor::cat(&clean, 0), Tensor::cat(&triggered, 0)], 0))
+    }
+
+    /// `work` on each of `chunks`, the chunks dealt between the CPU's threads;
+    /// `go_on` is asked first and after each chunk.
+    fn per_chunk<C: Send, R: Send>(
+        &self,
+        chunks: Vec<C>,
+        interventions: &[Intervention],
+        mut go_on: impl FnMut() -> ControlFlow<()>,
+        work: impl Fn(&Executor, &[Intervention], C) -> R + Sync,
+    ) -> Option<Vec<R>> {
         if go_on().is_break() {
             return None;
         }
-        let chunks = images.split(crate::engine::testset::chunk(self.device), 0);
         let lane_count = count(self.device).min(chunks.len().max(1));
         let jobs: Vec<_> = deal(chunks, lane_count)
             .into_iter()
@@ -95,11 +133,11 @@ impl Executor {
             jobs,
             |(exec, interventions, mine), tx| {
                 let mut out = Vec::with_capacity(mine.len());
-                for (i, x) in mine {
+                for (i, chunk) in mine {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    out.push((i, exec.logits(&x, &interventions).argmax(1, false)));
+                    out.push((i, work(&exec, &interventions, chunk)));
                     tx.send(()).unwrap_or(());
                 }
                 out
@@ -110,7 +148,7 @@ impl Executor {
                 }
             },
         );
-        (!stop.load(Ordering::Relaxed)).then(|| Tensor::cat(&gather(dealt), 0))
+        (!stop.load(Ordering::Relaxed)).then(|| gather(dealt))
     }
 
     /// Another handle on the same graph and weight storage, for another thread
@@ -123,6 +161,7 @@ impl Executor {
             last_use: self.last_use.clone(),
             params: self.params.iter().map(super::Params::shallow).collect(),
             output: self.output,
+            tail: self.tail.clone(),
             device: self.device,
             weights: self.weights.shallow(),
         }

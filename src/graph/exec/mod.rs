@@ -4,6 +4,8 @@
 
 mod delta;
 pub mod lanes;
+mod tail;
+mod twin;
 
 pub use delta::BasePass;
 
@@ -81,6 +83,9 @@ pub struct Executor {
     last_use: Vec<usize>,
     params: Vec<Params>,
     output: usize,
+    /// The last convolution, pool and linear layer folded into one map, where
+    /// the graph ends that way (`tail`).
+    tail: Option<tail::Tail>,
     pub device: Device,
     pub weights: Weights,
 }
@@ -117,10 +122,15 @@ impl Executor {
         }
         last_use[output] = usize::MAX;
         let mut params: Vec<Params> = spec.nodes.iter().map(|node| bind(node, &weights, device)).collect();
+        let all_readers: Vec<Vec<usize>> = (0..spec.nodes.len())
+            .map(|i| {
+                (0..spec.nodes.len())
+                    .filter(|&j| sources[j].iter().any(|s| matches!(s, Source::Node(k) if *k == i)))
+                    .collect()
+            })
+            .collect();
         for (i, node) in spec.nodes.iter().enumerate() {
-            let readers: Vec<usize> = (0..spec.nodes.len())
-                .filter(|&j| sources[j].iter().any(|s| matches!(s, Source::Node(k) if *k == i)))
-                .collect();
+            let readers = &all_readers[i];
             let into_norm = matches!(readers[..], [j] if matches!(spec.nodes[j].op, Op::BatchNorm2d { .. }));
             if matches!(node.op, Op::Conv2d { .. }) && into_norm && i != output {
                 params[i].folds_into = Some(readers[0]);
@@ -130,13 +140,15 @@ impl Executor {
                 params[i].relu_after = Some(readers[0]);
             }
         }
-        Ok(Executor { spec, shapes, sources, last_use, params, output, device, weights })
+        let ops: Vec<&Op> = spec.nodes.iter().map(|n| &n.op).collect();
+        let tail = tail::Tail::find(&ops, &sources, &all_readers, output);
+        Ok(Executor { spec, shapes, sources, last_use, params, output, tail, device, weights })
     }
 
     /// `[N, classes]` logits of raw images `[N, C, H, W]`, with `interventions`.
     pub fn logits(&self, x: &Tensor, interventions: &[Intervention]) -> Tensor {
         let mut values = self.empty();
-        self.run(&mut values, x, 0..self.spec.nodes.len(), interventions, &[]);
+        self.run(&mut values, x, 0..self.spec.nodes.len(), interventions, &[], 0);
         values[self.output].take().expect("the output is computed")
     }
 
@@ -178,7 +190,7 @@ impl Executor {
     /// The logits and the outputs of `nodes` (after any intervention on them).
     pub fn logits_and(&self, x: &Tensor, interventions: &[Intervention], nodes: &[usize]) -> (Tensor, Vec<Tensor>) {
         let mut values = self.empty();
-        self.run(&mut values, x, 0..self.spec.nodes.len(), interventions, nodes);
+        self.run(&mut values, x, 0..self.spec.nodes.len(), interventions, nodes, 0);
         let kept = nodes.iter().map(|&n| values[n].as_ref().expect("kept").shallow_clone()).collect();
         (values[self.output].take().expect("the output is computed"), kept)
     }
@@ -186,7 +198,7 @@ impl Executor {
     /// Runs `x` up to node `at` (inclusive), keeping what the rest needs.
     pub fn checkpoint(&self, x: &Tensor, at: usize) -> Checkpoint {
         let mut values = self.empty();
-        self.run(&mut values, x, 0..at + 1, &[], &[at]);
+        self.run(&mut values, x, 0..at + 1, &[], &[at], 0);
         // Values after `at` are never read by nodes up to `at`, so the ones left
         // are exactly the node's output and what later nodes read.
         for (j, value) in values.iter_mut().enumerate() {
@@ -206,7 +218,7 @@ impl Executor {
         if let Some(out) = values[at].take() {
             values[at] = Some(self.intervene(at, out, interventions));
         }
-        self.run(&mut values, x, at + 1..self.spec.nodes.len(), interventions, &[]);
+        self.run(&mut values, x, at + 1..self.spec.nodes.len(), interventions, &[], 0);
         values[self.output].take().expect("the output is computed")
     }
 
@@ -245,6 +257,9 @@ impl Executor {
         (0..self.spec.nodes.len()).map(|_| None).collect()
     }
 
+    /// Computes the nodes of `range` into `values`, freeing each value after its
+    /// last reader unless it is in `keep` (which also computes it unfused) or
+    /// before node `retain` (kept, for a triggered twin's pass to read).
     fn run(
         &self,
         values: &mut [Option<Tensor>],
@@ -252,6 +267,7 @@ impl Executor {
         range: Range<usize>,
         interventions: &[Intervention],
         keep: &[usize],
+        retain: usize,
     ) {
         // Channels-last throughout (weights too, per call: they are small), the
         // layout libtorch's CPU convolutions run fastest on at these widths.
@@ -259,10 +275,34 @@ impl Executor {
         // Nodes neither kept nor intervened on may be computed fused with the next.
         let free = |n: usize| !keep.contains(&n) && !interventions.iter().any(|iv| iv.node == n);
         let mut fused = vec![false; values.len()];
+        // Outputs computed by this call (not handed in): a sum may be added into one.
+        let mut fresh = vec![false; values.len()];
+        let end = range.end;
         for i in range {
-            // A batch norm computed with the convolution before it (folded), or a
-            // ReLU with the batch norm before it, is done.
-            if values[i].is_none() && !fused[i] {
+            // The tail folded when every node of it runs here untouched and the
+            // residual add's other input is already computed.
+            let tail = self.tail.as_ref().filter(|t| t.conv == i && end > t.linear() && t.nodes().all(free));
+            let other = tail.and_then(|t| t.other()).map(|s| match s {
+                Source::Input => Some(&x),
+                Source::Node(j) => values[j].as_ref(),
+            });
+            if let (Some(tail), None | Some(Some(_))) = (tail, other) {
+                let input = match self.sources[i][0] {
+                    Source::Input => &x,
+                    Source::Node(j) => values[j].as_ref().expect("inputs come before their use"),
+                };
+                values[tail.linear()] = Some(self.tail_logits(tail, input, other.flatten()));
+                tail.nodes().skip(1).for_each(|n| fused[n] = true);
+            } else if let Some((mine, other)) =
+                self.spare_summand(i, &fresh, keep, retain).filter(|_| values[i].is_none() && !fused[i])
+            {
+                let mut sum = values[mine].take().expect("inputs come before their use");
+                sum += values[other].as_ref().expect("inputs come before their use");
+                values[i] = Some(self.intervene(i, sum, interventions));
+                fresh[i] = true;
+            } else if values[i].is_none() && !fused[i] {
+                // A batch norm computed with the convolution before it (folded), or a
+                // ReLU with the batch norm before it, is done.
                 let fold = self.params[i].folds_into.filter(|_| free(i));
                 let args: Vec<&Tensor> = self.sources[i]
                     .iter()
@@ -279,14 +319,19 @@ impl Executor {
                     Some(relu) => {
                         fused[at] = true;
                         values[relu] = Some(out.relu_());
+                        fresh[relu] = true;
                     }
-                    None => values[at] = Some(self.intervene(at, out, interventions)),
+                    None => {
+                        values[at] = Some(self.intervene(at, out, interventions));
+                        fresh[at] = true;
+                    }
                 }
             }
             for source in &self.sources[i] {
                 if let Source::Node(j) = *source
                     && self.last_use[j] == i
                     && !keep.contains(&j)
+                    && j >= retain
                 {
                     values[j] = None;
                 }
@@ -294,20 +339,50 @@ impl Executor {
         }
     }
 
-    /// Convolution `conv` followed by batch norm `norm` in evaluation, as one
-    /// convolution: w·s and (b − μ)·s + β with s = γ/√(σ² + ε). Folded on each
-    /// call (a few small ops) so that weights changed by training are used.
-    fn folded_conv(&self, conv: usize, norm: usize, x: &Tensor) -> Tensor {
-        let (Op::Conv2d { stride, padding, dilation, groups, .. }, Op::BatchNorm2d { .. }) =
-            (&self.spec.nodes[conv].op, &self.spec.nodes[norm].op)
-        else {
-            unreachable!("only a convolution folds, and only into a batch norm")
+    /// For a residual add, an input this pass computed, read by nothing after
+    /// it and not kept, whose op's gradient does not read its output: the sum is
+    /// added into it (no new tensor), the other input being the second of the pair.
+    fn spare_summand(&self, i: usize, fresh: &[bool], keep: &[usize], retain: usize) -> Option<(usize, usize)> {
+        let (Op::Add, [Source::Node(a), Source::Node(b)]) = (&self.spec.nodes[i].op, &self.sources[i][..]) else {
+            return None;
         };
-        let (c, n) = (&self.params[conv], &self.params[norm]);
+        let spare = |j: usize| {
+            fresh[j]
+                && self.last_use[j] == i
+                && !keep.contains(&j)
+                && j >= retain
+                && matches!(self.spec.nodes[j].op, Op::Conv2d { .. } | Op::BatchNorm2d { .. } | Op::Add)
+        };
+        match (*a, *b) {
+            (a, b) if a != b && spare(a) => Some((a, b)),
+            (a, b) if a != b && spare(b) => Some((b, a)),
+            _ => None,
+        }
+    }
+
+    /// Convolution `conv` followed by batch norm `norm` in evaluation, as one
+    /// convolution (`conv_weights`).
+    fn folded_conv(&self, conv: usize, norm: usize, x: &Tensor) -> Tensor {
+        let Op::Conv2d { stride, padding, dilation, groups, .. } = &self.spec.nodes[conv].op else {
+            unreachable!("only a convolution folds")
+        };
+        let (weight, bias) = self.conv_weights(conv, Some(norm));
+        x.conv2d(&weight, bias.as_ref(), stride, padding, dilation, *groups)
+    }
+
+    /// Convolution `conv`'s weight (channels-last) and bias; with `norm`, the
+    /// batch norm after it folded in: w·s and (b − μ)·s + β with s = γ/√(σ² + ε).
+    /// Folded on each call (a few small ops) so that weights changed by training are used.
+    fn conv_weights(&self, conv: usize, norm: Option<usize>) -> (Tensor, Option<Tensor>) {
+        let c = &self.params[conv];
+        let weight = c.weight.as_ref().expect("a convolution has weights");
+        let Some(norm) = norm else {
+            return (channels_last(weight), c.bias.as_ref().map(Tensor::shallow_clone));
+        };
+        let n = &self.params[norm];
         let mean = n.running_mean.as_ref().expect("a batch norm has running statistics");
         let scale = self.norm_scale(norm);
-        let weight =
-            channels_last(&(c.weight.as_ref().expect("a convolution has weights") * scale.view([-1, 1, 1, 1])));
+        let weight = channels_last(&(weight * scale.view([-1, 1, 1, 1])));
         let mut bias = match &c.bias {
             Some(b) => (b - mean) * &scale,
             None => -mean * &scale,
@@ -315,7 +390,7 @@ impl Executor {
         if let Some(beta) = &n.bias {
             bias += beta;
         }
-        x.conv2d(&weight, Some(&bias), stride, padding, dilation, *groups)
+        (weight, Some(bias))
     }
 
     /// A batch norm's per-channel scale in evaluation, s = γ/√(σ² + ε).
@@ -350,8 +425,8 @@ impl Executor {
         let x = args[0];
         match &self.spec.nodes[i].op {
             Op::Conv2d { stride, padding, dilation, groups, .. } => {
-                let weight = channels_last(p.weight.as_ref().expect("a convolution has weights"));
-                x.conv2d(&weight, p.bias.as_ref(), stride, padding, dilation, *groups)
+                let (weight, bias) = self.conv_weights(i, None);
+                x.conv2d(&weight, bias.as_ref(), stride, padding, dilation, *groups)
             }
             Op::BatchNorm2d { eps, momentum, .. } => x.batch_norm(
                 p.weight.as_ref(),
