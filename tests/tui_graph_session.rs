@@ -42,7 +42,7 @@ fn a_graph_run_reopens_on_the_same_screen_without_recomputing_and_fresh_starts_c
     tmux.keys(&["w"]);
     tmux.wait("the sweep", long, |s| s.contains("sweep net.3 (zero)") && s.contains("● ready"));
     tmux.keys(&["P"]);
-    tmux.wait("the patching maps", long, |s| s.contains("denoise: triggered") && s.contains("● ready"));
+    tmux.wait("the patching maps", long, |s| s.contains("denoise on") && s.contains("● ready"));
     tmux.keys(&["5"]);
     let before = tmux.wait("the Ablation pane focused", long, |s| s.contains("● ready") && s.contains("history"));
     tmux.keys(&["q"]);

@@ -273,7 +273,8 @@ fn figures_of(runs: &[RunSummary], spread: &[Spread]) -> Vec<(ModelKind, Figure)
             let title = format!("{model} model across {} runs (legend: mean ± sd)", runs.len());
             let labels = Labels::new(title, format!("run: {}", names.join(" · ")), "accuracy (% of test images)");
             let mut chart = Chart::new(labels, series);
-            chart.y = Some((0.0, 100.0));
+            // Half a run of room each side: no point sits on the frame.
+            (chart.y, chart.x) = (Some((0.0, 100.0)), Some((0.5, runs.len() as f64 + 0.5)));
             (model, Figure::Chart(chart))
         })
         .collect()
