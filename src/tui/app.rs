@@ -378,8 +378,8 @@ impl App {
             return vec![Effect::Notice(FRESH.into())];
         }
         let notice = (restored.view.is_some() || restored.unreadable.is_some()).then(|| restored.notice());
-        if let Some((digit, pane)) = graph::resume::apply(restored, g, &mut self.panes.graph_circuit) {
-            self.study.digit = digit;
+        if let Some((subject, digit, pane)) = graph::resume::apply(restored, g, &mut self.panes.graph_circuit) {
+            (self.study.subject, self.study.digit) = (subject, digit);
             self.focus = pane.unwrap_or(self.focus);
         }
         notice.map(Effect::Notice).into_iter().collect()
@@ -409,16 +409,9 @@ impl App {
         }
         let text = keeping_detail(|| match study.graph.as_deref() {
             Some(g) => {
-                let circuit = &self.panes.graph_circuit;
+                let (circuit, selected) = (&self.panes.graph_circuit, (study.subject, study.digit));
                 let (checkpoints, images) = (&study.checkpoints, run.test_images);
-                serde_json::to_string(&graph::resume::snapshot(
-                    self.focus,
-                    study.digit,
-                    checkpoints,
-                    images,
-                    g,
-                    circuit,
-                ))
+                serde_json::to_string(&graph::resume::snapshot(self.focus, selected, checkpoints, images, g, circuit))
             }
             None => serde_json::to_string(&resume::snapshot(self.focus, study, &self.panes, &self.shelf)),
         });
@@ -508,8 +501,10 @@ impl App {
                 study.generation += 1;
                 match study.graph.as_deref_mut() {
                     Some(g) => {
-                        study.subject = model;
-                        g.sweeps.clear();
+                        // Sweeps are the studied model's (a restored session's included).
+                        if std::mem::replace(&mut study.subject, model) != model {
+                            g.sweeps.clear();
+                        }
                         g.evaluate_current(model, true)
                     }
                     None => {

@@ -10,6 +10,7 @@ use super::data::GraphEvaluation;
 use super::state::{GraphState, GraphSweep, LayerRow};
 use crate::engine::ablation::AblationMode;
 use crate::engine::circuit::CircuitReport;
+use crate::engine::lab::ModelKind;
 use crate::engine::patch::Direction;
 use crate::engine::prune::PruneCurve;
 use crate::engine::run::RunDir;
@@ -37,6 +38,8 @@ pub struct GraphSessionFile {
 pub struct GraphView {
     /// The focused pane's number.
     pub focus: usize,
+    /// The model under study (the sweeps are its).
+    pub subject: ModelKind,
     /// The selected node, by name.
     pub site: String,
     /// The Channels cursor of each node, by name.
@@ -112,7 +115,7 @@ pub fn read(run: &RunDir, checkpoints: &Checkpoints, test_images: usize, sites: 
 /// The session as the explorer shows it now.
 pub fn snapshot(
     focus: Pane,
-    digit: usize,
+    (subject, digit): (ModelKind, usize),
     checkpoints: &Checkpoints,
     test_images: usize,
     g: &GraphState,
@@ -121,6 +124,7 @@ pub fn snapshot(
     let names = g.info.sites.iter().map(|s| s.name.clone());
     let view = GraphView {
         focus: focus.number(),
+        subject,
         site: g.selected().name.clone(),
         unit_rows: names.zip(g.unit_rows.iter().copied()).filter(|(_, row)| *row > 0).collect(),
         folded: g.folded.clone(),
@@ -142,12 +146,13 @@ pub fn snapshot(
     GraphSessionFile { test_images, checkpoints: checkpoints.clone(), view, results }
 }
 
-/// Puts a restored session on screen; returns the digit and the pane to focus.
+/// Puts a restored session on screen; returns the model under study, the digit
+/// and the pane to focus.
 pub fn apply(
     restored: GraphRestored,
     g: &mut GraphState,
     circuit: &mut CircuitState<GraphSite>,
-) -> Option<(usize, Option<Pane>)> {
+) -> Option<(ModelKind, usize, Option<Pane>)> {
     let view = restored.view?;
     for (index, site) in g.info.sites.iter().enumerate() {
         g.unit_rows[index] = view.unit_rows.get(&site.name).copied().unwrap_or(0);
@@ -169,5 +174,5 @@ pub fn apply(
     }
     (circuit.report, circuit.curves) = (results.report, results.curves);
     (circuit.layer, circuit.unit) = view.map;
-    Some((view.digit, Pane::of_number(view.focus)))
+    Some((view.subject, view.digit, Pane::of_number(view.focus)))
 }

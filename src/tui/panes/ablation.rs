@@ -139,9 +139,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
     } else if !study.ready && !ab.set.is_empty() {
         Span::styled(" · waiting for the models", Style::new().fg(DIM))
     } else if let Some(result) = ab.result.as_ref().filter(|_| !ab.set.is_empty()) {
-        // The widest of the ablated row's 95 % intervals, as ± points.
-        let widest = Rate::ALL.iter().filter_map(|&r| result.metrics.half_width(r)).fold(0.0, f64::max);
-        Span::styled(format!(" · {:.0} ms · ±{widest:.1} (95 %)", result.seconds * 1e3), Style::new().fg(DIM))
+        Span::styled(format!(" · {:.0} ms", result.seconds * 1e3), Style::new().fg(DIM))
     } else {
         Span::raw("")
     };
