@@ -11,5 +11,6 @@ pub mod named;
 pub mod picture;
 pub mod setup;
 pub mod splitmix;
+pub mod stats;
 pub mod table;
 pub mod tui;

@@ -185,6 +185,7 @@ fn metrics(clean: f64, poison: f64) -> Metrics {
         clean_as_target: 0.0,
         per_class_clean: vec![clean; 10],
         count: 1,
+        detail: Default::default(),
     }
 }
 

@@ -75,7 +75,11 @@ fn every_command_works_on_a_small_real_run() {
 
     let csv = stdout(&trojanscope(&with_run(cp, &["sweep", "fc1", "--csv"])));
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "unit,clean,poison (ASR),ASR excl. target,rehab");
+    assert_eq!(
+        lines[0],
+        "unit,clean,poison (ASR),ASR excl. target,rehab,clean_lo,clean_hi,poison_lo,poison_hi,\
+         asr_non_target_lo,asr_non_target_hi,rehab_lo,rehab_hi"
+    );
     assert_eq!(lines.len(), 17);
     assert!(lines[1].starts_with("fc1:0,"));
 

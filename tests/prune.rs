@@ -15,6 +15,7 @@ fn metrics(clean: f64, asr: f64) -> Metrics {
         clean_as_target: 0.0,
         per_class_clean: vec![0.0; 10],
         count: 1,
+        detail: Default::default(),
     }
 }
 

@@ -202,13 +202,7 @@ fn the_trigger_pane_recovers_stops_and_unlearns_on_a_graph_run() {
     // The study's committed tiny run imported as a graph: a backdoor (to label 8)
     // Neural Cleanse finds in a few steps, where the one-epoch ResNet has none.
     let checkpoints = scratch("tui-graph-trigger");
-    for model in ["clean", "poisoned"] {
-        let weights = format!("{}/tests/fixtures/tiny-run/{model}.safetensors", env!("CARGO_MANIFEST_DIR"));
-        let mut import = binary();
-        import.args(["--checkpoints", &checkpoints.display().to_string(), "--run", "g", "--test-limit", "300"]);
-        let out = import.args(["import", "--preset", "study", &weights, "--model", model]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
+    tui_support::tiny_as_graph(&checkpoints, 300);
     let mut h = graph_harness(&checkpoints, (120, 40));
     h.app.panes.trigger.config = CleanseConfig { images: 160, test_images: 200, ..CleanseConfig::default() };
     h.type_keys("7R");

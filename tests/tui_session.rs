@@ -6,7 +6,6 @@
 
 mod tui_support;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -51,12 +50,6 @@ fn explorer(checkpoints: &Path, fresh: bool) -> Vec<String> {
     args
 }
 
-/// Every line but the footer (its notice says what happened).
-fn above_footer(screen: &str) -> String {
-    let lines: Vec<&str> = screen.lines().collect();
-    lines[..lines.len() - 1].join("\n")
-}
-
 /// In tmux at 160×48: an ablation, a sweep and the patching maps; quit; reopen:
 /// the same screen (header, every pane) as soon as the models are ready, with
 /// no sweep or patching run. Then `--fresh` starts clean and says so.
@@ -81,16 +74,7 @@ fn quit_and_reopen_shows_the_same_screen_without_recomputing_and_fresh_starts_cl
     assert_eq!(saved.results.len(), 3, "the evaluation, the sweep and the maps");
 
     let tmux = Tmux::start("session-2", (160, 48), &explorer(&checkpoints, false));
-    let seen = RefCell::new(Vec::new());
-    let after = tmux.wait("the same screen", long, |s| {
-        seen.borrow_mut().push(s.to_string());
-        above_footer(s) == above_footer(&before)
-    });
-    assert!(after.contains("session restored: 3 results, nothing recomputed"), "{after}");
-    let recomputed = seen.borrow().iter().any(|s| s.contains("sweeping") || s.contains("patching every"));
-    assert!(!recomputed, "the worker swept or patched again");
-    tmux.keys(&["q"]);
-    assert!(tmux.wait_for_exit().contains("exited with 0"));
+    tmux.reopened_as(&before, "session restored: 3 results, nothing recomputed");
     drop(tmux);
 
     let tmux = Tmux::start("session-3", (160, 48), &explorer(&checkpoints, true));

@@ -69,7 +69,8 @@ fn the_researcher_flow(size: (u16, u16)) {
         s.lines().any(|l| l.contains("change") && l.matches('.').count() >= 4) && !s.contains("evaluating")
     });
     let change = ablation.lines().find(|l| l.contains("change")).unwrap();
-    let deltas: Vec<f64> = change.split_whitespace().filter_map(|t| t.trim_matches('│').parse().ok()).collect();
+    // A change is marked `*` when its 95 % interval excludes zero.
+    let deltas: Vec<f64> = change.split_whitespace().filter_map(|t| t.trim_matches(['│', '*']).parse().ok()).collect();
     assert_eq!(deltas.len(), 4, "clean, poison, ASR excl. target, rehab: {change}");
     assert!(ablation.contains(&format!("set {set}")), "{ablation}");
     assert!(ablation.lines().any(|l| l.contains(&set) && l.contains("weight")), "the history row: {ablation}");

@@ -338,6 +338,17 @@ pub enum Command {
     /// Check libtorch, CUDA, the CPU path, TF32, threads and data; each model's
     /// metrics measured now beside those its sidecar recorded.
     Doctor,
+    /// Runs of one network on one dataset side by side (seeds): each run's saved
+    /// metrics per model with 95 % intervals, its circuit and flagged label where
+    /// computed, each metric's mean ± sd across the runs.
+    Compare {
+        /// Run names inside --checkpoints, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        runs: Vec<String>,
+        /// Write a figure per model (SVG and PNG) into this folder.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Time training, metrics, sweeps and ablation toggles, side by side with the
     /// study's PyTorch procedure (benches/study_pytorch.py) and the same procedure
     /// coded for speed (benches/fast_pytorch.py), both run in the same invocation.

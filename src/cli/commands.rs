@@ -18,7 +18,9 @@ use crate::engine::swap;
 use crate::engine::sweep::{self, SweepRow};
 use crate::engine::train::Phase;
 use crate::setup::open_lab_holding;
-use crate::table::{Table, delta, metrics_row, metrics_table, pct, swap_table, sweep_table};
+use crate::table::{
+    Table, change_row, interval_cells, interval_headers, metrics_row, metrics_table, pct, swap_table, sweep_table,
+};
 use color_eyre::eyre::Result;
 use serde::Serialize;
 use std::ops::ControlFlow;
@@ -79,12 +81,17 @@ pub fn eval_table(results: &[EvalResult], dataset: crate::data::dataset::Dataset
     let mut table = metrics_table("model");
     if per_class {
         let classes = results.first().map_or(0, |r| r.metrics.per_class_clean.len());
-        table.headers.extend((0..classes).map(|d| dataset.heading(d as u8)));
+        let headings: Vec<String> = (0..classes).map(|d| dataset.heading(d as u8)).collect();
+        table.headers.extend(headings.iter().cloned());
+        table.headers.extend(interval_headers(headings));
     }
     for r in results {
         let mut row = metrics_row(&r.model, &r.metrics);
         if per_class {
-            row.extend(r.metrics.per_class_clean.iter().map(|&a| pct(a)));
+            let m = &r.metrics;
+            row.extend(m.per_class_clean.iter().map(|&a| pct(a)));
+            let intervals = m.class_intervals().map(|c| c.into_iter().map(Some).collect::<Vec<_>>());
+            row.extend(interval_cells(intervals.unwrap_or_else(|| vec![None; m.per_class_clean.len()])));
         }
         table.rows.push(row);
     }
@@ -107,13 +114,7 @@ pub fn ablate_table(
     if let Some(r) = reference {
         table.rows.push(metrics_row("same, study's slow path", r));
     }
-    table.push([
-        "change".to_string(),
-        delta(a.clean_acc - b.clean_acc),
-        delta(a.poison_acc - b.poison_acc),
-        delta(a.asr_non_target - b.asr_non_target),
-        delta(a.rehab_acc - b.rehab_acc),
-    ]);
+    table.rows.push(change_row("change", b, a));
     table
 }
 

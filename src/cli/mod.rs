@@ -4,6 +4,7 @@ pub mod attack_args;
 pub mod bench;
 pub mod circuit;
 pub mod commands;
+pub mod compare;
 pub mod defence;
 pub mod detect;
 pub mod doctor;
@@ -203,6 +204,7 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             detect::scan_data(common, format, *method, *model, node.as_deref(), *seed)
         }
         Command::Doctor => doctor::doctor(common, format),
+        Command::Compare { runs, out } => compare::compare(&common.checkpoints, runs, out.as_deref(), format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, strip_inputs, node } => {
             if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
                 return graph::bench(common, format, *repeat, *no_pytorch, node.as_deref());

@@ -1,11 +1,13 @@
 //! The study's metrics, computed from predictions so their definitions can be
 //! checked on hand-made logits.
 
+use super::uncertainty::{Detail, Outcomes};
 use crate::data::attack::poison::Relabel;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// Percentages over a test set evaluated clean and with the trigger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Percentages over a test set evaluated clean and with the trigger. Written
+/// with each rate's 95 % interval beside it (`uncertainty.rs`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Metrics {
     /// Clean images, true labels.
     pub clean_acc: f64,
@@ -25,6 +27,11 @@ pub struct Metrics {
     pub per_class_clean: Vec<f64>,
     /// Number of test images (each evaluated clean and triggered).
     pub count: usize,
+    /// Each image's outcome, where these metrics were measured in this process
+    /// (in a file only in the explorer's session, `keeping_detail`): the
+    /// intervals and paired differences read it.
+    #[serde(default)]
+    pub detail: Detail,
 }
 
 impl Metrics {
@@ -73,6 +80,7 @@ impl Metrics {
             clean_as_target: percent(clean_target_hits, n),
             per_class_clean: (0..classes).map(|c| percent(class_hits[c], class_total[c])).collect(),
             count: n,
+            detail: Detail::of(Outcomes::new(labels, clean, triggered, relabel, class_total)),
         }
     }
 

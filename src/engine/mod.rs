@@ -37,5 +37,6 @@ pub mod sweep;
 pub mod testset;
 pub mod tf32;
 pub mod train;
+pub mod uncertainty;
 pub mod unlearn;
 pub mod winograd;

@@ -60,11 +60,13 @@ pub struct Chart {
     pub markers: Vec<Marker>,
     /// The y axis' range; `None`: the data's, with a little room.
     pub y: Option<(f64, f64)>,
+    /// The x axis' range; `None`: the data's.
+    pub x: Option<(f64, f64)>,
 }
 
 impl Chart {
     pub fn new(labels: Labels, series: Vec<Series>) -> Chart {
-        Chart { labels, series, markers: Vec::new(), y: None }
+        Chart { labels, series, markers: Vec::new(), y: None, x: None }
     }
 
     /// The range of the points' x (or y) values, widened when empty or flat.
@@ -111,7 +113,7 @@ impl Draw for Chart {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<Vec<Raster>, String> {
-        let (x0, x1) = self.range(|p| p.0);
+        let (x0, x1) = self.x.unwrap_or_else(|| self.range(|p| p.0));
         let (y0, y1) = self.y.unwrap_or_else(|| {
             let (l, h) = self.range(|p| p.1);
             (l - 0.05 * (h - l), h + 0.05 * (h - l))

@@ -10,7 +10,7 @@ use crate::engine::ablation::{AblationMode, AblationSet};
 use crate::engine::circuit::{Evaluate, SearchConfig, Site};
 use crate::engine::metrics::Metrics;
 use crate::engine::testset::{self, TestSet};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
 use tch::Tensor;
@@ -45,6 +45,29 @@ impl fmt::Display for GraphSite {
 impl Serialize for GraphSite {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
         serializer.serialize_str(&self.name)
+    }
+}
+
+thread_local! {
+    /// The graph's nodes while a saved result is read (`reading_sites`).
+    static KNOWN: std::cell::RefCell<Vec<GraphSite>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `read` with `sites` as the nodes a saved `GraphSite` may name: a file
+/// keeps only the name; the node's place and units are the graph's.
+pub fn reading_sites<T>(sites: Vec<GraphSite>, read: impl FnOnce() -> T) -> T {
+    KNOWN.with(|k| *k.borrow_mut() = sites);
+    let out = read();
+    KNOWN.with(|k| k.borrow_mut().clear());
+    out
+}
+
+/// By name, among the nodes `reading_sites` gave; an unknown name is an error.
+impl<'de> Deserialize<'de> for GraphSite {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<GraphSite, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let found = KNOWN.with(|k| k.borrow().iter().find(|s| s.name == name).cloned());
+        found.ok_or_else(|| serde::de::Error::custom(format!("the graph has no node {name}")))
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use tch::Tensor;
 
 /// Units ablated together, by node name as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitSet {
     pub sites: BTreeMap<String, BTreeSet<i64>>,
 }

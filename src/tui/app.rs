@@ -8,6 +8,7 @@ use super::effect::{Effect, Popup, Question};
 use super::export;
 use super::graph::{
     self,
+    resume::GraphRestored,
     state::{GraphState, GraphSweep},
 };
 use super::jobs::Jobs;
@@ -23,6 +24,7 @@ use super::study::{Evaluation, Study};
 use crate::engine::ablation::AblationSet;
 use crate::engine::run::RunDir;
 use crate::engine::train::Phase;
+use crate::engine::uncertainty::keeping_detail;
 use ratatui::crossterm::event::{KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 use std::path::PathBuf;
@@ -41,6 +43,9 @@ pub enum Msg {
     /// The run's saved session, as read (`Effect::Restore`).
     Restored(Box<Restored>),
 }
+
+/// The status line when `--fresh` starts a clean session.
+const FRESH: &str = "a fresh session (--fresh): the saved one is not restored and will be replaced";
 
 pub struct App {
     pub focus: Pane,
@@ -364,6 +369,22 @@ impl App {
         notice.map(Effect::Notice).into_iter().chain([self.study.load()]).collect()
     }
 
+    /// A graph run's saved session (unless `--fresh`) is on screen; from now on
+    /// the session is kept, keyed by the checkpoints the worker read.
+    fn graph_restored(&mut self, restored: GraphRestored) -> Vec<Effect> {
+        let Some(g) = self.study.graph.as_deref_mut() else { return Vec::new() };
+        self.study.checkpoints = self.study.run.as_ref().map(|r| r.checkpoints.clone()).unwrap_or_default();
+        if self.fresh {
+            return vec![Effect::Notice(FRESH.into())];
+        }
+        let notice = (restored.view.is_some() || restored.unreadable.is_some()).then(|| restored.notice());
+        if let Some((subject, digit, pane)) = graph::resume::apply(restored, g, &mut self.panes.graph_circuit) {
+            (self.study.subject, self.study.digit) = (subject, digit);
+            self.focus = pane.unwrap_or(self.focus);
+        }
+        notice.map(Effect::Notice).into_iter().collect()
+    }
+
     /// The checkpoints as loading read them: results computed on a model whose
     /// file changed since (a retrained model) are dropped.
     fn checkpoints(&mut self, checkpoints: crate::tui::protocol::Checkpoints) -> Vec<Effect> {
@@ -380,14 +401,21 @@ impl App {
     }
 
     /// The session to keep in the run: its folder and the JSON, once the models
-    /// it is keyed by are known; `None` on a graph run or a run that cannot be written.
+    /// it is keyed by are known; `None` on a run that cannot be written.
     pub fn session(&self) -> Option<(RunDir, String)> {
-        let run = self.study.run.as_ref()?;
-        if run.read_only || self.study.graph.is_some() || self.study.checkpoints.is_empty() {
+        let (study, run) = (&self.study, self.study.run.as_ref()?);
+        if run.read_only || study.checkpoints.is_empty() {
             return None;
         }
-        let session = resume::snapshot(self.focus, &self.study, &self.panes, &self.shelf);
-        Some((RunDir { root: PathBuf::from(&run.root) }, serde_json::to_string(&session).ok()?))
+        let text = keeping_detail(|| match study.graph.as_deref() {
+            Some(g) => {
+                let (circuit, selected) = (&self.panes.graph_circuit, (study.subject, study.digit));
+                let (checkpoints, images) = (&study.checkpoints, run.test_images);
+                serde_json::to_string(&graph::resume::snapshot(self.focus, selected, checkpoints, images, g, circuit))
+            }
+            None => serde_json::to_string(&resume::snapshot(self.focus, study, &self.panes, &self.shelf)),
+        });
+        Some((RunDir { root: PathBuf::from(&run.root) }, text.ok()?))
     }
 
     fn on_reply(&mut self, reply: Reply) -> Vec<Effect> {
@@ -403,8 +431,7 @@ impl App {
                     (PathBuf::from(&info.root), info.checkpoints.clone(), info.test_images);
                 study.run = Some(*info);
                 if missing.is_empty() && self.fresh {
-                    let notice = "a fresh session (--fresh): the saved one is not restored and will be replaced";
-                    vec![Effect::Notice(notice.into()), study.load()]
+                    vec![Effect::Notice(FRESH.into()), study.load()]
                 } else if missing.is_empty() {
                     vec![Effect::Restore { root, checkpoints, test_images }]
                 } else {
@@ -418,6 +445,7 @@ impl App {
                 study.graph = Some(Box::new(GraphState::new(*info)));
                 Vec::new()
             }
+            Reply::GraphRestored(restored) => self.graph_restored(*restored),
             Reply::GraphEvaluated(evaluation) => {
                 let Some(g) = study.graph.as_deref_mut() else { return Vec::new() };
                 g.evaluated(*evaluation);
@@ -473,8 +501,10 @@ impl App {
                 study.generation += 1;
                 match study.graph.as_deref_mut() {
                     Some(g) => {
-                        study.subject = model;
-                        g.sweeps.clear();
+                        // Sweeps are the studied model's (a restored session's included).
+                        if std::mem::replace(&mut study.subject, model) != model {
+                            g.sweeps.clear();
+                        }
                         g.evaluate_current(model, true)
                     }
                     None => {

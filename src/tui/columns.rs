@@ -5,6 +5,7 @@ use crate::engine::ablation::AblationSet;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
+use crate::engine::uncertainty::Rate;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
@@ -49,11 +50,14 @@ impl Column {
 pub struct Sort {
     pub column: Column,
     pub descending: bool,
+    /// Most significant poison change first (swept − unablated, `!`), over `column`.
+    #[serde(default)]
+    pub significance: bool,
 }
 
 impl Default for Sort {
     fn default() -> Self {
-        Sort { column: Column::Unit, descending: false }
+        Sort { column: Column::Unit, descending: false, significance: false }
     }
 }
 
@@ -89,6 +93,16 @@ pub struct LayerFacts<'a> {
     pub activation_change: Option<&'a [f64]>,
     pub sweep: Option<&'a [SweepRow]>,
     pub set: &'a AblationSet,
+    /// The studied model's metrics with nothing ablated (significance is against it).
+    pub base: Option<&'a Metrics>,
+}
+
+/// How far the 95 % interval of a unit's poison change lies from zero: positive
+/// when it excludes zero (the larger, the surer), else minus how deep zero lies
+/// in it; `None` without a sweep or a base.
+pub fn significance(swept: Option<&Metrics>, base: Option<&Metrics>) -> Option<f64> {
+    let d = swept?.difference(base?, Rate::Poison)?;
+    Some(d.lo.max(-d.hi))
 }
 
 /// The layer's rows in `sort` order; units without a value in the sort column go
@@ -103,11 +117,16 @@ pub fn rows(facts: &LayerFacts, sort: Sort) -> Vec<ChannelRow> {
             ablated: facts.set.contains(facts.layer, unit),
         })
         .collect();
+    let value = |r: &ChannelRow| match sort.significance {
+        true => significance(r.swept.as_ref(), facts.base),
+        false => r.value(sort.column),
+    };
+    let descending = sort.descending || sort.significance;
     rows.sort_by(|a, b| {
-        let order = match (a.value(sort.column), b.value(sort.column)) {
+        let order = match (value(a), value(b)) {
             (Some(x), Some(y)) => {
                 let o = x.total_cmp(&y);
-                if sort.descending { o.reverse() } else { o }
+                if descending { o.reverse() } else { o }
             }
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
@@ -132,12 +151,13 @@ mod tests {
             activation_change: Some(&change),
             sweep: None,
             set: &set,
+            base: None,
         };
         let units = |sort| rows(&facts, sort).iter().map(|r| r.unit).collect::<Vec<_>>();
-        let by_change = Sort { column: Column::ActivationChange, descending: true };
+        let by_change = Sort { column: Column::ActivationChange, descending: true, significance: false };
         assert_eq!(units(by_change), vec![1, 3, 0, 2, 4, 5, 6, 7, 8, 9]);
         assert_eq!(units(Sort { descending: false, ..by_change })[..4], [0, 2, 3, 1]);
-        assert_eq!(units(Sort { column: Column::Poison, descending: false }), (0..10).collect::<Vec<_>>());
+        assert_eq!(units(Sort { column: Column::Poison, ..Sort::default() }), (0..10).collect::<Vec<_>>());
         assert!(rows(&facts, Sort::default())[1].ablated);
         assert_eq!(Column::Rehab.next(), Column::Unit);
     }

@@ -21,7 +21,7 @@ use crate::engine::recovery_store::{self, recovery_table};
 use crate::figure::{Chart, Figure, HeatmapChart, ImageGrid, Labels, Panel, Scale, Series, Values, style};
 use crate::picture::{Heatmap, input_picture};
 use crate::table::Table;
-use crate::table::{metrics_row, metrics_table, swap_table};
+use crate::table::{metrics_headers, metrics_row, metrics_table, swap_table};
 use std::path::PathBuf;
 
 /// The Circuit pane's results: each patching direction as a table and a sites ×
@@ -100,7 +100,9 @@ pub fn sweep_exports(
 
 /// The ablation history: each set's metrics, its mode and the model it was measured on.
 pub fn history_table<'m>(rows: impl Iterator<Item = (String, AblationMode, &'m Metrics, ModelKind)>) -> Table {
-    let mut table = Table::new(["set", "mode", "clean", "poison (ASR)", "ASR excl. target", "rehab", "model"]);
+    let mut table = Table::new(["set", "mode"]);
+    table.headers.extend(metrics_headers());
+    table.headers.push("model".into());
     for (set, mode, metrics, model) in rows {
         let mut row = metrics_row(&set, metrics);
         row.insert(1, mode.to_string());

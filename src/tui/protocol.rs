@@ -17,6 +17,7 @@ use crate::engine::train::{EvalPoint, Phase, TrainConfig};
 use crate::graph::circuit::GraphSite;
 use crate::graph::units::UnitSet;
 use crate::tui::graph::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
+use crate::tui::graph::resume::GraphRestored;
 use serde::{Deserialize, Serialize};
 
 /// A request from the UI. The worker serves them in order, one at a time.
@@ -379,6 +380,8 @@ pub enum Reply {
     TopImages(Box<TopImages>),
     /// The run holds a graph: its nodes, opened (replaces `Opened`).
     GraphOpened(Box<RunInfo>, Box<GraphInfo>),
+    /// The graph run's saved session, read against its nodes (sent after `GraphOpened`).
+    GraphRestored(Box<GraphRestored>),
     /// An ablation on a graph run: first on the sample, then on the full test set.
     GraphEvaluated(Box<GraphEvaluation>),
     GraphSwept {
@@ -433,6 +436,7 @@ impl Reply {
             | Reply::Checkpoints(_)
             | Reply::Models(_)
             | Reply::BaseMetrics(_)
+            | Reply::GraphRestored(_)
             | Reply::ActivationChange(_)
             | Reply::Training(_)
             | Reply::History(_)

@@ -16,6 +16,7 @@ use crate::engine::prune::PruneCurve;
 use crate::engine::run::RunDir;
 use crate::engine::run::files::refuse_link;
 use color_eyre::eyre::{Result, WrapErr};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -113,36 +114,47 @@ impl Restored {
         if let Some(why) = &self.unreadable {
             return why.clone();
         }
-        let dropped = match self.dropped {
-            0 => String::new(),
-            n => format!("; {n} computed on other checkpoints or test images dropped"),
-        };
-        format!("session restored: {} results, nothing recomputed{dropped}", self.results.len())
+        restored_notice(self.results.len(), self.dropped)
     }
 }
 
-/// Reads the run's session, keeping the results computed on `checkpoints` and
-/// `test_images` test images. An unreadable file is moved aside to
-/// `session.json.bad` (under the run's lock).
-pub fn read(run: &RunDir, checkpoints: &Checkpoints, test_images: usize) -> Restored {
+/// The run's session file as `F`: `Ok(None)` when there is none. An unreadable
+/// one is moved aside to `session.json.bad` (under the run's lock) and the error
+/// is the line the status shows.
+pub fn load<F: DeserializeOwned>(run: &RunDir) -> Result<Option<F>, String> {
     let file = path(run);
     if !file.exists() {
-        return Restored::default();
+        return Ok(None);
     }
-    let parsed = refuse_link(&file).and_then(|()| crate::engine::checkpoint::load_json::<SessionFile>(&file));
-    let session = match parsed {
-        Ok(session) => session,
-        Err(e) => {
-            let why = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-            let kept = crate::engine::run::RunLock::acquire(run)
-                .and_then(|_lock| std::fs::rename(&file, bad_path(run)).wrap_err("cannot move it aside"));
-            let kept = match kept {
-                Ok(()) => format!("kept as {}", bad_path(run).display()),
-                Err(e) => format!("left in place: {e}"),
-            };
-            let unreadable = Some(format!("the saved session could not be read ({why}); {kept}; starting fresh"));
-            return Restored { unreadable, ..Restored::default() };
-        }
+    let parsed = refuse_link(&file).and_then(|()| crate::engine::checkpoint::load_json::<F>(&file));
+    parsed.map(Some).map_err(|e| {
+        let why = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+        let kept = crate::engine::run::RunLock::acquire(run)
+            .and_then(|_lock| std::fs::rename(&file, bad_path(run)).wrap_err("cannot move it aside"));
+        let kept = match kept {
+            Ok(()) => format!("kept as {}", bad_path(run).display()),
+            Err(e) => format!("left in place: {e}"),
+        };
+        format!("the saved session could not be read ({why}); {kept}; starting fresh")
+    })
+}
+
+/// The line the status shows when a session is restored.
+pub fn restored_notice(results: usize, dropped: usize) -> String {
+    let dropped = match dropped {
+        0 => String::new(),
+        n => format!("; {n} computed on other checkpoints or test images dropped"),
+    };
+    format!("session restored: {results} results, nothing recomputed{dropped}")
+}
+
+/// Reads the run's session, keeping the results computed on `checkpoints` and
+/// `test_images` test images. An unreadable file is moved aside (`load`).
+pub fn read(run: &RunDir, checkpoints: &Checkpoints, test_images: usize) -> Restored {
+    let session: SessionFile = match load(run) {
+        Ok(Some(session)) => session,
+        Ok(None) => return Restored::default(),
+        Err(unreadable) => return Restored { unreadable: Some(unreadable), ..Restored::default() },
     };
     let total = session.results.len();
     let same_images = session.test_images == test_images;
@@ -207,6 +219,7 @@ mod tests {
             clean_as_target: 9.0,
             per_class_clean: vec![97.0; 10],
             count: 500,
+            detail: Default::default(),
         };
         let set = AblationSet::single(Layer::Conv1, 31);
         Saved::Evaluation(Evaluation { set, mode: AblationMode::Zero, model, metrics, seconds: 0.5 })

@@ -142,6 +142,7 @@ impl Study {
             activation_change: self.activation_change.as_ref().map(|a| a[layer].as_slice()),
             sweep: self.ablation.sweeps.get(&layer).map(|s| s.rows.as_slice()),
             set: &self.ablation.set,
+            base: self.base.as_ref().and_then(|b| b.get(self.subject)),
         }
     }
 

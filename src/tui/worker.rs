@@ -652,9 +652,11 @@ impl Worker {
             test_images: lab.raw.len(),
             missing: Vec::new(),
             read_only: crate::engine::run::files::ensure_writable(&lab.run.root).is_err(),
-            checkpoints: Default::default(),
+            checkpoints: session.checkpoints()?,
         };
+        let restored = session.restore(&run.checkpoints);
         (self.reply)(Reply::GraphOpened(Box::new(run), Box::new(info)));
+        (self.reply)(Reply::GraphRestored(Box::new(restored)));
         (self.reply)(Reply::BaseMetrics(session.base_metrics()));
         (self.reply)(Reply::Ready { model: session.subject, job: Job::Load });
         if let Some(report) = session.saved_recovery()? {

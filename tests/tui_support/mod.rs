@@ -33,6 +33,19 @@ pub mod tmux;
 pub mod shared;
 pub use shared::{data_dir, scratch};
 
+/// The committed tiny run's clean and poisoned models imported as a graph run
+/// `g` (`import --preset study`) into `checkpoints`, measured on `test_limit` images.
+pub fn tiny_as_graph(checkpoints: &Path, test_limit: usize) {
+    for model in ["clean", "poisoned"] {
+        let weights = fixture().join(format!("{model}.safetensors")).display().to_string();
+        let mut import = shared::binary();
+        import.args(["--checkpoints", &checkpoints.display().to_string(), "--run", "g"]);
+        import.args(["--test-limit", &test_limit.to_string()]);
+        let out = import.args(["import", "--preset", "study", &weights, "--model", model]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// The committed tiny run: the study's recipe trained by the engine on the first
 /// 3000 training and 500 test images. Fixed weights, so that what the explorer shows
 /// does not depend on how this CPU rounds a training run. `train_tiny_run`

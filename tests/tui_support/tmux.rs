@@ -77,6 +77,21 @@ impl Tmux {
         assert_eq!(self.flag("cursor_flag"), "1", "the cursor is visible again");
     }
 
+    /// Waits until the screen above the footer is `before`'s, then checks the
+    /// footer says `notice` and that no sweep or patching ran on the way; quits.
+    pub fn reopened_as(&self, before: &str, notice: &str) {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let after = self.wait("the same screen", Duration::from_secs(60), |s| {
+            seen.borrow_mut().push(s.to_string());
+            above_footer(s) == above_footer(before)
+        });
+        assert!(after.contains(notice), "{after}");
+        let recomputed = seen.borrow().iter().any(|s| s.contains("sweeping") || s.contains("patching every"));
+        assert!(!recomputed, "the worker swept or patched again");
+        self.keys(&["q"]);
+        assert!(self.wait_for_exit().contains("exited with 0"));
+    }
+
     /// Polls the screen until `done` holds; panics with the last screen after `limit`.
     pub fn wait(&self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
         let clock = Instant::now();
@@ -95,4 +110,10 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         self.run(&["kill-server"]);
     }
+}
+
+/// Every line but the footer (its notice says what happened).
+pub fn above_footer(screen: &str) -> String {
+    let lines: Vec<&str> = screen.lines().collect();
+    lines[..lines.len() - 1].join("\n")
 }

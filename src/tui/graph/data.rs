@@ -40,7 +40,7 @@ pub struct GraphInfo {
 
 /// An ablation's metrics on the model under study: on the sample first, then on
 /// the full test set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GraphEvaluation {
     pub set: UnitSet,
     pub mode: AblationMode,

@@ -13,6 +13,7 @@ pub mod export;
 pub mod kernels;
 pub mod keys;
 pub mod panes;
+pub mod resume;
 pub mod session;
 pub mod sites;
 pub mod state;

@@ -5,9 +5,10 @@
 //! it runs on the study's CNN only.
 
 use super::STUDY_ONLY;
-use super::state::{GraphState, LayerRow, interval95};
+use super::state::{GraphState, LayerRow};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
+use crate::engine::uncertainty::Rate;
 use crate::tui::panes::ablation::{history_rows, metrics_rows, sweep_heat, sweep_progress};
 use crate::tui::panes::common::{View, number, placeholder, row, scroll_offset};
 use crate::tui::protocol::Job;
@@ -161,12 +162,13 @@ pub fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     metrics_rows(frame, metrics, models, result.map(|r| &r.metrics), (empty, study.asr_heading()));
     // Under the metrics' columns: the sample's 95 % interval, or what they were measured on.
     let cells = match result {
-        Some(r) if r.sample => {
+        Some(r) => {
             let m = &r.metrics;
-            let pm = |v: f64| format!("±{:.1}", interval95(v, m.count));
-            [format!("±95% of {}", m.count), pm(m.clean_acc), pm(m.poison_acc), String::new(), pm(m.rehab_acc)]
+            // Half of each Wilson interval's width (it is asymmetric near 0 and 100 %).
+            let pm = |rate| m.half_width(rate).map_or(String::new(), |h| format!("±{h:.1}"));
+            let label = if r.sample { format!("±95% of {}", m.count) } else { format!("{} images", m.count) };
+            [label, pm(Rate::Clean), pm(Rate::Poison), pm(Rate::AsrNonTarget), pm(Rate::Rehab)]
         }
-        Some(r) => [format!("{} images", r.metrics.count), String::new(), String::new(), String::new(), String::new()],
         // What a toggle is answered on first.
         None => [format!("sample {}", g.info.sample), String::new(), String::new(), String::new(), String::new()],
     };

@@ -4,6 +4,7 @@
 //! here; the replies are plain data.
 
 use super::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
+use super::resume::GraphRestored;
 use super::sites::sites;
 use crate::data::loaded::LoadedData;
 use crate::engine::ablation::AblationMode;
@@ -11,7 +12,9 @@ use crate::engine::cleanse::RecoveryReport;
 use crate::engine::host::floats;
 use crate::engine::lab::{ModelKind, PerModel};
 use crate::engine::metrics::Metrics;
+use crate::engine::run::key::FileKey;
 use crate::engine::testset::{self, TestSet};
+use crate::graph::circuit::GraphSite;
 use crate::graph::eval::{evaluate, evaluate_until};
 use crate::graph::exec::Executor;
 use crate::graph::features::single_node;
@@ -19,6 +22,7 @@ use crate::graph::run::{self as graph_run, TrainedRecord};
 use crate::graph::units::UnitSet;
 use crate::setup::CommonArgs;
 use crate::setup::{GraphLab, open_graph_lab};
+use crate::tui::protocol::Checkpoints;
 use color_eyre::eyre::{Result, eyre};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -67,6 +71,19 @@ impl GraphSession {
         let (common, means) = (common.clone(), HashMap::new());
         let session = GraphSession { lab, common, sample, models, subject, means, data: None, recovery: None };
         Ok((session, info))
+    }
+
+    /// The SHA-256 of each model's checkpoint, as the session file keys its results.
+    pub fn checkpoints(&self) -> Result<Checkpoints> {
+        let run = &self.lab.run;
+        self.models.iter().map(|(k, _)| Ok((*k, FileKey::of(&run.model_path(*k))?.sha256))).collect()
+    }
+
+    /// The run's saved session, its nodes resolved against the graph.
+    pub fn restore(&self, checkpoints: &Checkpoints) -> GraphRestored {
+        let exec = &self.models[0].1;
+        let nodes = (0..exec.spec.nodes.len()).map(|n| GraphSite::of(exec, n)).collect();
+        super::resume::read(&self.lab.run, checkpoints, self.lab.raw.len(), nodes)
     }
 
     pub fn exec(&self, model: ModelKind) -> Result<&Executor> {

@@ -22,7 +22,7 @@ pub enum LayerRow {
 }
 
 /// A sweep of one site: each unit's metrics alone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GraphSweep {
     pub mode: AblationMode,
     pub rows: Vec<Metrics>,
@@ -253,13 +253,6 @@ impl GraphState {
     }
 }
 
-/// Half the width of the binomial 95 % interval of a percentage measured on `n`
-/// images (normal approximation), in points.
-pub fn interval95(percent: f64, n: usize) -> f64 {
-    let p = (percent / 100.0).clamp(0.0, 1.0);
-    196.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,11 +335,5 @@ mod tests {
         assert_eq!(g.jump_to_unit(9), Err("linear has units 0..3, not 9".into()));
         g.jump_to_unit(2).unwrap();
         assert_eq!(g.selected_unit(), 2);
-    }
-
-    #[test]
-    fn the_interval_is_the_binomial_one() {
-        assert!((interval95(50.0, 1000) - 3.099).abs() < 1e-3);
-        assert_eq!(interval95(100.0, 1000), 0.0);
     }
 }

@@ -10,8 +10,9 @@ use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
 use crate::engine::metrics::Metrics;
 use crate::engine::sweep::SweepRow;
+use crate::engine::uncertainty::Rate;
 use crate::picture::heat;
-use crate::table::swap_table;
+use crate::table::{marked_delta, swap_table};
 use crate::tui::cursor::moved;
 use crate::tui::effect::Effect;
 use crate::tui::jobs::Running;
@@ -179,8 +180,9 @@ pub fn metrics_rows(
     ablated: Option<&Metrics>,
     (empty_set, asr): (bool, String),
 ) {
-    let delta = |f: fn(&Metrics) -> f64| match (ablated, poisoned) {
-        (Some(a), Some(p)) => format!("{:+.2}", f(a) - f(p)),
+    // `*`: the change's 95 % interval excludes zero.
+    let delta = |rate: Rate| match (ablated, poisoned) {
+        (Some(a), Some(p)) => marked_delta(rate.of(a) - rate.of(p), a.differs(p, rate)),
         _ => "–".into(),
     };
     let line = |name: &str, cells: [String; 4]| row(std::iter::once(name.to_string()).chain(cells), 1);
@@ -189,11 +191,8 @@ pub fn metrics_rows(
         line(&format!("{subject} model"), metric_cells(poisoned)),
         line(&format!("{subject} + set"), metric_cells(ablated.or(if empty_set { poisoned } else { None })))
             .style(Style::new().fg(WARN)),
-        line(
-            "  change",
-            [delta(|m| m.clean_acc), delta(|m| m.poison_acc), delta(|m| m.asr_non_target), delta(|m| m.rehab_acc)],
-        )
-        .style(Style::new().add_modifier(Modifier::ITALIC)),
+        line("  change", [delta(Rate::Clean), delta(Rate::Poison), delta(Rate::AsrNonTarget), delta(Rate::Rehab)])
+            .style(Style::new().add_modifier(Modifier::ITALIC)),
     ];
     let widths = std::iter::once(Constraint::Length(15)).chain(METRIC_WIDTHS.map(Constraint::Length));
     let header = row(["% of test set".into(), "clean".into(), "poison".into(), asr, "rehab".into()], 1)

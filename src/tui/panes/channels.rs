@@ -19,10 +19,19 @@ pub const SORT: PaneKey = PaneKey("channels.sort");
 pub const REVERSE: PaneKey = PaneKey("channels.reverse");
 pub const OPEN: PaneKey = PaneKey("channels.open");
 pub const FIND: PaneKey = PaneKey("channels.find");
+pub const SIGNIFICANCE: PaneKey = PaneKey("channels.significance");
 
 pub const KEYS: &[Binding] = &[
     crate::bind!(&[ch('s')], "s", Action::Pane(SORT), Scope::Focused, "sort by the next column", Some("sort")),
     crate::bind!(&[ch('S')], "S", Action::Pane(REVERSE), Scope::Focused, "reverse the channel order", None),
+    crate::bind!(
+        &[ch('!')],
+        "!",
+        Action::Pane(SIGNIFICANCE),
+        Scope::Focused,
+        "sort by significance: the sweep's surest poison change (95 % interval) first",
+        None
+    ),
     crate::bind!(&[key(KeyCode::Enter)], "Enter", Action::Pane(OPEN), Scope::Focused, "the unit's kernels", None),
     crate::bind!(&[ch('/')], "/", Action::Pane(FIND), Scope::Focused, "find a unit: digits, Enter jumps", None),
 ];
@@ -38,8 +47,9 @@ pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
     match action {
         Action::Pane(SORT) => {
             let column = sort.column.next();
-            *sort = Sort { column, descending: column.descending_by_default() };
+            *sort = Sort { column, descending: column.descending_by_default(), significance: false };
         }
+        Action::Pane(SIGNIFICANCE) => sort.significance = !sort.significance,
         Action::Pane(REVERSE) => sort.descending = !sort.descending,
         Action::Pane(OPEN) => return Some(vec![Effect::FocusNext]),
         Action::Pane(FIND) => cx.study.find = Some(String::new()),
@@ -77,11 +87,14 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
     frame.render_widget(
         Line::from(vec![
             format!("{} · {} units · ", study.layer, study.layer.units()).bold(),
-            format!(
-                "s sorts ({}{}) · {sweep_note}",
-                study.sort.column.title(),
-                if study.sort.descending { "↓" } else { "↑" }
-            )
+            match study.sort.significance {
+                true => format!("s sorts (significance↓) · {sweep_note}"),
+                false => format!(
+                    "s sorts ({}{}) · {sweep_note}",
+                    study.sort.column.title(),
+                    if study.sort.descending { "↓" } else { "↑" }
+                ),
+            }
             .fg(DIM),
         ]),
         caption,
