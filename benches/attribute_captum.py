@@ -23,7 +23,7 @@ alone).
 Usage: python benches/attribute_captum.py METHOD... --checkpoint MODEL.safetensors
        --case CASE.safetensors [--steps 50] [--layer net.3] [--relu]
        [--window 6 --stride 3] [--of ig|saliency --samples N --sigma S]
-       [--batch N] [--threads N] [--dataset mnist]
+       [--batch N] [--threads N] [--times-only] [--dataset mnist]
 """
 import argparse
 import json
@@ -94,6 +94,7 @@ def main():
     ap.add_argument("--sigma", type=float, default=0.15)
     ap.add_argument("--batch", type=int, default=0, help="images per attribute call (0: all at once)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--times-only", action="store_true", help="leave the maps out (the bench reads the seconds)")
     add_dataset_arg(ap)
     a = ap.parse_args()
     if a.threads:
@@ -116,7 +117,9 @@ def main():
             if d is not None:
                 deltas.append(d.detach())
         out[method] = {"maps": torch.cat(maps).flatten().tolist(), "seconds": time.perf_counter() - started}
-        if deltas:
+        if a.times_only:
+            del out[method]["maps"]
+        elif deltas:
             out[method]["deltas"] = torch.cat(deltas).tolist()
     print(json.dumps(out))
 

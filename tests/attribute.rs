@@ -144,3 +144,48 @@ fn grad_cam_through_the_executor_equals_the_study_layer() {
     assert!(err.contains("net.6") && err.contains("[C, H, W]"), "{err}");
     assert_eq!(exec.shapes[flatten], [1600]);
 }
+
+/// `attribute` on a copy of the tiny run with the test's data limits.
+fn command(checkpoints: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--checkpoints", checkpoints.to_str().unwrap(), "--run", "tiny", "--train-limit", "500"];
+    all.extend(["--test-limit", "200", "--threads", "1", "attribute"]);
+    all.extend(args);
+    common::binary().args(&all).output().expect("the binary runs")
+}
+
+#[test]
+fn attribute_reports_trigger_mass_per_model_and_refuses_bad_settings() {
+    let dir = common::tiny_run_copy("attribute-cli");
+    let figures = dir.join("figures");
+    let fig = figures.to_str().unwrap();
+    let report =
+        common::json(&command(&dir, &["--method", "ig", "--images", "40", "--steps", "16", "--json", "--out", fig]));
+    let models = report["models"].as_array().unwrap();
+    let mass = |i: usize| models[i]["trigger_mass"].as_f64().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["clean", "poisoned", "rehab"]);
+    // The study's checkerboard changes 18 of the 784 pixels of every image.
+    let chance = report["changed_share"].as_f64().unwrap();
+    assert!((chance - 18.0 / 784.0).abs() < 1e-9, "{chance}");
+    // The poisoned model looks at the trigger, the clean one no more than at chance.
+    assert!(mass(1) > 3.0 * chance && mass(1) > 3.0 * mass(0), "{report}");
+    assert!(mass(0) < 2.0 * chance, "{report}");
+    assert!(models[1]["convergence_delta"]["max_abs"].as_f64().unwrap() < 1.0);
+    assert!(figures.join("attribute-ig.png").is_file() && figures.join("attribute-ig.svg").is_file());
+
+    let one = common::json(&command(&dir, &["--method", "saliency", "--index", "2", "--model", "poisoned", "--json"]));
+    assert_eq!(one["images"], 1);
+    assert_eq!(one["models"][0]["map"].as_array().unwrap().len(), 784);
+    assert!(one["models"][0]["convergence_delta"].is_null());
+
+    let elsewhere = dir.join("never");
+    let out = elsewhere.to_str().unwrap();
+    let o = command(&dir, &["--method", "occlusion", "--window", "4", "--stride", "5", "--out", out]);
+    common::assert_clean_failure(&o, "--stride 5");
+    common::assert_clean_failure(
+        &command(&dir, &["--method", "gradcam", "--node", "fc1", "--out", out]),
+        "linear layer",
+    );
+    common::assert_clean_failure(&command(&dir, &["--method", "ig", "--index", "5000", "--out", out]), "--index 5000");
+    assert!(!elsewhere.exists(), "a refused command wrote its figure folder");
+}
