@@ -157,14 +157,7 @@ fn spectral_signatures_and_activation_clustering_equal_the_pytorch_script() {
 
 /// A copy of the tiny run (study attack, no fixed poisoned set) to run commands on.
 fn tiny_run() -> (PathBuf, &'static str) {
-    let dir = common::scratch("detect-tiny");
-    let run = dir.join("tiny");
-    std::fs::create_dir_all(&run).unwrap();
-    for entry in std::fs::read_dir(root().join("tests/fixtures/tiny-run")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, run.join(path.file_name().unwrap())).unwrap();
-    }
-    (dir, "tiny")
+    (common::tiny_run_copy("detect-tiny"), "tiny")
 }
 
 fn command(checkpoints: &Path, run: &str, args: &[&str]) -> std::process::Output {

@@ -318,6 +318,56 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Which pixels drive the decision? Input attributions with Captum 0.9's
+    /// definitions on the run's triggered test images, per model: the share of
+    /// attribution mass on the attack's pixels, IG's convergence delta, and with
+    /// --out each model's mean map as a figure (docs/detect.md).
+    Attribute {
+        #[arg(long, value_enum)]
+        method: super::attribute::AttrMethod,
+        /// Grad-CAM's layer (default: the last convolution; on the study's CNN conv1 or conv2).
+        #[arg(long)]
+        node: Option<String>,
+        /// One model (default: every model the run holds).
+        #[arg(long)]
+        model: Option<ModelKind>,
+        /// Attribute only the first N triggered test images.
+        #[arg(long)]
+        images: Option<usize>,
+        /// One triggered test image (its position in that set); its map is in --json.
+        #[arg(long)]
+        index: Option<usize>,
+        /// IG's Gauss–Legendre points.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Occlusion's square window side, in pixels.
+        #[arg(long, default_value_t = 6)]
+        window: i64,
+        /// Occlusion's stride, in pixels.
+        #[arg(long, default_value_t = 3)]
+        stride: i64,
+        /// Grad-CAM: ReLU of the map (Captum's relu_attributions).
+        #[arg(long)]
+        relu: bool,
+        /// SmoothGrad: the method averaged over noisy copies.
+        #[arg(long, value_enum, default_value = "saliency")]
+        noise_of: super::attribute::NoiseOf,
+        /// SmoothGrad: noisy copies per image.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        /// SmoothGrad: the noise's standard deviation, in raw pixels ([0, 1]).
+        #[arg(long, default_value_t = 0.15)]
+        sigma: f64,
+        /// SmoothGrad: seeds the noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The class whose logit is attributed.
+        #[arg(long, value_enum, default_value = "predicted")]
+        target_label: super::attribute::TargetLabel,
+        /// Writes the figure (SVG and PNG) into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Which training images were poisoned? Spectral signatures or activation
     /// clustering over the run's poisoned training set, scored per class against
     /// the indices the run recorded (poisoned-train.json): TPR, FPR, the removal

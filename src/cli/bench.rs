@@ -114,6 +114,21 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     }
     figures.push(strip);
     figures.push(bench::detect::measure_scan(&lab, &models[1]));
+    say("IG (50 steps) on the triggered test set, then Captum's on a part of it");
+    let case = bench::attribute::IgCase::of(&lab, &models[1]);
+    let mut ig = bench::attribute::measure_ig(&lab, &models[1], &case, repeat);
+    if !no_pytorch && pytorch_error.is_none() {
+        match with_checkpoint(&models[1], "benches/attribute_captum.py", |script, file| {
+            bench::attribute::captum_ig(&lab, &case, file, script)
+        }) {
+            Ok(t) => {
+                ig.pytorch_s = Some(t);
+                ig.note = format!("Captum 0.9: timed on {} images, scaled to the set", bench::attribute::CAPTUM_IMAGES);
+            }
+            Err(e) => pytorch_error = Some(e),
+        }
+    }
+    figures.push(ig);
     say("whole-process figures: this executable started on the saved run");
     let exe = std::env::current_exe()?;
     let whole_process = bench::process::measure(&exe, &child_flags(common, &lab), &lab.run, repeat, &mut say);

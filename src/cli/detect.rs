@@ -43,22 +43,22 @@ pub enum DataMethod {
     Ac,
 }
 
-enum Network {
+pub(super) enum Network {
     /// The net (read for features) and its frozen copy (the classifier).
     Study(Net, FrozenStudy),
     Graph(Executor),
 }
 
 /// A run's model with the data and recipe it was trained under.
-struct Subject {
-    config: TrainConfig,
-    data: LoadedData,
-    device: Device,
-    network: Network,
+pub(super) struct Subject {
+    pub(super) config: TrainConfig,
+    pub(super) data: LoadedData,
+    pub(super) device: Device,
+    pub(super) network: Network,
 }
 
 impl Subject {
-    fn open(common: &CommonArgs, model: ModelKind) -> Result<Subject> {
+    pub(super) fn open(common: &CommonArgs, model: ModelKind) -> Result<Subject> {
         let run = RunDir::new(&common.checkpoints, &common.run);
         if is_graph_run(&run) {
             let lab = open_graph_lab(common, &[model])?;
@@ -72,7 +72,7 @@ impl Subject {
         Ok(Subject { config: lab.config, data: lab.data, device: lab.device, network: Network::Study(net, frozen) })
     }
 
-    fn classifier(&self) -> &dyn Classifier {
+    pub(super) fn classifier(&self) -> &dyn Classifier {
         match &self.network {
             Network::Study(_, frozen) => frozen,
             Network::Graph(exec) => exec,

@@ -1,6 +1,7 @@
 //! The command-line front end: argument parsing, dispatch and output.
 pub mod args;
 pub mod attack_args;
+pub mod attribute;
 pub mod bench;
 pub mod circuit;
 pub mod commands;
@@ -199,6 +200,42 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             let args =
                 detect::InputArgs { method: *method, model: *model, frr: *frr, n: *n, limit: *limit, seed: *seed };
             detect::detect_inputs(common, format, &args)
+        }
+        Command::Attribute {
+            method,
+            node,
+            model,
+            images,
+            index,
+            steps,
+            window,
+            stride,
+            relu,
+            noise_of,
+            samples,
+            sigma,
+            seed,
+            target_label,
+            out,
+        } => {
+            let args = attribute::AttributeArgs {
+                method: *method,
+                node: node.clone(),
+                model: *model,
+                images: *images,
+                index: *index,
+                steps: *steps,
+                window: *window,
+                stride: *stride,
+                relu: *relu,
+                noise_of: *noise_of,
+                samples: *samples,
+                sigma: *sigma,
+                seed: *seed,
+                target: *target_label,
+                out: out.clone(),
+            };
+            attribute::attribute_inputs(common, format, &args)
         }
         Command::ScanData { method, model, node, seed } => {
             detect::scan_data(common, format, *method, *model, node.as_deref(), *seed)

@@ -2,6 +2,7 @@
 //! the interventions. Runs on one thread (the CLI's, or the TUI's worker).
 pub mod ablation;
 pub mod analysis;
+pub mod attribute;
 pub mod backprop;
 pub mod cache;
 pub mod checkpoint;

@@ -3,6 +3,7 @@
 //! names (`weights`), and one generic libtorch executor runs it with
 //! interventions and cached prefixes (`exec`); `import` brings a PyTorch module
 //! in, `run` is where an imported run keeps its files.
+pub mod attribute;
 pub mod circuit;
 pub mod cleanse;
 pub mod detect;

@@ -88,6 +88,19 @@ pub fn tiny_run_model(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tiny-run/{name}.safetensors"))
 }
 
+/// A copy of the tiny run as run `tiny` of a fresh checkpoints folder (returned),
+/// for commands that may write into their run.
+pub fn tiny_run_copy(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let run = dir.join("tiny");
+    std::fs::create_dir_all(&run).unwrap();
+    for entry in std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-run")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, run.join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
 /// That model as the study's CNN written as a graph, on the CPU.
 pub fn study_executor(name: &str) -> trojanscope::graph::exec::Executor {
     let spec = trojanscope::graph::preset::study(trojanscope::data::dataset::Dataset::Mnist);

@@ -77,14 +77,16 @@ impl Populations {
     pub fn of(raw: &TestSet, limit: Option<usize>) -> Populations {
         let n = raw.len();
         let keep = limit.unwrap_or(n);
-        let relabelled: Vec<i64> = (0..n)
-            .filter(|&i| raw.relabel.single() != Some(raw.labels[i]))
-            .take(keep)
-            .map(|i| (n + i) as i64)
-            .collect();
+        let relabelled: Vec<i64> = relabelled(raw).into_iter().take(keep).map(|i| (n + i) as i64).collect();
         Populations {
             clean: raw.clean_images(0, keep.min(n) as i64),
             triggered: raw.inputs.index_select(0, &Tensor::from_slice(&relabelled).to_device(raw.device())),
         }
     }
+}
+
+/// The test images whose triggered twins the attack relabels (an all-to-one
+/// attack's target class left out): the triggered test set's indices.
+pub fn relabelled(raw: &TestSet) -> Vec<usize> {
+    (0..raw.len()).filter(|&i| raw.relabel.single() != Some(raw.labels[i])).collect()
 }
