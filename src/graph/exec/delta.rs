@@ -88,7 +88,12 @@ impl Executor {
         let ungrouped = matches!(self.spec.nodes[i].op, Op::Conv2d { groups: 1, .. });
         match (self.params[i].folds_into, input) {
             (Some(norm), Some(Change::Channel(t))) if ungrouped => {
-                (norm, Change::Dense(self.conv_change(i, base, t, unit, Some(norm))))
+                let mut out = self.conv_change(i, base, t, unit, Some(norm));
+                // A ReLU reading only the batch norm: in place on the new tensor, as a pass does.
+                match self.params[norm].relu_after {
+                    Some(relu) => (relu, Change::Dense(out.relu_())),
+                    None => (norm, Change::Dense(out)),
+                }
             }
             _ => (i, self.change_of(i, base, changes, unit)),
         }
