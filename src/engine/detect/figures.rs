@@ -49,10 +49,13 @@ pub fn roc_figure(title: &str, s: &Separation) -> Figure {
     Figure::Chart(chart)
 }
 
+/// Which number of a class a series shows.
+type Pick = fn(&ClassScan) -> f64;
+
 /// A scan's per-class TPR, FPR and AUROC (classes without poison have no TPR
 /// or AUROC: those points are left out).
 pub fn classes_figure(title: &str, classes: &[ClassScan]) -> Figure {
-    let picks: [(&str, fn(&ClassScan) -> f64, _); 3] = [
+    let picks: [(&str, Pick, _); 3] = [
         ("TPR (%)", |c| c.tpr, style::POISON),
         ("FPR (%)", |c| c.fpr, style::CLEAN),
         ("AUROC (%)", |c| c.auroc, style::REHAB),
