@@ -170,7 +170,9 @@ fn command(checkpoints: &Path, run: &str, args: &[&str]) -> std::process::Output
 #[test]
 fn detect_inputs_reports_its_numbers_and_scan_data_needs_a_poison_record() {
     let (dir, run) = tiny_run();
-    let o = command(&dir, run, &["detect-inputs", "--method", "strip", "--limit", "60", "--n", "10", "--json"]);
+    let out = dir.join("figures");
+    let strip = ["detect-inputs", "--method", "strip", "--limit", "60", "--n", "10", "--json", "--out"];
+    let o = command(&dir, run, &[&strip[..], &[out.to_str().unwrap()]].concat());
     let report = common::json(&o);
     let clean = floats(&report["clean_scores"]);
     let triggered = floats(&report["triggered_scores"]);
@@ -185,6 +187,11 @@ fn detect_inputs_reports_its_numbers_and_scan_data_needs_a_poison_record() {
     let hist = &report["histogram"];
     assert_eq!(indices(&hist["clean"]).iter().sum::<usize>(), 60);
     assert_eq!(report["roc"].as_array().unwrap().last().unwrap()["tpr"], 1.0);
+    // --out: the histograms with the threshold, the ROC curve with this AUROC.
+    let svg = |name: &str| std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
+    assert!(svg("strip-histogram").contains(&format!("threshold {threshold:.3}")));
+    assert!(svg("strip-roc").contains(&format!("ROC (AUROC {auroc:.3})")));
+    assert!(out.join("strip-roc.png").is_file() && out.join("strip-histogram.png").is_file());
 
     let o = command(&dir, run, &["detect-inputs", "--method", "scale-up", "--limit", "30", "--json"]);
     let report = common::json(&o);
@@ -202,7 +209,7 @@ fn detect_inputs_reports_its_numbers_and_scan_data_needs_a_poison_record() {
 }
 
 #[test]
-fn scan_data_scores_a_small_badnets_run_against_its_record() {
+fn scan_data_scores_retrains_and_draws_a_small_badnets_run() {
     let dir = common::scratch("detect-badnets");
     let train = ["train", "--attack", "badnets", "--phases", "clean,poison", "--eval-every", "100"];
     let o = command(&dir, "bad", &train);
@@ -226,4 +233,39 @@ fn scan_data_scores_a_small_badnets_run_against_its_record() {
         assert!((0.0..=1.0).contains(&auroc));
     }
     common::assert_clean_failure(&command(&dir, "bad", &["scan-data", "--method", "ac", "--node", "conv9"]), "conv9");
+
+    // --retrain: the recipe from scratch without the removed images, into a model of its own.
+    let (out, run) = (dir.join("figures"), dir.join("bad"));
+    let poisoned = std::fs::read(run.join("poisoned.safetensors")).unwrap();
+    let scan = ["scan-data", "--method", "spectral", "--retrain", "--json", "--out", out.to_str().unwrap()];
+    let report = common::json(&command(&dir, "bad", &scan));
+    let retrained = &report["retrained"];
+    assert_eq!(retrained["model"], "scan-spectral");
+    // Spectral removes the top 15 % of every class: trained on the rest.
+    let removed = report["removed"].as_u64().unwrap();
+    assert!(removed >= 60, "removed {removed}");
+    assert_eq!(retrained["images"].as_u64().unwrap(), 500 - removed);
+    assert!(run.join("scan-spectral.safetensors").is_file());
+    assert_eq!(std::fs::read(run.join("poisoned.safetensors")).unwrap(), poisoned, "the poisoned model is untouched");
+    // The scanned model's numbers are its sidecar's, on the same 200 test images.
+    let sidecar: Value = serde_json::from_str(&std::fs::read_to_string(run.join("poisoned.json")).unwrap()).unwrap();
+    assert_eq!(retrained["scanned"]["clean_acc"], sidecar["metrics"]["clean_acc"]);
+    assert_eq!(retrained["scanned"]["asr"], sidecar["metrics"]["asr_non_target"]);
+    let (clean_acc, asr) = (retrained["clean_acc"].as_f64().unwrap(), retrained["asr"].as_f64().unwrap());
+    assert!(clean_acc > 20.0 && (0.0..=100.0).contains(&asr), "clean {clean_acc}, ASR {asr}");
+    // Each class's scores and the per-class numbers, drawn.
+    let svg = |name: &str| std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
+    assert!(svg("spectral-class-0").contains("spectral signatures: class 0 (poisoned model, fc1)"));
+    assert!(svg("spectral-classes").contains("AUROC (%)") && out.join("spectral-class-9.png").is_file());
+    // A second retraining is refused without --force; with it, the seeded recipe gives the same model.
+    common::assert_clean_failure(&command(&dir, "bad", &scan[..4]), "--force replaces it");
+    let again = common::json(&command(&dir, "bad", &[&scan[..5], &["--force"]].concat()));
+    assert_eq!(
+        (&again["retrained"]["clean_acc"], &again["retrained"]["asr"]),
+        (&retrained["clean_acc"], &retrained["asr"])
+    );
+    common::assert_clean_failure(
+        &command(&dir, "bad", &["scan-data", "--method", "ac", "--retrain", "--model", "unlearned"]),
+        "not the unlearned model",
+    );
 }

@@ -109,3 +109,34 @@ fn every_figure_kind_is_written_as_svg_and_png_with_its_labels() {
         assert!(has(&svg, label), "{label} missing from {svg:?}");
     }
 }
+
+#[test]
+fn detection_histograms_are_filled_bars_with_the_threshold_and_the_roc_names_its_auroc() {
+    use trojanscope::engine::detect::figures::{roc_figure, separation_histogram};
+    use trojanscope::engine::detect::roc::{Separation, Side};
+    let dir = common::scratch("figures-detect");
+    // Flagged above 0.5: 2 of 3 triggered (66.7 %) and 2 of 4 clean (50 %); 10 of
+    // the 12 (clean, triggered) pairs ranked right: AUROC 0.833.
+    let s = Separation::at(&[0.1, 0.2, 0.6, 0.7], &[0.8, 0.9, 0.4], Side::High, 0.5);
+    let histogram = separation_histogram("SCALE-UP on the poisoned model", "consistency", &s);
+    let svg = written(&histogram, &dir, "histogram");
+    for label in [
+        "SCALE-UP on the poisoned model",
+        "consistency",
+        "images",
+        "clean (4)",
+        "triggered (3)",
+        "threshold 0.500: TPR 66.7 %, FPR 50.0 %",
+    ] {
+        assert!(has(&svg, label), "{label} missing from {svg:?}");
+    }
+    // Each population's bars: one filled, translucent outline.
+    let text = svg::figure_svg(&dir, "histogram");
+    let filled = text.split("<polygon").skip(1).filter(|p| p.contains("opacity=\"0.3")).count();
+    assert_eq!(filled, 2, "{text}");
+
+    let svg = written(&roc_figure("STRIP", &s), &dir, "roc");
+    for label in ["ROC (AUROC 0.833)", "chance (AUROC 0.5)", "false positive rate (%)", "true positive rate (%)"] {
+        assert!(has(&svg, label), "{label} missing from {svg:?}");
+    }
+}

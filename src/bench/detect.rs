@@ -2,17 +2,21 @@
 //! benches/detect_pytorch.py on the same inputs and superimposed images, and
 //! spectral signatures with activation clustering over the whole training set.
 
+use super::graph::GraphFigure;
 use super::{Figure, median_time, pytorch};
-use crate::engine::classifier::FrozenStudy;
-use crate::engine::detect::{Populations, StudyFeatures, ac, all_features, spectral, strip, values};
+use crate::data::dataset::Normalisation;
+use crate::data::loaded::Split;
+use crate::engine::classifier::Classifier;
+use crate::engine::detect::{FeatureNet, Populations, ac, all_features, spectral, strip, values};
 use crate::engine::lab::Lab;
-use crate::engine::layer::Layer;
-use crate::engine::model::Net;
+use crate::engine::testset::TestSet;
+use crate::graph::detect::{GraphFeatures, feature_node};
 use crate::graph::eval::raw_test_set;
+use crate::graph::exec::Executor;
 use serde::Deserialize;
 use std::path::Path;
 use std::process::Command;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub const SCAN_FIGURE: &str = "spectral signatures + activation clustering over the training set";
 /// The STRIP figure's name: N = 100 over `inputs` clean and as many triggered inputs.
@@ -30,25 +34,31 @@ pub struct StripCase {
 }
 
 impl StripCase {
-    /// `inputs` clean test images and as many triggered (fewer on a small test set).
-    pub fn of(lab: &Lab, inputs: usize) -> StripCase {
-        let p = Populations::of(&raw_test_set(&lab.test, lab.data.test.normalisation), Some(inputs));
+    /// `inputs` clean test images of `raw` and as many triggered (fewer on a small
+    /// test set), superimposed with images of `train`.
+    pub fn new(raw: &TestSet, train: &Split, device: Device, inputs: usize) -> StripCase {
+        let p = Populations::of(raw, Some(inputs));
         let inputs = p.clean.size()[0].min(p.triggered.size()[0]) as usize;
         let (clean, triggered) = (p.clean.narrow(0, 0, inputs as i64), p.triggered.narrow(0, 0, inputs as i64));
-        let pool = lab.data.train.raw_images(lab.device);
+        let pool = train.raw_images(device);
         let cfg = strip::StripConfig::default();
-        let draws = [0, 1].map(|stream| strip::draws(lab.data.train.len(), inputs, &cfg, stream));
+        let draws = [0, 1].map(|stream| strip::draws(train.len(), inputs, &cfg, stream));
         StripCase { clean, triggered, pool, draws, inputs }
+    }
+
+    /// The study's case: its test set and training images.
+    pub fn of(lab: &Lab, inputs: usize) -> StripCase {
+        let raw = raw_test_set(&lab.test, lab.data.test.normalisation);
+        StripCase::new(&raw, &lab.data.train, lab.device, inputs)
     }
 }
 
-/// Our STRIP over both populations.
-pub fn measure_strip(lab: &Lab, poisoned: &Net, case: &StripCase, repeat: usize) -> Figure {
-    let net = FrozenStudy::of(poisoned, lab.data.test.normalisation);
-    let overlays = strip::overlays(&case.pool, lab.data.train.normalisation, 1.0);
+/// Our STRIP over both populations, `net` any classifier (the study's CNN, a graph).
+pub fn measure_strip(net: &dyn Classifier, train: Normalisation, case: &StripCase, repeat: usize) -> Figure {
+    let overlays = strip::overlays(&case.pool, train, 1.0);
     let (t, _) = median_time(repeat, || {
-        strip::entropies(&net, &case.clean, &overlays, &case.draws[0]);
-        strip::entropies(&net, &case.triggered, &overlays, &case.draws[1])
+        strip::entropies(net, &case.clean, &overlays, &case.draws[0]);
+        strip::entropies(net, &case.triggered, &overlays, &case.draws[1])
     });
     Figure::ours(&strip_figure_name(case.inputs), t)
 }
@@ -76,16 +86,38 @@ pub fn pytorch_strip(lab: &Lab, case: &StripCase, checkpoint: &Path, script: &Pa
     outcome
 }
 
-/// Features of every training image, spectral signatures and AC, timed whole.
-pub fn measure_scan(lab: &Lab, poisoned: &Net) -> Figure {
-    let reader = StudyFeatures { net: poisoned, normalisation: lab.data.train.normalisation, layer: Layer::Fc1 };
-    let raw = lab.data.train.raw_images(lab.device);
-    let labels: Vec<u8> =
-        values(&lab.data.train.label_tensor(lab.device).to_kind(Kind::Double)).iter().map(|&l| l as u8).collect();
-    let classes = lab.config.image_format().classes;
+/// Features of every training image (read by `reader`: the study's CNN, a
+/// graph), spectral signatures and AC, timed whole.
+pub fn measure_scan(reader: &dyn FeatureNet, train: &Split, classes: usize, device: Device) -> Figure {
+    let raw = train.raw_images(device);
+    let labels: Vec<u8> = values(&train.label_tensor(device).to_kind(Kind::Double)).iter().map(|&l| l as u8).collect();
     let (t, _) = median_time(1, || {
-        let features = all_features(&reader, &raw);
+        let features = all_features(reader, &raw);
         (spectral::scan(&features, &labels, classes), ac::scan(&features, &labels, classes, 0))
     });
     Figure::ours(SCAN_FIGURE, t)
+}
+
+/// A graph run's rows: STRIP over `inputs` clean and as many triggered test
+/// inputs, and the scans over its training set at the penultimate features
+/// (ours only: the PyTorch scripts build the study's CNN).
+pub fn graph_rows(
+    exec: &Executor,
+    raw: &TestSet,
+    train: &Split,
+    inputs: usize,
+    repeat: usize,
+) -> Result<Vec<GraphFigure>, String> {
+    let case = StripCase::new(raw, train, exec.device, inputs);
+    let strip = measure_strip(exec, train.normalisation, &case, repeat);
+    let reader = GraphFeatures { exec, node: feature_node(exec, None)? };
+    let scan = measure_scan(&reader, train, raw.classes, exec.device);
+    let row = |f: Figure| GraphFigure {
+        name: f.name,
+        ours_s: f.ours_s,
+        pytorch_nchw_s: None,
+        pytorch_channels_last_s: None,
+        equal: None,
+    };
+    Ok(vec![row(strip), row(scan)])
 }

@@ -317,6 +317,9 @@ pub enum Command {
         /// STRIP: seeds the draws of superimposed images.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also write the score histograms and the ROC curve (SVG and PNG) into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Which pixels drive the decision? Input attributions with Captum 0.9's
     /// definitions on the run's triggered test images, per model: the share of
@@ -384,6 +387,17 @@ pub enum Command {
         /// AC: seeds FastICA's start and the 2-means' initial centres.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also write each class's score histogram and the per-class numbers (SVG and PNG) into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Retrain the model from scratch, the run's recipe, without the removed
+        /// images, saved in the run as `scan-spectral` or `scan-ac`; reports its
+        /// clean accuracy and ASR.
+        #[arg(long)]
+        retrain: bool,
+        /// --retrain: replace a retrained model already in the run.
+        #[arg(long, requires = "retrain")]
+        force: bool,
     },
     /// Check libtorch, CUDA, the CPU path, TF32, threads and data; each model's
     /// metrics measured now beside those its sidecar recorded.

@@ -4,7 +4,9 @@ use super::args::CommonArgs;
 use super::output::Format;
 use crate::bench::pytorch::{self, RoundMedians};
 use crate::bench::{self, BenchReport, Figure, RecoveryVerdict};
+use crate::engine::classifier::FrozenStudy;
 use crate::engine::cleanse::CleanseConfig;
+use crate::engine::detect::StudyFeatures;
 use crate::engine::lab::Lab;
 use crate::engine::layer::Layer;
 use crate::engine::model::Net;
@@ -99,7 +101,8 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
     }
     say("STRIP, then spectral signatures and activation clustering over the training set");
     let case = bench::detect::StripCase::of(&lab, args.strip_inputs);
-    let mut strip = bench::detect::measure_strip(&lab, &models[1], &case, repeat);
+    let poisoned = FrozenStudy::of(&models[1], lab.data.test.normalisation);
+    let mut strip = bench::detect::measure_strip(&poisoned, lab.data.train.normalisation, &case, repeat);
     if !no_pytorch && pytorch_error.is_none() {
         let timed = with_checkpoint(&models[1], "benches/detect_pytorch.py", |script, file| {
             bench::detect::pytorch_strip(&lab, &case, file, script)
@@ -113,7 +116,9 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         }
     }
     figures.push(strip);
-    figures.push(bench::detect::measure_scan(&lab, &models[1]));
+    let reader = StudyFeatures { net: &models[1], normalisation: lab.data.train.normalisation, layer: Layer::Fc1 };
+    let classes = lab.config.image_format().classes;
+    figures.push(bench::detect::measure_scan(&reader, &lab.data.train, classes, lab.device));
     say("IG (50 steps) on the triggered test set, then Captum's on a part of it");
     let case = bench::attribute::IgCase::of(&lab, &models[1]);
     let mut ig = bench::attribute::measure_ig(&lab, &models[1], &case, repeat);

@@ -3,13 +3,16 @@
 //! against what the run knows was poisoned (docs/detect.md).
 
 use super::args::CommonArgs;
+use super::detect_retrain::{self, Retrained};
 use super::output::Format;
 use super::trigger::examined;
 use crate::data::loaded::LoadedData;
 use crate::engine::checkpoint;
 use crate::engine::classifier::{Classifier, FrozenStudy};
+use crate::engine::detect::figures;
+use crate::engine::detect::roc::{BINS, Histogram};
 use crate::engine::detect::roc::{Separation, Side, threshold_at_frr};
-use crate::engine::detect::scan::{ClassScan, removed, score};
+use crate::engine::detect::scan::{ClassScan, ClassVerdict, removed, score};
 use crate::engine::detect::{FeatureNet, Populations, StudyFeatures, ac, all_features, scaleup, spectral, strip};
 use crate::engine::lab::ModelKind;
 use crate::engine::layer::Layer;
@@ -18,6 +21,7 @@ use crate::engine::poisoned_set::PoisonRecord;
 use crate::engine::run::RunDir;
 use crate::engine::testset::TestSet;
 use crate::engine::train::{TrainConfig, TrainData};
+use crate::figure::Marker;
 use crate::graph::detect::{GraphFeatures, feature_node};
 use crate::graph::eval::raw_test_set;
 use crate::graph::exec::Executor;
@@ -26,6 +30,7 @@ use crate::setup::{Splits, load_data, open_graph_lab, open_lab_reading_both};
 use crate::table::Table;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -36,11 +41,29 @@ pub enum InputMethod {
     ScaleUp,
 }
 
+impl InputMethod {
+    fn name(self) -> &'static str {
+        match self {
+            InputMethod::Strip => "strip",
+            InputMethod::ScaleUp => "scale-up",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataMethod {
     Spectral,
     Ac,
+}
+
+impl DataMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataMethod::Spectral => "spectral",
+            DataMethod::Ac => "ac",
+        }
+    }
 }
 
 pub(super) enum Network {
@@ -51,10 +74,10 @@ pub(super) enum Network {
 
 /// A run's model with the data and recipe it was trained under.
 pub(super) struct Subject {
-    pub(super) config: TrainConfig,
-    pub(super) data: LoadedData,
-    pub(super) device: Device,
-    pub(super) network: Network,
+    pub config: TrainConfig,
+    pub data: LoadedData,
+    pub device: Device,
+    pub network: Network,
 }
 
 impl Subject {
@@ -102,6 +125,7 @@ pub struct InputArgs {
     pub n: usize,
     pub limit: Option<usize>,
     pub seed: u64,
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -164,7 +188,26 @@ pub fn detect_inputs(common: &CommonArgs, format: Format, args: &InputArgs) -> R
         frr,
         seconds: started.elapsed().as_secs_f64(),
     };
+    if let Some(dir) = &args.out {
+        input_figures(dir, &report)?;
+    }
     show_inputs(format, &report)
+}
+
+/// The score histograms of both populations and the ROC curve, as `METHOD-histogram`
+/// and `METHOD-roc` (SVG and PNG) in `dir`.
+fn input_figures(dir: &Path, r: &InputReport) -> Result<()> {
+    let (title, score) = match r.method {
+        InputMethod::Strip => ("STRIP", "entropy (mean over the superimposed images)"),
+        InputMethod::ScaleUp => ("SCALE-UP", "consistency (share of scaled predictions kept)"),
+    };
+    let title = format!("{title} on the {} model", r.model);
+    let name = r.method.name();
+    figures::separation_histogram(&title, score, &r.separation)
+        .save(dir, &format!("{name}-histogram"))
+        .map_err(|e| eyre!(e))?;
+    figures::roc_figure(&title, &r.separation).save(dir, &format!("{name}-roc")).map_err(|e| eyre!(e))?;
+    Ok(())
 }
 
 fn show_inputs(format: Format, r: &InputReport) -> Result<()> {
@@ -218,16 +261,28 @@ struct ScanReport {
     starts: Vec<ac::Start>,
     features_s: f64,
     method_s: f64,
+    /// `--retrain`: the model retrained without the removed images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retrained: Option<Retrained>,
 }
 
 /// The run's poisoned training set, rebuilt as training made it, and the record
 /// it must agree with.
-fn poisoned_set(common: &CommonArgs, subject: &Subject) -> Result<(Tensor, Vec<u8>, PoisonRecord)> {
+struct PoisonedTraining {
+    /// What training read (retraining drops images from it).
+    data: TrainData,
+    /// The poisoned set's images in raw pixels, and its labels as trained.
+    raw: Tensor,
+    labels: Vec<u8>,
+    record: PoisonRecord,
+}
+
+fn poisoned_set(common: &CommonArgs, subject: &Subject) -> Result<PoisonedTraining> {
     let run = RunDir::new(&common.checkpoints, &common.run);
     let path = run.poisoned_train_path();
     let record: PoisonRecord = checkpoint::load_json(&path)?;
     let data = TrainData::for_run(&subject.data.train, &subject.config, subject.device);
-    let Some(set) = data.poisoned else {
+    let Some(set) = &data.poisoned else {
         bail!(
             "the run {} poisons batches as they are drawn, not a fixed training set: nothing to scan",
             run.root.display()
@@ -244,17 +299,20 @@ fn poisoned_set(common: &CommonArgs, subject: &Subject) -> Result<(Tensor, Vec<u
     }
     let raw = subject.data.train.normalisation.denormalise(&set.images);
     let labels: Vec<i64> = Vec::try_from(set.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-    Ok((raw, labels.iter().map(|&l| l as u8).collect(), record))
+    Ok(PoisonedTraining { data, raw, labels: labels.iter().map(|&l| l as u8).collect(), record })
 }
 
-pub fn scan_data(
-    common: &CommonArgs,
-    format: Format,
-    method: DataMethod,
-    model: ModelKind,
-    node: Option<&str>,
-    seed: u64,
-) -> Result<()> {
+pub struct ScanArgs {
+    pub method: DataMethod,
+    pub model: ModelKind,
+    pub node: Option<String>,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub retrain: bool,
+    pub force: bool,
+}
+
+pub fn scan_data(common: &CommonArgs, format: Format, args: &ScanArgs) -> Result<()> {
     let run = RunDir::new(&common.checkpoints, &common.run);
     if !run.poisoned_train_path().is_file() {
         bail!(
@@ -263,24 +321,27 @@ pub fn scan_data(
             run.poisoned_train_path().display()
         );
     }
-    let subject = Subject::open(common, model)?;
-    let (reader, node_name) = subject.features(node)?;
-    let (raw, labels, record) = poisoned_set(common, &subject)?;
+    if args.retrain {
+        detect_retrain::check(&run, args.method, args.model, args.force)?;
+    }
+    let subject = Subject::open(common, args.model)?;
+    let (reader, node_name) = subject.features(args.node.as_deref())?;
+    let PoisonedTraining { data, raw, labels, record } = poisoned_set(common, &subject)?;
     let started = Instant::now();
     let features = all_features(reader.as_ref(), &raw);
     let features_s = started.elapsed().as_secs_f64();
     let classes = subject.config.image_format().classes;
     let started = Instant::now();
-    let (starts, verdicts) = match method {
+    let (starts, verdicts) = match args.method {
         DataMethod::Spectral => (Vec::new(), spectral::scan(&features, &labels, classes)),
-        DataMethod::Ac => ac::scan(&features, &labels, classes, seed),
+        DataMethod::Ac => ac::scan(&features, &labels, classes, args.seed),
     };
     let method_s = started.elapsed().as_secs_f64();
     let gone = removed(&verdicts);
     let caught = gone.iter().filter(|i| record.indices.binary_search(i).is_ok()).count();
-    let report = ScanReport {
-        method,
-        model: model.to_string(),
+    let mut report = ScanReport {
+        method: args.method,
+        model: args.model.to_string(),
         node: node_name,
         images: labels.len(),
         poisoned: record.indices.len(),
@@ -292,8 +353,43 @@ pub fn scan_data(
         starts,
         features_s,
         method_s,
+        retrained: None,
     };
+    if let Some(dir) = &args.out {
+        scan_figures(dir, &report, &verdicts, &record.indices)?;
+    }
+    if args.retrain {
+        report.retrained = Some(detect_retrain::run(&run, &subject, (args.method, args.model), data, &gone)?);
+    }
     show_scan(format, &report)
+}
+
+/// Each class's scores, clean members against poisoned, as `METHOD-class-C`, and
+/// the per-class TPR, FPR and AUROC as `METHOD-classes` (SVG and PNG) in `dir`.
+fn scan_figures(dir: &Path, r: &ScanReport, verdicts: &[ClassVerdict], poisoned: &[usize]) -> Result<()> {
+    let (title, score) = match r.method {
+        DataMethod::Spectral => ("spectral signatures", "|v·x|: the features' projection on the top singular vector"),
+        DataMethod::Ac => ("activation clustering", "distance to the larger cluster's centre − to the smaller's"),
+    };
+    let name = r.method.name();
+    for (class, v) in verdicts.iter().enumerate() {
+        let split = |want: bool| -> Vec<f64> {
+            let members = v.members.iter().zip(&v.scores);
+            members.filter(|(i, _)| poisoned.binary_search(i).is_ok() == want).map(|(_, &s)| s).collect()
+        };
+        let histogram = Histogram::of(&split(false), &split(true), BINS);
+        let marker = v
+            .removed
+            .contains(&true)
+            .then(|| Marker { x: v.threshold, label: format!("removed above {:.3}", v.threshold) });
+        let title = format!("{title}: class {class} ({} model, {})", r.model, r.node);
+        figures::histogram_figure(&title, score, &histogram, ["clean", "poisoned"], marker)
+            .save(dir, &format!("{name}-class-{class}"))
+            .map_err(|e| eyre!(e))?;
+    }
+    let title = format!("{title} per class ({} model, {})", r.model, r.node);
+    figures::classes_figure(&title, &r.classes).save(dir, &format!("{name}-classes")).map_err(|e| eyre!(e))?;
+    Ok(())
 }
 
 fn show_scan(format: Format, r: &ScanReport) -> Result<()> {
@@ -342,6 +438,21 @@ fn show_scan(format: Format, r: &ScanReport) -> Result<()> {
             100.0 * r.fpr
         );
         eprintln!("features {:.1} s, {:?} {:.1} s", r.features_s, r.method, r.method_s);
+        if let Some(t) = &r.retrained {
+            println!(
+                "retrained without the {} removed images ({} images, {:.0} s): clean accuracy {:.2} % (scanned model \
+                 {:.2} %), ASR {:.2} % ({:.2} %); saved as {} ({})",
+                r.removed,
+                t.images,
+                t.seconds,
+                t.clean_acc,
+                t.scanned.clean_acc,
+                t.asr,
+                t.scanned.asr,
+                t.model,
+                t.path.display()
+            );
+        }
     }
     Ok(())
 }

@@ -214,7 +214,12 @@ pub fn sweep(common: &CommonArgs, format: Format, site: &str, target: &AblationT
 
 /// `bench` on an imported graph: eval and a sweep, ours beside an expert's
 /// PyTorch loops (benches/graph_pytorch.py) in both memory layouts.
-pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: bool, node: Option<&str>) -> Result<()> {
+pub fn bench(
+    common: &CommonArgs,
+    format: Format,
+    (repeat, no_pytorch, strip_inputs): (usize, bool, usize),
+    node: Option<&str>,
+) -> Result<()> {
     let lab = open_graph_lab(common, &[])?;
     // The poisoned model where there is one: the one whose backdoor is studied.
     let order = [ModelKind::Poisoned, ModelKind::Clean, ModelKind::Rehab, ModelKind::Unlearned];
@@ -247,8 +252,12 @@ pub fn bench(common: &CommonArgs, format: Format, repeat: usize, no_pytorch: boo
     if no_expert && !no_pytorch {
         say("the model comes from neither a Python file nor the preactresnet18 preset: no PyTorch side to time");
     }
-    let (figures, error) = crate::bench::graph::measure(&exec, &lab.raw, &node, repeat, expert.as_ref(), &mut say)
+    let (mut figures, error) = crate::bench::graph::measure(&exec, &lab.raw, &node, repeat, expert.as_ref(), &mut say)
         .map_err(|e| eyre!(e))?;
+    say("STRIP, then spectral signatures and activation clustering over the training set");
+    let train = load_data(common, lab.dataset, Splits::TrainAndTest)?.train;
+    let rows = crate::bench::detect::graph_rows(&exec, &lab.raw, &train, strip_inputs, repeat).map_err(|e| eyre!(e))?;
+    figures.extend(rows);
     let ratio = |theirs: Option<f64>, ours: f64| theirs.map_or("—".to_string(), |t| format!("{:.2}×", t / ours));
     let secs = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.2} s"));
     let mut table = crate::table::Table::new([

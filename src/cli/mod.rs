@@ -8,6 +8,7 @@ pub mod commands;
 pub mod compare;
 pub mod defence;
 pub mod detect;
+mod detect_retrain;
 pub mod doctor;
 pub mod graph;
 pub mod graph_analyses;
@@ -196,9 +197,9 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
                 circuit::circuit(common, format, &args)
             }
         }
-        Command::DetectInputs { method, model, frr, n, limit, seed } => {
-            let args =
-                detect::InputArgs { method: *method, model: *model, frr: *frr, n: *n, limit: *limit, seed: *seed };
+        Command::DetectInputs { method, model, frr, n, limit, seed, out } => {
+            let (model, out) = (*model, out.clone());
+            let args = detect::InputArgs { method: *method, model, frr: *frr, n: *n, limit: *limit, seed: *seed, out };
             detect::detect_inputs(common, format, &args)
         }
         Command::Attribute {
@@ -237,14 +238,24 @@ pub fn dispatch(cli: &Cli, command: &Command) -> Result<()> {
             };
             attribute::attribute_inputs(common, format, &args)
         }
-        Command::ScanData { method, model, node, seed } => {
-            detect::scan_data(common, format, *method, *model, node.as_deref(), *seed)
+        Command::ScanData { method, model, node, seed, out, retrain, force } => {
+            let (node, out) = (node.clone(), out.clone());
+            let args = detect::ScanArgs {
+                method: *method,
+                model: *model,
+                node,
+                seed: *seed,
+                out,
+                retrain: *retrain,
+                force: *force,
+            };
+            detect::scan_data(common, format, &args)
         }
         Command::Doctor => doctor::doctor(common, format),
         Command::Compare { runs, out } => compare::compare(&common.checkpoints, runs, out.as_deref(), format),
         Command::Bench { repeat, sweep_channels, no_pytorch, recover_images, recover_epochs, strip_inputs, node } => {
             if crate::graph::run::is_graph_run(&RunDir::new(&common.checkpoints, &common.run)) {
-                return graph::bench(common, format, *repeat, *no_pytorch, node.as_deref());
+                return graph::bench(common, format, (*repeat, *no_pytorch, *strip_inputs), node.as_deref());
             }
             let args = bench::BenchArgs {
                 repeat: *repeat,

@@ -10,7 +10,7 @@
 use std::any::Any;
 use std::ffi::{CStr, c_void};
 use std::marker::PhantomData;
-use std::ops::Range;
+use std::ops::{AddAssign, Range};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -126,19 +126,55 @@ pub fn for_each_parts_summed<const N: usize>(
     sum_len: usize,
     body: impl Fn(Range<usize>, [&mut [f32]; N], &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let partials = Mutex::new(Vec::new());
+    let partials = Partials::default();
     for_each_parts(len, widths, outputs, |range, parts| {
         let mut sum = vec![0f32; sum_len];
         body(range.clone(), parts, &mut sum);
-        partials.lock().unwrap_or_else(PoisonError::into_inner).push((range.start, sum));
+        partials.push(range.start, sum);
     });
-    let mut partials = partials.into_inner().unwrap_or_else(PoisonError::into_inner);
-    partials.sort_by_key(|(start, _)| *start);
-    let add = |mut total: Vec<f32>, (_, sum): (usize, Vec<f32>)| {
-        total.iter_mut().zip(&sum).for_each(|(t, s)| *t += s);
-        total
-    };
-    partials.into_iter().fold(vec![0f32; sum_len], add)
+    partials.total(sum_len)
+}
+
+/// `body(range, sum)` on disjoint ranges covering `0..len`, on libtorch's threads
+/// as `for_each_range`, each thread adding into a zeroed buffer of `sum_len`
+/// values of its own; returns the buffers added up in the order of their ranges.
+pub fn sum_over_ranges<T>(len: usize, sum_len: usize, body: impl Fn(Range<usize>, &mut [T]) + Sync) -> Vec<T>
+where
+    T: Copy + Default + AddAssign + Send,
+{
+    let partials = Partials::default();
+    for_each_range(len, &|range| {
+        let mut sum = vec![T::default(); sum_len];
+        body(range.clone(), &mut sum);
+        partials.push(range.start, sum);
+    });
+    partials.total(sum_len)
+}
+
+/// Each thread's buffer with its range's start, added up in the order of the
+/// ranges (the same every run for a given team size).
+struct Partials<T>(Mutex<Vec<(usize, Vec<T>)>>);
+
+impl<T> Default for Partials<T> {
+    fn default() -> Self {
+        Partials(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T: Copy + Default + AddAssign> Partials<T> {
+    fn push(&self, start: usize, sum: Vec<T>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push((start, sum));
+    }
+
+    fn total(self, sum_len: usize) -> Vec<T> {
+        let mut partials = self.0.into_inner().unwrap_or_else(PoisonError::into_inner);
+        partials.sort_by_key(|(start, _)| *start);
+        let add = |mut total: Vec<T>, (_, sum): (usize, Vec<T>)| {
+            total.iter_mut().zip(&sum).for_each(|(t, &s)| *t += s);
+            total
+        };
+        partials.into_iter().fold(vec![T::default(); sum_len], add)
+    }
 }
 
 /// A slice that the threads of `for_each_range` write at disjoint ranges.

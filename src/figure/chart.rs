@@ -29,6 +29,9 @@ pub enum Mark {
     Points,
     /// A line through its points, each point marked.
     LinePoints,
+    /// A line with the area under it down to zero filled translucent, so that
+    /// two overlap visibly (`Series::histogram`'s bars).
+    Area,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +46,17 @@ pub struct Series {
 impl Series {
     pub fn line(name: impl Into<String>, points: Vec<(f64, f64)>, colour: RGBColor) -> Series {
         Series { name: name.into(), points, colour, mark: Mark::Line }
+    }
+
+    /// A histogram's bars as one filled outline: `counts[i]` between `edges[i]`
+    /// and `edges[i + 1]`.
+    pub fn histogram(name: impl Into<String>, edges: &[f64], counts: &[usize], colour: RGBColor) -> Series {
+        let mut points = vec![(edges[0], 0.0)];
+        for (bin, &count) in counts.iter().enumerate() {
+            points.extend([(edges[bin], count as f64), (edges[bin + 1], count as f64)]);
+        }
+        points.push((edges[counts.len()], 0.0));
+        Series { name: name.into(), points, colour, mark: Mark::Area }
     }
 }
 
@@ -86,6 +100,8 @@ const HEAD: u32 = style::TITLE_SIZE + style::TICK_SIZE + 3 * style::MARGIN;
 /// A legend entry's line sample, and the gap between entries.
 const SAMPLE: u32 = 30;
 const ENTRY_GAP: u32 = 36;
+/// How opaque a filled area is.
+const AREA_OPACITY: f64 = 0.3;
 
 /// The series' names in one centred row under the title, each after a sample of
 /// its line: outside the plot, so it never hides a curve.
@@ -98,7 +114,7 @@ fn legend<DB: DrawingBackend>(head: &DrawingArea<DB, Shift>, series: &[Series]) 
     for s in series {
         let sample = PathElement::new([(x, y), (x + SAMPLE as i32, y)], s.colour.stroke_width(LINE + 2));
         head.draw(&sample).map_err(failed)?;
-        if s.mark != Mark::Line {
+        if matches!(s.mark, Mark::Points | Mark::LinePoints) {
             head.draw(&Circle::new((x + SAMPLE as i32 / 2, y), 6, s.colour.filled())).map_err(failed)?;
         }
         head.draw(&Text::new(s.name.clone(), (x + SAMPLE as i32 + 8, y), label.clone())).map_err(failed)?;
@@ -160,6 +176,11 @@ impl Draw for Chart {
             let drawn = match s.mark {
                 Mark::Line => chart.draw_series(LineSeries::new(points, colour.stroke_width(LINE))),
                 Mark::Points => chart.draw_series(points.map(|p| Circle::new(p, 5, colour.filled()))),
+                Mark::Area => {
+                    let fill = Polygon::new(points.clone().collect::<Vec<_>>(), colour.mix(AREA_OPACITY).filled());
+                    chart.draw_series([fill]).map_err(failed)?;
+                    chart.draw_series(LineSeries::new(points, colour.stroke_width(LINE)))
+                }
                 Mark::LinePoints => {
                     chart.draw_series(LineSeries::new(points.clone(), colour.stroke_width(LINE))).map_err(failed)?;
                     chart.draw_series(points.map(|p| Circle::new(p, 6, colour.filled())))

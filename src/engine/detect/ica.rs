@@ -3,6 +3,7 @@
 //! 200 iterations), in f64, from a given initial unmixing matrix so that a
 //! reference started from the same matrix agrees.
 
+use crate::engine::omp::sum_over_ranges;
 use crate::splitmix::SplitMix64;
 use tch::{Kind, Tensor};
 
@@ -37,6 +38,25 @@ pub fn components(x: &Tensor, k: usize) -> usize {
     k.min(s.iter().filter(|&&v| v > largest * 1e-10).count())
 }
 
+/// One iteration's sums over the samples (`n × k` values, row-major) with
+/// `g = tanh(w·x)`: `Σ g·xᵀ` (`k × k`, row-major) then `Σ (1 − g²)` (`k`). Plain
+/// loops on libtorch's threads: per op, libtorch's threading cost more than
+/// these few thousand 10-value rows.
+fn sums(samples: &[f64], k: usize, w: &[f64]) -> Vec<f64> {
+    sum_over_ranges(samples.len() / k, k * k + k, |range, sum: &mut [f64]| {
+        let mut g = vec![0.0; k];
+        for x in samples[range.start * k..range.end * k].chunks(k) {
+            for (gi, wi) in g.iter_mut().zip(w.chunks(k)) {
+                *gi = wi.iter().zip(x).map(|(a, b)| a * b).sum::<f64>().tanh();
+            }
+            for (i, &gi) in g.iter().enumerate() {
+                sum[i * k..(i + 1) * k].iter_mut().zip(x).for_each(|(s, &xl)| *s += gi * xl);
+                sum[k * k + i] += 1.0 - gi * gi;
+            }
+        }
+    })
+}
+
 /// The unit-variance independent sources of `x` (`[n, D]` f64): `[n, k]`, with
 /// `w_init` (`k × k`, row-major) and `k` from `components`.
 pub fn fast_ica(x: &Tensor, k: usize, w_init: &[f64]) -> Tensor {
@@ -52,12 +72,12 @@ pub fn fast_ica(x: &Tensor, k: usize, w_init: &[f64]) -> Tensor {
     let kk = k as i64;
     let whitening = (u / d.unsqueeze(0)).tr().narrow(0, 0, kk);
     let x1 = whitening.matmul(&xt) * (n as f64).sqrt();
+    let samples = super::values(&x1.tr());
     let mut w = sym_decorrelation(&Tensor::from_slice(w_init).view([kk, kk]));
     for _ in 0..MAX_ITER {
-        let wx = w.matmul(&x1);
-        let g = wx.tanh();
-        let g_prime = (g.square().neg() + 1.0).mean_dim(1, false, Kind::Double);
-        let w1 = sym_decorrelation(&(g.matmul(&x1.tr()) / n as f64 - g_prime.unsqueeze(1) * &w));
+        let step = sums(&samples, k, &super::values(&w));
+        let (gx, g_prime) = (Tensor::from_slice(&step[..k * k]).view([kk, kk]), Tensor::from_slice(&step[k * k..]));
+        let w1 = sym_decorrelation(&((gx - g_prime.unsqueeze(1) * &w) / n as f64));
         let lim = ((&w1 * &w).sum_dim_intlist(1, false, Kind::Double).abs() - 1.0).abs().max().double_value(&[]);
         w = w1;
         if lim < TOL {

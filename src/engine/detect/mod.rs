@@ -4,8 +4,10 @@
 //! a `FeatureNet`'s features. Tensors stay here; plain numbers come out.
 
 pub mod ac;
+pub mod figures;
 pub mod ica;
 pub mod kmeans;
+pub mod retrain;
 pub mod roc;
 pub mod scaleup;
 pub mod scan;
