@@ -50,9 +50,9 @@ fn the_researcher_flow(size: (u16, u16)) {
     // Select conv1 in the Layers pane and open its channels.
     tmux.keys(&["1", "g", "Enter"]);
     tmux.wait("the conv1 channels", Duration::from_secs(5), |s| s.contains("conv1 · 32 units"));
-    // Sort by activation change (unit → ‖Δw‖ → act Δ), largest first.
+    // Sort by activation change (unit → ‖Δw‖ → trigger Δ), largest first.
     tmux.keys(&["s", "s"]);
-    let sorted = tmux.wait("the sort", Duration::from_secs(5), |s| s.contains("act Δ↓"));
+    let sorted = tmux.wait("the sort", Duration::from_secs(5), |s| s.contains("trigger Δ↓"));
     let top_two: Vec<usize> = column_below(&sorted, "‖Δw‖", 2)
         .iter()
         .map(|cell| cell.split_whitespace().next().and_then(|u| u.parse().ok()).expect("a unit number"))

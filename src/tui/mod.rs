@@ -10,6 +10,7 @@ pub mod columns;
 pub mod cursor;
 pub mod effect;
 pub mod export;
+pub mod fit;
 pub mod graph;
 pub mod images;
 pub mod jobs;
@@ -29,6 +30,7 @@ pub mod terminal;
 pub mod theme;
 pub mod train_state;
 pub mod worker;
+pub mod words;
 
 use crate::engine::run::RunDir;
 use crate::setup::CommonArgs;

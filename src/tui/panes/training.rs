@@ -13,6 +13,7 @@ use crate::tui::protocol::{Command, Job};
 use crate::tui::study::Study;
 use crate::tui::theme::{ACCENT, ACCURACY, ACCURACY_NAMES, DIM, PHASES, WARN};
 use crate::tui::train_state::{Field, TrainState};
+use crate::tui::fit::fit_lines;
 use ratatui::Frame;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
@@ -148,7 +149,7 @@ fn info_panel(frame: &mut Frame, area: Rect, view: &View, t: &TrainState) {
         let text = format!("{} {:<17}{:>8}", if selected { "›" } else { " " }, field.label(), field.value(&t.config));
         lines.push(if selected { Line::from(text).reversed() } else { Line::from(text) });
     }
-    frame.render_widget(Paragraph::new(lines), area);
+    frame.render_widget(Paragraph::new(fit_lines(lines, area.width)), area);
 }
 
 fn axis_labels(low: f64, high: f64, decimals: usize) -> Vec<Line<'static>> {
