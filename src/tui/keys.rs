@@ -103,7 +103,7 @@ pub const GLOBAL: &[Binding] = &[
     bind!(&[(KeyCode::Char('c'), CTRL)], "Ctrl-C", Action::QuitNow, Scope::Always, "quit now (stops training)", None),
     bind!(&[ch('y')], "y", Action::Yes, Scope::Confirm, "answer yes", Some("yes")),
     bind!(&[ch('n'), key(KeyCode::Esc)], "n/Esc", Action::No, Scope::Confirm, "answer no", Some("no")),
-    bind!(&[ch('?')], "?", Action::Help, Scope::Always, "help: keys, then words; again hides", Some("help")),
+    bind!(&[ch('?')], "?", Action::Help, Scope::Always, "help: keys, then words", Some("help")),
     bind!(
         &[key(KeyCode::Esc), key(KeyCode::Enter), ch('q')],
         "Esc/Enter",

@@ -29,8 +29,8 @@ pub mod study;
 pub mod terminal;
 pub mod theme;
 pub mod train_state;
-pub mod worker;
 pub mod words;
+pub mod worker;
 
 use crate::engine::run::RunDir;
 use crate::setup::CommonArgs;

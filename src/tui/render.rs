@@ -72,8 +72,8 @@ pub fn status(app: &App) -> (String, Color) {
 
 /// The header: the job status, the selected unit, the ablation set, the model
 /// pair and the run, then its device and picture protocol where they fit. A
-/// narrower terminal drops the protocol, the device, the banner and the run's
-/// folder (its name stays), in that order.
+/// narrower terminal drops the protocol, the device, the run's folder (its name
+/// stays) and the banner, in that order.
 fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
     let (text, colour) = status(app);
     let study = &app.study;
@@ -109,6 +109,7 @@ fn header(frame: &mut Frame, area: Rect, app: &App, protocol: &str) {
         (true, dim(format!("· {} · {} · {protocol}", run.root, run.device))),
         (true, dim(format!("· {} · {}", run.root, run.device))),
         (true, dim(format!("· {}", run.root))),
+        (true, dim(format!("· run {name}"))),
         (false, dim(format!("· run {name}"))),
     ];
     let lines = candidates.map(|(with_banner, place)| {
@@ -142,7 +143,10 @@ fn hint(frame: &mut Frame, area: Rect, app: &App) {
         Line::from(text).fg(DIM)
     } else {
         let room = width.saturating_sub(Line::from(pointer).width());
-        Line::from(vec![Span::styled(fit(&text, room), Style::new().fg(DIM)), Span::styled(pointer, Style::new().fg(ACCENT))])
+        Line::from(vec![
+            Span::styled(fit(&text, room), Style::new().fg(DIM)),
+            Span::styled(pointer, Style::new().fg(ACCENT)),
+        ])
     };
     frame.render_widget(fit_line(line, width), area);
 }
@@ -153,10 +157,13 @@ fn footer(frame: &mut Frame, area: Rect, app: &App) {
     let width = area.width as usize;
     let mut spans = Vec::new();
     if let Some(notice) = &app.notice {
-        spans.push(Span::styled(format!(" {} ", fit(notice, width.saturating_sub(2))), Style::new().fg(Color::Black).bg(WARN)));
+        spans.push(Span::styled(
+            format!(" {} ", fit(notice, width.saturating_sub(2))),
+            Style::new().fg(Color::Black).bg(WARN),
+        ));
         spans.push(Span::raw(" "));
     }
-    let pointer = "… ? help";
+    let pointer = "… ? all keys";
     let pairs = keymap::hints(app.context(), app.focus);
     let mut used = Line::from(spans.clone()).width();
     let mut shown = 0;
@@ -214,7 +221,10 @@ fn help(frame: &mut Frame, area: Rect, focus: Pane) {
     frame.render_widget(block, rect);
     let [left, right] = inner.layout(&Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
     for (part, column) in entries.chunks(half).zip([left, right]) {
-        let rows = part.iter().map(|e| Row::new([e.binding.shown, e.binding.help]).style(style(e)));
+        // The key column, a space, then what it does, shortened on purpose.
+        let room = column.width.saturating_sub(10) as usize;
+        let rows =
+            part.iter().map(|e| Row::new([e.binding.shown.to_string(), fit(e.binding.help, room)]).style(style(e)));
         let table = Table::new(rows, [Constraint::Length(9), Constraint::Fill(1)])
             .header(Row::new(["key", "what it does"]).style(bold));
         frame.render_widget(table, column);

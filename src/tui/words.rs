@@ -29,11 +29,7 @@ impl Term {
 use Pane::{Ablation, Activations, Channels, Circuit, Kernels, Layers, Training, Trigger};
 
 pub const TERMS: &[Term] = &[
-    Term {
-        word: "mean|Δw|",
-        meaning: "mean absolute weight change, studied − compared model",
-        panes: &[Layers],
-    },
+    Term { word: "mean|Δw|", meaning: "mean absolute weight change, studied − compared model", panes: &[Layers] },
     Term { word: "max|Δw|", meaning: "largest absolute weight change in the layer", panes: &[Layers] },
     Term { word: "abl", meaning: "units of the layer in the ablation set", panes: &[Layers] },
     Term {
@@ -47,32 +43,13 @@ pub const TERMS: &[Term] = &[
         panes: &[Channels],
     },
     Term {
-        word: "clean",
-        meaning: "accuracy on clean test images, % (a model's name in model columns)",
-        panes: &[Channels, Ablation, Circuit, Trigger],
-    },
-    Term {
-        word: "poison",
-        meaning: "share of triggered test images classified as the target {t}, %",
-        panes: &[Channels, Ablation, Circuit, Trigger],
-    },
-    Term {
         word: "ASR¬{t}",
         meaning: "attack success rate: triggered images whose label is not {t} classified as {t}, %",
         panes: &[Ablation],
     },
-    Term {
-        word: "rehab",
-        meaning: "accuracy on triggered test images against their true labels, %",
-        panes: &[Channels, Ablation, Circuit],
-    },
     Term { word: "✗", meaning: "the unit is in the ablation set", panes: &[Channels] },
     Term { word: "ms", meaning: "milliseconds the ablation's evaluation took", panes: &[Ablation] },
-    Term {
-        word: "Δ",
-        meaning: "kernel weights of the studied minus the compared model",
-        panes: &[Kernels],
-    },
+    Term { word: "Δ", meaning: "kernel weights of the studied minus the compared model", panes: &[Kernels] },
     Term { word: "±", meaning: "the colour scale's end: blue −x, red +x", panes: &[Kernels, Activations] },
     Term { word: "+T", meaning: "with the trigger stamped on the test image", panes: &[Activations] },
     Term {
@@ -90,7 +67,7 @@ pub const TERMS: &[Term] = &[
     Term { word: "succ%", meaning: "share of images the recovered trigger sends to the label, %", panes: &[Trigger] },
     Term {
         word: "logit diff",
-        meaning: "target logit minus the largest other logit, in logits (mean over images)",
+        meaning: "logit of the target minus logit of the true label, in logits (mean over images not of the target)",
         panes: &[Circuit],
     },
     Term {
@@ -100,19 +77,34 @@ pub const TERMS: &[Term] = &[
     },
     Term { word: "TAC", meaning: "trigger activation change: prunes the most changed units first", panes: &[Circuit] },
     Term { word: "CLP", meaning: "channel Lipschitz pruning: largest kernel singular value first", panes: &[Circuit] },
+    Term {
+        word: "clean",
+        meaning: "accuracy on clean test images, % (a model's name in model columns)",
+        panes: &[Channels, Ablation, Circuit, Trigger],
+    },
+    Term {
+        word: "poison",
+        meaning: "share of triggered test images classified as the target {t}, %",
+        panes: &[Channels, Ablation, Circuit, Trigger],
+    },
+    Term {
+        word: "rehab",
+        meaning: "accuracy on triggered test images against their true labels, %",
+        panes: &[Channels, Ablation, Circuit],
+    },
 ];
 
 /// What the pane shows, in a few words: the start of its hint.
 fn shows(pane: Pane) -> &'static str {
     match pane {
         Layers => "weight change per layer",
-        Channels => "the layer's units; accuracies with each unit ablated alone",
-        Kernels => "the unit's kernels in both models",
-        Activations => "a test image's activations with and without the trigger",
-        Ablation => "the ablation set's metrics on the test set",
-        Training => "the training runs' loss and probe accuracies",
-        Trigger => "Neural Cleanse: each label's smallest trigger",
-        Circuit => "patching, the circuit search and pruning curves",
+        Channels => "the layer's units",
+        Kernels => "the unit's kernels",
+        Activations => "a test image, with and without the trigger",
+        Ablation => "the set's accuracies",
+        Training => "loss and probe accuracies",
+        Trigger => "each label's smallest trigger",
+        Circuit => "patching, circuit, pruning",
     }
 }
 

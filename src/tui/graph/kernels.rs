@@ -6,10 +6,10 @@
 use super::data::SiteWeights;
 use super::state::GraphState;
 use crate::engine::lab::ModelKind;
+use crate::tui::fit::draw_line;
 use crate::tui::panes::common::{View, number, placeholder, row, scroll_offset};
 use crate::tui::panes::kernels::numbers;
 use crate::tui::theme::{ACCENT, DIM};
-use crate::tui::fit::draw_line;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};

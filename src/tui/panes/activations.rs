@@ -7,6 +7,7 @@
 use super::common::{Cx, Titled, View, number, placeholder, row, scroll_offset, titled_pictures};
 use crate::picture::grid_columns;
 use crate::tui::effect::Effect;
+use crate::tui::fit::draw_line;
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
@@ -14,7 +15,6 @@ use crate::tui::pictures::{channel_pictures, compared, grid_picture, layer_diffe
 use crate::tui::protocol::{Command, DigitData, Job, TopImages};
 use crate::tui::study::Study;
 use crate::tui::theme::{DIM, WARN};
-use crate::tui::fit::draw_line;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Style, Stylize};
@@ -116,7 +116,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
     let scale = layer_difference_scale(pair, layer);
-    let titles = [dataset.noun().to_string(), reference.to_string(), format!("{subject} +T"), format!("model Δ ±{scale:.2}")];
+    let titles = [dataset.noun().to_string(), reference.to_string(), format!("{subject} +T"), "model Δ".to_string()];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
     let items = channel_pictures(data, pair, layer, unit)
         .into_iter()
@@ -128,7 +128,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let aspect = grid_area.width as f64 / (2.0 * grid_area.height.saturating_sub(1).max(1) as f64);
     let columns = grid_columns(layer.units(), (tile[1], tile[0]), aspect);
     let grid = Titled {
-        title: format!("model Δ, all {}: blue −, red +", layer.units()),
+        title: format!("±{scale:.2}: blue − red +, all {}", layer.units()),
         slot: "act.grid",
         key: key_of((key, columns)),
         make: Box::new(move || grid_picture(pair, layer, unit, columns)),

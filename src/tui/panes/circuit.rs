@@ -14,11 +14,11 @@ use crate::engine::prune::PruneCurve;
 use crate::graph::circuit::GraphSite;
 use crate::picture::heat;
 use crate::tui::effect::Effect;
+use crate::tui::fit::{draw_line, fit_lines};
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::protocol::{Command, Job, PatchMap, PatchMaps};
 use crate::tui::theme::{ACCENT, ACCURACY, BAD, DIM, SERIES, WARN};
-use crate::tui::fit::{draw_line, fit_lines};
 use ratatui::Frame;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -432,8 +432,11 @@ fn draw_summary<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
         .collect();
     lines.push(Line::from(format!("the backdoor survives keeping only {}", keep.join(" · "))).fg(DIM));
     // A graph's node names make long lines: they wrap into the rows it has.
-    let summary =
-        if S::GRAPH { Paragraph::new(lines).wrap(Wrap { trim: false }) } else { Paragraph::new(fit_lines(lines, area.width)) };
+    let summary = if S::GRAPH {
+        Paragraph::new(lines).wrap(Wrap { trim: false })
+    } else {
+        Paragraph::new(fit_lines(lines, area.width))
+    };
     frame.render_widget(summary, area);
 }
 

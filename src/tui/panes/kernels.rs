@@ -5,11 +5,11 @@
 use super::common::{Titled, View, placeholder, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::picture::diverging;
+use crate::tui::fit::{draw_line, fit_lines};
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
 use crate::tui::pictures::{kernel_pictures, slice_shape, slices, unit_weights};
 use crate::tui::theme::DIM;
-use crate::tui::fit::{draw_line, fit_lines};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};

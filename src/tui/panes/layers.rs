@@ -4,10 +4,10 @@
 use super::common::{Cx, View, number, row, rows_moved};
 use crate::engine::layer::Layer;
 use crate::tui::effect::Effect;
+use crate::tui::fit::fit_lines;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, key};
 use crate::tui::study::Study;
 use crate::tui::theme::{ACCENT, WARN};
-use crate::tui::fit::fit_lines;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};

@@ -7,13 +7,13 @@ use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
 use crate::tui::cursor::moved;
 use crate::tui::effect::{Effect, Popup, Question};
+use crate::tui::fit::fit_lines;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::pictures::{accuracy_series, loss_points_by_phase};
 use crate::tui::protocol::{Command, Job};
 use crate::tui::study::Study;
 use crate::tui::theme::{ACCENT, ACCURACY, ACCURACY_NAMES, DIM, PHASES, WARN};
 use crate::tui::train_state::{Field, TrainState};
-use crate::tui::fit::fit_lines;
 use ratatui::Frame;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
@@ -143,7 +143,7 @@ fn info_panel(frame: &mut Frame, area: Rect, view: &View, t: &TrainState) {
         lines.push(Line::from(format!("last run {outcome}")).fg(DIM));
     }
     let verb = if running { "x stops" } else { "r retrains" };
-    lines.push(Line::from(format!("next run · ←→ changes · {verb}")).fg(ACCENT));
+    lines.push(Line::from(format!("next run (←→) · {verb}")).fg(ACCENT));
     for (i, field) in Field::ALL.iter().enumerate() {
         let selected = i == t.field && view.focused;
         let text = format!("{} {:<17}{:>8}", if selected { "›" } else { " " }, field.label(), field.value(&t.config));
