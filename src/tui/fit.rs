@@ -104,7 +104,6 @@ pub fn draw_line(frame: &mut Frame, line: Line<'_>, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatui::style::Stylize;
 
     #[test]
     fn a_text_is_shortened_after_a_whole_word() {
