@@ -345,8 +345,8 @@ fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
             modifiers: KeyModifiers::NONE,
         })
     };
-    // The fourth data row (border, caption and header come first).
-    h.update(click(channels.x + 3, channels.y + 3 + 3));
+    // The fourth data row (border, caption, the set's result and header come first).
+    h.update(click(channels.x + 3, channels.y + 4 + 3));
     assert_eq!(h.app.focus, Pane::Channels);
     assert_eq!(h.app.study.cursor(), 3);
     let layers = screen.area_of(Pane::Layers).unwrap();
