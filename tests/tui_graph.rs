@@ -124,7 +124,7 @@ fn browse(size: (u16, u16)) {
     let map = wait("the patching map", &|s| s.contains(&format!("denoise on {} images · black 0", TEST_LIMIT / 5)));
     assert!(map.contains("conv1:0 → target") && map.contains("C searches the selected node"), "{map}");
     tmux.keys(&["7"]);
-    wait("the Trigger pane", &|s| s.contains("R recovers the trigger"));
+    wait("the Trigger pane", &|s| s.contains("Neural Cleanse on every label"));
     tmux.quit_leaves_the_terminal_restored();
 }
 

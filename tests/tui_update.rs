@@ -345,8 +345,8 @@ fn mouse_clicks_select_panes_and_rows_and_the_wheel_scrolls() {
             modifiers: KeyModifiers::NONE,
         })
     };
-    // The fourth data row (border, caption and header come first).
-    h.update(click(channels.x + 3, channels.y + 3 + 3));
+    // The fourth data row (border, caption, the set's result and header come first).
+    h.update(click(channels.x + 3, channels.y + 4 + 3));
     assert_eq!(h.app.focus, Pane::Channels);
     assert_eq!(h.app.study.cursor(), 3);
     let layers = screen.area_of(Pane::Layers).unwrap();
@@ -394,7 +394,7 @@ fn export_writes_figures_as_svg_and_png_csv_and_markdown_into_the_folder_it_name
         ("kernel-conv1-0", "conv1:0 incoming weights"),
         ("kernel-conv1-0-diff", "conv1:0 incoming weights: poisoned − clean"),
         ("activations-digit0-conv1-0", "conv1:0 on test digit 0"),
-        ("activations-digit0-conv1-all-diff", "conv1 Δ, every unit: poisoned on triggered − clean on clean"),
+        ("activations-digit0-conv1-all-diff", "conv1 model Δ, every unit: poisoned on triggered − clean on clean"),
         ("sweep-conv1-weight", "conv1 sweep: each unit ablated alone (weight mode)"),
         ("training-loss", "training loss"),
         ("training-accuracy", "probe accuracy during training"),

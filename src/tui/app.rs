@@ -52,6 +52,8 @@ pub struct App {
     /// The terminal's area.
     pub area: Rect,
     pub help: bool,
+    /// The help shows its second page: the words on screen and their meanings.
+    pub help_words: bool,
     /// The focused pane alone, even on a terminal wide enough for all of them.
     pub zoomed: bool,
     pub popup: Option<Popup>,
@@ -76,6 +78,7 @@ impl App {
             focus: Pane::Layers,
             area,
             help: false,
+            help_words: false,
             zoomed: false,
             popup: None,
             jobs: Jobs::default(),
@@ -229,7 +232,8 @@ impl App {
             }
             Action::Quit => self.quit(),
             Action::Help => {
-                self.help = !self.help;
+                // Keys, then the words on screen, then closed.
+                (self.help, self.help_words) = (!self.help || !self.help_words, self.help && !self.help_words);
                 Vec::new()
             }
             Action::Zoom => {

@@ -27,7 +27,7 @@ impl Column {
         match self {
             Column::Unit => "unit",
             Column::WeightChange => "‖Δw‖",
-            Column::ActivationChange => "act Δ",
+            Column::ActivationChange => "trigger Δ",
             Column::Clean => "clean",
             Column::Poison => "poison",
             Column::Rehab => "rehab",

@@ -178,16 +178,16 @@ fn activation_figures(study: &Study, figures: &mut Vec<(String, Figure)>) {
         format!("{stem}-{unit}"),
         grid(title, panels, Scale::new(Values::Sequential { low: 0.0, high: span }, "activation"), note.clone()),
     ));
-    let change = Scale::new(Values::Diverging { span: difference_scale(maps) }, "activation change");
+    let change = Scale::new(Values::Diverging { span: difference_scale(maps) }, "model Δ (activation change)");
     let diffs = difference_maps(maps);
-    let title = format!("{layer}:{unit} Δ: {} on triggered − {} on clean", subject.name(), reference.name());
+    let title = format!("{layer}:{unit} model Δ: {} on triggered − {} on clean", subject.name(), reference.name());
     figures.push((
         format!("{stem}-{unit}-diff"),
         grid(title, vec![(format!("unit {unit}"), diffs[unit].clone())], change.clone(), note),
     ));
     let panels: Vec<Panel> =
         diffs.iter().enumerate().map(|(u, m)| Panel { title: format!("{u}"), image: change.paint(m) }).collect();
-    let title = format!("{layer} Δ, every unit: {} on triggered − {} on clean", subject.name(), reference.name());
+    let title = format!("{layer} model Δ, every unit: {} on triggered − {} on clean", subject.name(), reference.name());
     let note = format!("test digit {}; panels titled by unit", data.index);
     figures.push((
         format!("{stem}-all-diff"),

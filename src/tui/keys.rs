@@ -103,7 +103,7 @@ pub const GLOBAL: &[Binding] = &[
     bind!(&[(KeyCode::Char('c'), CTRL)], "Ctrl-C", Action::QuitNow, Scope::Always, "quit now (stops training)", None),
     bind!(&[ch('y')], "y", Action::Yes, Scope::Confirm, "answer yes", Some("yes")),
     bind!(&[ch('n'), key(KeyCode::Esc)], "n/Esc", Action::No, Scope::Confirm, "answer no", Some("no")),
-    bind!(&[ch('?')], "?", Action::Help, Scope::Always, "show or hide this help", Some("help")),
+    bind!(&[ch('?')], "?", Action::Help, Scope::Always, "help: keys, then words", Some("help")),
     bind!(
         &[key(KeyCode::Esc), key(KeyCode::Enter), ch('q')],
         "Esc/Enter",
@@ -139,7 +139,7 @@ pub const GLOBAL: &[Binding] = &[
     bind!(&[ch('p')], "p", Action::PrevDigit, Scope::Main, "previous test digit", None),
     bind!(&[ch('M')], "M", Action::NextSubject, Scope::Main, "next model under study", Some("model")),
     bind!(&[ch('B')], "B", Action::NextReference, Scope::Main, "next model compared with", None),
-    bind!(&[ch('e')], "e", Action::Export, Scope::Main, "export PNG, CSV, Markdown", Some("export")),
+    bind!(&[ch('e')], "e", Action::Export, Scope::Main, "export SVG + PNG, CSV, Markdown", Some("export")),
     bind!(&[ch('x')], "x", Action::Stop, Scope::Main, "stop the running job", Some("stop")),
 ];
 

@@ -17,6 +17,8 @@ pub struct Screen {
     pub tabs: Option<Rect>,
     /// The visible panes and their areas.
     pub panes: Vec<(Pane, Rect)>,
+    /// The focused pane's one-line hint: what it shows, what its words mean.
+    pub hint: Rect,
     pub footer: Rect,
 }
 
@@ -31,13 +33,14 @@ impl Screen {
         if !zoomed && area.width >= WIDE_SIZE.0 && area.height >= WIDE_SIZE.1 {
             Some(Screen::wide(area))
         } else {
-            let [header, tabs, pane, footer] = area.layout(&Layout::vertical([
+            let [header, tabs, pane, hint, footer] = area.layout(&Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Length(1),
                 Constraint::Fill(1),
                 Constraint::Length(1),
+                Constraint::Length(1),
             ]));
-            Some(Screen { header, tabs: Some(tabs), panes: vec![(focus, pane)], footer })
+            Some(Screen { header, tabs: Some(tabs), panes: vec![(focus, pane)], hint, footer })
         }
     }
 
@@ -45,7 +48,7 @@ impl Screen {
     fn wide(area: Rect) -> Screen {
         let heights = WIDE_ROWS.iter().map(|(height, _)| *height);
         let rows = area.layout_vec(&Layout::vertical(
-            std::iter::once(Constraint::Length(1)).chain(heights).chain([Constraint::Length(1)]),
+            std::iter::once(Constraint::Length(1)).chain(heights).chain([Constraint::Length(1); 2]),
         ));
         let mut panes = Vec::new();
         for ((_, row), rect) in WIDE_ROWS.iter().zip(&rows[1..]) {
@@ -53,7 +56,7 @@ impl Screen {
             let rects = rect.layout_vec(&Layout::horizontal(widths));
             panes.extend(row.iter().map(|(pane, _)| *pane).zip(rects));
         }
-        Screen { header: rows[0], tabs: None, panes, footer: rows[rows.len() - 1] }
+        Screen { header: rows[0], tabs: None, panes, hint: rows[rows.len() - 2], footer: rows[rows.len() - 1] }
     }
 
     pub fn area_of(&self, pane: Pane) -> Option<Rect> {
@@ -113,18 +116,19 @@ mod tests {
         assert!(Screen::new(Rect::new(0, 0, 80, 23), Pane::Layers, false).is_none());
         let small = Screen::new(Rect::new(0, 0, 80, 24), Pane::Ablation, false).unwrap();
         assert_eq!(small.panes.len(), 1);
-        assert_eq!(small.panes[0], (Pane::Ablation, Rect::new(0, 2, 80, 21)));
+        assert_eq!(small.panes[0], (Pane::Ablation, Rect::new(0, 2, 80, 20)));
         let zoomed = Screen::new(Rect::new(0, 0, 160, 48), Pane::Circuit, true).unwrap();
-        assert_eq!(zoomed.panes, vec![(Pane::Circuit, Rect::new(0, 2, 160, 45))]);
+        assert_eq!(zoomed.panes, vec![(Pane::Circuit, Rect::new(0, 2, 160, 44))]);
         let wide = Screen::new(Rect::new(0, 0, 160, 48), Pane::Layers, false).unwrap();
         assert_eq!(wide.panes.len(), Pane::ALL.len());
         // Panes tile the body without overlapping.
         let area: u32 = wide.panes.iter().map(|(_, r)| r.area()).sum();
-        assert_eq!(area, 160 * 46);
+        assert_eq!(area, 160 * 45);
         assert_eq!(wide.pane_at(0, 1).map(|(p, _)| p), Some(Pane::Layers));
-        assert_eq!(wide.pane_at(0, 46).map(|(p, _)| p), Some(Pane::Training));
-        assert_eq!(wide.pane_at(90, 46).map(|(p, _)| p), Some(Pane::Trigger));
-        assert_eq!(wide.pane_at(159, 46).map(|(p, _)| p), Some(Pane::Circuit));
+        assert_eq!(wide.pane_at(0, 45).map(|(p, _)| p), Some(Pane::Training));
+        assert_eq!(wide.pane_at(90, 45).map(|(p, _)| p), Some(Pane::Trigger));
+        assert_eq!(wide.pane_at(159, 45).map(|(p, _)| p), Some(Pane::Circuit));
+        assert_eq!((wide.hint.y, wide.footer.y), (46, 47));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod columns;
 pub mod cursor;
 pub mod effect;
 pub mod export;
+pub mod fit;
 pub mod graph;
 pub mod images;
 pub mod jobs;
@@ -28,6 +29,7 @@ pub mod study;
 pub mod terminal;
 pub mod theme;
 pub mod train_state;
+pub mod words;
 pub mod worker;
 
 use crate::engine::run::RunDir;

@@ -95,6 +95,12 @@ impl Study {
         }
     }
 
+    /// The attack's target label as the ASR heading names it ("" for an
+    /// all-to-all attack).
+    pub fn target_label(&self) -> String {
+        self.asr_heading().trim_start_matches("ASR").trim_start_matches('¬').to_string()
+    }
+
     /// The run's attack for the header when it is not the study's: `badnets→0`.
     pub fn attack_label(&self) -> Option<String> {
         let config = &self.run.as_ref()?.config;

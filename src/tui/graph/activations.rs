@@ -5,6 +5,7 @@
 
 use super::state::GraphState;
 use crate::picture::{Picture, grid_columns};
+use crate::tui::fit::draw_line;
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::panes::activations::units_table;
 use crate::tui::panes::common::{Titled, View, placeholder, titled_pictures};
@@ -33,7 +34,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     let loading = if study.digit != data.index { format!(" · loading #{}…", study.digit) } else { String::new() };
     let [caption, body] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let said = said_subject[1];
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             format!("{}:{unit} · ", site.name).bold(),
             format!("#{} ({})", data.index, dataset.label(data.label)).bold(),
@@ -83,7 +85,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
         dataset.noun().to_string(),
         study.reference.to_string(),
         format!("{} +T", study.subject),
-        format!("Δ ±{scale:.2}"),
+        "model Δ".to_string(),
     ];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
     let items = unit_pictures(image, maps, unit)
@@ -95,7 +97,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState, images: 
     let aspect = grid_area.width as f64 / (2.0 * grid_area.height.saturating_sub(1).max(1) as f64);
     let columns = grid_columns(shape[0], (shape[2], shape[1]), aspect);
     let grid = Titled {
-        title: format!("Δ all {} · − blue + red", shape[0]),
+        title: format!("±{scale:.2}: blue − red +, all {}", shape[0]),
         slot: "act.grid",
         key: key_of((key, columns)),
         make: Box::new(move || difference_grid(maps, unit, columns)),

@@ -6,6 +6,7 @@
 use super::data::SiteWeights;
 use super::state::GraphState;
 use crate::engine::lab::ModelKind;
+use crate::tui::fit::draw_line;
 use crate::tui::panes::common::{View, number, placeholder, row, scroll_offset};
 use crate::tui::panes::kernels::numbers;
 use crate::tui::theme::{ACCENT, DIM};
@@ -74,7 +75,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let [caption, slice, table] =
         area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(kh as u16 + 1), Constraint::Fill(1)]));
     let kind = if site.op == "linear" { "inputs".to_string() } else { format!("inputs of {kh}×{kw}") };
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             format!("{} unit {unit} · {} {kind}", site.name, w.shape[1]).bold(),
             format!(" · input {} ([ ])", chosen.input).fg(ACCENT),

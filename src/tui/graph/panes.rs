@@ -9,7 +9,8 @@ use super::state::{GraphState, LayerRow};
 use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::engine::uncertainty::Rate;
-use crate::tui::panes::ablation::{history_rows, metrics_rows, sweep_heat, sweep_progress};
+use crate::tui::fit::draw_line;
+use crate::tui::panes::ablation::{history_rows, metrics_rows, result_line, sweep_heat, sweep_progress};
 use crate::tui::panes::common::{View, number, placeholder, row, scroll_offset};
 use crate::tui::protocol::Job;
 use crate::tui::theme::{ACCENT, DIM, WARN};
@@ -69,7 +70,8 @@ pub fn layers(frame: &mut Frame, area: Rect, g: &GraphState) {
 
 pub fn channels(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
     let site = g.selected();
-    let [caption, table_area] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
+    let [caption, result, table_area] =
+        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Fill(1)]));
     let sweep = g.sweeps.get(&site.name);
     let note = match (&view.study.find, sweep) {
         (Some(typed), _) => {
@@ -81,10 +83,15 @@ pub fn channels(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
         }
         (None, None) => "w sweeps · / finds".fg(DIM),
     };
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![format!("{} · {} · {} units · ", site.name, site.op, site.units()).bold(), note]),
         caption,
     );
+    let set = if g.set.sites.is_empty() { String::new() } else { g.set.to_string() };
+    let ablated = g.result.as_ref().filter(|r| r.set == g.set).map(|r| &r.metrics);
+    let before = view.study.base.as_ref().and_then(|b| b.get(view.study.subject));
+    draw_line(frame, result_line(&set, ablated, before, &view.study.asr_heading()), result);
     let norms = weight_change(g, [view.study.reference, view.study.subject]);
     let order = g.unit_order();
     let body: Vec<_> = order
@@ -146,7 +153,8 @@ pub fn ablation(frame: &mut Frame, area: Rect, view: &View, g: &GraphState) {
         Span::raw("")
     };
     let set = if empty { "none".to_string() } else { g.set.to_string() };
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             "mode ".into(),
             Span::styled(g.mode.to_string(), Style::new().fg(ACCENT).bold()),

@@ -15,6 +15,7 @@ use crate::picture::heat;
 use crate::table::{marked_delta, swap_table};
 use crate::tui::cursor::moved;
 use crate::tui::effect::Effect;
+use crate::tui::fit::{draw_line, fit_lines};
 use crate::tui::jobs::Running;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::protocol::{Command, Job, Swaps};
@@ -123,6 +124,22 @@ fn metric_cells(m: Option<&Metrics>) -> [String; 4] {
     ]
 }
 
+/// The ablation set's result in one line, drawn where Space is pressed (the
+/// Channels pane) so it is seen without a trip to this pane: the studied
+/// model's accuracies with `set` ablated and their change from `before`.
+pub fn result_line(set: &str, ablated: Option<&Metrics>, before: Option<&Metrics>, asr: &str) -> Line<'static> {
+    if set.is_empty() {
+        return Line::from("Space ablates the selected unit; its result shows here").fg(DIM);
+    }
+    let Some(ablated) = ablated else { return Line::from(format!("set {set}: evaluating…")).fg(WARN) };
+    let part = |name: &str, f: fn(&Metrics) -> f64| match before {
+        Some(b) => format!("{name} {:.1} % {:+.1}", f(ablated), f(ablated) - f(b)),
+        None => format!("{name} {:.1} %", f(ablated)),
+    };
+    let parts = [part("clean", |m| m.clean_acc), part("poison", |m| m.poison_acc), part(asr, |m| m.asr_non_target)];
+    Line::from(vec![Span::styled(format!("set {set}: "), Style::new().fg(WARN)), Span::raw(parts.join(" · "))])
+}
+
 pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
     let study = view.study;
     // The swap table takes the sweep strip's rows (the Channels pane still has the sweep).
@@ -143,7 +160,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &AblationView) {
     } else {
         Span::raw("")
     };
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             "mode ".into(),
             Span::styled(ab.mode.to_string(), Style::new().fg(ACCENT).bold()),
@@ -225,7 +243,7 @@ fn sweep_strip(frame: &mut Frame, area: Rect, view: &View) {
 /// A running sweep's label and gauge.
 pub fn sweep_progress(frame: &mut Frame, area: Rect, running: &Running, mode: AblationMode) {
     let [label, gauge] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(1)]));
-    frame.render_widget(Line::from(format!("{} ({mode}) — x stops", running.label)), label);
+    draw_line(frame, Line::from(format!("{} ({mode}) — x stops", running.label)), label);
     let (done, total) = (running.done, running.total);
     let ratio = done as f64 / total.max(1) as f64;
     frame.render_widget(
@@ -263,7 +281,7 @@ pub fn sweep_heat(frame: &mut Frame, area: Rect, title: String, rows: &[&Metrics
         .map(|cell| if (cell * per_cell) % tick_every == 0 { '╵' } else { ' ' })
         .collect();
     lines.push(Line::from(format!("{:<7}{ticks}  (a tick every {tick_every} units)", "unit 0")).fg(DIM));
-    frame.render_widget(Paragraph::new(lines), area);
+    frame.render_widget(Paragraph::new(fit_lines(lines, area.width)), area);
 }
 
 /// The layer swaps as a table: the layers copied, the metrics of the result.
@@ -282,7 +300,7 @@ fn swaps_table(frame: &mut Frame, area: Rect, view: &View, state: &AblationView)
     let table = swap_table(&swaps.rows);
     let [title, body] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let caption = format!("{} layers into {} · e exports · o: history", swaps.donor, swaps.recipient);
-    frame.render_widget(Line::from(caption).fg(DIM), title);
+    draw_line(frame, Line::from(caption).fg(DIM), title);
     let rows = table.rows.iter().map(|r| row(r.iter().cloned(), 1));
     let names = table.rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0) as u16;
     let widths = std::iter::once(Constraint::Length(names.max(14))).chain(METRIC_WIDTHS.map(Constraint::Length));

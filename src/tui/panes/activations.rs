@@ -7,6 +7,7 @@
 use super::common::{Cx, Titled, View, number, placeholder, row, scroll_offset, titled_pictures};
 use crate::picture::grid_columns;
 use crate::tui::effect::Effect;
+use crate::tui::fit::draw_line;
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
@@ -81,7 +82,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let [caption, body] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let (said_reference, said_subject) = (DigitData::prediction(pair.0), DigitData::prediction(pair.1));
     let loading = if study.digit != data.index { format!(" · loading #{}…", study.digit) } else { String::new() };
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             format!("{} #{} ({})", dataset.noun(), data.index, dataset.label(data.label)).bold(),
             Span::raw(format!(
@@ -114,7 +116,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let [singles, grid_area] =
         body.layout(&Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).spacing(1));
     let scale = layer_difference_scale(pair, layer);
-    let titles = [dataset.noun().to_string(), reference.to_string(), format!("{subject} +T"), format!("Δ ±{scale:.2}")];
+    let titles = [dataset.noun().to_string(), reference.to_string(), format!("{subject} +T"), "model Δ".to_string()];
     let slots = ["act.digit", "act.reference", "act.subject", "act.diff"];
     let items = channel_pictures(data, pair, layer, unit)
         .into_iter()
@@ -126,7 +128,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let aspect = grid_area.width as f64 / (2.0 * grid_area.height.saturating_sub(1).max(1) as f64);
     let columns = grid_columns(layer.units(), (tile[1], tile[0]), aspect);
     let grid = Titled {
-        title: format!("Δ all {} · blue − grey 0 red +", layer.units()),
+        title: format!("±{scale:.2}: blue − red +, all {}", layer.units()),
         slot: "act.grid",
         key: key_of((key, columns)),
         make: Box::new(move || grid_picture(pair, layer, unit, columns)),
@@ -151,7 +153,8 @@ fn draw_top(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let stale = (top.model, top.layer, top.unit) != (study.subject, layer, unit);
     let [caption, most, least] =
         area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Fill(1)]));
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             format!(
                 "{} {}:{} on {} test images",
@@ -169,7 +172,7 @@ fn draw_top(frame: &mut Frame, area: Rect, view: &View, state: &ActivationsState
     let key = key_of((top.model, top.layer, top.unit, study.generation));
     for (end, hits, area) in [("most", &top.top, most), ("least", &top.bottom, least)] {
         let [label, row] = area.layout(&Layout::horizontal([Constraint::Length(6), Constraint::Fill(1)]));
-        frame.render_widget(Line::from(end).bold(), label);
+        draw_line(frame, Line::from(end).bold(), label);
         let slots: &[&'static str] = if end == "most" { &TOP_SLOTS } else { &BOTTOM_SLOTS };
         let pictures = hits
             .iter()
@@ -205,7 +208,7 @@ pub fn units_table(frame: &mut Frame, area: Rect, (clean, poisoned): (&[f32], &[
             0,
         )
     });
-    let header = row(["unit", names[0], names[1], "Δ"].map(String::from), 0).style(Style::new().bold());
+    let header = row(["unit", names[0], names[1], "model Δ"].map(String::from), 0).style(Style::new().bold());
     let table = Table::new(rows, [4, 9, 9, 9].map(Constraint::Length))
         .header(header)
         .row_highlight_style(Style::new().reversed());

@@ -1,10 +1,12 @@
 //! The selected layer's channels: weight change, activation change and, once the
 //! layer is swept, each channel's lone-ablation metrics; sortable, ablated marked.
 
+use super::ablation::result_line;
 use super::common::{Cx, View, number, row, rows_moved, scroll_offset};
 use crate::engine::metrics::Accuracy;
 use crate::tui::columns::{Column, Sort};
 use crate::tui::effect::Effect;
+use crate::tui::fit::draw_line;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::study::Study;
 use crate::tui::theme::{ACCENT, DIM, WARN};
@@ -59,9 +61,9 @@ pub fn handle(action: Action, cx: Cx) -> Option<Vec<Effect>> {
 }
 
 /// The screen rows the table's data occupies, for a pane drawn at `area`: the
-/// first row and how many are visible (border, caption and header above).
+/// first row and how many are visible (border, caption, result and header above).
 fn row_span(area: Rect) -> (u16, u16) {
-    (area.y + 3, area.height.saturating_sub(4))
+    (area.y + 4, area.height.saturating_sub(5))
 }
 
 /// A click on a unit's row selects it.
@@ -78,13 +80,15 @@ pub fn click(area: Rect, y: u16, study: &mut Study) {
 
 pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
     let study = view.study;
-    let [caption, table_area] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
+    let [caption, result, table_area] =
+        area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Fill(1)]));
     let sweep = study.ablation.sweeps.get(&study.layer);
     let sweep_note = match sweep {
         Some(s) => format!("swept ({})", s.mode),
         None => "w sweeps".into(),
     };
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![
             format!("{} · {} units · ", study.layer, study.layer.units()).bold(),
             match study.sort.significance {
@@ -99,6 +103,11 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
         ]),
         caption,
     );
+    let ab = &study.ablation;
+    let ablated = ab.result.as_ref().filter(|r| r.set == ab.set).map(|r| &r.metrics);
+    let before = study.base.as_ref().and_then(|b| b.get(study.subject));
+    let set = if ab.set.is_empty() { String::new() } else { ab.set.to_string() };
+    draw_line(frame, result_line(&set, ablated, before, &study.asr_heading()), result);
     let rows = study.channel_rows();
     let cursor = study.cursor();
     let body: Vec<_> = rows
@@ -123,7 +132,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
         format!("{}{arrow}", c.title())
     });
     let header = row(std::iter::once(String::new()).chain(titles), 1).style(Style::new().bold());
-    let widths = [1, 5, 8, 8, 7, 7, 7].map(Constraint::Length);
+    let widths = [1, 5, 8, 10, 7, 7, 7].map(Constraint::Length);
     let visible = table_area.height.saturating_sub(1) as usize;
     let mut state =
         TableState::new().with_offset(scroll_offset(cursor, rows.len(), visible)).with_selected(Some(cursor));

@@ -14,6 +14,7 @@ use crate::engine::prune::PruneCurve;
 use crate::graph::circuit::GraphSite;
 use crate::picture::heat;
 use crate::tui::effect::Effect;
+use crate::tui::fit::{draw_line, fit_lines};
 use crate::tui::jobs::Jobs;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::protocol::{Command, Job, PatchMap, PatchMaps};
@@ -276,7 +277,7 @@ pub fn draw<S: MapSite>(frame: &mut Frame, area: Rect, view: &View, state: &Circ
         Constraint::Fill(1),
     ]));
     let (text, colour) = status_line(state, jobs);
-    frame.render_widget(Line::from(text).fg(colour).bold(), status);
+    draw_line(frame, Line::from(text).fg(colour).bold(), status);
     draw_heatmap(frame, map, state, jobs.is_running(Job::Patch));
     draw_summary(frame, summary, state);
     let [front, curves] = charts.layout(&Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).spacing(2));
@@ -386,7 +387,7 @@ fn draw_heatmap<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
             r.effect.target_rate, map.baseline.target_rate, r.effect.logit_diff, m.clean_acc, m.poison_acc, m.rehab_acc
         )));
     }
-    frame.render_widget(Paragraph::new(lines), area);
+    frame.render_widget(Paragraph::new(fit_lines(lines, area.width)), area);
 }
 
 fn set_line<S: MapSite>(what: &str, t: &Tried<S>) -> Line<'static> {
@@ -401,7 +402,7 @@ fn draw_summary<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
     let Some(report) = &state.report else {
         let best = state.progress.as_ref().and_then(|p| p.best.as_ref());
         if let Some(best) = best {
-            frame.render_widget(Paragraph::new(vec![set_line("best so far: ", best)]), area);
+            frame.render_widget(Paragraph::new(fit_lines(vec![set_line("best so far: ", best)], area.width)), area);
         }
         return;
     };
@@ -431,8 +432,12 @@ fn draw_summary<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<
         .collect();
     lines.push(Line::from(format!("the backdoor survives keeping only {}", keep.join(" · "))).fg(DIM));
     // A graph's node names make long lines: they wrap into the rows it has.
-    let summary = Paragraph::new(lines);
-    frame.render_widget(if S::GRAPH { summary.wrap(Wrap { trim: false }) } else { summary }, area);
+    let summary = if S::GRAPH {
+        Paragraph::new(lines).wrap(Wrap { trim: false })
+    } else {
+        Paragraph::new(fit_lines(lines, area.width))
+    };
+    frame.render_widget(summary, area);
 }
 
 fn axis(low: f64, high: f64, decimals: usize) -> Axis<'static> {
@@ -445,7 +450,7 @@ fn axis(low: f64, high: f64, decimals: usize) -> Axis<'static> {
 fn draw_front<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>) {
     if state.report.is_some() && area.height < 5 {
         // Too low for axes, title and legend: say where the chart is.
-        frame.render_widget(Line::from("Pareto front: z zooms this pane").fg(DIM), area);
+        draw_line(frame, Line::from("Pareto front: z zooms this pane").fg(DIM), area);
         return;
     }
     let Some(report) = &state.report else {
@@ -486,7 +491,7 @@ fn draw_front<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>
 /// Poison accuracy against units pruned, one line per ranking, its DER in the legend.
 fn draw_curves<S: MapSite>(frame: &mut Frame, area: Rect, state: &CircuitState<S>) {
     if state.curves.is_some() && area.height < 5 {
-        frame.render_widget(Line::from("pruning curves: z zooms this pane").fg(DIM), area);
+        draw_line(frame, Line::from("pruning curves: z zooms this pane").fg(DIM), area);
         return;
     }
     let Some((layer, curves)) = &state.curves else {

@@ -10,7 +10,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Row};
 
 /// What a pane draws from.
 pub struct View<'a> {
@@ -66,7 +66,8 @@ pub fn legend(series: &[(&str, Color)]) -> Line<'static> {
 
 /// A dim explanation where data is not there yet.
 pub fn placeholder(frame: &mut Frame, area: Rect, text: &str) {
-    frame.render_widget(Paragraph::new(text.to_string()).fg(DIM).wrap(Wrap { trim: true }), area);
+    let lines = crate::tui::fit::wrapped(text, area.width as usize, area.height as usize);
+    frame.render_widget(Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).fg(DIM), area);
 }
 
 /// A table row whose first `text` cells are text (left-aligned) and the rest
@@ -98,7 +99,7 @@ pub fn titled_pictures(frame: &mut Frame, area: Rect, images: &mut ImageStore, p
     let columns = area.layout_vec(&Layout::horizontal(vec![Constraint::Fill(1); pictures.len()]).spacing(1));
     for (picture, column) in pictures.into_iter().zip(columns) {
         let [title, body] = column.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
-        frame.render_widget(Line::from(picture.title).bold(), title);
+        crate::tui::fit::draw_line(frame, Line::from(picture.title).bold(), title);
         images.draw(frame.buffer_mut(), body, picture.slot, picture.key, picture.make);
     }
 }

@@ -5,6 +5,7 @@
 use super::common::{Titled, View, placeholder, titled_pictures};
 use crate::engine::layer::Layer;
 use crate::picture::diverging;
+use crate::tui::fit::{draw_line, fit_lines};
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
 use crate::tui::pictures::{kernel_pictures, slice_shape, slices, unit_weights};
@@ -37,7 +38,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, images: &mut ImageStore)
     let biases = bias(study.reference).zip(bias(study.subject));
     let bias_text = biases.map(|(r, s)| format!(" · bias {r:+.3} → {s:+.3}")).unwrap_or_default();
     let (reference, subject) = (study.reference.name(), study.subject.name());
-    frame.render_widget(
+    draw_line(
+        frame,
         Line::from(vec![format!("{layer} unit {unit}").bold(), Span::raw(bias_text), "  blue − · red +".fg(DIM)]),
         caption,
     );
@@ -59,7 +61,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, images: &mut ImageStore)
             .collect();
         titled_pictures(frame, body, images, items);
     }
-    frame.render_widget(Line::from(strongest_slices(layer, &weights[2])).fg(DIM), notes);
+    draw_line(frame, Line::from(strongest_slices(layer, &weights[2])).fg(DIM), notes);
 }
 
 /// The input slices whose weights changed most (nothing for single-slice kernels).
@@ -97,6 +99,6 @@ pub fn numbers(frame: &mut Frame, area: Rect, weights: &[Vec<f32>; 3], names: [&
             });
             lines.push(Line::from(cells.collect::<Vec<_>>()));
         }
-        frame.render_widget(Paragraph::new(lines), column);
+        frame.render_widget(Paragraph::new(fit_lines(lines, column.width)), column);
     }
 }

@@ -4,6 +4,7 @@
 use super::common::{Cx, View, number, row, rows_moved};
 use crate::engine::layer::Layer;
 use crate::tui::effect::Effect;
+use crate::tui::fit::fit_lines;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, key};
 use crate::tui::study::Study;
 use crate::tui::theme::{ACCENT, WARN};
@@ -80,7 +81,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
     // of the change in the first and last layers.
     let top = diffs.iter().map(|d| d.total.mean_abs).fold(1e-12, f64::max);
     let width = bars_area.width.saturating_sub(7) as f64;
-    let mut lines = vec![Line::from(format!("{} − {}, mean |Δw|:", study.subject, study.reference).italic())];
+    let mut lines = vec![Line::from(format!("{} − {}, mean|Δw|:", study.subject, study.reference).italic())];
     for d in diffs {
         let bar = "█".repeat((d.total.mean_abs / top * width).round() as usize);
         lines.push(Line::from(vec![
@@ -88,5 +89,5 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
             Span::styled(bar, Style::new().fg(WARN)),
         ]));
     }
-    frame.render_widget(Paragraph::new(lines), bars_area);
+    frame.render_widget(Paragraph::new(fit_lines(lines, bars_area.width)), bars_area);
 }

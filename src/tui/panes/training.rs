@@ -7,6 +7,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::train::Phase;
 use crate::tui::cursor::moved;
 use crate::tui::effect::{Effect, Popup, Question};
+use crate::tui::fit::fit_lines;
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch, key};
 use crate::tui::pictures::{accuracy_series, loss_points_by_phase};
 use crate::tui::protocol::{Command, Job};
@@ -142,13 +143,13 @@ fn info_panel(frame: &mut Frame, area: Rect, view: &View, t: &TrainState) {
         lines.push(Line::from(format!("last run {outcome}")).fg(DIM));
     }
     let verb = if running { "x stops" } else { "r retrains" };
-    lines.push(Line::from(format!("next run · ←→ changes · {verb}")).fg(ACCENT));
+    lines.push(Line::from(format!("next run (←→) · {verb}")).fg(ACCENT));
     for (i, field) in Field::ALL.iter().enumerate() {
         let selected = i == t.field && view.focused;
         let text = format!("{} {:<17}{:>8}", if selected { "›" } else { " " }, field.label(), field.value(&t.config));
         lines.push(if selected { Line::from(text).reversed() } else { Line::from(text) });
     }
-    frame.render_widget(Paragraph::new(lines), area);
+    frame.render_widget(Paragraph::new(fit_lines(lines, area.width)), area);
 }
 
 fn axis_labels(low: f64, high: f64, decimals: usize) -> Vec<Line<'static>> {

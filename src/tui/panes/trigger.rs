@@ -10,6 +10,7 @@ use crate::engine::lab::ModelKind;
 use crate::engine::metrics::Metrics;
 use crate::picture::{Heatmap, Palette, Picture};
 use crate::tui::effect::{Effect, Popup, Question};
+use crate::tui::fit::{draw_line, fit_lines};
 use crate::tui::images::{ImageStore, key_of};
 use crate::tui::keys::{Action, Binding, PaneKey, Scope, ch};
 use crate::tui::protocol::{Command, Job, Visualizations};
@@ -198,7 +199,7 @@ impl TriggerState {
                     (format!("no label flagged (largest anomaly index {top:.2})"), ACCENT)
                 }
             },
-            None => ("R recovers the trigger (Neural Cleanse, every label)".into(), DIM),
+            None => ("R: Neural Cleanse on every label".into(), DIM),
         }
     }
 }
@@ -214,7 +215,7 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState, im
     if text.chars().count() > status.width as usize {
         (text, colour) = state.status(recovering, true);
     }
-    frame.render_widget(Line::from(text).fg(colour).bold(), status);
+    draw_line(frame, Line::from(text).fg(colour).bold(), status);
     let rows = state.rows(recovering);
     if rows.is_empty() {
         // Visualisations need no recovery: under the explanation when there are some.
@@ -350,7 +351,7 @@ fn draw_pictures(
 fn draw_visuals(frame: &mut Frame, area: Rect, v: &Visualizations, images: &mut ImageStore) {
     let [caption, bottom] = area.layout(&Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]));
     let text = format!("feature visualisation of {}:{} (its value after optimising)", v.site, v.unit);
-    frame.render_widget(Line::from(text).fg(DIM), caption);
+    draw_line(frame, Line::from(text).fg(DIM), caption);
     let pictures = v
         .models
         .iter()
@@ -389,7 +390,7 @@ fn draw_models(frame: &mut Frame, area: Rect, view: &View, state: &TriggerState)
             lines.push(l);
         }
         (None, None, Some(running)) => lines.push(Line::from(format!("{}…", running.label)).fg(WARN)),
-        _ => lines.push(Line::from("u unlearns the flagged trigger · v visualises the selected unit").fg(DIM)),
+        _ => lines.push(Line::from("u unlearns it · v visualises the unit").fg(DIM)),
     }
-    frame.render_widget(ratatui::widgets::Paragraph::new(lines), area);
+    frame.render_widget(ratatui::widgets::Paragraph::new(fit_lines(lines, area.width)), area);
 }
