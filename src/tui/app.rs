@@ -6,16 +6,13 @@
 
 use super::effect::{Effect, Popup, Question};
 use super::export;
-use super::graph::{
-    self,
-    resume::GraphRestored,
-    state::{GraphState, GraphSweep},
-};
+use super::graph::{self, data::GraphSweep, state::GraphState};
 use super::jobs::Jobs;
 use super::keymap;
 use super::keys::{Action, Context};
 use super::layout::Screen;
 use super::panes::{Cx, Pane, Panes, training, trigger};
+use super::protocol::GraphRestored;
 use super::protocol::{Command, Job, Reply};
 use super::resume;
 use super::session::Restored;
@@ -381,7 +378,8 @@ impl App {
         if self.fresh {
             return vec![Effect::Notice(FRESH.into())];
         }
-        let notice = (restored.view.is_some() || restored.unreadable.is_some()).then(|| restored.notice());
+        let notice =
+            (restored.view.is_some() || restored.unreadable.is_some()).then(|| graph::saved::notice(&restored));
         if let Some((subject, digit, pane)) = graph::resume::apply(restored, g, &mut self.panes.graph_circuit) {
             (self.study.subject, self.study.digit) = (subject, digit);
             self.focus = pane.unwrap_or(self.focus);

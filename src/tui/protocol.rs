@@ -16,9 +16,9 @@ use crate::engine::sweep::SweepRow;
 use crate::engine::train::{EvalPoint, Phase, TrainConfig};
 use crate::graph::circuit::GraphSite;
 use crate::graph::units::UnitSet;
-use crate::tui::graph::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
-use crate::tui::graph::resume::GraphRestored;
+use crate::tui::graph::data::{GraphEvaluation, GraphInfo, GraphSweep, SiteActivations, SiteWeights};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A request from the UI. The worker serves them in order, one at a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -538,4 +538,58 @@ pub struct PatchMaps<S = Layer> {
     pub maps: Vec<PatchMap<S>>,
     /// Test images per condition the maps were measured on.
     pub images: usize,
+}
+
+/// A graph run's saved session (`graph::saved`): what was selected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphView {
+    /// The focused pane's number.
+    pub focus: usize,
+    /// The model under study (the sweeps are its).
+    pub subject: ModelKind,
+    /// The selected node, by name.
+    pub site: String,
+    /// The Channels cursor of each node, by name.
+    pub unit_rows: BTreeMap<String, usize>,
+    pub folded: BTreeSet<String>,
+    pub by_effect: bool,
+    pub set: UnitSet,
+    pub mode: AblationMode,
+    pub history_row: usize,
+    pub digit: usize,
+    pub direction: Direction,
+    /// The Circuit map's cursor: its row and unit.
+    pub map: (usize, usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GraphResults {
+    pub history: Vec<GraphEvaluation>,
+    pub sweeps: BTreeMap<String, GraphSweep>,
+    pub patch: Option<Box<PatchMaps<GraphSite>>>,
+    pub report: Option<Box<CircuitReport<GraphSite>>>,
+    /// The last pruning curves and their node.
+    pub curves: Option<(String, Vec<PruneCurve>)>,
+}
+
+impl GraphResults {
+    pub fn count(&self) -> usize {
+        let one = |present: bool| present as usize;
+        self.history.len()
+            + self.sweeps.len()
+            + one(self.patch.is_some())
+            + one(self.report.is_some())
+            + one(self.curves.is_some())
+    }
+}
+
+/// What opening the graph run found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GraphRestored {
+    pub view: Option<GraphView>,
+    pub results: GraphResults,
+    /// Results computed on other checkpoints or test images, dropped.
+    pub dropped: usize,
+    /// The file could not be read (it was kept as `session.json.bad`).
+    pub unreadable: Option<String>,
 }

@@ -91,3 +91,10 @@ impl SiteActivations {
         self.models.iter().find(|(k, ..)| *k == model).map(|(_, values, said)| (values, *said))
     }
 }
+
+/// A sweep of one site: each unit's metrics alone.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GraphSweep {
+    pub mode: AblationMode,
+    pub rows: Vec<Metrics>,
+}

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod keys;
 pub mod panes;
 pub mod resume;
+pub mod saved;
 pub mod session;
 pub mod sites;
 pub mod state;

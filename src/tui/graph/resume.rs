@@ -1,116 +1,14 @@
-//! A graph run's session, kept in the run as `session.json` like a study run's:
-//! the selected node, unit and image, the folds, the ablation set, mode and
-//! history, every sweep, the patching maps, the circuit search and the pruning
-//! curves, and the focused pane. The results are kept with the SHA-256 of every
-//! checkpoint and the test images' count, and dropped when either changed. The
-//! worker reads it (a saved map names its nodes, which only the graph resolves);
-//! the event loop writes it as the study's (`session::Saver`).
+//! A graph run's session put on screen (`apply`) and taken from it (`snapshot`);
+//! the file and its reading are `saved`'s.
 
-use super::data::GraphEvaluation;
-use super::state::{GraphState, GraphSweep, LayerRow};
-use crate::engine::ablation::AblationMode;
-use crate::engine::circuit::CircuitReport;
+use super::saved::GraphSessionFile;
+use super::state::{GraphState, LayerRow};
 use crate::engine::lab::ModelKind;
-use crate::engine::patch::Direction;
-use crate::engine::prune::PruneCurve;
-use crate::engine::run::RunDir;
-use crate::graph::circuit::{GraphSite, reading_sites};
-use crate::graph::units::UnitSet;
+use crate::graph::circuit::GraphSite;
 use crate::tui::panes::Pane;
 use crate::tui::panes::circuit::CircuitState;
-use crate::tui::protocol::{Checkpoints, PatchMaps};
-use crate::tui::session;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GraphSessionFile {
-    /// Test images per condition the results were measured on.
-    pub test_images: usize,
-    /// Every model's checkpoint the results were computed on.
-    pub checkpoints: Checkpoints,
-    pub view: GraphView,
-    pub results: GraphResults,
-}
-
-/// What is selected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GraphView {
-    /// The focused pane's number.
-    pub focus: usize,
-    /// The model under study (the sweeps are its).
-    pub subject: ModelKind,
-    /// The selected node, by name.
-    pub site: String,
-    /// The Channels cursor of each node, by name.
-    pub unit_rows: BTreeMap<String, usize>,
-    pub folded: BTreeSet<String>,
-    pub by_effect: bool,
-    pub set: UnitSet,
-    pub mode: AblationMode,
-    pub history_row: usize,
-    pub digit: usize,
-    pub direction: Direction,
-    /// The Circuit map's cursor: its row and unit.
-    pub map: (usize, usize),
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct GraphResults {
-    pub history: Vec<GraphEvaluation>,
-    pub sweeps: BTreeMap<String, GraphSweep>,
-    pub patch: Option<Box<PatchMaps<GraphSite>>>,
-    pub report: Option<Box<CircuitReport<GraphSite>>>,
-    /// The last pruning curves and their node.
-    pub curves: Option<(String, Vec<PruneCurve>)>,
-}
-
-impl GraphResults {
-    fn count(&self) -> usize {
-        let one = |present: bool| present as usize;
-        self.history.len()
-            + self.sweeps.len()
-            + one(self.patch.is_some())
-            + one(self.report.is_some())
-            + one(self.curves.is_some())
-    }
-}
-
-/// What opening the graph run found.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct GraphRestored {
-    pub view: Option<GraphView>,
-    pub results: GraphResults,
-    /// Results computed on other checkpoints or test images, dropped.
-    pub dropped: usize,
-    /// The file could not be read (it was kept as `session.json.bad`).
-    pub unreadable: Option<String>,
-}
-
-impl GraphRestored {
-    pub fn notice(&self) -> String {
-        match &self.unreadable {
-            Some(why) => why.clone(),
-            None => session::restored_notice(self.results.count(), self.dropped),
-        }
-    }
-}
-
-/// Reads the run's session against the graph's nodes (`sites`), keeping its
-/// results only when they were computed on `checkpoints` and `test_images`.
-pub fn read(run: &RunDir, checkpoints: &Checkpoints, test_images: usize, sites: Vec<GraphSite>) -> GraphRestored {
-    let file: GraphSessionFile = match reading_sites(sites, || session::load(run)) {
-        Ok(Some(file)) => file,
-        Ok(None) => return GraphRestored::default(),
-        Err(unreadable) => return GraphRestored { unreadable: Some(unreadable), ..GraphRestored::default() },
-    };
-    let view = Some(file.view);
-    if file.checkpoints == *checkpoints && file.test_images == test_images {
-        GraphRestored { view, results: file.results, dropped: 0, unreadable: None }
-    } else {
-        GraphRestored { view, results: GraphResults::default(), dropped: file.results.count(), unreadable: None }
-    }
-}
+use crate::tui::protocol::Checkpoints;
+use crate::tui::protocol::{GraphRestored, GraphResults, GraphView};
 
 /// The session as the explorer shows it now.
 pub fn snapshot(

@@ -4,7 +4,6 @@
 //! here; the replies are plain data.
 
 use super::data::{GraphEvaluation, GraphInfo, SiteActivations, SiteWeights};
-use super::resume::GraphRestored;
 use super::sites::sites;
 use crate::data::loaded::LoadedData;
 use crate::engine::ablation::AblationMode;
@@ -23,6 +22,7 @@ use crate::graph::units::UnitSet;
 use crate::setup::CommonArgs;
 use crate::setup::{GraphLab, open_graph_lab};
 use crate::tui::protocol::Checkpoints;
+use crate::tui::protocol::GraphRestored;
 use color_eyre::eyre::{Result, eyre};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -83,7 +83,7 @@ impl GraphSession {
     pub fn restore(&self, checkpoints: &Checkpoints) -> GraphRestored {
         let exec = &self.models[0].1;
         let nodes = (0..exec.spec.nodes.len()).map(|n| GraphSite::of(exec, n)).collect();
-        super::resume::read(&self.lab.run, checkpoints, self.lab.raw.len(), nodes)
+        super::saved::read(&self.lab.run, checkpoints, self.lab.raw.len(), nodes)
     }
 
     pub fn exec(&self, model: ModelKind) -> Result<&Executor> {

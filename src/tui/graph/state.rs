@@ -3,10 +3,9 @@
 //! the ablation set as `NODE:UNITS` with its answers, sweeps, and the selected
 //! site's weights and activations as the worker sent them.
 
-use super::data::{GraphEvaluation, GraphInfo, Site, SiteActivations, SiteWeights};
+use super::data::{GraphEvaluation, GraphInfo, GraphSweep, Site, SiteActivations, SiteWeights};
 use crate::engine::ablation::AblationMode;
 use crate::engine::lab::ModelKind;
-use crate::engine::metrics::Metrics;
 use crate::graph::units::UnitSet;
 use crate::tui::effect::Effect;
 use crate::tui::protocol::Command;
@@ -19,13 +18,6 @@ pub enum LayerRow {
     Container { path: String, depth: usize, folded: bool },
     /// A site (index into `GraphInfo::sites`) at its depth.
     Site { index: usize, depth: usize },
-}
-
-/// A sweep of one site: each unit's metrics alone.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct GraphSweep {
-    pub mode: AblationMode,
-    pub rows: Vec<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +249,7 @@ impl GraphState {
 mod tests {
     use super::*;
     use crate::data::attack::poison::Relabel;
+    use crate::engine::metrics::Metrics;
 
     fn site(name: &str, containers: &[&str]) -> Site {
         Site {
