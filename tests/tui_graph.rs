@@ -78,6 +78,8 @@ fn browse(size: (u16, u16)) {
         format!("--data-dir={}", data_dir().display()),
         "--device=cpu".into(),
         format!("--test-limit={TEST_LIMIT}"),
+        // The tests share the run: a session another one saved is not restored.
+        "--fresh".into(),
     ];
     let tmux = Tmux::start(&format!("graph{}x{}", size.0, size.1), size, &args);
     let wait = |what: &str, done: &dyn Fn(&str) -> bool| tmux.wait(what, Duration::from_secs(60), done);
@@ -178,6 +180,8 @@ fn an_ablation_is_answered_on_a_sample_then_on_the_full_test_set() {
 /// A graph run's harness, ready, at `size`.
 fn graph_harness(checkpoints: &Path, size: (u16, u16)) -> Harness {
     let mut h = Harness::open(graph_common(checkpoints), size);
+    // The tests share the run: a session another one saved is not restored.
+    h.app.fresh = true;
     h.wait_for("the graph run", |app| app.study.ready && app.study.graph.is_some() && app.study.base.is_some());
     h
 }
