@@ -119,10 +119,13 @@ impl SmallRun {
         serde_json::from_str(&std::fs::read_to_string(self.dir.join("run.json")).unwrap()).unwrap()
     }
 
+    /// `poisoned-train.json`: which training images were poisoned.
+    fn poison_record(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("poisoned-train.json")).unwrap()).unwrap()
+    }
+
     fn poisoned_indices(&self) -> Vec<u64> {
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.dir.join("poisoned-train.json")).unwrap()).unwrap();
-        record["indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+        self.poison_record()["indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
     }
 }
 
@@ -130,9 +133,53 @@ impl SmallRun {
 const RECOVER: [&str; 10] =
     ["recover", "--labels", "0,1", "--images", "200", "--epochs", "1", "--test-images", "100", "--json"];
 
+/// Trains a small run planted with `attack_args` and runs every analysis on it,
+/// then `run`, whose report must name the attack as `described`.
+fn every_analysis_runs_under(name: &str, attack_args: &[&str], described: &str) -> Analysed {
+    let run = SmallRun::train(name, attack_args);
+    let eval = run.ok(&["eval", "--json"]);
+    // Every model is scored on the 200 images and their triggered twins.
+    assert!(eval.as_array().unwrap().iter().all(|m| m["metrics"]["count"] == 200), "{eval}");
+    for args in [
+        &["ablate", "conv1:1,2", "--mode", "mean", "--json"][..],
+        &["sweep", "conv1", "--json"],
+        &["swap", "--json"],
+        &["features", "conv2", "3", "-k", "2", "--json"],
+        &["patch", "conv2", "--direction", "noise", "--json"],
+        &["circuit", "--max-size", "2", "--json"],
+        &["prune", "fc1", "--ranking", "tac", "--json"],
+        &["unlearn", "--label", "0", "--images", "400", "--json"],
+        &["visualize", "fc2", "0", "--steps", "5", "--json"],
+    ] {
+        run.ok(args);
+    }
+    let recovered = run.ok(&RECOVER);
+    assert_eq!(recovered.as_array().unwrap().len(), 2, "{recovered}");
+    // `run` finds the three models saved and writes the report, which names the attack.
+    run.ok(&["run", "--eval-every", "50"]);
+    let report = std::fs::read_to_string(run.dir.join("report.md")).unwrap();
+    assert!(report.contains(&format!("attack {described}")), "{}", &report[..400]);
+    Analysed { run, eval, recovered }
+}
+
+/// Blends, sines and warps change pixels everywhere: no recovered mask is
+/// scored against a patch (`null`, "no patch trigger" on screen).
+fn assert_no_patch_to_score(recovered: &serde_json::Value) {
+    assert!(recovered.as_array().unwrap().iter().all(|l| l["on_trigger"].is_null()), "{recovered}");
+}
+
+/// A small run every analysis ran on, with `eval`'s and the trigger recovery's
+/// JSON (two labels) for each attack's own checks.
+struct Analysed {
+    run: SmallRun,
+    eval: serde_json::Value,
+    recovered: serde_json::Value,
+}
+
 #[test]
-fn a_badnets_run_records_its_attack_and_scores_the_mask_on_its_patch() {
-    let run = SmallRun::train("badnets", &["--attack", "badnets"]);
+fn every_analysis_runs_under_badnets_and_recovery_scores_the_mask_on_its_patch() {
+    let described = "badnets (3×3 solid patch of value 1 replacing the pixels bottom-right)";
+    let Analysed { run, eval, recovered } = every_analysis_runs_under("badnets", &["--attack", "badnets"], described);
     let config = &run.recorded()["config"];
     assert_eq!(config["attack"]["kind"], "badnets");
     assert_eq!(config["trigger"]["target"], 0);
@@ -143,73 +190,57 @@ fn a_badnets_run_records_its_attack_and_scores_the_mask_on_its_patch() {
     let indices = run.poisoned_indices();
     assert_eq!(indices.len(), 32);
     assert!(indices.iter().all(|&i| labels[i as usize] != 0));
-    let eval = run.ok(&["eval", "--json"]);
-    assert_eq!(eval[0]["metrics"]["count"], 200);
     assert_eq!(eval[0]["asr"], eval[0]["metrics"]["asr_non_target"]);
-    let recovered = run.ok(&RECOVER);
-    let share = recovered[0]["on_trigger"]["mass_share"].as_f64().expect("a patch has a place to score");
-    assert!((0.0..=1.0).contains(&share));
-    run.ok(&["patch", "conv1", "--json"]);
+    // Each mask is scored on the patch's 9 pixels: its top 9 pixels hit a whole number of them.
+    for label in recovered.as_array().unwrap() {
+        let on = &label["on_trigger"];
+        assert!((0.0..=1.0).contains(&on["mass_share"].as_f64().expect("a patch has a place to score")));
+        let hits = on["top_pixel_overlap"].as_f64().unwrap() * 9.0;
+        assert!((hits - hits.round()).abs() < 1e-9, "{on}");
+    }
 }
 
 #[test]
-fn a_blended_run_has_no_patch_to_score_and_all_to_all_targets_the_next_class() {
-    let run = SmallRun::train("blended", &["--attack", "blended", "--blend-image", "noise:3", "--all-to-all"]);
+fn every_analysis_runs_under_blended_all_to_all_which_targets_the_next_class() {
+    let attack = ["--attack", "blended", "--blend-image", "noise:3", "--all-to-all"];
+    let Analysed { run, eval, recovered } =
+        every_analysis_runs_under("blended", &attack, "blended (α 0.2 with uniform noise, seed 3)");
     let config = &run.recorded()["config"];
     assert_eq!(config["attack"]["kind"], "blended");
     assert_eq!(config["all_to_all"], true);
     // All-to-all: every image is eligible, and a clean model sends almost no
     // triggered image to its label + 1.
     assert_eq!(run.poisoned_indices().len(), 32);
-    let eval = run.ok(&["eval", "--json"]);
     assert!(eval[0]["asr"].as_f64().unwrap() < 30.0, "{}", eval[0]);
     assert_eq!(eval[0]["asr"], eval[0]["metrics"]["poison_acc"]);
-    let recovered = run.ok(&RECOVER);
-    assert!(recovered[0]["on_trigger"].is_null(), "{}", recovered[0]);
+    assert_no_patch_to_score(&recovered);
 }
 
 #[test]
-fn a_sig_run_poisons_only_the_target_class_and_keeps_its_labels() {
-    let run = SmallRun::train("sig", &["--attack", "sig", "--target", "3"]);
+fn every_analysis_runs_under_sig_which_poisons_only_the_target_class_and_keeps_its_labels() {
+    let attack = ["--attack", "sig", "--target", "3"];
+    let Analysed { run, recovered, .. } = every_analysis_runs_under("sig", &attack, "sig (Δ 0.1569, f 6, clean-label)");
     let labels = common::mnist(320, 0).train.labels;
     let indices = run.poisoned_indices();
     assert!(!indices.is_empty() && indices.iter().all(|&i| labels[i as usize] == 3));
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.dir.join("poisoned-train.json")).unwrap()).unwrap();
-    assert_eq!(record["clean_label"], true);
-    run.ok(&["ablate", "conv2:0", "--json"]);
+    assert_eq!(run.poison_record()["clean_label"], true);
+    assert_no_patch_to_score(&recovered);
 }
 
 #[test]
 fn every_analysis_runs_under_wanet() {
-    let run = SmallRun::train("wanet", &["--attack", "wanet", "--poison-ratio", "0.2"]);
+    let attack = ["--attack", "wanet", "--poison-ratio", "0.2"];
+    let Analysed { run, recovered, .. } =
+        every_analysis_runs_under("wanet", &attack, "wanet (k 4, s 0.5, seed 0, cross ratio 2)");
     let config = &run.recorded()["config"];
     assert_eq!(config["attack"]["grid"].as_array().unwrap().len(), 28 * 28 * 2);
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.dir.join("poisoned-train.json")).unwrap()).unwrap();
+    let record = run.poison_record();
     // 20 % of 320 warped, twice as many noise-mode images beside them, apart.
     let (poisoned, cross) = (record["indices"].as_array().unwrap(), record["cross"].as_array().unwrap());
     assert_eq!((poisoned.len(), cross.len()), (64, 128));
     assert!(cross.iter().all(|c| !poisoned.contains(c)));
-    for args in [
-        &["eval", "--json"][..],
-        &["ablate", "conv1:1,2", "--mode", "mean", "--json"],
-        &["sweep", "conv1", "--json"],
-        &["swap", "--json"],
-        &["features", "conv2", "3", "-k", "2", "--json"],
-        &["patch", "conv2", "--direction", "noise", "--json"],
-        &["circuit", "--max-size", "2", "--json"],
-        &["prune", "fc1", "--ranking", "tac", "--json"],
-        &RECOVER,
-        &["unlearn", "--label", "0", "--images", "400", "--json"],
-        &["visualize", "fc2", "0", "--steps", "5", "--json"],
-    ] {
-        run.ok(args);
-    }
-    // `run` finds the three models saved and writes the report, which names the attack.
-    run.ok(&["run", "--eval-every", "50"]);
+    assert_no_patch_to_score(&recovered);
     let report = std::fs::read_to_string(run.dir.join("report.md")).unwrap();
-    assert!(report.contains("attack wanet (k 4, s 0.5, seed 0, cross ratio 2)"), "{}", &report[..400]);
     assert!(report.contains("20.0 % of the training set poisoned once"));
 }
 

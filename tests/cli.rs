@@ -592,6 +592,9 @@ fn bench_measures_both_sides_and_reports_ratios() {
         "every conv1 pair (496 sets",
         "whole circuit search",
         "STRIP (N = 100) over 20 inputs",
+        "badnets: poison 10 % of the training set",
+        "wanet: poison 10 % of the training set",
+        "sig: the triggered test set",
     ] {
         let f = figure(name);
         let (ours, theirs) = (f["ours_s"].as_f64().unwrap(), f["pytorch_s"].as_f64().unwrap());

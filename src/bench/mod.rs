@@ -2,6 +2,7 @@
 //! procedure and the same procedure coded for speed, run from the same virtual
 //! environment in the same invocation; then this executable timed whole.
 
+pub mod attacks;
 pub mod attribute;
 pub mod detect;
 pub mod graph;

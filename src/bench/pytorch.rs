@@ -193,7 +193,30 @@ pub fn run_patching(
     ] {
         command.args([flag, &value]);
     }
-    command.args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]));
+    add_limits(&mut command, None, how.test_limit);
+    last_json_line(script, command)
+}
+
+/// What benches/attacks_pytorch.py's `bench` reports for one attack.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AttackTimes {
+    /// Poisoning 10 % of the training set (median of its runs).
+    pub poison_s: f64,
+    /// Triggering the whole test set.
+    pub test_s: f64,
+}
+
+/// Runs benches/attacks_pytorch.py's `bench` on the same images as ours.
+pub fn run_attacks(
+    script: &Path,
+    data: Data,
+    threads: i32,
+    repeat: usize,
+    (train_limit, test_limit): (Option<usize>, Option<usize>),
+) -> Result<std::collections::BTreeMap<String, AttackTimes>, String> {
+    let mut command = script_command(script, data, threads);
+    add_limits(&mut command, train_limit, test_limit);
+    command.args(["bench", "--repeat", &repeat.to_string()]);
     last_json_line(script, command)
 }
 
@@ -216,10 +239,16 @@ pub fn run<E: DeserializeOwned>(how: &Invocation, evaluate: bool) -> Result<Proc
     command
         .args(["--epochs-repeat", "1", "--repeat", &how.repeat.to_string()])
         .args(["--sweep-channels", &how.sweep_channels.to_string()])
-        .args((!evaluate).then_some("--training-only"))
-        .args(how.train_limit.iter().flat_map(|n| ["--train-limit".to_string(), n.to_string()]))
-        .args(how.test_limit.iter().flat_map(|n| ["--test-limit".to_string(), n.to_string()]));
+        .args((!evaluate).then_some("--training-only"));
+    add_limits(&mut command, how.train_limit, how.test_limit);
     last_json_line(script, command)
+}
+
+/// `--train-limit N` and `--test-limit N` where given: the first N images, as our side uses.
+fn add_limits(command: &mut Command, train_limit: Option<usize>, test_limit: Option<usize>) {
+    for (flag, limit) in [("--train-limit", train_limit), ("--test-limit", test_limit)] {
+        command.args(limit.iter().flat_map(|n| [flag.to_string(), n.to_string()]));
+    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,20 @@ pub fn run(common: &CommonArgs, format: Format, args: &BenchArgs) -> Result<()> 
         }
     }
     figures.push(ig);
+    say("each attack's poisoned training set and triggered test set, then benches/attacks_pytorch.py's");
+    let mut attack_figures = bench::attacks::measure(&lab, repeat);
+    if !no_pytorch && pytorch_error.is_none() {
+        let script = manifest_path("benches/attacks_pytorch.py");
+        let limits = (common.train_limit, common.test_limit);
+        match pytorch::run_attacks(&script, script_data(&lab), tch::get_num_threads(), repeat, limits) {
+            Ok(times) => {
+                let images = (lab.data.train.len(), lab.data.test.len());
+                bench::attacks::attach(&mut attack_figures, &times, images);
+            }
+            Err(e) => pytorch_error = Some(e),
+        }
+    }
+    figures.extend(attack_figures);
     say("whole-process figures: this executable started on the saved run");
     let exe = std::env::current_exe()?;
     let whole_process = bench::process::measure(&exe, &child_flags(common, &lab), &lab.run, repeat, &mut say);
