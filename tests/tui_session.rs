@@ -64,8 +64,10 @@ fn quit_and_reopen_shows_the_same_screen_without_recomputing_and_fresh_starts_cl
     tmux.keys(&["P"]);
     tmux.wait("the patching maps", long, |s| s.contains("denoise: triggered") && s.contains("● ready"));
     tmux.keys(&["5"]);
-    let before =
-        tmux.wait("the Ablation pane focused", long, |s| s.contains("history: set") && s.contains("ablating conv1:1"));
+    // Focused when the hint line names the pane (the history shows either way).
+    let before = tmux.wait("the Ablation pane focused", long, |s| {
+        s.contains("history: set") && s.contains("ablating conv1:1") && s.contains("Ablation: the set's accuracies")
+    });
     tmux.keys(&["q"]);
     assert!(tmux.wait_for_exit().contains("exited with 0"));
     drop(tmux);

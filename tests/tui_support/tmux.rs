@@ -81,10 +81,25 @@ impl Tmux {
     /// footer says `notice` and that no sweep or patching ran on the way; quits.
     pub fn reopened_as(&self, before: &str, notice: &str) {
         let seen = std::cell::RefCell::new(Vec::new());
-        let after = self.wait("the same screen", Duration::from_secs(60), |s| {
-            seen.borrow_mut().push(s.to_string());
-            above_footer(s) == above_footer(before)
-        });
+        let clock = Instant::now();
+        let after = loop {
+            let screen = self.screen();
+            seen.borrow_mut().push(screen.clone());
+            if above_footer(&screen) == above_footer(before) {
+                break screen;
+            }
+            if clock.elapsed() > Duration::from_secs(60) {
+                // The lines that differ, so a failure says what changed.
+                let differ: Vec<String> = above_footer(before)
+                    .lines()
+                    .zip(above_footer(&screen).lines())
+                    .filter(|(a, b)| a != b)
+                    .map(|(a, b)| format!("before: {a}\nafter:  {b}"))
+                    .collect();
+                panic!("timed out waiting for the same screen; the lines that differ:\n{}", differ.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(after.contains(notice), "{after}");
         let recomputed = seen.borrow().iter().any(|s| s.contains("sweeping") || s.contains("patching every"));
         assert!(!recomputed, "the worker swept or patched again");
